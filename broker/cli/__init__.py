@@ -1,0 +1,46 @@
+# The `millpond` command: one argparse parser, one subcommand per module. Each module has
+# `add_parser(subparsers)` that registers its subcommand and sets `func=run` (run(args) -> exit code).
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order `millpond --help` lists them.
+_COMMANDS = ("serve", "topics", "produce", "consume", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="millpond",
+        description="An embedded message broker: a partitioned log, consumer groups, queues, fan-out, rate limits.",
+    )
+    from broker import __version__
+
+    parser.add_argument("--version", action="version", version=f"millpond {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f"broker.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"broker.cli.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `millpond consume ... | head` closes stdout early; that is not an error.
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+# Broker configuration: one frozen record, loaded from TOML (stdlib tomllib) and CLI flags. Unknown keys are an
+# error, never ignored. A leaf module: knows nothing of the server or the cores' internals.
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from broker.wire.errors import InvalidConfigError
+
+FSYNC_MODES = ("always", "interval", "never")
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDefaults:
+    """Defaults for topics created without their own config. Wire and file units: milliseconds and bytes."""
+
+    partitions: int = 1
+    retention_ms: int = 7 * DAY_MS  # as Kafka retention.ms; -1 = keep forever
+    retention_bytes: int = -1  # per partition, as Kafka retention.bytes; -1 = unlimited
+    segment_bytes: int = 64 * 1024 * 1024
+    segment_ms: int = 7 * DAY_MS
+    index_interval_bytes: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Everything ``millpond serve`` and ``open_broker`` accept.
+
+    ``data_dir=None`` (embedded only) means a temporary directory removed on exit. ``fsync``: ``"always"`` acks a
+    produce after the grouped fsync that covers it; ``"interval"`` fsyncs every ``fsync_interval_ms``; ``"never"``
+    leaves flushing to the OS.
+    """
+
+    data_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 7420
+    fsync: str = "always"
+    fsync_interval_ms: int = 100
+    frame_bytes_max: int = 16 * 1024 * 1024
+    batch_bytes_max: int = 8 * 1024 * 1024
+    fetch_bytes_max: int = 8 * 1024 * 1024
+    requests_in_flight_max: int = 1024
+    connections_max: int = 1024
+    partitions_max: int = 1024
+    retention_check_interval_ms: int = 60_000
+    shutdown_grace_s: float = 5.0
+    topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
+
+    def __post_init__(self) -> None:
+        if self.fsync not in FSYNC_MODES:
+            raise InvalidConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
+        for name in ("frame_bytes_max", "batch_bytes_max", "fetch_bytes_max", "requests_in_flight_max",
+                     "connections_max", "partitions_max", "fsync_interval_ms", "retention_check_interval_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.batch_bytes_max > self.frame_bytes_max - 1024:
+            raise InvalidConfigError("batch_bytes_max must be at least 1 KiB below frame_bytes_max")
+        if not (0 <= self.port <= 65535):
+            raise InvalidConfigError(f"port must be 0-65535, got {self.port}")
+
+    def replace(self, **changes: Any) -> "BrokerConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise InvalidConfigError(f"unknown config key {where}{key!r}; known keys: {', '.join(sorted(known))}")
+        if key == "topic_defaults":
+            if not isinstance(value, dict):
+                raise InvalidConfigError(f"{where}topic_defaults must be a table")
+            value = _build(TopicDefaults, value, "topic_defaults.")
+        elif key == "data_dir":
+            value = Path(value)
+        elif cls is TopicDefaults and (not isinstance(value, int) or isinstance(value, bool)):
+            raise InvalidConfigError(f"{where}{key} must be an integer, got {value!r}")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise InvalidConfigError(f"bad config in {where or 'top level'}: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> BrokerConfig:
+    """Read a TOML config file (or none), then apply ``overrides`` that are not None (CLI flags win).
+
+    Raises ``InvalidConfigError`` naming an unknown key, a wrong type or an out-of-range value.
+    """
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise InvalidConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    for key, value in overrides.items():
+        if value is not None:
+            table[key] = value
+    return _build(BrokerConfig, table, "")

@@ -1,0 +1,113 @@
+# The one error table: stable numeric codes, names, retriable flags, and one exception class per code.
+# Shared by the broker (which raises these in its cores and answers them on the wire) and the client (which
+# raises the class matching a code it receives). Must not know about sockets, trio or storage.
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    code: int
+    name: str
+    retriable: bool
+    doc: str
+
+
+class MillpondError(Exception):
+    """Base class of every error the broker answers with a code.
+
+    ``details`` carries machine-readable context (e.g. ``log_start_offset`` for OFFSET_OUT_OF_RANGE); it travels
+    on the wire as a msgpack map next to the message.
+    """
+
+    code: ClassVar[int] = 1
+    name: ClassVar[str] = "UNKNOWN"
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message or self.name)
+        self.message = message or self.name
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.name, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+_TABLE: list[tuple[int, str, bool, str, str]] = [
+    # code, NAME, retriable, ClassName, doc
+    (1, "UNKNOWN", False, "UnknownError", "An unexpected error inside the broker; the request was not applied."),
+    (2, "INVALID_REQUEST", False, "InvalidRequestError", "The request is malformed: wrong types or missing fields."),
+    (3, "UNSUPPORTED_VERSION", False, "UnsupportedVersionError", "The handshake asked for a protocol version the broker does not speak."),
+    (4, "FRAME_TOO_LARGE", False, "FrameTooLargeError", "A frame exceeded frame_bytes_max; the connection is closed."),
+    (5, "UNKNOWN_API", False, "UnknownApiError", "The request names an API the broker does not have."),
+    (6, "HANDSHAKE_REQUIRED", False, "HandshakeRequiredError", "The first request on a connection must be 'hello'."),
+    (7, "TOO_MANY_REQUESTS_IN_FLIGHT", True, "TooManyRequestsInFlightError", "More requests in flight than the connection allows."),
+    (8, "SHUTTING_DOWN", True, "ShuttingDownError", "The broker is stopping; retry against it once it is back."),
+    (9, "REQUEST_TIMED_OUT", True, "RequestTimedOutError", "The request did not complete in time."),
+    (10, "UNKNOWN_TOPIC_OR_PARTITION", False, "UnknownTopicOrPartitionError", "No such topic, or the partition index is out of range."),
+    (11, "TOPIC_ALREADY_EXISTS", False, "TopicAlreadyExistsError", "A topic with this name exists."),
+    (12, "INVALID_TOPIC_NAME", False, "InvalidTopicNameError", "Topic names are 1-249 characters of [A-Za-z0-9._-], not '.' or '..'."),
+    (13, "INVALID_CONFIG", False, "InvalidConfigError", "A configuration key is unknown or its value is out of range."),
+    (14, "OFFSET_OUT_OF_RANGE", False, "OffsetOutOfRangeError", "The offset is below the log start or above the log end; details give the valid range."),
+    (15, "RECORD_TOO_LARGE", False, "RecordTooLargeError", "A record or batch exceeds batch_bytes_max."),
+    (16, "CORRUPT_BATCH", False, "CorruptBatchError", "A batch failed its length, CRC or record-count check."),
+    (17, "INVALID_PARTITIONS", False, "InvalidPartitionsError", "The partition count is out of range (1 to partitions_max)."),
+    (18, "STORAGE_ERROR", True, "StorageError", "The broker could not read or write its data directory."),
+    (19, "CONNECTION_CLOSED", True, "ConnectionClosedError", "The connection to the broker closed before an answer arrived (client side)."),
+    (30, "THROTTLED", True, "ThrottledError", "A limit policy refused the request; details carry retry_after_s."),
+]
+
+ERRORS: dict[int, ErrorKind] = {}
+EXCEPTIONS: dict[int, type[MillpondError]] = {1: MillpondError}
+_by_name: dict[str, type[MillpondError]] = {}
+
+for _code, _name, _retriable, _cls, _doc in _TABLE:
+    ERRORS[_code] = ErrorKind(_code, _name, _retriable, _doc)
+    _klass = type(_cls, (MillpondError,), {"code": _code, "name": _name, "retriable": _retriable, "__doc__": _doc})
+    EXCEPTIONS[_code] = _klass
+    _by_name[_cls] = _klass
+
+UnknownError: type[MillpondError] = _by_name["UnknownError"]
+InvalidRequestError: type[MillpondError] = _by_name["InvalidRequestError"]
+UnsupportedVersionError: type[MillpondError] = _by_name["UnsupportedVersionError"]
+FrameTooLargeError: type[MillpondError] = _by_name["FrameTooLargeError"]
+UnknownApiError: type[MillpondError] = _by_name["UnknownApiError"]
+HandshakeRequiredError: type[MillpondError] = _by_name["HandshakeRequiredError"]
+TooManyRequestsInFlightError: type[MillpondError] = _by_name["TooManyRequestsInFlightError"]
+ShuttingDownError: type[MillpondError] = _by_name["ShuttingDownError"]
+RequestTimedOutError: type[MillpondError] = _by_name["RequestTimedOutError"]
+UnknownTopicOrPartitionError: type[MillpondError] = _by_name["UnknownTopicOrPartitionError"]
+TopicAlreadyExistsError: type[MillpondError] = _by_name["TopicAlreadyExistsError"]
+InvalidTopicNameError: type[MillpondError] = _by_name["InvalidTopicNameError"]
+InvalidConfigError: type[MillpondError] = _by_name["InvalidConfigError"]
+OffsetOutOfRangeError: type[MillpondError] = _by_name["OffsetOutOfRangeError"]
+RecordTooLargeError: type[MillpondError] = _by_name["RecordTooLargeError"]
+CorruptBatchError: type[MillpondError] = _by_name["CorruptBatchError"]
+InvalidPartitionsError: type[MillpondError] = _by_name["InvalidPartitionsError"]
+StorageError: type[MillpondError] = _by_name["StorageError"]
+ConnectionClosedError: type[MillpondError] = _by_name["ConnectionClosedError"]
+ThrottledError: type[MillpondError] = _by_name["ThrottledError"]
+
+
+def from_wire(code: int, body: Any) -> MillpondError:
+    """Build the exception matching an error answer ``(code, {"name", "message", "details"?})``.
+
+    An unknown code (a newer broker) becomes a plain ``MillpondError`` carrying that code.
+    """
+    klass = EXCEPTIONS.get(code)
+    message = body.get("message", "") if isinstance(body, dict) else str(body)
+    details = body.get("details") or {} if isinstance(body, dict) else {}
+    if klass is None:
+        exc = MillpondError(message, **details)
+        exc.code = code  # type: ignore[misc]
+        exc.name = body.get("name", f"ERROR_{code}") if isinstance(body, dict) else f"ERROR_{code}"  # type: ignore[misc]
+        return exc
+    return klass(message, **details)

@@ -1,0 +1,116 @@
+# Framing and message envelopes: 4-byte big-endian length prefix, then one msgpack value.
+# Owns the byte layout of requests and responses and the incremental decoder; knows nothing of sockets or APIs.
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from broker.wire.errors import FrameTooLargeError, InvalidRequestError
+
+PROTOCOL_VERSION = 1
+FRAME_HEADER = struct.Struct(">I")
+FRAME_BYTES_MAX_DEFAULT = 16 * 1024 * 1024
+
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+_pack_len = FRAME_HEADER.pack
+_unpack_len = FRAME_HEADER.unpack_from
+
+
+def encode_frame(message: Any) -> bytes:
+    """One frame: length prefix + msgpack of ``message`` (bytes values stay bin, str stays str)."""
+    body = _packb(message, use_bin_type=True)
+    return _pack_len(len(body)) + body
+
+
+def encode_request(correlation_id: int, api: str, body: dict[str, Any]) -> bytes:
+    """A request frame: ``[correlation_id, api, body]``."""
+    return encode_frame([correlation_id, api, body])
+
+
+def encode_response(correlation_id: int, code: int, body: Any) -> bytes:
+    """A response frame: ``[correlation_id, code, body]``; code 0 is success, any other is an error table code."""
+    return encode_frame([correlation_id, code, body])
+
+
+class FrameDecoder:
+    """Incremental frame decoder: feed bytes, take whole frame bodies (undecoded msgpack bytes).
+
+    Raises ``FrameTooLargeError`` as soon as a length prefix announces more than ``frame_bytes_max`` bytes, before
+    buffering the body, so a peer cannot make us hold an oversize frame.
+    """
+
+    __slots__ = ("_buf", "_pos", "frame_bytes_max")
+
+    def __init__(self, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.frame_bytes_max = frame_bytes_max
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Append ``data`` and return every complete frame body now available (possibly none)."""
+        buf = self._buf
+        buf += data
+        pos = self._pos
+        end = len(buf)
+        out: list[bytes] = []
+        limit = self.frame_bytes_max
+        while end - pos >= 4:
+            (n,) = _unpack_len(buf, pos)
+            if n > limit:
+                raise FrameTooLargeError(f"frame of {n} bytes exceeds frame_bytes_max={limit}", frame_bytes_max=limit)
+            if end - pos - 4 < n:
+                break
+            out.append(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+        if pos:
+            # Compact only when the consumed prefix is large, so small frames do not cost a memmove each.
+            if pos == end:
+                buf.clear()
+                pos = 0
+            elif pos > 65536:
+                del buf[:pos]
+                pos = 0
+        self._pos = pos
+        return out
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buf) - self._pos
+
+
+def decode_message(body: bytes) -> Any:
+    """Decode one frame body; malformed msgpack raises ``InvalidRequestError``."""
+    try:
+        return _unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise InvalidRequestError(f"frame is not valid msgpack: {exc}") from None
+
+
+def decode_request(body: bytes) -> tuple[int, str, dict[str, Any]]:
+    """Decode ``[correlation_id, api, body]``; raises ``InvalidRequestError`` naming what is wrong.
+
+    If the envelope is readable enough to carry a correlation id, ``InvalidRequestError.details`` has it under
+    ``correlation_id`` so the error can be answered to the right request.
+    """
+    msg = decode_message(body)
+    if not isinstance(msg, (list, tuple)) or len(msg) != 3:
+        raise InvalidRequestError("request must be a 3-element array [correlation_id, api, body]")
+    cid, api, args = msg
+    if not isinstance(cid, int) or isinstance(cid, bool) or cid < 0:
+        raise InvalidRequestError("correlation_id must be a non-negative integer")
+    if not isinstance(api, str):
+        raise InvalidRequestError("api must be a string", correlation_id=cid)
+    if not isinstance(args, dict):
+        raise InvalidRequestError(f"body of {api!r} must be a map", correlation_id=cid)
+    return cid, api, args
+
+
+def decode_response(body: bytes) -> tuple[int, int, Any]:
+    """Decode ``[correlation_id, code, body]`` (client side)."""
+    msg = decode_message(body)
+    if not isinstance(msg, (list, tuple)) or len(msg) != 3:
+        raise InvalidRequestError("response must be a 3-element array [correlation_id, code, body]")
+    return msg[0], msg[1], msg[2]
