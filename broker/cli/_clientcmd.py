@@ -1,0 +1,40 @@
+# Shared plumbing of the client subcommands (topics, produce, consume): the --broker/--client-id flags and turning
+# expected failures into one clear line on stderr and an exit code. Knows the client's error classes, not the wire.
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from client import DEFAULT_ADDRESS
+from client.errors import ConnectionClosedError, MillpondError
+
+
+def add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", "-b", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
+                   help=f"broker address (default {DEFAULT_ADDRESS})")
+    p.add_argument("--client-id", default="millpond-cli", help="client id sent in the handshake")
+
+
+def guarded(command: str, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Wrap ``body`` so broker errors, bad input and refused connections print ``millpond CMD: reason`` and exit 1
+    (2 for usage errors) instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except ConnectionClosedError as exc:
+            return fail(command, exc.message)
+        except MillpondError as exc:
+            return fail(command, f"{exc.name}: {exc.message}")
+        except (ValueError, TypeError) as exc:
+            return fail(command, str(exc), code=2)
+        except OSError as exc:  # stdin/stdout problems other than a closed pipe
+            return fail(command, exc.strerror or str(exc))
+
+    return run
+
+
+def fail(command: str, message: str, code: int = 1) -> int:
+    print(f"millpond {command}: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,63 @@
+# `millpond serve`: the broker as a daemon. SIGINT/SIGTERM stop it gracefully (stop accepting, answer what is in
+# flight, fsync, close files) and it exits 0.
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import trio
+
+from broker.config import load_config
+from broker.wire.errors import MillpondError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the broker daemon", description="Run the broker daemon.")
+    p.add_argument("--data-dir", help="where topics are stored (created if missing)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, help="TCP port (default 7420; 0 picks a free port and prints it)")
+    p.add_argument("--config", help="TOML config file; unknown keys are an error")
+    p.add_argument("--fsync", choices=["always", "interval", "never"], help="durability mode (default always)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config, data_dir=args.data_dir, host=args.host, port=args.port, fsync=args.fsync)
+    except MillpondError as exc:
+        print(f"millpond serve: {exc.message}", file=sys.stderr)
+        return 2
+    if config.data_dir is None:
+        print("millpond serve: --data-dir (or data_dir in the config file) is required", file=sys.stderr)
+        return 2
+    try:
+        trio.run(_serve, config)
+    except OSError as exc:
+        print(f"millpond serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(config) -> None:
+    from broker.server.broker import Broker
+
+    broker = Broker(config, config.data_dir)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(broker.serve)
+            host, port = broker.address  # type: ignore[misc]
+            # One machine-readable line on stdout too, for scripts that started us with --port 0.
+            print(f"millpond listening on {host}:{port}", flush=True)
+            async for signum in signals:
+                logging.getLogger("millpond").info("received %s, shutting down", signal.Signals(signum).name)
+                await broker.shutdown()
+                nursery.cancel_scope.cancel()
+                break

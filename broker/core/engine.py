@@ -1,0 +1,230 @@
+# The request engine: validates decoded request bodies and turns them into core calls, answering plain maps.
+# Sans-IO: takes `now_ms`, never waits. Waiting (produce acks under fsync="always", long-poll fetch) is the
+# server's job; the engine tells it what to wait for. Must not know about sockets, trio or frames.
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from broker import __version__
+from broker.config import BrokerConfig
+from broker.core.log import LogManager, PartitionLog
+from broker.wire.batch import check_batch
+from broker.wire.errors import (
+    InvalidRequestError,
+    MillpondError,
+    UnknownApiError,
+    UnknownTopicOrPartitionError,
+    UnsupportedVersionError,
+)
+from broker.wire.frames import PROTOCOL_VERSION
+
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+FETCH_WAIT_MS_MAX = 300_000
+
+
+@dataclass(slots=True)
+class ProduceResult:
+    """A produce applied to the log. ``durable_offset``: the answer may go out once the partition's high
+    watermark reaches it (already true unless fsync="always")."""
+
+    partition_log: PartitionLog
+    answer: dict[str, Any]
+    durable_offset: int
+
+
+@dataclass(slots=True)
+class FetchRequest:
+    """A validated fetch: ``specs`` are ``(topic, partition, offset)``; ``max_bytes`` total; ``max_wait_ms``."""
+
+    specs: list[tuple[str, int, int]]
+    max_bytes: int
+    max_wait_ms: int
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], api: str, default: Any = ...) -> Any:
+    value = body.get(name, default)
+    if value is ...:
+        raise InvalidRequestError(f"{api}: missing field {name!r}")
+    if value is default and default is not ...:
+        return value
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InvalidRequestError(f"{api}: field {name!r} must be {want}, got {type(value).__name__}")
+    return value
+
+
+class Engine:
+    """Answers every API of docs/protocol.md over one ``LogManager``.
+
+    Each handler raises a ``MillpondError`` subclass for a refused request and changes nothing in that case.
+    """
+
+    def __init__(self, config: BrokerConfig, log: LogManager) -> None:
+        self.config = config
+        self.log = log
+        self._handlers: dict[str, Callable[[dict[str, Any], int], Any]] = {
+            "create_topic": self.create_topic,
+            "delete_topic": self.delete_topic,
+            "list_topics": self.list_topics,
+            "describe_topic": self.describe_topic,
+            "metadata": self.metadata,
+            "list_offsets": self.list_offsets,
+        }
+
+    # -- handshake ---------------------------------------------------------------------------------------------
+    def hello(self, body: dict[str, Any]) -> dict[str, Any]:
+        version = _field(body, "protocol_version", int, "hello")
+        client_id = _field(body, "client_id", str, "hello", "")
+        if len(client_id) > 255:
+            raise InvalidRequestError("hello: client_id is longer than 255 characters")
+        if version not in SUPPORTED_VERSIONS:
+            raise UnsupportedVersionError(
+                f"protocol version {version} is not supported; this broker speaks {list(SUPPORTED_VERSIONS)}",
+                supported=list(SUPPORTED_VERSIONS),
+            )
+        c = self.config
+        return {
+            "protocol_version": version,
+            "broker_version": __version__,
+            "limits": {
+                "frame_bytes_max": c.frame_bytes_max,
+                "batch_bytes_max": c.batch_bytes_max,
+                "requests_in_flight_max": c.requests_in_flight_max,
+                "partitions_max": c.partitions_max,
+                "fetch_bytes_max": c.fetch_bytes_max,
+            },
+        }
+
+    def handle(self, api: str, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        """Answer a request that never waits. ``produce`` and ``fetch`` go through their own methods."""
+        handler = self._handlers.get(api)
+        if handler is None:
+            raise UnknownApiError(f"unknown api {api!r}")
+        return handler(body, now_ms)
+
+    # -- topics ------------------------------------------------------------------------------------------------
+    def create_topic(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        name = _field(body, "name", str, "create_topic")
+        partitions = _field(body, "partitions", int, "create_topic", self.config.topic_defaults.partitions)
+        config = _field(body, "config", dict, "create_topic", None)
+        topic = self.log.create_topic(name, partitions, config, now_ms)
+        return {"name": topic.name, "partitions": len(topic.partitions), "config": topic.config.to_wire()}
+
+    def delete_topic(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        self.log.delete_topic(_field(body, "name", str, "delete_topic"))
+        return {}
+
+    def list_topics(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        return {"topics": sorted(self.log.topics)}
+
+    def describe_topic(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        name = _field(body, "name", str, "describe_topic")
+        topic = self.log.topics.get(name)
+        if topic is None:
+            raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
+        return {
+            "name": topic.name,
+            "config": topic.config.to_wire(),
+            "partitions": [
+                {
+                    "partition": p.partition,
+                    "log_start_offset": p.log_start_offset,
+                    "log_end_offset": p.log_end_offset,
+                    "high_watermark": p.high_watermark,
+                    "size_bytes": p.size_bytes,
+                    "segments": p.segment_count,
+                }
+                for p in topic.partitions
+            ],
+        }
+
+    def metadata(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        names = _field(body, "topics", (list, type(None)), "metadata", None)
+        topics = self.log.topics
+        if names is None:
+            return {"topics": {n: len(t.partitions) for n, t in topics.items()}}
+        out = {}
+        for n in names:
+            if not isinstance(n, str):
+                raise InvalidRequestError("metadata: topics must be a list of strings")
+            t = topics.get(n)
+            if t is not None:
+                out[n] = len(t.partitions)
+        return {"topics": out}
+
+    # -- produce, fetch, offsets -------------------------------------------------------------------------------
+    def produce(self, body: dict[str, Any], now_ms: int) -> ProduceResult:
+        topic = _field(body, "topic", str, "produce")
+        partition = _field(body, "partition", int, "produce")
+        blob = _field(body, "batch", bytes, "produce")
+        plog = self.log.partition(topic, partition)
+        header = check_batch(blob, self.config.batch_bytes_max)
+        base = plog.append(blob, header, now_ms)
+        answer = {"partition": partition, "base_offset": base, "timestamp_ms": header.max_timestamp_ms}
+        return ProduceResult(plog, answer, base + header.record_count)
+
+    def parse_fetch(self, body: dict[str, Any]) -> FetchRequest:
+        raw = _field(body, "partitions", list, "fetch")
+        max_bytes = _field(body, "max_bytes", int, "fetch", self.config.fetch_bytes_max)
+        max_wait_ms = _field(body, "max_wait_ms", int, "fetch", 0)
+        if max_bytes < 1:
+            raise InvalidRequestError(f"fetch: max_bytes must be >= 1, got {max_bytes}")
+        if max_wait_ms < 0:
+            raise InvalidRequestError(f"fetch: max_wait_ms must be >= 0, got {max_wait_ms}")
+        if not raw:
+            raise InvalidRequestError("fetch: partitions must not be empty")
+        specs = []
+        for item in raw:
+            if (
+                not isinstance(item, (list, tuple))
+                or len(item) != 3
+                or not isinstance(item[0], str)
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in item[1:])
+            ):
+                raise InvalidRequestError("fetch: each partition must be [topic (str), partition (int), offset (int)]")
+            specs.append((item[0], item[1], item[2]))
+        return FetchRequest(specs, min(max_bytes, self.config.fetch_bytes_max), min(max_wait_ms, FETCH_WAIT_MS_MAX))
+
+    def fetch(self, req: FetchRequest) -> tuple[list[list[Any]], bool]:
+        """Read every spec. Returns ``(rows, ready)``: rows ``[topic, partition, code, log_start, hw, data]``;
+        ``ready`` is true if any row carries data or an error, i.e. the answer should not wait."""
+        remaining = req.max_bytes
+        rows: list[list[Any]] = []
+        ready = False
+        log = self.log
+        for topic, partition, offset in req.specs:
+            try:
+                plog = log.partition(topic, partition)
+            except MillpondError as exc:
+                rows.append([topic, partition, exc.code, -1, -1, b""])
+                ready = True
+                continue
+            data = b""
+            code = 0
+            try:
+                if remaining > 0 or offset < plog.log_start_offset or offset > plog.log_end_offset:
+                    data = plog.read(offset, remaining, plog.high_watermark)
+            except MillpondError as exc:
+                code = exc.code
+            if data or code:
+                ready = True
+                remaining -= len(data)
+            rows.append([topic, partition, code, plog.log_start_offset, plog.high_watermark, data])
+        return rows, ready
+
+    def list_offsets(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        topic = _field(body, "topic", str, "list_offsets")
+        partition = _field(body, "partition", int, "list_offsets")
+        spec = body.get("spec", "latest")
+        plog = self.log.partition(topic, partition)
+        if spec == "earliest":
+            return {"offset": plog.log_start_offset, "timestamp_ms": -1}
+        if spec == "latest":
+            return {"offset": plog.high_watermark, "timestamp_ms": -1}
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            found = plog.offset_for_timestamp(spec)
+            if found is None:
+                return {"offset": -1, "timestamp_ms": -1}
+            return {"offset": found[0], "timestamp_ms": found[1]}
+        raise InvalidRequestError(f"list_offsets: spec must be 'earliest', 'latest' or a timestamp in ms, got {spec!r}")

@@ -1,0 +1,8 @@
+# The durable, segmented, crash-safe partition log (Kafka's storage model): topics, partitions, segments, indexes,
+# retention and recovery. Sans-IO except for files: synchronous, takes now_ms, never reads a clock, imports trio or
+# opens a socket. Knows nothing of the wire protocol beyond the record batch layout.
+from broker.core.log.manager import LogManager, Topic
+from broker.core.log.partition import PartitionLog
+from broker.core.log.topic_config import TopicConfig, validate_topic_name
+
+__all__ = ["LogManager", "PartitionLog", "Topic", "TopicConfig", "validate_topic_name"]

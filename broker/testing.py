@@ -1,0 +1,24 @@
+# The pytest plugin (registered by the `pytest11` entry point): a running broker and a connected client as
+# fixtures, for users testing their own code against millpond. Needs pytest-trio for the async fixtures.
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import pytest
+
+
+@pytest.fixture
+def millpond_config() -> dict[str, Any]:
+    """Overrides for the test broker (``BrokerConfig`` fields). Override this fixture to change them; the default
+    is ``fsync="never"``: tests want speed, not durability."""
+    return {"fsync": "never"}
+
+
+@pytest.fixture
+async def millpond_broker(millpond_config: dict[str, Any]) -> AsyncIterator[Any]:
+    """A broker on a free loopback port with a temporary data directory, removed afterwards. ``.address`` is
+    ``(host, port)``. Trio tests only (pytest-trio)."""
+    from broker.server.embedded import open_broker
+
+    async with open_broker(None, **millpond_config) as b:
+        yield b

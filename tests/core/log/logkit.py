@@ -1,0 +1,68 @@
+# Helpers for the partition log tests: a data directory with the managers opened on it, and batch builders.
+# (A uniquely named module rather than conftest, so test files can import it.)
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from broker.config import TopicDefaults
+from broker.core.log import LogManager, PartitionLog
+from broker.wire.batch import BatchHeader, check_batch, decode_records, encode_batch
+
+BATCH_BYTES_MAX = 1 << 20
+T0 = 1_700_000_000_000  # a literal wall-clock time (ms) the tests count from
+
+
+class LogEnv:
+    """One data directory and the managers opened on it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.managers: list[LogManager] = []
+
+    def open(self, fsync_mode: str = "never", now_ms: int = T0, partitions_max: int = 8, **defaults: Any) -> LogManager:
+        manager = LogManager(
+            self.data_dir, defaults=TopicDefaults(**defaults), batch_bytes_max=BATCH_BYTES_MAX,
+            partitions_max=partitions_max, fsync_mode=fsync_mode,
+        )
+        manager.open(now_ms)
+        self.managers.append(manager)
+        return manager
+
+    def crash(self, manager: LogManager) -> None:
+        """Drop a manager as kill -9 would: fds closed, nothing fsynced, no index files written."""
+        for topic in manager.topics.values():
+            for log in topic.partitions:
+                log.close_quietly()
+        manager._closed = True
+
+    def close_all(self) -> None:
+        for manager in self.managers:
+            self.crash(manager)
+
+    def partition_dir(self, topic: str, partition: int = 0) -> Path:
+        return self.data_dir / "topics" / topic / str(partition)
+
+    def segment_files(self, topic: str, partition: int = 0) -> list[Path]:
+        return sorted(self.partition_dir(topic, partition).glob("*.log"))
+
+
+def make_batch(values: list[bytes], timestamps: list[int] | None = None) -> tuple[bytes, BatchHeader]:
+    """A checked batch of records with these values (keys ``k<i>``) and timestamps (default: all T0)."""
+    if timestamps is None:
+        timestamps = [T0] * len(values)
+    blob = encode_batch([(ts, b"k%d" % i, v, None) for i, (ts, v) in enumerate(zip(timestamps, values))])
+    return blob, check_batch(blob, BATCH_BYTES_MAX)
+
+
+def append(log: PartitionLog, values: list[bytes], timestamps: list[int] | None = None, now_ms: int = T0) -> int:
+    blob, header = make_batch(values, timestamps)
+    return log.append(blob, header, now_ms)
+
+
+def value_at(log: PartitionLog, offset: int) -> bytes:
+    """The value of the record at ``offset``, read through ``read`` (checks the first batch contains it)."""
+    records = decode_records(log.read(offset, 1), log.topic, log.partition)
+    assert records[0].offset <= offset <= records[-1].offset
+    [record] = [r for r in records if r.offset == offset]
+    return record.value
