@@ -22,3 +22,12 @@ async def millpond_broker(millpond_config: dict[str, Any]) -> AsyncIterator[Any]
 
     async with open_broker(None, **millpond_config) as b:
         yield b
+
+
+@pytest.fixture
+async def millpond_client(millpond_broker: Any) -> AsyncIterator[Any]:
+    """An async ``client.Client`` connected to ``millpond_broker``."""
+    from client import connect
+
+    async with connect(millpond_broker.address, client_id="pytest") as c:
+        yield c

@@ -87,6 +87,7 @@ class Engine:
         return {
             "protocol_version": version,
             "broker_version": __version__,
+            "fsync": c.fsync,
             "limits": {
                 "frame_bytes_max": c.frame_bytes_max,
                 "batch_bytes_max": c.batch_bytes_max,
@@ -223,7 +224,7 @@ class Engine:
         if spec == "latest":
             return {"offset": plog.high_watermark, "timestamp_ms": -1}
         if isinstance(spec, int) and not isinstance(spec, bool):
-            found = plog.offset_for_timestamp(spec)
+            found = plog.offset_for_timestamp(spec, plog.high_watermark)
             if found is None:
                 return {"offset": -1, "timestamp_ms": -1}
             return {"offset": found[0], "timestamp_ms": found[1]}

@@ -62,7 +62,7 @@ class BrokerStatistics:
 
 
 class _ParkedFetch:
-    __slots__ = ("conn", "cid", "req", "keys", "done")
+    __slots__ = ("conn", "cid", "req", "keys", "done", "timer")
 
     def __init__(self, conn: Connection, cid: int, req: FetchRequest) -> None:
         self.conn = conn
@@ -70,6 +70,7 @@ class _ParkedFetch:
         self.req = req
         self.keys = {(t, p) for t, p, _ in req.specs}
         self.done = False
+        self.timer: tuple[float, int, Callable[[], None]] | None = None
 
 
 class Broker:
@@ -269,12 +270,14 @@ class Broker:
         parked = _ParkedFetch(conn, cid, req)
         for key in parked.keys:
             self._fetches.setdefault(key, set()).add(parked)
-        self._schedule(trio.current_time() + req.max_wait_ms / 1000, lambda: self._answer_fetch(parked))
+        parked.timer = self._schedule(trio.current_time() + req.max_wait_ms / 1000, lambda: self._answer_fetch(parked))
 
     def _answer_fetch(self, parked: _ParkedFetch) -> None:
         if parked.done:
             return
         parked.done = True
+        if parked.timer is not None:
+            self._timers.discard(parked.timer)
         for key in parked.keys:
             waiting = self._fetches.get(key)
             if waiting is not None:
@@ -351,11 +354,14 @@ class Broker:
                 conn.respond_error(cid, exc)
 
     # -- the one timer task ------------------------------------------------------------------------------------
-    def _schedule(self, deadline: float, callback: Callable[[], None]) -> None:
-        self._timers.add((deadline, next(self._timer_seq), callback))
+    def _schedule(self, deadline: float, callback: Callable[[], None]) -> tuple[float, int, Callable[[], None]]:
+        """Run ``callback`` at ``deadline`` (trio clock, seconds); the returned entry can be discarded."""
+        entry = (deadline, next(self._timer_seq), callback)
+        self._timers.add(entry)
         scope = self._timer_scope
         if scope is not None and deadline < scope.deadline:
             scope.deadline = deadline
+        return entry
 
     async def _timer_task(self) -> None:
         timers = self._timers

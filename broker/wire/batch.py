@@ -196,18 +196,24 @@ def decode_records(data: bytes | memoryview, topic: str, partition: int, min_off
     Raises ``CorruptBatchError`` if a batch's CRC fails (a fetch never yields silently damaged records).
     """
     out: list[Record] = []
-    append = out.append
+    extend = out.extend
+    new = tuple.__new__  # a NamedTuple's own __new__ costs a Python frame per record
     mv = memoryview(data)
     for pos, h in iter_batches(mv):
         end = pos + h.batch_length + LENGTH_PREFIX_BYTES
-        if h.base_offset + h.last_offset_delta < min_offset:
+        base = h.base_offset
+        if base + h.last_offset_delta < min_offset:
             continue
         if _crc32(mv[pos + CRC_START : end]) != h.crc:
-            raise CorruptBatchError(f"batch at offset {h.base_offset} of {topic}/{partition} failed its CRC check")
-        base = h.base_offset
+            raise CorruptBatchError(f"batch at offset {base} of {topic}/{partition} failed its CRC check")
         first_ts = h.first_timestamp_ms
-        for od, td, key, value, headers in _unpackb(mv[pos + HEADER_BYTES : end], use_list=False):
-            off = base + od
-            if off >= min_offset:
-                append(Record(topic, partition, off, first_ts + td, key, value, headers))
+        rows = _unpackb(mv[pos + HEADER_BYTES : end], use_list=False)
+        if base >= min_offset:
+            extend([new(Record, (topic, partition, base + od, first_ts + td, k, v, hd)) for od, td, k, v, hd in rows])
+        else:
+            extend([
+                new(Record, (topic, partition, base + od, first_ts + td, k, v, hd))
+                for od, td, k, v, hd in rows
+                if base + od >= min_offset
+            ])
     return out

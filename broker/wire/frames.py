@@ -63,7 +63,8 @@ class FrameDecoder:
                 raise FrameTooLargeError(f"frame of {n} bytes exceeds frame_bytes_max={limit}", frame_bytes_max=limit)
             if end - pos - 4 < n:
                 break
-            out.append(bytes(buf[pos + 4 : pos + 4 + n]))
+            with memoryview(buf) as mv:  # one copy per frame; released before the buffer is resized
+                out.append(bytes(mv[pos + 4 : pos + 4 + n]))
             pos += 4 + n
         if pos:
             # Compact only when the consumed prefix is large, so small frames do not cost a memmove each.

@@ -1,0 +1,54 @@
+# Named runs: which workloads, at which sizes and fsync modes. `quick` is the README's main job (about 30 s),
+# `full` every workload at 100 B and 1 KiB for fsync always and never. Must not know how a workload is measured.
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from bench.plans import Params
+
+SIZES = (100, 1024)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One workload run. ``reads_previous``: a consume that reads the topic the step before it produced."""
+
+    workload: str
+    params: Params
+    reads_previous: bool = False
+
+    def label(self) -> str:
+        p = self.params
+        size = "file" if p.payload_file else f"{p.record_bytes:,} B"
+        rate = f" @{p.rate_per_s:,}/s" if self.workload == "e2e" else ""
+        return f"{self.workload} {size}{rate} fsync={p.fsync}"
+
+
+def quick(base: Params) -> list[Step]:
+    """Produce then consume at 100 B and 1 KiB, then e2e latency at the base rate (5,000/s), one fsync mode."""
+    base = replace(base, fsync=base.fsync or "always")
+    return _throughput_and_latency(base, duration_s=3.0, e2e_s=5.0)
+
+
+def full(base: Params, modes: tuple[str, ...] = ("always", "never")) -> list[Step]:
+    steps: list[Step] = []
+    for mode in modes:
+        steps += _throughput_and_latency(replace(base, fsync=mode), duration_s=4.0, e2e_s=5.0, e2e_sizes=SIZES)
+    return steps
+
+
+def single(workload: str, base: Params) -> list[Step]:
+    return [Step(workload, base)]
+
+
+def _throughput_and_latency(base: Params, *, duration_s: float, e2e_s: float,
+                            e2e_sizes: tuple[int, ...] = (100,)) -> list[Step]:
+    steps = []
+    sizes = (base.record_bytes,) if base.payload_file else SIZES
+    for size in sizes:
+        p = replace(base, record_bytes=size, duration_s=base.duration_s or duration_s)
+        steps.append(Step("produce", p))
+        steps.append(Step("consume", p, reads_previous=True))
+    for size in ((base.record_bytes,) if base.payload_file else e2e_sizes):
+        steps.append(Step("e2e", replace(base, record_bytes=size, duration_s=base.duration_s or e2e_s)))
+    return steps

@@ -1,0 +1,75 @@
+# Targets: a broker plus the Python client a developer would use with it, behind one interface, so every workload
+# runs unchanged against each. millpond is the only target today; peers (Redis Streams, NATS JetStream, RabbitMQ)
+# will be modules here registered in TARGETS, and `missing()` lets a run skip one that is not installed with a
+# line saying so, never a fake figure. Must not know how figures are computed (that is bench.workloads).
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Callable, ContextManager, Protocol
+
+from bench.plans import (
+    ConsumeOutcome,
+    ConsumePlan,
+    E2EConsumeOutcome,
+    E2EPlan,
+    E2EProduceOutcome,
+    ProduceOutcome,
+    ProducePlan,
+)
+
+Tick = Callable[[int], None]  # called with how many records were handled since the last call (for progress)
+
+
+class Server(Protocol):
+    address: str  # "host:port"
+    fsync: str  # the durability mode it runs with, as reported in the results
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the server process has used so far; None if not ours to measure."""
+
+
+class Target(Protocol):
+    """A broker and its client. Every method blocks the calling thread; each runs its own event loop if needed."""
+
+    name: str
+
+    def missing(self) -> str | None:
+        """Why this target cannot run here (server binary or client package absent), or None if it can."""
+
+    def server(self, fsync: str, address: str | None) -> ContextManager[Server]:
+        """Start a server on 127.0.0.1 with a temporary data directory (removed on exit), or use ``address``."""
+
+    def create_topic(self, address: str, topic: str, partitions: int) -> None: ...
+
+    def topic_records(self, address: str, topic: str) -> dict[int, tuple[int, int]]:
+        """``{partition: (first offset kept, next offset)}`` as the broker reports it: what counts are checked against."""
+
+    def produce(self, address: str, topic: str, plan: ProducePlan, tick: Tick) -> ProduceOutcome: ...
+
+    def consume(self, address: str, topic: str, plan: ConsumePlan, tick: Tick) -> ConsumeOutcome: ...
+
+    def e2e_produce(self, address: str, topic: str, plan: E2EPlan, tick: Tick) -> E2EProduceOutcome: ...
+
+    def e2e_consume(self, address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
+        """Run in its own process: call ``ready()`` once positioned, then consume ``plan.count`` records."""
+
+
+# name -> module defining TARGET; imported lazily so a peer's client library is only needed when it is asked for.
+TARGETS = {"millpond": "bench.targets.millpond"}
+
+
+def get(name: str) -> Target:
+    if name not in TARGETS:
+        raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+    return importlib.import_module(TARGETS[name]).TARGET
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of process ``pid`` in seconds, from /proc (None where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

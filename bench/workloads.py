@@ -1,0 +1,279 @@
+# The workloads: what each measures, over which span, and the checks that make its figures honest (warm-up
+# excluded, span from first send to last ack, every record accounted for exactly once, or the run aborts). Each
+# drives any target through the bench.targets interface and returns figures whose names carry their units.
+# New workloads (limits, rebalance, soak) register in WORKLOADS. Must not know a broker's client library.
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import selectors
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from bench import payload, stats, targets
+from bench.plans import ConsumePlan, E2EPlan, Params, ProduceOutcome, ProducePlan
+from bench.progress import Progress
+
+READY_TIMEOUT_S = 30
+SPAWN_LEAD_S = 2.0  # producer processes start this long after being asked: enough to import and connect
+_topic_ids = itertools.count(1)
+
+
+class BenchAborted(RuntimeError):
+    """A run whose numbers cannot be trusted (lost, repeated or failed records): reported, never tabulated."""
+
+
+@dataclass
+class Filled:
+    """A topic a produce run left behind, for a consume run to read: its name, records and payload bytes."""
+
+    topic: str
+    records: int
+    payload_bytes: int
+
+
+Figures = dict[str, Any]
+
+
+def _topic(kind: str) -> str:
+    return f"bench-{kind}-{next(_topic_ids)}"
+
+
+def _span(progress: Progress, params: Params, total: int | None) -> Callable[[int], None]:
+    """A tick callback that moves the bar by count (when known) or by elapsed time (duration runs)."""
+    done = 0
+    start = time.perf_counter()
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if total:
+            progress.update(done / total, f"{done:,} records")
+        elif params.duration_s:
+            progress.update((time.perf_counter() - start) / params.duration_s, f"{done:,} records")
+
+    return tick
+
+
+def produce(target: Any, server: Any, params: Params, progress: Progress) -> tuple[Figures, Filled]:
+    """Records/s and MB/s from the first send to the last ack, and sampled ack latency, for N producers."""
+    vals = payload.values(params.record_bytes, params.payload_file)
+    address = server.address
+    topic = _topic("produce")
+    target.create_topic(address, topic, params.partitions)
+    if params.warmup_s > 0:  # a separate topic: warm connections, code paths and broker caches, not counted
+        warm = _topic("warmup")
+        target.create_topic(address, warm, params.partitions)
+        out = target.produce(address, warm, _produce_plan(params, vals, None, params.warmup_s), lambda n: None)
+        _check_produced(target, address, warm, [out], None)
+    cpu0 = server.cpu_s()
+    counts = _split(params.count, params.producers)
+    if params.producers == 1:
+        t_cpu = time.process_time()
+        outs = [target.produce(address, topic, _produce_plan(params, vals, counts[0], params.duration_s),
+                               _span(progress, params, params.count))]
+        client_cpu: float | None = time.process_time() - t_cpu
+    else:
+        outs = _produce_in_processes(target, address, topic, params, vals, counts, progress)
+        client_cpu = None
+    cpu1 = server.cpu_s()
+    records = _check_produced(target, address, topic, outs, params.count)
+    first = min(o.first_send for o in outs)
+    last = max(o.last_ack for o in outs)
+    wall = last - first
+    payload_bytes = sum(o.payload_bytes for o in outs)
+    figs: Figures = {
+        "records": records,
+        "wall_s": wall,
+        "records_per_s": records / wall,
+        "mb_per_s": payload_bytes / 1e6 / wall,
+        **stats.latency_figures(stats.merge(o.latency_hdr for o in outs)),
+        "server_cpu_us_per_record": _per_record_us(cpu0, cpu1, records),
+        "client_cpu_s_per_wall_s": None if client_cpu is None else client_cpu / wall,
+        "latency_kind": "ack",
+    }
+    return figs, Filled(topic, records, payload_bytes)
+
+
+def consume(target: Any, server: Any, params: Params, progress: Progress, filled: Filled | None = None) -> Figures:
+    """Records/s and MB/s reading a pre-filled topic from offset 0 with one consumer (filled here if not given)."""
+    address = server.address
+    if filled is None:
+        progress.update(0.0, "filling the topic (not measured)", force=True)
+        _, filled = produce(target, server, params, Progress(1, enabled=False))
+    if params.warmup_s > 0:  # read something else first: connection, decoder and page cache warm
+        warm = _topic("warmup")
+        target.create_topic(address, warm, params.partitions)
+        vals = payload.values(params.record_bytes, params.payload_file)
+        out = target.produce(address, warm, _produce_plan(params, vals, None, params.warmup_s / 2), lambda n: None)
+        _require(target.consume(address, warm, ConsumePlan(out.records), lambda n: None).error == "",
+                 "warm-up consume failed")
+    cpu0 = server.cpu_s()
+    t_cpu = time.process_time()
+    out = target.consume(address, filled.topic, ConsumePlan(filled.records),
+                         _span(progress, params, filled.records))
+    client_cpu = time.process_time() - t_cpu
+    cpu1 = server.cpu_s()
+    _require(not out.error, f"consume of {filled.topic}: {out.error}")
+    _require(out.records == filled.records, f"consumed {out.records} records, {filled.records} were produced")
+    wall = out.last_record - out.first_record
+    return {
+        "records": out.records,
+        "wall_s": wall,
+        "records_per_s": out.records / wall,
+        "mb_per_s": filled.payload_bytes / 1e6 / wall,
+        **stats.latency_figures(stats.new_histogram()),
+        "server_cpu_us_per_record": _per_record_us(cpu0, cpu1, out.records),
+        "client_cpu_s_per_wall_s": client_cpu / wall,
+        "latency_kind": None,
+    }
+
+
+def e2e(target: Any, server: Any, params: Params, progress: Progress) -> Figures:
+    """End-to-end latency (send() in this process to receipt in a consumer process) at a fixed, open-loop rate."""
+    address = server.address
+    vals = payload.values(params.record_bytes, params.payload_file, stamped=True)
+    rate = params.rate_per_s
+    measured = params.count if params.count is not None else int(rate * (params.duration_s or 5.0))
+    warmup = int(rate * params.warmup_s)
+    total = warmup + measured
+    timeout_s = total / rate + 30
+    topic = _topic("e2e")
+    target.create_topic(address, topic, params.partitions)
+    job = {"target": target.name, "address": address, "topic": topic, "count": total, "warmup": warmup,
+           "rate_per_s": rate, "timeout_s": timeout_s}
+    child = subprocess.Popen([sys.executable, "-m", "bench.e2e_consumer", json.dumps(job)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        _require(_read_line(child, READY_TIMEOUT_S) == "ready", "the e2e consumer process did not get ready")
+        plan = E2EPlan(count=total, warmup=warmup, rate_per_s=rate, values=vals, batch_bytes=params.batch_bytes,
+                       linger_s=params.linger_s, timeout_s=timeout_s)
+        cpu0 = server.cpu_s()
+        out = target.e2e_produce(address, topic, plan, _span(progress, params, total))
+        cpu1 = server.cpu_s()
+        line = _read_line(child, timeout_s)
+    finally:
+        if child.poll() is None:
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    _require(line.startswith("{"), "the e2e consumer process gave no result")
+    got = json.loads(line)
+    _require(not out.failed and not out.error, f"e2e produce: {out.failed} record(s) failed: {out.error}")
+    _require(not got["error"], f"e2e consume: {got['error']}")
+    _require(got["records"] == total == out.records, f"e2e: sent {out.records}, consumed {got['records']}, "
+                                                     f"planned {total}")
+    span = out.last_send - out.first_send
+    hist = stats.merge([got["latency_hdr"].encode("ascii")])
+    return {
+        "records": measured,
+        "wall_s": span,
+        "records_per_s": (total - 1) / span if span > 0 else None,  # achieved send rate over the whole run
+        "mb_per_s": out.payload_bytes / 1e6 / span if span > 0 else None,
+        **stats.latency_figures(hist),
+        "rate_per_s": rate,
+        "sender_lag_max_ms": out.lag_max_s * 1000,
+        "server_cpu_us_per_record": _per_record_us(cpu0, cpu1, total),
+        "client_cpu_s_per_wall_s": None,
+        "latency_kind": "e2e",
+    }
+
+
+# name -> function(target, server, params, progress): the workloads a step may name
+WORKLOADS: dict[str, Callable[..., Any]] = {"produce": produce, "consume": consume, "e2e": e2e}
+
+
+def _produce_plan(params: Params, vals: tuple[bytes, ...], count: int | None, duration_s: float | None,
+                  start_at: float = 0.0) -> ProducePlan:
+    return ProducePlan(values=vals, count=count, duration_s=None if count is not None else duration_s,
+                       batch_bytes=params.batch_bytes, linger_s=params.linger_s, start_at=start_at,
+                       partitions=params.partitions)
+
+
+def _split(count: int | None, n: int) -> list[int | None]:
+    if count is None:
+        return [None] * n
+    base, extra = divmod(count, n)
+    return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+def _check_produced(target: Any, address: str, topic: str, outs: list[ProduceOutcome], planned: int | None) -> int:
+    """Every record acknowledged, none failed, and the broker holds exactly as many: else abort."""
+    sent = sum(o.records for o in outs)
+    failed = sum(o.failed for o in outs)
+    _require(failed == 0, f"{failed} record(s) failed to produce to {topic}: {[o.error for o in outs if o.error]}")
+    _require(planned is None or sent == planned, f"{sent} records acknowledged, {planned} planned")
+    held = target.topic_records(address, topic)
+    kept = sum(end - start for start, end in held.values())
+    _require(kept == sent, f"the broker holds {kept} records of {topic}, {sent} were acknowledged")
+    return sent
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise BenchAborted(message)
+
+
+def _per_record_us(cpu0: float | None, cpu1: float | None, records: int) -> float | None:
+    if cpu0 is None or cpu1 is None or not records:
+        return None
+    return (cpu1 - cpu0) * 1e6 / records
+
+
+def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout_s):
+            return ""
+    return proc.stdout.readline().strip()
+
+
+# ---- N producer processes ----
+_counter: Any = None
+
+
+def _init_child(counter: Any) -> None:
+    global _counter
+    _counter = counter
+
+
+def _child_produce(target_name: str, address: str, topic: str, plan: ProducePlan) -> ProduceOutcome:
+    def tick(n: int) -> None:
+        with _counter.get_lock():
+            _counter.value += n
+
+    return targets.get(target_name).produce(address, topic, plan, tick)
+
+
+def _produce_in_processes(target: Any, address: str, topic: str, params: Params, vals: tuple[bytes, ...],
+                          counts: list[int | None], progress: Progress) -> list[ProduceOutcome]:
+    """One process per producer (each its own GIL), all starting at one perf_counter instant."""
+    ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    start_at = time.perf_counter() + SPAWN_LEAD_S
+    total = params.count
+    with ProcessPoolExecutor(len(counts), mp_context=ctx, initializer=_init_child, initargs=(counter,)) as pool:
+        futures = [pool.submit(_child_produce, target.name, address, topic,
+                               _produce_plan(params, vals, c, params.duration_s, start_at)) for c in counts]
+        while not all(f.done() for f in futures):
+            time.sleep(0.1)
+            done = counter.value
+            if total:
+                progress.update(done / total, f"{done:,} records")
+            elif params.duration_s:
+                progress.update((time.perf_counter() - start_at) / params.duration_s, f"{done:,} records")
+        return [f.result() for f in futures]
+
+
+def with_defaults(params: Params, **changes: Any) -> Params:
+    return replace(params, **changes)

@@ -1,0 +1,45 @@
+# The millpond Python client: async (Trio or asyncio, via anyio) in this package, blocking in `client.sync`.
+# Public names only; speaks broker.wire and must never import broker.core or broker.server.
+"""millpond client.
+
+    from client import connect
+    async with connect("127.0.0.1:7420", client_id="app") as c:
+        await c.create_topic("logs", partitions=3)
+        async with c.producer() as p:
+            meta = await p.send("logs", b"hello", key=b"k")
+        async with c.consumer("logs", auto_offset_reset="earliest") as cons:
+            async for record in cons: ...
+
+Delivery is at least once: a batch whose acknowledgement was lost with the connection is sent again, so a
+partition may hold it twice (in order; never reordered).
+"""
+from broker.wire.batch import Record
+
+from client import errors
+from client._accumulator import RecordHandle
+from client._client import DEFAULT_ADDRESS, Client, connect
+from client.consumer import Consumer
+from client.producer import Producer
+from client.types import (
+    BrokerLimits,
+    PartitionDescription,
+    ProducerStatistics,
+    RecordMetadata,
+    TopicDescription,
+)
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "BrokerLimits",
+    "Client",
+    "Consumer",
+    "PartitionDescription",
+    "Producer",
+    "ProducerStatistics",
+    "Record",
+    "RecordHandle",
+    "RecordMetadata",
+    "TopicDescription",
+    "connect",
+    "errors",
+]

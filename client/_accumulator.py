@@ -1,0 +1,359 @@
+# The producer's record accumulator (Kafka's RecordAccumulator, sans-IO): per-partition batches of pre-built rows,
+# partition choice (explicit, keyed murmur2, sticky), readiness by size / linger / flush, at most one batch in
+# flight per partition so a retry can never reorder a partition, and the handles that resolve to RecordMetadata.
+# Takes `now` as an argument and never reads a clock, sleeps or touches a socket; the async and blocking
+# producers drive it. Not thread-safe by itself: the blocking producer wraps every call in `lock`.
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from typing import Any, Callable
+
+from broker.wire.batch import HEADER_BYTES, encode_rows
+from broker.wire.errors import MillpondError, RecordTooLargeError, UnknownTopicOrPartitionError
+from broker.wire.partitioner import partition_for_key
+
+from client.types import RecordMetadata
+
+# Upper bound of msgpack's framing around one row [offset_delta, ts_delta, key, value, headers]: array header 1,
+# ints 5 + 9, bin headers 5 + 5, headers map header 5. Over-estimating keeps an encoded batch under its limit.
+ROW_OVERHEAD = 30
+HEADER_ENTRY_OVERHEAD = 10
+BATCH_OVERHEAD = HEADER_BYTES + 5
+_time = time.time
+
+
+class Batch:
+    """Records for one partition, sent as one produce request. ``event`` is set once it is acked or failed."""
+
+    __slots__ = ("topic", "partition", "rows", "size", "first_ts", "max_ts", "created", "seq", "event",
+                 "base_offset", "error", "blob", "retry_at", "attempts", "routed")
+
+    def __init__(self, topic: str, partition: int, first_ts: int, created: float, seq: int, event: Any) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.rows: list[tuple[Any, ...]] = []
+        self.size = BATCH_OVERHEAD
+        self.first_ts = first_ts
+        self.max_ts = first_ts
+        self.created = created
+        self.seq = seq
+        self.event = event
+        self.base_offset = -1
+        self.error: BaseException | None = None
+        self.blob: bytes | None = None
+        self.retry_at = 0.0
+        self.attempts = 0
+        self.routed = False  # placeholder batches (topic awaiting metadata) set this when their records move
+
+    def encode(self) -> bytes:
+        if self.blob is None:
+            self.blob = encode_rows(self.rows, self.first_ts, self.max_ts)
+        return self.blob
+
+
+class RecordHandle:
+    """What ``send()`` returns. Async: ``await handle`` -> RecordMetadata, or raises the delivery error."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        """True once the record is acknowledged or failed (``await`` / ``result()`` will not wait)."""
+        return self._follow().event.is_set()
+
+    def _follow(self) -> Batch:
+        b = self._batch
+        while b.routed and b.event.is_set():  # parked record moved to a real batch: follow it
+            real = b.rows[self._index]
+            self._batch, self._index = real._batch, real._index  # type: ignore[attr-defined]
+            b = self._batch
+        return b
+
+    def _outcome(self) -> RecordMetadata:
+        b = self._batch
+        if b.error is not None:
+            raise b.error
+        row = b.rows[self._index]
+        return RecordMetadata(b.topic, b.partition, b.base_offset + self._index, b.first_ts + row[1])
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self._wait().__await__()
+
+    async def _wait(self) -> RecordMetadata:
+        while True:
+            b = self._follow()
+            await b.event.wait()
+            if not b.routed:  # a routed placeholder means the record moved to a real batch: wait on that one
+                return self._outcome()
+
+
+class Accumulator:
+    """Sans-IO batching state. ``event_factory`` makes each batch's completion event (anyio or threading);
+    ``on_wake`` is called (rarely: a batch opened, filled, or records await metadata) so the sender re-plans."""
+
+    def __init__(self, *, batch_bytes: int, batch_bytes_max: int, linger_s: float, now: Callable[[], float],
+                 event_factory: Callable[[], Any], on_wake: Callable[[], None],
+                 handle_cls: type[RecordHandle] = RecordHandle) -> None:
+        self.batch_bytes = min(batch_bytes, batch_bytes_max)
+        self.batch_bytes_max = batch_bytes_max
+        self.linger_s = linger_s
+        self._now = now  # the caller's clock; used only to stamp a batch's creation for linger
+        self._event = event_factory
+        self._wake = on_wake
+        self._handle = handle_cls
+        self.counts: dict[str, int] = {}  # topic -> partition count (from metadata)
+        self._open: dict[tuple[str, int], Batch] = {}
+        self._queues: dict[tuple[str, int], deque[Batch]] = {}
+        self._in_flight: set[tuple[str, int]] = set()
+        self._sticky: dict[str, int] = {}
+        self._unrouted: dict[str, list[tuple[Any, ...]]] = {}  # topic -> [(placeholder, index, key, value, headers, ts)]
+        self._placeholders: dict[str, Batch] = {}
+        self._seq = 0
+        self._flush_upto = -1
+        self.records_buffered = 0
+
+    # ---- the hot path ----
+    def append(self, topic: str, value: bytes, key: bytes | None = None, headers: dict[str, bytes] | None = None,
+               partition: int | None = None, timestamp_ms: int | None = None) -> RecordHandle:
+        if value.__class__ is not bytes:
+            value = _as_bytes(value, "value")
+        size = len(value) + ROW_OVERHEAD
+        if key is not None:
+            if key.__class__ is not bytes:
+                key = _as_bytes(key, "key")
+            size += len(key)
+        if headers:
+            size += _headers_size(headers)
+        else:
+            headers = None
+        ts = int(_time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        if partition is None:
+            n = self.counts.get(topic)
+            if n is None:
+                return self._park(topic, key, value, headers, ts, size)
+            if key is not None:
+                partition = partition_for_key(key, n)
+            else:
+                partition = self._sticky.get(topic)
+                if partition is None:
+                    partition = self._sticky[topic] = random.randrange(n)
+        else:
+            n = self.counts.get(topic)
+            if partition.__class__ is not int or partition < 0 or (n is not None and partition >= n):
+                _bad_partition(topic, partition, n)
+        tp = (topic, partition)
+        b = self._open.get(tp)
+        if b is None or b.size + size > self.batch_bytes:
+            if b is not None and key is None and self._sticky.get(topic) == partition:
+                self._seal(tp, b)  # a full sticky batch moves the sticky partition before this record lands
+                partition = self._sticky[topic]
+                tp = (topic, partition)
+                b = self._open.get(tp)
+            if b is None or b.size + size > self.batch_bytes:
+                b = self._new_batch(tp, ts, size)
+        rows = b.rows
+        i = len(rows)
+        rows.append((i, ts - b.first_ts, key, value, headers))
+        if ts > b.max_ts:
+            b.max_ts = ts
+        b.size += size
+        self.records_buffered += 1
+        if b.size >= self.batch_bytes:
+            self._seal(tp, b)
+        return self._handle(b, i)
+
+    def _new_batch(self, tp: tuple[str, int], ts: int, size: int) -> Batch:
+        if size + BATCH_OVERHEAD > self.batch_bytes_max:
+            raise RecordTooLargeError(
+                f"record of about {size} bytes cannot fit a batch of batch_bytes_max={self.batch_bytes_max}",
+                batch_bytes_max=self.batch_bytes_max)
+        old = self._open.get(tp)
+        if old is not None:
+            self._seal(tp, old)
+        self._seq += 1
+        b = Batch(tp[0], tp[1], ts, self._now(), self._seq, self._event())
+        self._open[tp] = b
+        q = self._queues.get(tp)
+        if q is None:
+            q = self._queues[tp] = deque()
+        q.append(b)
+        self._wake()
+        return b
+
+    def _seal(self, tp: tuple[str, int], b: Batch) -> None:
+        """No more records go into ``b``; a keyless topic moves its sticky partition (Kafka KIP-480)."""
+        if self._open.get(tp) is b:
+            del self._open[tp]
+        if self._sticky.get(tp[0]) == tp[1]:
+            self._pick_sticky(tp[0], tp[1])
+        self._wake()
+
+    def _pick_sticky(self, topic: str, old: int) -> None:
+        n = self.counts.get(topic, 1)
+        if n <= 1:
+            self._sticky[topic] = 0
+        else:
+            p = random.randrange(n - 1)
+            self._sticky[topic] = p + 1 if p >= old else p
+
+    def _park(self, topic: str, key: bytes | None, value: bytes, headers: Any, ts: int, size: int) -> RecordHandle:
+        """Partition count unknown: hold the record until metadata arrives (``route`` / ``fail_topic``)."""
+        if size + BATCH_OVERHEAD > self.batch_bytes_max:
+            raise RecordTooLargeError(
+                f"record of about {size} bytes cannot fit a batch of batch_bytes_max={self.batch_bytes_max}",
+                batch_bytes_max=self.batch_bytes_max)
+        ph = self._placeholders.get(topic)
+        if ph is None:
+            ph = self._placeholders[topic] = Batch(topic, -1, ts, self._now(), -1, self._event())
+            self._unrouted[topic] = []
+            self._wake()
+        parked = self._unrouted[topic]
+        parked.append((key, value, headers, ts))
+        self.records_buffered += 1
+        return self._handle(ph, len(parked) - 1)
+
+    # ---- metadata ----
+    def topics_awaiting_metadata(self) -> list[str]:
+        return list(self._unrouted)
+
+    def set_partition_count(self, topic: str, partitions: int) -> None:
+        """Learn a topic's partition count and route any records parked for it, in send order."""
+        self.counts[topic] = partitions
+        parked = self._unrouted.pop(topic, None)
+        ph = self._placeholders.pop(topic, None)
+        if parked is None or ph is None:
+            return
+        self.records_buffered -= len(parked)
+        handles = []
+        for key, value, headers, ts in parked:
+            handles.append(self.append(topic, value, key, headers, None, ts))
+        ph.rows = handles  # type: ignore[assignment]  # placeholder keeps the real handles for its waiters
+        ph.routed = True
+        ph.event.set()
+
+    def forget_topic(self, topic: str) -> None:
+        """Metadata went stale (UNKNOWN_TOPIC_OR_PARTITION): ask again before the next keyless/keyed record."""
+        self.counts.pop(topic, None)
+        self._sticky.pop(topic, None)
+
+    def fail_topic(self, topic: str, error: BaseException) -> int:
+        """Fail every record parked for ``topic`` (e.g. it does not exist). Returns how many failed."""
+        parked = self._unrouted.pop(topic, None) or []
+        ph = self._placeholders.pop(topic, None)
+        if ph is not None:
+            ph.error = error
+            ph.event.set()
+        self.records_buffered -= len(parked)
+        return len(parked)
+
+    # ---- the sender's side ----
+    def flush(self) -> tuple[list[Any], bool]:
+        """Make every batch existing now ready regardless of linger. Returns the events to wait on, and whether
+        some are records awaiting metadata (once those are routed, flush again to wait for their batches)."""
+        self._flush_upto = self._seq
+        for tp, b in list(self._open.items()):
+            self._seal(tp, b)
+        events = [ph.event for ph in self._placeholders.values()]
+        parked = bool(events)
+        for q in self._queues.values():
+            events.extend(b.event for b in q)
+        return events, parked
+
+    def ready(self, now: float) -> tuple[list[Batch], float | None]:
+        """Batches to send now (marked in flight), and the earliest time another may become ready (or None)."""
+        out = []
+        deadline = None
+        linger = self.linger_s
+        for tp, q in self._queues.items():
+            if not q or tp in self._in_flight:
+                continue
+            b = q[0]
+            if b.retry_at > now:
+                due = b.retry_at
+            elif self._open.get(tp) is not b or b.seq <= self._flush_upto or now >= b.created + linger:
+                if self._open.get(tp) is b:
+                    self._seal(tp, b)
+                self._in_flight.add(tp)
+                b.attempts += 1
+                out.append(b)
+                continue
+            else:
+                due = b.created + linger
+            if deadline is None or due < deadline:
+                deadline = due
+        return out, deadline
+
+    def complete(self, b: Batch, base_offset: int) -> None:
+        b.base_offset = base_offset
+        self._finish(b)
+
+    def fail(self, b: Batch, error: BaseException) -> None:
+        b.error = error
+        self._finish(b)
+
+    def retry_later(self, b: Batch, at: float) -> None:
+        """Keep ``b`` at the head of its partition (order preserved) and send it again at ``at``."""
+        b.retry_at = at
+        self._in_flight.discard((b.topic, b.partition))
+
+    def _finish(self, b: Batch) -> None:
+        tp = (b.topic, b.partition)
+        self._in_flight.discard(tp)
+        q = self._queues.get(tp)
+        if q and q[0] is b:
+            q.popleft()
+            if not q and tp not in self._open:
+                del self._queues[tp]
+        self.records_buffered -= len(b.rows)
+        b.event.set()
+
+    def pending_batches(self) -> list[Batch]:
+        return [b for q in self._queues.values() for b in q]
+
+    def abort(self, error: BaseException) -> None:
+        """Fail everything not yet acknowledged (the producer is closing without flushing)."""
+        for topic in list(self._unrouted):
+            self.fail_topic(topic, error)
+        self._open.clear()
+        for tp, q in self._queues.items():
+            keep = q.popleft() if q and tp in self._in_flight else None  # its answer will still settle it
+            for b in q:
+                b.error = error
+                self.records_buffered -= len(b.rows)
+                b.event.set()
+            q.clear()
+            if keep is not None:
+                q.append(keep)
+
+
+def _as_bytes(value: Any, name: str) -> bytes:
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{name} must be bytes, got {type(value).__name__}"
+                    + (f"; encode it first, e.g. {name}.encode()" if isinstance(value, str) else ""))
+
+
+def _headers_size(headers: dict[str, bytes]) -> int:
+    size = 5
+    for k, v in headers.items():
+        if not isinstance(k, str) or v.__class__ is not bytes:
+            raise TypeError(f"headers must map str to bytes, got {type(k).__name__} -> {type(v).__name__}")
+        size += len(k) * 4 + len(v) + HEADER_ENTRY_OVERHEAD
+    return size
+
+
+def _bad_partition(topic: str, partition: Any, n: int | None) -> None:
+    if partition.__class__ is not int:
+        raise TypeError(f"partition must be an int, got {type(partition).__name__}")
+    if partition < 0:
+        raise ValueError(f"partition must be >= 0, got {partition}")
+    raise UnknownTopicOrPartitionError(f"topic {topic!r} has {n} partitions; partition {partition} does not exist",
+                                       topic=topic, partition=partition)
+
+
+__all__ = ["Accumulator", "Batch", "MillpondError", "RecordHandle"]

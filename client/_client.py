@@ -1,0 +1,193 @@
+# The async client: owns the current Connection, reconnects with bounded exponential backoff + jitter when it dies,
+# retries THROTTLED answers after retry_after_s, and offers the admin APIs plus producer()/consumer() factories.
+# Runs under Trio or asyncio (anyio). Must not know the broker's internals: it speaks only broker.wire.
+from __future__ import annotations
+
+import random
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Iterable
+
+import anyio
+from anyio.abc import TaskGroup
+
+from broker.wire.errors import ConnectionClosedError, ThrottledError
+
+from client._connection import Connection
+from client.consumer import Consumer
+from client.producer import Producer
+from client._protocol import create_topic_body, offset_spec, parse_address, parse_topic_description
+from client.types import BrokerLimits, TopicDescription
+
+DEFAULT_ADDRESS = "127.0.0.1:7420"
+
+
+@asynccontextmanager
+async def connect(
+    address: str | tuple[str, int] = DEFAULT_ADDRESS,
+    *,
+    client_id: str = "millpond-python",
+    connect_timeout_s: float = 10.0,
+    request_timeout_s: float = 30.0,
+    reconnect_backoff_s: tuple[float, float] = (0.05, 2.0),
+    reconnect_timeout_s: float = 30.0,
+) -> AsyncIterator[Client]:
+    """Open a client: ``async with connect("127.0.0.1:7420", client_id="x") as c: ...``.
+
+    ``address`` is ``"host:port"`` or ``(host, port)``. The first connection is tried once (so a wrong address
+    fails fast with ``ConnectionClosedError("cannot connect to HOST:PORT: connection refused")``); later ones are
+    re-established on demand with exponential backoff from ``reconnect_backoff_s[0]`` to ``[1]`` seconds, with
+    jitter, for at most ``reconnect_timeout_s`` seconds per request. Leaving the block closes the connection and
+    cancels anything the client still runs.
+    """
+    host, port = parse_address(address)
+    # The caller's own exception is carried out of the task group and re-raised bare: callers should catch
+    # KeyError or ConnectionClosedError, not an ExceptionGroup wrapping it.
+    error: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        client = Client(tg, host, port, client_id=client_id, connect_timeout_s=connect_timeout_s,
+                        request_timeout_s=request_timeout_s, reconnect_backoff_s=reconnect_backoff_s,
+                        reconnect_timeout_s=reconnect_timeout_s)
+        try:
+            await client._reconnect(first=True)
+            yield client
+        except BaseException as exc:
+            error = exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+class Client:
+    """An open client (see ``connect``). Methods are safe to call from many tasks at once; requests pipeline."""
+
+    def __init__(self, tg: TaskGroup, host: str, port: int, *, client_id: str, connect_timeout_s: float,
+                 request_timeout_s: float, reconnect_backoff_s: tuple[float, float],
+                 reconnect_timeout_s: float) -> None:
+        self._tg = tg
+        self.address = (host, port)
+        self.client_id = client_id
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.reconnect_backoff_s = reconnect_backoff_s
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self._conn: Connection | None = None
+        self._connecting = anyio.Lock()
+        self._closed = False
+        self.reconnects = 0
+
+    @property
+    def limits(self) -> BrokerLimits:
+        """Limits the broker announced at the handshake (``batch_bytes_max`` etc., bytes)."""
+        assert self._conn is not None and self._conn.protocol.limits is not None
+        return self._conn.protocol.limits
+
+    @property
+    def broker_version(self) -> str | None:
+        return self._conn.protocol.broker_version if self._conn else None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._conn is not None:
+            await self._conn.aclose()
+
+    # ---- connection management ----
+    async def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        return await self._reconnect()
+
+    async def _reconnect(self, first: bool = False) -> Connection:
+        async with self._connecting:
+            if self._conn is not None and not self._conn.closed:
+                return self._conn  # another task reconnected while we waited
+            if self._closed:
+                raise ConnectionClosedError("client is closed")
+            host, port = self.address
+            delay, delay_max = self.reconnect_backoff_s
+            deadline = anyio.current_time() + self.reconnect_timeout_s
+            while True:
+                try:
+                    self._conn = await Connection.open(self._tg, host, port, self.client_id, self.connect_timeout_s)
+                    if not first:
+                        self.reconnects += 1
+                    return self._conn
+                except ConnectionClosedError:
+                    if first or anyio.current_time() + delay > deadline:
+                        raise
+                await anyio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, delay_max)
+
+    async def request(self, api: str, body: dict[str, Any], *, timeout_s: float | None = None) -> Any:
+        """Send any protocol request and return its answer map (docs/protocol.md).
+
+        Reconnects if needed; waits and retries on THROTTLED (``details["retry_after_s"]``) until the timeout.
+        Raises the typed error of the answer; ``ConnectionClosedError`` (retriable) if the connection dies while
+        the request is in flight (the request may or may not have been applied).
+        """
+        timeout = self.request_timeout_s if timeout_s is None else timeout_s
+        give_up = anyio.current_time() + timeout
+        while True:
+            conn = await self._connection()
+            try:
+                return await conn.request(api, body, timeout)
+            except ThrottledError as exc:
+                wait = float(exc.details.get("retry_after_s", 0.1))
+                if anyio.current_time() + wait > give_up:
+                    raise
+                await anyio.sleep(wait)
+
+    # ---- admin ----
+    async def create_topic(self, name: str, partitions: int = 1, *, retention_s: float | None = None,
+                           retention_bytes: int | None = None, segment_bytes: int | None = None,
+                           segment_s: float | None = None) -> dict[str, Any]:
+        """Create a topic. Durations in seconds (negative = unlimited), sizes in bytes; ``None`` = broker default.
+
+        Returns the broker's answer ``{"name", "partitions", "config"}`` (config in wire units, ms).
+        Raises ``TopicAlreadyExistsError``, ``InvalidTopicNameError``, ``InvalidPartitionsError``,
+        ``InvalidConfigError``.
+        """
+        return await self.request("create_topic", create_topic_body(
+            name, partitions, retention_s, retention_bytes, segment_bytes, segment_s))
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data. Raises ``UnknownTopicOrPartitionError``."""
+        await self.request("delete_topic", {"name": name})
+
+    async def list_topics(self) -> list[str]:
+        """All topic names, sorted."""
+        return list((await self.request("list_topics", {}))["topics"])
+
+    async def describe_topic(self, name: str) -> TopicDescription:
+        """Per-partition offsets and sizes. Raises ``UnknownTopicOrPartitionError``."""
+        return parse_topic_description(await self.request("describe_topic", {"name": name}))
+
+    async def metadata(self, topics: Iterable[str]) -> dict[str, int]:
+        """``{topic: partition_count}`` for the topics that exist (unknown names are left out)."""
+        return dict((await self.request("metadata", {"topics": list(topics)}))["topics"])
+
+    async def list_offsets(self, topic: str, partition: int, spec: str | int) -> tuple[int, int]:
+        """``(offset, timestamp_ms)`` for ``"earliest"``, ``"latest"`` or a timestamp (epoch ms): the first offset
+        whose record timestamp is at or after it, or ``(-1, -1)`` if there is none."""
+        body = await self.request("list_offsets", {"topic": topic, "partition": partition,
+                                                   "spec": offset_spec(spec)})
+        return int(body["offset"]), int(body["timestamp_ms"])
+
+    # ---- factories ----
+    def producer(self, *, linger_s: float = 0.005, batch_bytes: int = 262144, delivery_timeout_s: float = 120.0,
+                 retry_backoff_s: tuple[float, float] = (0.05, 1.0)) -> Producer:
+        """A batching producer; use as ``async with c.producer() as p:`` (leaving it flushes). See ``Producer``."""
+        return Producer(self, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
+                        retry_backoff_s=retry_backoff_s)
+
+    def consumer(self, topics: str | Iterable[str] | None = None, *, group: str | None = None,
+                 auto_offset_reset: str = "latest", max_wait_s: float = 0.5, fetch_bytes: int = 4 * 1024 * 1024,
+                 retry_backoff_s: tuple[float, float] = (0.05, 2.0)) -> Consumer:
+        """A consumer of ``topics`` (every partition of each), or of what ``assign()`` gives it later; use as
+        ``async with c.consumer("logs") as cons: async for record in cons: ...``. See ``Consumer``."""
+        return Consumer(self, topics, group=group, auto_offset_reset=auto_offset_reset, max_wait_s=max_wait_s,
+                        fetch_bytes=fetch_bytes, retry_backoff_s=retry_backoff_s)
+

@@ -1,0 +1,152 @@
+# One TCP connection to the broker under anyio (so Trio and asyncio both work): a reader task that feeds the sans-IO
+# core and settles waiting requests by correlation id, a writer task that coalesces queued frames into one send,
+# and the hello handshake. Knows nothing of topics, producers or reconnect policy (the Client owns that).
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anyio
+from anyio.abc import SocketStream, TaskGroup
+
+from broker.wire.errors import ConnectionClosedError, MillpondError, RequestTimedOutError
+
+from client._protocol import ClientProtocol, Response
+
+READ_BYTES = 256 * 1024
+
+
+class _Slot:
+    __slots__ = ("event", "response", "error")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.response: Response | None = None
+        self.error: BaseException | None = None
+
+
+class Connection:
+    """A live, handshaken connection. ``request()`` may be called by many tasks at once (pipelining)."""
+
+    def __init__(self, stream: SocketStream, protocol: ClientProtocol, description: str) -> None:
+        self._stream = stream
+        self.protocol = protocol
+        self.description = description
+        self._slots: dict[int, _Slot] = {}
+        self._out: list[bytes] = []
+        self._wake_writer = anyio.Event()
+        self.closed = False
+        self.close_reason = ""
+        self.closed_event = anyio.Event()
+
+    @classmethod
+    async def open(cls, tg: TaskGroup, host: str, port: int, client_id: str, timeout_s: float) -> Connection:
+        """Connect, start the reader/writer tasks in ``tg`` and complete the handshake.
+
+        Raises ``ConnectionClosedError`` ("cannot connect to HOST:PORT: <reason>") or the hello's error.
+        """
+        desc = f"{host}:{port}"
+        try:
+            with anyio.fail_after(timeout_s):
+                stream = await anyio.connect_tcp(host, port)
+        except TimeoutError:
+            raise ConnectionClosedError(f"cannot connect to {desc}: timed out after {timeout_s:g} s",
+                                        address=desc) from None
+        except OSError as exc:
+            raise ConnectionClosedError(f"cannot connect to {desc}: {_reason(exc)}", address=desc) from None
+        conn = cls(stream, ClientProtocol(client_id), desc)
+        tg.start_soon(conn._reader)
+        tg.start_soon(conn._writer)
+        cid, data = conn.protocol.hello()
+        try:
+            response = await conn._exchange(cid, data, timeout_s)
+            conn.protocol.handshake_done(response)
+        except BaseException:
+            await conn.aclose("handshake failed")
+            raise
+        return conn
+
+    async def request(self, api: str, body: dict[str, Any], timeout_s: float) -> Any:
+        """Send one request and wait for its answer body; raises the answer's typed error,
+        ``ConnectionClosedError`` if the connection dies first, ``RequestTimedOutError`` after ``timeout_s``."""
+        if self.closed:
+            raise ConnectionClosedError(f"connection to {self.description} is closed: {self.close_reason}")
+        cid, data = self.protocol.request(api, body)
+        return (await self._exchange(cid, data, timeout_s)).result()
+
+    async def _exchange(self, cid: int, data: bytes, timeout_s: float) -> Response:
+        slot = self._slots[cid] = _Slot()
+        self._out.append(data)
+        self._wake_writer.set()
+        try:
+            with anyio.move_on_after(timeout_s if timeout_s is not None else math.inf):
+                await slot.event.wait()
+        finally:
+            if self._slots.pop(cid, None) is not None:
+                self.protocol.forget(cid)  # cancelled or timed out: drop the late answer
+        if slot.error is not None:
+            raise slot.error
+        if slot.response is None:
+            raise RequestTimedOutError(f"no answer from {self.description} within {timeout_s:g} s")
+        return slot.response
+
+    async def _reader(self) -> None:
+        reason = "closed by the broker"
+        try:
+            receive = self._stream.receive
+            feed = self.protocol.receive
+            slots = self._slots
+            while True:
+                data = await receive(READ_BYTES)
+                for r in feed(data):
+                    slot = slots.pop(r.correlation_id, None)
+                    if slot is not None:
+                        slot.response = r
+                        slot.event.set()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        except OSError as exc:
+            reason = f"read failed: {exc}"
+        except MillpondError as exc:  # the byte stream is broken (oversize frame, garbage): give up on it
+            reason = str(exc)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aclose(reason)
+
+    async def _writer(self) -> None:
+        try:
+            while not self.closed:
+                await self._wake_writer.wait()
+                self._wake_writer = anyio.Event()
+                if self._out:
+                    data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+                    self._out = []
+                    await self._stream.send(data)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+            with anyio.CancelScope(shield=True):
+                await self.aclose(f"write failed: {exc}")
+
+    async def aclose(self, reason: str = "closed by the client") -> None:
+        """Close the socket and fail every waiting request with a retriable ConnectionClosedError."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._wake_writer.set()
+        for cid, err in self.protocol.fail_all(f"connection to {self.description} lost: {reason}"):
+            slot = self._slots.pop(cid, None)
+            if slot is not None:
+                slot.error = err
+                slot.event.set()
+        self.closed_event.set()
+        await self._stream.aclose()
+
+
+def _reason(exc: OSError) -> str:
+    """``connection refused`` rather than anyio's "All connection attempts failed" wrapper."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup) and cause.exceptions and isinstance(cause.exceptions[0], OSError):
+        exc = cause.exceptions[0]
+    elif isinstance(cause, OSError):
+        exc = cause
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()

@@ -1,0 +1,316 @@
+# The async consumer: which partitions it reads (assign / topic names), its position in each, seeks, and a fetcher
+# task that keeps one long-poll fetch in flight while the application works through the previous answer.
+# Records come out per partition in offset order. Must not know sockets (it calls Client.request) and must not
+# decide partition ownership itself: `_set_assignment` is the seam a consumer-group coordinator will drive.
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterable
+
+import anyio
+
+from broker.wire.batch import Record, decode_records
+from broker.wire.errors import EXCEPTIONS, MillpondError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
+
+if TYPE_CHECKING:
+    from client._client import Client
+
+RESETS = ("earliest", "latest")
+TopicPartition = tuple[str, int]
+
+
+class _Part:
+    __slots__ = ("position", "fetch_offset", "reset", "epoch")
+
+    def __init__(self, reset: str | int) -> None:
+        self.position: int | None = None  # next offset the application will get
+        self.fetch_offset: int | None = None  # next offset to fetch (ahead of position while prefetching)
+        self.reset: str | int | None = reset  # pending "earliest" / "latest" / timestamp ms to resolve
+        self.epoch = 0  # bumped on every seek: answers to older fetches are dropped
+
+
+class Consumer:
+    """Reads records; ``async with client.consumer("logs", auto_offset_reset="earliest") as cons:``.
+
+    ``async for record in cons`` yields ``broker.wire.batch.Record`` (topic, partition, offset, timestamp_ms, key,
+    value, headers), in offset order per partition, forever; ``await cons.getmany(max_records, timeout_s)`` returns
+    a list instead. A partition nobody seeks starts at ``auto_offset_reset`` (``"latest"``: only new records;
+    ``"earliest"``: the oldest kept), which also answers OFFSET_OUT_OF_RANGE (e.g. retention passed the position).
+    After a reconnect the consumer fetches again from its position, so nothing is skipped; a record is delivered
+    again only if you seek back. Errors that retrying cannot fix (e.g. ``UnknownTopicOrPartitionError``) are
+    raised from the iteration / ``getmany``.
+    """
+
+    def __init__(self, client: Client, topics: str | Iterable[str] | None, *, group: str | None,
+                 auto_offset_reset: str, max_wait_s: float, fetch_bytes: int,
+                 retry_backoff_s: tuple[float, float]) -> None:
+        if group is not None:
+            raise NotImplementedError("consumer groups are not available yet; use assign() or topic names")
+        if auto_offset_reset not in RESETS:
+            raise ValueError(f"auto_offset_reset must be 'earliest' or 'latest', got {auto_offset_reset!r}")
+        self._client = client
+        self.auto_offset_reset = auto_offset_reset
+        self.max_wait_ms = int(max_wait_s * 1000)
+        self.fetch_bytes = fetch_bytes
+        self.retry_backoff_s = retry_backoff_s
+        self._parts: dict[TopicPartition, _Part] = {}
+        self._topics: list[str] = []  # subscribed names still to expand into partitions
+        self._results: deque[list[tuple[TopicPartition, int, list[Record]]]] = deque()
+        self._ready: deque[Record] = deque()
+        self._error: BaseException | None = None
+        self._data = anyio.Event()  # the fetcher added results or an error
+        self._changed = anyio.Event()  # assignment, seek or consumption changed what the fetcher should do
+        self._fetch_scope: anyio.CancelScope | None = None
+        self._tg: Any = None
+        if topics is not None:
+            self.assign([topics] if isinstance(topics, str) else list(topics))
+
+    # ---- assignment and positions ----
+    def assign(self, partitions: Iterable[TopicPartition | str]) -> None:
+        """Read exactly these: ``(topic, partition)`` pairs, or topic names meaning all their partitions.
+        Replaces the previous assignment; partitions kept keep their position."""
+        pairs, names = [], []
+        for item in partitions:
+            if isinstance(item, str):
+                names.append(item)
+            else:
+                topic, p = item
+                pairs.append((str(topic), int(p)))
+        self._topics = names
+        self._set_assignment(pairs)
+
+    def _set_assignment(self, pairs: Iterable[TopicPartition], keep_names: bool = False) -> None:
+        new = {}
+        for tp in pairs:
+            new[tp] = self._parts.get(tp) or _Part(self.auto_offset_reset)
+        if keep_names:
+            new.update({tp: st for tp, st in self._parts.items() if tp not in new})
+        dropped = set(self._parts) - set(new)
+        self._parts = new
+        for tp in dropped:
+            self._purge(tp)
+        self._poke()
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        """Partitions currently read (topic names not yet expanded are not included)."""
+        return frozenset(self._parts)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Next record from ``topic/partition`` will be at ``offset`` (or the reset rule if out of range)."""
+        st = self._part(topic, partition)
+        st.position = st.fetch_offset = int(offset)
+        st.reset = None
+        self._moved((topic, partition), st)
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Move the given partitions (default: all assigned) to their log start offset."""
+        self._seek_spec("earliest", partitions)
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        """Move the given partitions (default: all assigned) to their end: only records produced later."""
+        self._seek_spec("latest", partitions)
+
+    def seek_to_timestamp(self, timestamp_ms: int, *partitions: TopicPartition) -> None:
+        """Move to the first record with timestamp >= ``timestamp_ms`` (epoch ms), or the end if none."""
+        self._seek_spec(int(timestamp_ms), partitions)
+
+    async def position(self, topic: str, partition: int) -> int:
+        """Offset of the next record this consumer will return for the partition (resolving a pending seek)."""
+        st = self._part(topic, partition)
+        while st.position is None:
+            await self._resolve([(topic, partition)])
+        return st.position
+
+    def _part(self, topic: str, partition: int) -> _Part:
+        st = self._parts.get((topic, partition))
+        if st is None:
+            raise ValueError(f"{topic}/{partition} is not assigned to this consumer; assign() it first")
+        return st
+
+    def _seek_spec(self, spec: str | int, partitions: tuple[TopicPartition, ...]) -> None:
+        for tp in partitions or tuple(self._parts):
+            st = self._part(*tp)
+            st.position = st.fetch_offset = None
+            st.reset = spec
+            self._moved(tp, st)
+
+    def _moved(self, tp: TopicPartition, st: _Part) -> None:
+        st.epoch += 1
+        self._purge(tp)
+        self._poke()
+
+    def _purge(self, tp: TopicPartition) -> None:
+        if any(r.partition == tp[1] and r.topic == tp[0] for r in self._ready):
+            self._ready = deque(r for r in self._ready if r.partition != tp[1] or r.topic != tp[0])
+        for res in self._results:
+            res[:] = [c for c in res if c[0] != tp]
+
+    def _poke(self) -> None:
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()  # the fetch in flight asks for stale offsets: drop it
+        self._changed.set()
+
+    # ---- the application's side ----
+    async def getmany(self, max_records: int | None = None, timeout_s: float | None = None) -> list[Record]:
+        """Up to ``max_records`` records (all buffered if None) as soon as any are available, or ``[]`` after
+        ``timeout_s`` seconds (None: wait as long as it takes). Raises the fetcher's non-retriable error."""
+        with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
+            while not self._fill():
+                await self._data.wait()
+                self._data = anyio.Event()
+        ready = self._ready
+        n = len(ready) if max_records is None else min(max_records, len(ready))
+        out = [ready.popleft() for _ in range(n)]
+        last: dict[TopicPartition, int] = {}
+        for r in out:
+            last[(r.topic, r.partition)] = r.offset
+        for tp, off in last.items():
+            st = self._parts.get(tp)
+            if st is not None:
+                st.position = off + 1
+        return out
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> Record:
+        if not self._ready:
+            while not self._fill():
+                await self._data.wait()
+                self._data = anyio.Event()
+        r = self._ready.popleft()
+        st = self._parts.get((r.topic, r.partition))
+        if st is not None:
+            st.position = r.offset + 1
+        return r
+
+    def _fill(self) -> bool:
+        """Move the next fetch answer into ``_ready``; True if records are ready. Raises a stored error."""
+        if self._error is not None:
+            err, self._error = self._error, None
+            self._changed.set()
+            raise err
+        while not self._ready and self._results:
+            for tp, epoch, records in self._results.popleft():
+                st = self._parts.get(tp)
+                if st is not None and st.epoch == epoch:
+                    self._ready.extend(records)
+            self._changed.set()  # room for the next prefetch
+        return bool(self._ready)
+
+    async def __aenter__(self) -> Consumer:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._fetcher)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+
+    # ---- the fetcher task ----
+    async def _fetcher(self) -> None:
+        delay = self.retry_backoff_s[0]
+        while True:
+            self._changed = anyio.Event()
+            try:
+                if self._error is None and not self._results:
+                    if await self._fetch_once():
+                        delay = self.retry_backoff_s[0]
+                        continue
+                    if self._error is None:
+                        self._changed = anyio.Event()  # nothing to fetch yet: wait for an assignment
+            except MillpondError as exc:
+                if exc.retriable:  # connection lost, broker restarting...: same positions, after a backoff
+                    await anyio.sleep(delay * (0.5 + random.random() / 2))
+                    delay = min(delay * 2, self.retry_backoff_s[1])
+                    continue
+                self._error = exc
+                self._data.set()
+            await self._changed.wait()
+
+    async def _fetch_once(self) -> bool:
+        """One round: expand topic names, resolve pending resets, one long-poll fetch. False if nothing to do."""
+        if self._topics:
+            names = self._topics
+            counts = await self._client.metadata(names)
+            missing = [t for t in names if t not in counts]
+            if missing:
+                raise UnknownTopicOrPartitionError(f"topic {missing[0]!r} does not exist", topic=missing[0])
+            self._topics = []
+            self._set_assignment([(t, p) for t in names for p in range(counts[t])], keep_names=True)
+        pending = [tp for tp, st in self._parts.items() if st.fetch_offset is None]
+        if pending:
+            await self._resolve(pending)
+        asked = [(tp, st.fetch_offset, st.epoch) for tp, st in self._parts.items() if st.fetch_offset is not None]
+        if not asked:
+            return False
+        body = None
+        with anyio.CancelScope() as scope:
+            self._fetch_scope = scope
+            try:
+                body = await self._client.request(
+                    "fetch", {"partitions": [[t, p, off] for (t, p), off, _ in asked], "max_bytes": self.fetch_bytes,
+                              "max_wait_ms": self.max_wait_ms},
+                    timeout_s=self._client.request_timeout_s + self.max_wait_ms / 1000)
+            finally:
+                self._fetch_scope = None
+        if body is None:
+            return True  # cancelled by a seek or reassignment: plan again
+        self._apply(body, {tp: (off, epoch) for tp, off, epoch in asked})
+        return True
+
+    def _apply(self, body: dict[str, Any], asked: dict[TopicPartition, tuple[int, int]]) -> None:
+        result = []
+        for topic, partition, code, log_start, high_watermark, data in body["partitions"]:
+            tp = (topic, partition)
+            st = self._parts.get(tp)
+            if st is None or tp not in asked or st.epoch != asked[tp][1]:
+                continue
+            offset = asked[tp][0]
+            if code == OffsetOutOfRangeError.code:
+                new = log_start if self.auto_offset_reset == "earliest" else high_watermark
+                st.position = st.fetch_offset = new
+                st.epoch += 1
+                self._purge(tp)
+            elif code:
+                raise EXCEPTIONS.get(code, MillpondError)(
+                    f"fetch of {topic}/{partition} at offset {offset} failed", topic=topic, partition=partition)
+            elif data:
+                records = decode_records(data, topic, partition, offset)
+                if records:
+                    st.fetch_offset = records[-1].offset + 1
+                    result.append((tp, st.epoch, records))
+        if result:
+            self._results.append(result)
+            self._data.set()
+
+    async def _resolve(self, tps: list[TopicPartition]) -> None:
+        """Turn pending reset specs into offsets with list_offsets, concurrently."""
+        errors: list[BaseException] = []
+
+        async def one(tp: TopicPartition) -> None:
+            try:
+                await resolve(tp)
+            except MillpondError as exc:  # re-raised below, unwrapped from the task group's ExceptionGroup
+                errors.append(exc)
+
+        async def resolve(tp: TopicPartition) -> None:
+            st = self._parts.get(tp)
+            if st is None or st.reset is None:
+                return
+            spec, epoch = st.reset, st.epoch
+            offset, _ = await self._client.list_offsets(tp[0], tp[1], spec)
+            if offset < 0:  # no record at or after that timestamp: start at the end
+                offset, _ = await self._client.list_offsets(tp[0], tp[1], "latest")
+            if self._parts.get(tp) is st and st.epoch == epoch and st.reset == spec:
+                st.position = st.fetch_offset = offset
+                st.reset = None
+
+        async with anyio.create_task_group() as tg:
+            for tp in tps:
+                tg.start_soon(one, tp)
+        if errors:
+            raise errors[0]

@@ -1,0 +1,220 @@
+# The async producer: a sender task that drives the sans-IO Accumulator — fetches partition counts (metadata),
+# sends ready batches (several partitions in flight at once, one batch per partition so order holds), retries
+# retriable failures in order with backoff until delivery_timeout_s. Must not know sockets: it only calls
+# Client.request. At-least-once: a batch whose answer was lost with the connection is sent again, so it may be
+# stored twice (duplicates, never reordering within a partition).
+from __future__ import annotations
+
+import math
+import random
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+import anyio
+
+from broker.wire.errors import MillpondError, UnknownTopicOrPartitionError
+
+from client._accumulator import Accumulator, Batch, RecordHandle
+from client.types import ProducerStatistics
+
+if TYPE_CHECKING:
+    from client._client import Client
+
+
+class Producer:
+    """Batching producer; ``async with client.producer(linger_s=0.005, batch_bytes=262144) as p:``.
+
+    ``send()`` is a plain call that appends to a per-partition batch and returns a handle; ``await handle`` gives
+    ``RecordMetadata`` or raises the delivery error. A batch goes out when it reaches ``batch_bytes`` (bytes,
+    capped by the broker's ``batch_bytes_max``) or ``linger_s`` seconds after its first record, or at ``flush()``.
+    Leaving the block flushes (if it exits by an exception, unsent records fail with that exception instead).
+    ``send()`` never waits, so a loop that never awaits buffers everything in memory; await a handle or
+    ``flush()`` now and then to bound it.
+    """
+
+    def __init__(self, client: Client, *, linger_s: float, batch_bytes: int, delivery_timeout_s: float,
+                 retry_backoff_s: tuple[float, float], _threaded: bool = False) -> None:
+        if linger_s < 0 or batch_bytes < 1:
+            raise ValueError("linger_s must be >= 0 and batch_bytes >= 1")
+        self._client = client
+        self.delivery_timeout_s = delivery_timeout_s
+        self.retry_backoff_s = retry_backoff_s
+        self._threaded = _threaded
+        self._wake = anyio.Event()
+        self._wake_from_thread: Callable[[], None] | None = None  # set by client.sync: wakes us from its thread
+        self._loop_thread = threading.get_ident()
+        self.lock: Any = threading.Lock() if _threaded else _NoLock()
+        self._acc = Accumulator(
+            batch_bytes=batch_bytes, batch_bytes_max=client.limits.batch_bytes_max, linger_s=linger_s,
+            now=_monotonic if _threaded else anyio.current_time,
+            event_factory=threading.Event if _threaded else anyio.Event,
+            on_wake=self._on_wake, handle_cls=_handle_cls(_threaded))
+        self._now = self._acc._now
+        self._closing = False
+        self._metadata_busy = False
+        self._tg: Any = None
+        self._sent = self._failed = self._batches = self._retries = 0
+        self._last_error: BaseException | None = None
+        self.space = threading.Condition(self.lock) if _threaded else None
+
+    def _on_wake(self) -> None:
+        if self._wake_from_thread is not None and threading.get_ident() != self._loop_thread:
+            self._wake_from_thread()
+        else:
+            self._wake.set()
+
+    def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: dict[str, bytes] | None = None,
+             partition: int | None = None, timestamp_ms: int | None = None) -> RecordHandle:
+        """Queue one record; returns a handle (``await`` it for ``RecordMetadata``).
+
+        ``value``/``key`` must be bytes (``TypeError`` otherwise; encode str yourself). ``headers``: str -> bytes.
+        ``partition`` wins; else a key picks ``partition_for_key(key, n)``; else a sticky partition that changes
+        per batch. ``timestamp_ms`` defaults to now (epoch ms). Raises ``RecordTooLargeError`` at once if the
+        record alone exceeds the broker's ``batch_bytes_max``; ``UnknownTopicOrPartitionError`` for a partition
+        the topic is known not to have. A topic that does not exist fails the handle, not the call.
+        """
+        return self._acc.append(topic, value, key, headers, partition, timestamp_ms)
+
+    async def flush(self) -> None:
+        """Send everything queued so far, now, and wait until each batch is acknowledged or has failed.
+
+        Does not raise delivery errors: those go to the handles and to ``statistics()``.
+        """
+        again = True
+        while again:
+            with self.lock:
+                events, again = self._acc.flush()
+            self._wake.set()
+            for ev in events:
+                if self._threaded:
+                    while not ev.is_set():  # a threading.Event (client.sync flushes in its own thread first)
+                        await anyio.sleep(0.001)
+                else:
+                    await ev.wait()
+
+    def statistics(self) -> ProducerStatistics:
+        return ProducerStatistics(records_sent=self._sent, records_failed=self._failed, batches_sent=self._batches,
+                                  retries=self._retries, records_buffered=self._acc.records_buffered,
+                                  last_error=self._last_error)
+
+    async def __aenter__(self) -> Producer:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._sender)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        try:
+            if exc is None:
+                await self.flush()
+            else:
+                with self.lock:
+                    self._acc.abort(exc if isinstance(exc, Exception) else MillpondError("producer closed"))
+        finally:
+            self._closing = True
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+        return None
+
+    # ---- the sender task ----
+    async def _sender(self) -> None:
+        while True:
+            with self.lock:
+                now = self._now()
+                batches, deadline = self._acc.ready(now)
+                topics = self._acc.topics_awaiting_metadata() if not self._metadata_busy else []
+            for b in batches:
+                self._tg.start_soon(self._send_batch, b)
+            if topics:
+                self._metadata_busy = True
+                self._tg.start_soon(self._fetch_metadata, topics)
+            with anyio.move_on_after(math.inf if deadline is None else max(0.0, deadline - now)):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def _fetch_metadata(self, topics: list[str]) -> None:
+        try:
+            try:
+                counts = await self._client.metadata(topics)
+            except MillpondError as exc:
+                if exc.retriable:
+                    await anyio.sleep(self.retry_backoff_s[0])
+                    return  # still parked: the sender asks again
+                counts, error = {}, exc
+            else:
+                error = None
+            with self.lock:
+                for t in topics:
+                    if t in counts:
+                        self._acc.set_partition_count(t, int(counts[t]))
+                    else:
+                        err = error or UnknownTopicOrPartitionError(f"topic {t!r} does not exist", topic=t)
+                        self._count_failure(self._acc.fail_topic(t, err), err)
+                self._notify_space()
+        finally:
+            self._metadata_busy = False
+            self._wake.set()
+
+    async def _send_batch(self, b: Batch) -> None:
+        try:
+            body = await self._client.request("produce", {"topic": b.topic, "partition": b.partition,
+                                                          "batch": b.encode()})
+        except MillpondError as exc:
+            now = self._now()
+            with self.lock:
+                if exc.retriable and now - b.created < self.delivery_timeout_s:
+                    lo, hi = self.retry_backoff_s
+                    self._retries += 1
+                    self._acc.retry_later(b, now + min(hi, lo * 2 ** (b.attempts - 1)) * (0.5 + random.random() / 2))
+                else:
+                    if isinstance(exc, UnknownTopicOrPartitionError):
+                        self._acc.forget_topic(b.topic)
+                    self._count_failure(len(b.rows), exc)
+                    self._acc.fail(b, exc)
+        except Exception as exc:  # a bug or an unexpected answer shape: fail the batch, keep the producer alive
+            with self.lock:
+                self._count_failure(len(b.rows), exc)
+                self._acc.fail(b, exc)
+        else:
+            with self.lock:
+                self._sent += len(b.rows)
+                self._batches += 1
+                self._acc.complete(b, int(body["base_offset"]))
+        with self.lock:
+            self._notify_space()
+        self._wake.set()
+
+    def _count_failure(self, n: int, exc: BaseException) -> None:
+        self._failed += n
+        if n:
+            self._last_error = exc
+
+    def _notify_space(self) -> None:
+        if self.space is not None:
+            self.space.notify_all()
+
+
+class _NoLock:
+    """Stands in for threading.Lock when only the event loop thread touches the accumulator."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _handle_cls(threaded: bool) -> type[RecordHandle]:
+    if threaded:
+        from client.sync import SyncRecordHandle
+
+        return SyncRecordHandle
+    return RecordHandle

@@ -1,0 +1,256 @@
+# The blocking client: the same names as the async one (connect, create_topic, producer, consumer...) for plain
+# scripts. Owns the bridge between the caller's thread and one background event-loop thread; must not know the
+# protocol (the async client does that work).
+#
+# Why a background loop (anyio blocking portal) and not plain sockets on the sans-IO core: reconnect, pipelining,
+# retries, long-poll prefetch and linger timers already live in the async client; a second implementation would
+# drift. The one path where a thread hop per call would hurt, producer.send(), never crosses threads: the caller
+# appends to the shared Accumulator under a lock (~0.1 µs) and only wakes the loop when a batch opens or fills.
+# Linger: a batch leaves linger_s after its first record even if the caller thread is busy (the loop thread keeps
+# the timer), or as soon as it is full, or at flush()/close().
+from __future__ import annotations
+
+import threading
+from collections import deque
+from contextlib import ExitStack
+from typing import Any, Iterable, Iterator
+
+from anyio.from_thread import start_blocking_portal
+
+from broker.wire.batch import Record
+
+from client._accumulator import RecordHandle
+from client._client import DEFAULT_ADDRESS, Client
+from client._client import connect as _aconnect
+from client.consumer import Consumer, TopicPartition
+from client.producer import Producer
+from client.types import ProducerStatistics, RecordMetadata, TopicDescription
+
+__all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncRecordHandle", "connect"]
+
+
+class SyncRecordHandle(RecordHandle):
+    """What the blocking ``send()`` returns; ``result(timeout=None)`` -> RecordMetadata or raises the error."""
+
+    __slots__ = ()
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Block until acknowledged; raises the delivery error, or ``TimeoutError`` after ``timeout`` seconds."""
+        while True:
+            b = self._follow()
+            if not b.event.wait(timeout):
+                raise TimeoutError(f"record not acknowledged within {timeout} s")
+            if not b.routed:
+                return self._outcome()
+
+
+def connect(address: str | tuple[str, int] = DEFAULT_ADDRESS, **options: Any) -> SyncClient:
+    """Connect now (errors raise here) and return a client: ``with connect("127.0.0.1:7420") as c: ...``.
+
+    Options as ``client.connect`` (``client_id``, ``request_timeout_s``...).
+    """
+    return SyncClient(address, **options)
+
+
+class SyncClient:
+    """Blocking twin of ``client.Client``; every method may block for one round trip to the broker."""
+
+    def __init__(self, address: str | tuple[str, int], **options: Any) -> None:
+        self._stack = ExitStack()
+        self._portal = self._stack.enter_context(start_blocking_portal("trio"))
+        try:
+            self._client: Client = self._stack.enter_context(
+                self._portal.wrap_async_context_manager(_aconnect(address, **options)))
+        except BaseException:
+            self._stack.close()
+            raise
+        self.address = self._client.address
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def limits(self) -> Any:
+        return self._client.limits
+
+    def create_topic(self, name: str, partitions: int = 1, **config: Any) -> dict[str, Any]:
+        """See ``Client.create_topic`` (``retention_s``, ``retention_bytes``, ``segment_bytes``, ``segment_s``)."""
+        return self._portal.call(lambda: self._client.create_topic(name, partitions, **config))
+
+    def delete_topic(self, name: str) -> None:
+        self._portal.call(self._client.delete_topic, name)
+
+    def list_topics(self) -> list[str]:
+        return self._portal.call(self._client.list_topics)
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        return self._portal.call(self._client.describe_topic, name)
+
+    def metadata(self, topics: Iterable[str]) -> dict[str, int]:
+        return self._portal.call(self._client.metadata, list(topics))
+
+    def list_offsets(self, topic: str, partition: int, spec: str | int) -> tuple[int, int]:
+        return self._portal.call(self._client.list_offsets, topic, partition, spec)
+
+    def producer(self, **options: Any) -> SyncProducer:
+        """A blocking producer (options as ``Client.producer`` plus ``max_buffered_records``); use with ``with``."""
+        return SyncProducer(self, **options)
+
+    def consumer(self, topics: str | Iterable[str] | None = None, **options: Any) -> SyncConsumer:
+        """A blocking consumer (options as ``Client.consumer``); iterate it, or call ``getmany``."""
+        return SyncConsumer(self, topics, **options)
+
+
+class SyncProducer:
+    """``send()`` appends in the caller's thread and returns a ``SyncRecordHandle``; ``flush()`` blocks until
+    everything sent so far is acknowledged or failed; ``close()`` (leaving ``with``) flushes. ``send()`` blocks
+    while more than ``max_buffered_records`` records await acknowledgement (backpressure)."""
+
+    def __init__(self, sc: SyncClient, *, linger_s: float = 0.005, batch_bytes: int = 262144,
+                 delivery_timeout_s: float = 120.0, retry_backoff_s: tuple[float, float] = (0.05, 1.0),
+                 max_buffered_records: int = 1_000_000) -> None:
+        portal = self._portal = sc._portal
+        self._p: Producer = portal.call(lambda: Producer(
+            sc._client, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
+            retry_backoff_s=retry_backoff_s, _threaded=True))
+        self._p._wake_from_thread = lambda: portal.start_task_soon(self._poke)
+        # One portal task enters and exits the producer: its task group must open and close in the same task.
+        self._cm = portal.wrap_async_context_manager(self._p)
+        self._cm.__enter__()
+        self._lock = self._p.lock
+        self._space = self._p.space
+        self._acc = self._p._acc
+        self._append = self._acc.append
+        self.max_buffered_records = max_buffered_records
+        self._closed = False
+
+    def _poke(self) -> None:
+        self._p._wake.set()
+
+    def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: dict[str, bytes] | None = None,
+             partition: int | None = None, timestamp_ms: int | None = None) -> SyncRecordHandle:
+        """As ``Producer.send``; returns a handle with ``.result(timeout=None)``."""
+        with self._lock:
+            if self._acc.records_buffered >= self.max_buffered_records:
+                assert self._space is not None
+                while self._acc.records_buffered >= self.max_buffered_records:
+                    self._space.wait(1.0)
+            return self._append(topic, value, key, headers, partition, timestamp_ms)  # type: ignore[return-value]
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send everything queued now and block until each batch is acknowledged or failed."""
+        again = True
+        while again:
+            with self._lock:
+                events, again = self._acc.flush()
+            self._portal.start_task_soon(self._poke)
+            for ev in events:
+                if not ev.wait(timeout):
+                    raise TimeoutError(f"flush did not complete within {timeout} s")
+
+    def statistics(self) -> ProducerStatistics:
+        return self._p.statistics()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            self._cm.__exit__(None, None, None)
+
+    def __enter__(self) -> SyncProducer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class SyncConsumer:
+    """Blocking consumer: ``for record in consumer`` (forever) or ``getmany(max_records, timeout_s)``.
+
+    Iteration pulls up to ``iter_batch_records`` records per hop into the loop thread; ``position()`` counts
+    those as handed out.
+    """
+
+    iter_batch_records = 10_000
+
+    def __init__(self, sc: SyncClient, topics: str | Iterable[str] | None, **options: Any) -> None:
+        self._portal = sc._portal
+        self._c: Consumer = self._portal.call(lambda: Consumer(sc._client, topics, **_consumer_options(options)))
+        self._cm = self._portal.wrap_async_context_manager(self._c)  # enter and exit in one portal task
+        self._cm.__enter__()
+        self._buf: deque[Record] = deque()
+        self._closed = False
+
+    def assign(self, partitions: Iterable[TopicPartition | str]) -> None:
+        self._buf.clear()
+        self._portal.call(self._c.assign, list(partitions))
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return self._c.assignment()
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self._drop(topic, partition)
+        self._portal.call(self._c.seek, topic, partition, offset)
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        self._buf.clear() if not partitions else [self._drop(*tp) for tp in partitions]
+        self._portal.call(self._c.seek_to_beginning, *partitions)
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        self._buf.clear() if not partitions else [self._drop(*tp) for tp in partitions]
+        self._portal.call(self._c.seek_to_end, *partitions)
+
+    def seek_to_timestamp(self, timestamp_ms: int, *partitions: TopicPartition) -> None:
+        self._buf.clear() if not partitions else [self._drop(*tp) for tp in partitions]
+        self._portal.call(self._c.seek_to_timestamp, timestamp_ms, *partitions)
+
+    def position(self, topic: str, partition: int) -> int:
+        return self._portal.call(self._c.position, topic, partition)
+
+    def getmany(self, max_records: int | None = None, timeout_s: float | None = None) -> list[Record]:
+        """Up to ``max_records`` records as soon as any are ready, or ``[]`` after ``timeout_s`` seconds."""
+        if self._buf:
+            n = len(self._buf) if max_records is None else min(max_records, len(self._buf))
+            return [self._buf.popleft() for _ in range(n)]
+        return self._portal.call(self._c.getmany, max_records, timeout_s)
+
+    poll = getmany
+
+    def __iter__(self) -> Iterator[Record]:
+        while True:
+            if not self._buf:
+                self._buf.extend(self._portal.call(self._c.getmany, self.iter_batch_records, None))
+            yield self._buf.popleft()
+
+    def _drop(self, topic: str, partition: int) -> None:
+        self._buf = deque(r for r in self._buf if r.topic != topic or r.partition != partition)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._cm.__exit__(None, None, None)
+
+    def __enter__(self) -> SyncConsumer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _consumer_options(options: dict[str, Any]) -> dict[str, Any]:
+    out = {"group": None, "auto_offset_reset": "latest", "max_wait_s": 0.5, "fetch_bytes": 4 * 1024 * 1024,
+           "retry_backoff_s": (0.05, 2.0)}
+    unknown = set(options) - set(out)
+    if unknown:
+        raise TypeError(f"unknown consumer option(s): {', '.join(sorted(unknown))}")
+    out.update(options)
+    return out

@@ -1,0 +1,211 @@
+# The protocol both sides speak: Kafka's partitioner vectors, the batch format's checks, frames, the error table.
+from __future__ import annotations
+
+import struct
+import zlib
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker.wire import errors
+from broker.wire.batch import (
+    HEADER_BYTES,
+    check_batch,
+    decode_records,
+    encode_batch,
+    iter_batches,
+    read_header,
+    stamp_base_offset,
+    verify_crc,
+)
+from broker.wire.frames import FrameDecoder, decode_request, encode_frame, encode_request
+from broker.wire.partitioner import murmur2, partition_for_key
+
+
+# Kafka UtilsTest, kafka-python test_partitioner, librdkafka rdmurmur2.c (shared/reference/kafka.md section 1.2)
+@pytest.mark.parametrize(
+    "key, hash_u32, p3, p6, p12, p1000",
+    [
+        (b"21", 0xC5F2F8EC, 0, 0, 0, 340),
+        (b"foobar", 0xD0E47BBE, 0, 0, 6, 166),
+        (b"a-little-bit-long-string", 0xC53B1DA0, 2, 2, 8, 112),
+        (b"abc", 0x1C94221B, 0, 3, 3, 107),
+        (b"", 0x106E08D9, 0, 3, 9, 681),
+        (b"a", 0xA2D0B27C, 1, 4, 4, 524),
+        (b"123456789", 0x9362DE66, 0, 0, 6, 566),
+        (b"kafka", 0xD067CF64, 1, 4, 4, 580),
+        (b"23456", 0x858D780F, 2, 5, 11, 391),
+    ],
+)
+def test_murmur2_and_partition_match_kafka(key, hash_u32, p3, p6, p12, p1000):
+    assert murmur2(key) == hash_u32
+    assert [partition_for_key(key, n) for n in (3, 6, 12, 1000)] == [p3, p6, p12, p1000]
+
+
+@pytest.mark.parametrize(
+    "key, partitions, expected",
+    [
+        # partitions real clusters chose, reported in public issues (kafka.md section 1.2)
+        (b"fd7af248-ce5c-46a5-93d7-1c0c9005b99d", 32, 26),
+        (b"TT0124", 15, 10),
+        (b'Struct{documentKey={"_id": "638d1b94ce8def06be68b439"}}', 50, 40),
+        (b"ab", 1000, 434),
+        (b"\x00 ", 1000, 742),
+    ],
+)
+def test_partition_matches_what_java_producers_chose(key, partitions, expected):
+    assert partition_for_key(key, partitions) == expected
+
+
+def test_murmur2_uses_mask_not_abs():
+    # b"21" hashes negative as a Java int: masking gives partition 0 of 6, abs() would give 2.
+    java_int = murmur2(b"21") - (1 << 32)
+    assert abs(java_int) % 6 == 2
+    assert partition_for_key(b"21", 6) == 0
+
+
+def test_partition_for_key_refuses_zero_partitions():
+    with pytest.raises(ValueError, match="partitions must be >= 1"):
+        partition_for_key(b"k", 0)
+
+
+def golden() -> bytes:
+    return encode_batch([(1_700_000_000_000, b"key", b"value", {"h": b"v"}), (1_700_000_000_005, None, b"v2", None)])
+
+
+def test_batch_header_fields_and_crc():
+    blob = golden()
+    h = check_batch(blob, 1 << 20)
+    assert (h.base_offset, h.record_count, h.last_offset_delta) == (0, 2, 1)
+    assert (h.first_timestamp_ms, h.max_timestamp_ms) == (1_700_000_000_000, 1_700_000_000_005)
+    assert (h.producer_id, h.producer_epoch, h.base_sequence) == (-1, -1, -1)
+    assert h.size == len(blob) and h.batch_length == len(blob) - 12
+    assert h.crc == zlib.crc32(blob[16:])
+    assert msgpack.unpackb(blob[HEADER_BYTES:]) == [[0, 0, b"key", b"value", {"h": b"v"}], [1, 5, None, b"v2", None]]
+
+
+def test_stamping_the_base_offset_keeps_the_crc_valid():
+    blob = stamp_base_offset(41) + golden()[8:]
+    assert read_header(blob).base_offset == 41
+    assert verify_crc(blob)
+    recs = decode_records(blob, "t", 3)
+    assert [(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers) for r in recs] == [
+        ("t", 3, 41, 1_700_000_000_000, b"key", b"value", {"h": b"v"}),
+        ("t", 3, 42, 1_700_000_000_005, None, b"v2", None),
+    ]
+    assert [r.offset for r in decode_records(blob, "t", 3, min_offset=42)] == [42]
+
+
+def _mutate(blob: bytes, pos: int, value: bytes) -> bytes:
+    return blob[:pos] + value + blob[pos + len(value):]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda b: b[:40], "shorter than its 56-byte header"),
+        (lambda b: _mutate(b, 8, struct.pack(">i", 999)), "batch_length"),
+        (lambda b: _mutate(b, 16, b"\x07"), "magic"),
+        (lambda b: _mutate(b, 17, b"\x01"), "attributes"),
+        (lambda b: _mutate(b, 52, struct.pack(">i", 5)), "record_count"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "CRC"),
+    ],
+)
+def test_check_batch_names_the_failed_check(make, message):
+    with pytest.raises(errors.CorruptBatchError, match=message):
+        check_batch(make(golden()), 1 << 20)
+
+
+def test_check_batch_refuses_a_record_count_the_records_do_not_hold():
+    # header says 2 records and the CRC is right, but the msgpack array holds 3
+    blob = bytearray(encode_batch([(1, None, b"a", None), (1, None, b"b", None), (1, None, b"c", None)]))
+    blob[52:56] = struct.pack(">i", 2)
+    blob[18:22] = struct.pack(">i", 1)
+    blob[12:16] = struct.pack(">I", zlib.crc32(bytes(blob[16:])))
+    with pytest.raises(errors.CorruptBatchError, match="records section"):
+        check_batch(bytes(blob), 1 << 20)
+
+
+def test_check_batch_refuses_oversize_with_the_limit_in_details():
+    with pytest.raises(errors.RecordTooLargeError) as info:
+        check_batch(encode_batch([(1, None, b"x" * 2000, None)]), 1024)
+    assert info.value.details == {"batch_bytes_max": 1024}
+
+
+def test_decode_records_refuses_a_corrupt_batch():
+    blob = bytearray(golden())
+    blob[-3] ^= 0xFF
+    with pytest.raises(errors.CorruptBatchError, match="CRC"):
+        decode_records(bytes(blob), "t", 0)
+
+
+def test_iter_batches_ignores_a_trailing_partial_batch():
+    a, b = golden(), encode_batch([(5, None, b"z", None)])
+    data = a + b[:30]
+    assert [(pos, h.record_count) for pos, h in iter_batches(data)] == [(0, 2)]
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**40), st.one_of(st.none(), st.binary(max_size=20)),
+                          st.binary(max_size=200),
+                          st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.binary(max_size=5), max_size=3))),
+                min_size=1, max_size=30))
+def test_any_records_round_trip(records):
+    blob = encode_batch(records)
+    h = check_batch(blob, 1 << 20)
+    assert h.max_timestamp_ms == max(r[0] for r in records)
+    got = decode_records(blob, "t", 0)
+    assert [(r.offset, r.timestamp_ms, r.key, r.value, r.headers) for r in got] == [
+        (i, ts, k, v, hd or None) for i, (ts, k, v, hd) in enumerate(records)
+    ]
+
+
+def test_frame_decoder_reassembles_frames_split_anywhere():
+    frames = [encode_request(i, "produce", {"batch": bytes(i * 37)}) for i in range(1, 6)]
+    stream = b"".join(frames)
+    for cut in range(1, 60):
+        d = FrameDecoder()
+        bodies = []
+        for i in range(0, len(stream), cut):
+            bodies.extend(d.feed(stream[i : i + cut]))
+        assert [decode_request(b)[0] for b in bodies] == [1, 2, 3, 4, 5]
+        assert d.buffered_bytes == 0
+
+
+def test_frame_decoder_refuses_an_oversize_length_before_buffering():
+    d = FrameDecoder(frame_bytes_max=100)
+    with pytest.raises(errors.FrameTooLargeError, match="frame_bytes_max=100"):
+        d.feed(struct.pack(">I", 101))
+
+
+@pytest.mark.parametrize(
+    "message, fragment",
+    [
+        ({"a": 1}, "3-element array"),
+        ([1, "x"], "3-element array"),
+        ([True, "x", {}], "correlation_id"),
+        ([1, 2, {}], "api must be a string"),
+        ([1, "x", [1]], "must be a map"),
+    ],
+)
+def test_decode_request_names_what_is_wrong(message, fragment):
+    body = encode_frame(message)[4:]
+    with pytest.raises(errors.InvalidRequestError, match=fragment):
+        decode_request(body)
+
+
+def test_error_table_codes_are_unique_and_round_trip():
+    codes = [k.code for k in errors.ERRORS.values()]
+    assert len(codes) == len(set(codes))
+    for code, kind in errors.ERRORS.items():
+        exc = errors.EXCEPTIONS[code]("boom", x=1)
+        again = errors.from_wire(code, exc.to_wire())
+        assert type(again) is type(exc) and again.name == kind.name and again.details == {"x": 1}
+        assert isinstance(again, errors.MillpondError)
+    assert errors.OffsetOutOfRangeError.code == 14 and errors.ThrottledError.retriable
+
+
+def test_unknown_code_from_a_newer_broker_is_still_an_error():
+    exc = errors.from_wire(999, {"name": "FUTURE", "message": "later"})
+    assert (exc.code, exc.name, exc.message) == (999, "FUTURE", "later")
