@@ -1,5 +1,7 @@
 # Named runs: which workloads, at which sizes and fsync modes. `quick` is the README's main job (about 30 s),
-# `full` every workload at 100 B and 1 KiB for fsync always and never. Must not know how a workload is measured.
+# `full` every workload at 100 B and 1 KiB for fsync always and never, `compare` the workloads the peers share
+# (produce, consume, e2e at 100 B and 1 KiB) at one fsync mode. Which targets run is the command line's business.
+# Must not know how a workload is measured.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -17,11 +19,12 @@ class Step:
     params: Params
     reads_previous: bool = False
 
-    def label(self) -> str:
+    def label(self, fsync: bool = True) -> str:
+        """``produce 100 B fsync=always``; without the fsync part for a peer, whose durability is its own."""
         p = self.params
         size = "file" if p.payload_file else f"{p.record_bytes:,} B"
         rate = f" @{p.rate_per_s:,}/s" if self.workload == "e2e" else ""
-        return f"{self.workload} {size}{rate} fsync={p.fsync}"
+        return f"{self.workload} {size}{rate}" + (f" fsync={p.fsync}" if fsync else "")
 
 
 def quick(base: Params) -> list[Step]:
@@ -35,6 +38,12 @@ def full(base: Params, modes: tuple[str, ...] = ("always", "never")) -> list[Ste
     for mode in modes:
         steps += _throughput_and_latency(replace(base, fsync=mode), duration_s=4.0, e2e_s=5.0, e2e_sizes=SIZES)
     return steps
+
+
+def compare(base: Params) -> list[Step]:
+    """What millpond and the peers share: produce then consume, and e2e latency, at 100 B and 1 KiB."""
+    base = replace(base, fsync=base.fsync or "always")
+    return _throughput_and_latency(base, duration_s=3.0, e2e_s=5.0, e2e_sizes=SIZES)
 
 
 def single(workload: str, base: Params) -> list[Step]:

@@ -1,6 +1,7 @@
 # Turning results into the terminal table and the JSON document: median and min-max over repeats, the machine
-# and fsync mode above the table, reference figures from peers.md labelled as such, the goals checked. Must not
-# know how anything was measured.
+# and fsync mode (and each peer's durability) above the table, the ratio millpond/peer for each figure of each
+# peer measured in the run, reference figures from peers.md labelled as such, the goals checked. Must not know how
+# anything was measured.
 from __future__ import annotations
 
 from typing import Any
@@ -16,6 +17,41 @@ FSYNC_MEANING = {
     "never": "no fsync; acknowledged after the write to the page cache",
     "external": "whatever the external broker was started with",
 }
+# Figures a peer row gets a millpond/peer ratio for: throughput (> 1: millpond faster), latency (< 1: lower).
+RATIO_FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms")
+RATIO_MEANING = ("millpond / peer, median over median: for records/s and MB/s > 1 means millpond is faster; "
+                 "for latency < 1 means millpond's is lower")
+
+
+def match_key(g: dict[str, Any]) -> tuple:
+    """What makes a millpond row and a peer row the same measurement (everything but target and durability)."""
+    return (g["workload"], g.get("record_bytes"), g.get("payload_file"), g.get("rate_per_s"), g.get("partitions"),
+            g.get("producers"))
+
+
+def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (peer row, millpond row of the same measurement): ``{figure: millpond/peer or None}``."""
+    out = []
+    ours = [g for g in summary if g["target"] == "millpond"]
+    for peer in (g for g in summary if g["target"] != "millpond"):
+        for m in (g for g in ours if match_key(g) == match_key(peer)):
+            entry: dict[str, Any] = {"workload": peer["workload"], "record": peer["record"],
+                                     "rate_per_s": peer.get("rate_per_s"), "millpond_step": m["step"],
+                                     "millpond_fsync": m["fsync"], "peer": peer["target"], "peer_step": peer["step"],
+                                     "peer_durability": peer["fsync"]}
+            for name in RATIO_FIGURES:
+                a, b = m[name]["median"], peer[name]["median"]
+                entry[name] = a / b if a is not None and b else None
+            out.append(entry)
+    return out
+
+
+def ordered(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the same measurement next to each other (first-seen order), millpond first: easy to compare."""
+    keys: dict[tuple, int] = {}
+    for g in summary:
+        keys.setdefault(match_key(g), len(keys))
+    return sorted(summary, key=lambda g: (keys[match_key(g)], g["target"] != "millpond"))
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -37,13 +73,16 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def document(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], repeat: int) -> dict[str, Any]:
+def document(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], repeat: int,
+             skipped: dict[str, str] | None = None) -> dict[str, Any]:
     """The ``--json`` output."""
     return {
         "profile": profile,
         "repeat": repeat,
         "machine": mach,
         "results": summary,
+        "ratios": ratios(summary),
+        "skipped": skipped or {},
         "reference": {
             "source": reference.SOURCE,
             "measured_in_this_run": False,
@@ -54,25 +93,34 @@ def document(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], 
     }
 
 
-def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], repeat: int) -> str:
-    modes = sorted({g["fsync"] for g in summary})
-    lines = [f"millpond bench {profile}: {repeat} repeat(s){', median (min-max)' if repeat > 1 else ''}",
+def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], repeat: int,
+          skipped: dict[str, str] | None = None) -> str:
+    modes = sorted({g["fsync"] for g in summary if g["target"] == "millpond"})
+    lines = [f"millpond bench {profile}: {repeat} repeat(s){', median (min-max)' if repeat > 1 else ''}"
+             + (", targets interleaved" if len({g["target"] for g in summary}) > 1 else ""),
              f"machine: {machine.one_line(mach)}"]
     for m in modes:
         lines.append(f"fsync={m}: {FSYNC_MEANING.get(m, m)}")
+    lines += durability_lines(summary)
+    lines += [f"skipped {name}: {why}" for name, why in (skipped or {}).items()]
     lines.append("")
-    head = ["workload", "record", "fsync", "records/s", "MB/s", "p50 ms", "p99 ms", "max ms"]
+    peers = any(g["target"] != "millpond" for g in summary)
+    head = ["workload", "record"] + (["target"] if peers else []) + ["fsync", "records/s", "MB/s", "p50 ms",
+                                                                    "p99 ms", "max ms"]
     body = []
-    for g in summary:
+    for g in ordered(summary):
         size = g["record"]
-        body.append([g["workload"] + (f" @{g['rate_per_s']:,}/s" if g["workload"] == "e2e" else ""), size, g["fsync"],
+        body.append([g["workload"] + (f" @{g['rate_per_s']:,}/s" if g["workload"] == "e2e" else ""), size]
+                    + ([g["target"]] if peers else []) + [g["fsync"],
                      _cell(g["records_per_s"], "{:,.0f}"), _cell(g["mb_per_s"], "{:,.1f}"),
                      _cell(g["p50_ms"], "{:.2f}"), _cell(g["p99_ms"], "{:.2f}"), _cell(g["max_ms"], "{:.2f}")])
-    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    lines.append(fmt(head))
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [fmt(r) for r in body]
+    lines += _columns(head, body, left=len(head) - 5)
+    if peers:
+        lines += ["", RATIO_MEANING + ":"]
+        lines += _columns(["workload", "record", "millpond", "peer", "records/s", "MB/s", "p50 ms", "p99 ms"],
+                          [[r["workload"] + (f" @{r['rate_per_s']:,}/s" if r["rate_per_s"] else ""), r["record"],
+                            f"fsync={r['millpond_fsync']}", f"{r['peer']} ({r['peer_durability']})",
+                            *(_ratio(r[n]) for n in RATIO_FIGURES)] for r in ratios(summary)], left=4)
     lines.append("")
     lines.append("latency: produce = send() to ack seen by the producer (sampled, 1 in 64); "
                  "e2e = send() to receipt in a consumer process (HDR, every record); consume has none.")
@@ -83,8 +131,8 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
         lines += [""] + extra
     lines += ["", f"Reference figures, NOT measured in this run ({reference.SOURCE}):"]
     for (peer, w, s), f in reference.FIGURES.items():
-        ours = next((g for g in summary if g["workload"] == w and g.get("record_bytes") == s
-                     and g["fsync"] == "always" and not g.get("payload_file")), None)
+        ours = next((g for g in summary if g["workload"] == w and g.get("record_bytes") == s and g["target"] ==
+                     "millpond" and g["fsync"] == "always" and not g.get("payload_file")), None)
         for name, value in f.items():
             ratio = ""
             if ours and ours[name]["median"] is not None and name == "records_per_s":
@@ -104,7 +152,8 @@ def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for workload, size, mode, name, op, threshold, text in reference.GOALS:
         for g in summary:
-            if (g["workload"] == workload and g["fsync"] == mode and (size is None or g.get("record_bytes") == size)
+            if (g["target"] == "millpond" and g["workload"] == workload and g["fsync"] == mode
+                    and (size is None or g.get("record_bytes") == size)
                     and not g.get("payload_file") and g[name]["median"] is not None):
                 v = g[name]["median"]
                 met = v >= threshold if op == ">=" else v < threshold
@@ -129,6 +178,29 @@ def _extra_lines(summary: list[dict[str, Any]]) -> list[str]:
         parts.append(f"{g['records']['median']:,.0f} records in {g['wall_s']['median']:.2f} s")
         lines.append(f"  {g['step']}: " + ", ".join(parts))
     return lines
+
+
+def durability_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """One line per peer measured: server, client and what is durable when it acknowledges."""
+    out, seen = [], set()
+    for g in summary:
+        about = g.get("about") or {}
+        if g["target"] != "millpond" and g["target"] not in seen and about:
+            seen.add(g["target"])
+            out.append(f"{g['target']} ({g['fsync']}): {about.get('server', '?')}; {about.get('client', '?')}; "
+                       f"{about.get('durability', '?')}")
+    return out
+
+
+def _columns(head: list[str], body: list[list[str]], left: int) -> list[str]:
+    """A fixed-width table: the first ``left`` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body]
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
 
 
 def _cell(s: dict[str, float | None], fmt: str) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import anyio
@@ -149,4 +150,6 @@ def _reason(exc: OSError) -> str:
         exc = cause.exceptions[0]
     elif isinstance(cause, OSError):
         exc = cause
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
     return (exc.strerror or str(exc) or type(exc).__name__).lower()

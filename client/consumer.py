@@ -216,12 +216,11 @@ class Consumer:
         while True:
             self._changed = anyio.Event()
             try:
+                # A seek or assignment while we plan sets _changed (made above), so the wait below returns at once.
                 if self._error is None and not self._results:
                     if await self._fetch_once():
                         delay = self.retry_backoff_s[0]
                         continue
-                    if self._error is None:
-                        self._changed = anyio.Event()  # nothing to fetch yet: wait for an assignment
             except MillpondError as exc:
                 if exc.retriable:  # connection lost, broker restarting...: same positions, after a backoff
                     await anyio.sleep(delay * (0.5 + random.random() / 2))
@@ -247,6 +246,8 @@ class Consumer:
         asked = [(tp, st.fetch_offset, st.epoch) for tp, st in self._parts.items() if st.fetch_offset is not None]
         if not asked:
             return False
+        if self._changed.is_set():
+            return True  # a seek landed while we resolved offsets: plan again before a long poll
         body = None
         with anyio.CancelScope() as scope:
             self._fetch_scope = scope

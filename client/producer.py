@@ -8,9 +8,10 @@ from __future__ import annotations
 import math
 import random
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 
 from broker.wire.errors import MillpondError, UnknownTopicOrPartitionError
 
@@ -41,8 +42,9 @@ class Producer:
         self.retry_backoff_s = retry_backoff_s
         self._threaded = _threaded
         self._wake = anyio.Event()
-        self._wake_from_thread: Callable[[], None] | None = None  # set by client.sync: wakes us from its thread
-        self._loop_thread = threading.get_ident()
+        # client.sync appends from its own thread: there the sender sleeps on a threading.Event (waited in a worker
+        # thread) that any thread can set without blocking; in plain async use it sleeps on an anyio.Event.
+        self._twake = threading.Event() if _threaded else None
         self.lock: Any = threading.Lock() if _threaded else _NoLock()
         self._acc = Accumulator(
             batch_bytes=batch_bytes, batch_bytes_max=client.limits.batch_bytes_max, linger_s=linger_s,
@@ -58,8 +60,8 @@ class Producer:
         self.space = threading.Condition(self.lock) if _threaded else None
 
     def _on_wake(self) -> None:
-        if self._wake_from_thread is not None and threading.get_ident() != self._loop_thread:
-            self._wake_from_thread()
+        if self._twake is not None:
+            self._twake.set()
         else:
             self._wake.set()
 
@@ -84,7 +86,7 @@ class Producer:
         while again:
             with self.lock:
                 events, again = self._acc.flush()
-            self._wake.set()
+                self._on_wake()
             for ev in events:
                 if self._threaded:
                     while not ev.is_set():  # a threading.Event (client.sync flushes in its own thread first)
@@ -113,12 +115,16 @@ class Producer:
         finally:
             self._closing = True
             self._tg.cancel_scope.cancel()
+            if self._twake is not None:
+                self._twake.set()  # release the worker thread the sender was sleeping in
             await self._tg.__aexit__(None, None, None)
         return None
 
     # ---- the sender task ----
     async def _sender(self) -> None:
         while True:
+            if self._twake is not None:
+                self._twake.clear()  # before planning, so a wake that arrives while we plan is not lost
             with self.lock:
                 now = self._now()
                 batches, deadline = self._acc.ready(now)
@@ -128,7 +134,11 @@ class Producer:
             if topics:
                 self._metadata_busy = True
                 self._tg.start_soon(self._fetch_metadata, topics)
-            with anyio.move_on_after(math.inf if deadline is None else max(0.0, deadline - now)):
+            timeout = None if deadline is None else max(0.0, deadline - now)
+            if self._twake is not None:
+                await anyio.to_thread.run_sync(self._twake.wait, timeout, abandon_on_cancel=True)
+                continue
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
                 await self._wake.wait()
             self._wake = anyio.Event()
 
@@ -153,7 +163,7 @@ class Producer:
                 self._notify_space()
         finally:
             self._metadata_busy = False
-            self._wake.set()
+            self._on_wake()
 
     async def _send_batch(self, b: Batch) -> None:
         try:
@@ -182,7 +192,7 @@ class Producer:
                 self._acc.complete(b, int(body["base_offset"]))
         with self.lock:
             self._notify_space()
-        self._wake.set()
+        self._on_wake()
 
     def _count_failure(self, n: int, exc: BaseException) -> None:
         self._failed += n

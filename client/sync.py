@@ -5,7 +5,7 @@
 # Why a background loop (anyio blocking portal) and not plain sockets on the sans-IO core: reconnect, pipelining,
 # retries, long-poll prefetch and linger timers already live in the async client; a second implementation would
 # drift. The one path where a thread hop per call would hurt, producer.send(), never crosses threads: the caller
-# appends to the shared Accumulator under a lock (~0.1 µs) and only wakes the loop when a batch opens or fills.
+# appends to the shared Accumulator under a lock (~0.1 µs) and only wakes the loop (setting a threading.Event) when a batch opens or fills.
 # Linger: a batch leaves linger_s after its first record even if the caller thread is busy (the loop thread keeps
 # the timer), or as soon as it is full, or at flush()/close().
 from __future__ import annotations
@@ -119,7 +119,6 @@ class SyncProducer:
         self._p: Producer = portal.call(lambda: Producer(
             sc._client, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
             retry_backoff_s=retry_backoff_s, _threaded=True))
-        self._p._wake_from_thread = lambda: portal.start_task_soon(self._poke)
         # One portal task enters and exits the producer: its task group must open and close in the same task.
         self._cm = portal.wrap_async_context_manager(self._p)
         self._cm.__enter__()
@@ -130,8 +129,6 @@ class SyncProducer:
         self.max_buffered_records = max_buffered_records
         self._closed = False
 
-    def _poke(self) -> None:
-        self._p._wake.set()
 
     def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: dict[str, bytes] | None = None,
              partition: int | None = None, timestamp_ms: int | None = None) -> SyncRecordHandle:
@@ -149,7 +146,7 @@ class SyncProducer:
         while again:
             with self._lock:
                 events, again = self._acc.flush()
-            self._portal.start_task_soon(self._poke)
+            self._p._on_wake()
             for ev in events:
                 if not ev.wait(timeout):
                     raise TimeoutError(f"flush did not complete within {timeout} s")

@@ -1,7 +1,8 @@
 # Targets: a broker plus the Python client a developer would use with it, behind one interface, so every workload
-# runs unchanged against each. millpond is the only target today; peers (Redis Streams, NATS JetStream, RabbitMQ)
-# will be modules here registered in TARGETS, and `missing()` lets a run skip one that is not installed with a
-# line saying so, never a fake figure. Must not know how figures are computed (that is bench.workloads).
+# runs unchanged against each: millpond and the peers (Redis Streams with and without AOF, NATS JetStream,
+# RabbitMQ), each a module registered in TARGETS. `missing()` lets a run skip a peer that is not installed, and
+# PeerUnavailable one that will not start, with a line saying so, never a fake figure. Must not know how figures
+# are computed (that is bench.workloads).
 from __future__ import annotations
 
 import importlib
@@ -11,6 +12,7 @@ from typing import Callable, ContextManager, Protocol
 from bench.plans import (
     ConsumeOutcome,
     ConsumePlan,
+    Params,
     E2EConsumeOutcome,
     E2EPlan,
     E2EProduceOutcome,
@@ -19,6 +21,10 @@ from bench.plans import (
 )
 
 Tick = Callable[[int], None]  # called with how many records were handled since the last call (for progress)
+
+
+class PeerUnavailable(RuntimeError):
+    """Raised by ``Target.server()`` when an installed peer will not start: the run skips it with this message."""
 
 
 class Server(Protocol):
@@ -36,6 +42,13 @@ class Target(Protocol):
 
     def missing(self) -> str | None:
         """Why this target cannot run here (server binary or client package absent), or None if it can."""
+
+    def unsupported(self, params: Params) -> str | None:
+        """Why this target cannot run a step with these parameters (e.g. partitions > 1), or None. Optional."""
+
+    def describe(self) -> dict[str, str]:
+        """``server`` (name and version), ``client`` (library and version, how it batches) and ``durability``
+        (what is on disk when a record is acknowledged), for the report. Optional."""
 
     def server(self, fsync: str, address: str | None) -> ContextManager[Server]:
         """Start a server on 127.0.0.1 with a temporary data directory (removed on exit), or use ``address``."""
@@ -55,14 +68,39 @@ class Target(Protocol):
         """Run in its own process: call ``ready()`` once positioned, then consume ``plan.count`` records."""
 
 
-# name -> module defining TARGET; imported lazily so a peer's client library is only needed when it is asked for.
-TARGETS = {"millpond": "bench.targets.millpond"}
+# name -> module defining TARGET (or "module:ATTRIBUTE"); imported lazily so a peer's client library is only
+# needed when it is asked for.
+TARGETS = {
+    "millpond": "bench.targets.millpond",
+    "redis": "bench.targets.redis_streams:DEFAULT",
+    "redis-aof": "bench.targets.redis_streams:AOF",
+    "nats": "bench.targets.nats_jetstream",
+    "rabbitmq": "bench.targets.rabbitmq",
+}
+# what `--peers NAME` means: Redis runs twice, without and with `appendonly yes, appendfsync everysec`.
+PEERS = {
+    "redis": ("redis", "redis-aof"),
+    "redis-aof": ("redis-aof",),
+    "nats": ("nats",),
+    "rabbitmq": ("rabbitmq",),
+}
+
+
+def peer_targets(names: list[str]) -> list[str]:
+    """``--peers redis,nats`` -> target names, in order, without repeats; KeyError names an unknown peer."""
+    out: list[str] = []
+    for name in names:
+        if name not in PEERS:
+            raise KeyError(name)
+        out += [t for t in PEERS[name] if t not in out]
+    return out
 
 
 def get(name: str) -> Target:
     if name not in TARGETS:
         raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
-    return importlib.import_module(TARGETS[name]).TARGET
+    module, _, attr = TARGETS[name].partition(":")
+    return getattr(importlib.import_module(module), attr or "TARGET")
 
 
 def proc_cpu_s(pid: int) -> float | None:

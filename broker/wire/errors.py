@@ -54,7 +54,7 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (9, "REQUEST_TIMED_OUT", True, "RequestTimedOutError", "The request did not complete in time."),
     (10, "UNKNOWN_TOPIC_OR_PARTITION", False, "UnknownTopicOrPartitionError", "No such topic, or the partition index is out of range."),
     (11, "TOPIC_ALREADY_EXISTS", False, "TopicAlreadyExistsError", "A topic with this name exists."),
-    (12, "INVALID_TOPIC_NAME", False, "InvalidTopicNameError", "Topic names are 1-249 characters of [A-Za-z0-9._-], not '.' or '..'."),
+    (12, "INVALID_TOPIC_NAME", False, "InvalidTopicNameError", "Topic names are 1-249 characters of [A-Za-z0-9._-], not '.' or '..', not starting with '__millpond_' (reserved)."),
     (13, "INVALID_CONFIG", False, "InvalidConfigError", "A configuration key is unknown or its value is out of range."),
     (14, "OFFSET_OUT_OF_RANGE", False, "OffsetOutOfRangeError", "The offset is below the log start or above the log end; details give the valid range."),
     (15, "RECORD_TOO_LARGE", False, "RecordTooLargeError", "A record or batch exceeds batch_bytes_max."),
@@ -63,6 +63,19 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (18, "STORAGE_ERROR", True, "StorageError", "The broker could not read or write its data directory."),
     (19, "CONNECTION_CLOSED", True, "ConnectionClosedError", "The connection to the broker closed before an answer arrived (client side)."),
     (30, "THROTTLED", True, "ThrottledError", "A limit policy refused the request; details carry retry_after_s."),
+    # consumer groups (40-59): the coordinator's answers, as Kafka's group protocol (KIP-848 names where they exist)
+    (40, "UNKNOWN_MEMBER_ID", False, "UnknownMemberIdError", "The member id is not in the group (it left, was expired, or never joined); join again with epoch 0."),
+    (41, "FENCED_MEMBER_EPOCH", False, "FencedMemberEpochError", "The heartbeat's member epoch is neither the member's current nor its previous one; drop every partition and join again."),
+    (42, "STALE_MEMBER_EPOCH", False, "StaleMemberEpochError", "The commit carries a member epoch that is not the member's current one; heartbeat, then commit again if the partition is still yours."),
+    (43, "NOT_PARTITION_OWNER", False, "NotPartitionOwnerError", "The member does not own this partition (it was never assigned, or its revoke completed), so it may not commit it."),
+    (44, "GROUP_NOT_EMPTY", False, "GroupNotEmptyError", "The consumer group has members; reset offsets or delete it only when it has none."),
+    (45, "UNKNOWN_GROUP", False, "UnknownGroupError", "No consumer group with this id (never created, or deleted)."),
+    (46, "INVALID_GROUP_ID", False, "InvalidGroupIdError", "Group ids are 1-255 printable ASCII characters without spaces."),
+    (47, "FENCED_INSTANCE_ID", False, "FencedInstanceIdError", "A newer member took over this group_instance_id (static membership); this member id is retired."),
+    (48, "INVALID_SESSION_TIMEOUT", False, "InvalidSessionTimeoutError", "session_timeout_s or rebalance_timeout_s is outside the broker's bounds; details give them."),
+    (49, "UNSUPPORTED_ASSIGNOR", False, "UnsupportedAssignorError", "The assignor is unknown, or differs from the one the group's members use; details name them."),
+    (50, "OFFSET_METADATA_TOO_LARGE", False, "OffsetMetadataTooLargeError", "Commit metadata exceeds offset_metadata_bytes_max (UTF-8 bytes)."),
+    (51, "GROUP_MAX_SIZE_REACHED", False, "GroupMaxSizeReachedError", "The consumer group already has members_per_group_max members."),
 ]
 
 ERRORS: dict[int, ErrorKind] = {}
@@ -95,6 +108,18 @@ InvalidPartitionsError: type[MillpondError] = _by_name["InvalidPartitionsError"]
 StorageError: type[MillpondError] = _by_name["StorageError"]
 ConnectionClosedError: type[MillpondError] = _by_name["ConnectionClosedError"]
 ThrottledError: type[MillpondError] = _by_name["ThrottledError"]
+UnknownMemberIdError: type[MillpondError] = _by_name["UnknownMemberIdError"]
+FencedMemberEpochError: type[MillpondError] = _by_name["FencedMemberEpochError"]
+StaleMemberEpochError: type[MillpondError] = _by_name["StaleMemberEpochError"]
+NotPartitionOwnerError: type[MillpondError] = _by_name["NotPartitionOwnerError"]
+GroupNotEmptyError: type[MillpondError] = _by_name["GroupNotEmptyError"]
+UnknownGroupError: type[MillpondError] = _by_name["UnknownGroupError"]
+InvalidGroupIdError: type[MillpondError] = _by_name["InvalidGroupIdError"]
+FencedInstanceIdError: type[MillpondError] = _by_name["FencedInstanceIdError"]
+InvalidSessionTimeoutError: type[MillpondError] = _by_name["InvalidSessionTimeoutError"]
+UnsupportedAssignorError: type[MillpondError] = _by_name["UnsupportedAssignorError"]
+OffsetMetadataTooLargeError: type[MillpondError] = _by_name["OffsetMetadataTooLargeError"]
+GroupMaxSizeReachedError: type[MillpondError] = _by_name["GroupMaxSizeReachedError"]
 
 
 def from_wire(code: int, body: Any) -> MillpondError:

@@ -3,6 +3,9 @@
 # opens a socket. Knows nothing of the wire protocol beyond the record batch layout.
 from broker.core.log.manager import LogManager, Topic
 from broker.core.log.partition import PartitionLog
-from broker.core.log.topic_config import TopicConfig, validate_topic_name
+from broker.core.log.topic_config import INTERNAL_TOPIC_PREFIX, TopicConfig, is_internal_topic, validate_topic_name
 
-__all__ = ["LogManager", "PartitionLog", "Topic", "TopicConfig", "validate_topic_name"]
+__all__ = [
+    "INTERNAL_TOPIC_PREFIX", "LogManager", "PartitionLog", "Topic", "TopicConfig", "is_internal_topic",
+    "validate_topic_name",
+]

@@ -97,7 +97,7 @@ class LogManager:
     def _load_topic(self, name: str, now_ms: int) -> Topic | None:
         directory = self._root / name
         try:
-            validate_topic_name(name)
+            validate_topic_name(name, internal=True)
             raw = read_file(directory / META_FILE)
             body = unseal(raw) if raw is not None else None
             if body is None:
@@ -132,15 +132,18 @@ class LogManager:
 
     # -- topics ----------------------------------------------------------------------------------------------------
 
-    def create_topic(self, name: str, partitions: int, config: dict | None, now_ms: int) -> Topic:
+    def create_topic(
+        self, name: str, partitions: int, config: dict | None, now_ms: int, *, internal: bool = False
+    ) -> Topic:
         """Create a topic with ``partitions`` empty partitions and ``config`` (wire keys, over the defaults).
+        ``internal``: the broker creating one of its own ``__millpond_*`` topics (refused for any other caller).
 
         Durable before it returns: built under a staging name (metadata sealed with a CRC and fsynced), then
         renamed into place. Raises ``InvalidTopicNameError``, ``TopicAlreadyExistsError``,
         ``InvalidPartitionsError`` (1..partitions_max), ``InvalidConfigError``, ``StorageError``; nothing is
         created on disk when it raises.
         """
-        validate_topic_name(name)
+        validate_topic_name(name, internal=internal)
         if name in self.topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists", topic=name)
         if type(partitions) is not int or not 1 <= partitions <= self.partitions_max:

@@ -12,10 +12,19 @@ from broker.wire.errors import InvalidConfigError, InvalidTopicNameError
 TOPIC_NAME_CHARS_MAX = 249  # Kafka's limit; leaves room for suffixes within a 255-byte file name
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _INT32_MAX = 2**31 - 1  # index entries store positions and relative offsets in 32 bits, like Kafka
+# Names the broker keeps for its own topics (e.g. committed offsets), as Kafka keeps "__consumer_offsets".
+INTERNAL_TOPIC_PREFIX = "__millpond_"
 
 
-def validate_topic_name(name: object) -> None:
-    """Raise ``InvalidTopicNameError`` unless ``name`` is a str of 1-249 chars of ``[A-Za-z0-9._-]``, not ``.``/``..``."""
+def is_internal_topic(name: str) -> bool:
+    """True for a name reserved for the broker's own topics (``__millpond_*``)."""
+    return name.startswith(INTERNAL_TOPIC_PREFIX)
+
+
+def validate_topic_name(name: object, *, internal: bool = False) -> None:
+    """Raise ``InvalidTopicNameError`` unless ``name`` is a str of 1-249 chars of ``[A-Za-z0-9._-]``, not ``.``/``..``,
+    and not reserved (``__millpond_*``) unless ``internal`` (the broker creating or loading its own topic).
+    """
     if not isinstance(name, str):
         raise InvalidTopicNameError(f"topic name must be a string, got {type(name).__name__}")
     if _NAME_RE.fullmatch(name) is None or name in (".", ".."):
@@ -24,6 +33,8 @@ def validate_topic_name(name: object) -> None:
             f"invalid topic name {shown!r} ({len(name)} chars): use 1-{TOPIC_NAME_CHARS_MAX} characters of "
             "[A-Za-z0-9._-], not '.' or '..'"
         )
+    if not internal and is_internal_topic(name):
+        raise InvalidTopicNameError(f"topic names starting with {INTERNAL_TOPIC_PREFIX!r} are reserved for the broker")
 
 
 # key -> (minimum, maximum, meaning of -1 if allowed). Kafka's bounds where they exist.

@@ -1,0 +1,107 @@
+# bench/RESULTS.md: the Markdown rendering of one benchmark document (what `--json` prints), written by
+# `millpond bench results`, with the machine (cores, CPU model, Python, fsync mode) stated above every table, each
+# peer's durability beside its figures, and the ratio millpond/peer per figure. The document is saved beside it
+# (RESULTS.json) so the page can be re-rendered or charted without re-running. Must not know how anything was
+# measured: it renders what bench.report produced.
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import report
+
+DEFAULT = str(Path(__file__).resolve().parent / "RESULTS.md")
+FIGURES = (("records/s", "records_per_s", "{:,.0f}"), ("MB/s", "mb_per_s", "{:,.1f}"),
+           ("p50 ms", "p50_ms", "{:.2f}"), ("p99 ms", "p99_ms", "{:.2f}"), ("max ms", "max_ms", "{:.2f}"))
+
+
+def write(doc: dict[str, Any], path: str | None, *, command: str) -> Path:
+    """Write ``render(doc)`` to ``path`` (default bench/RESULTS.md) and the document itself beside it as .json."""
+    out = Path(path or DEFAULT)
+    out.write_text(render(doc, command=command))
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    return out
+
+
+def render(doc: dict[str, Any], *, command: str = "millpond bench results") -> str:
+    summary = doc["results"]
+    mach = doc["machine"]
+    modes = list(dict.fromkeys(g["fsync"] for g in summary if g["target"] == "millpond"))
+    peers = [g for g in summary if g["target"] != "millpond"]
+    repeat = doc.get("repeat", 1)
+    lines = [
+        "# millpond benchmark results",
+        "",
+        f"Regenerate with `{command}` (or `python -m bench results`); this page and RESULTS.json beside it are "
+        f"written by that command, not by hand. Profile `{doc.get('profile', '?')}`, {repeat} repeat(s): each cell "
+        f"is the median{' (min-max)' if repeat > 1 else ''} over repeats, and the targets ran interleaved "
+        "(millpond, then each peer, then millpond again) so drift on the machine hits all alike. "
+        "MB/s counts payload bytes only (MB = 10^6 B).",
+        "",
+    ]
+    if peers:
+        lines += ["Peers measured in this run (each started for the run on 127.0.0.1 with a temporary directory):",
+                  ""]
+        lines += [f"- {line}" for line in report.durability_lines(summary)]
+        lines.append("")
+    for name, why in doc.get("skipped", {}).items():
+        lines.append(f"- **{name} not measured**: {why}")
+    if doc.get("skipped"):
+        lines.append("")
+    for mode in modes or [None]:
+        lines += _section(mode, mach, summary, doc.get("ratios", report.ratios(summary)))
+    checked = doc.get("goals") or []
+    if checked:
+        lines += ["## Goals (issues 2 and 5)", "", _machine_line(mach, "as named in each row's step"), "",
+                  "| goal | measured in | figure | value | needs | |", "|---|---|---|---:|---|---|"]
+        for g in checked:
+            lines.append(f"| {g['goal']} | {g['step']} | {g['figure']} | {g['value']:,.2f} | {g['op']} "
+                         f"{g['threshold']:,} | {'met' if g['met'] else '**missed**'} |")
+        lines.append("")
+    ref = doc.get("reference")
+    if ref:
+        lines += [f"Reference figures in `millpond bench` output come from {ref['source']}; they are not measured "
+                  "in the run and do not appear in these tables.", ""]
+    return "\n".join(lines)
+
+
+def _section(mode: str | None, mach: dict[str, Any], summary: list[dict[str, Any]],
+             ratios: list[dict[str, Any]]) -> list[str]:
+    """One table: millpond at ``mode`` and every peer, each peer row with its millpond/peer ratios."""
+    rows = [g for g in report.ordered(summary) if g["target"] != "millpond" or g["fsync"] == mode]
+    title = f"millpond fsync = {mode}" if mode else "peers only"
+    meaning = report.FSYNC_MEANING.get(mode or "", "")
+    lines = [f"## {title}", "", _machine_line(mach, f"{mode}" + (f" ({meaning})" if meaning else "")), ""]
+    has_peers = any(g["target"] != "millpond" for g in rows)
+    head = ["workload", "record", "target", "durability"] + [h for h, _, _ in FIGURES]
+    if has_peers and mode:
+        head += [f"millpond/peer {h}" for h in ("records/s", "MB/s", "p50", "p99")]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
+    for g in rows:
+        cells = [g["workload"] + (f" @{g['rate_per_s']:,}/s" if g.get("rate_per_s") else ""), g["record"],
+                 g["target"], g["fsync"] if g["target"] != "millpond" else f"fsync={g['fsync']}"]
+        cells += [_cell(g[name], fmt) for _, name, fmt in FIGURES]
+        if has_peers and mode:
+            r = next((r for r in ratios if r["peer_step"] == g["step"] and r["millpond_fsync"] == mode), None)
+            cells += [("-" if r is None or r[n] is None else f"{r[n]:.2f}x") for n in report.RATIO_FIGURES]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Latency: produce = send() to the ack seen by the producer (1 in 64 records sampled); e2e = "
+              "send() to receipt in a separate consumer process, open loop at a fixed rate (HDR histogram, every "
+              "record after warm-up); consume has none. " + report.RATIO_MEANING + ".", ""]
+    return lines
+
+
+def _machine_line(mach: dict[str, Any], fsync: str) -> str:
+    return (f"**Machine:** {mach.get('cores', '?')} cores, {mach.get('cpu_model', '?')}, {mach.get('python', '?')}, "
+            f"{mach.get('os', '?')}" + (f", {mach['memory_gib']:.0f} GiB RAM" if mach.get("memory_gib") else "")
+            + f". **millpond fsync mode:** {fsync}.")
+
+
+def _cell(s: dict[str, float | None], fmt: str) -> str:
+    if s["median"] is None:
+        return "-"
+    if s["min"] == s["max"]:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
+

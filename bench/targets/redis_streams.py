@@ -1,0 +1,244 @@
+# The Redis Streams peer: `redis-server` (Debian package) started on a free 127.0.0.1 port with a temporary
+# directory, driven by redis-py with hiredis the way peers.md measured it: XADD pipelined 1000 at a time,
+# XREADGROUP COUNT 1000 with the XACK of the previous batch pipelined with the next read. Two durability variants:
+# the default configuration (no AOF, RDB snapshots, nothing fsynced before the ack) and `appendonly yes,
+# appendfsync everysec` (fsync once a second on a timer, not before the ack). A topic is one stream; one partition
+# only. Must not know how figures are summarised.
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from bench.plans import (
+    ConsumeOutcome,
+    ConsumePlan,
+    E2EConsumeOutcome,
+    E2EPlan,
+    E2EProduceOutcome,
+    Params,
+    ProduceOutcome,
+    ProducePlan,
+)
+from bench import stats
+from bench.targets import Tick, peerproc
+
+START_TIMEOUT_S = 20
+STAMP = struct.Struct(">qq")  # as bench.targets.millpond.STAMP: monotonic_ns at send, sequence number
+FIELD = b"v"
+RDB_SAVE = "3600 1 300 100 60 10000"  # Redis 7's (and Debian's) default snapshot schedule
+BLOCK_MS = 100
+
+
+class RedisStreams:
+    def __init__(self, name: str, aof: bool) -> None:
+        self.name = name
+        self.aof = aof
+        self.fsync_label = "aof everysec" if aof else "rdb, no fsync"
+
+    def missing(self) -> str | None:
+        return peerproc.missing([("redis-server", "redis-server")], [("redis", "redis[hiredis]"),
+                                                                     ("hiredis", "hiredis")])
+
+    def unsupported(self, params: Params) -> str | None:
+        if params.partitions != 1:
+            return "Redis Streams runs with 1 partition (one stream) only"
+        return None
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "server": "Redis " + _version(peerproc.version_of([peerproc.find_binary("redis-server") or "redis-server",
+                                                               "--version"])),
+            "client": f"redis-py {peerproc.package_version('redis')} + hiredis {peerproc.package_version('hiredis')}"
+                      f", XADD pipelined {peerproc.BATCH_RECORDS}, XREADGROUP COUNT {peerproc.BATCH_RECORDS}",
+            "durability": ("appendonly yes, appendfsync everysec: fsync once a second on a timer, not before the ack"
+                           if self.aof else f"appendonly no, RDB snapshots (save '{RDB_SAVE}'): nothing fsynced "
+                                            f"before the ack"),
+        }
+
+    @contextmanager
+    def server(self, fsync: str, address: str | None) -> Iterator[peerproc.PeerServer]:
+        tmp = Path(tempfile.mkdtemp(prefix=f"millpond-bench-{self.name}-"))
+        port = peerproc.free_port()
+        argv = [peerproc.find_binary("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                "--dir", str(tmp), "--daemonize", "no", "--save", RDB_SAVE, "--appendonly",
+                "yes" if self.aof else "no", "--appendfsync", "everysec", "--logfile", "", "--protected-mode", "yes"]
+        try:
+            proc = peerproc.start(self.name, argv, log_path=tmp / "server.log", timeout_s=START_TIMEOUT_S,
+                                  ready=lambda: _client(f"127.0.0.1:{port}").ping())
+            try:
+                yield peerproc.PeerServer(f"127.0.0.1:{port}", self.fsync_label, proc.pid)
+            finally:
+                peerproc.stop(proc)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def create_topic(self, address: str, topic: str, partitions: int) -> None:
+        r = _client(address)
+        if r.exists(topic):
+            raise RuntimeError(f"stream {topic!r} exists already")
+        r.xgroup_create(topic, "bench-created", id="$", mkstream=True)  # the stream exists, empty
+
+    def topic_records(self, address: str, topic: str) -> dict[int, tuple[int, int]]:
+        return {0: (0, _client(address).xlen(topic))}
+
+    def produce(self, address: str, topic: str, plan: ProducePlan, tick: Tick) -> ProduceOutcome:
+        r = _client(address)
+        pipe = r.pipeline(transaction=False)
+        xadd = pipe.xadd
+        values, nv = plan.values, len(plan.values)
+        sampler = peerproc.Sampler(plan.sample_every)
+        perf = time.perf_counter
+        if plan.start_at:
+            time.sleep(max(0.0, plan.start_at - perf()))
+        first = perf()
+        end_at = first + plan.duration_s if plan.count is None and plan.duration_s is not None else None
+        i = payload = failed = 0
+        error = ""
+        while end_at is None or perf() < end_at:
+            n = peerproc.BATCH_RECORDS if plan.count is None else min(peerproc.BATCH_RECORDS, plan.count - i)
+            if n <= 0:
+                break
+            for chunk in sampler.chunks(i, i + n):
+                for j in chunk:
+                    v = values[j % nv]
+                    xadd(topic, {FIELD: v})
+                    payload += len(v)
+            try:
+                pipe.execute()
+            except Exception as exc:  # the workload aborts on any failure
+                failed, error = n, repr(exc)
+                break
+            sampler.acked()
+            i += n
+            tick(n)
+        return ProduceOutcome(records=i, payload_bytes=payload, first_send=first, last_ack=perf(),
+                              latency_hdr=sampler.encoded(), failed=failed, error=error)
+
+    def consume(self, address: str, topic: str, plan: ConsumePlan, tick: Tick) -> ConsumeOutcome:
+        """XREADGROUP from the start of the stream; stream ids must only increase; nothing beyond ``expected``."""
+        r = _client(address)
+        group = "bench-consume"
+        r.xgroup_create(topic, group, id="0")
+        pipe = r.pipeline(transaction=False)
+        perf = time.perf_counter
+        n = 0
+        last_id = (0, 0)
+        ids: list[bytes] = []
+        first = perf()
+        give_up = first + plan.timeout_s
+        while n < plan.expected:
+            if ids:
+                pipe.xack(topic, group, *ids)
+            pipe.xreadgroup(group, "c1", {topic: ">"}, count=min(peerproc.BATCH_RECORDS, plan.expected - n),
+                            block=BLOCK_MS)
+            got = pipe.execute()[-1]
+            entries = got[0][1] if got else []
+            if not entries:
+                if perf() > give_up:
+                    return ConsumeOutcome(n, first, perf(), f"timed out with {n} of {plan.expected} records")
+                ids = []
+                continue
+            ids = [e[0] for e in entries]
+            lo, hi = _id(ids[0]), _id(ids[-1])
+            if not last_id < lo <= hi:
+                return ConsumeOutcome(n, first, perf(), f"stream ids went backwards after {last_id}")
+            last_id = hi
+            n += len(entries)
+            tick(len(entries))
+        last = perf()
+        r.xack(topic, group, *ids)
+        extra = r.xreadgroup(group, "c1", {topic: ">"}, count=10)
+        if extra and extra[0][1]:
+            return ConsumeOutcome(n + len(extra[0][1]), first, last, "records beyond the expected")
+        return ConsumeOutcome(n, first, last)
+
+    def e2e_produce(self, address: str, topic: str, plan: E2EPlan, tick: Tick) -> E2EProduceOutcome:
+        """Open loop like the millpond target: the records due are pipelined in one round trip, each stamped
+        with ``monotonic_ns()`` as it is handed to the client. The call blocks until Redis answers, so a slow
+        answer delays the next records: ``lag_max_s`` shows by how much."""
+        r = _client(address)
+        pipe = r.pipeline(transaction=False)
+        tails = [v[STAMP.size:] for v in plan.values]
+        nt = len(tails)
+        pack, mono, perf = STAMP.pack, time.monotonic_ns, time.perf_counter
+        rate, count = plan.rate_per_s, plan.count
+        lag_max = 0.0
+        failed, error = 0, ""
+        t0 = perf()
+        i = 0
+        while i < count:
+            now = perf()
+            due = min(count, int((now - t0) * rate) + 1)
+            if due > i:
+                lag_max = max(lag_max, now - (t0 + i / rate))
+                for j in range(i, due):
+                    pipe.xadd(topic, {FIELD: pack(mono(), j) + tails[j % nt]})
+                try:
+                    pipe.execute()
+                except Exception as exc:
+                    failed, error = count - i, repr(exc)
+                    break
+                tick(due - i)
+                i = due
+            time.sleep(max(0.0, t0 + i / rate - perf()))
+        last = perf()
+        lens = [STAMP.size + len(t) for t in tails]
+        q, rem = divmod(count, nt)
+        return E2EProduceOutcome(records=i, payload_bytes=q * sum(lens) + sum(lens[:rem]), first_send=t0,
+                                 last_send=last, last_ack=last, lag_max_s=lag_max, failed=failed, error=error)
+
+    def e2e_consume(self, address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
+        """XREADGROUP BLOCK 100 ms COUNT 1000 and one XACK per batch, as peers.md did."""
+        r = _client(address)
+        group = "bench-e2e"
+        r.xgroup_create(topic, group, id="$", mkstream=True)
+        hist = stats.new_histogram()
+        unpack, mono, record = STAMP.unpack_from, time.monotonic_ns, stats.record_us
+        seen = bytearray(plan.count)
+        n = 0
+        ready()
+        give_up = time.perf_counter() + plan.timeout_s
+        while n < plan.count:
+            got = r.xreadgroup(group, "c1", {topic: ">"}, count=peerproc.BATCH_RECORDS, block=BLOCK_MS)
+            now = mono()
+            entries = got[0][1] if got else []
+            if not entries:
+                if time.perf_counter() > give_up:
+                    return E2EConsumeOutcome(n, stats.encode(hist), f"timed out with {n} of {plan.count} records")
+                continue
+            for _, fields in entries:
+                sent, seq = unpack(fields[FIELD])
+                if not 0 <= seq < plan.count or seen[seq]:
+                    return E2EConsumeOutcome(n, stats.encode(hist), f"sequence {seq} unexpected or repeated")
+                seen[seq] = 1
+                if seq >= plan.warmup:
+                    record(hist, (now - sent) / 1000)
+            r.xack(topic, group, *(e[0] for e in entries))
+            n += len(entries)
+        return E2EConsumeOutcome(n, stats.encode(hist))
+
+
+def _client(address: str) -> Any:
+    import redis
+
+    host, port = address.rsplit(":", 1)
+    return redis.Redis(host=host, port=int(port), protocol=2, socket_timeout=60)
+
+
+def _version(line: str) -> str:
+    """'Redis server v=7.0.15 sha=...' -> '7.0.15'."""
+    return next((w[2:] for w in line.split() if w.startswith("v=")), line)
+
+
+def _id(stream_id: bytes) -> tuple[int, int]:
+    ms, seq = stream_id.split(b"-")
+    return int(ms), int(seq)
+
+
+DEFAULT = RedisStreams("redis", aof=False)
+AOF = RedisStreams("redis-aof", aof=True)

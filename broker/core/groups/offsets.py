@@ -1,0 +1,181 @@
+# Committed offsets, durable through the log: every commit is appended as keyed records to the internal topic
+# __millpond_offsets (as Kafka's __consumer_offsets: the latest record per key wins, a group tombstone erases a
+# group), and the in-memory table is rebuilt by replaying that topic on start. Owns the record layout of that topic.
+# Must not know about members, epochs, the wire protocol, clocks or trio; its only IO is through the LogManager.
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping
+
+import msgpack
+
+from broker.core.groups.types import AtTimestamp, Committed, TopicPartition
+from broker.core.log import LogManager, PartitionLog
+from broker.wire.batch import decode_records, encode_batch, read_header
+from broker.wire.errors import InvalidRequestError, MillpondError, UnknownTopicOrPartitionError
+
+OFFSETS_TOPIC = "__millpond_offsets"
+# One partition: every commit of every group in one total order, so replay is a single pass. Kept forever (no
+# time or size retention would be safe without compaction; the latest record per key is what counts).
+OFFSETS_TOPIC_CONFIG = {"retention_ms": -1, "retention_bytes": -1}
+_REPLAY_CHUNK_BYTES = 1 << 20
+_OFFSET_KEY = "o"  # key ["o", group, topic, partition] -> value {"offset", "metadata", "ts"}
+_GROUP_KEY = "g"  # key ["g", group] -> empty value: a tombstone erasing every earlier record of the group
+_TOMBSTONE = b""
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+class OffsetStore:
+    """Committed offsets per (consumer group, topic, partition).
+
+    ``log=None`` keeps them in memory only (tests of the coordinator's state machine). Otherwise call ``open``
+    once before anything else. Writes return the offset the offsets partition's ``high_watermark`` must reach
+    before the write may be acknowledged (under ``fsync="always"`` the server's grouped fsync moves it).
+    """
+
+    def __init__(self, log: LogManager | None = None, *, logger: logging.Logger | None = None) -> None:
+        self._logman = log
+        self._plog: PartitionLog | None = None
+        self._log = logger or logging.getLogger("broker.core.groups")
+        self._offsets: dict[str, dict[TopicPartition, Committed]] = {}
+        self._memory_end = 0
+
+    @property
+    def partition_log(self) -> PartitionLog | None:
+        """The partition holding the records (None in memory mode)."""
+        return self._plog
+
+    def open(self, now_ms: int) -> None:
+        """Create the internal topic if it is missing, then replay it. ``now_ms``: wall clock, ms since the epoch.
+
+        Undecodable records (which only a bug or a hand-made write could produce) are skipped and logged; a stored
+        batch failing its CRC stops the replay there (logged) rather than stopping the broker.
+        """
+        if self._logman is None:
+            return
+        topic = self._logman.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            topic = self._logman.create_topic(OFFSETS_TOPIC, 1, dict(OFFSETS_TOPIC_CONFIG), now_ms, internal=True)
+        self._plog = topic.partitions[0]
+        self._replay(self._plog)
+
+    def _replay(self, plog: PartitionLog) -> None:
+        offset, applied = plog.log_start_offset, 0
+        while offset < plog.log_end_offset:
+            try:
+                data = plog.read(offset, _REPLAY_CHUNK_BYTES)
+                records = decode_records(data, OFFSETS_TOPIC, 0, offset)
+            except MillpondError as exc:
+                self._log.error("replay of %s stopped at offset %d: %s", OFFSETS_TOPIC, offset, exc)
+                break
+            if not records:
+                break
+            for rec in records:
+                self._apply(rec.key, rec.value, rec.offset)
+            applied += len(records)
+            offset = records[-1].offset + 1
+        self._log.info("replayed %d record(s) of %s: %d consumer group(s)", applied, OFFSETS_TOPIC, len(self._offsets))
+
+    def _apply(self, key: bytes | None, value: bytes, at: int) -> None:
+        try:
+            k = msgpack.unpackb(key) if key is not None else None
+            if isinstance(k, list) and len(k) == 2 and k[0] == _GROUP_KEY and isinstance(k[1], str):
+                if value == _TOMBSTONE:
+                    self._offsets.pop(k[1], None)
+                return
+            if not (isinstance(k, list) and len(k) == 4 and k[0] == _OFFSET_KEY):
+                raise ValueError(f"unknown key {k!r}")
+            _, group, topic, partition = k
+            v = msgpack.unpackb(value)
+            committed = Committed(int(v["offset"]), str(v.get("metadata", "")), int(v.get("ts", -1)))
+            self._offsets.setdefault(group, {})[TopicPartition(topic, partition)] = committed
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            self._log.warning("%s: skipping undecodable record at offset %d: %s", OFFSETS_TOPIC, at, exc)
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+
+    def groups(self) -> list[str]:
+        """Groups holding at least one committed offset, sorted."""
+        return sorted(g for g, table in self._offsets.items() if table)
+
+    def committed(self, group: str) -> dict[TopicPartition, Committed]:
+        """A copy of the group's committed offsets (empty if none)."""
+        return dict(self._offsets.get(group, {}))
+
+    def get(self, group: str, tp: TopicPartition) -> Committed | None:
+        return self._offsets.get(group, {}).get(tp)
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+
+    def commit(self, group: str, entries: Mapping[TopicPartition, Committed], now_ms: int) -> int:
+        """Store ``entries`` as one batch (all or nothing), then update the table. Returns the offset to wait for.
+
+        Raises ``StorageError`` and then changes nothing.
+        """
+        if not entries:
+            return self._end()
+        records = [
+            (now_ms, _pack([_OFFSET_KEY, group, tp.topic, tp.partition]),
+             _pack({"offset": c.offset, "metadata": c.metadata, "ts": c.commit_timestamp_ms}), None)
+            for tp, c in sorted(entries.items())
+        ]
+        end = self._append(records, now_ms)
+        self._offsets.setdefault(group, {}).update(entries)
+        return end
+
+    def delete_group(self, group: str, now_ms: int) -> int:
+        """Write the group's tombstone, then forget its offsets. Returns the offset to wait for.
+
+        Raises ``StorageError`` and then changes nothing.
+        """
+        end = self._append([(now_ms, _pack([_GROUP_KEY, group]), _TOMBSTONE, None)], now_ms)
+        self._offsets.pop(group, None)
+        return end
+
+    def _end(self) -> int:
+        return self._plog.log_end_offset if self._plog is not None else self._memory_end
+
+    def _append(self, records: list[tuple[int, bytes | None, bytes, None]], now_ms: int) -> int:
+        if self._plog is None:
+            if self._logman is not None:
+                raise RuntimeError("OffsetStore.open was not called")
+            self._memory_end += len(records)
+            return self._memory_end
+        blob = encode_batch(records)
+        header = read_header(blob)
+        base = self._plog.append(blob, header, now_ms)
+        return base + header.record_count
+
+
+def resolve_reset(
+    log: LogManager, topic: str, to: str | int | AtTimestamp, partitions: Iterable[int] | None = None
+) -> dict[TopicPartition, int]:
+    """Offsets for a group reset of ``topic`` (all partitions, or ``partitions``), as kafka-consumer-groups
+    --reset-offsets: ``"earliest"`` (log start), ``"latest"`` (high watermark), ``AtTimestamp(ms)`` (first record
+    at or after it, else the high watermark), or an explicit offset clamped into [log start, high watermark].
+    Raises ``UnknownTopicOrPartitionError``, ``InvalidRequestError``, ``StorageError``, ``CorruptBatchError``.
+    """
+    found_topic = log.topics.get(topic)
+    if found_topic is None:
+        raise UnknownTopicOrPartitionError(f"unknown topic {topic!r}", topic=topic)
+    numbers = range(len(found_topic.partitions)) if partitions is None else partitions
+    out = {}
+    for p in numbers:
+        plog = log.partition(topic, p)
+        start, hw = plog.log_start_offset, plog.high_watermark
+        if to == "earliest":
+            offset = start
+        elif to == "latest":
+            offset = hw
+        elif isinstance(to, AtTimestamp):
+            found = plog.offset_for_timestamp(to.timestamp_ms, hw)
+            offset = found[0] if found is not None else hw
+        elif type(to) is int:
+            offset = min(max(to, start), hw)
+        else:
+            raise InvalidRequestError(f"reset to must be 'earliest', 'latest', a timestamp or an offset, got {to!r}")
+        out[TopicPartition(topic, p)] = offset
+    return out

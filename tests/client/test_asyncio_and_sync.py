@@ -1,0 +1,71 @@
+# The same client under asyncio (anyio's other backend) and the blocking client, against a broker subprocess.
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from broker.wire.partitioner import partition_for_key
+from client import connect
+from client.errors import OffsetOutOfRangeError, RecordTooLargeError, UnknownTopicOrPartitionError
+from client.sync import connect as sync_connect
+
+
+def test_asyncio_client_produces_and_consumes(daemon):
+    async def main():
+        async with connect(daemon, client_id="aio") as c:
+            await c.create_topic("aio", partitions=2)
+            async with c.producer() as p:
+                handles = [p.send("aio", b"%d" % i, key=b"k%d" % (i % 5)) for i in range(2000)]
+            metas = [await h for h in handles]
+            assert [m.partition for m in metas[:5]] == [partition_for_key(b"k%d" % i, 2) for i in range(5)]
+            async with c.consumer("aio", auto_offset_reset="earliest") as cons:
+                got = []
+                async with asyncio.timeout(10):
+                    while len(got) < 2000:
+                        got += await cons.getmany()
+            assert sorted(int(r.value) for r in got) == list(range(2000))
+            return (await c.describe_topic("aio")).records
+
+    assert asyncio.run(main()) == 2000
+
+
+def test_sync_client_produces_consumes_and_seeks(daemon):
+    with sync_connect(daemon, client_id="blocking") as c:
+        c.create_topic("sync", partitions=3)
+        assert "sync" in c.list_topics()
+        with c.producer(linger_s=0.001) as p:
+            handles = [p.send("sync", b"v%d" % i, key=b"%d" % (i % 7)) for i in range(5000)]
+            first = handles[0].result(timeout=10)
+        assert first.partition == partition_for_key(b"0", 3) and first.offset == 0
+        assert all(h.done() for h in handles) and p.statistics().records_sent == 5000
+        assert sum(p.log_end_offset for p in c.describe_topic("sync").partitions) == 5000
+        with c.consumer("sync", auto_offset_reset="earliest") as cons:
+            got = []
+            for r in cons:
+                got.append(r)
+                if len(got) == 5000:
+                    break
+            assert sorted(int(r.value[1:]) for r in got) == list(range(5000))
+            cons.seek_to_end()
+            assert cons.getmany(timeout_s=0.2) == []
+            cons.seek("sync", first.partition, 0)
+            assert cons.getmany(max_records=1, timeout_s=10)[0].value == b"v0"
+        with c.consumer(auto_offset_reset="earliest") as cons:
+            cons.assign([("sync", 0)])
+            cons.seek_to_timestamp(first.timestamp_ms)
+            assert cons.position("sync", 0) == 0
+
+
+def test_sync_errors(daemon):
+    with sync_connect(daemon) as c:
+        with pytest.raises(UnknownTopicOrPartitionError):
+            c.describe_topic("missing")
+        c.create_topic("small")
+        with c.producer() as p:
+            with pytest.raises(RecordTooLargeError):
+                p.send("small", b"x" * (c.limits.batch_bytes_max + 1))
+            h = p.send("missing", b"v")
+            with pytest.raises(UnknownTopicOrPartitionError):
+                h.result(timeout=10)
+        assert issubclass(OffsetOutOfRangeError, Exception)
