@@ -115,7 +115,7 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
                      _cell(g["records_per_s"], "{:,.0f}"), _cell(g["mb_per_s"], "{:,.1f}"),
                      _cell(g["p50_ms"], "{:.2f}"), _cell(g["p99_ms"], "{:.2f}"), _cell(g["max_ms"], "{:.2f}")])
     lines += _columns(head, body, left=len(head) - 5)
-    if peers:
+    if ratios(summary):
         lines += ["", RATIO_MEANING + ":"]
         lines += _columns(["workload", "record", "millpond", "peer", "records/s", "MB/s", "p50 ms", "p99 ms"],
                           [[r["workload"] + (f" @{r['rate_per_s']:,}/s" if r["rate_per_s"] else ""), r["record"],

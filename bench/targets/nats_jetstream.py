@@ -31,6 +31,7 @@ from bench.targets import Tick, peerproc
 START_TIMEOUT_S = 20
 STAMP = struct.Struct(">qq")  # as bench.targets.millpond.STAMP: monotonic_ns at send, sequence number
 FSYNC_LABEL = "file store, no fsync before ack"
+ACK_SETTLE_S = 10  # how long the consume check waits for the server to apply the last acks
 
 
 class NatsJetStream:
@@ -174,8 +175,15 @@ async def _consume(js: Any, topic: str, plan: ConsumePlan, tick: Tick) -> Consum
         n += len(msgs)
         tick(len(msgs))
     last = perf()
+    # Acks are fire-and-forget and JetStream applies them asynchronously: wait (bounded, not timed) for the ack
+    # floor to reach the last record. Anything still pending delivery is a record beyond the expected.
     await js._nc.flush()
-    info = await sub.consumer_info()
+    settle_by = perf() + ACK_SETTLE_S
+    while True:
+        info = await sub.consumer_info()
+        if info.num_pending or info.ack_floor.stream_seq == plan.expected or perf() > settle_by:
+            break
+        await asyncio.sleep(0.05)
     if info.num_pending or info.ack_floor.stream_seq != plan.expected:
         return ConsumeOutcome(n, first, last, f"after the run: {info.num_pending} pending, ack floor "
                                               f"{info.ack_floor.stream_seq} (expected {plan.expected})")

@@ -8,10 +8,13 @@ from typing import Any, Callable
 
 from broker import __version__
 from broker.config import BrokerConfig
-from broker.core.log import LogManager, PartitionLog
+from broker.core.group_api import GroupApi
+from broker.core.groups import GroupConfig, GroupCoordinator, OffsetStore
+from broker.core.log import LogManager, PartitionLog, is_internal_topic
 from broker.wire.batch import check_batch
 from broker.wire.errors import (
     InvalidRequestError,
+    InvalidTopicNameError,
     MillpondError,
     UnknownApiError,
     UnknownTopicOrPartitionError,
@@ -21,6 +24,27 @@ from broker.wire.frames import PROTOCOL_VERSION
 
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 FETCH_WAIT_MS_MAX = 300_000
+
+
+@dataclass(slots=True)
+class Context:
+    """Who asks and when: ``now_ms`` wall-clock ms (record timestamps, commits), ``now`` monotonic seconds (group
+    liveness deadlines), and the connection's ``client_id`` and peer ``host``."""
+
+    now_ms: int
+    now: float
+    client_id: str = ""
+    host: str = ""
+
+
+@dataclass(slots=True)
+class Durable:
+    """An answer that may go out only once ``partition_log``'s high watermark reaches ``offset`` (a write to an
+    internal topic, e.g. an offset commit, under fsync="always")."""
+
+    answer: dict[str, Any]
+    partition_log: PartitionLog
+    offset: int
 
 
 @dataclass(slots=True)
@@ -63,7 +87,9 @@ class Engine:
     def __init__(self, config: BrokerConfig, log: LogManager) -> None:
         self.config = config
         self.log = log
-        self._handlers: dict[str, Callable[[dict[str, Any], int], Any]] = {
+        self.offsets = OffsetStore(log)
+        self.groups = GroupCoordinator(self._partition_count, self.offsets, GroupConfig())
+        self._handlers: dict[str, Callable[[dict[str, Any], Context], Any]] = {
             "create_topic": self.create_topic,
             "delete_topic": self.delete_topic,
             "list_topics": self.list_topics,
@@ -71,6 +97,20 @@ class Engine:
             "metadata": self.metadata,
             "list_offsets": self.list_offsets,
         }
+        self._handlers.update(GroupApi(log, self.groups, self.offsets).handlers())
+
+    def open(self, now_ms: int) -> None:
+        """Open the log (recovering every partition) and replay committed offsets. Raises ``StorageError``."""
+        self.log.open(now_ms)
+        self.offsets.open(now_ms)
+
+    def _partition_count(self, topic: str) -> int | None:
+        t = self.log.topics.get(topic)
+        return None if t is None or is_internal_topic(topic) else len(t.partitions)
+
+    def _user_topic(self, name: str, api: str) -> None:
+        if is_internal_topic(name):
+            raise InvalidTopicNameError(f"{api}: topic {name!r} is internal to the broker")
 
     # -- handshake ---------------------------------------------------------------------------------------------
     def hello(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -97,29 +137,33 @@ class Engine:
             },
         }
 
-    def handle(self, api: str, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
-        """Answer a request that never waits. ``produce`` and ``fetch`` go through their own methods."""
+    def handle(self, api: str, body: dict[str, Any], ctx: Context) -> dict[str, Any] | Durable:
+        """Answer a request that never parks. ``produce`` and ``fetch`` go through their own methods."""
         handler = self._handlers.get(api)
         if handler is None:
             raise UnknownApiError(f"unknown api {api!r}")
-        return handler(body, now_ms)
+        return handler(body, ctx)
 
     # -- topics ------------------------------------------------------------------------------------------------
-    def create_topic(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    def create_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
         name = _field(body, "name", str, "create_topic")
         partitions = _field(body, "partitions", int, "create_topic", self.config.topic_defaults.partitions)
         config = _field(body, "config", dict, "create_topic", None)
-        topic = self.log.create_topic(name, partitions, config, now_ms)
+        topic = self.log.create_topic(name, partitions, config, ctx.now_ms)
+        self.groups.topics_changed()
         return {"name": topic.name, "partitions": len(topic.partitions), "config": topic.config.to_wire()}
 
-    def delete_topic(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
-        self.log.delete_topic(_field(body, "name", str, "delete_topic"))
+    def delete_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        name = _field(body, "name", str, "delete_topic")
+        self._user_topic(name, "delete_topic")
+        self.log.delete_topic(name)
+        self.groups.topics_changed()
         return {}
 
-    def list_topics(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
-        return {"topics": sorted(self.log.topics)}
+    def list_topics(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        return {"topics": sorted(n for n in self.log.topics if not is_internal_topic(n))}
 
-    def describe_topic(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    def describe_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
         name = _field(body, "name", str, "describe_topic")
         topic = self.log.topics.get(name)
         if topic is None:
@@ -140,11 +184,11 @@ class Engine:
             ],
         }
 
-    def metadata(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    def metadata(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
         names = _field(body, "topics", (list, type(None)), "metadata", None)
         topics = self.log.topics
         if names is None:
-            return {"topics": {n: len(t.partitions) for n, t in topics.items()}}
+            return {"topics": {n: len(t.partitions) for n, t in topics.items() if not is_internal_topic(n)}}
         out = {}
         for n in names:
             if not isinstance(n, str):
@@ -159,6 +203,7 @@ class Engine:
         topic = _field(body, "topic", str, "produce")
         partition = _field(body, "partition", int, "produce")
         blob = _field(body, "batch", bytes, "produce")
+        self._user_topic(topic, "produce")
         plog = self.log.partition(topic, partition)
         header = check_batch(blob, self.config.batch_bytes_max)
         base = plog.append(blob, header, now_ms)
@@ -214,7 +259,7 @@ class Engine:
             rows.append([topic, partition, code, plog.log_start_offset, plog.high_watermark, data])
         return rows, ready
 
-    def list_offsets(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    def list_offsets(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
         topic = _field(body, "topic", str, "list_offsets")
         partition = _field(body, "partition", int, "list_offsets")
         spec = body.get("spec", "latest")

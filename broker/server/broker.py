@@ -17,7 +17,7 @@ import trio
 from sortedcontainers import SortedList
 
 from broker.config import BrokerConfig
-from broker.core.engine import Engine, FetchRequest
+from broker.core.engine import Context, Durable, Engine, FetchRequest
 from broker.core.log import LogManager, PartitionLog
 from broker.server.connection import Connection
 from broker.wire.errors import (
@@ -36,6 +36,10 @@ log = logging.getLogger("millpond.server")
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# APIs that change when a member's deadline falls (besides the group_* ones).
+_GROUP_TIMER_APIS = frozenset({"create_topic", "delete_topic", "delete_group"})
 
 
 def _fsync_all(fds: list[int]) -> OSError | None:
@@ -98,6 +102,7 @@ class Broker:
         self._timers: SortedList = SortedList()
         self._timer_seq = itertools.count()
         self._timer_scope: trio.CancelScope | None = None
+        self._group_timer: tuple[float, int, Callable[[], None]] | None = None
         self._flush_wakeup = trio.Event()
         self._flush_idle = trio.Event()
         self._stopped = trio.Event()
@@ -114,7 +119,7 @@ class Broker:
         streams so virtual time works). Raises ``OSError`` if the address is taken.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log.open(wall_ms())
+        self.engine.open(wall_ms())
         listeners: list[trio.SocketListener] = []
         if listen:
             try:
@@ -236,9 +241,16 @@ class Broker:
             elif api == "fetch":
                 self._fetch(conn, cid, args)
             else:
-                conn.respond(cid, 0, self.engine.handle(api, args, wall_ms()))
+                ctx = Context(wall_ms(), trio.current_time(), conn.client_id, conn.host)
+                answer = self.engine.handle(api, args, ctx)
+                if isinstance(answer, Durable):
+                    self._answer_when_durable(conn, cid, answer)
+                else:
+                    conn.respond(cid, 0, answer)
                 if api == "delete_topic":
                     self._topic_deleted(args["name"])
+                if api.startswith("group_") or api in _GROUP_TIMER_APIS:
+                    self._sync_group_timer()
         except MillpondError as exc:
             conn.respond_error(cid, exc)
         except OSError as exc:
@@ -260,6 +272,35 @@ class Broker:
                 waiters = self._acks[plog] = deque()
             waiters.append((result.durable_offset, conn, cid, result.answer))
             self._flush_wakeup.set()
+
+    def _answer_when_durable(self, conn: Connection, cid: int, durable: Durable) -> None:
+        plog = durable.partition_log
+        if durable.offset <= plog.high_watermark:
+            conn.respond(cid, 0, durable.answer)
+            return
+        waiters = self._acks.get(plog)
+        if waiters is None:
+            waiters = self._acks[plog] = deque()
+        waiters.append((durable.offset, conn, cid, durable.answer))
+        self._flush_wakeup.set()
+
+    # -- consumer-group liveness: one timer entry, at the coordinator's earliest deadline ----------------------
+    def _sync_group_timer(self) -> None:
+        deadline = self.engine.groups.next_deadline()
+        current = self._group_timer
+        if current is not None and deadline is not None and current[0] == deadline:
+            return
+        if current is not None:
+            self._timers.discard(current)
+            self._group_timer = None
+        if deadline is not None:
+            self._group_timer = self._schedule(deadline, self._expire_members)
+
+    def _expire_members(self) -> None:
+        self._group_timer = None
+        for group, member in self.engine.groups.expire(trio.current_time()):
+            log.info("consumer group %s: member %s expired", group, member)
+        self._sync_group_timer()
 
     def _fetch(self, conn: Connection, cid: int, args: dict[str, Any]) -> None:
         req = self.engine.parse_fetch(args)

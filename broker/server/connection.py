@@ -23,7 +23,7 @@ OUTBOX_BYTES_MAX = 32 * 1024 * 1024
 
 class Connection:
     __slots__ = (
-        "broker", "stream", "peer", "client_id", "handshaken", "closed", "in_flight",
+        "broker", "stream", "peer", "host", "client_id", "handshaken", "closed", "in_flight",
         "_out", "_out_bytes", "_writer_wakeup", "_capacity", "_drained",
     )
 
@@ -31,6 +31,7 @@ class Connection:
         self.broker = broker
         self.stream = stream
         self.peer = peer
+        self.host = peer.rsplit(":", 1)[0]
         self.client_id = ""
         self.handshaken = False
         self.closed = False

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Hashable, NamedTuple, Protocol, runtime_checka
 
 NS_PER_S = 1_000_000_000
 DEFAULT_MAX_KEYS = 100_000  # tracked keys per algorithm instance before LRU eviction (an evicted key is forgiven)
-_EXPIRE_PER_INSERT = 2  # fresh keys dropped from the LRU tail each time a new key is tracked (as nginx limit_req)
+_PROBES_AT_CAP = 8  # least recently used keys examined for fresh ones before a live key is evicted
 _NEVER_SEEN_NS = -(1 << 62)
 
 # Decision.reason values
@@ -99,7 +99,8 @@ class Algorithm(Protocol):
     * ``cost > capacity`` answers ``COST_EXCEEDS_CAPACITY`` at once with ``max_cost = capacity``.
     * ``now_ns`` lower than one seen before is treated as the highest seen (clamped, never credit).
     * ``retry_after_ns`` is sound and minimal (see Decision).
-    * ``sweep(now_ns)`` drops keys whose state equals a fresh key's, returns how many; it never changes a decision.
+    * ``sweep(now_ns, max_checks=None)`` drops keys whose state equals a fresh key's (examining at most
+      ``max_checks`` keys, least recently used first), returns how many; it never changes a decision.
     * ``len(limiter)`` is the number of tracked keys, never above ``max_keys``.
     """
 
@@ -110,7 +111,7 @@ class Algorithm(Protocol):
 
     def peek(self, key: Hashable, cost: int, now_ns: int) -> Decision: ...
 
-    def sweep(self, now_ns: int) -> int: ...
+    def sweep(self, now_ns: int, max_checks: int | None = None) -> int: ...
 
     def forget(self, key: Hashable) -> None: ...
 
@@ -128,10 +129,13 @@ class KeyedAlgorithm:
       checked against ``capacity``.
     * ``is_fresh(state, now_ns) -> bool``: the state is indistinguishable from a never-seen key's from now on.
 
-    Memory (DESIGN.md section 3, bounded): keys whose state is fresh are dropped lazily (two per newly tracked key,
-    as nginx ``limit_req`` frees idle nodes when it allocates one) and by ``sweep``; at ``max_keys`` the least
-    recently used key is evicted even if live, which *forgives* it (it starts again as a fresh key). No timer or
-    task per key.
+    Memory (DESIGN.md section 3, bounded): a key whose state is fresh can be dropped without changing any decision.
+    When a new key arrives at ``max_keys``, the least recently used keys are examined and the fresh ones dropped
+    (as nginx ``limit_req`` frees drained nodes when it must allocate one); if none is fresh, the least recently
+    used key is evicted although live, which *forgives* it (it starts again as a fresh key; counted in
+    ``evicted_live``). ``sweep`` drops fresh keys below the cap; the server may call it from its one timer, with
+    ``max_checks`` to bound each call. No timer or task per key. (Fresh keys are not dropped on every new key:
+    a client that stays under its rate is fresh between requests, and re-tracking it each time doubles the cost.)
     """
 
     name: ClassVar[str] = "keyed"
@@ -186,12 +190,20 @@ class KeyedAlgorithm:
             return never(capacity)
         return self.decide(self._states.get(key), cost, now_ns, False)[0]
 
-    def sweep(self, now_ns: int) -> int:
-        """Drop every key whose state is fresh at ``now_ns`` (clamped); returns how many were dropped."""
+    def sweep(self, now_ns: int, max_checks: int | None = None) -> int:
+        """Drop keys whose state is fresh at ``now_ns`` (clamped), examining at most ``max_checks`` keys from the
+        least recently used end (all when ``None``); returns how many were dropped."""
         now_ns = max(now_ns, self._high_water_ns)
-        stale = [k for k, s in self._states.items() if self.is_fresh(s, now_ns)]
+        states = self._states
+        is_fresh = self.is_fresh
+        stale = []
+        for checked, (k, s) in enumerate(states.items()):
+            if max_checks is not None and checked >= max_checks:
+                break
+            if is_fresh(s, now_ns):
+                stale.append(k)
         for k in stale:
-            del self._states[k]
+            del states[k]
         return len(stale)
 
     def forget(self, key: Hashable) -> None:
@@ -206,19 +218,12 @@ class KeyedAlgorithm:
 
     # -- key store ---------------------------------------------------------------------------------------------
     def _track(self, key: Hashable, state: Any, now_ns: int) -> None:
-        """Store the state of a key not tracked yet: first expire fresh keys at the LRU end, then enforce the cap."""
+        """Store the state of a key not tracked yet, making room first if the cap is reached."""
         states = self._states
-        is_fresh = self.is_fresh
-        for _ in range(_EXPIRE_PER_INSERT):
-            if not states:
-                break
-            oldest = next(iter(states))
-            if not is_fresh(states[oldest], now_ns):
-                break
-            del states[oldest]
         if len(states) >= self.max_keys:
-            del states[next(iter(states))]
-            self.evicted_live += 1
+            if not self.sweep(now_ns, _PROBES_AT_CAP):
+                del states[next(iter(states))]
+                self.evicted_live += 1
         states[key] = state
 
 

@@ -322,13 +322,15 @@ class PolicySet:
         return result
 
     # -- upkeep and stats --------------------------------------------------------------------------------------
-    def sweep(self, now_ns: int) -> int:
-        """Drop every key whose limiter state is fresh, in every policy; returns how many. Optional: keys are also
-        dropped lazily as new ones arrive. A limiter that raises here is counted as an error and skipped."""
+    def sweep(self, now_ns: int, max_checks: int | None = None) -> int:
+        """Drop keys whose limiter state is fresh, in every policy, examining at most ``max_checks`` keys per
+        policy (least recently used first; all when ``None``); returns how many. Optional (at the key cap fresh
+        keys are dropped anyway): the server's timer may call it, e.g. every few seconds with ``max_checks=1000``,
+        to give memory back. A limiter that raises here is counted as an error and skipped."""
         dropped = 0
         for active in self._active.values():
             try:
-                dropped += active.algorithm.sweep(now_ns)
+                dropped += active.algorithm.sweep(now_ns, max_checks)
             except Exception as exc:
                 active.failed(exc)
         return dropped

@@ -149,10 +149,11 @@ def test_sweeping_and_other_keys_change_no_decision(c, data):
     """P8 and P13: sweeping fresh keys at any moment, and traffic on other keys, never change a key's answers."""
     trace = data.draw(traces(c.capacity))
     noise = data.draw(st.lists(st.booleans(), min_size=len(trace), max_size=len(trace)))
-    plain, busy = c.make(), c.make()
-    for (t, cost), sweep in zip(trace, noise):
+    plain, busy = c.make(), c.make(max_keys=2)  # busy also hits its key cap with fresh keys
+    for i, ((t, cost), sweep) in enumerate(zip(trace, noise)):
         if sweep:
             busy.sweep(t)
+        busy.acquire(f"other-{i}", 1, t)
         busy.acquire("other", 1, t)
         assert busy.acquire("k", cost, t) == plain.acquire("k", cost, t)
 
@@ -168,13 +169,29 @@ def test_idle_keys_become_fresh_and_are_dropped(c):
 
 
 @contracts
-def test_fresh_keys_are_dropped_lazily_as_new_keys_arrive(c):
+def test_sweep_can_be_bounded_and_starts_with_the_least_recently_used(c):
     lim = c.make()
     for i in range(10):
-        lim.acquire(f"old{i}", 1, T0)
-    for i in range(10):  # much later, each new key drops up to two fresh ones
-        lim.acquire(f"new{i}", 1, T0 + 60 * S)
-    assert len(lim) == 10
+        lim.acquire(f"k{i}", 1, T0 + i * S)
+    assert lim.sweep(T0 + 9 * S + 60 * S, max_checks=4) == 4
+    assert lim.state_of("k3") is None and lim.state_of("k4") is not None
+
+
+@contracts
+def test_at_the_cap_fresh_keys_go_before_any_live_key_is_evicted(c):
+    lim = c.make(max_keys=4)
+    lim.acquire("old1", 1, T0)
+    lim.acquire("old2", 1, T0)
+    later = T0 + 60 * S  # old1 and old2 are fresh by now
+    for key in ("live1", "live2"):
+        while lim.acquire(key, 1, later).allowed:
+            pass
+    lim.acquire("new1", 1, later)
+    lim.acquire("new2", 1, later)
+    assert len(lim) == 4 and lim.evicted_live == 0
+    assert lim.state_of("old1") is None and lim.state_of("old2") is None
+    lim.acquire("new3", 1, later)  # nothing fresh left: the least recently used live key is evicted
+    assert len(lim) == 4 and lim.evicted_live == 1 and lim.state_of("live1") is None
 
 
 @contracts
