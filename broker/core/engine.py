@@ -92,6 +92,7 @@ class Engine:
         self._handlers: dict[str, Callable[[dict[str, Any], Context], Any]] = {
             "create_topic": self.create_topic,
             "delete_topic": self.delete_topic,
+            "add_partitions": self.add_partitions,
             "list_topics": self.list_topics,
             "describe_topic": self.describe_topic,
             "metadata": self.metadata,
@@ -152,6 +153,14 @@ class Engine:
         topic = self.log.create_topic(name, partitions, config, ctx.now_ms)
         self.groups.topics_changed()
         return {"name": topic.name, "partitions": len(topic.partitions), "config": topic.config.to_wire()}
+
+    def add_partitions(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        name = _field(body, "name", str, "add_partitions")
+        total = _field(body, "partitions", int, "add_partitions")
+        self._user_topic(name, "add_partitions")
+        topic = self.log.add_partitions(name, total, ctx.now_ms)
+        self.groups.topics_changed()
+        return {"name": name, "partitions": len(topic.partitions)}
 
     def delete_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
         name = _field(body, "name", str, "delete_topic")

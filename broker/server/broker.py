@@ -39,7 +39,7 @@ def wall_ms() -> int:
 
 
 # APIs that change when a member's deadline falls (besides the group_* ones).
-_GROUP_TIMER_APIS = frozenset({"create_topic", "delete_topic", "delete_group"})
+_GROUP_TIMER_APIS = frozenset({"create_topic", "delete_topic", "add_partitions", "delete_group"})
 
 
 def _fsync_all(fds: list[int]) -> OSError | None:

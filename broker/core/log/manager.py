@@ -187,6 +187,50 @@ class LogManager:
         self._log.info("created topic %s with %d partition(s), config %s", name, partitions, topic_config.to_wire())
         return topic
 
+    def add_partitions(self, name: str, total: int, now_ms: int) -> Topic:
+        """Grow ``name`` to ``total`` partitions (Kafka CreatePartitions): existing partitions keep their records;
+        keyed records may map to other partitions from now on. The new partitions are created on disk first and
+        the metadata rewritten atomically after, so a crash in between leaves the old count (the stray
+        directories are replaced on the next try). Raises ``UnknownTopicOrPartitionError``,
+        ``InvalidPartitionsError`` (not more than now, or over partitions_max), ``StorageError``.
+        """
+        topic = self._topic(name)
+        current = len(topic.partitions)
+        if type(total) is not int or not current < total <= self.partitions_max:
+            raise InvalidPartitionsError(
+                f"topic {name!r} has {current} partition(s); the new total must be from {current + 1} to "
+                f"{self.partitions_max}, got {total!r}",
+                partitions=current, partitions_max=self.partitions_max,
+            )
+        directory = self._root / name
+        meta = seal(msgpack.packb(
+            {"format": META_FORMAT, "name": name, "partitions": total, "config": topic.config.to_wire()}
+        ))
+        try:
+            for p in range(current, total):
+                pdir = directory / str(p)
+                shutil.rmtree(pdir, ignore_errors=True)
+                pdir.mkdir()
+                write_file(pdir / f"{0:020d}.log", b"", fsync=True)
+                fsync_dir(pdir)
+            fsync_dir(directory)
+            write_atomic(directory / META_FILE, meta)
+        except (OSError, StorageError) as exc:
+            raise StorageError(f"cannot add partitions to topic {name!r}: {exc}") from None
+        added = []
+        try:
+            for p in range(current, total):
+                log = self._new_partition(topic, p)
+                added.append(log)
+                log.open(now_ms)
+        except StorageError:
+            for log in added:
+                log.close_quietly()
+            raise
+        topic.partitions.extend(added)
+        self._log.info("topic %s grew from %d to %d partitions", name, current, total)
+        return topic
+
     def delete_topic(self, name: str) -> None:
         """Close the topic's files and remove them. The directory is first renamed to a trash name (durably), so a
         crash mid-delete never brings back half a topic; ``open`` finishes the removal. Raises

@@ -198,3 +198,27 @@ def test_crash_during_create_leaves_no_topic(env):
     reopened = env.open()
     assert reopened.topics == {}
     assert os.listdir(env.data_dir / "topics" / "~staging") == []
+
+
+def test_add_partitions_keeps_records_and_survives_reopen(env):
+    m = env.open()
+    m.create_topic("grow", 2, None, T0)
+    append(m.partition("grow", 1), [b"a", b"b"])
+    m.add_partitions("grow", 5, T0)
+    assert [len(m.topics["grow"].partitions), m.partition("grow", 4).log_end_offset] == [5, 0]
+    assert append(m.partition("grow", 4), [b"new"]) == 0
+    env.crash(m)
+    again = env.open()
+    assert len(again.topics["grow"].partitions) == 5
+    assert value_at(again.partition("grow", 1), 1) == b"b"
+    assert value_at(again.partition("grow", 4), 0) == b"new"
+
+
+@pytest.mark.parametrize("total", [2, 1, 9, "3"])
+def test_add_partitions_refuses_a_total_that_does_not_grow_or_is_too_large(env, total):
+    m = env.open(partitions_max=8)
+    m.create_topic("grow", 2, None, T0)
+    with pytest.raises(InvalidPartitionsError, match="new total must be from 3 to 8"):
+        m.add_partitions("grow", total, T0)
+    assert len(m.topics["grow"].partitions) == 2
+    assert sorted(p.name for p in (env.data_dir / "topics" / "grow").iterdir() if p.is_dir()) == ["0", "1"]
