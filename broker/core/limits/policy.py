@@ -58,7 +58,8 @@ class Policy:
     max_keys: int = DEFAULT_MAX_KEYS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or self.name in (".", ".."):
+        name_ok = isinstance(self.name, str) and _NAME.fullmatch(self.name) and self.name not in (".", "..")
+        if not name_ok:
             raise InvalidConfigError(f"policy names are 1-249 characters of [A-Za-z0-9._-], got {self.name!r}")
         where = f"limit policy {self.name!r}"
         if self.scope not in SCOPES:
