@@ -49,6 +49,10 @@ class BrokerConfig:
     retention_check_interval_ms: int = 60_000
     shutdown_grace_s: float = 5.0
     topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
+    # Limit policies from the config file ([[limits]] tables; see broker/core/limits/policy.py for the keys).
+    limits: tuple = ()
+    # The built-in per-client admission check, a leaky bucket (GCRA) on records; 0 turns it off.
+    default_limit_records_per_s: int = 5_000_000
 
     def __post_init__(self) -> None:
         if self.fsync not in FSYNC_MODES:
@@ -60,11 +64,25 @@ class BrokerConfig:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.batch_bytes_max > self.frame_bytes_max - 1024:
             raise InvalidConfigError("batch_bytes_max must be at least 1 KiB below frame_bytes_max")
+        if not isinstance(self.default_limit_records_per_s, int) or self.default_limit_records_per_s < 0:
+            raise InvalidConfigError("default_limit_records_per_s must be an integer >= 0 (0 turns it off)")
+        if not isinstance(self.limits, (tuple, list)):
+            raise InvalidConfigError("limits must be an array of tables ([[limits]])")
+        object.__setattr__(self, "limits", tuple(self.limits))
         if not (0 <= self.port <= 65535):
             raise InvalidConfigError(f"port must be 0-65535, got {self.port}")
 
     def replace(self, **changes: Any) -> "BrokerConfig":
         return dataclasses.replace(self, **changes)
+
+    def default_limit_policy(self) -> dict[str, Any] | None:
+        """The built-in policy: every client id gets its own leaky bucket of ``default_limit_records_per_s``
+        records per second with one second of burst."""
+        rate = self.default_limit_records_per_s
+        if rate == 0:
+            return None
+        return {"name": "default", "scope": "client", "pattern": "*", "unit": "records",
+                "algorithm": "leaky_bucket", "mode": "reject", "params": {"rate": rate, "burst": rate}}
 
 
 def _build(cls: type, table: dict[str, Any], where: str) -> Any:

@@ -16,7 +16,15 @@ from client._connection import Connection
 from client.consumer import Consumer
 from client.producer import Producer
 from client._protocol import create_topic_body, offset_spec, parse_address, parse_topic_description
-from client.types import BrokerLimits, TopicDescription
+from client._group import Callback
+from client.types import (
+    BrokerLimits,
+    GroupDescription,
+    GroupListing,
+    GroupMemberDescription,
+    GroupPartitionOffsets,
+    TopicDescription,
+)
 
 DEFAULT_ADDRESS = "127.0.0.1:7420"
 
@@ -183,11 +191,100 @@ class Client:
         return Producer(self, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
                         retry_backoff_s=retry_backoff_s)
 
-    def consumer(self, topics: str | Iterable[str] | None = None, *, group: str | None = None,
+    def consumer(self, topics: str | Iterable[str] | None = None, group: str | None = None, *,
                  auto_offset_reset: str = "latest", max_wait_s: float = 0.5, fetch_bytes: int = 4 * 1024 * 1024,
-                 retry_backoff_s: tuple[float, float] = (0.05, 2.0)) -> Consumer:
+                 retry_backoff_s: tuple[float, float] = (0.05, 2.0), enable_auto_commit: bool = True,
+                 auto_commit_interval_s: float = 5.0, session_timeout_s: float = 10.0,
+                 max_poll_interval_s: float = 300.0, group_instance_id: str | None = None,
+                 assignor: str | None = None, on_assigned: Callback | None = None,
+                 on_revoked: Callback | None = None) -> Consumer:
         """A consumer of ``topics`` (every partition of each), or of what ``assign()`` gives it later; use as
-        ``async with c.consumer("logs") as cons: async for record in cons: ...``. See ``Consumer``."""
-        return Consumer(self, topics, group=group, auto_offset_reset=auto_offset_reset, max_wait_s=max_wait_s,
-                        fetch_bytes=fetch_bytes, retry_backoff_s=retry_backoff_s)
+        ``async with c.consumer("logs") as cons: async for record in cons: ...``. See ``Consumer``.
 
+        With ``group="g"`` it is a member of consumer group g, shaped like Kafka's KIP-848 consumer: it joins,
+        heartbeats in the background at the interval the broker answers (at once after a revoke), and reads only
+        the partitions the broker assigns it, from the group's committed offset, else by ``auto_offset_reset``
+        (``"latest"``, ``"earliest"``, or ``"error"``: ``OffsetOutOfRangeError`` from the iteration); a committed
+        offset below the log start is reset by the same rule. ``enable_auto_commit``: commit, every
+        ``auto_commit_interval_s`` seconds, what was processed (records handed out before the application's last
+        pull), and commit revoked partitions before the revoke is reported. ``on_revoked(partitions)`` /
+        ``on_assigned(partitions)`` (plain or async) run before a revoke is reported to the broker / once new
+        partitions are readable; partitions lost to fencing (FENCED_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, session
+        lapsed) also go through ``on_revoked``, uncommitted. ``session_timeout_s``: the broker expires the member
+        after this long without a heartbeat. ``max_poll_interval_s``: without a pull for this long the member
+        leaves the group (KIP-62) and rejoins at the next pull. ``group_instance_id``: static membership
+        (KIP-345). ``assignor``: ``"sticky"`` (broker default), ``"range"`` or ``"round_robin"``. Leaving the
+        ``async with`` commits (with auto-commit) and leaves the group.
+        """
+        return Consumer(self, topics, group=group, auto_offset_reset=auto_offset_reset, max_wait_s=max_wait_s,
+                        fetch_bytes=fetch_bytes, retry_backoff_s=retry_backoff_s,
+                        enable_auto_commit=enable_auto_commit, auto_commit_interval_s=auto_commit_interval_s,
+                        session_timeout_s=session_timeout_s, max_poll_interval_s=max_poll_interval_s,
+                        group_instance_id=group_instance_id, assignor=assignor, on_assigned=on_assigned,
+                        on_revoked=on_revoked)
+
+    # ---- consumer-group admin ----
+    async def list_groups(self) -> list[GroupListing]:
+        """Every consumer group the broker knows (with members or committed offsets), sorted by id."""
+        body = await self.request("list_groups", {})
+        return [GroupListing(str(g["group"]), str(g["state"]), int(g["members"])) for g in body["groups"]]
+
+    async def describe_group(self, group: str) -> GroupDescription:
+        """State, generation, members (client id, host, assignment) and, per partition, committed offset, end
+        offset and lag. Raises ``UnknownGroupError``, ``InvalidGroupIdError``."""
+        return parse_group_description(await self.request("describe_group", {"group": group}))
+
+    async def reset_offsets(self, group: str, topic: str, to: str | int | None = None, *,
+                            timestamp_ms: int | None = None,
+                            partitions: Iterable[int] | None = None) -> dict[tuple[str, int], int]:
+        """Set the group's committed offsets of ``topic`` (every partition, or ``partitions``): ``to="earliest"``,
+        ``"latest"``, an offset (int), or ``timestamp_ms=`` (epoch ms: the first record at or after it). Only
+        while the group has no members (as Kafka's kafka-consumer-groups --reset-offsets). Returns
+        ``{(topic, partition): offset}`` once durable. Raises ``GroupNotEmptyError``,
+        ``UnknownTopicOrPartitionError``, ``ValueError`` (neither or both of ``to`` and ``timestamp_ms``)."""
+        if (to is None) == (timestamp_ms is None):
+            raise ValueError("give exactly one of to='earliest'|'latest'|offset and timestamp_ms=")
+        if timestamp_ms is not None:
+            spec: Any = {"timestamp_ms": int(timestamp_ms)}
+        elif isinstance(to, str):
+            if to not in ("earliest", "latest"):
+                raise ValueError(f"to must be 'earliest', 'latest' or an offset, got {to!r}")
+            spec = to
+        elif isinstance(to, int) and not isinstance(to, bool) and to >= 0:
+            spec = {"offset": to}
+        else:
+            raise ValueError(f"to must be 'earliest', 'latest' or an offset (int >= 0), got {to!r}")
+        body: dict[str, Any] = {"group": group, "topic": topic, "to": spec}
+        if partitions is not None:
+            body["partitions"] = [int(p) for p in partitions]
+        answer = await self.request("reset_offsets", body)
+        return {(str(t), int(p)): int(off) for t, p, off in answer["offsets"]}
+
+    async def delete_group(self, group: str) -> None:
+        """Delete a consumer group with no members and its committed offsets; it stays deleted after a broker
+        restart. Raises ``GroupNotEmptyError``, ``UnknownGroupError``."""
+        await self.request("delete_group", {"group": group})
+
+    async def add_partitions(self, topic: str, total: int) -> int:
+        """Grow ``topic`` to ``total`` partitions (never shrinks); consumer groups subscribed to it rebalance and
+        hand out the new ones. Returns the new count. Raises ``InvalidPartitionsError``,
+        ``UnknownTopicOrPartitionError``."""
+        answer = await self.request("add_partitions", {"name": topic, "partitions": int(total)})
+        return int(answer["partitions"])
+
+
+def parse_group_description(body: dict[str, Any]) -> GroupDescription:
+    members = tuple(
+        GroupMemberDescription(
+            member_id=str(m["member_id"]), group_instance_id=m.get("group_instance_id"),
+            client_id=str(m.get("client_id", "")), host=str(m.get("host", "")), member_epoch=int(m["member_epoch"]),
+            state=str(m["state"]), topics=tuple(m.get("topics", ())),
+            assignment=tuple((str(t), int(p)) for t, p in m["assignment"]),
+            revoking=tuple((str(t), int(p)) for t, p in m.get("revoking", ())))
+        for m in body["members"])
+    offsets = tuple(
+        GroupPartitionOffsets(str(o["topic"]), int(o["partition"]), int(o["committed_offset"]),
+                              str(o.get("metadata") or ""), o.get("end_offset"), o.get("lag"))
+        for o in body["offsets"])
+    return GroupDescription(str(body["group"]), str(body["state"]), int(body["group_epoch"]), str(body["assignor"]),
+                            members, offsets)

@@ -1,7 +1,7 @@
 # The async consumer: which partitions it reads (assign / topic names), its position in each, seeks, and a fetcher
 # task that keeps one long-poll fetch in flight while the application works through the previous answer.
 # Records come out per partition in offset order. Must not know sockets (it calls Client.request) and must not
-# decide partition ownership itself: `_set_assignment` is the seam a consumer-group coordinator will drive.
+# decide partition ownership itself: in a consumer group, client._group.GroupMember drives `_add`/`_pause`/`_drop`.
 from __future__ import annotations
 
 import math
@@ -14,21 +14,29 @@ import anyio
 from broker.wire.batch import Record, decode_records
 from broker.wire.errors import EXCEPTIONS, MillpondError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
 
+from client._group import Callback, GroupMember, MemberCore
+
 if TYPE_CHECKING:
     from client._client import Client
 
-RESETS = ("earliest", "latest")
+RESETS = ("earliest", "latest", "error")
 TopicPartition = tuple[str, int]
 
 
 class _Part:
-    __slots__ = ("position", "fetch_offset", "reset", "epoch")
+    __slots__ = ("position", "fetch_offset", "reset", "epoch", "processed", "paused")
 
     def __init__(self, reset: str | int) -> None:
         self.position: int | None = None  # next offset the application will get
         self.fetch_offset: int | None = None  # next offset to fetch (ahead of position while prefetching)
-        self.reset: str | int | None = reset  # pending "earliest" / "latest" / timestamp ms to resolve
+        self.reset: str | int | None = reset  # pending "earliest" / "latest" / "error" / timestamp ms to resolve
         self.epoch = 0  # bumped on every seek: answers to older fetches are dropped
+        self.processed: int | None = None  # position when the application last came back for more (auto-commit)
+        self.paused = False  # being revoked: no more fetches, no more records handed out
+
+    def at(self, offset: int) -> None:
+        self.position = self.fetch_offset = self.processed = offset
+        self.reset = None
 
 
 class Consumer:
@@ -37,19 +45,25 @@ class Consumer:
     ``async for record in cons`` yields ``broker.wire.batch.Record`` (topic, partition, offset, timestamp_ms, key,
     value, headers), in offset order per partition, forever; ``await cons.getmany(max_records, timeout_s)`` returns
     a list instead. A partition nobody seeks starts at ``auto_offset_reset`` (``"latest"``: only new records;
-    ``"earliest"``: the oldest kept), which also answers OFFSET_OUT_OF_RANGE (e.g. retention passed the position).
-    After a reconnect the consumer fetches again from its position, so nothing is skipped; a record is delivered
-    again only if you seek back. Errors that retrying cannot fix (e.g. ``UnknownTopicOrPartitionError``) are
-    raised from the iteration / ``getmany``.
+    ``"earliest"``: the oldest kept; ``"error"``: raise ``OffsetOutOfRangeError``), which also answers
+    OFFSET_OUT_OF_RANGE (e.g. retention passed the position). After a reconnect the consumer fetches again from
+    its position, so nothing is skipped; a record is delivered again only if you seek back. Errors that retrying
+    cannot fix (e.g. ``UnknownTopicOrPartitionError``) are raised from the iteration / ``getmany``.
+
+    With ``group=``, the consumer is a member of that consumer group (see ``client._group`` and
+    ``Client.consumer``): it reads only the partitions the group assigns it, starting at the group's committed
+    offsets, and ``commit()`` / auto-commit store its positions.
     """
 
     def __init__(self, client: Client, topics: str | Iterable[str] | None, *, group: str | None,
                  auto_offset_reset: str, max_wait_s: float, fetch_bytes: int,
-                 retry_backoff_s: tuple[float, float]) -> None:
-        if group is not None:
-            raise NotImplementedError("consumer groups are not available yet; use assign() or topic names")
+                 retry_backoff_s: tuple[float, float], enable_auto_commit: bool = True,
+                 auto_commit_interval_s: float = 5.0, session_timeout_s: float = 10.0,
+                 max_poll_interval_s: float = 300.0, group_instance_id: str | None = None,
+                 assignor: str | None = None, on_assigned: Callback | None = None,
+                 on_revoked: Callback | None = None) -> None:
         if auto_offset_reset not in RESETS:
-            raise ValueError(f"auto_offset_reset must be 'earliest' or 'latest', got {auto_offset_reset!r}")
+            raise ValueError(f"auto_offset_reset must be 'earliest', 'latest' or 'error', got {auto_offset_reset!r}")
         self._client = client
         self.auto_offset_reset = auto_offset_reset
         self.max_wait_ms = int(max_wait_s * 1000)
@@ -64,13 +78,34 @@ class Consumer:
         self._changed = anyio.Event()  # assignment, seek or consumption changed what the fetcher should do
         self._fetch_scope: anyio.CancelScope | None = None
         self._tg: Any = None
-        if topics is not None:
+        self._closed = False
+        self.group = group
+        self.enable_auto_commit = enable_auto_commit
+        self._member: GroupMember | None = None
+        self._last: _Part | None = None  # part of the record __anext__ handed out last
+        if group is not None:
+            names = [topics] if isinstance(topics, str) else list(topics or ())
+            if not names:
+                raise ValueError("a consumer group member needs the topic names it subscribes to")
+            if auto_commit_interval_s <= 0 or session_timeout_s <= 0 or max_poll_interval_s <= 0:
+                raise ValueError("auto_commit_interval_s, session_timeout_s and max_poll_interval_s must be > 0")
+            core = MemberCore(group, names, anyio.current_time(), session_timeout_s=session_timeout_s,
+                              max_poll_interval_s=max_poll_interval_s,
+                              auto_commit_interval_s=auto_commit_interval_s if enable_auto_commit else None,
+                              group_instance_id=group_instance_id, assignor=assignor)
+            self._member = GroupMember(client, self, core, auto_offset_reset=auto_offset_reset,
+                                       on_assigned=on_assigned, on_revoked=on_revoked)
+        elif topics is not None:
             self.assign([topics] if isinstance(topics, str) else list(topics))
 
     # ---- assignment and positions ----
     def assign(self, partitions: Iterable[TopicPartition | str]) -> None:
         """Read exactly these: ``(topic, partition)`` pairs, or topic names meaning all their partitions.
-        Replaces the previous assignment; partitions kept keep their position."""
+        Replaces the previous assignment; partitions kept keep their position. Not for a group member (the
+        group assigns its partitions): raises ``RuntimeError``."""
+        if self._member is not None:
+            raise RuntimeError(f"consumer group {self.group!r} assigns this consumer's partitions; assign() is "
+                               "for consumers without a group")
         pairs, names = [], []
         for item in partitions:
             if isinstance(item, str):
@@ -100,8 +135,7 @@ class Consumer:
     def seek(self, topic: str, partition: int, offset: int) -> None:
         """Next record from ``topic/partition`` will be at ``offset`` (or the reset rule if out of range)."""
         st = self._part(topic, partition)
-        st.position = st.fetch_offset = int(offset)
-        st.reset = None
+        st.at(int(offset))
         self._moved((topic, partition), st)
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
@@ -132,7 +166,7 @@ class Consumer:
     def _seek_spec(self, spec: str | int, partitions: tuple[TopicPartition, ...]) -> None:
         for tp in partitions or tuple(self._parts):
             st = self._part(*tp)
-            st.position = st.fetch_offset = None
+            st.position = st.fetch_offset = st.processed = None
             st.reset = spec
             self._moved(tp, st)
 
@@ -155,11 +189,22 @@ class Consumer:
     # ---- the application's side ----
     async def getmany(self, max_records: int | None = None, timeout_s: float | None = None) -> list[Record]:
         """Up to ``max_records`` records (all buffered if None) as soon as any are available, or ``[]`` after
-        ``timeout_s`` seconds (None: wait as long as it takes). Raises the fetcher's non-retriable error."""
-        with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
-            while not self._fill():
-                await self._data.wait()
-                self._data = anyio.Event()
+        ``timeout_s`` seconds (None: wait as long as it takes). Raises the fetcher's non-retriable error.
+        In a group, each call also tells the group the records returned before have been processed (what
+        auto-commit stores, as Kafka's poll) and restarts the max_poll_interval_s timer (KIP-62)."""
+        member = self._member
+        if member is not None:
+            for st in self._parts.values():
+                st.processed = st.position
+            self._pull_started(member)
+        try:
+            with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
+                while not self._fill():
+                    await self._data.wait()
+                    self._data = anyio.Event()
+        finally:
+            if member is not None:
+                member.core.poll_ended(anyio.current_time())
         ready = self._ready
         n = len(ready) if max_records is None else min(max_records, len(ready))
         out = [ready.popleft() for _ in range(n)]
@@ -176,15 +221,34 @@ class Consumer:
         return self
 
     async def __anext__(self) -> Record:
-        if not self._ready:
-            while not self._fill():
-                await self._data.wait()
-                self._data = anyio.Event()
+        member = self._member
+        if member is not None:
+            if self._last is not None:
+                self._last.processed = self._last.position
+            self._pull_started(member)
+        try:
+            if not self._ready:
+                while not self._fill():
+                    await self._data.wait()
+                    self._data = anyio.Event()
+        finally:
+            if member is not None:
+                member.core.poll_ended(anyio.current_time())
         r = self._ready.popleft()
         st = self._parts.get((r.topic, r.partition))
         if st is not None:
             st.position = r.offset + 1
+            self._last = st
         return r
+
+    def _pull_started(self, member: GroupMember) -> None:
+        if self._closed:
+            raise RuntimeError("the consumer is closed")
+        core = member.core
+        was = core.state
+        core.poll_started(anyio.current_time())
+        if core.state is not was:
+            member.wake()  # it had left for want of pulls (KIP-62): rejoin now
 
     def _fill(self) -> bool:
         """Move the next fetch answer into ``_ready``; True if records are ready. Raises a stored error."""
@@ -204,11 +268,79 @@ class Consumer:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._fetcher)
+        if self._member is not None:
+            self._tg.start_soon(self._member.run)
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._close(processed_only=exc_type is not None)
+        finally:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+
+    async def close(self) -> None:
+        """Leave the consumer group, first committing every position if auto-commit is on (a static member leaves
+        temporarily and keeps its partitions for its session timeout, as KIP-345). Leaving ``async with`` calls
+        it; after an exception there, only what was processed before the last pull is committed."""
+        await self._close(processed_only=False)
+
+    async def _close(self, processed_only: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._member is not None:
+            await self._member.close(commit=self.enable_auto_commit, processed_only=processed_only)
+
+    # ---- consumer groups: commits, and the seam GroupMember drives ----
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Commit synchronously: ``offsets`` ``{(topic, partition): next offset to read}``, or by default the
+        position of every partition this member owns (everything handed out so far, as Kafka's commitSync).
+        Returns once the commit is durable. Raises ``NotPartitionOwnerError`` / ``StaleMemberEpochError`` /
+        ``UnknownMemberIdError`` if the group refuses it (e.g. the partition moved: a zombie cannot commit), and
+        ``RuntimeError`` for a consumer without a group."""
+        if self._member is None:
+            raise RuntimeError("commit() needs a consumer group: client.consumer(topics, group=...)")
+        await self._member.commit(self._offsets() if offsets is None else
+                                  {(str(t), int(p)): int(o) for (t, p), o in offsets.items()})
+
+    def _offsets(self, partitions: Iterable[TopicPartition] | None = None, *,
+                 processed: bool = False) -> dict[TopicPartition, int]:
+        out = {}
+        for tp in self._parts if partitions is None else partitions:
+            st = self._parts.get(tp)
+            if st is not None:
+                off = st.processed if processed else st.position
+                if off is not None:
+                    out[tp] = off
+        return out
+
+    def _add(self, starts: dict[TopicPartition, int | str]) -> None:
+        for tp, start in starts.items():
+            st = self._parts[tp] = _Part(start if isinstance(start, str) else self.auto_offset_reset)
+            if not isinstance(start, str):
+                st.at(start)
+        self._poke()
+
+    def _pause(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            st = self._parts.get(tp)
+            if st is not None:
+                st.paused = True
+                st.epoch += 1
+                self._purge(tp)
+        self._poke()
+
+    def _drop(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            if self._parts.pop(tp, None) is not None:
+                self._purge(tp)
+        self._poke()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._data.set()
 
     # ---- the fetcher task ----
     async def _fetcher(self) -> None:
@@ -240,10 +372,11 @@ class Consumer:
                 raise UnknownTopicOrPartitionError(f"topic {missing[0]!r} does not exist", topic=missing[0])
             self._topics = []
             self._set_assignment([(t, p) for t in names for p in range(counts[t])], keep_names=True)
-        pending = [tp for tp, st in self._parts.items() if st.fetch_offset is None]
+        pending = [tp for tp, st in self._parts.items() if st.fetch_offset is None and not st.paused]
         if pending:
             await self._resolve(pending)
-        asked = [(tp, st.fetch_offset, st.epoch) for tp, st in self._parts.items() if st.fetch_offset is not None]
+        asked = [(tp, st.fetch_offset, st.epoch) for tp, st in self._parts.items()
+                 if st.fetch_offset is not None and not st.paused]
         if not asked:
             return False
         if self._changed.is_set():
@@ -271,9 +404,13 @@ class Consumer:
             if st is None or tp not in asked or st.epoch != asked[tp][1]:
                 continue
             offset = asked[tp][0]
-            if code == OffsetOutOfRangeError.code:
-                new = log_start if self.auto_offset_reset == "earliest" else high_watermark
-                st.position = st.fetch_offset = new
+            if code == OffsetOutOfRangeError.code:  # e.g. retention passed a committed offset: the reset rule
+                if self.auto_offset_reset == "error":
+                    raise OffsetOutOfRangeError(
+                        f"{topic}/{partition}: offset {offset} is outside [{log_start}, {high_watermark}] and "
+                        "auto_offset_reset='error'", topic=topic, partition=partition, log_start_offset=log_start,
+                        high_watermark=high_watermark)
+                st.at(log_start if self.auto_offset_reset == "earliest" else high_watermark)
                 st.epoch += 1
                 self._purge(tp)
             elif code:
@@ -303,12 +440,16 @@ class Consumer:
             if st is None or st.reset is None:
                 return
             spec, epoch = st.reset, st.epoch
+            if spec == "error":
+                where = f"consumer group {self.group!r} has no committed offset for" if self.group else "no position for"
+                raise OffsetOutOfRangeError(f"{where} {tp[0]}/{tp[1]} and auto_offset_reset='error'; seek() it"
+                                            + (" or reset the group's offsets" if self.group else ""),
+                                            topic=tp[0], partition=tp[1])
             offset, _ = await self._client.list_offsets(tp[0], tp[1], spec)
             if offset < 0:  # no record at or after that timestamp: start at the end
                 offset, _ = await self._client.list_offsets(tp[0], tp[1], "latest")
             if self._parts.get(tp) is st and st.epoch == epoch and st.reset == spec:
-                st.position = st.fetch_offset = offset
-                st.reset = None
+                st.at(offset)
 
         async with anyio.create_task_group() as tg:
             for tp in tps:

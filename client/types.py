@@ -9,6 +9,10 @@ from broker.wire.batch import Record
 
 __all__ = [
     "BrokerLimits",
+    "GroupDescription",
+    "GroupListing",
+    "GroupMemberDescription",
+    "GroupPartitionOffsets",
     "PartitionDescription",
     "ProducerStatistics",
     "Record",
@@ -77,3 +81,72 @@ class ProducerStatistics:
     retries: int
     records_buffered: int
     last_error: BaseException | None
+
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupListing:
+    """One consumer group of ``list_groups``: ``state`` is ``empty``, ``reconciling`` or ``stable``."""
+
+    group: str
+    state: str
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberDescription:
+    """A member of a described consumer group. ``member_epoch``: the generation it has reached; ``state``: its
+    reconciliation state (KIP-848: ``stable``, ``unrevoked_partitions``, ``unreleased_partitions``,
+    ``left_temporarily``); ``assignment``: partitions it owns now; ``revoking``: told to give up, not yet confirmed."""
+
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    host: str
+    member_epoch: int
+    state: str
+    topics: tuple[str, ...]
+    assignment: tuple[TopicPartition, ...]
+    revoking: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPartitionOffsets:
+    """Committed offset (next offset the group reads; -1 = none), end offset (high watermark) and lag (end minus
+    committed, records; None when either is unknown) of one partition of a consumer group."""
+
+    topic: str
+    partition: int
+    committed_offset: int
+    metadata: str
+    end_offset: int | None
+    lag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """``describe_group`` answer. ``group_epoch``: the generation, bumped on every change of members,
+    subscriptions or partition counts. ``state``: ``empty``, ``reconciling`` or ``stable``."""
+
+    group: str
+    state: str
+    group_epoch: int
+    assignor: str
+    members: tuple[GroupMemberDescription, ...]
+    offsets: tuple[GroupPartitionOffsets, ...]
+
+    def owners(self) -> dict[TopicPartition, str]:
+        """``{(topic, partition): member_id}`` of every owned partition."""
+        return {tp: m.member_id for m in self.members for tp in m.assignment}
+
+    @property
+    def lag(self) -> int:
+        """Total lag over the partitions whose lag is known, in records."""
+        return sum(o.lag for o in self.offsets if o.lag is not None)
+
+    @property
+    def settled(self) -> bool:
+        """True when the group is stable: every member owns exactly its target and nothing is being revoked."""
+        return self.state == "stable" and all(m.state in ("stable", "left_temporarily") for m in self.members)

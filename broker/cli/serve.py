@@ -38,18 +38,25 @@ def run(args: argparse.Namespace) -> int:
     if config.data_dir is None:
         print("millpond serve: --data-dir (or data_dir in the config file) is required", file=sys.stderr)
         return 2
+    from broker.server.broker import Broker
+
     try:
-        trio.run(_serve, config)
+        broker = Broker(config, config.data_dir)
+    except MillpondError as exc:
+        print(f"millpond serve: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(_serve, broker)
+    except MillpondError as exc:
+        print(f"millpond serve: {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"millpond serve: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(config) -> None:
-    from broker.server.broker import Broker
-
-    broker = Broker(config, config.data_dir)
+async def _serve(broker) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(broker.serve)

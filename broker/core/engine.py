@@ -9,9 +9,10 @@ from typing import Any, Callable
 from broker import __version__
 from broker.config import BrokerConfig
 from broker.core.group_api import GroupApi
+from broker.core.limit_api import LimitApi, check_policies
 from broker.core.groups import GroupConfig, GroupCoordinator, OffsetStore
 from broker.core.log import LogManager, PartitionLog, is_internal_topic
-from broker.wire.batch import check_batch
+from broker.wire.batch import BatchHeader, check_batch
 from broker.wire.errors import (
     InvalidRequestError,
     InvalidTopicNameError,
@@ -58,6 +59,17 @@ class ProduceResult:
 
 
 @dataclass(slots=True)
+class Shaped:
+    """A produce admitted by a shaping policy: it is appended after ``delay_s`` seconds (the leaky bucket's queue
+    form; as nginx limit_req with burst and delay)."""
+
+    delay_s: float
+    partition_log: PartitionLog
+    blob: bytes
+    header: BatchHeader
+
+
+@dataclass(slots=True)
 class FetchRequest:
     """A validated fetch: ``specs`` are ``(topic, partition, offset)``; ``max_bytes`` total; ``max_wait_ms``."""
 
@@ -88,6 +100,7 @@ class Engine:
         self.config = config
         self.log = log
         self.offsets = OffsetStore(log)
+        self.limits = LimitApi(log.data_dir, check_policies(list(config.limits)), config.default_limit_policy())
         self.groups = GroupCoordinator(self._partition_count, self.offsets, GroupConfig())
         self._handlers: dict[str, Callable[[dict[str, Any], Context], Any]] = {
             "create_topic": self.create_topic,
@@ -99,11 +112,13 @@ class Engine:
             "list_offsets": self.list_offsets,
         }
         self._handlers.update(GroupApi(log, self.groups, self.offsets).handlers())
+        self._handlers.update(self.limits.handlers())
 
     def open(self, now_ms: int) -> None:
         """Open the log (recovering every partition) and replay committed offsets. Raises ``StorageError``."""
         self.log.open(now_ms)
         self.offsets.open(now_ms)
+        self.limits.open()
 
     def _partition_count(self, topic: str) -> int | None:
         t = self.log.topics.get(topic)
@@ -208,15 +223,28 @@ class Engine:
         return {"topics": out}
 
     # -- produce, fetch, offsets -------------------------------------------------------------------------------
-    def produce(self, body: dict[str, Any], now_ms: int) -> ProduceResult:
+    def produce(self, body: dict[str, Any], ctx: Context) -> ProduceResult | Shaped:
+        """Validate, pass the admission check, append. A shaping policy answers ``Shaped``: call ``complete``
+        after its delay. Raises the refusals of ``check_batch`` and of ``LimitApi.admit``, having changed nothing."""
         topic = _field(body, "topic", str, "produce")
         partition = _field(body, "partition", int, "produce")
         blob = _field(body, "batch", bytes, "produce")
         self._user_topic(topic, "produce")
         plog = self.log.partition(topic, partition)
         header = check_batch(blob, self.config.batch_bytes_max)
+        delay_ns = self.limits.admit(ctx, topic=topic, records=header.record_count, nbytes=len(blob))
+        if delay_ns:
+            return Shaped(delay_ns / 1e9, plog, blob, header)
+        return self._append(plog, blob, header, ctx.now_ms)
+
+    def complete(self, shaped: Shaped, now_ms: int) -> ProduceResult:
+        """Append a produce whose shaping delay is over (it was already admitted and charged)."""
+        return self._append(shaped.partition_log, shaped.blob, shaped.header, now_ms)
+
+    @staticmethod
+    def _append(plog: PartitionLog, blob: bytes, header: BatchHeader, now_ms: int) -> ProduceResult:
         base = plog.append(blob, header, now_ms)
-        answer = {"partition": partition, "base_offset": base, "timestamp_ms": header.max_timestamp_ms}
+        answer = {"partition": plog.partition, "base_offset": base, "timestamp_ms": header.max_timestamp_ms}
         return ProduceResult(plog, answer, base + header.record_count)
 
     def parse_fetch(self, body: dict[str, Any]) -> FetchRequest:

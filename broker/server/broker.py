@@ -17,7 +17,7 @@ import trio
 from sortedcontainers import SortedList
 
 from broker.config import BrokerConfig
-from broker.core.engine import Context, Durable, Engine, FetchRequest
+from broker.core.engine import Context, Durable, Engine, FetchRequest, ProduceResult, Shaped
 from broker.core.log import LogManager, PartitionLog
 from broker.server.connection import Connection
 from broker.wire.errors import (
@@ -37,6 +37,8 @@ log = logging.getLogger("millpond.server")
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
+
+LIMITS_SWEEP_INTERVAL_S = 10.0
 
 # APIs that change when a member's deadline falls (besides the group_* ones).
 _GROUP_TIMER_APIS = frozenset({"create_topic", "delete_topic", "add_partitions", "delete_group"})
@@ -136,6 +138,7 @@ class Broker:
                 if self.config.fsync != "never":
                     nursery.start_soon(self._flusher)
                 self._schedule(trio.current_time() + self.config.retention_check_interval_ms / 1000, self._retention)
+                self._schedule(trio.current_time() + LIMITS_SWEEP_INTERVAL_S, self._sweep_limits)
                 self._listen_scope = trio.CancelScope()
                 if listeners:
                     nursery.start_soon(self._listen, listeners)
@@ -261,7 +264,24 @@ class Broker:
             conn.respond_error(cid, UnknownError(f"internal error answering {api}; see the broker log"))
 
     def _produce(self, conn: Connection, cid: int, args: dict[str, Any]) -> None:
-        result = self.engine.produce(args, wall_ms())
+        result = self.engine.produce(args, Context(wall_ms(), trio.current_time(), conn.client_id, conn.host))
+        if isinstance(result, Shaped):
+            self._schedule(trio.current_time() + result.delay_s, lambda: self._produce_shaped(conn, cid, result))
+            return
+        self._acknowledge(conn, cid, result)
+
+    def _produce_shaped(self, conn: Connection, cid: int, shaped: Shaped) -> None:
+        try:
+            result = self.engine.complete(shaped, wall_ms())
+        except MillpondError as exc:
+            conn.respond_error(cid, exc)
+            return
+        except OSError as exc:
+            conn.respond_error(cid, StorageError(f"produce: {exc.strerror or exc}"))
+            return
+        self._acknowledge(conn, cid, result)
+
+    def _acknowledge(self, conn: Connection, cid: int, result: ProduceResult) -> None:
         plog = result.partition_log
         if result.durable_offset <= plog.high_watermark:
             conn.respond(cid, 0, result.answer)
@@ -418,6 +438,11 @@ class Broker:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
+
+    def _sweep_limits(self) -> None:
+        # Gives back the memory of limiter keys that are back to a fresh key's state; bounded work per call.
+        self.engine.limits.policies.sweep(int(trio.current_time() * 1e9), max_checks=1000)
+        self._schedule(trio.current_time() + LIMITS_SWEEP_INTERVAL_S, self._sweep_limits)
 
     def _retention(self) -> None:
         try:

@@ -63,6 +63,9 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (18, "STORAGE_ERROR", True, "StorageError", "The broker could not read or write its data directory."),
     (19, "CONNECTION_CLOSED", True, "ConnectionClosedError", "The connection to the broker closed before an answer arrived (client side)."),
     (30, "THROTTLED", True, "ThrottledError", "A limit policy refused the request; details carry retry_after_s."),
+    (31, "COST_EXCEEDS_LIMIT", False, "CostExceedsLimitError", "The request costs more than a limit policy's burst can ever admit; details name max_cost and unit: split it."),
+    (32, "LIMIT_POLICY_FAILED", False, "LimitPolicyFailedError", "A limit policy's algorithm (a plug-in) failed; the request was not applied."),
+    (33, "UNKNOWN_POLICY", False, "UnknownPolicyError", "No limit policy with this name."),
     # consumer groups (40-59): the coordinator's answers, as Kafka's group protocol (KIP-848 names where they exist)
     (40, "UNKNOWN_MEMBER_ID", False, "UnknownMemberIdError", "The member id is not in the group (it left, was expired, or never joined); join again with epoch 0."),
     (41, "FENCED_MEMBER_EPOCH", False, "FencedMemberEpochError", "The heartbeat's member epoch is neither the member's current nor its previous one; drop every partition and join again."),
@@ -108,6 +111,9 @@ InvalidPartitionsError: type[MillpondError] = _by_name["InvalidPartitionsError"]
 StorageError: type[MillpondError] = _by_name["StorageError"]
 ConnectionClosedError: type[MillpondError] = _by_name["ConnectionClosedError"]
 ThrottledError: type[MillpondError] = _by_name["ThrottledError"]
+CostExceedsLimitError: type[MillpondError] = _by_name["CostExceedsLimitError"]
+LimitPolicyFailedError: type[MillpondError] = _by_name["LimitPolicyFailedError"]
+UnknownPolicyError: type[MillpondError] = _by_name["UnknownPolicyError"]
 UnknownMemberIdError: type[MillpondError] = _by_name["UnknownMemberIdError"]
 FencedMemberEpochError: type[MillpondError] = _by_name["FencedMemberEpochError"]
 StaleMemberEpochError: type[MillpondError] = _by_name["StaleMemberEpochError"]

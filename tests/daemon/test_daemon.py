@@ -128,3 +128,24 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         )
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_limit_policies_from_the_config_file_apply_and_a_misspelt_key_stops_the_start(daemon, tmp_path):
+    cfg = tmp_path / "millpond.toml"
+    cfg.write_text(
+        '[[limits]]\nname = "tiny"\nscope = "client:*"\nunit = "records"\nalgorithm = "leaky_bucket"\n'
+        'params = { rate = 10, burst = 5 }\n'
+    )
+    d = daemon("--config", str(cfg))
+    c = d.client()
+    c.ok("create_topic", {"name": "t"})
+    code, answer = c.call("produce", {"topic": "t", "partition": 0,
+                                      "batch": encode_batch([(1, None, b"x", None)] * 6)})
+    assert code == 31 and answer["details"]["max_cost"] == 5
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[limits]]\nname = "tiny"\nunitt = "records"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(tmp_path / "d2"), "--config", str(bad)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2 and "unitt" in proc.stderr

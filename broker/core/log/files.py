@@ -70,3 +70,27 @@ def read_file(path: Path) -> bytes | None:
             return f.read()
     except FileNotFoundError:
         return None
+
+
+def save_record(path: Path, obj: object) -> None:
+    """Durably replace ``path`` with ``obj`` as sealed msgpack (broker settings such as limit policies).
+
+    Raises ``StorageError``.
+    """
+    import msgpack
+
+    write_atomic(path, seal(msgpack.packb(obj, use_bin_type=True)))
+
+
+def load_record(path: Path) -> object | None:
+    """What ``save_record`` wrote, or None if the file does not exist. Raises ``StorageError`` if it fails its
+    CRC (an atomic write never leaves a torn file, so that is damage, not a crash)."""
+    import msgpack
+
+    raw = read_file(path)
+    if raw is None:
+        return None
+    body = unseal(raw)
+    if body is None:
+        raise StorageError(f"{path} fails its CRC check")
+    return msgpack.unpackb(body, raw=False)

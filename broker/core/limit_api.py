@@ -1,0 +1,141 @@
+# Limit policies at run time: the admin APIs (limits_set, limits_list, limits_delete), their persistence in the
+# data directory, and the admission check the produce path calls. Sans-IO apart from the settings file written
+# through the log's file primitives. Must not know about sockets, trio or frames.
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from broker.core.limits import COST_EXCEEDS_CAPACITY, ERROR, Decision, Policy, PolicySet
+from broker.core.log.files import load_record, save_record
+from broker.wire.errors import (
+    CostExceedsLimitError,
+    InvalidConfigError,
+    InvalidRequestError,
+    LimitPolicyFailedError,
+    MillpondError,
+    StorageError,
+    ThrottledError,
+    UnknownPolicyError,
+)
+
+if TYPE_CHECKING:
+    from broker.core.engine import Context
+
+POLICIES_FILE = "limits.policies"
+
+
+def refusal(decision: Decision) -> MillpondError:
+    """The error a refused admission is answered with (DESIGN section 5: throttling is an answer, not a failure)."""
+    if decision.reason == COST_EXCEEDS_CAPACITY:
+        return CostExceedsLimitError(
+            f"the request costs more {decision.unit} than limit policy {decision.policy!r} can ever admit "
+            f"(at most {decision.max_cost}); split it",
+            policy=decision.policy, unit=decision.unit, max_cost=decision.max_cost,
+        )
+    if decision.reason == ERROR:
+        return LimitPolicyFailedError(decision.message or f"limit policy {decision.policy!r} failed",
+                                      policy=decision.policy)
+    return ThrottledError(
+        f"limit policy {decision.policy!r} ({decision.unit}) refused the request; retry after "
+        f"{decision.retry_after_ms} ms",
+        policy=decision.policy, unit=decision.unit, retry_after_ms=decision.retry_after_ms,
+        retry_after_s=decision.retry_after_ms / 1000,
+    )
+
+
+class LimitApi:
+    """The broker's limit policies. Start: policies saved at runtime (the data directory), then the config file's
+    (they replace saved ones of the same name), then the built-in ``default`` policy unless one by that name
+    exists. Every runtime change is saved before it is answered."""
+
+    def __init__(self, data_dir: Path | None, configured: list[Mapping[str, Any]], default: Mapping[str, Any] | None):
+        self.path = None if data_dir is None else Path(data_dir) / POLICIES_FILE
+        self.configured = configured
+        self.default = default
+        self.policies = PolicySet()
+
+    def open(self) -> None:
+        """Load the saved policies and apply the configured ones. Raises ``InvalidConfigError``, ``StorageError``."""
+        saved = load_record(self.path) if self.path is not None and self.path.parent.exists() else None
+        if saved is not None:
+            if not isinstance(saved, list):
+                raise StorageError(f"{self.path} does not hold a list of policies")
+            for item in saved:
+                self.policies.set(item)
+        for item in self.configured:
+            self.policies.set(item)
+        if self.default is not None and "default" not in self.policies:
+            self.policies.set(self.default)
+
+    def _save(self) -> None:
+        if self.path is not None:
+            save_record(self.path, self.policies.to_dicts())
+
+    def handlers(self) -> dict[str, Any]:
+        return {"limits_set": self.set, "limits_list": self.list, "limits_delete": self.delete}
+
+    def admit(self, ctx: "Context", *, topic: str | None = None, queue: str | None = None, records: int = 1,
+              nbytes: int = 0) -> int:
+        """Check and charge one request. Returns the shaping delay in ns (0: go on now); raises ``ThrottledError``
+        (details ``retry_after_s``), ``CostExceedsLimitError`` (details ``max_cost``, ``unit``) or
+        ``LimitPolicyFailedError``, having charged nothing."""
+        decision = self.policies.admit(int(ctx.now * 1e9), client_id=ctx.client_id, topic=topic, queue=queue,
+                                       records=records, nbytes=nbytes)
+        if not decision.allowed:
+            raise refusal(decision)
+        return decision.delay_ns
+
+    # -- admin -------------------------------------------------------------------------------------------------
+    def set(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
+        policy = body.get("policy")
+        if not isinstance(policy, dict):
+            raise InvalidRequestError("limits_set: field 'policy' must be a map")
+        previous = self.policies.get(policy.get("name")) if policy.get("name") in self.policies else None
+        applied = self.policies.set(policy)
+        try:
+            self._save()
+        except StorageError:
+            if previous is None:
+                self.policies.delete(applied.name)
+            else:
+                self.policies.set(previous)
+            raise
+        return {"policy": applied.to_dict()}
+
+    def delete(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise InvalidRequestError("limits_delete: field 'name' must be a string")
+        if name not in self.policies:
+            raise UnknownPolicyError(f"no limit policy named {name!r}")
+        removed = self.policies.delete(name)
+        try:
+            self._save()
+        except StorageError:
+            self.policies.set(removed)
+            raise
+        return {}
+
+    def list(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
+        stats = self.policies.statistics()
+        out = []
+        for policy in self.policies.policies():
+            item = policy.to_dict()
+            s = stats.get(policy.name)
+            if s is not None:
+                d = asdict(s)
+                d["throttled_by_key"] = {str(k): v for k, v in s.throttled_by_key.items()}
+                item["stats"] = d
+            out.append(item)
+        return {"policies": out}
+
+
+def check_policies(items: object) -> list[dict[str, Any]]:
+    """Validate the config file's ``[[limits]]`` tables now, so a misspelt key stops the broker at start."""
+    if not isinstance(items, list):
+        raise InvalidConfigError("limits must be an array of tables ([[limits]])")
+    for item in items:
+        Policy.from_dict(item).build()
+    return items
