@@ -303,17 +303,22 @@ class GroupMember:
         """Revoke before assign (KIP-848): a partition leaves this member completely before another arrives."""
         cons = self._consumer
         if step.revoke:
-            cons._pause(step.revoke)  # no more records of them reach the application
-            if not step.lost and cons.enable_auto_commit:
-                await self._commit_quietly(cons._offsets(step.revoke, processed=True))
-            await _call(self.on_revoked, step.revoke)
-            cons._drop(step.revoke)
-            self.core.revoked(step.revoke, anyio.current_time())
+            await self._revoke(step.revoke, commit=not step.lost and cons.enable_auto_commit, processed=True)
         if step.assign:
             starts = await self._starts(step.assign)
             cons._add(starts)
             self.core.assigned(step.assign)
             await _call(self.on_assigned, step.assign)
+
+    async def _revoke(self, partitions: frozenset[TopicPartition], *, commit: bool, processed: bool) -> None:
+        """Stop reading, commit (if asked), on_revoked, then let the core report it."""
+        cons = self._consumer
+        cons._pause(partitions)  # no more records of them reach the application
+        if commit:
+            await self._commit_quietly(cons._offsets(partitions, processed=processed))
+        await _call(self.on_revoked, partitions)
+        cons._drop(partitions)
+        self.core.revoked(partitions, anyio.current_time())
 
     async def _starts(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int | str]:
         """Committed offsets (offset_fetch), else the reset rule; "error" is raised when the app pulls."""
@@ -351,16 +356,16 @@ class GroupMember:
             log.info("consumer group %s: %s failed: %s", self.core.group, api, exc)
 
     async def close(self, commit: bool, processed_only: bool) -> None:
-        """Commit (if asked), call on_revoked, leave (temporarily for a static member, KIP-345)."""
+        """Commit (if asked) and call on_revoked while still a member, then leave (temporarily for a static
+        member, KIP-345)."""
         async with self._lock:
             core = self.core
             if core.state is MemberState.MEMBER:
-                if commit:
-                    await self._commit_quietly(self._consumer._offsets(processed=processed_only))
+                if core.owned:
+                    await self._revoke(core.owned, commit=commit, processed=processed_only)
                 body = core.leave_body()
-                await self._apply(core.left(anyio.current_time(), poll_expired=False))
+                core.left(anyio.current_time(), poll_expired=False)
                 await self._quietly("group_leave", body)
             else:
                 await self._apply(core.left(anyio.current_time(), poll_expired=False))
             self.wake()
-

@@ -15,6 +15,7 @@ from collections import deque
 from contextlib import ExitStack
 from typing import Any, Iterable, Iterator
 
+import anyio.to_thread
 from anyio.from_thread import start_blocking_portal
 
 from broker.wire.batch import Record
@@ -24,7 +25,7 @@ from client._client import DEFAULT_ADDRESS, Client
 from client._client import connect as _aconnect
 from client.consumer import Consumer, TopicPartition
 from client.producer import Producer
-from client.types import ProducerStatistics, RecordMetadata, TopicDescription
+from client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
 
 __all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncRecordHandle", "connect"]
 
@@ -98,13 +99,38 @@ class SyncClient:
     def list_offsets(self, topic: str, partition: int, spec: str | int) -> tuple[int, int]:
         return self._portal.call(self._client.list_offsets, topic, partition, spec)
 
+    def list_groups(self) -> list[GroupListing]:
+        """See ``Client.list_groups``."""
+        return self._portal.call(self._client.list_groups)
+
+    def describe_group(self, group: str) -> GroupDescription:
+        """See ``Client.describe_group``."""
+        return self._portal.call(self._client.describe_group, group)
+
+    def reset_offsets(self, group: str, topic: str, to: str | int | None = None, *, timestamp_ms: int | None = None,
+                      partitions: Iterable[int] | None = None) -> dict[tuple[str, int], int]:
+        """See ``Client.reset_offsets``."""
+        return self._portal.call(lambda: self._client.reset_offsets(
+            group, topic, to, timestamp_ms=timestamp_ms, partitions=None if partitions is None else list(partitions)))
+
+    def delete_group(self, group: str) -> None:
+        """See ``Client.delete_group``."""
+        self._portal.call(self._client.delete_group, group)
+
+    def add_partitions(self, topic: str, total: int) -> int:
+        """See ``Client.add_partitions``."""
+        return self._portal.call(self._client.add_partitions, topic, total)
+
     def producer(self, **options: Any) -> SyncProducer:
         """A blocking producer (options as ``Client.producer`` plus ``max_buffered_records``); use with ``with``."""
         return SyncProducer(self, **options)
 
-    def consumer(self, topics: str | Iterable[str] | None = None, **options: Any) -> SyncConsumer:
-        """A blocking consumer (options as ``Client.consumer``); iterate it, or call ``getmany``."""
-        return SyncConsumer(self, topics, **options)
+    def consumer(self, topics: str | Iterable[str] | None = None, group: str | None = None,
+                 **options: Any) -> SyncConsumer:
+        """A blocking consumer (options as ``Client.consumer``, ``group=`` included); iterate it, or call
+        ``getmany``. Group callbacks (``on_assigned``, ``on_revoked``) are plain functions; they run in a worker
+        thread, so they may call the consumer (e.g. ``commit()``)."""
+        return SyncConsumer(self, topics, group=group, **options)
 
 
 class SyncProducer:
@@ -173,15 +199,21 @@ class SyncProducer:
 class SyncConsumer:
     """Blocking consumer: ``for record in consumer`` (forever) or ``getmany(max_records, timeout_s)``.
 
-    Iteration pulls up to ``iter_batch_records`` records per hop into the loop thread; ``position()`` counts
-    those as handed out.
+    Iteration pulls up to ``iter_batch_records`` records per hop into the loop thread (``group_iter_batch_records``
+    in a consumer group, and records of a partition revoked meanwhile are skipped); ``position()`` counts those
+    as handed out. In a group, auto-commit stores what was handed out before the last hop, i.e. processed.
     """
 
     iter_batch_records = 10_000
+    group_iter_batch_records = 500
 
     def __init__(self, sc: SyncClient, topics: str | Iterable[str] | None, **options: Any) -> None:
         self._portal = sc._portal
-        self._c: Consumer = self._portal.call(lambda: Consumer(sc._client, topics, **_consumer_options(options)))
+        opts = _consumer_options(options)
+        for name in ("on_assigned", "on_revoked"):
+            if opts[name] is not None:
+                opts[name] = _in_thread(opts[name])
+        self._c: Consumer = self._portal.call(lambda: Consumer(sc._client, topics, **opts))
         self._cm = self._portal.wrap_async_context_manager(self._c)  # enter and exit in one portal task
         self._cm.__enter__()
         self._buf: deque[Record] = deque()
@@ -223,15 +255,29 @@ class SyncConsumer:
     poll = getmany
 
     def __iter__(self) -> Iterator[Record]:
+        if self._c.group is None:
+            while True:
+                if not self._buf:
+                    self._buf.extend(self._portal.call(self._c.getmany, self.iter_batch_records, None))
+                yield self._buf.popleft()
+        parts = self._c._parts
         while True:
             if not self._buf:
-                self._buf.extend(self._portal.call(self._c.getmany, self.iter_batch_records, None))
-            yield self._buf.popleft()
+                self._buf.extend(self._portal.call(self._c.getmany, self.group_iter_batch_records, None))
+            r = self._buf.popleft()
+            st = parts.get((r.topic, r.partition))
+            if st is not None and not st.paused:  # revoked while buffered here: its new owner reads it
+                yield r
+
+    def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """See ``Consumer.commit``: positions of owned partitions (records handed out), or ``offsets``."""
+        self._portal.call(self._c.commit, offsets)
 
     def _drop(self, topic: str, partition: int) -> None:
         self._buf = deque(r for r in self._buf if r.topic != topic or r.partition != partition)
 
     def close(self) -> None:
+        """Commit (with auto-commit) and leave the group, then stop; see ``Consumer.close``."""
         if not self._closed:
             self._closed = True
             self._cm.__exit__(None, None, None)
@@ -240,12 +286,23 @@ class SyncConsumer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        if not self._closed:
+            self._closed = True
+            self._cm.__exit__(*exc)  # an exception: commit only what was processed before the last pull
+
+
+def _in_thread(callback: Any) -> Any:
+    async def run(partitions: frozenset[TopicPartition]) -> None:
+        await anyio.to_thread.run_sync(callback, partitions)
+
+    return run
 
 
 def _consumer_options(options: dict[str, Any]) -> dict[str, Any]:
     out = {"group": None, "auto_offset_reset": "latest", "max_wait_s": 0.5, "fetch_bytes": 4 * 1024 * 1024,
-           "retry_backoff_s": (0.05, 2.0)}
+           "retry_backoff_s": (0.05, 2.0), "enable_auto_commit": True, "auto_commit_interval_s": 5.0,
+           "session_timeout_s": 10.0, "max_poll_interval_s": 300.0, "group_instance_id": None, "assignor": None,
+           "on_assigned": None, "on_revoked": None}
     unknown = set(options) - set(out)
     if unknown:
         raise TypeError(f"unknown consumer option(s): {', '.join(sorted(unknown))}")

@@ -44,12 +44,16 @@ LIMITS_SWEEP_INTERVAL_S = 10.0
 _GROUP_TIMER_APIS = frozenset({"create_topic", "delete_topic", "add_partitions", "delete_group"})
 
 
+# fdatasync flushes the data and the file size (what an append changes) and skips the mtime-only inode update.
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 def _fsync_all(fds: list[int]) -> OSError | None:
     """Runs in a worker thread. fds are dups owned by this call, so a segment closing meanwhile cannot reuse them."""
     error = None
     for fd in fds:
         try:
-            os.fsync(fd)
+            _datasync(fd)
         except OSError as exc:
             error = exc
         finally:
