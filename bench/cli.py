@@ -119,14 +119,24 @@ def run(args: argparse.Namespace) -> int:
     summary = report.summarize(rows)
     doc = report.document(args.workload, mach, summary, repeat, skipped=skipped)
     if args.workload == "results":
-        cmd = "millpond bench results" + (f" --repeat {repeat}" if repeat != 3 else "")
-        out = results.write(doc, args.out, command=cmd)
+        doc["command"] = command_line(args)
+        out = results.write(doc, args.out, command=doc["command"])
         print(f"wrote {out} and {out.with_suffix('.json')}")
     elif args.json:
         print(json.dumps(doc, indent=2))
     else:
         print(report.table(args.workload, mach, summary, repeat, skipped=skipped))
     return _plot(summary, args.plot)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """``millpond bench WORKLOAD`` with the options that differ from their defaults: what produced a result."""
+    defaults = vars(build_parser().parse_args([]))
+    parts = ["millpond bench", args.workload]
+    for key, value in vars(args).items():
+        if key in defaults and key != "workload" and value != defaults[key]:
+            parts.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}"))
+    return " ".join(parts)
 
 
 def target_names(args: argparse.Namespace) -> list[str]:

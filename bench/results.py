@@ -33,8 +33,10 @@ def render(doc: dict[str, Any], *, command: str = "millpond bench results") -> s
     lines = [
         "# millpond benchmark results",
         "",
-        f"Regenerate with `{command}` (or `python -m bench results`); this page and RESULTS.json beside it are "
-        f"written by that command, not by hand. Profile `{doc.get('profile', '?')}`, {repeat} repeat(s): each cell "
+        "Regenerate with `millpond bench results` (or `python -m bench results`; about 15 minutes with every peer "
+        "installed, see bench/peers/README.md): this page and RESULTS.json beside it are written by that command, "
+        f"not by hand. This one came from `{doc.get('command', command)}`: profile `{doc.get('profile', '?')}`, "
+        f"{repeat} repeat(s); each cell "
         f"is the median{' (min-max)' if repeat > 1 else ''} over repeats, and the targets ran interleaved "
         "(millpond, then each peer, then millpond again) so drift on the machine hits all alike. "
         "MB/s counts payload bytes only (MB = 10^6 B).",
@@ -72,7 +74,7 @@ def _section(mode: str | None, mach: dict[str, Any], summary: list[dict[str, Any
     rows = [g for g in report.ordered(summary) if g["target"] != "millpond" or g["fsync"] == mode]
     title = f"millpond fsync = {mode}" if mode else "peers only"
     meaning = report.FSYNC_MEANING.get(mode or "", "")
-    lines = [f"## {title}", "", _machine_line(mach, f"{mode}" + (f" ({meaning})" if meaning else "")), ""]
+    lines = [f"## {title}", "", _machine_line(mach, f"{mode}" + (f": {meaning}" if meaning else "")), ""]
     has_peers = any(g["target"] != "millpond" for g in rows)
     head = ["workload", "record", "target", "durability"] + [h for h, _, _ in FIGURES]
     if has_peers and mode:

@@ -1,8 +1,10 @@
 # The producer's record accumulator (Kafka's RecordAccumulator, sans-IO): per-partition batches of pre-built rows,
 # partition choice (explicit, keyed murmur2, sticky), readiness by size / linger / flush, at most one batch in
 # flight per partition so a retry can never reorder a partition, and the handles that resolve to RecordMetadata.
-# Takes `now` as an argument and never reads a clock, sleeps or touches a socket; the async and blocking
-# producers drive it. Not thread-safe by itself: the blocking producer wraps every call in `lock`.
+# Also fits batches to the broker's limit policies: a batch refused as COST_EXCEEDS_LIMIT is split into pieces that
+# fit (order kept), and later batches of that topic are built to fit. Takes `now` as an argument and never reads a
+# clock, sleeps or touches a socket; the async and blocking producers drive it. Not thread-safe by itself: the
+# blocking producer wraps every call in `lock`.
 from __future__ import annotations
 
 import random
@@ -12,6 +14,8 @@ from typing import Any, Callable
 
 from broker.wire.batch import HEADER_BYTES, encode_rows
 from broker.wire.errors import MillpondError, RecordTooLargeError, UnknownTopicOrPartitionError
+
+NO_MAX = 1 << 62  # records_max of a batch no limit policy has constrained
 from broker.wire.partitioner import partition_for_key
 
 from client.types import RecordMetadata
@@ -25,10 +29,14 @@ _time = time.time
 
 
 class Batch:
-    """Records for one partition, sent as one produce request. ``event`` is set once it is acked or failed."""
+    """Records for one partition, sent as one produce request. ``event`` is set once it is acked or failed.
+
+    A batch split to fit a limit policy becomes ``routed``: its ``rows`` are the handles of its records in the
+    pieces, and its ``event`` is set once every piece is settled (``pending`` counts the unsettled ones)."""
 
     __slots__ = ("topic", "partition", "rows", "size", "first_ts", "max_ts", "created", "seq", "event",
-                 "base_offset", "error", "blob", "retry_at", "attempts", "routed")
+                 "base_offset", "error", "blob", "retry_at", "attempts", "routed", "records_max", "bytes_max",
+                 "parent", "pending", "throttled_s")
 
     def __init__(self, topic: str, partition: int, first_ts: int, created: float, seq: int, event: Any) -> None:
         self.topic = topic
@@ -46,7 +54,11 @@ class Batch:
         self.retry_at = 0.0
         self.attempts = 0
         self.routed = False  # placeholder batches (topic awaiting metadata) set this when their records move
-
+        self.records_max = NO_MAX  # seal at this many records (a records limit policy's max cost)
+        self.bytes_max = 0  # seal at this estimated size (batch_bytes, or a bytes limit policy's max cost)
+        self.parent: Batch | None = None  # the batch this one is a piece of (split to fit a limit policy)
+        self.pending = 0  # pieces not yet settled, while this batch is split
+        self.throttled_s = 0.0  # seconds this batch has waited on THROTTLED answers
     def encode(self) -> bytes:
         if self.blob is None:
             self.blob = encode_rows(self.rows, self.first_ts, self.max_ts)
@@ -116,6 +128,8 @@ class Accumulator:
         self._seq = 0
         self._flush_upto = -1
         self.records_buffered = 0
+        self._fit: dict[str, tuple[int, int]] = {}  # topic -> (records_max, bytes_max) learnt from COST_EXCEEDS_LIMIT
+        self.splits = 0
 
     # ---- the hot path ----
     def append(self, topic: str, value: bytes, key: bytes | None = None, headers: dict[str, bytes] | None = None,
@@ -148,13 +162,13 @@ class Accumulator:
                 _bad_partition(topic, partition, n)
         tp = (topic, partition)
         b = self._open.get(tp)
-        if b is None or b.size + size > self.batch_bytes:
+        if b is None or b.size + size > b.bytes_max:
             if b is not None and key is None and self._sticky.get(topic) == partition:
                 self._seal(tp, b)  # a full sticky batch moves the sticky partition before this record lands
                 partition = self._sticky[topic]
                 tp = (topic, partition)
                 b = self._open.get(tp)
-            if b is None or b.size + size > self.batch_bytes:
+            if b is None or b.size + size > b.bytes_max:
                 b = self._new_batch(tp, ts, size)
         rows = b.rows
         i = len(rows)
@@ -163,7 +177,7 @@ class Accumulator:
             b.max_ts = ts
         b.size += size
         self.records_buffered += 1
-        if b.size >= self.batch_bytes:
+        if b.size >= b.bytes_max or i >= b.records_max - 1:
             self._seal(tp, b)
         return self._handle(b, i)
 
@@ -177,6 +191,11 @@ class Accumulator:
             self._seal(tp, old)
         self._seq += 1
         b = Batch(tp[0], tp[1], ts, self._now(), self._seq, self._event())
+        b.bytes_max = self.batch_bytes
+        fit = self._fit.get(tp[0])
+        if fit is not None:
+            b.records_max, bytes_max = fit
+            b.bytes_max = min(self.batch_bytes, bytes_max)
         self._open[tp] = b
         q = self._queues.get(tp)
         if q is None:
@@ -311,6 +330,83 @@ class Accumulator:
                 del self._queues[tp]
         self.records_buffered -= len(b.rows)
         b.event.set()
+        parent = b.parent
+        while parent is not None:  # the last piece of a split batch settles it (and its own parent, if a piece)
+            parent.pending -= 1
+            if parent.pending:
+                break
+            parent.event.set()
+            parent = parent.parent
+
+    # ---- fitting limit policies ----
+    def fit(self, topic: str, unit: str, max_cost: int) -> None:
+        """Build later batches of ``topic`` to cost at most ``max_cost`` ``unit`` (``records`` or ``bytes``), the
+        largest cost a limit policy said it can ever admit (COST_EXCEEDS_LIMIT); open batches are resized too.
+        Remembered for the producer's lifetime (the smallest maximum seen per unit wins)."""
+        records_max, bytes_max = self._fit.get(topic, (NO_MAX, NO_MAX))
+        if unit == "records":
+            records_max = min(records_max, max(1, int(max_cost)))
+        elif unit == "bytes":
+            bytes_max = min(bytes_max, max(1, int(max_cost)))
+        else:
+            return
+        self._fit[topic] = (records_max, bytes_max)
+        for tp, b in list(self._open.items()):
+            if tp[0] == topic:
+                b.records_max = records_max
+                b.bytes_max = min(self.batch_bytes, bytes_max)
+                if len(b.rows) >= b.records_max or b.size >= b.bytes_max:
+                    self._seal(tp, b)
+
+    def split(self, b: Batch, unit: str, max_cost: int, error: BaseException) -> int:
+        """``b`` (in flight, head of its partition) was refused: it costs more ``unit`` than ``max_cost``. Replace
+        it, at the head of its partition, by pieces that fit, in record order, so per-partition order holds; its
+        handles follow their records into the pieces. A batch of one record cannot be split: it fails with
+        ``error``. Returns how many records failed (0 or 1), and remembers the maximum for the topic (``fit``)."""
+        self.fit(b.topic, unit, max_cost)
+        rows = b.rows
+        if len(rows) == 1 or unit not in ("records", "bytes"):
+            n = len(rows)
+            self.fail(b, error)
+            return n
+        if unit == "records":
+            step = max(1, int(max_cost))
+            chunks = [rows[i:i + step] for i in range(0, len(rows), step)]
+        else:
+            chunks, chunk, size = [], [], BATCH_OVERHEAD
+            for row in rows:
+                cost = _row_size(row)
+                if chunk and size + cost > max_cost:
+                    chunks.append(chunk)
+                    chunk, size = [], BATCH_OVERHEAD
+                chunk.append(row)
+                size += cost
+            chunks.append(chunk)
+        if len(chunks) == 1:  # the estimate says it fits, the broker says not: halve it, so every split progresses
+            half = len(rows) // 2
+            chunks = [rows[:half], rows[half:]]
+        pieces, handles = [], []
+        for chunk in chunks:
+            piece = Batch(b.topic, b.partition, b.first_ts, b.created, b.seq, self._event())
+            piece.rows = [(j, r[1], r[2], r[3], r[4]) for j, r in enumerate(chunk)]
+            piece.max_ts = b.first_ts + max(r[1] for r in chunk)
+            piece.size = BATCH_OVERHEAD + sum(_row_size(r) for r in chunk)
+            piece.parent = b
+            piece.throttled_s = b.throttled_s
+            handles.extend(self._handle(piece, j) for j in range(len(chunk)))
+            pieces.append(piece)
+        tp = (b.topic, b.partition)
+        self._in_flight.discard(tp)
+        q = self._queues[tp]
+        if q and q[0] is b:
+            q.popleft()
+        q.extendleft(reversed(pieces))
+        b.rows = handles
+        b.pending = len(pieces)
+        b.routed = True
+        b.blob = None
+        self.splits += 1
+        return 0
 
     def pending_batches(self) -> list[Batch]:
         return [b for q in self._queues.values() for b in q]
@@ -336,6 +432,12 @@ def _as_bytes(value: Any, name: str) -> bytes:
         return bytes(value)
     raise TypeError(f"{name} must be bytes, got {type(value).__name__}"
                     + (f"; encode it first, e.g. {name}.encode()" if isinstance(value, str) else ""))
+
+
+def _row_size(row: tuple[Any, ...]) -> int:
+    """The estimated encoded size of a row, as ``append`` counts it (an over-estimate)."""
+    _, _, key, value, headers = row
+    return len(value) + ROW_OVERHEAD + (len(key) if key is not None else 0) + (_headers_size(headers) if headers else 0)
 
 
 def _headers_size(headers: dict[str, bytes]) -> int:

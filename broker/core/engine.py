@@ -3,6 +3,7 @@
 # server's job; the engine tells it what to wait for. Must not know about sockets, trio or frames.
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -110,6 +111,7 @@ class Engine:
             "describe_topic": self.describe_topic,
             "metadata": self.metadata,
             "list_offsets": self.list_offsets,
+            "init_producer": self.init_producer,
         }
         self._handlers.update(GroupApi(log, self.groups, self.offsets).handlers())
         self._handlers.update(self.limits.handlers())
@@ -295,6 +297,11 @@ class Engine:
                 remaining -= len(data)
             rows.append([topic, partition, code, plog.log_start_offset, plog.high_watermark, data])
         return rows, ready
+
+    def init_producer(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        """A fresh producer id for an idempotent producer (as Kafka's InitProducerId with no transactional id):
+        62 random bits, so ids stay unique across broker restarts without stored state."""
+        return {"producer_id": secrets.randbits(62), "producer_epoch": 0}
 
     def list_offsets(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
         topic = _field(body, "topic", str, "list_offsets")

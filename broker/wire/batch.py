@@ -152,6 +152,8 @@ def check_batch(blob: bytes | memoryview, batch_bytes_max: int) -> BatchHeader:
     count = h[11]
     if count < 1 or h[5] != count - 1:
         raise CorruptBatchError(f"record_count {count} and last_offset_delta {h[5]} disagree")
+    if h[8] >= 0 and (h[10] < 0 or h[9] < 0):
+        raise CorruptBatchError(f"batch of producer {h[8]} needs a producer_epoch and base_sequence >= 0")
     mv = memoryview(blob)
     if _crc32(mv[CRC_START:]) != h[2]:
         raise CorruptBatchError("batch CRC does not match its contents")

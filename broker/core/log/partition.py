@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 
 from broker.core.log.files import fsync_dir
+from broker.core.log.producers import ProducerStates
 from broker.core.log.segment import NO_TIMESTAMP, Segment, SegmentCorrupt
 from broker.core.log.topic_config import TopicConfig
 from broker.wire.batch import HEADER_BYTES, BatchHeader, read_header, stamp_base_offset
@@ -67,6 +68,7 @@ class PartitionLog:
         self._log = logger
         self._segments: list[Segment] = []
         self._bases: list[int] = []  # _segments' base offsets, for bisect
+        self.producers = ProducerStates()
 
     def __repr__(self) -> str:
         return (f"<PartitionLog {self.topic}/{self.partition} start={self.log_start_offset} "
@@ -130,6 +132,11 @@ class PartitionLog:
         self.log_end_offset = self._segments[-1].next_offset
         self.high_watermark = self._durable = self.log_end_offset
         self.size_bytes = sum(s.size for s in self._segments)
+        # Idempotent producers' recent sequences, from the active segment: enough to recognise the retries of a
+        # producer that was writing when the broker stopped.
+        for h in self._segments[-1].iter_headers():
+            if h[8] >= 0:
+                self.producers.record(h[8], h[9], h[10], h[11], h[0])
 
     def _drop_from(self, bases: list[int], why: str) -> None:
         self._log.warning("%s/%s: removing segments %s: %s", self.topic, self.partition, bases, why)
@@ -144,10 +151,18 @@ class PartitionLog:
 
         ``blob``: the batch bytes (its base_offset field is replaced by the log end offset on disk). Rolls to a new
         segment first if the active one is full (``segment_bytes``) or old (``segment_ms`` since its first append).
-        Raises ``StorageError`` (the log is unchanged) or ``CorruptBatchError`` if ``header`` does not fit ``blob``.
+        A batch of an idempotent producer (``producer_id >= 0``) that repeats one of its last five batches is not
+        appended again: its original base offset is returned (Kafka's duplicate rule).
+        Raises ``StorageError`` (the log is unchanged), ``CorruptBatchError`` if ``header`` does not fit ``blob``,
+        ``OutOfOrderSequenceError`` or ``InvalidProducerEpochError`` (see ``ProducerStates.check``).
         """
         if len(blob) != header.batch_length + 12 or header.record_count < 1:
             raise CorruptBatchError(f"batch of {len(blob)} bytes does not match its header")
+        pid = header.producer_id
+        if pid >= 0:
+            stored_at = self.producers.check(pid, header.producer_epoch, header.base_sequence, header.record_count)
+            if stored_at is not None:
+                return stored_at  # a retry of a batch already in the log: same offsets, nothing appended
         seg = self._segments[-1]
         config = self.config
         if seg.size and (
@@ -163,6 +178,8 @@ class PartitionLog:
             raise StorageError(f"cannot append to {self.topic}/{self.partition}: {exc.strerror or exc}") from None
         self.log_end_offset = end
         self.size_bytes += len(blob)
+        if pid >= 0:
+            self.producers.record(pid, header.producer_epoch, header.base_sequence, header.record_count, base)
         if not self._always:
             self.high_watermark = end
         self._dirty.add(self)
@@ -333,6 +350,7 @@ class PartitionLog:
         del segments[:doomed]
         del self._bases[:doomed]
         self.log_start_offset = segments[0].base_offset
+        self.producers.forget_below(self.log_start_offset)
         self.size_bytes = sum(s.size for s in segments)
         self._log.info(
             "%s/%s: retention deleted %d segment(s); log start is now %d",

@@ -202,6 +202,22 @@ class Segment:
             self.rolling_ms = min(first_ts, now_ms)
         return pos
 
+    def iter_headers(self) -> Iterator[tuple]:
+        """Every batch header in the segment as a raw tuple (``HEADER`` field order), in order. Raises OSError."""
+        pos = 0
+        size = self.size
+        while size - pos >= HEADER_BYTES:
+            buf = os.pread(self.fd, min(SCAN_CHUNK_BYTES, size - pos), pos)
+            at = pos
+            while pos + HEADER_BYTES <= at + len(buf):
+                h = _unpack_header(buf, pos - at)
+                if h[1] < _MIN_LENGTH:  # recovery left only whole batches; never loop on damage
+                    return
+                yield h
+                pos += h[1] + LENGTH_PREFIX_BYTES
+            if len(buf) < HEADER_BYTES:
+                return
+
     def load_index_files(self, file_size: int) -> bool:
         """Adopt the on-disk indexes if both are intact and describe at most ``file_size`` bytes of this .log.
 
