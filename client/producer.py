@@ -1,7 +1,8 @@
 # The async producer: a sender task that drives the sans-IO Accumulator — fetches partition counts (metadata),
 # sends ready batches (several partitions in flight at once, one batch per partition so order holds), retries
-# retriable failures in order with backoff until delivery_timeout_s. Must not know sockets: it only calls
-# Client.request. At-least-once: a batch whose answer was lost with the connection is sent again, so it may be
+# retriable failures in order with backoff until delivery_timeout_s, waits out THROTTLED answers (retry_after_s,
+# up to throttle_wait_max_s per batch) and splits batches refused as COST_EXCEEDS_LIMIT (the accumulator fits
+# them). Must not know sockets: it only calls Client.request. At-least-once: a batch whose answer was lost with the connection is sent again, so it may be
 # stored twice (duplicates, never reordering within a partition).
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from broker.wire.errors import MillpondError, UnknownTopicOrPartitionError
+from broker.wire.errors import CostExceedsLimitError, MillpondError, ThrottledError, UnknownTopicOrPartitionError
 
 from client._accumulator import Accumulator, Batch, RecordHandle
 from client.types import ProducerStatistics
@@ -31,13 +32,24 @@ class Producer:
     Leaving the block flushes (if it exits by an exception, unsent records fail with that exception instead).
     ``send()`` never waits, so a loop that never awaits buffers everything in memory; await a handle or
     ``flush()`` now and then to bound it.
+
+    Limit policies (docs/protocol.md "Limits"; issue 4): a batch answered ``THROTTLED`` waits
+    ``details.retry_after_s`` and is sent again, first in its partition so order holds; once a batch would wait more
+    than ``throttle_wait_max_s`` seconds in total, its records fail with ``ThrottledError``. A batch answered
+    ``COST_EXCEEDS_LIMIT`` (more ``details.unit`` than ``details.max_cost``) is split into pieces that fit, sent in
+    order, and later batches of that topic are built to fit; only a single record that alone costs too much fails,
+    with ``CostExceedsLimitError``. A policy in ``shape`` mode just answers later (within ``request_timeout_s``).
     """
 
     def __init__(self, client: Client, *, linger_s: float, batch_bytes: int, delivery_timeout_s: float,
-                 retry_backoff_s: tuple[float, float], _threaded: bool = False) -> None:
+                 retry_backoff_s: tuple[float, float], throttle_wait_max_s: float = 60.0,
+                 _threaded: bool = False) -> None:
         if linger_s < 0 or batch_bytes < 1:
             raise ValueError("linger_s must be >= 0 and batch_bytes >= 1")
+        if not throttle_wait_max_s >= 0:
+            raise ValueError(f"throttle_wait_max_s must be >= 0 seconds, got {throttle_wait_max_s!r}")
         self._client = client
+        self.throttle_wait_max_s = float(throttle_wait_max_s)
         self.delivery_timeout_s = delivery_timeout_s
         self.retry_backoff_s = retry_backoff_s
         self._threaded = _threaded
@@ -55,7 +67,8 @@ class Producer:
         self._closing = False
         self._metadata_busy = False
         self._tg: Any = None
-        self._sent = self._failed = self._batches = self._retries = 0
+        self._sent = self._failed = self._batches = self._retries = self._throttled = 0
+        self._throttle_wait_s = 0.0
         self._last_error: BaseException | None = None
         self.space = threading.Condition(self.lock) if _threaded else None
 
@@ -97,7 +110,8 @@ class Producer:
     def statistics(self) -> ProducerStatistics:
         return ProducerStatistics(records_sent=self._sent, records_failed=self._failed, batches_sent=self._batches,
                                   retries=self._retries, records_buffered=self._acc.records_buffered,
-                                  last_error=self._last_error)
+                                  last_error=self._last_error, throttled=self._throttled,
+                                  throttle_wait_s=self._throttle_wait_s, batches_split=self._acc.splits)
 
     async def __aenter__(self) -> Producer:
         self._tg = anyio.create_task_group()
@@ -168,7 +182,23 @@ class Producer:
     async def _send_batch(self, b: Batch) -> None:
         try:
             body = await self._client.request("produce", {"topic": b.topic, "partition": b.partition,
-                                                          "batch": b.encode()})
+                                                          "batch": b.encode()}, retry_throttled=False)
+        except ThrottledError as exc:
+            wait = max(0.0, float(exc.details.get("retry_after_s", self.retry_backoff_s[0])))
+            with self.lock:
+                self._throttled += 1
+                if b.throttled_s + wait > self.throttle_wait_max_s:
+                    self._count_failure(len(b.rows), exc)
+                    self._acc.fail(b, exc)
+                else:
+                    b.throttled_s += wait
+                    self._throttle_wait_s += wait
+                    self._acc.retry_later(b, self._now() + wait)
+        except CostExceedsLimitError as exc:
+            with self.lock:
+                failed = self._acc.split(b, str(exc.details.get("unit", "")), int(exc.details.get("max_cost", 0)),
+                                         exc)
+                self._count_failure(failed, exc)
         except MillpondError as exc:
             now = self._now()
             with self.lock:
