@@ -19,6 +19,7 @@ from client import errors
 from client._accumulator import RecordHandle
 from client._client import DEFAULT_ADDRESS, Client, connect
 from client.consumer import Consumer
+from client.limits import LimitPolicy, LimitStatistics
 from client.producer import Producer
 from client.types import (
     BrokerLimits,
@@ -33,6 +34,8 @@ __all__ = [
     "BrokerLimits",
     "Client",
     "Consumer",
+    "LimitPolicy",
+    "LimitStatistics",
     "PartitionDescription",
     "Producer",
     "ProducerStatistics",

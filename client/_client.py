@@ -17,6 +17,7 @@ from client.consumer import Consumer
 from client.producer import Producer
 from client._protocol import create_topic_body, offset_spec, parse_address, parse_topic_description
 from client._group import Callback
+from client.limits import LimitPolicy, parse_policy, policy_body
 from client.types import (
     BrokerLimits,
     GroupDescription,
@@ -129,10 +130,12 @@ class Client:
                 await anyio.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, delay_max)
 
-    async def request(self, api: str, body: dict[str, Any], *, timeout_s: float | None = None) -> Any:
+    async def request(self, api: str, body: dict[str, Any], *, timeout_s: float | None = None,
+                      retry_throttled: bool = True) -> Any:
         """Send any protocol request and return its answer map (docs/protocol.md).
 
-        Reconnects if needed; waits and retries on THROTTLED (``details["retry_after_s"]``) until the timeout.
+        Reconnects if needed; waits and retries on THROTTLED (``details["retry_after_s"]``) until the timeout,
+        unless ``retry_throttled=False`` (the producer waits out throttling itself, bounded per batch).
         Raises the typed error of the answer; ``ConnectionClosedError`` (retriable) if the connection dies while
         the request is in flight (the request may or may not have been applied).
         """
@@ -144,7 +147,7 @@ class Client:
                 return await conn.request(api, body, timeout)
             except ThrottledError as exc:
                 wait = float(exc.details.get("retry_after_s", 0.1))
-                if anyio.current_time() + wait > give_up:
+                if not retry_throttled or anyio.current_time() + wait > give_up:
                     raise
                 await anyio.sleep(wait)
 
@@ -186,10 +189,31 @@ class Client:
 
     # ---- factories ----
     def producer(self, *, linger_s: float = 0.005, batch_bytes: int = 262144, delivery_timeout_s: float = 120.0,
-                 retry_backoff_s: tuple[float, float] = (0.05, 1.0)) -> Producer:
-        """A batching producer; use as ``async with c.producer() as p:`` (leaving it flushes). See ``Producer``."""
+                 retry_backoff_s: tuple[float, float] = (0.05, 1.0), throttle_wait_max_s: float = 60.0) -> Producer:
+        """A batching producer; use as ``async with c.producer() as p:`` (leaving it flushes). See ``Producer``
+        (``throttle_wait_max_s``: seconds a batch may wait on THROTTLED answers before its records fail)."""
         return Producer(self, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
-                        retry_backoff_s=retry_backoff_s)
+                        retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s)
+
+    # ---- limit policies (issue 4; docs/protocol.md "Limits") ----
+    async def set_limit(self, name: str, *, scope: str = "client:*", unit: str = "records",
+                        algorithm: str = "leaky_bucket", mode: str = "reject", max_keys: int | None = None,
+                        **params: Any) -> LimitPolicy:
+        """Add or replace limit policy ``name``; the algorithm's parameters are keywords, e.g.
+        ``await c.set_limit("slow", scope="client:app-*", rate=1000, burst=100)``. See ``client.limits``.
+        Returns the policy as applied (saved before the answer). Raises ``InvalidConfigError``."""
+        answer = await self.request("limits_set", {"policy": policy_body(
+            name, scope=scope, unit=unit, algorithm=algorithm, mode=mode, max_keys=max_keys, params=params)})
+        return parse_policy(answer["policy"])
+
+    async def list_limits(self) -> list[LimitPolicy]:
+        """Every limit policy with its ``stats`` (admitted, throttled, throttled_by_key...), sorted by name."""
+        return sorted((parse_policy(p) for p in (await self.request("limits_list", {}))["policies"]),
+                      key=lambda p: p.name)
+
+    async def delete_limit(self, name: str) -> None:
+        """Remove limit policy ``name`` (saved before the answer). Raises ``UnknownPolicyError``."""
+        await self.request("limits_delete", {"name": name})
 
     def consumer(self, topics: str | Iterable[str] | None = None, group: str | None = None, *,
                  auto_offset_reset: str = "latest", max_wait_s: float = 0.5, fetch_bytes: int = 4 * 1024 * 1024,

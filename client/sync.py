@@ -23,6 +23,7 @@ from broker.wire.batch import Record
 from client._accumulator import RecordHandle
 from client._client import DEFAULT_ADDRESS, Client
 from client._client import connect as _aconnect
+from client.limits import LimitPolicy
 from client.consumer import Consumer, TopicPartition
 from client.producer import Producer
 from client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
@@ -121,6 +122,18 @@ class SyncClient:
         """See ``Client.add_partitions``."""
         return self._portal.call(self._client.add_partitions, topic, total)
 
+    def set_limit(self, name: str, **options: Any) -> LimitPolicy:
+        """See ``Client.set_limit`` (``scope``, ``unit``, ``algorithm``, ``mode``, ``max_keys``, algorithm params)."""
+        return self._portal.call(lambda: self._client.set_limit(name, **options))
+
+    def list_limits(self) -> list[LimitPolicy]:
+        """See ``Client.list_limits``."""
+        return self._portal.call(self._client.list_limits)
+
+    def delete_limit(self, name: str) -> None:
+        """See ``Client.delete_limit``."""
+        self._portal.call(self._client.delete_limit, name)
+
     def producer(self, **options: Any) -> SyncProducer:
         """A blocking producer (options as ``Client.producer`` plus ``max_buffered_records``); use with ``with``."""
         return SyncProducer(self, **options)
@@ -140,11 +153,11 @@ class SyncProducer:
 
     def __init__(self, sc: SyncClient, *, linger_s: float = 0.005, batch_bytes: int = 262144,
                  delivery_timeout_s: float = 120.0, retry_backoff_s: tuple[float, float] = (0.05, 1.0),
-                 max_buffered_records: int = 1_000_000) -> None:
+                 max_buffered_records: int = 1_000_000, throttle_wait_max_s: float = 60.0) -> None:
         portal = self._portal = sc._portal
         self._p: Producer = portal.call(lambda: Producer(
             sc._client, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
-            retry_backoff_s=retry_backoff_s, _threaded=True))
+            retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s, _threaded=True))
         # One portal task enters and exits the producer: its task group must open and close in the same task.
         self._cm = portal.wrap_async_context_manager(self._p)
         self._cm.__enter__()

@@ -81,6 +81,9 @@ class ProducerStatistics:
     retries: int
     records_buffered: int
     last_error: BaseException | None
+    throttled: int = 0  # THROTTLED answers received (each batch waited retry_after_s and was sent again)
+    throttle_wait_s: float = 0.0  # seconds waited on THROTTLED answers, summed over batches
+    batches_split: int = 0  # batches split to fit a limit policy's max cost (COST_EXCEEDS_LIMIT)
 
 
 TopicPartition = tuple[str, int]

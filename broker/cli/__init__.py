@@ -7,10 +7,11 @@ import importlib
 import sys
 
 # Subcommand modules, in the order `millpond --help` lists them.
-_COMMANDS = ("serve", "topics", "produce", "consume", "bench")
+_COMMANDS = ("serve", "topics", "produce", "consume", "groups", "bench")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``only`` imports just that subcommand's module (so `millpond serve` never loads the client)."""
     parser = argparse.ArgumentParser(
         prog="millpond",
         description="An embedded message broker: a partitioned log, consumer groups, queues, fan-out, rate limits.",
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"millpond {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMANDS:
+    for name in _COMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f"broker.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    first = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(first if first in _COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

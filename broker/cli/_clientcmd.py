@@ -6,8 +6,10 @@ import argparse
 import sys
 from typing import Callable
 
-from client import DEFAULT_ADDRESS
-from client.errors import ConnectionClosedError, MillpondError
+from broker.wire.errors import ConnectionClosedError, MillpondError
+
+# The client's default, spelt here so building the parser (and `millpond serve`) never imports the client.
+DEFAULT_ADDRESS = "127.0.0.1:7420"
 
 
 def add_client_args(p: argparse.ArgumentParser) -> None:

@@ -1,5 +1,6 @@
 # `millpond consume TOPIC`: print records (kcat -C style), raw values one per line or JSON lines. In JSON, bytes
 # (key, value, header values) appear as a string when they are valid UTF-8, else as {"base64": "..."}.
+# With --group G it reads as a consumer-group member and commits what it has printed.
 # Knows argparse and stdout; fetching and positions are the client consumer's.
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from typing import Any
 
 from broker.cli._clientcmd import add_client_args, guarded
+from client.errors import NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
 from client.sync import connect
 
 
@@ -21,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest record kept (default: "
                                                                  "only records produced from now on)")
     p.add_argument("--partition", "-p", type=int, help="read only this partition")
+    p.add_argument("--group", "-g", metavar="G", help="read as a member of consumer group G: only the partitions "
+                   "the group assigns, from its committed offsets (else --from-beginning or the end); each printed "
+                   "batch is committed once printed, and on exit")
     p.add_argument("--max", "-c", type=int, metavar="N", help="exit after N records")
     p.add_argument("--json", action="store_true", help="one JSON object per record: topic, partition, offset, "
                    "timestamp_ms, key, value, headers (bytes: UTF-8 string, else {\"base64\": ...})")
@@ -39,11 +44,26 @@ def _b(data: bytes | None) -> Any:
         return {"base64": base64.b64encode(data).decode("ascii")}
 
 
+def _render(records: list, as_json: bool) -> bytes:
+    if as_json:
+        return "".join(json.dumps({
+            "topic": r.topic, "partition": r.partition, "offset": r.offset,
+            "timestamp_ms": r.timestamp_ms, "key": _b(r.key), "value": _b(r.value),
+            "headers": {k: _b(v) for k, v in r.headers.items()} if r.headers else None,
+        }) + "\n" for r in records).encode()
+    return b"".join(r.value + b"\n" for r in records)
+
+
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     remaining = args.max
+    if args.group is not None and (args.partition is not None or args.exit_at_end):
+        raise ValueError("--group reads the partitions the group assigns: it does not combine with --partition "
+                         "or --exit-at-end")
     if remaining is not None and remaining <= 0:
         return 0
+    if args.group is not None:
+        return _run_group(args, out, remaining)
     with connect(args.broker, client_id=args.client_id) as c:
         desc = c.describe_topic(args.topic)  # raises UnknownTopicOrPartitionError with a clear message
         parts = [(args.topic, args.partition)] if args.partition is not None else \
@@ -61,15 +81,7 @@ def run(args: argparse.Namespace) -> int:
                     return 0
             while True:
                 records = cons.getmany(max_records=remaining, timeout_s=None)
-                if args.json:
-                    chunk = "".join(json.dumps({
-                        "topic": r.topic, "partition": r.partition, "offset": r.offset,
-                        "timestamp_ms": r.timestamp_ms, "key": _b(r.key), "value": _b(r.value),
-                        "headers": {k: _b(v) for k, v in r.headers.items()} if r.headers else None,
-                    }) + "\n" for r in records).encode()
-                else:
-                    chunk = b"".join(r.value + b"\n" for r in records)
-                out.write(chunk)
+                out.write(_render(records, args.json))
                 out.flush()
                 if remaining is not None:
                     remaining -= len(records)
@@ -82,3 +94,42 @@ def run(args: argparse.Namespace) -> int:
                             del ends[tp]
                     if not ends:
                         return 0
+
+
+def _run_group(args: argparse.Namespace, out: Any, remaining: int | None) -> int:
+    """Consume as a group member; commit what is printed: after each batch, and in on_revoked for partitions
+    leaving this member (so their next owner starts right after what was printed here)."""
+    printed: dict[tuple[str, int], int] = {}  # next offset to read, per partition, of what reached stdout
+
+    def on_revoked(partitions: frozenset[tuple[str, int]]) -> None:
+        mine = {tp: printed[tp] for tp in partitions if tp in printed}
+        if mine:
+            try:
+                cons.commit(mine)
+            except (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError):
+                pass  # lost rather than revoked: the group has moved on
+        for tp in partitions:
+            printed.pop(tp, None)
+
+    with connect(args.broker, client_id=args.client_id) as c:
+        c.describe_topic(args.topic)  # raises UnknownTopicOrPartitionError with a clear message
+        reset = "earliest" if args.from_beginning else "latest"
+        with c.consumer(args.topic, group=args.group, auto_offset_reset=reset, enable_auto_commit=False,
+                        on_revoked=on_revoked) as cons:
+            while remaining is None or remaining > 0:
+                records = cons.getmany(max_records=remaining, timeout_s=None)
+                out.write(_render(records, args.json))
+                out.flush()
+                batch: dict[tuple[str, int], int] = {}
+                for r in records:
+                    batch[(r.topic, r.partition)] = r.offset + 1
+                printed.update(batch)
+                owned = cons.assignment()
+                batch = {tp: off for tp, off in batch.items() if tp in owned}
+                try:
+                    cons.commit(batch)
+                except (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError):
+                    pass  # revoked meanwhile: on_revoked committed what was printed
+                if remaining is not None:
+                    remaining -= len(records)
+    return 0

@@ -330,7 +330,7 @@ class Broker:
         req = self.engine.parse_fetch(args)
         rows, ready = self.engine.fetch(req)
         if ready or req.max_wait_ms == 0:
-            conn.respond(cid, 0, {"partitions": rows})
+            conn.respond_fetch(cid, rows)
             return
         parked = _ParkedFetch(conn, cid, req)
         for key in parked.keys:
@@ -350,7 +350,7 @@ class Broker:
                 if not waiting:
                     del self._fetches[key]
         rows, _ = self.engine.fetch(parked.req)
-        parked.conn.respond(parked.cid, 0, {"partitions": rows})
+        parked.conn.respond_fetch(parked.cid, rows)
 
     def _wake_fetches(self, plog: PartitionLog) -> None:
         waiting = self._fetches.get((plog.topic, plog.partition))

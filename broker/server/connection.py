@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from broker.wire.errors import FrameTooLargeError, MillpondError
-from broker.wire.frames import FrameDecoder, encode_response
+from broker.wire.frames import FrameDecoder, encode_fetch_answer_parts, encode_response_parts
 
 if TYPE_CHECKING:
     from broker.server.broker import Broker
@@ -19,6 +19,7 @@ log = logging.getLogger("millpond.server")
 RECEIVE_BYTES = 256 * 1024
 # Stop reading new requests while this many answer bytes wait to be sent: a slow reader cannot make us buffer more.
 OUTBOX_BYTES_MAX = 32 * 1024 * 1024
+COALESCE_BYTES_MAX = 256 * 1024
 
 
 class Connection:
@@ -48,9 +49,22 @@ class Connection:
         self.in_flight -= 1
         if self.closed:
             return
-        frame = encode_response(correlation_id, code, body)
-        self._out.append(frame)
-        self._out_bytes += len(frame)
+        prefix, packed = encode_response_parts(correlation_id, code, body)
+        self._out.append(prefix)
+        self._out.append(packed)
+        self._out_bytes += 4 + len(packed)
+        self._writer_wakeup.set()
+        if self.in_flight < self.broker.config.requests_in_flight_max and self._out_bytes < OUTBOX_BYTES_MAX:
+            self._capacity.set()
+
+    def respond_fetch(self, correlation_id: int, rows: list[list[Any]]) -> None:
+        """Queue a fetch answer; the stored batches are sent as they were read, not copied into the frame."""
+        self.in_flight -= 1
+        if self.closed:
+            return
+        pieces = encode_fetch_answer_parts(correlation_id, rows)
+        self._out.extend(pieces)
+        self._out_bytes += sum(len(p) for p in pieces)
         self._writer_wakeup.set()
         if self.in_flight < self.broker.config.requests_in_flight_max and self._out_bytes < OUTBOX_BYTES_MAX:
             self._capacity.set()
@@ -129,11 +143,15 @@ class Connection:
             self._writer_wakeup = trio.Event()
             while self._out:
                 out = self._out
-                data = out[0] if len(out) == 1 else b"".join(out)
-                out.clear()
+                size = self._out_bytes
+                self._out = []
                 self._out_bytes = 0
                 if self.in_flight < self.broker.config.requests_in_flight_max:
                     self._capacity.set()
-                await stream.send_all(data)
+                if size <= COALESCE_BYTES_MAX:
+                    await stream.send_all(b"".join(out))  # many small answers: one send
+                else:
+                    for piece in out:  # large fetch answers: no extra copy of the data
+                        await stream.send_all(piece)
             if self.in_flight <= 0:
                 self._drained.set()

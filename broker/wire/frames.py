@@ -35,6 +35,45 @@ def encode_response(correlation_id: int, code: int, body: Any) -> bytes:
     return encode_frame([correlation_id, code, body])
 
 
+def encode_response_parts(correlation_id: int, code: int, body: Any) -> tuple[bytes, bytes]:
+    """``encode_response`` as (length prefix, msgpack body), so a large answer is sent without one more copy."""
+    packed = _packb([correlation_id, code, body], use_bin_type=True)
+    return _pack_len(len(packed)), packed
+
+
+def encode_fetch_answer_parts(correlation_id: int, rows: list[list[Any]]) -> list[bytes | memoryview]:
+    """The frame of a successful fetch answer, ``[cid, 0, {"partitions": rows}]``, as pieces to send in order:
+    each row's ``data`` (the last element) is left out of the msgpack buffer and sent as its own piece after its
+    bin header, so the stored batches are never copied by the encoder. Decodes as ``encode_response`` would."""
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    packer.pack_array_header(3)
+    packer.pack(correlation_id)
+    packer.pack(0)
+    packer.pack_map_header(1)
+    packer.pack("partitions")
+    packer.pack_array_header(len(rows))
+    pieces: list[bytes | memoryview] = []
+    total = 0
+    for row in rows:
+        packer.pack_array_header(len(row))
+        for value in row[:-1]:
+            packer.pack(value)
+        data = row[-1]
+        if len(data) < 4096:  # small data: copying beats another piece
+            packer.pack(data)
+            continue
+        n = len(data)
+        head = packer.bytes() + (b"\xc5" + n.to_bytes(2, "big") if n < 65536 else b"\xc6" + n.to_bytes(4, "big"))
+        packer.reset()
+        pieces.append(head)
+        pieces.append(data)
+        total += len(head) + len(data)
+    tail = packer.bytes()
+    pieces.append(tail)
+    total += len(tail)
+    return [_pack_len(total), *pieces]
+
+
 class FrameDecoder:
     """Incremental frame decoder: feed bytes, take whole frame bodies (undecoded msgpack bytes).
 

@@ -209,3 +209,14 @@ def test_error_table_codes_are_unique_and_round_trip():
 def test_unknown_code_from_a_newer_broker_is_still_an_error():
     exc = errors.from_wire(999, {"name": "FUTURE", "message": "later"})
     assert (exc.code, exc.name, exc.message) == (999, "FUTURE", "later")
+
+
+@pytest.mark.parametrize("sizes", [[0], [10], [4096], [70_000], [5, 100_000, 0, 4095]])
+def test_fetch_answer_in_pieces_decodes_like_a_plain_response(sizes):
+    from broker.wire.frames import decode_response, encode_fetch_answer_parts, encode_response
+
+    rows = [["t", i, 0, 3, 9, memoryview(bytes([i % 251]) * n)] for i, n in enumerate(sizes)]
+    framed = b"".join(bytes(p) for p in encode_fetch_answer_parts(77, rows))
+    plain = encode_response(77, 0, {"partitions": [[*r[:-1], bytes(r[-1])] for r in rows]})
+    assert framed == plain
+    assert decode_response(FrameDecoder().feed(framed)[0]) == (77, 0, {"partitions": [[*r[:-1], bytes(r[-1])] for r in rows]})

@@ -240,7 +240,7 @@ class PartitionLog:
                 log_end_offset=self.log_end_offset,
             )
 
-    def read(self, offset: int, max_bytes: int, upto: int | None = None) -> bytes:
+    def read(self, offset: int, max_bytes: int, upto: int | None = None) -> bytes | memoryview:
         """Stored batches as they lie on disk: the first is the one containing ``offset`` (returned whole even if
         larger than ``max_bytes``), then following ones while the total stays <= ``max_bytes`` and their base
         offsets stay below ``upto`` (default and cap: the log end; pass ``high_watermark`` for consumers).
@@ -259,15 +259,18 @@ class PartitionLog:
         segments = self._segments
         readahead = max(max_bytes, 0) + self.config.index_interval_bytes + _READAHEAD_EXTRA_BYTES
         try:
-            data, at_end = segments[i].read_batches(offset, max_bytes, upto, True, readahead)
+            last = len(segments) - 1
+            data, at_end = segments[i].read_batches(offset, max_bytes, upto, True, readahead, i < last)
             if not at_end or i + 1 >= len(segments) or len(data) >= max_bytes:
                 return data
             pieces = [data]
             total = len(data)
-            for seg in segments[i + 1 :]:
+            for k in range(i + 1, last + 1):
+                seg = segments[k]
                 if seg.base_offset >= upto:
                     break
-                more, at_end = seg.read_batches(seg.base_offset, max_bytes - total, upto, False, max_bytes - total)
+                more, at_end = seg.read_batches(seg.base_offset, max_bytes - total, upto, False, max_bytes - total,
+                                                k < last)
                 pieces.append(more)
                 total += len(more)
                 if not at_end:

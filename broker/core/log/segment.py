@@ -292,11 +292,15 @@ class Segment:
             return self.base_offset, 0
         return self.idx_off[i], self.idx_pos[i]
 
-    def read_batches(self, offset: int, budget: int, upto: int, take_first: bool, readahead: int) -> tuple[bytes, bool]:
+    def read_batches(
+        self, offset: int, budget: int, upto: int, take_first: bool, readahead: int, verify: bool = True
+    ) -> tuple[bytes | memoryview, bool]:
         """Whole batches from the one containing ``offset`` while their total stays <= ``budget`` bytes and their
         base offsets stay below ``upto``; the first is taken whatever its size if ``take_first`` (KIP-74).
 
-        Every returned batch's CRC is checked. Returns ``(data, reached_segment_end)``. Raises SegmentCorrupt, OSError.
+        With ``verify`` every returned batch's CRC is checked (closed segments: bytes at rest). The active segment
+        skips it: its batches were checked on the way in (produce, or recovery at start) and consumers check the
+        CRC again. Returns ``(data, reached_segment_end)``. Raises SegmentCorrupt, OSError.
         """
         expect, pos = self.lookup(offset)
         size = self.size
@@ -330,7 +334,7 @@ class Segment:
                     return b"", False
                 start = p
             elif expect >= upto or p + n - start > budget:
-                return buf[start - buf_at : p - buf_at], False
+                return view[start - buf_at : p - buf_at], False  # a view: the fetch path copies no data
             if p + n > buf_end:
                 buf = os.pread(fd, max(p + n, min(size, p + readahead)) - start, start)
                 view = memoryview(buf)
@@ -339,7 +343,7 @@ class Segment:
                 if p + n > buf_end:
                     raise SegmentCorrupt(expect, p, "segment file shorter than its index says")
             q = p - buf_at
-            if _crc32(view[q + CRC_START : q + n]) != h[2]:  # verify_crc inlined: this is the fetch hot path
+            if verify and _crc32(view[q + CRC_START : q + n]) != h[2]:  # verify_crc inlined: the fetch hot path
                 raise SegmentCorrupt(expect, p, "batch failed its CRC check")
             expect = last + 1
             p += n
@@ -347,7 +351,7 @@ class Segment:
             return b"", True
         if start == buf_at and p == buf_end:
             return buf, True
-        return buf[start - buf_at : p - buf_at], True
+        return view[start - buf_at : p - buf_at], True
 
     def batches_from_time(self, timestamp_ms: int) -> Iterator[bytes]:
         """CRC-checked batches, in offset order, from the first whose max timestamp is >= ``timestamp_ms``.
