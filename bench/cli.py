@@ -18,8 +18,8 @@ from bench.plans import FSYNC_MODES, Params
 from bench.progress import Progress
 
 PROFILES = ("quick", "full", "compare", "results")
-WORKLOADS = tuple(workloads.WORKLOADS)
-DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0}
+WORKLOADS = tuple(workloads.WORKLOADS) + ("limits",)  # limits: its own report (bench/limits_workload.py)
+DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0, "group_consume": 3.0, "rebalance": 3.0}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"millpond bench: {problem}", file=sys.stderr)
         return 2
+    if args.workload == "limits":
+        from bench import limits_workload
+
+        return limits_workload.run(args)
     if args.workload == "results" and args.from_json:
         doc = json.loads(Path(args.from_json).read_text())
         out = results.write(doc, args.out, command=f"millpond bench results --from-json {args.from_json}")
@@ -259,6 +263,8 @@ def _row(target: str, step: profiles.Step, fsync: str, figs: dict, about: dict[s
 
 
 def _summary_line(f: dict) -> str:
+    if f.get("records_per_s") is None:  # rebalance: times, not rates
+        return ", ".join(f"{k} {v:.2f}" for k, v in f.items() if k.endswith("_s") and isinstance(v, (int, float)))
     text = f"{f['records_per_s']:,.0f} records/s, {f['mb_per_s']:,.1f} MB/s"
     if f.get("p99_ms") is not None:
         text += f", p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms"

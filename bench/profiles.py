@@ -50,6 +50,15 @@ def single(workload: str, base: Params) -> list[Step]:
     return [Step(workload, base)]
 
 
+def groups(base: Params) -> list[Step]:
+    """Consumer groups (issue 3): a 3-member group consuming 6 partitions at 100 B and 1 KiB, then the time from a
+    member's death and from a join to a settled assignment. millpond only: the peers have no server-side groups."""
+    base = replace(base, fsync=base.fsync or "always", partitions=max(base.partitions, 6))
+    steps = [Step("group_consume", replace(base, record_bytes=size, duration_s=base.duration_s or 3.0))
+             for size in SIZES]
+    return steps + [Step("rebalance", base)]
+
+
 def _throughput_and_latency(base: Params, *, duration_s: float, e2e_s: float,
                             e2e_sizes: tuple[int, ...] = (100,)) -> list[Step]:
     steps = []

@@ -10,7 +10,8 @@ from bench import machine, reference, stats
 
 # Figures summarised over repeats; every name carries its unit.
 FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "wall_s", "records",
-           "server_cpu_us_per_record", "client_cpu_s_per_wall_s", "sender_lag_max_ms")
+           "server_cpu_us_per_record", "client_cpu_s_per_wall_s", "sender_lag_max_ms", "death_to_settled_s",
+           "join_to_settled_s")
 FSYNC_MEANING = {
     "always": "a produce is acknowledged after the fsync that covers it (durable default)",
     "interval": "fsync on a timer; acknowledged after the write",
@@ -172,6 +173,9 @@ def _extra_lines(summary: list[dict[str, Any]]) -> list[str]:
         ccpu = g["client_cpu_s_per_wall_s"]["median"]
         if ccpu is not None:
             parts.append(f"client CPU {ccpu:.2f} s per wall s")
+        if g["workload"] == "rebalance":
+            parts.append(f"member death to settled assignment {g['death_to_settled_s']['median']:.2f} s, "
+                         f"join to settled {g['join_to_settled_s']['median']:.2f} s")
         if g["workload"] == "e2e":
             parts.append(f"p99.9 {g['p999_ms']['median']:.2f} ms")
             parts.append(f"sender lag max {g['sender_lag_max_ms']['median']:.2f} ms")

@@ -1,7 +1,9 @@
 # The workloads: what each measures, over which span, and the checks that make its figures honest (warm-up
 # excluded, span from first send to last ack, every record accounted for exactly once, or the run aborts). Each
 # drives any target through the bench.targets interface and returns figures whose names carry their units.
-# New workloads (limits, rebalance, soak) register in WORKLOADS. Must not know a broker's client library.
+# New workloads (limits, rebalance, soak) register in WORKLOADS. Must not know a broker's client library, except
+# the two consumer-group workloads at the end (group_consume, rebalance): server-side consumer groups are
+# millpond's alone among the targets, so they drive the millpond client directly and refuse any other target.
 from __future__ import annotations
 
 import itertools
@@ -188,7 +190,7 @@ def e2e(target: Any, server: Any, params: Params, progress: Progress) -> Figures
     }
 
 
-# name -> function(target, server, params, progress): the workloads a step may name
+# name -> function(target, server, params, progress): the workloads a step may name (group ones: at the end)
 WORKLOADS: dict[str, Callable[..., Any]] = {"produce": produce, "consume": consume, "e2e": e2e}
 
 
@@ -277,3 +279,189 @@ def _produce_in_processes(target: Any, address: str, topic: str, params: Params,
 
 def with_defaults(params: Params, **changes: Any) -> Params:
     return replace(params, **changes)
+
+
+# ---- consumer groups (millpond only) ----
+GROUP_MEMBERS = 3
+GROUP_PARTITIONS_MIN = 6
+REBALANCE_SESSION_S = 3.0  # members' session_timeout_s: a killed member is noticed this long after its death
+REBALANCE_ROUNDS = 3
+SETTLE_TIMEOUT_S = 30.0
+
+
+def _millpond_only(target: Any, workload: str) -> None:
+    _require(target.name == "millpond", f"{workload}: server-side consumer groups are millpond's only")
+
+
+def group_consume(target: Any, server: Any, params: Params, progress: Progress) -> Figures:
+    """Records/s and MB/s of a 3-member consumer group (one process each) reading a pre-filled topic of at least
+    6 partitions from its start: from the first member's join to the last record, so the group's own joins and
+    incremental rebalances are inside the span. Every record must be consumed exactly once, or the run aborts."""
+    _millpond_only(target, "group_consume")
+    params = replace(params, partitions=max(params.partitions, GROUP_PARTITIONS_MIN))
+    progress.update(0.0, "filling the topic (not measured)", force=True)
+    _, filled = produce(target, server, params, Progress(1, enabled=False))
+    address = server.address
+    group = f"bench-group-{next(_topic_ids)}"
+    ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    start_at = time.perf_counter() + SPAWN_LEAD_S
+    cpu0 = server.cpu_s()
+    with ProcessPoolExecutor(GROUP_MEMBERS, mp_context=ctx, initializer=_init_child, initargs=(counter,)) as pool:
+        futures = [pool.submit(_group_member, address, filled.topic, group, filled.records, start_at)
+                   for _ in range(GROUP_MEMBERS)]
+        while not all(f.done() for f in futures):
+            time.sleep(0.1)
+            progress.update(counter.value / filled.records, f"{counter.value:,} records")
+        outs = [f.result() for f in futures]
+    cpu1 = server.cpu_s()
+    errors = [o["error"] for o in outs if o["error"]]
+    _require(not errors, f"group_consume: {errors}")
+    records = sum(o["records"] for o in outs)
+    _require(records == filled.records, f"the group consumed {records} records, {filled.records} were produced")
+    wall = max(o["last"] for o in outs) - min(o["first"] for o in outs)
+    return {
+        "records": records,
+        "wall_s": wall,
+        "records_per_s": records / wall,
+        "mb_per_s": filled.payload_bytes / 1e6 / wall,
+        **stats.latency_figures(stats.new_histogram()),
+        "members": GROUP_MEMBERS,
+        "records_per_member": sorted(o["records"] for o in outs),
+        "server_cpu_us_per_record": _per_record_us(cpu0, cpu1, records),
+        "client_cpu_s_per_wall_s": None,
+        "latency_kind": None,
+    }
+
+
+def rebalance(target: Any, server: Any, params: Params, progress: Progress) -> Figures:
+    """Seconds from a member's death (SIGKILL) and from a member's join to a settled assignment (describe_group
+    polled until the group is stable, every partition owned and every member stable), for a 3-member group on a
+    6-partition topic, members with ``session_timeout_s`` = REBALANCE_SESSION_S; medians of REBALANCE_ROUNDS
+    rounds (each: kill one, wait, start one, wait)."""
+    _millpond_only(target, "rebalance")
+    from client.sync import connect
+
+    address = server.address
+    topic = _topic("rebalance")
+    partitions = max(params.partitions, GROUP_PARTITIONS_MIN)
+    target.create_topic(address, topic, partitions)
+    group = f"bench-rebalance-{next(_topic_ids)}"
+    ctx = multiprocessing.get_context("spawn")
+    deaths: list[float] = []
+    joins: list[float] = []
+    members: list[Any] = []
+
+    def start() -> tuple[Any, Any]:
+        joined_at = ctx.Value("d", 0.0)
+        proc = ctx.Process(target=_rebalance_member, args=(address, topic, group, joined_at), daemon=True)
+        proc.start()
+        members.append(proc)
+        return proc, joined_at
+
+    try:
+        with connect(address, client_id="bench-rebalance") as c:
+            started = [start() for _ in range(GROUP_MEMBERS)]
+            _settled(c, group, GROUP_MEMBERS, partitions)
+            _require(all(j.value > 0 for _, j in started), "rebalance: a member did not report its join")
+            for i in range(REBALANCE_ROUNDS):
+                victim = members.pop(0)
+                killed_at = time.perf_counter()
+                victim.kill()  # SIGKILL: no leave, the broker notices only when the session lapses
+                deaths.append(_settled(c, group, GROUP_MEMBERS - 1, partitions) - killed_at)
+                victim.join(5)
+                _, joined_at = start()
+                settled_at = _settled(c, group, GROUP_MEMBERS, partitions)
+                _require(joined_at.value > 0, "rebalance: the new member did not report its join")
+                joins.append(settled_at - joined_at.value)
+                progress.update((i + 1) / REBALANCE_ROUNDS, f"round {i + 1}: death {deaths[-1]:.2f} s, "
+                                                             f"join {joins[-1]:.2f} s")
+    finally:
+        for proc in members:
+            proc.kill()
+            proc.join(5)
+    return {
+        "records": 0,
+        "wall_s": sum(deaths) + sum(joins),
+        "records_per_s": None,
+        "mb_per_s": None,
+        **stats.latency_figures(stats.new_histogram()),
+        "session_timeout_s": REBALANCE_SESSION_S,
+        "death_to_settled_s": stats_median(deaths),
+        "join_to_settled_s": stats_median(joins),
+        "death_to_settled_all_s": deaths,
+        "join_to_settled_all_s": joins,
+        "server_cpu_us_per_record": None,
+        "client_cpu_s_per_wall_s": None,
+        "latency_kind": None,
+    }
+
+
+WORKLOADS.update({"group_consume": group_consume, "rebalance": rebalance})
+
+
+def stats_median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _settled(c: Any, group: str, members: int, partitions: int) -> float:
+    """Poll describe_group until stable with ``members`` members owning ``partitions`` partitions; the
+    perf_counter() time it was first seen so (aborts after SETTLE_TIMEOUT_S)."""
+    give_up = time.perf_counter() + SETTLE_TIMEOUT_S
+    while time.perf_counter() < give_up:
+        try:
+            d = c.describe_group(group)
+        except Exception:  # UNKNOWN_GROUP until the first join
+            d = None
+        if d is not None and d.settled and len(d.members) == members and len(d.owners()) == partitions:
+            return time.perf_counter()
+        time.sleep(0.005)
+    raise BenchAborted(f"consumer group {group} did not settle with {members} members in {SETTLE_TIMEOUT_S} s")
+
+
+def _group_member(address: str, topic: str, group: str, total: int, start_at: float) -> dict[str, Any]:
+    """One member process of group_consume: consume until the group as a whole has ``total`` records."""
+    import trio
+
+    from client import connect
+
+    async def run() -> dict[str, Any]:
+        perf = time.perf_counter
+        await trio.sleep(max(0.0, start_at - perf()))
+        n, first, last = 0, perf(), perf()
+        async with connect(address, client_id="bench-group-member") as c:
+            async with c.consumer(topic, group=group, auto_offset_reset="earliest",
+                                  auto_commit_interval_s=1.0) as cons:
+                while _counter.value < total:
+                    got = await cons.getmany(timeout_s=0.1)
+                    if got:
+                        n += len(got)
+                        last = perf()
+                        with _counter.get_lock():
+                            _counter.value += len(got)
+        return {"records": n, "first": first, "last": last, "error": ""}
+
+    try:
+        return trio.run(run)
+    except Exception as exc:  # reported to the parent, which aborts the run loudly
+        return {"records": 0, "first": 0.0, "last": 0.0, "error": repr(exc)}
+
+
+def _rebalance_member(address: str, topic: str, group: str, joined_at: Any) -> None:
+    """One member process of rebalance: join (noting when, in perf_counter time) and consume until killed."""
+    import trio
+
+    from client import connect
+
+    async def run() -> None:
+        async with connect(address, client_id="bench-rebalance-member") as c:
+            cons = c.consumer(topic, group=group, auto_offset_reset="earliest",
+                              session_timeout_s=REBALANCE_SESSION_S)
+            joined_at.value = time.perf_counter()
+            async with cons:
+                while True:
+                    await cons.getmany(timeout_s=1.0)
+
+    trio.run(run)

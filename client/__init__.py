@@ -23,6 +23,10 @@ from client.limits import LimitPolicy, LimitStatistics
 from client.producer import Producer
 from client.types import (
     BrokerLimits,
+    GroupDescription,
+    GroupListing,
+    GroupMemberDescription,
+    GroupPartitionOffsets,
     PartitionDescription,
     ProducerStatistics,
     RecordMetadata,
@@ -32,6 +36,10 @@ from client.types import (
 __all__ = [
     "DEFAULT_ADDRESS",
     "BrokerLimits",
+    "GroupDescription",
+    "GroupListing",
+    "GroupMemberDescription",
+    "GroupPartitionOffsets",
     "Client",
     "Consumer",
     "LimitPolicy",

@@ -2,8 +2,8 @@
 # sends ready batches (several partitions in flight at once, one batch per partition so order holds), retries
 # retriable failures in order with backoff until delivery_timeout_s, waits out THROTTLED answers (retry_after_s,
 # up to throttle_wait_max_s per batch) and splits batches refused as COST_EXCEEDS_LIMIT (the accumulator fits
-# them). Must not know sockets: it only calls Client.request. At-least-once: a batch whose answer was lost with the connection is sent again, so it may be
-# stored twice (duplicates, never reordering within a partition).
+# them). Must not know sockets: it only calls Client.request. At-least-once: a batch whose answer was lost with the
+# connection is sent again, so it may be stored twice (duplicates, never reordering within a partition).
 from __future__ import annotations
 
 import math

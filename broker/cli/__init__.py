@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order `millpond --help` lists them.
-_COMMANDS = ("serve", "topics", "produce", "consume", "groups", "bench")
+_COMMANDS = ("serve", "topics", "produce", "consume", "groups", "limits", "bench")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -73,8 +72,9 @@ trio.run(main)
 
 
 def spawn(address: str, group: str, path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", MEMBER, address, group, TOPIC, str(path), str(SESSION_S)],
-                            stdin=subprocess.PIPE, stderr=open(path.with_suffix(".err"), "w"))
+    with open(path.with_suffix(".err"), "w") as err:
+        return subprocess.Popen([sys.executable, "-c", MEMBER, address, group, TOPIC, str(path), str(SESSION_S)],
+                                stdin=subprocess.PIPE, stderr=err)
 
 
 def wait_for(c, group: str, members: int, partitions: int, timeout_s: float):
@@ -155,6 +155,7 @@ def test_30k_keyed_records_while_a_member_is_killed_and_another_added(daemon, tm
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                proc.stdin.close()
         assert [proc.returncode for proc in procs] == [-signal.SIGKILL, 0, 0, 0]
         assert c.describe_group("g").state == "empty"
 
@@ -197,8 +198,9 @@ def _free_port() -> int:
 
 
 def _serve(data: Path, port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(data), "--port",
-                             str(port), "--fsync", "never"], stdout=subprocess.PIPE, stderr=open(log, "a"), text=True)
+    with open(log, "a") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(data), "--port",
+                                 str(port), "--fsync", "never"], stdout=subprocess.PIPE, stderr=err, text=True)
     line = proc.stdout.readline()  # bounded: the process prints it at start or exits
     assert line.startswith("millpond listening on "), (line, log.read_text())
     return proc
@@ -221,6 +223,7 @@ def test_broker_restart_keeps_commits_members_rejoin_and_a_deleted_group_stays_d
                 cons.commit()
                 broker.send_signal(signal.SIGKILL)
                 broker.wait(10)
+                broker.stdout.close()
                 broker = _serve(tmp_path / "data", port, tmp_path / "broker.log")
                 d = c.describe_group("g")  # the member is gone with the old process; the commits are not
                 assert (d.state, [o.committed_offset for o in d.offsets]) == ("empty", [o.end_offset for o in d.offsets])
@@ -240,25 +243,29 @@ def test_asyncio_and_blocking_members_share_a_group(daemon):
     with sync_connect(daemon) as c:
         c.create_topic(TOPIC, partitions=2)
         produce(c, 0, 200, keys=20)
+        ends = {p.partition: p.high_watermark for p in c.describe_topic(TOPIC).partitions}
 
-    async def aio_member(got: list) -> frozenset:
+    async def aio_member() -> tuple[frozenset, list]:
+        got: list = []
         async with connect(daemon, client_id="aio") as ac:
             async with ac.consumer(TOPIC, group="mixed", auto_offset_reset="earliest") as cons:
                 async with asyncio.timeout(20):
-                    while len(ac_desc := await ac.describe_group("mixed")).members if False else True:
-                        d = await ac.describe_group("mixed")
-                        if d.settled and len(d.members) == 2 and len(cons.assignment()) == 1:
-                            break
-                        got += await cons.getmany(timeout_s=0.05)
-                    while sum(1 for r in got if (r.topic, r.partition) in cons.assignment()) < 100:
-                        got += await cons.getmany(timeout_s=1)
-                return cons.assignment()
+                    while len(cons.assignment()) != 1 or len(got) < ends[next(iter(cons.assignment()))[1]]:
+                        got += await cons.getmany(timeout_s=0.1)
+                return cons.assignment(), got
 
     with sync_connect(daemon, client_id="blocking") as c:
         with c.consumer(TOPIC, group="mixed", auto_offset_reset="earliest") as sync_cons:
-            got: list = []
-            aio_owned = asyncio.run(aio_member(got))
-            assert len(aio_owned) == 1 and sync_cons.assignment() == {(TOPIC, 0), (TOPIC, 1)} - aio_owned
-            d = c.describe_group("mixed")
-            assert sorted(m.client_id for m in d.members) == ["blocking"]  # the asyncio member left on exit
-            assert {r.partition for r in got} >= {p for _, p in aio_owned}
+            wait_for(c, "mixed", 1, 2, 10)
+            (mine,), got = asyncio.run(aio_member())  # the blocking member gives it one partition meanwhile
+            assert sorted(r.offset for r in got) == list(range(ends[mine[1]])) and {r.partition for r in got} == {mine[1]}
+            other = 1 - mine[1]
+            d = wait_for(c, "mixed", 1, 2, 10)  # the asyncio member left on exit, committing what it read
+            assert [m.client_id for m in d.members] == ["blocking"]
+            assert [o.committed_offset for o in d.offsets if o.partition == mine[1]] == [ends[mine[1]]]
+            seen = []
+            for r in sync_cons:
+                seen.append(r)
+                if len(seen) == ends[other]:
+                    break
+            assert {r.partition for r in seen} == {other} and sync_cons.getmany(timeout_s=0.5) == []

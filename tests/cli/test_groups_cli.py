@@ -1,0 +1,66 @@
+# `millpond groups ...` and `millpond consume --group` as a user runs them: subprocesses against a broker subprocess.
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
+from conftest import daemon  # noqa: E402,F401  (the broker-subprocess fixture)
+
+pytestmark = pytest.mark.slow
+
+
+def mp(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "broker.cli", *args], input=stdin, capture_output=True,
+                          timeout=timeout)
+
+
+def test_consume_as_a_group_member_commits_what_it_printed_then_groups_admin(daemon):
+    b = ["--broker", daemon]
+    assert mp("topics", "create", "logs", "--partitions", "2", *b).returncode == 0
+    lines = b"".join(b"line %d\n" % i for i in range(10))
+    assert mp("produce", "logs", *b, stdin=lines).returncode == 0
+    r = mp("consume", "logs", "--group", "g", "--from-beginning", "--max", "6", *b)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()
+    r = mp("consume", "logs", "--group", "g", "--max", "4", *b)  # resumes from the commits, not --from-beginning
+    assert r.returncode == 0, r.stderr
+    assert sorted(first + r.stdout.splitlines()) == sorted(lines.splitlines())
+
+    listed = json.loads(mp("groups", "list", "--json", *b).stdout)
+    assert listed == [{"group": "g", "state": "empty", "members": 0}]
+    assert mp("groups", "list", *b).stdout == b"g\tempty\t0 member(s)\n"
+    d = json.loads(mp("groups", "describe", "g", "--json", *b).stdout)
+    assert (d["group"], d["state"], d["members"], d["lag"]) == ("g", "empty", [], 0)
+    assert all(o["committed_offset"] == o["end_offset"] for o in d["offsets"])
+    assert sum(o["committed_offset"] for o in d["offsets"]) == 10
+    text = mp("groups", "describe", "g", *b).stdout.decode()
+    assert text.startswith("consumer group g: empty, generation") and "lag 0" in text
+
+    r = mp("groups", "reset-offsets", "g", "--topic", "logs", "--to-earliest", "--json", *b)
+    assert json.loads(r.stdout) == [{"topic": "logs", "partition": 0, "offset": 0},
+                                    {"topic": "logs", "partition": 1, "offset": 0}]
+    ends = [p["high_watermark"] for p in json.loads(mp("topics", "describe", "logs", "--json", *b).stdout)["partitions"]]
+    r = mp("groups", "reset-offsets", "g", "--topic", "logs", "--to-offset", "1", "-p", "1", *b)
+    assert r.stdout == b"logs/1 -> %d\n" % min(1, ends[1])  # clamped into the log's range
+    r = mp("groups", "reset-offsets", "g", "--topic", "logs", "--to-timestamp", "0", "--json", *b)
+    assert [row["offset"] for row in json.loads(r.stdout)] == [0, 0]
+    assert json.loads(mp("groups", "describe", "g", "--json", *b).stdout)["lag"] == 10
+    r = mp("groups", "reset-offsets", "g", "--topic", "logs", "--to-latest", *b)
+    assert r.returncode == 0 and json.loads(mp("groups", "describe", "g", "--json", *b).stdout)["lag"] == 0
+
+    assert mp("groups", "delete", "g", *b).stdout == b"deleted consumer group g\n"
+    assert json.loads(mp("groups", "list", "--json", *b).stdout) == []
+    r = mp("groups", "describe", "g", *b)
+    assert r.returncode == 1 and r.stderr.startswith(b"millpond groups: UNKNOWN_GROUP") and b"Traceback" not in r.stderr
+
+
+def test_group_usage_errors_are_one_line(daemon):
+    r = mp("consume", "logs", "--group", "g", "--partition", "0", "--broker", daemon)
+    assert r.returncode == 2 and b"does not combine" in r.stderr
+    r = mp("groups", "reset-offsets", "g", "--topic", "logs", "--broker", daemon)
+    assert r.returncode == 2 and b"one of the arguments" in r.stderr
