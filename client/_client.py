@@ -188,7 +188,7 @@ class Client:
         return int(body["offset"]), int(body["timestamp_ms"])
 
     # ---- factories ----
-    def producer(self, *, linger_s: float = 0.005, batch_bytes: int = 262144, delivery_timeout_s: float = 120.0,
+    def producer(self, *, linger_s: float = 0.005, batch_bytes: int = 1048576, delivery_timeout_s: float = 120.0,
                  retry_backoff_s: tuple[float, float] = (0.05, 1.0), throttle_wait_max_s: float = 60.0) -> Producer:
         """A batching producer; use as ``async with c.producer() as p:`` (leaving it flushes). See ``Producer``
         (``throttle_wait_max_s``: seconds a batch may wait on THROTTLED answers before its records fail)."""

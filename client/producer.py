@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class Producer:
-    """Batching producer; ``async with client.producer(linger_s=0.005, batch_bytes=262144) as p:``.
+    """Batching producer; ``async with client.producer(linger_s=0.005, batch_bytes=1048576) as p:``.
 
     ``send()`` is a plain call that appends to a per-partition batch and returns a handle; ``await handle`` gives
     ``RecordMetadata`` or raises the delivery error. A batch goes out when it reaches ``batch_bytes`` (bytes,

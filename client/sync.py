@@ -151,7 +151,7 @@ class SyncProducer:
     everything sent so far is acknowledged or failed; ``close()`` (leaving ``with``) flushes. ``send()`` blocks
     while more than ``max_buffered_records`` records await acknowledgement (backpressure)."""
 
-    def __init__(self, sc: SyncClient, *, linger_s: float = 0.005, batch_bytes: int = 262144,
+    def __init__(self, sc: SyncClient, *, linger_s: float = 0.005, batch_bytes: int = 1048576,
                  delivery_timeout_s: float = 120.0, retry_backoff_s: tuple[float, float] = (0.05, 1.0),
                  max_buffered_records: int = 1_000_000, throttle_wait_max_s: float = 60.0) -> None:
         portal = self._portal = sc._portal
