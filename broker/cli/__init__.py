@@ -14,7 +14,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``only`` imports just that subcommand's module (so `millpond serve` never loads the client)."""
     parser = argparse.ArgumentParser(
         prog="millpond",
-        description="An embedded message broker: a partitioned log, consumer groups, queues, fan-out, rate limits.",
+        description="An embedded message broker: a partitioned log, consumer groups and rate limits.",
     )
     from broker import __version__
 
