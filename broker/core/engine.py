@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from broker import __version__
 from broker.config import BrokerConfig
+from broker.core.fields import field
 from broker.core.group_api import GroupApi
 from broker.core.limit_api import LimitApi, check_policies
 from broker.core.groups import GroupConfig, GroupCoordinator, OffsetStore
@@ -79,18 +80,6 @@ class FetchRequest:
     max_wait_ms: int
 
 
-def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], api: str, default: Any = ...) -> Any:
-    value = body.get(name, default)
-    if value is ...:
-        raise InvalidRequestError(f"{api}: missing field {name!r}")
-    if value is default and default is not ...:
-        return value
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise InvalidRequestError(f"{api}: field {name!r} must be {want}, got {type(value).__name__}")
-    return value
-
-
 class Engine:
     """Answers every API of docs/protocol.md over one ``LogManager``.
 
@@ -132,8 +121,8 @@ class Engine:
 
     # -- handshake ---------------------------------------------------------------------------------------------
     def hello(self, body: dict[str, Any]) -> dict[str, Any]:
-        version = _field(body, "protocol_version", int, "hello")
-        client_id = _field(body, "client_id", str, "hello", "")
+        version = field(body, "protocol_version", int, "hello")
+        client_id = field(body, "client_id", str, "hello", "")
         if len(client_id) > 255:
             raise InvalidRequestError("hello: client_id is longer than 255 characters")
         if version not in SUPPORTED_VERSIONS:
@@ -164,23 +153,23 @@ class Engine:
 
     # -- topics ------------------------------------------------------------------------------------------------
     def create_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        name = _field(body, "name", str, "create_topic")
-        partitions = _field(body, "partitions", int, "create_topic", self.config.topic_defaults.partitions)
-        config = _field(body, "config", dict, "create_topic", None)
+        name = field(body, "name", str, "create_topic")
+        partitions = field(body, "partitions", int, "create_topic", self.config.topic_defaults.partitions)
+        config = field(body, "config", dict, "create_topic", None)
         topic = self.log.create_topic(name, partitions, config, ctx.now_ms)
         self.groups.topics_changed()
         return {"name": topic.name, "partitions": len(topic.partitions), "config": topic.config.to_wire()}
 
     def add_partitions(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        name = _field(body, "name", str, "add_partitions")
-        total = _field(body, "partitions", int, "add_partitions")
+        name = field(body, "name", str, "add_partitions")
+        total = field(body, "partitions", int, "add_partitions")
         self._user_topic(name, "add_partitions")
         topic = self.log.add_partitions(name, total, ctx.now_ms)
         self.groups.topics_changed()
         return {"name": name, "partitions": len(topic.partitions)}
 
     def delete_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        name = _field(body, "name", str, "delete_topic")
+        name = field(body, "name", str, "delete_topic")
         self._user_topic(name, "delete_topic")
         self.log.delete_topic(name)
         self.groups.topics_changed()
@@ -190,7 +179,7 @@ class Engine:
         return {"topics": sorted(n for n in self.log.topics if not is_internal_topic(n))}
 
     def describe_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        name = _field(body, "name", str, "describe_topic")
+        name = field(body, "name", str, "describe_topic")
         topic = self.log.topics.get(name)
         if topic is None:
             raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
@@ -211,7 +200,7 @@ class Engine:
         }
 
     def metadata(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        names = _field(body, "topics", (list, type(None)), "metadata", None)
+        names = field(body, "topics", (list, type(None)), "metadata", None)
         topics = self.log.topics
         if names is None:
             return {"topics": {n: len(t.partitions) for n, t in topics.items() if not is_internal_topic(n)}}
@@ -228,9 +217,9 @@ class Engine:
     def produce(self, body: dict[str, Any], ctx: Context) -> ProduceResult | Shaped:
         """Validate, pass the admission check, append. A shaping policy answers ``Shaped``: call ``complete``
         after its delay. Raises the refusals of ``check_batch`` and of ``LimitApi.admit``, having changed nothing."""
-        topic = _field(body, "topic", str, "produce")
-        partition = _field(body, "partition", int, "produce")
-        blob = _field(body, "batch", bytes, "produce")
+        topic = field(body, "topic", str, "produce")
+        partition = field(body, "partition", int, "produce")
+        blob = field(body, "batch", bytes, "produce")
         self._user_topic(topic, "produce")
         plog = self.log.partition(topic, partition)
         header = check_batch(blob, self.config.batch_bytes_max)
@@ -250,9 +239,9 @@ class Engine:
         return ProduceResult(plog, answer, base + header.record_count)
 
     def parse_fetch(self, body: dict[str, Any]) -> FetchRequest:
-        raw = _field(body, "partitions", list, "fetch")
-        max_bytes = _field(body, "max_bytes", int, "fetch", self.config.fetch_bytes_max)
-        max_wait_ms = _field(body, "max_wait_ms", int, "fetch", 0)
+        raw = field(body, "partitions", list, "fetch")
+        max_bytes = field(body, "max_bytes", int, "fetch", self.config.fetch_bytes_max)
+        max_wait_ms = field(body, "max_wait_ms", int, "fetch", 0)
         if max_bytes < 1:
             raise InvalidRequestError(f"fetch: max_bytes must be >= 1, got {max_bytes}")
         if max_wait_ms < 0:
@@ -304,8 +293,8 @@ class Engine:
         return {"producer_id": secrets.randbits(62), "producer_epoch": 0}
 
     def list_offsets(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        topic = _field(body, "topic", str, "list_offsets")
-        partition = _field(body, "partition", int, "list_offsets")
+        topic = field(body, "topic", str, "list_offsets")
+        partition = field(body, "partition", int, "list_offsets")
         spec = body.get("spec", "latest")
         plog = self.log.partition(topic, partition)
         if spec == "earliest":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from broker.core.fields import field
 from broker.core.groups import (
     AtTimestamp,
     GroupCoordinator,
@@ -20,20 +21,8 @@ if TYPE_CHECKING:
     from broker.core.engine import Context, Durable
 
 
-def _req(body: dict[str, Any], name: str, kind: type | tuple[type, ...], api: str, default: Any = ...) -> Any:
-    value = body.get(name, default)
-    if value is ...:
-        raise InvalidRequestError(f"{api}: missing field {name!r}")
-    if value is default and default is not ...:
-        return value
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise InvalidRequestError(f"{api}: field {name!r} must be {want}, got {type(value).__name__}")
-    return value
-
-
 def _ms_to_s(body: dict[str, Any], name: str, api: str) -> float | None:
-    value = _req(body, name, (int, type(None)), api, None)
+    value = field(body, name, (int, type(None)), api, None)
     return None if value is None else value / 1000
 
 
@@ -80,46 +69,46 @@ class GroupApi:
     def join(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
         api = "group_join"
         answer = self.coordinator.join(
-            _req(body, "group", str, api),
-            _req(body, "topics", list, api),
+            field(body, "group", str, api),
+            field(body, "topics", list, api),
             ctx.now,
-            member_id=_req(body, "member_id", (str, type(None)), api, None),
-            group_instance_id=_req(body, "group_instance_id", (str, type(None)), api, None),
+            member_id=field(body, "member_id", (str, type(None)), api, None),
+            group_instance_id=field(body, "group_instance_id", (str, type(None)), api, None),
             client_id=ctx.client_id,
             host=ctx.host,
             session_timeout_s=_ms_to_s(body, "session_timeout_ms", api),
             rebalance_timeout_s=_ms_to_s(body, "rebalance_timeout_ms", api),
-            assignor=_req(body, "assignor", (str, type(None)), api, None),
+            assignor=field(body, "assignor", (str, type(None)), api, None),
         )
         return _heartbeat_answer(answer)
 
     def heartbeat(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
         api = "group_heartbeat"
-        owned = _req(body, "owned", (list, type(None)), api, None)
+        owned = field(body, "owned", (list, type(None)), api, None)
         answer = self.coordinator.heartbeat(
-            _req(body, "group", str, api),
-            _req(body, "member_id", str, api),
-            _req(body, "member_epoch", int, api),
+            field(body, "group", str, api),
+            field(body, "member_id", str, api),
+            field(body, "member_epoch", int, api),
             None if owned is None else [tuple(x) if isinstance(x, list) else x for x in owned],
             ctx.now,
-            topics=_req(body, "topics", (list, type(None)), api, None),
+            topics=field(body, "topics", (list, type(None)), api, None),
         )
         return _heartbeat_answer(answer)
 
     def leave(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
         api = "group_leave"
         self.coordinator.leave(
-            _req(body, "group", str, api),
-            _req(body, "member_id", str, api),
+            field(body, "group", str, api),
+            field(body, "member_id", str, api),
             ctx.now,
-            temporary=_req(body, "temporary", bool, api, False),
+            temporary=field(body, "temporary", bool, api, False),
         )
         return {}
 
     # -- offsets -----------------------------------------------------------------------------------------------
     def commit(self, body: dict[str, Any], ctx: "Context") -> "Durable":
         api = "offset_commit"
-        raw = _req(body, "offsets", list, api)
+        raw = field(body, "offsets", list, api)
         offsets: dict[tuple[str, int], Any] = {}
         for item in raw:
             if (
@@ -132,16 +121,16 @@ class GroupApi:
             ):
                 raise InvalidRequestError(f"{api}: offsets must be [topic, partition, offset, metadata?], got {item!r}")
             offsets[(item[0], item[1])] = (item[2], item[3]) if len(item) == 4 else item[2]
-        member_id = _req(body, "member_id", (str, type(None)), api, None)
-        epoch = _req(body, "member_epoch", int, api, -1)
-        at = self.coordinator.commit(_req(body, "group", str, api), member_id, epoch, offsets, ctx.now_ms)
+        member_id = field(body, "member_id", (str, type(None)), api, None)
+        epoch = field(body, "member_epoch", int, api, -1)
+        at = self.coordinator.commit(field(body, "group", str, api), member_id, epoch, offsets, ctx.now_ms)
         return self._durable({}, at)
 
     def fetch_offsets(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
         api = "offset_fetch"
-        raw = _req(body, "partitions", (list, type(None)), api, None)
+        raw = field(body, "partitions", (list, type(None)), api, None)
         parts = None if raw is None else [tuple(x) if isinstance(x, list) else x for x in raw]
-        found = self.coordinator.fetch_offsets(_req(body, "group", str, api), parts)
+        found = self.coordinator.fetch_offsets(field(body, "group", str, api), parts)
         rows = [[tp.topic, tp.partition, c.offset, c.metadata] for tp, c in sorted(found.items())]
         if parts is not None:
             # A partition never committed answers -1, as Kafka's OffsetFetch.
@@ -159,7 +148,7 @@ class GroupApi:
         }
 
     def describe(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
-        gid = _req(body, "group", str, "describe_group")
+        gid = field(body, "group", str, "describe_group")
 
         def end_offset(topic: str, partition: int) -> int | None:
             t = self.log.topics.get(topic)
@@ -202,8 +191,8 @@ class GroupApi:
 
     def reset_offsets(self, body: dict[str, Any], ctx: "Context") -> "Durable":
         api = "reset_offsets"
-        gid = _req(body, "group", str, api)
-        topic = _req(body, "topic", str, api)
+        gid = field(body, "group", str, api)
+        topic = field(body, "topic", str, api)
         spec = body.get("to")
         if isinstance(spec, dict) and set(spec) == {"timestamp_ms"} and type(spec["timestamp_ms"]) is int:
             to: Any = AtTimestamp(spec["timestamp_ms"])
@@ -215,7 +204,7 @@ class GroupApi:
             raise InvalidRequestError(
                 f"{api}: 'to' must be 'earliest', 'latest', {{'timestamp_ms': int}} or {{'offset': int}}, got {spec!r}"
             )
-        partitions = _req(body, "partitions", (list, type(None)), api, None)
+        partitions = field(body, "partitions", (list, type(None)), api, None)
         if partitions is not None and not all(type(p) is int for p in partitions):
             raise InvalidRequestError(f"{api}: partitions must be a list of integers")
         offsets = resolve_reset(self.log, topic, to, partitions)
@@ -224,7 +213,7 @@ class GroupApi:
         return self._durable({"offsets": rows}, at)
 
     def delete(self, body: dict[str, Any], ctx: "Context") -> "Durable":
-        at = self.coordinator.delete_group(_req(body, "group", str, "delete_group"), ctx.now_ms)
+        at = self.coordinator.delete_group(field(body, "group", str, "delete_group"), ctx.now_ms)
         return self._durable({}, at)
 
 

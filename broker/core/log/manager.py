@@ -113,16 +113,22 @@ class LogManager:
             self._log.error("skipping topic directory %s: %s", directory, exc)
             return None
         topic = Topic(name, config)
+        topic.partitions.extend(self._open_partitions(topic, range(count), now_ms))
+        return topic
+
+    def _open_partitions(self, topic: Topic, numbers: range, now_ms: int) -> list[PartitionLog]:
+        """Open (recover) these partitions of ``topic``; on a StorageError the ones opened are closed again."""
+        opened: list[PartitionLog] = []
         try:
-            for p in range(count):
+            for p in numbers:
                 log = self._new_partition(topic, p)
-                topic.partitions.append(log)
+                opened.append(log)
                 log.open(now_ms)
         except StorageError:
-            for log in topic.partitions:
+            for log in opened:
                 log.close_quietly()
             raise
-        return topic
+        return opened
 
     def _new_partition(self, topic: Topic, p: int) -> PartitionLog:
         return PartitionLog(
@@ -174,15 +180,7 @@ class LogManager:
             shutil.rmtree(staging, ignore_errors=True)
             raise StorageError(f"cannot create topic {name!r}: {exc}") from None
         topic = Topic(name, topic_config)
-        try:
-            for p in range(partitions):
-                log = self._new_partition(topic, p)
-                topic.partitions.append(log)
-                log.open(now_ms)
-        except StorageError:
-            for log in topic.partitions:
-                log.close_quietly()
-            raise
+        topic.partitions.extend(self._open_partitions(topic, range(partitions), now_ms))
         self.topics[name] = topic
         self._log.info("created topic %s with %d partition(s), config %s", name, partitions, topic_config.to_wire())
         return topic
@@ -217,17 +215,7 @@ class LogManager:
             write_atomic(directory / META_FILE, meta)
         except (OSError, StorageError) as exc:
             raise StorageError(f"cannot add partitions to topic {name!r}: {exc}") from None
-        added = []
-        try:
-            for p in range(current, total):
-                log = self._new_partition(topic, p)
-                added.append(log)
-                log.open(now_ms)
-        except StorageError:
-            for log in added:
-                log.close_quietly()
-            raise
-        topic.partitions.extend(added)
+        topic.partitions.extend(self._open_partitions(topic, range(current, total), now_ms))
         self._log.info("topic %s grew from %d to %d partitions", name, current, total)
         return topic
 
