@@ -70,6 +70,7 @@ class Consumer:
         self.fetch_bytes = fetch_bytes
         self.retry_backoff_s = retry_backoff_s
         self._parts: dict[TopicPartition, _Part] = {}
+        self._fetch_round = 0  # rotates which partition a fetch names first (the broker fills them in order)
         self._topics: list[str] = []  # subscribed names still to expand into partitions
         self._results: deque[list[tuple[TopicPartition, int, list[Record]]]] = deque()
         self._ready: deque[Record] = deque()
@@ -381,6 +382,11 @@ class Consumer:
             return False
         if self._changed.is_set():
             return True  # a seek landed while we resolved offsets: plan again before a long poll
+        # A fetch's bytes go to the partitions in the order named: rotate it so a partition with a backlog cannot
+        # starve the others (as Kafka's consumer rotates its fetch order).
+        self._fetch_round += 1
+        k = self._fetch_round % len(asked)
+        asked = asked[k:] + asked[:k]
         body = None
         with anyio.CancelScope() as scope:
             self._fetch_scope = scope

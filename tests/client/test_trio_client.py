@@ -172,3 +172,19 @@ async def test_reconnect_after_broker_restart(tmp_path, nursery):
             assert m.offset == 1 and c.reconnects == 1
             assert [r.value for r in await drain(cons, 1)] == [b"after"]  # re-fetched from its position
     stop2.set()
+
+
+async def test_a_partition_with_a_backlog_does_not_starve_the_others(client):
+    await client.create_topic("busy", partitions=2)
+    async with client.producer(linger_s=0, batch_bytes=4096) as p:  # small batches: a fetch can stop early
+        for i in range(400):
+            p.send("busy", b"x" * 1000, partition=0)
+        last = p.send("busy", b"quiet", partition=1)
+    assert (await last).offset == 0
+    # each fetch carries at most ~8 KiB: partition 0 alone would need ~50 fetches to drain
+    async with client.consumer("busy", auto_offset_reset="earliest", fetch_bytes=8192) as cons:
+        seen = []
+        with trio.fail_after(10):
+            while b"quiet" not in seen:
+                seen += [r.value for r in await cons.getmany()]
+    assert len(seen) < 100  # the quiet partition's record came within the first few fetches
