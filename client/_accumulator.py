@@ -26,6 +26,7 @@ ROW_OVERHEAD = 30
 HEADER_ENTRY_OVERHEAD = 10
 BATCH_OVERHEAD = HEADER_BYTES + 5
 _time = time.time
+SEQUENCE_WRAP = 2**31  # producer sequences are int32 and wrap to 0, as Kafka's
 
 
 class Batch:
@@ -36,7 +37,7 @@ class Batch:
 
     __slots__ = ("topic", "partition", "rows", "size", "first_ts", "max_ts", "created", "seq", "event",
                  "base_offset", "error", "blob", "retry_at", "attempts", "routed", "records_max", "bytes_max",
-                 "parent", "pending", "throttled_s")
+                 "parent", "pending", "throttled_s", "base_seq", "epoch", "sent", "failed")
 
     def __init__(self, topic: str, partition: int, first_ts: int, created: float, seq: int, event: Any) -> None:
         self.topic = topic
@@ -59,9 +60,17 @@ class Batch:
         self.parent: Batch | None = None  # the batch this one is a piece of (split to fit a limit policy)
         self.pending = 0  # pieces not yet settled, while this batch is split
         self.throttled_s = 0.0  # seconds this batch has waited on THROTTLED answers
-    def encode(self) -> bytes:
+        self.base_seq = -1  # idempotent producer: its first record's sequence, fixed at its first send
+        self.epoch = 0  # idempotent producer: the partition's producer epoch when base_seq was given
+        self.sent = False  # a request carrying it is awaiting an answer
+        self.failed = False  # an attempt failed: it goes again only at the head of its partition, alone
+    def encode(self, producer_id: int = -1) -> bytes:
         if self.blob is None:
-            self.blob = encode_rows(self.rows, self.first_ts, self.max_ts)
+            if producer_id >= 0:
+                self.blob = encode_rows(self.rows, self.first_ts, self.max_ts, 0, producer_id, self.epoch,
+                                        self.base_seq)
+            else:
+                self.blob = encode_rows(self.rows, self.first_ts, self.max_ts)
         return self.blob
 
 
@@ -110,8 +119,14 @@ class Accumulator:
 
     def __init__(self, *, batch_bytes: int, batch_bytes_max: int, linger_s: float, now: Callable[[], float],
                  event_factory: Callable[[], Any], on_wake: Callable[[], None],
-                 handle_cls: type[RecordHandle] = RecordHandle) -> None:
+                 handle_cls: type[RecordHandle] = RecordHandle, max_in_flight: int = 1) -> None:
         self.batch_bytes = min(batch_bytes, batch_bytes_max)
+        # Batches per partition awaiting an answer. More than one needs an idempotent producer (sequence numbers),
+        # so the broker refuses a batch whose predecessor failed instead of storing it out of order.
+        self.max_in_flight = max_in_flight
+        self.producer_id = -1  # set by an idempotent producer (init_producer) before anything is sent
+        self._next_seq: dict[tuple[str, int], int] = {}
+        self._epoch: dict[tuple[str, int], int] = {}
         self.batch_bytes_max = batch_bytes_max
         self.linger_s = linger_s
         self._now = now  # the caller's clock; used only to stamp a batch's creation for linger
@@ -121,7 +136,7 @@ class Accumulator:
         self.counts: dict[str, int] = {}  # topic -> partition count (from metadata)
         self._open: dict[tuple[str, int], Batch] = {}
         self._queues: dict[tuple[str, int], deque[Batch]] = {}
-        self._in_flight: set[tuple[str, int]] = set()
+        self._in_flight: dict[tuple[str, int], int] = {}  # partition -> batches sent and not yet answered
         self._sticky: dict[str, int] = {}
         self._unrouted: dict[str, list[tuple[Any, ...]]] = {}  # topic -> [(placeholder, index, key, value, headers, ts)]
         self._placeholders: dict[str, Batch] = {}
@@ -289,21 +304,37 @@ class Accumulator:
         deadline = None
         linger = self.linger_s
         for tp, q in self._queues.items():
-            if not q or tp in self._in_flight:
+            if not q:
                 continue
-            b = q[0]
-            if b.retry_at > now:
-                due = b.retry_at
-            elif self._open.get(tp) is not b or b.seq <= self._flush_upto or now >= b.created + linger:
+            flying = self._in_flight.get(tp, 0)
+            due = None
+            for b in q:  # in order: a batch never goes out ahead of an unsent one before it
+                if b.sent:
+                    continue
+                if flying >= self.max_in_flight or (b.failed and (flying or b is not q[0])):
+                    break  # a failed batch is resent alone, at the head, so the partition's order is restored
+                if b.retry_at > now:
+                    due = b.retry_at
+                    break
+                if not (self._open.get(tp) is not b or b.seq <= self._flush_upto or now >= b.created + linger):
+                    due = b.created + linger
+                    break
                 if self._open.get(tp) is b:
                     self._seal(tp, b)
-                self._in_flight.add(tp)
+                epoch = self._epoch.get(tp, 0)
+                if b.base_seq < 0 or b.epoch != epoch:  # first send, or renumbered after a lost batch
+                    b.base_seq = self._next_seq.get(tp, 0)
+                    b.epoch = epoch
+                    b.blob = None
+                    self._next_seq[tp] = (b.base_seq + len(b.rows)) % SEQUENCE_WRAP
+                b.sent = True
                 b.attempts += 1
+                flying += 1
                 out.append(b)
-                continue
-            else:
-                due = b.created + linger
-            if deadline is None or due < deadline:
+                if b.failed:
+                    break
+            self._in_flight[tp] = flying
+            if due is not None and (deadline is None or due < deadline):
                 deadline = due
         return out, deadline
 
@@ -313,19 +344,39 @@ class Accumulator:
 
     def fail(self, b: Batch, error: BaseException) -> None:
         b.error = error
+        tp = (b.topic, b.partition)
+        if b.base_seq >= 0 and self.producer_id >= 0:
+            # Its sequence numbers will never be stored, so the partition's later batches could never follow on:
+            # start a new producer epoch there (sequences from 0, as Kafka's KIP-360) and resend what is left one
+            # batch at a time, in order.
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1
+            self._next_seq[tp] = 0
+            for later in self._queues.get(tp, ()):
+                later.failed = True
         self._finish(b)
 
     def retry_later(self, b: Batch, at: float) -> None:
-        """Keep ``b`` at the head of its partition (order preserved) and send it again at ``at``."""
+        """Keep ``b`` in its place (order preserved) and send it again at ``at``, alone, once it is the head."""
         b.retry_at = at
-        self._in_flight.discard((b.topic, b.partition))
+        b.failed = True
+        self._landed(b)
+
+    def _landed(self, b: Batch) -> None:
+        """An answer for ``b`` arrived: it no longer counts as in flight."""
+        if b.sent:
+            b.sent = False
+            tp = (b.topic, b.partition)
+            self._in_flight[tp] = max(0, self._in_flight.get(tp, 0) - 1)
 
     def _finish(self, b: Batch) -> None:
         tp = (b.topic, b.partition)
-        self._in_flight.discard(tp)
+        self._landed(b)
         q = self._queues.get(tp)
-        if q and q[0] is b:
-            q.popleft()
+        if q:
+            if q[0] is b:
+                q.popleft()
+            elif b in q:
+                q.remove(b)
             if not q and tp not in self._open:
                 del self._queues[tp]
         self.records_buffered -= len(b.rows)
@@ -393,14 +444,18 @@ class Accumulator:
             piece.size = BATCH_OVERHEAD + sum(_row_size(r) for r in chunk)
             piece.parent = b
             piece.throttled_s = b.throttled_s
+            piece.failed = True
+            if b.base_seq >= 0:  # the pieces take the parent's sequence range, so later batches still follow on
+                piece.base_seq = (b.base_seq + sum(len(c) for c in chunks[: len(pieces)])) % SEQUENCE_WRAP
             handles.extend(self._handle(piece, j) for j in range(len(chunk)))
             pieces.append(piece)
         tp = (b.topic, b.partition)
-        self._in_flight.discard(tp)
+        self._landed(b)
         q = self._queues[tp]
-        if q and q[0] is b:
-            q.popleft()
-        q.extendleft(reversed(pieces))
+        at = q.index(b)
+        del q[at]
+        for k, piece in enumerate(pieces):
+            q.insert(at + k, piece)
         b.rows = handles
         b.pending = len(pieces)
         b.routed = True
@@ -417,14 +472,15 @@ class Accumulator:
             self.fail_topic(topic, error)
         self._open.clear()
         for tp, q in self._queues.items():
-            keep = q.popleft() if q and tp in self._in_flight else None  # its answer will still settle it
+            keep = [b for b in q if b.sent]  # their answers will still settle them
             for b in q:
+                if b.sent:
+                    continue
                 b.error = error
                 self.records_buffered -= len(b.rows)
                 b.event.set()
             q.clear()
-            if keep is not None:
-                q.append(keep)
+            q.extend(keep)
 
 
 def _as_bytes(value: Any, name: str) -> bytes:

@@ -75,10 +75,29 @@ class Connection:
         cid, data = self.protocol.request(api, body)
         return (await self._exchange(cid, data, timeout_s)).result()
 
-    async def _exchange(self, cid: int, data: bytes, timeout_s: float) -> Response:
+    def begin(self, api: str, body: dict[str, Any]) -> tuple[int, "_Slot"]:
+        """Queue one request now, without waiting (requests begun in order are written in that order); pass the
+        result to ``finish``. Raises ``ConnectionClosedError`` if the connection is closed."""
+        if self.closed:
+            raise ConnectionClosedError(f"connection to {self.description} is closed: {self.close_reason}")
+        cid, data = self.protocol.request(api, body)
+        return cid, self._queue(cid, data)
+
+    async def finish(self, begun: tuple[int, "_Slot"], timeout_s: float) -> Any:
+        """Wait for the answer of a ``begin``; raises as ``request``."""
+        cid, slot = begun
+        return (await self._wait(cid, slot, timeout_s)).result()
+
+    def _queue(self, cid: int, data: bytes) -> "_Slot":
         slot = self._slots[cid] = _Slot()
         self._out.append(data)
         self._wake_writer.set()
+        return slot
+
+    async def _exchange(self, cid: int, data: bytes, timeout_s: float) -> Response:
+        return await self._wait(cid, self._queue(cid, data), timeout_s)
+
+    async def _wait(self, cid: int, slot: "_Slot", timeout_s: float) -> Response:
         try:
             with anyio.move_on_after(timeout_s if timeout_s is not None else math.inf):
                 await slot.event.wait()

@@ -1,9 +1,10 @@
 # The async producer: a sender task that drives the sans-IO Accumulator — fetches partition counts (metadata),
-# sends ready batches (several partitions in flight at once, one batch per partition so order holds), retries
-# retriable failures in order with backoff until delivery_timeout_s, waits out THROTTLED answers (retry_after_s,
-# up to throttle_wait_max_s per batch) and splits batches refused as COST_EXCEEDS_LIMIT (the accumulator fits
-# them). Must not know sockets: it only calls Client.request. At-least-once: a batch whose answer was lost with the
-# connection is sent again, so it may be stored twice (duplicates, never reordering within a partition).
+# sends ready batches (up to max_in_flight per partition, as an idempotent producer: the broker stores each batch
+# once and in sequence), retries retriable failures in order with backoff until delivery_timeout_s, waits out
+# THROTTLED answers (retry_after_s, up to throttle_wait_max_s per batch) and splits batches refused as
+# COST_EXCEEDS_LIMIT (the accumulator fits them). Must not know sockets: it only calls Client.request.
+# Idempotent (the default): a batch resent after a lost answer is recognised by the broker and stored once. With
+# idempotent=False, one batch per partition is in flight and a lost answer can store a batch twice (never reordered).
 from __future__ import annotations
 
 import math
@@ -14,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from broker.wire.errors import CostExceedsLimitError, MillpondError, ThrottledError, UnknownTopicOrPartitionError
+from broker.wire.errors import (
+    CostExceedsLimitError,
+    MillpondError,
+    OutOfOrderSequenceError,
+    ThrottledError,
+    UnknownTopicOrPartitionError,
+)
 
 from client._accumulator import Accumulator, Batch, RecordHandle
 from client.types import ProducerStatistics
@@ -43,9 +50,11 @@ class Producer:
 
     def __init__(self, client: Client, *, linger_s: float, batch_bytes: int, delivery_timeout_s: float,
                  retry_backoff_s: tuple[float, float], throttle_wait_max_s: float = 60.0,
-                 _threaded: bool = False) -> None:
+                 idempotent: bool = True, max_in_flight: int = 5, _threaded: bool = False) -> None:
         if linger_s < 0 or batch_bytes < 1:
             raise ValueError("linger_s must be >= 0 and batch_bytes >= 1")
+        if not 1 <= max_in_flight <= 5:
+            raise ValueError(f"max_in_flight must be 1-5 batches per partition, got {max_in_flight!r}")
         if not throttle_wait_max_s >= 0:
             raise ValueError(f"throttle_wait_max_s must be >= 0 seconds, got {throttle_wait_max_s!r}")
         self._client = client
@@ -62,7 +71,9 @@ class Producer:
             batch_bytes=batch_bytes, batch_bytes_max=client.limits.batch_bytes_max, linger_s=linger_s,
             now=_monotonic if _threaded else anyio.current_time,
             event_factory=threading.Event if _threaded else anyio.Event,
-            on_wake=self._on_wake, handle_cls=_handle_cls(_threaded))
+            on_wake=self._on_wake, handle_cls=_handle_cls(_threaded),
+            max_in_flight=max_in_flight if idempotent else 1)
+        self.idempotent = idempotent
         self._now = self._acc._now
         self._closing = False
         self._metadata_busy = False
@@ -114,6 +125,9 @@ class Producer:
                                   throttle_wait_s=self._throttle_wait_s, batches_split=self._acc.splits)
 
     async def __aenter__(self) -> Producer:
+        if self.idempotent:
+            answer = await self._client.request("init_producer", {})
+            self._acc.producer_id = int(answer["producer_id"])
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._sender)
@@ -143,8 +157,8 @@ class Producer:
                 now = self._now()
                 batches, deadline = self._acc.ready(now)
                 topics = self._acc.topics_awaiting_metadata() if not self._metadata_busy else []
-            for b in batches:
-                self._tg.start_soon(self._send_batch, b)
+            if batches:
+                await self._begin_batches(batches)
             if topics:
                 self._metadata_busy = True
                 self._tg.start_soon(self._fetch_metadata, topics)
@@ -179,10 +193,33 @@ class Producer:
             self._metadata_busy = False
             self._on_wake()
 
-    async def _send_batch(self, b: Batch) -> None:
+    async def _begin_batches(self, batches: list[Batch]) -> None:
+        """Write the produce requests of ``batches`` in order, now: several batches of one partition in flight must
+        reach the broker in sequence order (tasks may start in any order), then await each answer in its task."""
         try:
-            body = await self._client.request("produce", {"topic": b.topic, "partition": b.partition,
-                                                          "batch": b.encode()}, retry_throttled=False)
+            conn = await self._client._connection()
+        except MillpondError as exc:
+            for b in batches:
+                self._tg.start_soon(self._send_batch, b, None, exc)
+            return
+        for b in batches:
+            try:
+                begun = conn.begin("produce", {"topic": b.topic, "partition": b.partition,
+                                               "batch": b.encode(self._acc.producer_id)})
+            except MillpondError as exc:
+                self._tg.start_soon(self._send_batch, b, None, exc)
+                continue
+            self._tg.start_soon(self._send_batch, b, (conn, begun), None)
+
+    async def _answer(self, sent: Any, failed: BaseException | None) -> Any:
+        if failed is not None:
+            raise failed
+        conn, begun = sent
+        return await conn.finish(begun, self._client.request_timeout_s)
+
+    async def _send_batch(self, b: Batch, sent: Any, failed: BaseException | None) -> None:
+        try:
+            body = await self._answer(sent, failed)
         except ThrottledError as exc:
             wait = max(0.0, float(exc.details.get("retry_after_s", self.retry_backoff_s[0])))
             with self.lock:
@@ -194,6 +231,9 @@ class Producer:
                     b.throttled_s += wait
                     self._throttle_wait_s += wait
                     self._acc.retry_later(b, self._now() + wait)
+        except OutOfOrderSequenceError:
+            with self.lock:  # a batch ahead of it failed: it goes again, alone, once that one is through
+                self._acc.retry_later(b, self._now())
         except CostExceedsLimitError as exc:
             with self.lock:
                 failed = self._acc.split(b, str(exc.details.get("unit", "")), int(exc.details.get("max_cost", 0)),

@@ -153,11 +153,13 @@ class SyncProducer:
 
     def __init__(self, sc: SyncClient, *, linger_s: float = 0.005, batch_bytes: int = 1048576,
                  delivery_timeout_s: float = 120.0, retry_backoff_s: tuple[float, float] = (0.05, 1.0),
-                 max_buffered_records: int = 1_000_000, throttle_wait_max_s: float = 60.0) -> None:
+                 max_buffered_records: int = 1_000_000, throttle_wait_max_s: float = 60.0, idempotent: bool = True,
+                 max_in_flight: int = 5) -> None:
         portal = self._portal = sc._portal
         self._p: Producer = portal.call(lambda: Producer(
             sc._client, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
-            retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s, _threaded=True))
+            retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s, idempotent=idempotent,
+            max_in_flight=max_in_flight, _threaded=True))
         # One portal task enters and exits the producer: its task group must open and close in the same task.
         self._cm = portal.wrap_async_context_manager(self._p)
         self._cm.__enter__()
@@ -167,7 +169,6 @@ class SyncProducer:
         self._append = self._acc.append
         self.max_buffered_records = max_buffered_records
         self._closed = False
-
 
     def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: dict[str, bytes] | None = None,
              partition: int | None = None, timestamp_ms: int | None = None) -> SyncRecordHandle:

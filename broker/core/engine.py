@@ -90,6 +90,7 @@ class Engine:
         self.config = config
         self.log = log
         self.offsets = OffsetStore(log)
+        self._held_until: dict[tuple[PartitionLog, int], float] = {}  # (partition, producer id) -> monotonic s
         self.limits = LimitApi(log.data_dir, check_policies(list(config.limits)), config.default_limit_policy())
         self.groups = GroupCoordinator(self._partition_count, self.offsets, GroupConfig())
         self._handlers: dict[str, Callable[[dict[str, Any], Context], Any]] = {
@@ -223,14 +224,35 @@ class Engine:
         self._user_topic(topic, "produce")
         plog = self.log.partition(topic, partition)
         header = check_batch(blob, self.config.batch_bytes_max)
-        delay_ns = self.limits.admit(ctx, topic=topic, records=header.record_count, nbytes=len(blob))
-        if delay_ns:
-            return Shaped(delay_ns / 1e9, plog, blob, header)
+        pid = header.producer_id
+        if pid >= 0:  # sequence first: a retry already stored, or a batch out of order, is not charged to limits
+            stored_at = plog.producers.check(pid, header.producer_epoch, header.base_sequence, header.record_count)
+            if stored_at is not None:
+                return ProduceResult(plog, {"partition": partition, "base_offset": stored_at,
+                                            "timestamp_ms": header.max_timestamp_ms}, stored_at + header.record_count)
+        delay_s = self.limits.admit(ctx, topic=topic, records=header.record_count, nbytes=len(blob)) / 1e9
+        if pid >= 0 and plog.producers.held(pid):
+            # behind a held batch of the same producer: leave after it, never before
+            delay_s = max(delay_s, self._held_until.get((plog, pid), 0.0) - ctx.now)
+        if delay_s > 0:
+            if pid >= 0:
+                plog.producers.hold(pid, header.producer_epoch, header.base_sequence, header.record_count)
+                self._held_until[(plog, pid)] = ctx.now + delay_s
+            return Shaped(delay_s, plog, blob, header)
         return self._append(plog, blob, header, ctx.now_ms)
 
     def complete(self, shaped: Shaped, now_ms: int) -> ProduceResult:
         """Append a produce whose shaping delay is over (it was already admitted and charged)."""
-        return self._append(shaped.partition_log, shaped.blob, shaped.header, now_ms)
+        plog, header = shaped.partition_log, shaped.header
+        try:
+            return self._append(plog, shaped.blob, header, now_ms)
+        except Exception:
+            if header.producer_id >= 0:
+                plog.producers.release(header.producer_id)
+            raise
+        finally:
+            if header.producer_id >= 0 and not plog.producers.held(header.producer_id):
+                self._held_until.pop((plog, header.producer_id), None)
 
     @staticmethod
     def _append(plog: PartitionLog, blob: bytes, header: BatchHeader, now_ms: int) -> ProduceResult:

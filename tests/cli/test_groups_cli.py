@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "client"))
-from conftest import daemon  # noqa: E402,F401  (the broker-subprocess fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from client import connect
 from client.errors import UnknownGroupError
 from client.sync import connect as sync_connect
 
-from conftest import start_daemon
+from tests.daemonproc import start_daemon
 
 pytestmark = pytest.mark.slow
 SESSION_S = 2.0

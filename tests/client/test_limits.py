@@ -148,7 +148,9 @@ async def test_shaping_answers_later_with_no_error_at_the_same_rate(memory_broke
                 await trio.sleep_until(t0 + 4.0)
                 at_4 = await end_offset(admin, "t")
         rate = (at_4 - at_1) / 3.0
-        assert 990 <= rate <= 1010, rate
+        # the bound (5 %): the window's edges cut through batches held by the policy, which grow while
+        # up to five of them wait, so a 3 s window can be off by about one batch (up to ~100 records)
+        assert 950 <= rate <= 1050, rate
         s = p.statistics()
         assert s.throttled == 0 and s.records_failed == 0 and s.records_sent == len(handles) >= 8000
         assert [(await h).offset for h in handles] == list(range(len(handles)))

@@ -19,12 +19,14 @@ def next_sequence(seq: int, count: int) -> int:
 
 
 class _Entry:
-    __slots__ = ("epoch", "batches")
+    __slots__ = ("epoch", "batches", "pending")
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         # (first_seq, last_seq, base_offset, last_offset), oldest first
         self.batches: deque[tuple[int, int, int, int]] = deque(maxlen=BATCHES_RETAINED)
+        # (first_seq, last_seq) of batches admitted but held by a shaping limit policy, to be appended in order
+        self.pending: deque[tuple[int, int]] = deque()
 
 
 class ProducerStates:
@@ -65,9 +67,19 @@ class ProducerStates:
         for f, l, base, _ in entry.batches:
             if f == first_seq and l == last_seq:
                 return base
-        if not entry.batches:
+        if entry.pending:
+            if entry.pending[0] == (first_seq, last_seq):
+                return None  # a held batch whose turn it is
+            if (first_seq, last_seq) in entry.pending:
+                raise OutOfOrderSequenceError(
+                    f"producer {producer_id}'s batch at sequence {first_seq} is still held by a shaping limit policy",
+                    producer_id=producer_id, expected_sequence=first_seq,
+                )
+            expected = (entry.pending[-1][1] + 1) % (SEQUENCE_MAX + 1)
+        elif not entry.batches:
             return None
-        expected = (entry.batches[-1][1] + 1) % (SEQUENCE_MAX + 1)
+        else:
+            expected = (entry.batches[-1][1] + 1) % (SEQUENCE_MAX + 1)
         if first_seq != expected:
             raise OutOfOrderSequenceError(
                 f"producer {producer_id} sent sequence {first_seq}, expected {expected}: an earlier batch is missing",
@@ -87,6 +99,27 @@ class ProducerStates:
             self._entries.move_to_end(producer_id)
         last_seq = (first_seq + count - 1) % (SEQUENCE_MAX + 1)
         entry.batches.append((first_seq, last_seq, base_offset, base_offset + count - 1))
+        if entry.pending and entry.pending[0] == (first_seq, last_seq):
+            entry.pending.popleft()
+
+    def hold(self, producer_id: int, epoch: int, first_seq: int, count: int) -> None:
+        """A batch passed ``check`` and is held by a shaping policy: later batches follow on from it, and it must be
+        appended before them."""
+        entry = self._entries.get(producer_id)
+        if entry is None or epoch > entry.epoch:
+            entry = self._entries[producer_id] = _Entry(epoch)
+        entry.pending.append((first_seq, (first_seq + count - 1) % (SEQUENCE_MAX + 1)))
+
+    def held(self, producer_id: int) -> bool:
+        entry = self._entries.get(producer_id)
+        return entry is not None and bool(entry.pending)
+
+    def release(self, producer_id: int) -> None:
+        """A held batch could not be appended: drop every held batch of the producer (its later ones are then
+        refused as out of order and resent, in order, by the producer)."""
+        entry = self._entries.get(producer_id)
+        if entry is not None:
+            entry.pending.clear()
 
     def forget_below(self, offset: int) -> None:
         """Drop batches below ``offset`` (retention moved the log start), and producers left with none."""

@@ -1,0 +1,84 @@
+# The idempotent producer (the default): several batches per partition in flight, and a connection lost
+# mid-flight resends them without storing any twice or out of order.
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+
+from test_trio_client import drain
+
+
+def lose_an_answer(monkeypatch, after: int) -> None:
+    """Make the broker store the ``after``-th produce and then drop the connection instead of answering it: the
+    client cannot know the batch was stored, and sends it again."""
+    from broker.server.connection import Connection
+
+    original = Connection.respond
+    seen = 0
+
+    def respond(self, correlation_id, code, body):
+        nonlocal seen
+        if code == 0 and isinstance(body, dict) and "base_offset" in body:
+            seen += 1
+            if seen == after:
+                original(self, correlation_id, code, body)
+                self._out.clear()  # the answer never leaves
+                self.closed = True
+                self.stream.socket.shutdown(socket.SHUT_RDWR)
+                return
+        original(self, correlation_id, code, body)
+
+    monkeypatch.setattr(Connection, "respond", respond)
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+async def test_a_lost_answer_stores_the_batch_once_only_when_idempotent(client, monkeypatch, idempotent):
+    await client.create_topic("idem", partitions=2)
+    n = 20_000
+    lose_an_answer(monkeypatch, after=3)
+    async with client.producer(linger_s=0, batch_bytes=8192, retry_backoff_s=(0.001, 0.01),
+                               idempotent=idempotent) as p:
+        handles = [p.send("idem", b"%d" % i, partition=i % 2) for i in range(n)]
+    stats = p.statistics()
+    assert stats.records_failed == 0 and stats.retries >= 1
+    metas = [await h for h in handles]
+    async with client.consumer("idem", auto_offset_reset="earliest") as cons:
+        got = await drain(cons, n)
+        got += await cons.getmany(timeout_s=0.2)
+    if idempotent:
+        for part in (0, 1):
+            assert [m.offset for m in metas if m.partition == part] == list(range(n // 2))
+            assert [int(r.value) for r in got if r.partition == part] == list(range(part, n, 2))
+    else:  # at least once: the batch whose answer was lost is stored twice, in order
+        assert len(got) > n
+        for part in (0, 1):
+            values = [int(r.value) for r in got if r.partition == part]
+            assert sorted(set(values)) == list(range(part, n, 2))
+
+
+async def test_without_idempotence_one_batch_per_partition_is_in_flight(client):
+    await client.create_topic("plain")
+    async with client.producer(linger_s=0, batch_bytes=4096, idempotent=False) as p:
+        for i in range(2000):
+            p.send("plain", b"x" * 100, partition=0)
+        peak = 0
+        with trio.fail_after(10):
+            while p.statistics().records_sent < 2000:
+                peak = max(peak, p._acc._in_flight.get(("plain", 0), 0))
+                await trio.sleep(0)
+    assert peak == 1 and p._acc.producer_id == -1
+
+
+async def test_idempotent_producer_pipelines_batches_of_one_partition(client):
+    await client.create_topic("pipe")
+    async with client.producer(linger_s=0, batch_bytes=4096) as p:
+        for i in range(5000):
+            p.send("pipe", b"x" * 100, partition=0)
+        peak = 0
+        with trio.fail_after(10):
+            while p.statistics().records_sent < 5000:
+                peak = max(peak, p._acc._in_flight.get(("pipe", 0), 0))
+                await trio.sleep(0)
+    assert 2 <= peak <= 5 and p._acc.producer_id >= 0
