@@ -12,14 +12,15 @@ from typing import Any, Callable
 
 from pathlib import Path
 
-from bench import machine, profiles, report, results, targets, workloads
+from bench import machine, profiles, report, results, soak, targets, workloads
 from bench.payload import PayloadError
 from bench.plans import FSYNC_MODES, Params
 from bench.progress import Progress
 
 PROFILES = ("quick", "full", "compare", "results")
 WORKLOADS = tuple(workloads.WORKLOADS) + ("limits",)  # limits: its own report (bench/limits_workload.py)
-DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0, "group_consume": 3.0, "rebalance": 3.0}
+DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0, "group_consume": 3.0, "rebalance": 3.0,
+                      "soak": 20.0}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="value size in bytes (profiles: 100 and 1024; single workloads: 100)")
     p.add_argument("--count", type=int, metavar="N", help="records per run (wins over --duration-s)")
     p.add_argument("--duration-s", type=float, metavar="S",
-                   help="seconds of sending per run (default: produce/consume 3, e2e 5)")
+                   help="seconds of sending per run (default: produce/consume 3, e2e 5, soak 20, at most "
+                        f"{soak.DURATION_S_MAX:g})")
     p.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
     p.add_argument("--producers", type=int, default=1, help="producer processes for produce (default 1)")
     p.add_argument("--batch-bytes", type=int, metavar="B", help="producer batch size in bytes (default: client's)")
@@ -39,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="producer linger in seconds (default: client's; e2e: 0)")
     p.add_argument("--fsync", choices=FSYNC_MODES,
                    help="broker durability mode (default always; full: always and never)")
-    p.add_argument("--rate", type=int, default=5000, metavar="R", help="e2e send rate, records/s (default 5000)")
+    p.add_argument("--rate", type=int, default=5000, metavar="R",
+                   help="e2e and soak send rate, records/s (default 5000)")
     p.add_argument("--warmup-s", type=float, default=0.5, metavar="S",
                    help="unmeasured warm-up before each run, seconds (default 0.5)")
     p.add_argument("--payload-file", metavar="PATH", help="use this file's lines as the records")
@@ -92,21 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return _plot(doc["results"], args.plot)
     repeat = args.repeat or (3 if args.workload == "results" else 1)
-    base = Params(
-        record_bytes=args.record_bytes or 100, count=args.count, duration_s=args.duration_s,
-        partitions=args.partitions, producers=args.producers, batch_bytes=args.batch_bytes, linger_s=args.linger_s,
-        fsync=args.fsync or "always", payload_file=args.payload_file, rate_per_s=args.rate, warmup_s=args.warmup_s,
-        broker=args.broker)
-    if args.workload == "quick":
-        steps = profiles.quick(base)
-    elif args.workload in ("full", "results"):
-        steps = profiles.full(base, (args.fsync,) if args.fsync else ("always", "never"))
-    elif args.workload == "compare":
-        steps = profiles.compare(base)
-    else:
-        if base.duration_s is None:
-            base = workloads.with_defaults(base, duration_s=DEFAULT_DURATION_S[args.workload])
-        steps = profiles.single(args.workload, base)
+    steps, reports = plan(args)
     names = target_names(args)
     if args.plot and not _has_matplotlib():
         print("millpond bench: --plot needs matplotlib: pip install 'millpond[plot]'", file=sys.stderr)
@@ -117,11 +106,13 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(sum(len(_steps_for(n, steps)) for n in available) * repeat, enabled=not args.no_progress)
     try:
         rows = execute(steps, available, repeat, progress, skipped)
+        extra = {name: _own_report(name, args) for name in reports}
     except (workloads.BenchAborted, PayloadError) as exc:
         print(f"\nmillpond bench: ABORTED, no figures reported: {exc}", file=sys.stderr)
         return 1
     summary = report.summarize(rows)
     doc = report.document(args.workload, mach, summary, repeat, skipped=skipped)
+    doc.update(extra)
     if args.workload == "results":
         doc["command"] = command_line(args)
         out = results.write(doc, args.out, command=doc["command"])
@@ -130,7 +121,38 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(report.table(args.workload, mach, summary, repeat, skipped=skipped))
+        if "limits" in extra:
+            from bench import limits_workload
+
+            print("\n" + limits_workload.table(extra["limits"]))
     return _plot(summary, args.plot)
+
+
+def plan(args: argparse.Namespace) -> tuple[list[profiles.Step], tuple[str, ...]]:
+    """What a command line runs: its steps, and the workloads with a report of their own run after them."""
+    base = Params(
+        record_bytes=args.record_bytes or 100, count=args.count, duration_s=args.duration_s,
+        partitions=args.partitions, producers=args.producers, batch_bytes=args.batch_bytes, linger_s=args.linger_s,
+        fsync=args.fsync or "always", payload_file=args.payload_file, rate_per_s=args.rate, warmup_s=args.warmup_s,
+        broker=args.broker)
+    if args.workload == "quick":
+        return profiles.quick(base), ()
+    if args.workload in ("full", "results"):
+        return profiles.full(base, (args.fsync,) if args.fsync else ("always", "never")), profiles.FULL_REPORTS
+    if args.workload == "compare":
+        return profiles.compare(base), ()
+    if base.duration_s is None:
+        base = workloads.with_defaults(base, duration_s=DEFAULT_DURATION_S[args.workload])
+    return profiles.single(args.workload, base), ()
+
+
+def _own_report(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """A workload with a report of its own (limits), run after the steps with the same options."""
+    from bench import limits_workload
+
+    assert name == "limits", name
+    note = (lambda text: None) if args.no_progress else (lambda text: print(text, file=sys.stderr, flush=True))
+    return limits_workload.measure(args, note)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -161,7 +183,9 @@ def available_targets(names: list[str], steps: list[profiles.Step], skipped: dic
     for name in names:
         target = targets.get(name)
         unsupported = getattr(target, "unsupported", lambda p: None)
-        why = target.missing() or next(filter(None, (unsupported(s.params) for s in steps)), None)
+        mine = _steps_for(name, steps)
+        why = (target.missing() or next(filter(None, (unsupported(s.params) for s in mine)), None)
+               or (None if mine else _millpond_only_reason(steps)))
         if why:
             _skip(name, why, skipped, note)
         else:
@@ -189,7 +213,8 @@ def execute(steps: list[profiles.Step], target_names: list[str], repeat: int, pr
                 if why:
                     _skip(name, why, skipped, progress.note)
                     continue
-                todo = group if name == "millpond" else [s for s in group if (name, s.label(False)) not in peer_done]
+                todo = group if name == "millpond" else [s for s in _steps_for(name, group)
+                                                         if (name, s.label(False)) not in peer_done]
                 if not todo:
                     continue
                 if name not in about:
@@ -215,12 +240,19 @@ def _skip(name: str, why: str, skipped: dict[str, str], note: Callable[[str], No
 
 
 def _steps_for(name: str, steps: list[profiles.Step]) -> list[profiles.Step]:
+    """The steps ``name`` runs: all for millpond; for a peer each distinct step once, none millpond's only."""
     if name == "millpond":
         return steps
     seen: dict[str, profiles.Step] = {}
     for s in steps:
-        seen.setdefault(s.label(False), s)
+        if s.workload not in workloads.MILLPOND_ONLY:
+            seen.setdefault(s.label(False), s)
     return list(seen.values())
+
+
+def _millpond_only_reason(steps: list[profiles.Step]) -> str:
+    workload = next(s.workload for s in steps if s.workload in workloads.MILLPOND_ONLY)
+    return f"{workload}: {workloads.MILLPOND_ONLY[workload]}"
 
 
 def _split_names(text: str) -> list[str]:
@@ -259,13 +291,16 @@ def _row(target: str, step: profiles.Step, fsync: str, figs: dict, about: dict[s
             "record": "file lines" if p.payload_file else f"{p.record_bytes:,} B",
             "record_bytes": None if p.payload_file else p.record_bytes, "payload_file": p.payload_file,
             "fsync": fsync, "partitions": p.partitions, "producers": p.producers if step.workload == "produce" else 1,
-            "rate_per_s": p.rate_per_s if step.workload == "e2e" else None, "about": about or {}, "figures": figs}
+            "rate_per_s": p.rate_per_s if step.workload in ("e2e", "soak") else None, "about": about or {}, "figures": figs}
 
 
 def _summary_line(f: dict) -> str:
     if f.get("records_per_s") is None:  # rebalance: times, not rates
         return ", ".join(f"{k} {v:.2f}" for k, v in f.items() if k.endswith("_s") and isinstance(v, (int, float)))
     text = f"{f['records_per_s']:,.0f} records/s, {f['mb_per_s']:,.1f} MB/s"
+    if f.get("rss_mb_max") is not None:  # soak
+        mb = lambda x: "?" if x is None else f"{x:,.1f}"
+        text += f", broker RSS {mb(f['rss_mb_start'])} -> {mb(f['rss_mb_end'])} MB (max {mb(f['rss_mb_max'])})"
     if f.get("p99_ms") is not None:
         text += f", p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms"
     return text
@@ -286,6 +321,9 @@ def _usage_problem(a: argparse.Namespace) -> str:
         (a.record_bytes is not None and a.record_bytes < 1, "--record-bytes must be >= 1"),
         (a.count is not None and a.count < 1, "--count must be >= 1"),
         (a.duration_s is not None and a.duration_s <= 0, "--duration-s must be > 0"),
+        (a.workload == "soak" and (a.duration_s or 0) > soak.DURATION_S_MAX,
+         f"soak: --duration-s must be at most {soak.DURATION_S_MAX:g}"),
+        (a.workload == "soak" and a.count is not None, "soak runs for --duration-s; --count does not apply"),
         (a.partitions < 1, "--partitions must be >= 1"),
         (a.producers < 1, "--producers must be >= 1"),
         (a.rate < 1, "--rate must be >= 1"),

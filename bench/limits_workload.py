@@ -10,7 +10,7 @@ import json
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from bench import limits_micro, machine, payload, targets
 from bench.plans import ProducePlan
@@ -101,34 +101,40 @@ def run(args: argparse.Namespace) -> int:
     """The `limits` workload from the bench command line (``--duration-s``, ``--repeat`` = on/off pairs,
     ``--record-bytes``, ``--batch-bytes``, ``--linger-s``, ``--fsync`` default never, ``--broker``,
     ``--warmup-s``, ``--json``)."""
-    pairs = args.repeat or DEFAULT_PAIRS
-    duration = args.duration_s or DEFAULT_DURATION_S
-    record_bytes = args.record_bytes or 100
-    fsync = args.fsync or "never"
     note = (lambda text: None) if args.no_progress else (lambda text: print(text, file=sys.stderr, flush=True))
-    note("limits: admission checks per algorithm and memory per 100,000 keys (in-process)...")
-    started = time.perf_counter()
-    micro = limits_micro.run(checks=20_000, keys=100_000, repeat=5)
-    note(f"limits: produce with the default policy off/on, {pairs} pair(s) of {duration:g} s, fsync={fsync}...")
-    target = targets.get("millpond")
     try:
-        with target.server(fsync, args.broker) as server:
-            produce = produce_on_off(server.address, pairs=pairs, duration_s=duration, record_bytes=record_bytes,
-                                     warmup_s=args.warmup_s, server=server, batch_bytes=args.batch_bytes,
-                                     linger_s=args.linger_s)
-            fsync = server.fsync
+        doc = measure(args, note)
     except BenchAborted as exc:
         print(f"\nmillpond bench: ABORTED, no figures reported: {exc}", file=sys.stderr)
         return 1
-    doc = {"workload": "limits", "machine": machine.describe(), "fsync": fsync, "record_bytes": record_bytes,
-           "batch_bytes": args.batch_bytes, "linger_s": args.linger_s,
-           "duration_s": duration, "pairs": pairs, "elapsed_s": time.perf_counter() - started, "micro": micro,
-           "produce": produce}
     if args.json:
         print(json.dumps(doc, indent=2, default=str))
     else:
         print(table(doc))
     return 0
+
+
+def measure(args: argparse.Namespace, note: Callable[[str], None]) -> dict[str, Any]:
+    """The limits document (what ``--json`` prints) for these options; `full` and `results` call this too.
+    Raises ``BenchAborted``."""
+    pairs = args.repeat or DEFAULT_PAIRS
+    duration = args.duration_s or DEFAULT_DURATION_S
+    record_bytes = args.record_bytes or 100
+    fsync = args.fsync or "never"
+    note("limits: admission checks per algorithm and memory per 100,000 keys (in-process)...")
+    started = time.perf_counter()
+    micro = limits_micro.run(checks=20_000, keys=100_000, repeat=5)
+    note(f"limits: produce with the default policy off/on, {pairs} pair(s) of {duration:g} s, fsync={fsync}...")
+    target = targets.get("millpond")
+    with target.server(fsync, args.broker) as server:
+        produce = produce_on_off(server.address, pairs=pairs, duration_s=duration, record_bytes=record_bytes,
+                                 warmup_s=args.warmup_s, server=server, batch_bytes=args.batch_bytes,
+                                 linger_s=args.linger_s)
+        fsync = server.fsync
+    return {"workload": "limits", "machine": machine.describe(), "fsync": fsync, "record_bytes": record_bytes,
+            "batch_bytes": args.batch_bytes, "linger_s": args.linger_s,
+            "duration_s": duration, "pairs": pairs, "elapsed_s": time.perf_counter() - started, "micro": micro,
+            "produce": produce}
 
 
 def table(doc: dict[str, Any]) -> str:

@@ -1,5 +1,7 @@
 # Named runs: which workloads, at which sizes and fsync modes. `quick` is the README's main job (about 30 s),
-# `full` every workload at 100 B and 1 KiB for fsync always and never, `compare` the workloads the peers share
+# `full` every workload: produce, consume and e2e at 100 B and 1 KiB for fsync always and never, then the consumer
+# group ones and a short soak (the `limits` workload, which has its own report, is added by the command line),
+# `compare` the workloads the peers share
 # (produce, consume, e2e at 100 B and 1 KiB) at one fsync mode. Which targets run is the command line's business.
 # Must not know how a workload is measured.
 from __future__ import annotations
@@ -9,6 +11,9 @@ from dataclasses import dataclass, replace
 from bench.plans import Params
 
 SIZES = (100, 1024)
+FULL_SOAK_S = 10.0
+# workloads with a report of their own (not steps) that `full` and `results` run after their steps
+FULL_REPORTS = ("limits",)
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,7 @@ class Step:
         """``produce 100 B fsync=always``; without the fsync part for a peer, whose durability is its own."""
         p = self.params
         size = "file" if p.payload_file else f"{p.record_bytes:,} B"
-        rate = f" @{p.rate_per_s:,}/s" if self.workload == "e2e" else ""
+        rate = f" @{p.rate_per_s:,}/s" if self.workload in ("e2e", "soak") else ""
         return f"{self.workload} {size}{rate}" + (f" fsync={p.fsync}" if fsync else "")
 
 
@@ -34,10 +39,15 @@ def quick(base: Params) -> list[Step]:
 
 
 def full(base: Params, modes: tuple[str, ...] = ("always", "never")) -> list[Step]:
+    """Produce, consume and e2e at 100 B and 1 KiB per fsync mode; the consumer group workloads after the first
+    mode's (same broker); a short soak last, at the first mode (with two modes, on a broker of its own: a broker
+    is started per run of steps with one fsync mode)."""
     steps: list[Step] = []
-    for mode in modes:
+    for k, mode in enumerate(modes):
         steps += _throughput_and_latency(replace(base, fsync=mode), duration_s=4.0, e2e_s=5.0, e2e_sizes=SIZES)
-    return steps
+        if k == 0:
+            steps += groups(replace(base, fsync=mode))
+    return steps + [Step("soak", replace(base, fsync=modes[0], duration_s=FULL_SOAK_S))]
 
 
 def compare(base: Params) -> list[Step]:

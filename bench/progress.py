@@ -54,6 +54,11 @@ class Progress:
         self.stream.write(f"{prefix}[{self.step_no}/{self.total_steps}] {self.label}: {summary} ({elapsed:.1f} s)\n")
         self.stream.flush()
 
+    def line(self, text: str) -> None:
+        """A line of running output (a soak's per-second figures), kept on screen; nothing when disabled."""
+        if self.enabled:
+            self.note(text)
+
     def note(self, text: str) -> None:
         """A message that must be seen (a skipped target, a warning), on its own line."""
         prefix = "\r\x1b[2K" if self.live else ""

@@ -11,7 +11,7 @@ from bench import machine, reference, stats
 # Figures summarised over repeats; every name carries its unit.
 FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "wall_s", "records",
            "server_cpu_us_per_record", "client_cpu_s_per_wall_s", "sender_lag_max_ms", "death_to_settled_s",
-           "join_to_settled_s")
+           "join_to_settled_s", "rss_mb_start", "rss_mb_end", "rss_mb_max")
 FSYNC_MEANING = {
     "always": "a produce is acknowledged after the fsync that covers it (durable default)",
     "interval": "fsync on a timer; acknowledged after the write",
@@ -111,7 +111,7 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
     body = []
     for g in ordered(summary):
         size = g["record"]
-        body.append([g["workload"] + (f" @{g['rate_per_s']:,}/s" if g["workload"] == "e2e" else ""), size]
+        body.append([workload_label(g), size]
                     + ([g["target"]] if peers else []) + [g["fsync"],
                      _cell(g["records_per_s"], "{:,.0f}"), _cell(g["mb_per_s"], "{:,.1f}"),
                      _cell(g["p50_ms"], "{:.2f}"), _cell(g["p99_ms"], "{:.2f}"), _cell(g["max_ms"], "{:.2f}")])
@@ -126,10 +126,12 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
     lines.append("latency: produce = send() to ack seen by the producer (sampled, 1 in 64); "
                  "e2e = send() to receipt in a consumer process (HDR, every record); consume has none.")
     lines.append("records/s: produce from first send to last ack; consume from the first fetch to the last record; "
-                 "e2e = the rate achieved by the open-loop sender.")
+                 "e2e = the rate achieved by the open-loop sender; soak = records consumed from the first send to the "
+                 "last record consumed.")
     extra = _extra_lines(summary)
     if extra:
         lines += [""] + extra
+    lines += soak_lines(summary)
     lines += ["", f"Reference figures, NOT measured in this run ({reference.SOURCE}):"]
     for (peer, w, s), f in reference.FIGURES.items():
         ours = next((g for g in summary if g["workload"] == w and g.get("record_bytes") == s and g["target"] ==
@@ -176,11 +178,55 @@ def _extra_lines(summary: list[dict[str, Any]]) -> list[str]:
         if g["workload"] == "rebalance":
             parts.append(f"member death to settled assignment {g['death_to_settled_s']['median']:.2f} s, "
                          f"join to settled {g['join_to_settled_s']['median']:.2f} s")
+        if g["workload"] == "soak" and g["rss_mb_max"]["median"] is not None:
+            parts.append(f"broker RSS {g['rss_mb_start']['median']:,.1f} MB at the start, "
+                         f"{g['rss_mb_end']['median']:,.1f} MB at the end, {g['rss_mb_max']['median']:,.1f} MB max")
         if g["workload"] == "e2e":
             parts.append(f"p99.9 {g['p999_ms']['median']:.2f} ms")
             parts.append(f"sender lag max {g['sender_lag_max_ms']['median']:.2f} ms")
         parts.append(f"{g['records']['median']:,.0f} records in {g['wall_s']['median']:.2f} s")
         lines.append(f"  {g['step']}: " + ", ".join(parts))
+    return lines
+
+
+def workload_label(g: dict[str, Any]) -> str:
+    """``e2e @5,000/s``: the workload, with its send rate where it has a fixed one."""
+    return g["workload"] + (f" @{g['rate_per_s']:,}/s" if g.get("rate_per_s") else "")
+
+
+def soak_windows(g: dict[str, Any]) -> list[list[str]]:
+    """A soak row's per-second series (its first repeat) as at most 10 rows of table cells."""
+    mb = lambda x: "-" if x is None else f"{x:,.1f}"
+    return [[f"{w['from_s']:.0f}-{w['to_s']:.0f}", f"{w['sent_per_s']:,.0f}", f"{w['consumed_per_s']:,.0f}",
+             f"{w['lag_records_max']:,}", mb(w["rss_mb_max"])]
+            for w in windows(g["repeats"][0].get("series", []))]
+
+
+def windows(series: list[dict[str, Any]], rows_max: int = 10) -> list[dict[str, Any]]:
+    """A soak's per-second series in at most ``rows_max`` equal windows: mean rates, the largest lag and RSS."""
+    out: list[dict[str, Any]] = []
+    size = -(-len(series) // rows_max) if series else 1
+    for i in range(0, len(series), size):
+        part = series[i:i + size]
+        rss = [p["rss_mb"] for p in part if p["rss_mb"] is not None]
+        out.append({"from_s": out[-1]["to_s"] if out else 0.0, "to_s": part[-1]["t_s"],
+                    "sent_per_s": sum(p["sent_per_s"] for p in part) / len(part),
+                    "consumed_per_s": sum(p["consumed_per_s"] for p in part) / len(part),
+                    "lag_records_max": max(p["lag_records"] for p in part),
+                    "rss_mb_max": max(rss) if rss else None})
+    return out
+
+
+SOAK_HEAD = ["seconds", "sent/s", "consumed/s", "lag max (records)", "broker RSS max MB"]
+
+
+def soak_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """Each soak's series over time, compact (the full per-second series is in the JSON)."""
+    lines = []
+    for g in summary:
+        if g["workload"] == "soak":
+            lines += ["", f"{g['step']}, over time (first repeat; per second in --json; MB = 10^6 B):"]
+            lines += _columns(SOAK_HEAD, soak_windows(g), left=1)
     return lines
 
 

@@ -34,6 +34,8 @@ class Server(Protocol):
     def cpu_s(self) -> float | None:
         """CPU seconds (user + system) the server process has used so far; None if not ours to measure."""
 
+    # Optional: ``rss_bytes() -> int | None``, the server process's resident memory now (the soak workload).
+
 
 class Target(Protocol):
     """A broker and its client. Every method blocks the calling thread; each runs its own event loop if needed."""
@@ -111,3 +113,15 @@ def proc_cpu_s(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def proc_rss_bytes(pid: int) -> int | None:
+    """Resident memory of process ``pid`` in bytes, from VmRSS in /proc/PID/status (None where there is none)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -28,7 +28,7 @@ from bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from bench.targets import Tick, proc_cpu_s
+from bench.targets import Tick, proc_cpu_s, proc_rss_bytes
 
 START_TIMEOUT_S = 20
 STOP_TIMEOUT_S = 10
@@ -37,7 +37,7 @@ BUFFERED_BATCHES = 3  # records buffered ahead of the acks, in batches per parti
 
 
 class _Local:
-    """A broker we started; ``cpu_s()`` reads its CPU time from /proc."""
+    """A broker we started; ``cpu_s()`` and ``rss_bytes()`` read its CPU time and memory from /proc."""
 
     def __init__(self, address: str, fsync: str, pid: int) -> None:
         self.address = address
@@ -46,6 +46,9 @@ class _Local:
 
     def cpu_s(self) -> float | None:
         return proc_cpu_s(self.pid)
+
+    def rss_bytes(self) -> int | None:
+        return proc_rss_bytes(self.pid)
 
 
 class _External:
@@ -56,6 +59,9 @@ class _External:
         self.fsync = "external"
 
     def cpu_s(self) -> float | None:
+        return None
+
+    def rss_bytes(self) -> int | None:
         return None
 
 

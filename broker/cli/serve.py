@@ -47,13 +47,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         trio.run(_serve, broker)
-    except MillpondError as exc:
-        print(f"millpond serve: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"millpond serve: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except BaseException as exc:  # noqa: B902  (startup failures arrive wrapped in exception groups)
+        leaf = _leaf(exc)
+        if isinstance(leaf, MillpondError):
+            print(f"millpond serve: {leaf.message}", file=sys.stderr)
+            return 1
+        if isinstance(leaf, OSError):
+            print(f"millpond serve: {leaf.strerror or leaf}", file=sys.stderr)
+            return 1
+        raise
     return 0
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (trio nurseries wrap errors)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _serve(broker) -> None:

@@ -125,7 +125,11 @@ class Broker:
         streams so virtual time works). Raises ``OSError`` if the address is taken.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine.open(wall_ms())
+        try:
+            self.engine.open(wall_ms())
+        except BaseException:
+            self.log.abandon()  # releases the data directory's lock for whoever tries next
+            raise
         listeners: list[trio.SocketListener] = []
         if listen:
             try:

@@ -149,3 +149,26 @@ def test_limit_policies_from_the_config_file_apply_and_a_misspelt_key_stops_the_
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 2 and "unitt" in proc.stderr
+
+
+def test_a_second_daemon_on_the_same_data_dir_is_refused(daemon, tmp_path):
+    d = daemon()
+    proc = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(d.data_dir), "--port", "0"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 1
+    assert f"in use by another broker (pid {d.proc.pid})" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    c = d.client()
+    assert c.ok("list_topics", {}) == {"topics": []}  # the first one is unharmed
+
+
+def test_port_in_use_by_another_daemon_is_one_clear_line(daemon, tmp_path):
+    d = daemon()
+    proc = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(tmp_path / "other"), "--port", str(d.port)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{d.port}" in proc.stderr and "Traceback" not in proc.stderr

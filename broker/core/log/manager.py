@@ -3,6 +3,7 @@
 # Owns <data_dir>/topics/. Must not know about the wire protocol, sockets, trio or clocks (now_ms is passed in).
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ from broker.wire.errors import (
 )
 
 META_FILE = "topic.meta"
+LOCK_FILE = "broker.lock"  # holds the pid of the broker that has the data directory open
 META_FORMAT = 1
 # '~' is not a topic-name character, so these never collide with a topic directory.
 _STAGING = "~staging"  # topics being created: complete, then renamed into place
@@ -68,6 +70,7 @@ class LogManager:
         self._dirty: set[PartitionLog] = set()
         self._root = self.data_dir / "topics"
         self._opened = False
+        self._lock_fd: int | None = None
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------------------------------
@@ -79,6 +82,7 @@ class LogManager:
         if self._opened:
             raise RuntimeError("LogManager.open called twice")
         self._opened = True
+        self._lock_data_dir()
         try:
             for sub in (self._root, self._root / _STAGING, self._root / _TRASH):
                 sub.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,26 @@ class LogManager:
             if topic is not None:
                 self.topics[name] = topic
         self._log.info("opened %d topic(s) from %s", len(self.topics), self._root)
+
+    def _lock_data_dir(self) -> None:
+        """Hold an exclusive lock on the data directory while open: two brokers appending to the same files would
+        give the same offsets to different records. The OS drops the lock when the process dies (kill -9 too)."""
+        try:
+            Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+            fd = os.open(Path(self.data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open data directory {self.data_dir}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StorageError(
+                f"data directory {self.data_dir} is in use by another broker (pid {holder}); stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
 
     def _load_topic(self, name: str, now_ms: int) -> Topic | None:
         directory = self._root / name
@@ -277,6 +301,17 @@ class LogManager:
                     self._log.error("retention of %s/%s failed: %s", log.topic, log.partition, exc)
         return deleted
 
+    def abandon(self) -> None:
+        """Let go of everything as a killed process would: fds closed without fsync or index files, lock released.
+        For crash tests and for giving up after a failed start."""
+        for topic in self.topics.values():
+            for log in topic.partitions:
+                log.close_quietly()
+        self._closed = True
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def close(self) -> None:
         """Fsync every partition, write index files, close fds. Idempotent. Raises the first ``StorageError`` after
         trying every partition.
@@ -284,6 +319,18 @@ class LogManager:
         if self._closed:
             return
         self._closed = True
+        first: StorageError | None = None
+        try:
+            self._close_partitions()
+        except StorageError as exc:
+            first = exc
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+        if first is not None:
+            raise first
+
+    def _close_partitions(self) -> None:
         first: StorageError | None = None
         for topic in self.topics.values():
             for log in topic.partitions:

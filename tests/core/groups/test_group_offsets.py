@@ -35,10 +35,7 @@ def open_log(data_dir: Path, fsync_mode: str = "never") -> LogManager:
 
 def crash(log: LogManager) -> None:
     """Drop a LogManager as kill -9 would: nothing fsynced, no index files written."""
-    for topic in log.topics.values():
-        for plog in topic.partitions:
-            plog.close_quietly()
-    log._closed = True
+    log.abandon()
 
 
 def reconciling_group() -> Harness:

@@ -2,6 +2,7 @@
 # (A uniquely named module rather than conftest, so test files can import it.)
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ class LogEnv:
         self.managers: list[LogManager] = []
 
     def open(self, fsync_mode: str = "never", now_ms: int = T0, partitions_max: int = 8, **defaults: Any) -> LogManager:
+        # Opening again is a restart: the broker that had the directory is gone (and with it its lock).
+        for earlier in self.managers:
+            if not earlier._closed:
+                earlier.abandon()
         manager = LogManager(
             self.data_dir, defaults=TopicDefaults(**defaults), batch_bytes_max=BATCH_BYTES_MAX,
             partitions_max=partitions_max, fsync_mode=fsync_mode,
@@ -31,10 +36,7 @@ class LogEnv:
 
     def crash(self, manager: LogManager) -> None:
         """Drop a manager as kill -9 would: fds closed, nothing fsynced, no index files written."""
-        for topic in manager.topics.values():
-            for log in topic.partitions:
-                log.close_quietly()
-        manager._closed = True
+        manager.abandon()
 
     def close_all(self) -> None:
         for manager in self.managers:

@@ -6,8 +6,9 @@ import os
 import pytest
 
 from broker.config import TopicDefaults
-from broker.core.log import TopicConfig, validate_topic_name
+from broker.core.log import LogManager, TopicConfig, validate_topic_name
 from broker.wire.errors import (
+    StorageError,
     InvalidConfigError,
     InvalidPartitionsError,
     InvalidTopicNameError,
@@ -222,3 +223,16 @@ def test_add_partitions_refuses_a_total_that_does_not_grow_or_is_too_large(env, 
         m.add_partitions("grow", total, T0)
     assert len(m.topics["grow"].partitions) == 2
     assert sorted(p.name for p in (env.data_dir / "topics" / "grow").iterdir() if p.is_dir()) == ["0", "1"]
+
+
+def test_a_second_broker_cannot_open_a_data_directory_in_use(env, tmp_path):
+    first = env.open()
+    second = LogManager(env.data_dir, defaults=TopicDefaults(), batch_bytes_max=1 << 20, partitions_max=8,
+                        fsync_mode="never")
+    with pytest.raises(StorageError, match=rf"in use by another broker \(pid {os.getpid()}\)"):
+        second.open(T0)
+    first.close()
+    third = LogManager(env.data_dir, defaults=TopicDefaults(), batch_bytes_max=1 << 20, partitions_max=8,
+                       fsync_mode="never")
+    third.open(T0)  # released by close (and by the OS when a broker dies)
+    third.close()
