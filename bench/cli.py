@@ -291,7 +291,8 @@ def _row(target: str, step: profiles.Step, fsync: str, figs: dict, about: dict[s
             "record": "file lines" if p.payload_file else f"{p.record_bytes:,} B",
             "record_bytes": None if p.payload_file else p.record_bytes, "payload_file": p.payload_file,
             "fsync": fsync, "partitions": p.partitions, "producers": p.producers if step.workload == "produce" else 1,
-            "rate_per_s": p.rate_per_s if step.workload in ("e2e", "soak") else None, "about": about or {}, "figures": figs}
+            "rate_per_s": p.rate_per_s if step.workload in ("e2e", "soak") else None, "about": about or {},
+            "figures": figs}
 
 
 def _summary_line(f: dict) -> str:

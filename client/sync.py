@@ -46,6 +46,17 @@ class SyncRecordHandle(RecordHandle):
                 return self._outcome()
 
 
+def _interruptible(portal: Any, fn: Any, *args: Any) -> Any:
+    """``portal.call`` for a call that may wait long (a consumer's poll): an exception in the caller's thread
+    (Ctrl-C) cancels the task in the event loop too, so closing the client does not wait for it forever."""
+    future = portal.start_task_soon(fn, *args)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
+
+
 def connect(address: str | tuple[str, int] = DEFAULT_ADDRESS, **options: Any) -> SyncClient:
     """Connect now (errors raise here) and return a client: ``with connect("127.0.0.1:7420") as c: ...``.
 
@@ -257,14 +268,14 @@ class SyncConsumer:
         self._portal.call(self._c.seek_to_timestamp, timestamp_ms, *partitions)
 
     def position(self, topic: str, partition: int) -> int:
-        return self._portal.call(self._c.position, topic, partition)
+        return _interruptible(self._portal, self._c.position, topic, partition)
 
     def getmany(self, max_records: int | None = None, timeout_s: float | None = None) -> list[Record]:
         """Up to ``max_records`` records as soon as any are ready, or ``[]`` after ``timeout_s`` seconds."""
         if self._buf:
             n = len(self._buf) if max_records is None else min(max_records, len(self._buf))
             return [self._buf.popleft() for _ in range(n)]
-        return self._portal.call(self._c.getmany, max_records, timeout_s)
+        return _interruptible(self._portal, self._c.getmany, max_records, timeout_s)
 
     poll = getmany
 
@@ -272,12 +283,12 @@ class SyncConsumer:
         if self._c.group is None:
             while True:
                 if not self._buf:
-                    self._buf.extend(self._portal.call(self._c.getmany, self.iter_batch_records, None))
+                    self._buf.extend(_interruptible(self._portal, self._c.getmany, self.iter_batch_records, None))
                 yield self._buf.popleft()
         parts = self._c._parts
         while True:
             if not self._buf:
-                self._buf.extend(self._portal.call(self._c.getmany, self.group_iter_batch_records, None))
+                self._buf.extend(_interruptible(self._portal, self._c.getmany, self.group_iter_batch_records, None))
             r = self._buf.popleft()
             st = parts.get((r.topic, r.partition))
             if st is not None and not st.paused:  # revoked while buffered here: its new owner reads it

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 # Subcommand modules, in the order `millpond --help` lists them.
@@ -36,13 +38,22 @@ def main(argv: list[str] | None = None) -> int:
     first = next((w for w in words if not w.startswith("-")), None)
     parser = build_parser(first if first in _COMMANDS else None)
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        # SIGTERM (kill, timeout, a supervisor) stops a client command like Ctrl-C: a consumer commits and leaves
+        # its group, a producer stops; instead of dying with a group member left behind until its session lapses.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # `millpond consume ... | head` closes stdout early; that is not an error.
+        # `millpond consume ... | head` closes stdout early; that is not an error (and nothing more to flush).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

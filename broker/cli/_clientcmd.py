@@ -31,6 +31,8 @@ def guarded(command: str, body: Callable[[argparse.Namespace], int]) -> Callable
             return fail(command, f"{exc.name}: {exc.message}")
         except (ValueError, TypeError) as exc:
             return fail(command, str(exc), code=2)
+        except BrokenPipeError:
+            raise  # `| head` closed stdout: main() exits quietly
         except OSError as exc:  # stdin/stdout problems other than a closed pipe
             return fail(command, exc.strerror or str(exc))
 

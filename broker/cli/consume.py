@@ -116,20 +116,38 @@ def _run_group(args: argparse.Namespace, out: Any, remaining: int | None) -> int
         reset = "earliest" if args.from_beginning else "latest"
         with c.consumer(args.topic, group=args.group, auto_offset_reset=reset, enable_auto_commit=False,
                         on_revoked=on_revoked) as cons:
-            while remaining is None or remaining > 0:
-                records = cons.getmany(max_records=remaining, timeout_s=None)
-                out.write(_render(records, args.json))
-                out.flush()
-                batch: dict[tuple[str, int], int] = {}
-                for r in records:
-                    batch[(r.topic, r.partition)] = r.offset + 1
-                printed.update(batch)
+            try:
+                _consume_group(cons, out, remaining, printed, args.json)
+            finally:
+                # Ctrl-C or SIGTERM may land while a commit is on its way: commit what was printed once more,
+                # so the next member starts right after it; then leaving the block leaves the group.
                 owned = cons.assignment()
-                batch = {tp: off for tp, off in batch.items() if tp in owned}
-                try:
-                    cons.commit(batch)
-                except (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError):
-                    pass  # revoked meanwhile: on_revoked committed what was printed
-                if remaining is not None:
-                    remaining -= len(records)
+                mine = {tp: off for tp, off in printed.items() if tp in owned}
+                if mine:
+                    try:
+                        cons.commit(mine)
+                    except (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError):
+                        pass
     return 0
+
+
+def _consume_group(cons: Any, out: Any, remaining: int | None, printed: dict[tuple[str, int], int],
+                   as_json: bool) -> int | None:
+    """Print batches and commit each once printed, until ``remaining`` records (forever if None)."""
+    while remaining is None or remaining > 0:
+        records = cons.getmany(max_records=remaining, timeout_s=None)
+        out.write(_render(records, as_json))
+        out.flush()
+        batch: dict[tuple[str, int], int] = {}
+        for r in records:
+            batch[(r.topic, r.partition)] = r.offset + 1
+        printed.update(batch)
+        owned = cons.assignment()
+        batch = {tp: off for tp, off in batch.items() if tp in owned}
+        try:
+            cons.commit(batch)
+        except (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError):
+            pass  # revoked meanwhile: on_revoked committed what was printed
+        if remaining is not None:
+            remaining -= len(records)
+    return remaining

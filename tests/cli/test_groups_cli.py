@@ -62,3 +62,37 @@ def test_group_usage_errors_are_one_line(daemon):
     assert r.returncode == 2 and b"does not combine" in r.stderr
     r = mp("groups", "reset-offsets", "g", "--topic", "logs", "--broker", daemon)
     assert r.returncode == 2 and b"one of the arguments" in r.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_group_member_stopped_by_a_signal_commits_and_leaves_at_once(daemon, sig):
+    import signal
+    import time
+
+    b = ["--broker", daemon]
+    assert mp("topics", "create", "logs", *b).returncode == 0
+    assert mp("produce", "logs", *b, stdin=b"a\nb\nc\n").returncode == 0
+    member = subprocess.Popen([sys.executable, "-m", "broker.cli", "consume", "logs", "--group", "g",
+                               "--from-beginning", *b], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert [member.stdout.readline() for _ in range(3)] == [b"a\n", b"b\n", b"c\n"]
+    # let the member commit the batch it printed (a signal landing between printing and committing is allowed to
+    # leave that batch uncommitted: it is read again, at least once), then stop it while it waits for more
+    time.sleep(0.5)
+    member.send_signal(getattr(signal, sig))
+    started = time.monotonic()
+    _, err = member.communicate(timeout=20)
+    assert member.returncode == 130 and b"Traceback" not in err
+    assert time.monotonic() - started < 10  # well before the 10 s session timeout would have expired it
+    described = mp("groups", "describe", "g", "--json", *b)
+    assert described.returncode == 0, (described.stderr, err)
+    d = json.loads(described.stdout)
+    assert d["members"] == [] and sum(o["committed_offset"] for o in d["offsets"]) == 3
+
+
+def test_describe_piped_into_head_exits_quietly(daemon):
+    b = ["--broker", daemon]
+    for i in range(30):
+        assert mp("topics", "create", f"t{i}", *b).returncode == 0
+    r = subprocess.run(f"{sys.executable} -m broker.cli topics list {' '.join(b)} | head -1", shell=True,
+                       capture_output=True, timeout=60)
+    assert r.stdout == b"t0\n" and r.stderr == b""
