@@ -55,6 +55,11 @@ class BrokerConfig:
     default_limit_records_per_s: int = 5_000_000
 
     def __post_init__(self) -> None:
+        for name, kind in (("host", str), ("port", int), ("fsync", str), ("shutdown_grace_s", (int, float))):
+            value = getattr(self, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                want = "a string" if kind is str else "a number" if kind != int else "an integer"
+                raise InvalidConfigError(f"{name} must be {want}, got {value!r}")
         if self.fsync not in FSYNC_MODES:
             raise InvalidConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
         for name in ("frame_bytes_max", "batch_bytes_max", "fetch_bytes_max", "requests_in_flight_max",
@@ -90,7 +95,7 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:
-            raise InvalidConfigError(f"unknown config key {where}{key!r}; known keys: {', '.join(sorted(known))}")
+            raise InvalidConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(known))}")
         if key == "topic_defaults":
             if not isinstance(value, dict):
                 raise InvalidConfigError(f"{where}topic_defaults must be a table")

@@ -169,11 +169,14 @@ class Engine:
         self.groups.topics_changed()
         return {"name": name, "partitions": len(topic.partitions)}
 
-    def delete_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    def delete_topic(self, body: dict[str, Any], ctx: Context) -> dict[str, Any] | Durable:
         name = field(body, "name", str, "delete_topic")
         self._user_topic(name, "delete_topic")
         self.log.delete_topic(name)
         self.groups.topics_changed()
+        at = self.offsets.delete_topic(name, ctx.now_ms)
+        if at is not None and self.offsets.partition_log is not None:
+            return Durable({}, self.offsets.partition_log, at)
         return {}
 
     def list_topics(self, body: dict[str, Any], ctx: Context) -> dict[str, Any]:

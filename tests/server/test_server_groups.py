@@ -127,3 +127,25 @@ async def test_internal_offsets_topic_is_hidden_and_protected(harness):
                       ("produce", {"topic": "__millpond_offsets", "partition": 0, "batch": b"x" * 60})]:
         code, _ = await c.call(api, body)
         assert code == errors.InvalidTopicNameError.code, api
+
+
+async def test_deleting_a_topic_drops_its_committed_offsets_even_after_restart(nursery, tmp_path):
+    h = await start_harness(nursery, tmp_path / "d")
+    c = await h.connect()
+    await c.ok("create_topic", {"name": "t"})
+    await c.ok("create_topic", {"name": "keep"})
+    m = await settle(c, await join(c, topics=("t", "keep")))
+    await c.ok("offset_commit", {"group": "g", "member_id": m["member_id"], "member_epoch": m["member_epoch"],
+                                 "offsets": [["t", 0, 7], ["keep", 0, 3]]})
+    await c.ok("group_leave", {"group": "g", "member_id": m["member_id"]})
+    await c.ok("delete_topic", {"name": "t"})
+    await c.ok("create_topic", {"name": "t"})
+    want = [["t", 0, -1, ""], ["keep", 0, 3, ""]]
+    assert sorted((await c.ok("offset_fetch", {"group": "g", "partitions": [["t", 0], ["keep", 0]]}))["offsets"]) \
+        == sorted(want)
+    await h.broker.shutdown()
+    h2 = await start_harness(nursery, tmp_path / "d")
+    c2 = await h2.connect()
+    assert sorted((await c2.ok("offset_fetch", {"group": "g", "partitions": [["t", 0], ["keep", 0]]}))["offsets"]) \
+        == sorted(want)
+    await h2.broker.shutdown()

@@ -132,7 +132,16 @@ class GroupCoordinator:
         gid = validate_group_id(group_id)
         verdict = TRANSITIONS[(self.state(gid), op)]
         if verdict is not None:
-            raise verdict(f"{op.value} refused: consumer group {gid!r} is {self.state(gid).value}", group_id=gid)
+            state = self.state(gid)
+            if state is GroupState.DEAD:  # users never see "dead": to them the group does not exist
+                raise verdict(f"{op.value} refused: no consumer group {gid!r} (no members, no committed offsets)",
+                              group_id=gid)
+            if verdict is GroupNotEmptyError:
+                members = len(self._groups[gid].members)
+                raise verdict(
+                    f"{op.value} refused: consumer group {gid!r} has {members} member(s); stop them first (a "
+                    f"member that died is expired after its session timeout)", group_id=gid, members=members)
+            raise verdict(f"{op.value} refused: consumer group {gid!r} is {state.value}", group_id=gid)
         return gid, self._groups.get(gid)
 
     def _member(self, group: Group | None, member_id: object) -> Member:

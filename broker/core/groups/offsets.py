@@ -21,6 +21,7 @@ OFFSETS_TOPIC_CONFIG = {"retention_ms": -1, "retention_bytes": -1}
 _REPLAY_CHUNK_BYTES = 1 << 20
 _OFFSET_KEY = "o"  # key ["o", group, topic, partition] -> value {"offset", "metadata", "ts"}
 _GROUP_KEY = "g"  # key ["g", group] -> empty value: a tombstone erasing every earlier record of the group
+_TOPIC_KEY = "t"  # a deleted topic: its offsets are dropped from every group (as Kafka does)
 _TOMBSTONE = b""
 
 
@@ -86,6 +87,10 @@ class OffsetStore:
                 if value == _TOMBSTONE:
                     self._offsets.pop(k[1], None)
                 return
+            if isinstance(k, list) and len(k) == 2 and k[0] == _TOPIC_KEY and isinstance(k[1], str):
+                if value == _TOMBSTONE:
+                    self._forget_topic(k[1])
+                return
             if not (isinstance(k, list) and len(k) == 4 and k[0] == _OFFSET_KEY):
                 raise ValueError(f"unknown key {k!r}")
             _, group, topic, partition = k
@@ -134,6 +139,24 @@ class OffsetStore:
         end = self._append([(now_ms, _pack([_GROUP_KEY, group]), _TOMBSTONE, None)], now_ms)
         self._offsets.pop(group, None)
         return end
+
+    def delete_topic(self, topic: str, now_ms: int) -> int | None:
+        """A topic was deleted: write its tombstone and drop its committed offsets from every group, so a topic
+        created again under that name starts from nothing. Returns the offset to wait for, or None if no group had
+        committed on it. Raises ``StorageError`` and then changes nothing."""
+        if not any(tp.topic == topic for table in self._offsets.values() for tp in table):
+            return None
+        end = self._append([(now_ms, _pack([_TOPIC_KEY, topic]), _TOMBSTONE, None)], now_ms)
+        self._forget_topic(topic)
+        return end
+
+    def _forget_topic(self, topic: str) -> None:
+        for group in list(self._offsets):
+            table = self._offsets[group]
+            for tp in [tp for tp in table if tp.topic == topic]:
+                del table[tp]
+            if not table:
+                del self._offsets[group]
 
     def _end(self) -> int:
         return self._plog.log_end_offset if self._plog is not None else self._memory_end

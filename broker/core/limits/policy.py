@@ -85,7 +85,10 @@ class Policy:
             return cls(mode=self.mode, max_keys=self.max_keys, **self.params)
         except UnknownAlgorithm as exc:
             raise InvalidConfigError(f"limit policy {self.name!r}: {exc}") from None
-        except (TypeError, ValueError) as exc:
+        except TypeError as exc:
+            problem = _parameter_problem(cls, exc)
+            raise InvalidConfigError(f"limit policy {self.name!r}: {self.algorithm}: {problem}") from None
+        except ValueError as exc:
             raise InvalidConfigError(f"limit policy {self.name!r}: {self.algorithm}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,6 +350,24 @@ class PolicySet:
                                          getattr(a.algorithm, "evicted_live", 0), dict(a.throttled_by_key),
                                          a.last_error)
         return out
+
+
+def _parameter_problem(cls: type, exc: TypeError) -> str:
+    """'unknown parameter 'brust'; this algorithm takes rate, burst, ...' rather than Python's own wording."""
+    import inspect
+
+    try:
+        names = [n for n, p in inspect.signature(cls).parameters.items()
+                 if n not in ("mode", "max_keys") and p.kind is p.KEYWORD_ONLY]
+    except (TypeError, ValueError):
+        return str(exc)
+    text = str(exc)
+    bad = text.rsplit("'", 2)[1] if text.count("'") >= 2 and "unexpected keyword" in text else None
+    if bad is not None:
+        return f"unknown parameter {bad!r}; this algorithm takes {', '.join(names)}"
+    if "missing" in text:
+        return f"{text.split('() ', 1)[-1]}; this algorithm takes {', '.join(names)}"
+    return text
 
 
 def _worse(a: Decision, b: Decision) -> bool:
