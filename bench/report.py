@@ -132,19 +132,15 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
     if extra:
         lines += [""] + extra
     lines += soak_lines(summary)
-    lines += ["", f"Reference figures, NOT measured in this run ({reference.SOURCE}):"]
+    lines += ["", f"For scale, peers measured on another machine, NOT in this run ({reference.SOURCE}); for ratios "
+                  "measured side by side run `millpond bench compare`:"]
     for (peer, w, s), f in reference.FIGURES.items():
-        ours = next((g for g in summary if g["workload"] == w and g.get("record_bytes") == s and g["target"] ==
-                     "millpond" and g["fsync"] == "always" and not g.get("payload_file")), None)
         for name, value in f.items():
-            ratio = ""
-            if ours and ours[name]["median"] is not None and name == "records_per_s":
-                ratio = f"   millpond/peer = {ours[name]['median'] / value:.1f}x"
             unit = "rec/s" if name == "records_per_s" else "ms " + name.split("_")[0]
-            lines.append(f"  vs {peer} {w} {s:,} B: {value:,.2f} {unit}{ratio}".replace(".00 rec/s", " rec/s"))
+            lines.append(f"  {peer} {w} {s:,} B: {value:,.2f} {unit}".replace(".00 rec/s", " rec/s"))
     checked = goals(summary)
     if checked:
-        lines += ["", "goals (issues 2 and 5):"]
+        lines += ["", "targets (against the figures above, so only a rough guide on this machine):"]
         for goal in checked:
             lines.append(f"  [{'met' if goal['met'] else 'MISSED'}] {goal['goal']}: {goal['figure']} = "
                          f"{goal['value']:,.2f} (needs {goal['op']} {goal['threshold']:,})")

@@ -37,3 +37,15 @@ def test_every_millpond_command_in_the_readme_parses():
     for line in commands:
         words = [w.strip("'") for w in line.split("<")[0].split()[1:]]
         build_parser().parse_args(words)  # argparse exits (SystemExit) on an unknown command or flag
+
+
+def test_the_embedded_example_runs_as_written(tmp_path):
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    embedded = next(b for b in blocks if "open_broker" in b)
+    script = tmp_path / "embedded.py"
+    script.write_text(embedded)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

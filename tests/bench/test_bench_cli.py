@@ -67,7 +67,7 @@ def test_table_states_machine_fsync_mode_and_labels_reference_figures(capsys):
     assert main(["bench", "produce", "--count", "2000", *TINY]) == 0
     out = capsys.readouterr().out
     assert "machine: " in out and "fsync=always" in out
-    assert "NOT measured in this run" in out
+    assert "NOT in this run" in out and "millpond bench compare" in out
     row = next(line for line in out.splitlines() if line.startswith("produce "))
     assert "100 B" in row and "always" in row
 
