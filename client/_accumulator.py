@@ -37,7 +37,7 @@ class Batch:
 
     __slots__ = ("topic", "partition", "rows", "size", "first_ts", "max_ts", "created", "seq", "event",
                  "base_offset", "error", "blob", "retry_at", "attempts", "routed", "records_max", "bytes_max",
-                 "parent", "pending", "throttled_s", "base_seq", "epoch", "sent", "failed")
+                 "parent", "pending", "throttled_s", "base_seq", "epoch", "sent", "failed", "full")
 
     def __init__(self, topic: str, partition: int, first_ts: int, created: float, seq: int, event: Any) -> None:
         self.topic = topic
@@ -64,6 +64,7 @@ class Batch:
         self.epoch = 0  # idempotent producer: the partition's producer epoch when base_seq was given
         self.sent = False  # a request carrying it is awaiting an answer
         self.failed = False  # an attempt failed: it goes again only at the head of its partition, alone
+        self.full = False  # closed because no more records fit (not by linger or flush)
     def encode(self, producer_id: int = -1) -> bytes:
         if self.blob is None:
             if producer_id >= 0:
@@ -179,6 +180,7 @@ class Accumulator:
         b = self._open.get(tp)
         if b is None or b.size + size > b.bytes_max:
             if b is not None and key is None and self._sticky.get(topic) == partition:
+                b.full = True
                 self._seal(tp, b)  # a full sticky batch moves the sticky partition before this record lands
                 partition = self._sticky[topic]
                 tp = (topic, partition)
@@ -193,6 +195,7 @@ class Accumulator:
         b.size += size
         self.records_buffered += 1
         if b.size >= b.bytes_max or i >= b.records_max - 1:
+            b.full = True
             self._seal(tp, b)
         return self._handle(b, i)
 
@@ -203,6 +206,7 @@ class Accumulator:
                 batch_bytes_max=self.batch_bytes_max)
         old = self._open.get(tp)
         if old is not None:
+            old.full = True  # the next record did not fit
             self._seal(tp, old)
         self._seq += 1
         b = Batch(tp[0], tp[1], ts, self._now(), self._seq, self._event())
@@ -313,6 +317,8 @@ class Accumulator:
                     continue
                 if flying >= self.max_in_flight or (b.failed and (flying or b is not q[0])):
                     break  # a failed batch is resent alone, at the head, so the partition's order is restored
+                if flying and not b.full and b.seq > self._flush_upto:
+                    break  # not full: it keeps gathering records until the answer in flight arrives
                 if b.retry_at > now:
                     due = b.retry_at
                     break

@@ -148,3 +148,47 @@ def test_flush_makes_everything_ready_and_lists_events():
     assert len(events) == 2 and not parked
     ready, _ = acc.ready(clock.t)
     assert sorted(b.partition for b in ready) == [0, 1]
+
+
+def pipelined(batch_bytes=1_000):
+    clock = Clock()
+    acc = Accumulator(batch_bytes=batch_bytes, batch_bytes_max=1 << 20, linger_s=0.005, now=clock,
+                      event_factory=threading.Event, on_wake=lambda: None, max_in_flight=5)
+    acc.counts.update({"t": 1})
+    acc.producer_id = 42
+    return acc, clock
+
+
+def test_full_batches_pipeline_and_a_partial_one_waits_for_the_answer_in_flight():
+    acc, clock = pipelined()
+    for i in range(25):  # 25 records of ~130 estimated bytes: three full batches and a partial fourth
+        acc.append("t", b"x" * 100, partition=0)
+    clock.t += 0.01  # past linger
+    sent, _ = acc.ready(clock.t)
+    assert [len(b.rows) for b in sent] == [7, 7, 7]  # the full ones go together; the partial one keeps gathering
+    assert [b.base_seq for b in sent] == [0, 7, 14]
+    acc.complete(sent[0], 0)
+    acc.complete(sent[1], 7)
+    acc.complete(sent[2], 14)
+    acc.append("t", b"y" * 10, partition=0)
+    sent, _ = acc.ready(clock.t)
+    assert [(len(b.rows), b.base_seq) for b in sent] == [(5, 21)]  # nothing in flight: lingered long enough
+
+
+def test_a_lost_batch_starts_a_new_epoch_and_the_rest_follow_one_by_one():
+    acc, clock = pipelined()
+    for i in range(22):  # three full batches of 7 and one record in a fourth
+        acc.append("t", b"x" * 100, partition=0)
+    sent, _ = acc.ready(clock.t)
+    assert [(b.base_seq, b.epoch) for b in sent] == [(0, 0), (7, 0), (14, 0)]
+    acc.fail(sent[0], RuntimeError("refused for good"))
+    acc.retry_later(sent[1], clock.t)  # out of order: its predecessor never landed
+    acc.retry_later(sent[2], clock.t)
+    again, _ = acc.ready(clock.t)
+    assert [(b.base_seq, b.epoch) for b in again] == [(0, 1)]  # renumbered under epoch 1, alone
+    acc.complete(again[0], 0)
+    again, _ = acc.ready(clock.t)
+    assert [(b.base_seq, b.epoch) for b in again] == [(7, 1)]
+    blob = again[0].encode(acc.producer_id)
+    h = check_batch(blob, 1 << 20)
+    assert (h.producer_id, h.producer_epoch, h.base_sequence, h.record_count) == (42, 1, 7, 7)
