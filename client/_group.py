@@ -265,7 +265,10 @@ class GroupMember:
                     await self._wake.wait()
                 continue
             async with self._lock:
-                await self._act(action)
+                # close() may have run while we waited for the lock: decide again (nothing is due once closed)
+                action = core.due(anyio.current_time())
+                if action is not None:
+                    await self._act(action)
         if core.error is not None:
             self._consumer._fail(core.error)
 

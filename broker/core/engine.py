@@ -234,21 +234,24 @@ class Engine:
                 return ProduceResult(plog, {"partition": partition, "base_offset": stored_at,
                                             "timestamp_ms": header.max_timestamp_ms}, stored_at + header.record_count)
         delay_s = self.limits.admit(ctx, topic=topic, records=header.record_count, nbytes=len(blob)) / 1e9
-        if pid >= 0 and plog.producers.held(pid):
-            # behind a held batch of the same producer: leave after it, never before
-            delay_s = max(delay_s, self._held_until.get((plog, pid), 0.0) - ctx.now)
-        if delay_s > 0:
+        behind_held = pid >= 0 and plog.producers.held(pid)
+        if behind_held:
+            # behind a held batch of the same producer: leave after it, never before, even when its time has come
+            # and its timer has not run yet (the timer breaks equal deadlines in the order they were set)
+            delay_s = max(delay_s, self._held_until.get((plog, pid), 0.0) - ctx.now, 0.0)
+        if delay_s > 0 or behind_held:
             if pid >= 0:
                 plog.producers.hold(pid, header.producer_epoch, header.base_sequence, header.record_count)
                 self._held_until[(plog, pid)] = ctx.now + delay_s
             return Shaped(delay_s, plog, blob, header)
-        return self._append(plog, blob, header, ctx.now_ms)
+        return self._append(plog, blob, header, ctx.now_ms, sequence_checked=True)  # checked above, nothing since
 
     def complete(self, shaped: Shaped, now_ms: int) -> ProduceResult:
-        """Append a produce whose shaping delay is over (it was already admitted and charged)."""
+        """Append a produce whose shaping delay is over (it was already admitted and charged). The sequence is
+        checked again: during the delay the batch may have been stored by a retry, or fenced by a newer epoch."""
         plog, header = shaped.partition_log, shaped.header
         try:
-            return self._append(plog, shaped.blob, header, now_ms)
+            return self._append(plog, shaped.blob, header, now_ms, sequence_checked=False)
         except Exception:
             if header.producer_id >= 0:
                 plog.producers.release(header.producer_id)
@@ -258,8 +261,9 @@ class Engine:
                 self._held_until.pop((plog, header.producer_id), None)
 
     @staticmethod
-    def _append(plog: PartitionLog, blob: bytes, header: BatchHeader, now_ms: int) -> ProduceResult:
-        base = plog.append(blob, header, now_ms)
+    def _append(plog: PartitionLog, blob: bytes, header: BatchHeader, now_ms: int, *,
+                sequence_checked: bool) -> ProduceResult:
+        base = plog.append(blob, header, now_ms, sequence_checked=sequence_checked)
         answer = {"partition": plog.partition, "base_offset": base, "timestamp_ms": header.max_timestamp_ms}
         return ProduceResult(plog, answer, base + header.record_count)
 
