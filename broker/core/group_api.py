@@ -11,7 +11,6 @@ from broker.core.groups import (
     GroupCoordinator,
     HeartbeatAnswer,
     OffsetStore,
-    TopicPartition,
     resolve_reset,
 )
 from broker.core.log import LogManager
@@ -217,4 +216,4 @@ class GroupApi:
         return self._durable({}, at)
 
 
-__all__ = ["GroupApi", "TopicPartition"]
+__all__ = ["GroupApi"]

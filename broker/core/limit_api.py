@@ -7,12 +7,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from broker.core.fields import field
 from broker.core.limits import COST_EXCEEDS_CAPACITY, ERROR, Decision, Policy, PolicySet
 from broker.core.log.files import load_record, save_record
 from broker.wire.errors import (
     CostExceedsLimitError,
     InvalidConfigError,
-    InvalidRequestError,
     LimitPolicyFailedError,
     MillpondError,
     StorageError,
@@ -89,9 +89,7 @@ class LimitApi:
 
     # -- admin -------------------------------------------------------------------------------------------------
     def set(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
-        policy = body.get("policy")
-        if not isinstance(policy, dict):
-            raise InvalidRequestError("limits_set: field 'policy' must be a map")
+        policy = field(body, "policy", dict, "limits_set")
         previous = self.policies.get(policy.get("name")) if policy.get("name") in self.policies else None
         applied = self.policies.set(policy)
         try:
@@ -105,9 +103,7 @@ class LimitApi:
         return {"policy": applied.to_dict()}
 
     def delete(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise InvalidRequestError("limits_delete: field 'name' must be a string")
+        name = field(body, "name", str, "limits_delete")
         if name not in self.policies:
             raise UnknownPolicyError(f"no limit policy named {name!r}")
         removed = self.policies.delete(name)

@@ -38,6 +38,10 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _context(conn: Connection) -> Context:
+    return Context(wall_ms(), trio.current_time(), conn.client_id, conn.host)
+
+
 LIMITS_SWEEP_INTERVAL_S = 10.0
 
 # APIs that change when a member's deadline falls (besides the group_* ones).
@@ -252,8 +256,7 @@ class Broker:
             elif api == "fetch":
                 self._fetch(conn, cid, args)
             else:
-                ctx = Context(wall_ms(), trio.current_time(), conn.client_id, conn.host)
-                answer = self.engine.handle(api, args, ctx)
+                answer = self.engine.handle(api, args, _context(conn))
                 if isinstance(answer, Durable):
                     self._answer_when_durable(conn, cid, answer)
                 else:
@@ -272,7 +275,7 @@ class Broker:
             conn.respond_error(cid, UnknownError(f"internal error answering {api}; see the broker log"))
 
     def _produce(self, conn: Connection, cid: int, args: dict[str, Any]) -> None:
-        result = self.engine.produce(args, Context(wall_ms(), trio.current_time(), conn.client_id, conn.host))
+        result = self.engine.produce(args, _context(conn))
         if isinstance(result, Shaped):
             self._schedule(trio.current_time() + result.delay_s, lambda: self._produce_shaped(conn, cid, result))
             return
@@ -290,27 +293,26 @@ class Broker:
         self._acknowledge(conn, cid, result)
 
     def _acknowledge(self, conn: Connection, cid: int, result: ProduceResult) -> None:
-        plog = result.partition_log
-        if result.durable_offset <= plog.high_watermark:
-            conn.respond(cid, 0, result.answer)
-            self._wake_fetches(plog)
-        else:
-            waiters = self._acks.get(plog)
-            if waiters is None:
-                waiters = self._acks[plog] = deque()
-            waiters.append((result.durable_offset, conn, cid, result.answer))
-            self._flush_wakeup.set()
+        if self._respond_when_durable(conn, cid, result.partition_log, result.durable_offset, result.answer):
+            self._wake_fetches(result.partition_log)
 
     def _answer_when_durable(self, conn: Connection, cid: int, durable: Durable) -> None:
-        plog = durable.partition_log
-        if durable.offset <= plog.high_watermark:
-            conn.respond(cid, 0, durable.answer)
-            return
+        self._respond_when_durable(conn, cid, durable.partition_log, durable.offset, durable.answer)
+
+    def _respond_when_durable(
+        self, conn: Connection, cid: int, plog: PartitionLog, offset: int, answer: dict[str, Any]
+    ) -> bool:
+        """Answer now if ``plog``'s high watermark has reached ``offset`` (returns True), else park the answer
+        until the flusher's fsync moves it there."""
+        if offset <= plog.high_watermark:
+            conn.respond(cid, 0, answer)
+            return True
         waiters = self._acks.get(plog)
         if waiters is None:
             waiters = self._acks[plog] = deque()
-        waiters.append((durable.offset, conn, cid, durable.answer))
+        waiters.append((offset, conn, cid, answer))
         self._flush_wakeup.set()
+        return False
 
     # -- consumer-group liveness: one timer entry, at the coordinator's earliest deadline ----------------------
     def _sync_group_timer(self) -> None:

@@ -52,10 +52,7 @@ class Connection:
         prefix, packed = encode_response_parts(correlation_id, code, body)
         self._out.append(prefix)
         self._out.append(packed)
-        self._out_bytes += 4 + len(packed)
-        self._writer_wakeup.set()
-        if self.in_flight < self.broker.config.requests_in_flight_max and self._out_bytes < OUTBOX_BYTES_MAX:
-            self._capacity.set()
+        self._queued(4 + len(packed))
 
     def respond_fetch(self, correlation_id: int, rows: list[list[Any]]) -> None:
         """Queue a fetch answer; the stored batches are sent as they were read, not copied into the frame."""
@@ -64,7 +61,11 @@ class Connection:
             return
         pieces = encode_fetch_answer_parts(correlation_id, rows)
         self._out.extend(pieces)
-        self._out_bytes += sum(len(p) for p in pieces)
+        self._queued(sum(len(p) for p in pieces))
+
+    def _queued(self, nbytes: int) -> None:
+        """``nbytes`` more wait in the outbox: wake the writer, and the reader if there is room for more."""
+        self._out_bytes += nbytes
         self._writer_wakeup.set()
         if self.in_flight < self.broker.config.requests_in_flight_max and self._out_bytes < OUTBOX_BYTES_MAX:
             self._capacity.set()

@@ -89,24 +89,21 @@ class GroupConfig:
 
         Raises ``InvalidSessionTimeoutError``.
         """
-        if value is None:
-            return self.session_timeout_s
-        low, high = self.session_timeout_s_min, self.session_timeout_s_max
-        if not _is_number(value) or not low <= value <= high:
-            raise InvalidSessionTimeoutError(
-                f"session_timeout_s must be within {low}..{high}, got {value!r}", minimum=low, maximum=high
-            )
-        return float(value)
+        return _bounded("session_timeout_s", value, self.session_timeout_s, self.session_timeout_s_min,
+                        self.session_timeout_s_max)
 
     def rebalance_timeout(self, value: float | None) -> float:
-        if value is None:
-            return self.rebalance_timeout_s
-        low, high = self.session_timeout_s_min, self.rebalance_timeout_s_max
-        if not _is_number(value) or not low <= value <= high:
-            raise InvalidSessionTimeoutError(
-                f"rebalance_timeout_s must be within {low}..{high}, got {value!r}", minimum=low, maximum=high
-            )
-        return float(value)
+        """As ``session_timeout``, for the rebalance timeout (same lower bound)."""
+        return _bounded("rebalance_timeout_s", value, self.rebalance_timeout_s, self.session_timeout_s_min,
+                        self.rebalance_timeout_s_max)
+
+
+def _bounded(name: str, value: float | None, default: float, low: float, high: float) -> float:
+    if value is None:
+        return default
+    if not _is_number(value) or not low <= value <= high:
+        raise InvalidSessionTimeoutError(f"{name} must be within {low}..{high}, got {value!r}", minimum=low, maximum=high)
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,13 +262,3 @@ def positive_fraction(value: Any, name: str) -> Fraction:
 def seconds_to_ns(value: Any, name: str) -> int:
     """A positive duration in seconds as whole nanoseconds (rounded to the nearest ns, at least 1)."""
     return max(1, round(positive_fraction(value, name) * NS_PER_S))
-
-
-def export_number(value: Fraction) -> int | float | str:
-    """A Fraction back to a plain config value: int if whole, float if exact as a decimal, else 'p/q'."""
-    if value.denominator == 1:
-        return int(value)
-    as_float = float(value)
-    if Fraction(repr(as_float)) == value:
-        return as_float
-    return f"{value.numerator}/{value.denominator}"

@@ -186,16 +186,10 @@ class LogManager:
         if final.exists():
             raise StorageError(f"a directory for topic {name!r} exists but could not be loaded; see the log at start")
         staging = self._unused(self._root / _STAGING)
-        meta = seal(msgpack.packb(
-            {"format": META_FORMAT, "name": name, "partitions": partitions, "config": topic_config.to_wire()}
-        ))
+        meta = _sealed_meta(name, partitions, topic_config)
         try:
             staging.mkdir()
-            for p in range(partitions):
-                pdir = staging / str(p)
-                pdir.mkdir()
-                write_file(pdir / f"{0:020d}.log", b"", fsync=True)
-                fsync_dir(pdir)
+            _make_partition_dirs(staging, range(partitions))
             write_atomic(staging / META_FILE, meta)
             os.rename(staging, final)
             fsync_dir(self._root)
@@ -225,16 +219,11 @@ class LogManager:
                 partitions=current, partitions_max=self.partitions_max,
             )
         directory = self._root / name
-        meta = seal(msgpack.packb(
-            {"format": META_FORMAT, "name": name, "partitions": total, "config": topic.config.to_wire()}
-        ))
+        meta = _sealed_meta(name, total, topic.config)
         try:
             for p in range(current, total):
-                pdir = directory / str(p)
-                shutil.rmtree(pdir, ignore_errors=True)
-                pdir.mkdir()
-                write_file(pdir / f"{0:020d}.log", b"", fsync=True)
-                fsync_dir(pdir)
+                shutil.rmtree(directory / str(p), ignore_errors=True)  # strays of an interrupted earlier try
+            _make_partition_dirs(directory, range(current, total))
             fsync_dir(directory)
             write_atomic(directory / META_FILE, meta)
         except (OSError, StorageError) as exc:
@@ -308,8 +297,11 @@ class LogManager:
             for log in topic.partitions:
                 log.close_quietly()
         self._closed = True
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
     def close(self) -> None:
@@ -324,9 +316,7 @@ class LogManager:
             self._close_partitions()
         except StorageError as exc:
             first = exc
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the lock
-            self._lock_fd = None
+        self._unlock()
         if first is not None:
             raise first
 
@@ -341,3 +331,19 @@ class LogManager:
                     first = first or exc
         if first is not None:
             raise first
+
+
+def _sealed_meta(name: str, partitions: int, config: TopicConfig) -> bytes:
+    """The topic's metadata file contents: a msgpack record sealed with its CRC."""
+    meta = {"format": META_FORMAT, "name": name, "partitions": partitions, "config": config.to_wire()}
+    return seal(msgpack.packb(meta))
+
+
+def _make_partition_dirs(directory: Path, numbers: range) -> None:
+    """Create (durably) the directory of each partition in ``numbers`` under ``directory``, with an empty first
+    segment. Raises ``OSError``, ``StorageError``."""
+    for p in numbers:
+        pdir = directory / str(p)
+        pdir.mkdir()
+        write_file(pdir / f"{0:020d}.log", b"", fsync=True)
+        fsync_dir(pdir)

@@ -146,20 +146,22 @@ class PartitionLog:
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
-    def append(self, blob: bytes, header: BatchHeader, now_ms: int) -> int:
+    def append(self, blob: bytes, header: BatchHeader, now_ms: int, *, sequence_checked: bool = False) -> int:
         """Store one batch already checked by ``broker.wire.batch.check_batch``; returns its base offset.
 
         ``blob``: the batch bytes (its base_offset field is replaced by the log end offset on disk). Rolls to a new
         segment first if the active one is full (``segment_bytes``) or old (``segment_ms`` since its first append).
         A batch of an idempotent producer (``producer_id >= 0``) that repeats one of its last five batches is not
         appended again: its original base offset is returned (Kafka's duplicate rule).
+        ``sequence_checked``: the caller has just run ``self.producers.check`` on this batch (it answered None) and
+        nothing ran since, so the check is not repeated (the engine's immediate produce path).
         Raises ``StorageError`` (the log is unchanged), ``CorruptBatchError`` if ``header`` does not fit ``blob``,
         ``OutOfOrderSequenceError`` or ``InvalidProducerEpochError`` (see ``ProducerStates.check``).
         """
         if len(blob) != header.batch_length + 12 or header.record_count < 1:
             raise CorruptBatchError(f"batch of {len(blob)} bytes does not match its header")
         pid = header.producer_id
-        if pid >= 0:
+        if pid >= 0 and not sequence_checked:
             stored_at = self.producers.check(pid, header.producer_epoch, header.base_sequence, header.record_count)
             if stored_at is not None:
                 return stored_at  # a retry of a batch already in the log: same offsets, nothing appended

@@ -56,7 +56,7 @@ class ProducerStates:
                 f"producer {producer_id} epoch {epoch} is older than {entry.epoch}: fenced",
                 producer_id=producer_id, current_epoch=entry.epoch,
             )
-        last_seq = (first_seq + count - 1) % (SEQUENCE_MAX + 1)
+        last_seq = next_sequence(first_seq, count - 1)
         if epoch > entry.epoch:
             if first_seq != 0:
                 raise OutOfOrderSequenceError(
@@ -75,11 +75,11 @@ class ProducerStates:
                     f"producer {producer_id}'s batch at sequence {first_seq} is still held by a shaping limit policy",
                     producer_id=producer_id, expected_sequence=first_seq,
                 )
-            expected = (entry.pending[-1][1] + 1) % (SEQUENCE_MAX + 1)
+            expected = next_sequence(entry.pending[-1][1], 1)
         elif not entry.batches:
             return None
         else:
-            expected = (entry.batches[-1][1] + 1) % (SEQUENCE_MAX + 1)
+            expected = next_sequence(entry.batches[-1][1], 1)
         if first_seq != expected:
             raise OutOfOrderSequenceError(
                 f"producer {producer_id} sent sequence {first_seq}, expected {expected}: an earlier batch is missing",
@@ -97,7 +97,7 @@ class ProducerStates:
                 self._entries.popitem(last=False)
         else:
             self._entries.move_to_end(producer_id)
-        last_seq = (first_seq + count - 1) % (SEQUENCE_MAX + 1)
+        last_seq = next_sequence(first_seq, count - 1)
         entry.batches.append((first_seq, last_seq, base_offset, base_offset + count - 1))
         if entry.pending and entry.pending[0] == (first_seq, last_seq):
             entry.pending.popleft()
@@ -108,7 +108,7 @@ class ProducerStates:
         entry = self._entries.get(producer_id)
         if entry is None or epoch > entry.epoch:
             entry = self._entries[producer_id] = _Entry(epoch)
-        entry.pending.append((first_seq, (first_seq + count - 1) % (SEQUENCE_MAX + 1)))
+        entry.pending.append((first_seq, next_sequence(first_seq, count - 1)))
 
     def held(self, producer_id: int) -> bool:
         entry = self._entries.get(producer_id)
