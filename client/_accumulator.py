@@ -1,6 +1,9 @@
 # The producer's record accumulator (Kafka's RecordAccumulator, sans-IO): per-partition batches of pre-built rows,
-# partition choice (explicit, keyed murmur2, sticky), readiness by size / linger / flush, at most one batch in
-# flight per partition so a retry can never reorder a partition, and the handles that resolve to RecordMetadata.
+# partition choice (explicit, keyed murmur2, sticky), readiness by size / linger / flush, and the handles that
+# resolve to RecordMetadata. Per partition, up to max_in_flight batches are in flight (an idempotent producer's
+# sequence numbers let the broker refuse one that would land out of order; otherwise max_in_flight is 1): only
+# full batches pipeline (a partial one keeps gathering records until the answers in flight arrive), and a batch
+# that failed goes again alone, at the head of its partition, so a retry never reorders a partition.
 # Also fits batches to the broker's limit policies: a batch refused as COST_EXCEEDS_LIMIT is split into pieces that
 # fit (order kept), and later batches of that topic are built to fit. Takes `now` as an argument and never reads a
 # clock, sleeps or touches a socket; the async and blocking producers drive it. Not thread-safe by itself: the
@@ -13,13 +16,12 @@ from collections import deque
 from typing import Any, Callable
 
 from broker.wire.batch import HEADER_BYTES, encode_rows
-from broker.wire.errors import MillpondError, RecordTooLargeError, UnknownTopicOrPartitionError
-
-NO_MAX = 1 << 62  # records_max of a batch no limit policy has constrained
+from broker.wire.errors import RecordTooLargeError, UnknownTopicOrPartitionError
 from broker.wire.partitioner import partition_for_key
 
 from client.types import RecordMetadata
 
+NO_MAX = 1 << 62  # records_max of a batch no limit policy has constrained
 # Upper bound of msgpack's framing around one row [offset_delta, ts_delta, key, value, headers]: array header 1,
 # ints 5 + 9, bin headers 5 + 5, headers map header 5. Over-estimating keeps an encoded batch under its limit.
 ROW_OVERHEAD = 30
@@ -47,6 +49,8 @@ class Batch:
         self.first_ts = first_ts
         self.max_ts = first_ts
         self.created = created
+        # Not a producer sequence number (that is base_seq): the accumulator's running count of batches opened,
+        # so flush() can tell the batches that existed when it was called (seq <= its mark) from later ones.
         self.seq = seq
         self.event = event
         self.base_offset = -1
@@ -65,6 +69,7 @@ class Batch:
         self.sent = False  # a request carrying it is awaiting an answer
         self.failed = False  # an attempt failed: it goes again only at the head of its partition, alone
         self.full = False  # closed because no more records fit (not by linger or flush)
+
     def encode(self, producer_id: int = -1) -> bytes:
         if self.blob is None:
             if producer_id >= 0:
@@ -139,8 +144,8 @@ class Accumulator:
         self._queues: dict[tuple[str, int], deque[Batch]] = {}
         self._in_flight: dict[tuple[str, int], int] = {}  # partition -> batches sent and not yet answered
         self._sticky: dict[str, int] = {}
-        self._unrouted: dict[str, list[tuple[Any, ...]]] = {}  # topic -> [(placeholder, index, key, value, headers, ts)]
-        self._placeholders: dict[str, Batch] = {}
+        # Records awaiting their topic's partition count: topic -> (placeholder batch, [(key, value, headers, ts)]).
+        self._parked: dict[str, tuple[Batch, list[tuple[Any, ...]]]] = {}
         self._seq = 0
         self._flush_upto = -1
         self.records_buffered = 0
@@ -162,8 +167,8 @@ class Accumulator:
         else:
             headers = None
         ts = int(_time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        n = self.counts.get(topic)
         if partition is None:
-            n = self.counts.get(topic)
             if n is None:
                 return self._park(topic, key, value, headers, ts, size)
             if key is not None:
@@ -172,10 +177,8 @@ class Accumulator:
                 partition = self._sticky.get(topic)
                 if partition is None:
                     partition = self._sticky[topic] = random.randrange(n)
-        else:
-            n = self.counts.get(topic)
-            if partition.__class__ is not int or partition < 0 or (n is not None and partition >= n):
-                _bad_partition(topic, partition, n)
+        elif partition.__class__ is not int or partition < 0 or (n is not None and partition >= n):
+            _bad_partition(topic, partition, n)
         tp = (topic, partition)
         b = self._open.get(tp)
         if b is None or b.size + size > b.bytes_max:
@@ -199,11 +202,15 @@ class Accumulator:
             self._seal(tp, b)
         return self._handle(b, i)
 
-    def _new_batch(self, tp: tuple[str, int], ts: int, size: int) -> Batch:
+    def _check_fits(self, size: int) -> None:
+        """A record of about ``size`` bytes must fit alone in a batch of the broker's ``batch_bytes_max``."""
         if size + BATCH_OVERHEAD > self.batch_bytes_max:
             raise RecordTooLargeError(
                 f"record of about {size} bytes cannot fit a batch of batch_bytes_max={self.batch_bytes_max}",
                 batch_bytes_max=self.batch_bytes_max)
+
+    def _new_batch(self, tp: tuple[str, int], ts: int, size: int) -> Batch:
+        self._check_fits(size)
         old = self._open.get(tp)
         if old is not None:
             old.full = True  # the next record did not fit
@@ -240,32 +247,29 @@ class Accumulator:
             self._sticky[topic] = p + 1 if p >= old else p
 
     def _park(self, topic: str, key: bytes | None, value: bytes, headers: Any, ts: int, size: int) -> RecordHandle:
-        """Partition count unknown: hold the record until metadata arrives (``route`` / ``fail_topic``)."""
-        if size + BATCH_OVERHEAD > self.batch_bytes_max:
-            raise RecordTooLargeError(
-                f"record of about {size} bytes cannot fit a batch of batch_bytes_max={self.batch_bytes_max}",
-                batch_bytes_max=self.batch_bytes_max)
-        ph = self._placeholders.get(topic)
-        if ph is None:
-            ph = self._placeholders[topic] = Batch(topic, -1, ts, self._now(), -1, self._event())
-            self._unrouted[topic] = []
+        """Partition count unknown: hold the record until metadata arrives (``set_partition_count`` /
+        ``fail_topic``)."""
+        self._check_fits(size)
+        entry = self._parked.get(topic)
+        if entry is None:
+            entry = self._parked[topic] = (Batch(topic, -1, ts, self._now(), -1, self._event()), [])
             self._wake()
-        parked = self._unrouted[topic]
+        ph, parked = entry
         parked.append((key, value, headers, ts))
         self.records_buffered += 1
         return self._handle(ph, len(parked) - 1)
 
     # ---- metadata ----
     def topics_awaiting_metadata(self) -> list[str]:
-        return list(self._unrouted)
+        return list(self._parked)
 
     def set_partition_count(self, topic: str, partitions: int) -> None:
         """Learn a topic's partition count and route any records parked for it, in send order."""
         self.counts[topic] = partitions
-        parked = self._unrouted.pop(topic, None)
-        ph = self._placeholders.pop(topic, None)
-        if parked is None or ph is None:
+        entry = self._parked.pop(topic, None)
+        if entry is None:
             return
+        ph, parked = entry
         self.records_buffered -= len(parked)
         handles = []
         for key, value, headers, ts in parked:
@@ -281,11 +285,12 @@ class Accumulator:
 
     def fail_topic(self, topic: str, error: BaseException) -> int:
         """Fail every record parked for ``topic`` (e.g. it does not exist). Returns how many failed."""
-        parked = self._unrouted.pop(topic, None) or []
-        ph = self._placeholders.pop(topic, None)
-        if ph is not None:
-            ph.error = error
-            ph.event.set()
+        entry = self._parked.pop(topic, None)
+        if entry is None:
+            return 0
+        ph, parked = entry
+        ph.error = error
+        ph.event.set()
         self.records_buffered -= len(parked)
         return len(parked)
 
@@ -296,7 +301,7 @@ class Accumulator:
         self._flush_upto = self._seq
         for tp, b in list(self._open.items()):
             self._seal(tp, b)
-        events = [ph.event for ph in self._placeholders.values()]
+        events = [ph.event for ph, _ in self._parked.values()]
         parked = bool(events)
         for q in self._queues.values():
             events.extend(b.event for b in q)
@@ -474,7 +479,7 @@ class Accumulator:
 
     def abort(self, error: BaseException) -> None:
         """Fail everything not yet acknowledged (the producer is closing without flushing)."""
-        for topic in list(self._unrouted):
+        for topic in list(self._parked):
             self.fail_topic(topic, error)
         self._open.clear()
         for tp, q in self._queues.items():
@@ -520,4 +525,4 @@ def _bad_partition(topic: str, partition: Any, n: int | None) -> None:
                                        topic=topic, partition=partition)
 
 
-__all__ = ["Accumulator", "Batch", "MillpondError", "RecordHandle"]
+__all__ = ["Accumulator", "Batch", "RecordHandle"]

@@ -193,19 +193,10 @@ class Consumer:
         ``timeout_s`` seconds (None: wait as long as it takes). Raises the fetcher's non-retriable error.
         In a group, each call also tells the group the records returned before have been processed (what
         auto-commit stores, as Kafka's poll) and restarts the max_poll_interval_s timer (KIP-62)."""
-        member = self._member
-        if member is not None:
+        if self._member is not None:
             for st in self._parts.values():
                 st.processed = st.position
-            self._pull_started(member)
-        try:
-            with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
-                while not self._fill():
-                    await self._data.wait()
-                    self._data = anyio.Event()
-        finally:
-            if member is not None:
-                member.core.poll_ended(anyio.current_time())
+        await self._pull(timeout_s)
         ready = self._ready
         n = len(ready) if max_records is None else min(max_records, len(ready))
         out = [ready.popleft() for _ in range(n)]
@@ -222,25 +213,32 @@ class Consumer:
         return self
 
     async def __anext__(self) -> Record:
-        member = self._member
-        if member is not None:
-            if self._last is not None:
-                self._last.processed = self._last.position
-            self._pull_started(member)
-        try:
-            if not self._ready:
-                while not self._fill():
-                    await self._data.wait()
-                    self._data = anyio.Event()
-        finally:
-            if member is not None:
-                member.core.poll_ended(anyio.current_time())
+        if self._member is not None and self._last is not None:
+            self._last.processed = self._last.position
+        await self._pull(None, buffered_ok=True)
         r = self._ready.popleft()
         st = self._parts.get((r.topic, r.partition))
         if st is not None:
             st.position = r.offset + 1
             self._last = st
         return r
+
+    async def _pull(self, timeout_s: float | None, buffered_ok: bool = False) -> None:
+        """Wait until records are ready in ``_ready``, or ``timeout_s`` passes (None: no limit). Raises the
+        fetcher's error, unless ``buffered_ok`` and records are already buffered (those are handed out first).
+        In a group, the wait is a poll: the member counts as polling meanwhile (KIP-62)."""
+        member = self._member
+        if member is not None:
+            self._pull_started(member)
+        try:
+            if not (buffered_ok and self._ready):
+                with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
+                    while not self._fill():
+                        await self._data.wait()
+                        self._data = anyio.Event()
+        finally:
+            if member is not None:
+                member.core.poll_ended(anyio.current_time())
 
     def _pull_started(self, member: GroupMember) -> None:
         if self._closed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -69,13 +70,12 @@ class Producer:
         self.lock: Any = threading.Lock() if _threaded else _NoLock()
         self._acc = Accumulator(
             batch_bytes=batch_bytes, batch_bytes_max=client.limits.batch_bytes_max, linger_s=linger_s,
-            now=_monotonic if _threaded else anyio.current_time,
+            now=time.monotonic if _threaded else anyio.current_time,
             event_factory=threading.Event if _threaded else anyio.Event,
             on_wake=self._on_wake, handle_cls=_handle_cls(_threaded),
             max_in_flight=max_in_flight if idempotent else 1)
         self.idempotent = idempotent
         self._now = self._acc._now
-        self._closing = False
         self._metadata_busy = False
         self._tg: Any = None
         self._sent = self._failed = self._batches = self._retries = self._throttled = 0
@@ -141,7 +141,6 @@ class Producer:
                 with self.lock:
                     self._acc.abort(exc if isinstance(exc, Exception) else MillpondError("producer closed"))
         finally:
-            self._closing = True
             self._tg.cancel_scope.cancel()
             if self._twake is not None:
                 self._twake.set()  # release the worker thread the sender was sleeping in
@@ -200,26 +199,24 @@ class Producer:
             conn = await self._client._connection()
         except MillpondError as exc:
             for b in batches:
-                self._tg.start_soon(self._send_batch, b, None, exc)
+                self._tg.start_soon(self._send_batch, b, None, None, exc)
             return
         for b in batches:
             try:
                 begun = conn.begin("produce", {"topic": b.topic, "partition": b.partition,
                                                "batch": b.encode(self._acc.producer_id)})
             except MillpondError as exc:
-                self._tg.start_soon(self._send_batch, b, None, exc)
+                self._tg.start_soon(self._send_batch, b, None, None, exc)
                 continue
-            self._tg.start_soon(self._send_batch, b, (conn, begun), None)
+            self._tg.start_soon(self._send_batch, b, conn, begun, None)
 
-    async def _answer(self, sent: Any, failed: BaseException | None) -> Any:
-        if failed is not None:
-            raise failed
-        conn, begun = sent
-        return await conn.finish(begun, self._client.request_timeout_s)
-
-    async def _send_batch(self, b: Batch, sent: Any, failed: BaseException | None) -> None:
+    async def _send_batch(self, b: Batch, conn: Any, begun: Any, error: MillpondError | None) -> None:
+        """Await the answer to ``b``'s produce request begun on ``conn`` (or take ``error``: it could not be
+        written) and settle ``b``: acknowledged, retried in order, split, or failed."""
         try:
-            body = await self._answer(sent, failed)
+            if error is not None:
+                raise error
+            body = await conn.finish(begun, self._client.request_timeout_s)
         except ThrottledError as exc:
             wait = max(0.0, float(exc.details.get("retry_after_s", self.retry_backoff_s[0])))
             with self.lock:
@@ -236,9 +233,9 @@ class Producer:
                 self._acc.retry_later(b, self._now())
         except CostExceedsLimitError as exc:
             with self.lock:
-                failed = self._acc.split(b, str(exc.details.get("unit", "")), int(exc.details.get("max_cost", 0)),
-                                         exc)
-                self._count_failure(failed, exc)
+                n_failed = self._acc.split(b, str(exc.details.get("unit", "")), int(exc.details.get("max_cost", 0)),
+                                           exc)
+                self._count_failure(n_failed, exc)
         except MillpondError as exc:
             now = self._now()
             with self.lock:
@@ -284,12 +281,6 @@ class _NoLock:
 
     def __exit__(self, *exc: Any) -> None:
         return None
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _handle_cls(threaded: bool) -> type[RecordHandle]:

@@ -5,11 +5,13 @@
 # Why a background loop (anyio blocking portal) and not plain sockets on the sans-IO core: reconnect, pipelining,
 # retries, long-poll prefetch and linger timers already live in the async client; a second implementation would
 # drift. The one path where a thread hop per call would hurt, producer.send(), never crosses threads: the caller
-# appends to the shared Accumulator under a lock (~0.1 µs) and only wakes the loop (setting a threading.Event) when a batch opens or fills.
+# appends to the shared Accumulator under a lock (~0.1 µs) and only wakes the loop (setting a threading.Event) when
+# a batch opens or fills.
 # Linger: a batch leaves linger_s after its first record even if the caller thread is busy (the loop thread keeps
 # the timer), or as soon as it is full, or at flush()/close().
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import deque
 from contextlib import ExitStack
@@ -234,11 +236,14 @@ class SyncConsumer:
 
     def __init__(self, sc: SyncClient, topics: str | Iterable[str] | None, **options: Any) -> None:
         self._portal = sc._portal
-        opts = _consumer_options(options)
+        unknown = set(options) - _CONSUMER_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown consumer option(s): {', '.join(sorted(unknown))}")
         for name in ("on_assigned", "on_revoked"):
-            if opts[name] is not None:
-                opts[name] = _in_thread(opts[name])
-        self._c: Consumer = self._portal.call(lambda: Consumer(sc._client, topics, **opts))
+            if options.get(name) is not None:
+                options[name] = _in_thread(options[name])
+        # Client.consumer holds the defaults, so the blocking consumer's cannot drift from the async one's.
+        self._c: Consumer = self._portal.call(lambda: sc._client.consumer(topics, **options))
         self._cm = self._portal.wrap_async_context_manager(self._c)  # enter and exit in one portal task
         self._cm.__enter__()
         self._buf: deque[Record] = deque()
@@ -256,15 +261,15 @@ class SyncConsumer:
         self._portal.call(self._c.seek, topic, partition, offset)
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        self._buf.clear() if not partitions else [self._drop(*tp) for tp in partitions]
+        self._drop_all(partitions)
         self._portal.call(self._c.seek_to_beginning, *partitions)
 
     def seek_to_end(self, *partitions: TopicPartition) -> None:
-        self._buf.clear() if not partitions else [self._drop(*tp) for tp in partitions]
+        self._drop_all(partitions)
         self._portal.call(self._c.seek_to_end, *partitions)
 
     def seek_to_timestamp(self, timestamp_ms: int, *partitions: TopicPartition) -> None:
-        self._buf.clear() if not partitions else [self._drop(*tp) for tp in partitions]
+        self._drop_all(partitions)
         self._portal.call(self._c.seek_to_timestamp, timestamp_ms, *partitions)
 
     def position(self, topic: str, partition: int) -> int:
@@ -280,19 +285,18 @@ class SyncConsumer:
     poll = getmany
 
     def __iter__(self) -> Iterator[Record]:
-        if self._c.group is None:
-            while True:
-                if not self._buf:
-                    self._buf.extend(_interruptible(self._portal, self._c.getmany, self.iter_batch_records, None))
-                yield self._buf.popleft()
+        in_group = self._c.group is not None
+        hop = self.group_iter_batch_records if in_group else self.iter_batch_records
         parts = self._c._parts
         while True:
             if not self._buf:
-                self._buf.extend(_interruptible(self._portal, self._c.getmany, self.group_iter_batch_records, None))
+                self._buf.extend(_interruptible(self._portal, self._c.getmany, hop, None))
             r = self._buf.popleft()
-            st = parts.get((r.topic, r.partition))
-            if st is not None and not st.paused:  # revoked while buffered here: its new owner reads it
-                yield r
+            if in_group:
+                st = parts.get((r.topic, r.partition))
+                if st is None or st.paused:  # revoked while buffered here: its new owner reads it
+                    continue
+            yield r
 
     def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         """See ``Consumer.commit``: positions of owned partitions (records handed out), or ``offsets``."""
@@ -301,11 +305,16 @@ class SyncConsumer:
     def _drop(self, topic: str, partition: int) -> None:
         self._buf = deque(r for r in self._buf if r.topic != topic or r.partition != partition)
 
+    def _drop_all(self, partitions: tuple[TopicPartition, ...]) -> None:
+        """Forget buffered records of ``partitions`` (default: all), as a seek of them does."""
+        if not partitions:
+            self._buf.clear()
+        for tp in partitions:
+            self._drop(*tp)
+
     def close(self) -> None:
         """Commit (with auto-commit) and leave the group, then stop; see ``Consumer.close``."""
-        if not self._closed:
-            self._closed = True
-            self._cm.__exit__(None, None, None)
+        self.__exit__(None, None, None)
 
     def __enter__(self) -> SyncConsumer:
         return self
@@ -323,13 +332,4 @@ def _in_thread(callback: Any) -> Any:
     return run
 
 
-def _consumer_options(options: dict[str, Any]) -> dict[str, Any]:
-    out = {"group": None, "auto_offset_reset": "latest", "max_wait_s": 0.5, "fetch_bytes": 4 * 1024 * 1024,
-           "retry_backoff_s": (0.05, 2.0), "enable_auto_commit": True, "auto_commit_interval_s": 5.0,
-           "session_timeout_s": 10.0, "max_poll_interval_s": 300.0, "group_instance_id": None, "assignor": None,
-           "on_assigned": None, "on_revoked": None}
-    unknown = set(options) - set(out)
-    if unknown:
-        raise TypeError(f"unknown consumer option(s): {', '.join(sorted(unknown))}")
-    out.update(options)
-    return out
+_CONSUMER_OPTIONS = frozenset(inspect.signature(Client.consumer).parameters) - {"self", "topics"}
