@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 POOL = 256  # distinct random values cycled through: varied content without holding N records in memory
-STAMP_BYTES = 16  # e2e values begin with a send timestamp and a sequence number (bench.targets.*.STAMP)
+STAMP_BYTES = 16  # e2e values begin with a send timestamp and a sequence number (bench.targets.e2e.STAMP)
 
 
 class PayloadError(ValueError):
@@ -34,3 +34,9 @@ def values(record_bytes: int, payload_file: str | None = None, *, stamped: bool 
 
 def mean_bytes(vals: tuple[bytes, ...]) -> float:
     return sum(map(len, vals)) / len(vals)
+
+
+def cycled_bytes(vals: tuple[bytes, ...], n: int) -> int:
+    """Bytes in the first ``n`` values of ``vals`` cycled (what a run of ``n`` records sends)."""
+    q, r = divmod(n, len(vals))
+    return q * sum(map(len, vals)) + sum(map(len, vals[:r]))

@@ -46,6 +46,13 @@ class ProducePlan:
     partitions: int = 1  # bounds how many records are buffered ahead of the acks
     sample_every: int = 64  # one ack latency sample per this many records (the oldest of each group)
 
+    def next_batch(self, sent: int, size: int, elapsed_s: float) -> int:
+        """How many records to send next, at most ``size``, with ``sent`` sent ``elapsed_s`` after the first send:
+        0 once ``count`` are sent or, without a count, once ``duration_s`` has passed."""
+        if self.count is not None:
+            return max(0, min(size, self.count - sent))
+        return size if self.duration_s is None or elapsed_s < self.duration_s else 0
+
 
 @dataclass
 class ProduceOutcome:

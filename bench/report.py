@@ -113,8 +113,8 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
         size = g["record"]
         body.append([workload_label(g), size]
                     + ([g["target"]] if peers else []) + [g["fsync"],
-                     _cell(g["records_per_s"], "{:,.0f}"), _cell(g["mb_per_s"], "{:,.1f}"),
-                     _cell(g["p50_ms"], "{:.2f}"), _cell(g["p99_ms"], "{:.2f}"), _cell(g["max_ms"], "{:.2f}")])
+                     cell(g["records_per_s"], "{:,.0f}"), cell(g["mb_per_s"], "{:,.1f}"),
+                     cell(g["p50_ms"], "{:.2f}"), cell(g["p99_ms"], "{:.2f}"), cell(g["max_ms"], "{:.2f}")])
     lines += _columns(head, body, left=len(head) - 5)
     if ratios(summary):
         lines += ["", RATIO_MEANING + ":"]
@@ -249,7 +249,8 @@ def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
-def _cell(s: dict[str, float | None], fmt: str) -> str:
+def cell(s: dict[str, float | None], fmt: str) -> str:
+    """A summarised figure as ``median (min-max)``, or just the median when every repeat agreed; '-' if none."""
     if s["median"] is None:
         return "-"
     if s["min"] == s["max"]:

@@ -91,7 +91,7 @@ def _section(mode: str | None, mach: dict[str, Any], summary: list[dict[str, Any
     for g in rows:
         cells = [report.workload_label(g), g["record"],
                  g["target"], g["fsync"] if g["target"] != "millpond" else f"fsync={g['fsync']}"]
-        cells += [_cell(g[name], fmt) for _, name, fmt in FIGURES]
+        cells += [report.cell(g[name], fmt) for _, name, fmt in FIGURES]
         if has_peers and mode:
             r = next((r for r in ratios if r["peer_step"] == g["step"] and r["millpond_fsync"] == mode), None)
             cells += [("-" if r is None or r[n] is None else f"{r[n]:.2f}x") for n in report.RATIO_FIGURES]
@@ -111,8 +111,8 @@ def _rebalance(mach: dict[str, Any], summary: list[dict[str, Any]]) -> list[str]
         lines += [_machine_line(mach, g["fsync"]), "",
                   "| step | member death to settled assignment s | member join to settled assignment s |",
                   "|---|---:|---:|",
-                  f"| {g['step']} | {_cell(g['death_to_settled_s'], '{:.2f}')} | "
-                  f"{_cell(g['join_to_settled_s'], '{:.2f}')} |", ""]
+                  f"| {g['step']} | {report.cell(g['death_to_settled_s'], '{:.2f}')} | "
+                  f"{report.cell(g['join_to_settled_s'], '{:.2f}')} |", ""]
     lines += ["A 3-member group on a 6-partition topic, members with a 3 s session timeout: seconds from a member's "
               "SIGKILL (noticed when its session lapses) and from a new member's join until describe_group shows "
               "the group stable with every partition owned; the median of 3 rounds per repeat.", ""]
@@ -128,7 +128,7 @@ def _soak(mach: dict[str, Any], summary: list[dict[str, Any]]) -> list[str]:
         lines += [_machine_line(mach, g["fsync"]), "",
                   "| step | records/s | MB/s | broker RSS start MB | broker RSS end MB | broker RSS max MB |",
                   "|---|---:|---:|---:|---:|---:|",
-                  f"| {g['step']} | " + " | ".join(_cell(g[n], f) for n, f in (
+                  f"| {g['step']} | " + " | ".join(report.cell(g[n], f) for n, f in (
                       ("records_per_s", "{:,.0f}"), ("mb_per_s", "{:,.1f}"), ("rss_mb_start", "{:,.1f}"),
                       ("rss_mb_end", "{:,.1f}"), ("rss_mb_max", "{:,.1f}"))) + " |", "",
                   _machine_line(mach, g["fsync"]), "",
@@ -178,12 +178,4 @@ def _machine_line(mach: dict[str, Any], fsync: str) -> str:
     return (f"**Machine:** {mach.get('cores', '?')} cores, {mach.get('cpu_model', '?')}, {mach.get('python', '?')}, "
             f"{mach.get('os', '?')}" + (f", {mach['memory_gib']:.0f} GiB RAM" if mach.get("memory_gib") else "")
             + f". **millpond fsync mode:** {fsync}.")
-
-
-def _cell(s: dict[str, float | None], fmt: str) -> str:
-    if s["median"] is None:
-        return "-"
-    if s["min"] == s["max"]:
-        return fmt.format(s["median"])
-    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
 

@@ -105,6 +105,22 @@ def get(name: str) -> Target:
     return getattr(importlib.import_module(module), attr or "TARGET")
 
 
+class LocalServer:
+    """A server process we started: its address, its durability (the report's fsync column), and its CPU time
+    and memory read from /proc."""
+
+    def __init__(self, address: str, fsync: str, pid: int) -> None:
+        self.address = address
+        self.fsync = fsync
+        self.pid = pid
+
+    def cpu_s(self) -> float | None:
+        return proc_cpu_s(self.pid)
+
+    def rss_bytes(self) -> int | None:
+        return proc_rss_bytes(self.pid)
+
+
 def proc_cpu_s(pid: int) -> float | None:
     """utime + stime of process ``pid`` in seconds, from /proc (None where there is no /proc)."""
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import selectors
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import trio
 
-from bench import stats
+from bench import payload, stats
 from bench.plans import (
     ConsumeOutcome,
     ConsumePlan,
@@ -28,27 +27,11 @@ from bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from bench.targets import Tick, proc_cpu_s, proc_rss_bytes
+from bench.targets import LocalServer, Tick, e2e
 
 START_TIMEOUT_S = 20
 STOP_TIMEOUT_S = 10
-STAMP = struct.Struct(">qq")  # monotonic_ns at send, sequence number: the first 16 bytes of an e2e value
 BUFFERED_BATCHES = 3  # records buffered ahead of the acks, in batches per partition: keeps the pipe full, no deeper
-
-
-class _Local:
-    """A broker we started; ``cpu_s()`` and ``rss_bytes()`` read its CPU time and memory from /proc."""
-
-    def __init__(self, address: str, fsync: str, pid: int) -> None:
-        self.address = address
-        self.fsync = fsync
-        self.pid = pid
-
-    def cpu_s(self) -> float | None:
-        return proc_cpu_s(self.pid)
-
-    def rss_bytes(self) -> int | None:
-        return proc_rss_bytes(self.pid)
 
 
 class _External:
@@ -87,7 +70,7 @@ class Millpond:
                     stdout=subprocess.PIPE, stderr=log, text=True)
             try:
                 port = _read_port(proc, log_path)
-                yield _Local(f"127.0.0.1:{port}", fsync, proc.pid)
+                yield LocalServer(f"127.0.0.1:{port}", fsync, proc.pid)
             finally:
                 _stop(proc)
         finally:
@@ -153,20 +136,15 @@ async def _produce(address: str, topic: str, plan: ProducePlan, tick: Tick) -> P
     every = max(1, plan.sample_every)
     async with connect(address, client_id="bench-producer") as c:
         async with c.producer(**_producer_options(plan.batch_bytes, plan.linger_s)) as p:
-            mean = sum(map(len, values)) / nv
-            batch_records = (plan.batch_bytes or 262144) // (mean + 30) + 1
+            batch_records = (plan.batch_bytes or 262144) // (payload.mean_bytes(values) + 30) + 1
             buffered_max = max(1000, int(BUFFERED_BATCHES * batch_records * plan.partitions))
             send = p.send
             samples: deque[tuple[int, Any]] = deque()
             if plan.start_at:
                 await trio.sleep(max(0.0, plan.start_at - perf()))
             first = perf()
-            end_at = first + plan.duration_s if plan.count is None and plan.duration_s is not None else None
             i = 0
-            while True:
-                n = every if plan.count is None else min(every, plan.count - i)
-                if n <= 0 or (end_at is not None and perf() >= end_at):
-                    break
+            while n := plan.next_batch(i, every, perf() - first):
                 samples.append((perf_ns(), send(topic, values[i % nv])))
                 for j in range(i + 1, i + n):
                     send(topic, values[j % nv])
@@ -185,10 +163,8 @@ async def _produce(address: str, topic: str, plan: ProducePlan, tick: Tick) -> P
             last = perf()
             _drain(samples, hist, final=True)
             st = p.statistics()
-    q, r = divmod(i, nv)
-    payload = q * sum(map(len, values)) + sum(map(len, values[:r]))
-    return ProduceOutcome(records=st.records_sent, payload_bytes=payload, first_send=first, last_ack=last,
-                          latency_hdr=stats.encode(hist), failed=st.records_failed + (i - st.records_sent - st.records_failed),
+    return ProduceOutcome(records=st.records_sent, payload_bytes=payload.cycled_bytes(values, i), first_send=first,
+                          last_ack=last, latency_hdr=stats.encode(hist), failed=i - st.records_sent,
                           error=repr(st.last_error) if st.last_error else "")
 
 
@@ -257,42 +233,32 @@ def _first_mismatch(offsets: list[int], start: int) -> str:
 
 
 async def _e2e_produce(address: str, topic: str, plan: E2EPlan, tick: Tick) -> E2EProduceOutcome:
-    """Open loop: record ``i`` is due at ``t0 + i / rate``; whatever is due is sent at once, stamped with
-    ``monotonic_ns()`` at its ``send()``. ``send()`` never waits for the broker, so a slow broker cannot slow the
-    schedule; ``lag_max_s`` shows how far the sender itself ever fell behind."""
+    """Open loop (bench.targets.e2e.Schedule): whatever is due is sent at once, stamped at its ``send()``.
+    ``send()`` never waits for the broker, so a slow broker cannot slow the schedule; ``lag_max_s`` shows how far
+    the sender itself ever fell behind."""
     from client import connect
 
-    tails = [v[STAMP.size:] for v in plan.values]
-    nt = len(tails)
-    pack, mono, perf = STAMP.pack, time.monotonic_ns, time.perf_counter
-    rate, count = plan.rate_per_s, plan.count
-    lag_max = 0.0
     linger = 0.0 if plan.linger_s is None else plan.linger_s
     async with connect(address, client_id="bench-e2e-producer") as c:
         async with c.producer(**_producer_options(plan.batch_bytes, linger)) as p:
             send = p.send
-            t0 = perf()
-            i = 0
-            while i < count:
-                now = perf()
-                due = min(count, int((now - t0) * rate) + 1)
-                if due > i:
-                    lag_max = max(lag_max, now - (t0 + i / rate))
-                    for j in range(i, due):
-                        send(topic, pack(mono(), j) + tails[j % nt])
-                    tick(due - i)
-                    i = due
-                await trio.sleep(max(0.0, t0 + i / rate - perf()))
-            last_send = perf()
+            sched = e2e.Schedule(plan)
+            value = sched.value
+            while sched.sent < plan.count:
+                todo = sched.due()
+                if todo:
+                    for j in todo:
+                        send(topic, value(j))
+                    tick(len(todo))
+                    sched.sent = todo.stop
+                await trio.sleep(sched.wait_s())
+            last_send = time.perf_counter()
             await p.flush()
-            last_ack = perf()
+            last_ack = time.perf_counter()
             st = p.statistics()
-    lens = [STAMP.size + len(t) for t in tails]
-    q, r = divmod(count, nt)
-    payload = q * sum(lens) + sum(lens[:r])
-    return E2EProduceOutcome(records=st.records_sent, payload_bytes=payload, first_send=t0, last_send=last_send,
-                             last_ack=last_ack, lag_max_s=lag_max, failed=st.records_failed,
-                             error=repr(st.last_error) if st.last_error else "")
+    return E2EProduceOutcome(records=st.records_sent, payload_bytes=sched.payload_bytes, first_send=sched.t0,
+                             last_send=last_send, last_ack=last_ack, lag_max_s=sched.lag_max_s,
+                             failed=st.records_failed, error=repr(st.last_error) if st.last_error else "")
 
 
 async def _e2e_consume(address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
@@ -300,14 +266,13 @@ async def _e2e_consume(address: str, topic: str, plan: E2EPlan, ready: Callable[
     ``monotonic_ns() - stamp`` for all but the first ``plan.warmup``."""
     from client import connect
 
-    hist = stats.new_histogram()
-    unpack, mono, record = STAMP.unpack_from, time.monotonic_ns, stats.record_us
-    seen = bytearray(plan.count)
+    arrivals = e2e.Arrivals(plan)
+    check, mono = arrivals.check, time.monotonic_ns
     n = 0
     async with connect(address, client_id="bench-e2e-consumer") as c:
         parts = (await c.metadata([topic])).get(topic)
         if parts is None:
-            return E2EConsumeOutcome(0, b"", f"topic {topic!r} does not exist")
+            return arrivals.outcome(0, f"topic {topic!r} does not exist")
         async with c.consumer(None, auto_offset_reset="earliest", max_wait_s=1.0) as cons:
             cons.assign([(topic, p) for p in range(parts)])
             for p in range(parts):
@@ -319,19 +284,16 @@ async def _e2e_consume(address: str, topic: str, plan: E2EPlan, ready: Callable[
                 got = await cons.getmany(timeout_s=max(0.0, give_up - time.perf_counter()))
                 now = mono()
                 if not got:
-                    return E2EConsumeOutcome(n, stats.encode(hist), f"timed out with {n} of {plan.count} records")
+                    return arrivals.outcome(n, f"timed out with {n} of {plan.count} records")
                 err = _check_dense(got, nxt, parts)
                 if err:
-                    return E2EConsumeOutcome(n, stats.encode(hist), err)
+                    return arrivals.outcome(n, err)
                 for r in got:
-                    sent, seq = unpack(r.value)
-                    if not 0 <= seq < plan.count or seen[seq]:
-                        return E2EConsumeOutcome(n, stats.encode(hist), f"sequence {seq} unexpected or repeated")
-                    seen[seq] = 1
-                    if seq >= plan.warmup:
-                        record(hist, (now - sent) / 1000)
+                    err = check(r.value, now)
+                    if err:
+                        return arrivals.outcome(n, err)
                 n += len(got)
-    return E2EConsumeOutcome(n, stats.encode(hist))
+    return arrivals.outcome(n)
 
 
 def _read_port(proc: subprocess.Popen, log_path: Path) -> int:

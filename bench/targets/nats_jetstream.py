@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
-import struct
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench import stats
 from bench.plans import (
     ConsumeOutcome,
     ConsumePlan,
@@ -26,10 +24,9 @@ from bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from bench.targets import Tick, peerproc
+from bench.targets import LocalServer, Tick, e2e, peerproc
 
 START_TIMEOUT_S = 20
-STAMP = struct.Struct(">qq")  # as bench.targets.millpond.STAMP: monotonic_ns at send, sequence number
 FSYNC_LABEL = "file store, no fsync before ack"
 ACK_SETTLE_S = 10  # how long the consume check waits for the server to apply the last acks
 
@@ -56,7 +53,7 @@ class NatsJetStream:
         }
 
     @contextmanager
-    def server(self, fsync: str, address: str | None) -> Iterator[peerproc.PeerServer]:
+    def server(self, fsync: str, address: str | None) -> Iterator[LocalServer]:
         tmp = Path(tempfile.mkdtemp(prefix="millpond-bench-nats-"))
         port = peerproc.free_port()
         argv = [peerproc.find_binary("nats-server") or "nats-server", "-js", "-sd", str(tmp / "store"),
@@ -65,7 +62,7 @@ class NatsJetStream:
             proc = peerproc.start(self.name, argv, log_path=tmp / "server.log", timeout_s=START_TIMEOUT_S,
                                   ready=lambda: _answers(port))
             try:
-                yield peerproc.PeerServer(f"127.0.0.1:{port}", FSYNC_LABEL, proc.pid)
+                yield LocalServer(f"127.0.0.1:{port}", FSYNC_LABEL, proc.pid)
             finally:
                 peerproc.stop(proc)
         finally:
@@ -129,13 +126,9 @@ async def _produce(js: Any, topic: str, plan: ProducePlan, tick: Tick) -> Produc
     if plan.start_at:
         await asyncio.sleep(max(0.0, plan.start_at - perf()))
     first = perf()
-    end_at = first + plan.duration_s if plan.count is None and plan.duration_s is not None else None
     i = payload = failed = 0
     error = ""
-    while end_at is None or perf() < end_at:
-        n = peerproc.BATCH_RECORDS if plan.count is None else min(peerproc.BATCH_RECORDS, plan.count - i)
-        if n <= 0:
-            break
+    while n := plan.next_batch(i, peerproc.BATCH_RECORDS, perf() - first):
         futures = []
         for chunk in sampler.chunks(i, i + n):
             for j in chunk:
@@ -191,53 +184,38 @@ async def _consume(js: Any, topic: str, plan: ConsumePlan, tick: Tick) -> Consum
 
 
 async def _e2e_produce(js: Any, topic: str, plan: E2EPlan, tick: Tick) -> E2EProduceOutcome:
-    """Open loop: whatever is due is published at once (acks not awaited in the loop, checked at the end)."""
-    tails = [v[STAMP.size:] for v in plan.values]
-    nt = len(tails)
-    pack, mono, perf = STAMP.pack, time.monotonic_ns, time.perf_counter
-    rate, count = plan.rate_per_s, plan.count
-    lag_max = 0.0
+    """Open loop (bench.targets.e2e.Schedule): whatever is due is published at once (acks not awaited in the
+    loop, checked at the end)."""
     futures = []
-    t0 = perf()
-    i = 0
-    while i < count:
-        now = perf()
-        due = min(count, int((now - t0) * rate) + 1)
-        if due > i:
-            lag_max = max(lag_max, now - (t0 + i / rate))
-            for j in range(i, due):
-                futures.append(await js.publish_async(topic, pack(mono(), j) + tails[j % nt]))
-            tick(due - i)
-            i = due
-        await asyncio.sleep(max(0.0, t0 + i / rate - perf()))
-    last_send = perf()
+    sched = e2e.Schedule(plan)
+    while sched.sent < plan.count:
+        todo = sched.due()
+        if todo:
+            for j in todo:
+                futures.append(await js.publish_async(topic, sched.value(j)))
+            tick(len(todo))
+            sched.sent = todo.stop
+        await asyncio.sleep(sched.wait_s())
+    last_send = time.perf_counter()
     results = await asyncio.gather(*futures, return_exceptions=True)
-    last_ack = perf()
+    last_ack = time.perf_counter()
     bad = [r for r in results if isinstance(r, BaseException)]
-    lens = [STAMP.size + len(t) for t in tails]
-    q, rem = divmod(count, nt)
-    return E2EProduceOutcome(records=count - len(bad), payload_bytes=q * sum(lens) + sum(lens[:rem]),
-                             first_send=t0, last_send=last_send, last_ack=last_ack, lag_max_s=lag_max,
-                             failed=len(bad), error=repr(bad[0]) if bad else "")
+    return E2EProduceOutcome(records=plan.count - len(bad), payload_bytes=sched.payload_bytes, first_send=sched.t0,
+                             last_send=last_send, last_ack=last_ack, lag_max_s=sched.lag_max_s, failed=len(bad),
+                             error=repr(bad[0]) if bad else "")
 
 
 async def _e2e_consume(js: Any, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
-    hist = stats.new_histogram()
-    unpack, mono, record = STAMP.unpack_from, time.monotonic_ns, stats.record_us
-    seen = bytearray(plan.count)
+    arrivals = e2e.Arrivals(plan)
     state = {"n": 0, "error": ""}
     done = asyncio.Event()
 
     async def on_msg(msg: Any) -> None:
-        now = mono()
-        sent, seq = unpack(msg.data)
-        if not 0 <= seq < plan.count or seen[seq]:
-            state["error"] = f"sequence {seq} unexpected or repeated"
+        err = arrivals.check(msg.data, time.monotonic_ns())
+        if err:
+            state["error"] = err
             done.set()
             return
-        seen[seq] = 1
-        if seq >= plan.warmup:
-            record(hist, (now - sent) / 1000)
         await msg.ack()
         state["n"] += 1
         if state["n"] == plan.count:
@@ -250,4 +228,4 @@ async def _e2e_consume(js: Any, topic: str, plan: E2EPlan, ready: Callable[[], N
     except asyncio.TimeoutError:
         state["error"] = f"timed out with {state['n']} of {plan.count} records"
     await sub.unsubscribe()
-    return E2EConsumeOutcome(state["n"], stats.encode(hist), state["error"])
+    return arrivals.outcome(state["n"], state["error"])

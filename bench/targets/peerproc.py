@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from bench import stats
-from bench.targets import PeerUnavailable, proc_cpu_s
+from bench.targets import PeerUnavailable
 
 INSTALL_HINT = "see bench/peers/README.md"
 BATCH_RECORDS = 1000  # records per pipeline / publish-confirm batch / fetch, as in peers.md
@@ -58,18 +58,6 @@ def package_version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "?"
-
-
-class PeerServer:
-    """A peer server we started: its address, its durability (the report's fsync column) and its CPU time."""
-
-    def __init__(self, address: str, fsync: str, pid: int) -> None:
-        self.address = address
-        self.fsync = fsync
-        self.pid = pid
-
-    def cpu_s(self) -> float | None:
-        return proc_cpu_s(self.pid)
 
 
 def start(name: str, argv: list[str], *, log_path: Path, ready: Callable[[], bool], timeout_s: float,

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench import stats
+from bench import payload
 from bench.plans import (
     ConsumeOutcome,
     ConsumePlan,
@@ -26,10 +25,9 @@ from bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from bench.targets import Tick, peerproc
+from bench.targets import LocalServer, Tick, e2e, peerproc
 
 START_TIMEOUT_S = 90
-STAMP = struct.Struct(">qq")  # as bench.targets.millpond.STAMP: monotonic_ns at send, sequence number
 FSYNC_LABEL = "durable queue, persistent, confirms"
 PREFETCH = 1000
 ACK_EVERY = 500
@@ -60,7 +58,7 @@ class RabbitMQ:
         }
 
     @contextmanager
-    def server(self, fsync: str, address: str | None) -> Iterator[peerproc.PeerServer]:
+    def server(self, fsync: str, address: str | None) -> Iterator[LocalServer]:
         tmp = Path(tempfile.mkdtemp(prefix="millpond-bench-rabbitmq-"))
         port, dist_port, epmd_port = peerproc.free_port(), peerproc.free_port(), peerproc.free_port()
         (tmp / "enabled_plugins").write_text("[].\n")
@@ -82,7 +80,7 @@ class RabbitMQ:
                                     log_path=tmp / "server.log", timeout_s=START_TIMEOUT_S, env=env, cwd=str(tmp),
                                     ready=lambda: _blocking(f"127.0.0.1:{port}").close() is None)
             beam = peerproc.child_pid(rabbit.pid, "beam.smp") or rabbit.pid
-            yield peerproc.PeerServer(f"127.0.0.1:{port}", FSYNC_LABEL, beam)
+            yield LocalServer(f"127.0.0.1:{port}", FSYNC_LABEL, beam)
         finally:
             if rabbit is not None:
                 peerproc.stop(rabbit, timeout_s=30)
@@ -229,7 +227,6 @@ class _Publisher(_Session):
         self.confirms = _Confirms()
         self.sent = self.batch = self.payload = 0
         self.first = self.last = 0.0
-        self.end_at: float | None = None
         self.timeout_s = (plan.duration_s or 0) + 120
 
     def run(self, address: str) -> ProduceOutcome:
@@ -247,14 +244,12 @@ class _Publisher(_Session):
 
     def _begin(self) -> None:
         self.first = time.perf_counter()
-        if self.plan.count is None and self.plan.duration_s is not None:
-            self.end_at = self.first + self.plan.duration_s
         self._publish_batch()
 
     def _publish_batch(self) -> None:
         plan = self.plan
-        n = peerproc.BATCH_RECORDS if plan.count is None else min(peerproc.BATCH_RECORDS, plan.count - self.sent)
-        if n <= 0 or (self.end_at is not None and time.perf_counter() >= self.end_at):
+        n = plan.next_batch(self.sent, peerproc.BATCH_RECORDS, time.perf_counter() - self.first)
+        if not n:
             self.last = time.perf_counter()
             self.finish()
             return
@@ -320,7 +315,8 @@ class _Consumer(_Session):
 
 
 class _E2EPublisher(_Session):
-    """Open loop paced by ioloop timers: whatever is due is published at once, confirms kept outstanding."""
+    """Open loop (bench.targets.e2e.Schedule) paced by ioloop timers: whatever is due is published at once,
+    confirms kept outstanding."""
 
     def __init__(self, queue: str, plan: E2EPlan, tick: Tick) -> None:
         super().__init__()
@@ -329,42 +325,38 @@ class _E2EPublisher(_Session):
         self.props = pika.BasicProperties(delivery_mode=2)
         self.queue, self.plan, self.tick = queue, plan, tick
         self.timeout_s = plan.timeout_s
-        self.tails = [v[STAMP.size:] for v in plan.values]
         self.confirms = _Confirms()
-        self.i = 0
-        self.t0 = self.last_send = self.last_ack = 0.0
-        self.lag_max = 0.0
+        self.sched: e2e.Schedule | None = None  # made when the channel is ready: its t0 is the first send
+        self.last_send = self.last_ack = 0.0
 
     def run(self, address: str) -> E2EProduceOutcome:
         self.open_and_run(address)
-        lens = [STAMP.size + len(t) for t in self.tails]
-        q, rem = divmod(self.plan.count, len(lens))
+        sched = self.sched
         return E2EProduceOutcome(records=self.confirms.count - self.confirms.nacked,
-                                 payload_bytes=q * sum(lens) + sum(lens[:rem]), first_send=self.t0,
-                                 last_send=self.last_send, last_ack=self.last_ack or time.perf_counter(),
-                                 lag_max_s=self.lag_max, failed=self.plan.count - self.confirms.count
-                                 + self.confirms.nacked, error=self.error)
+                                 payload_bytes=payload.cycled_bytes(self.plan.values, self.plan.count),
+                                 first_send=sched.t0 if sched else 0.0, last_send=self.last_send,
+                                 last_ack=self.last_ack or time.perf_counter(),
+                                 lag_max_s=sched.lag_max_s if sched else 0.0,
+                                 failed=self.plan.count - self.confirms.count + self.confirms.nacked, error=self.error)
 
     def opened(self, ch: Any) -> None:
         ch.confirm_delivery(self._on_confirm, callback=lambda _: self._begin())
 
     def _begin(self) -> None:
-        self.t0 = time.perf_counter()
+        self.sched = e2e.Schedule(self.plan)
         self._send_due()
 
     def _send_due(self) -> None:
-        rate, count, nt = self.plan.rate_per_s, self.plan.count, len(self.tails)
-        now = time.perf_counter()
-        due = min(count, int((now - self.t0) * rate) + 1)
-        if due > self.i:
-            self.lag_max = max(self.lag_max, now - (self.t0 + self.i / rate))
-            pack, mono, publish = STAMP.pack, time.monotonic_ns, self.ch.basic_publish
-            for j in range(self.i, due):
-                publish("", self.queue, pack(mono(), j) + self.tails[j % nt], self.props)
-            self.tick(due - self.i)
-            self.i = due
-        if self.i < count:
-            self.conn.ioloop.call_later(max(0.0, self.t0 + self.i / rate - time.perf_counter()), self._send_due)
+        sched = self.sched
+        todo = sched.due()
+        if todo:
+            publish, value = self.ch.basic_publish, sched.value
+            for j in todo:
+                publish("", self.queue, value(j), self.props)
+            self.tick(len(todo))
+            sched.sent = todo.stop
+        if sched.sent < self.plan.count:
+            self.conn.ioloop.call_later(sched.wait_s(), self._send_due)
         else:
             self.last_send = time.perf_counter()
             self._maybe_done()
@@ -377,7 +369,7 @@ class _E2EPublisher(_Session):
             self._maybe_done()
 
     def _maybe_done(self) -> None:
-        if self.i == self.plan.count and self.confirms.count == self.i:
+        if self.sched and self.sched.sent == self.plan.count and self.confirms.count == self.sched.sent:
             self.last_ack = time.perf_counter()
             self.finish()
 
@@ -387,31 +379,25 @@ class _E2EConsumer(_Session):
         super().__init__()
         self.queue, self.plan, self.ready = queue, plan, ready
         self.timeout_s = plan.timeout_s + 30  # the producer has not started yet
-        self.hist = stats.new_histogram()
-        self.seen = bytearray(plan.count)
+        self.arrivals = e2e.Arrivals(plan)
         self.n = 0
 
     def run(self, address: str) -> E2EConsumeOutcome:
         self.open_and_run(address)
         if not self.error and self.n != self.plan.count:
             self.error = f"stopped with {self.n} of {self.plan.count} records"
-        return E2EConsumeOutcome(self.n, stats.encode(self.hist), self.error)
+        return self.arrivals.outcome(self.n, self.error)
 
     def opened(self, ch: Any) -> None:
         ch.basic_qos(prefetch_count=PREFETCH, callback=lambda _: ch.basic_consume(
             self.queue, self._on_message, callback=lambda _: self.ready()))
 
     def _on_message(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
-        now = time.monotonic_ns()
-        sent, seq = STAMP.unpack_from(body)
-        if not 0 <= seq < self.plan.count or self.seen[seq]:
-            self.fail(f"sequence {seq} unexpected or repeated")
+        err = self.arrivals.check(body, time.monotonic_ns())
+        if err:
+            self.fail(err)
             return
-        self.seen[seq] = 1
-        if seq >= self.plan.warmup:
-            stats.record_us(self.hist, (now - sent) / 1000)
         ch.basic_ack(method.delivery_tag)
         self.n += 1
         if self.n == self.plan.count:
             self.finish()
-

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import shutil
-import struct
 import tempfile
 import time
 from contextlib import contextmanager
@@ -24,11 +23,9 @@ from bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from bench import stats
-from bench.targets import Tick, peerproc
+from bench.targets import LocalServer, Tick, e2e, peerproc
 
 START_TIMEOUT_S = 20
-STAMP = struct.Struct(">qq")  # as bench.targets.millpond.STAMP: monotonic_ns at send, sequence number
 FIELD = b"v"
 RDB_SAVE = "3600 1 300 100 60 10000"  # Redis 7's (and Debian's) default snapshot schedule
 BLOCK_MS = 100
@@ -61,7 +58,7 @@ class RedisStreams:
         }
 
     @contextmanager
-    def server(self, fsync: str, address: str | None) -> Iterator[peerproc.PeerServer]:
+    def server(self, fsync: str, address: str | None) -> Iterator[LocalServer]:
         tmp = Path(tempfile.mkdtemp(prefix=f"millpond-bench-{self.name}-"))
         port = peerproc.free_port()
         argv = [peerproc.find_binary("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
@@ -71,7 +68,7 @@ class RedisStreams:
             proc = peerproc.start(self.name, argv, log_path=tmp / "server.log", timeout_s=START_TIMEOUT_S,
                                   ready=lambda: _client(f"127.0.0.1:{port}").ping())
             try:
-                yield peerproc.PeerServer(f"127.0.0.1:{port}", self.fsync_label, proc.pid)
+                yield LocalServer(f"127.0.0.1:{port}", self.fsync_label, proc.pid)
             finally:
                 peerproc.stop(proc)
         finally:
@@ -96,13 +93,9 @@ class RedisStreams:
         if plan.start_at:
             time.sleep(max(0.0, plan.start_at - perf()))
         first = perf()
-        end_at = first + plan.duration_s if plan.count is None and plan.duration_s is not None else None
         i = payload = failed = 0
         error = ""
-        while end_at is None or perf() < end_at:
-            n = peerproc.BATCH_RECORDS if plan.count is None else min(peerproc.BATCH_RECORDS, plan.count - i)
-            if n <= 0:
-                break
+        while n := plan.next_batch(i, peerproc.BATCH_RECORDS, perf() - first):
             for chunk in sampler.chunks(i, i + n):
                 for j in chunk:
                     v = values[j % nv]
@@ -158,69 +151,55 @@ class RedisStreams:
         return ConsumeOutcome(n, first, last)
 
     def e2e_produce(self, address: str, topic: str, plan: E2EPlan, tick: Tick) -> E2EProduceOutcome:
-        """Open loop like the millpond target: the records due are pipelined in one round trip, each stamped
-        with ``monotonic_ns()`` as it is handed to the client. The call blocks until Redis answers, so a slow
-        answer delays the next records: ``lag_max_s`` shows by how much."""
+        """Open loop (bench.targets.e2e.Schedule): the records due are pipelined in one round trip, each stamped
+        as it is handed to the client. The call blocks until Redis answers, so a slow answer delays the next
+        records: ``lag_max_s`` shows by how much."""
         r = _client(address)
         pipe = r.pipeline(transaction=False)
-        tails = [v[STAMP.size:] for v in plan.values]
-        nt = len(tails)
-        pack, mono, perf = STAMP.pack, time.monotonic_ns, time.perf_counter
-        rate, count = plan.rate_per_s, plan.count
-        lag_max = 0.0
         failed, error = 0, ""
-        t0 = perf()
-        i = 0
-        while i < count:
-            now = perf()
-            due = min(count, int((now - t0) * rate) + 1)
-            if due > i:
-                lag_max = max(lag_max, now - (t0 + i / rate))
-                for j in range(i, due):
-                    pipe.xadd(topic, {FIELD: pack(mono(), j) + tails[j % nt]})
+        sched = e2e.Schedule(plan)
+        while sched.sent < plan.count:
+            todo = sched.due()
+            if todo:
+                for j in todo:
+                    pipe.xadd(topic, {FIELD: sched.value(j)})
                 try:
                     pipe.execute()
                 except Exception as exc:
-                    failed, error = count - i, repr(exc)
+                    failed, error = plan.count - sched.sent, repr(exc)
                     break
-                tick(due - i)
-                i = due
-            time.sleep(max(0.0, t0 + i / rate - perf()))
-        last = perf()
-        lens = [STAMP.size + len(t) for t in tails]
-        q, rem = divmod(count, nt)
-        return E2EProduceOutcome(records=i, payload_bytes=q * sum(lens) + sum(lens[:rem]), first_send=t0,
-                                 last_send=last, last_ack=last, lag_max_s=lag_max, failed=failed, error=error)
+                tick(len(todo))
+                sched.sent = todo.stop
+            time.sleep(sched.wait_s())
+        last = time.perf_counter()
+        return E2EProduceOutcome(records=sched.sent, payload_bytes=sched.payload_bytes, first_send=sched.t0,
+                                 last_send=last, last_ack=last, lag_max_s=sched.lag_max_s, failed=failed,
+                                 error=error)
 
     def e2e_consume(self, address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
         """XREADGROUP BLOCK 100 ms COUNT 1000 and one XACK per batch, as peers.md did."""
         r = _client(address)
         group = "bench-e2e"
         r.xgroup_create(topic, group, id="$", mkstream=True)
-        hist = stats.new_histogram()
-        unpack, mono, record = STAMP.unpack_from, time.monotonic_ns, stats.record_us
-        seen = bytearray(plan.count)
+        arrivals = e2e.Arrivals(plan)
         n = 0
         ready()
         give_up = time.perf_counter() + plan.timeout_s
         while n < plan.count:
             got = r.xreadgroup(group, "c1", {topic: ">"}, count=peerproc.BATCH_RECORDS, block=BLOCK_MS)
-            now = mono()
+            now = time.monotonic_ns()
             entries = got[0][1] if got else []
             if not entries:
                 if time.perf_counter() > give_up:
-                    return E2EConsumeOutcome(n, stats.encode(hist), f"timed out with {n} of {plan.count} records")
+                    return arrivals.outcome(n, f"timed out with {n} of {plan.count} records")
                 continue
             for _, fields in entries:
-                sent, seq = unpack(fields[FIELD])
-                if not 0 <= seq < plan.count or seen[seq]:
-                    return E2EConsumeOutcome(n, stats.encode(hist), f"sequence {seq} unexpected or repeated")
-                seen[seq] = 1
-                if seq >= plan.warmup:
-                    record(hist, (now - sent) / 1000)
+                err = arrivals.check(fields[FIELD], now)
+                if err:
+                    return arrivals.outcome(n, err)
             r.xack(topic, group, *(e[0] for e in entries))
             n += len(entries)
-        return E2EConsumeOutcome(n, stats.encode(hist))
+        return arrivals.outcome(n)
 
 
 def _client(address: str) -> Any:
