@@ -2,13 +2,13 @@
 # blocking-client tests that must not share a Trio run with it, and for the CLI tests.
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.daemonproc import start_daemon
+from tests.daemonproc import start_daemon, stop_daemon
+
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[str]:
@@ -17,11 +17,4 @@ def daemon(tmp_path: Path) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        stop_daemon(proc)

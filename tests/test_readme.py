@@ -36,7 +36,11 @@ def test_every_millpond_command_in_the_readme_parses():
     assert len(commands) >= 15
     for line in commands:
         words = [w.strip("'") for w in line.split("<")[0].split()[1:]]
-        build_parser().parse_args(words)  # argparse exits (SystemExit) on an unknown command or flag
+        args = build_parser().parse_args(words)  # argparse exits (SystemExit) on an unknown command or flag
+        # and it is the command the line names, dispatched to its handler
+        assert args.command == words[0] and callable(args.func), line
+        if hasattr(args, "action"):  # a command with subcommands: topics create, groups list, ...
+            assert args.action == words[1], line
 
 
 def test_the_embedded_example_runs_as_written(tmp_path):
@@ -49,3 +53,4 @@ def test_the_embedded_example_runs_as_written(tmp_path):
     script.write_text(embedded)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # and quietly: no warning, no log line

@@ -2,19 +2,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from clikit import mp
 
 pytestmark = pytest.mark.slow
-
-
-def mp(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], input=stdin, capture_output=True,
-                          timeout=timeout)
 
 
 def test_file_round_trip_line_for_line(daemon, tmp_path):

@@ -4,17 +4,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from client.sync import connect as sync_connect
+
+from clikit import mp
 
 pytestmark = pytest.mark.slow
-
-
-def mp(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], input=stdin, capture_output=True,
-                          timeout=timeout)
 
 
 def test_consume_as_a_group_member_commits_what_it_printed_then_groups_admin(daemon):
@@ -76,8 +73,13 @@ def test_a_group_member_stopped_by_a_signal_commits_and_leaves_at_once(daemon, s
                                "--from-beginning", *b], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert [member.stdout.readline() for _ in range(3)] == [b"a\n", b"b\n", b"c\n"]
     # let the member commit the batch it printed (a signal landing between printing and committing is allowed to
-    # leave that batch uncommitted: it is read again, at least once), then stop it while it waits for more
-    time.sleep(0.5)
+    # leave that batch uncommitted: it is read again, at least once), then stop it while it waits for more: a
+    # bounded poll of the broker for the commit rather than a fixed sleep
+    with sync_connect(daemon, client_id="watcher") as c:
+        give_up = time.monotonic() + 20
+        while sum(o.committed_offset for o in c.describe_group("g").offsets) != 3:
+            assert time.monotonic() < give_up, "the member did not commit what it printed"
+            time.sleep(0.02)
     member.send_signal(getattr(signal, sig))
     started = time.monotonic()
     _, err = member.communicate(timeout=20)

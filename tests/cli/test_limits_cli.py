@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from broker.cli.limits import parse_params
 
-from broker.cli.limits import parse_params  # noqa: E402
+from clikit import mp
 
 pytestmark = pytest.mark.slow
-
-
-def mp(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], input=stdin, capture_output=True,
-                          timeout=timeout)
 
 
 def test_set_list_delete_and_a_throttled_cli_producer(daemon):

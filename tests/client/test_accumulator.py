@@ -57,7 +57,8 @@ def test_record_larger_than_batch_bytes_max_raises_from_send():
     acc, _, _ = make(batch_bytes_max=2000)
     with pytest.raises(RecordTooLargeError):
         acc.append("t", b"x" * 2000)
-    acc.append("t", b"x" * 1000)  # fits alone even though it exceeds nothing
+    h = acc.append("t", b"x" * 1000)  # well under the maximum: buffered, in a batch of its own
+    assert [row[3] for row in h._batch.rows] == [b"x" * 1000] and acc.records_buffered == 1
 
 
 def test_sticky_partition_holds_within_a_batch_and_moves_per_batch():

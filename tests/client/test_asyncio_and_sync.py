@@ -68,4 +68,9 @@ def test_sync_errors(daemon):
             h = p.send("missing", b"v")
             with pytest.raises(UnknownTopicOrPartitionError):
                 h.result(timeout=10)
-        assert issubclass(OffsetOutOfRangeError, Exception)
+        # no position and auto_offset_reset="error": the blocking caller gets the typed error, naming the partition
+        with c.consumer(auto_offset_reset="error") as cons:
+            cons.assign([("small", 0)])
+            with pytest.raises(OffsetOutOfRangeError, match="no position for small/0") as info:
+                cons.getmany(timeout_s=10)
+        assert (info.value.details["topic"], info.value.details["partition"]) == ("small", 0)

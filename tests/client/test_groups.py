@@ -13,6 +13,8 @@ from client.errors import (
 )
 from client.types import GroupDescription
 
+from clientkit import drain
+
 T = "orders"
 
 
@@ -46,12 +48,9 @@ async def owns(cons, n: int, timeout_s: float = 30) -> frozenset:
     return cons.assignment()
 
 
-async def take(cons, n: int, timeout_s: float = 30) -> list:
-    got: list = []
-    with trio.fail_after(timeout_s):
-        while len(got) < n:
-            got += await cons.getmany(max_records=n - len(got))
-    return got
+async def take(cons, n: int) -> list:
+    """The next ``n`` records, within 30 s of virtual time."""
+    return await drain(cons, n, timeout_s=30)
 
 
 async def test_three_members_on_six_partitions_own_two_each_and_read_only_those(client, autojump_clock):

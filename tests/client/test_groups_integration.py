@@ -17,7 +17,7 @@ from client import connect
 from client.errors import UnknownGroupError
 from client.sync import connect as sync_connect
 
-from tests.daemonproc import start_daemon
+from tests.daemonproc import start_daemon, stop_daemon
 
 pytestmark = pytest.mark.slow
 SESSION_S = 2.0
@@ -80,6 +80,7 @@ def spawn(address: str, group: str, path: Path) -> subprocess.Popen:
 def wait_for(c, group: str, members: int, partitions: int, timeout_s: float):
     """Poll describe_group until stable with ``members`` members owning ``partitions`` partitions."""
     give_up = time.monotonic() + timeout_s
+    d = None  # the group may never have been seen
     while time.monotonic() < give_up:
         try:
             d = c.describe_group(group)
@@ -198,12 +199,7 @@ def _free_port() -> int:
 
 
 def _serve(data: Path, port: int, log: Path) -> subprocess.Popen:
-    with open(log, "a") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(data), "--port",
-                                 str(port), "--fsync", "never"], stdout=subprocess.PIPE, stderr=err, text=True)
-    line = proc.stdout.readline()  # bounded: the process prints it at start or exits
-    assert line.startswith("millpond listening on "), (line, log.read_text())
-    return proc
+    return start_daemon(data, log, port=port, log_mode="a")[0]
 
 
 def test_broker_restart_keeps_commits_members_rejoin_and_a_deleted_group_stays_deleted(tmp_path):
@@ -234,9 +230,7 @@ def test_broker_restart_keeps_commits_members_rejoin_and_a_deleted_group_stays_d
                 assert sorted(int(next(it).value.split(b":")[1]) for _ in range(10)) == [10] * 10  # rejoined
                 wait_for(c, "g", 1, 2, 10)
     finally:
-        broker.terminate()
-        broker.wait(10)
-        broker.stdout.close()
+        stop_daemon(broker)
 
 
 def test_asyncio_and_blocking_members_share_a_group(daemon):

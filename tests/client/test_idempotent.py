@@ -7,7 +7,7 @@ import socket
 import pytest
 import trio
 
-from test_trio_client import drain
+from clientkit import drain
 
 
 def lose_an_answer(monkeypatch, after: int) -> None:

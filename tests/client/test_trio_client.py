@@ -15,13 +15,7 @@ from client.errors import (
     UnknownTopicOrPartitionError,
 )
 
-
-async def drain(cons, n: int, timeout_s: float = 10) -> list:
-    got: list = []
-    with trio.fail_after(timeout_s):
-        while len(got) < n:
-            got += await cons.getmany(max_records=n - len(got))
-    return got
+from clientkit import drain
 
 
 async def test_admin_round_trip(client):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import selectors
 import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 
 from broker.wire.frames import FrameDecoder, decode_response, encode_request
 
-START_TIMEOUT_S = 20
+from tests.daemonproc import start_daemon
 
 
 class Daemon:
@@ -28,26 +26,9 @@ class Daemon:
         self.clients: list[BlockingClient] = []
 
     def start(self) -> "Daemon":
-        # stderr goes to a file: a pipe nobody reads would fill up and stall the daemon's logging.
+        # the daemon's own fsync default (no --fsync unless given in extra): the kill -9 test relies on it
         self.stderr_path = self.data_dir.parent / f"daemon-{id(self)}.log"
-        with open(self.stderr_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(self.data_dir), "--port", "0", *self.extra],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            ready = sel.select(START_TIMEOUT_S)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith("millpond listening on "):
-            self.proc.kill()
-            self.proc.wait()
-            self.proc.stdout.close()
-            raise RuntimeError(f"daemon did not start: {line!r} {self.stderr()}")
-        self.port = int(line.rsplit(":", 1)[1])
+        self.proc, self.port = start_daemon(self.data_dir, self.stderr_path, *self.extra, fsync=None)
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:

@@ -70,6 +70,9 @@ def test_kill_9_while_producing_loses_no_acknowledged_record(daemon, tmp_path):
         if round_ == 0:
             c.ok("create_topic", {"name": "t"})
         stop = threading.Event()
+        # the random kill point is a count of records acknowledged in this round (about 0.2 s to 0.8 s of
+        # producing here), not a fixed real-time sleep: reproducible from the seed, never before a first ack
+        kill_after, reached = len(acked) + rng.randint(10_000, 40_000), threading.Event()
 
         def pump() -> None:
             # pipelined produces; remember each acknowledged batch's values by offset
@@ -87,13 +90,15 @@ def test_kill_9_while_producing_loses_no_acknowledged_record(daemon, tmp_path):
                         assert code == 0
                         for k, v in enumerate(inflight.pop(rcid)):
                             acked[answer["base_offset"] + k] = v
+                        if len(acked) >= kill_after:
+                            reached.set()
             except (ConnectionError, OSError):
                 return
 
         t = threading.Thread(target=pump)
         t.start()
-        time.sleep(rng.uniform(0.2, 0.8))
-        d.stop(signal.SIGKILL)
+        assert reached.wait(30), f"round {round_}: only {len(acked)} records acknowledged, want {kill_after}"
+        d.stop(signal.SIGKILL)  # with batches still in flight: the pump keeps sending
         stop.set()
         t.join(10)
         c.close()
