@@ -3,6 +3,6 @@
 # peer broker is one more target with the same workload interface. Must not know the broker's internals: millpond
 # is driven only through the public `client` package and the `millpond serve` daemon.
 """millpond benchmarks: ``python -m bench [quick|full|produce|consume|e2e] [options]``."""
-from bench.cli import main
+from millpond.bench.cli import main
 
 __all__ = ["main"]

@@ -12,10 +12,10 @@ from typing import Any, Callable
 
 from pathlib import Path
 
-from bench import machine, profiles, report, results, soak, targets, workloads
-from bench.payload import PayloadError
-from bench.plans import FSYNC_MODES, Params
-from bench.progress import Progress
+from millpond.bench import machine, profiles, report, results, soak, targets, workloads
+from millpond.bench.payload import PayloadError
+from millpond.bench.plans import FSYNC_MODES, Params
+from millpond.bench.progress import Progress
 
 PROFILES = ("quick", "full", "compare", "results")
 WORKLOADS = tuple(workloads.WORKLOADS) + ("limits",)  # limits: its own report (bench/limits_workload.py)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"millpond bench: {problem}", file=sys.stderr)
         return 2
     if args.workload == "limits":
-        from bench import limits_workload
+        from millpond.bench import limits_workload
 
         return limits_workload.run(args)
     if args.workload == "results" and args.from_json:
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report.table(args.workload, mach, summary, repeat, skipped=skipped))
         if "limits" in extra:
-            from bench import limits_workload
+            from millpond.bench import limits_workload
 
             print("\n" + limits_workload.table(extra["limits"]))
     return _plot(summary, args.plot)
@@ -148,7 +148,7 @@ def plan(args: argparse.Namespace) -> tuple[list[profiles.Step], tuple[str, ...]
 
 def _own_report(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """A workload with a report of its own (limits), run after the steps with the same options."""
-    from bench import limits_workload
+    from millpond.bench import limits_workload
 
     assert name == "limits", name
     note = (lambda text: None) if args.no_progress else (lambda text: print(text, file=sys.stderr, flush=True))
@@ -268,7 +268,7 @@ def _has_matplotlib() -> bool:
 def _plot(summary: list[dict[str, Any]], directory: str | None) -> int:
     if not directory:
         return 0
-    from bench import plot
+    from millpond.bench import plot
 
     for path in plot.write(summary, Path(directory)):
         print(f"wrote {path}", file=sys.stderr)

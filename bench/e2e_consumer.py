@@ -7,8 +7,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from bench import targets
-from bench.plans import E2EConsumeOutcome, E2EPlan
+from millpond.bench import targets
+from millpond.bench.plans import E2EConsumeOutcome, E2EPlan
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,7 @@ import time
 import tracemalloc
 from typing import Any, Callable
 
-from broker.core.limits import FixedWindow, LeakyBucket, PolicySet, SlidingLog, SlidingWindow, TokenBucket
+from millpond.broker.core.limits import FixedWindow, LeakyBucket, PolicySet, SlidingLog, SlidingWindow, TokenBucket
 
 S = 1_000_000_000
 

@@ -12,9 +12,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench import limits_micro, machine, payload, targets
-from bench.plans import ProducePlan
-from bench.workloads import BenchAborted, _check_produced, _topic
+from millpond.bench import limits_micro, machine, payload, targets
+from millpond.bench.plans import ProducePlan
+from millpond.bench.workloads import BenchAborted, _check_produced, _topic
 
 DEFAULT_DURATION_S = 2.0
 DEFAULT_PAIRS = 3
@@ -28,8 +28,8 @@ def produce_on_off(address: str, *, pairs: int, duration_s: float, record_bytes:
     = (off - on) / off x 100 on the median records/s (> 0: the policy costs throughput), and the same on the
     server's CPU us per record (on - off, > 0: the policy costs CPU).
     Leaves the default policy set. Raises ``BenchAborted`` if the broker has other policies."""
-    from broker.config import load_config
-    from client.sync import connect
+    from millpond.broker.config import load_config
+    from millpond.client.sync import connect
 
     target = targets.get("millpond")
     default = load_config(None).default_limit_policy()

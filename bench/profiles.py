@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bench.plans import Params
+from millpond.bench.plans import Params
 
 SIZES = (100, 1024)
 FULL_SOAK_S = 10.0

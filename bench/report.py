@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import machine, reference, stats
+from millpond.bench import machine, reference, stats
 
 # Figures summarised over repeats; every name carries its unit.
 FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "wall_s", "records",

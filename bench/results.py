@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from millpond.bench import report
 
 OWN_SECTIONS = ("rebalance", "soak")  # workloads with a table of their own, not in the per-fsync-mode tables
 DEFAULT = str(Path(__file__).resolve().parent / "RESULTS.md")

@@ -12,10 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from bench import payload, stats, targets, workloads
-from bench.plans import E2EPlan, Params
-from bench.progress import Progress
-from bench.workloads import BenchAborted, Figures, _check_produced, _require, _settled, _topic
+from millpond.bench import payload, stats, targets, workloads
+from millpond.bench.plans import E2EPlan, Params
+from millpond.bench.progress import Progress
+from millpond.bench.workloads import BenchAborted, Figures, _check_produced, _require, _settled, _topic
 
 MEMBERS = 3
 PARTITIONS_MIN = 6
@@ -54,7 +54,7 @@ def soak(target: Any, server: Any, params: Params, progress: Progress) -> Figure
                              initargs=(sent, consumed, stop)) as pool:
         members = [pool.submit(_member, address, topic, group) for _ in range(MEMBERS)]
         try:
-            from client.sync import connect
+            from millpond.client.sync import connect
 
             with connect(address, client_id="bench-soak") as c:
                 _settled(c, group, MEMBERS, params.partitions)
@@ -175,7 +175,7 @@ def _member(address: str, topic: str, group: str) -> dict[str, Any]:
     """One group member process: consume, counting into the shared counter, until the parent says stop."""
     import trio
 
-    from client import connect
+    from millpond.client import connect
 
     async def run() -> dict[str, Any]:
         n = 0

@@ -17,9 +17,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from bench import payload, stats, targets
-from bench.plans import ConsumePlan, E2EPlan, Params, ProduceOutcome, ProducePlan
-from bench.progress import Progress
+from millpond.bench import payload, stats, targets
+from millpond.bench.plans import ConsumePlan, E2EPlan, Params, ProduceOutcome, ProducePlan
+from millpond.bench.progress import Progress
 
 READY_TIMEOUT_S = 30
 SPAWN_LEAD_S = 2.0  # producer processes start this long after being asked: enough to import and connect
@@ -340,7 +340,7 @@ def rebalance(target: Any, server: Any, params: Params, progress: Progress) -> F
     6-partition topic, members with ``session_timeout_s`` = REBALANCE_SESSION_S; medians of REBALANCE_ROUNDS
     rounds (each: kill one, wait, start one, wait)."""
     _millpond_only(target, "rebalance")
-    from client.sync import connect
+    from millpond.client.sync import connect
 
     address = server.address
     topic = _topic("rebalance")
@@ -428,7 +428,7 @@ def _group_member(address: str, topic: str, group: str, total: int, start_at: fl
     """One member process of group_consume: consume until the group as a whole has ``total`` records."""
     import trio
 
-    from client import connect
+    from millpond.client import connect
 
     async def run() -> dict[str, Any]:
         perf = time.perf_counter
@@ -456,7 +456,7 @@ def _rebalance_member(address: str, topic: str, group: str, joined_at: Any) -> N
     """One member process of rebalance: join (noting when, in perf_counter time) and consume until killed."""
     import trio
 
-    from client import connect
+    from millpond.client import connect
 
     async def run() -> None:
         async with connect(address, client_id="bench-rebalance-member") as c:

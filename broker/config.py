@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from broker.wire.errors import InvalidConfigError
+from millpond.broker.wire.errors import InvalidConfigError
 
 FSYNC_MODES = ("always", "interval", "never")
 DAY_MS = 24 * 3600 * 1000

@@ -1,8 +1,8 @@
 # The millpond Python client: async (Trio or asyncio, via anyio) in this package, blocking in `client.sync`.
-# Public names only; speaks broker.wire and must never import broker.core or broker.server.
+# Public names only; speaks broker.wire and must never import millpond.broker.core or broker.server.
 """millpond client.
 
-    from client import connect
+    from millpond.client import connect
     async with connect("127.0.0.1:7420", client_id="app") as c:
         await c.create_topic("logs", partitions=3)
         async with c.producer() as p:
@@ -13,15 +13,15 @@
 Delivery is at least once: a batch whose acknowledgement was lost with the connection is sent again, so a
 partition may hold it twice (in order; never reordered).
 """
-from broker.wire.batch import Record
+from millpond.broker.wire.batch import Record
 
-from client import errors
-from client._accumulator import RecordHandle
-from client._client import DEFAULT_ADDRESS, Client, connect
-from client.consumer import Consumer
-from client.limits import LimitPolicy, LimitStatistics
-from client.producer import Producer
-from client.types import (
+from millpond.client import errors
+from millpond.client._accumulator import RecordHandle
+from millpond.client._client import DEFAULT_ADDRESS, Client, connect
+from millpond.client.consumer import Consumer
+from millpond.client.limits import LimitPolicy, LimitStatistics
+from millpond.client.producer import Producer
+from millpond.client.types import (
     BrokerLimits,
     GroupDescription,
     GroupListing,

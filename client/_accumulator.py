@@ -15,11 +15,11 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from broker.wire.batch import HEADER_BYTES, encode_rows
-from broker.wire.errors import RecordTooLargeError, UnknownTopicOrPartitionError
-from broker.wire.partitioner import partition_for_key
+from millpond.broker.wire.batch import HEADER_BYTES, encode_rows
+from millpond.broker.wire.errors import RecordTooLargeError, UnknownTopicOrPartitionError
+from millpond.broker.wire.partitioner import partition_for_key
 
-from client.types import RecordMetadata
+from millpond.client.types import RecordMetadata
 
 NO_MAX = 1 << 62  # records_max of a batch no limit policy has constrained
 # Upper bound of msgpack's framing around one row [offset_delta, ts_delta, key, value, headers]: array header 1,

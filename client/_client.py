@@ -10,15 +10,15 @@ from typing import Any, AsyncIterator, Iterable
 import anyio
 from anyio.abc import TaskGroup
 
-from broker.wire.errors import ConnectionClosedError, ThrottledError
+from millpond.broker.wire.errors import ConnectionClosedError, ThrottledError
 
-from client._connection import Connection
-from client.consumer import Consumer
-from client.producer import Producer
-from client._protocol import create_topic_body, offset_spec, parse_address, parse_topic_description
-from client._group import Callback
-from client.limits import LimitPolicy, parse_policy, policy_body
-from client.types import (
+from millpond.client._connection import Connection
+from millpond.client.consumer import Consumer
+from millpond.client.producer import Producer
+from millpond.client._protocol import create_topic_body, offset_spec, parse_address, parse_topic_description
+from millpond.client._group import Callback
+from millpond.client.limits import LimitPolicy, parse_policy, policy_body
+from millpond.client.types import (
     BrokerLimits,
     GroupDescription,
     GroupListing,

@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 from anyio.abc import SocketStream, TaskGroup
 
-from broker.wire.errors import ConnectionClosedError, MillpondError, RequestTimedOutError
+from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, RequestTimedOutError
 
-from client._protocol import ClientProtocol, Response
+from millpond.client._protocol import ClientProtocol, Response
 
 READ_BYTES = 256 * 1024
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 import anyio
 
-from broker.wire.errors import (
+from millpond.broker.wire.errors import (
     FencedMemberEpochError,
     MillpondError,
     NotPartitionOwnerError,
@@ -23,8 +23,8 @@ from broker.wire.errors import (
 )
 
 if TYPE_CHECKING:
-    from client._client import Client
-    from client.consumer import Consumer
+    from millpond.client._client import Client
+    from millpond.client.consumer import Consumer
 
 log = logging.getLogger("client.group")
 TopicPartition = tuple[str, int]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from broker.wire.errors import ConnectionClosedError, InvalidRequestError, MillpondError, from_wire
-from broker.wire.frames import FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION, FrameDecoder, decode_response, encode_request
+from millpond.broker.wire.errors import ConnectionClosedError, InvalidRequestError, MillpondError, from_wire
+from millpond.broker.wire.frames import FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION, FrameDecoder, decode_response, encode_request
 
-from client.types import BrokerLimits, PartitionDescription, TopicDescription
+from millpond.client.types import BrokerLimits, PartitionDescription, TopicDescription
 
 OFFSET_SPECS = ("earliest", "latest")
 

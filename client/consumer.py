@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import anyio
 
-from broker.wire.batch import Record, decode_records
-from broker.wire.errors import EXCEPTIONS, MillpondError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
+from millpond.broker.wire.batch import Record, decode_records
+from millpond.broker.wire.errors import EXCEPTIONS, MillpondError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
 
-from client._group import Callback, GroupMember, MemberCore
+from millpond.client._group import Callback, GroupMember, MemberCore
 
 if TYPE_CHECKING:
-    from client._client import Client
+    from millpond.client._client import Client
 
 RESETS = ("earliest", "latest", "error")
 TopicPartition = tuple[str, int]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from broker.wire.errors import (
+from millpond.broker.wire.errors import (
     CostExceedsLimitError,
     MillpondError,
     OutOfOrderSequenceError,
@@ -24,11 +24,11 @@ from broker.wire.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from client._accumulator import Accumulator, Batch, RecordHandle
-from client.types import ProducerStatistics
+from millpond.client._accumulator import Accumulator, Batch, RecordHandle
+from millpond.client.types import ProducerStatistics
 
 if TYPE_CHECKING:
-    from client._client import Client
+    from millpond.client._client import Client
 
 
 class Producer:
@@ -285,7 +285,7 @@ class _NoLock:
 
 def _handle_cls(threaded: bool) -> type[RecordHandle]:
     if threaded:
-        from client.sync import SyncRecordHandle
+        from millpond.client.sync import SyncRecordHandle
 
         return SyncRecordHandle
     return RecordHandle

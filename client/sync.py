@@ -20,15 +20,15 @@ from typing import Any, Iterable, Iterator
 import anyio.to_thread
 from anyio.from_thread import start_blocking_portal
 
-from broker.wire.batch import Record
+from millpond.broker.wire.batch import Record
 
-from client._accumulator import RecordHandle
-from client._client import DEFAULT_ADDRESS, Client
-from client._client import connect as _aconnect
-from client.limits import LimitPolicy
-from client.consumer import Consumer, TopicPartition
-from client.producer import Producer
-from client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
+from millpond.client._accumulator import RecordHandle
+from millpond.client._client import DEFAULT_ADDRESS, Client
+from millpond.client._client import connect as _aconnect
+from millpond.client.limits import LimitPolicy
+from millpond.client.consumer import Consumer, TopicPartition
+from millpond.client.producer import Producer
+from millpond.client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
 
 __all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncRecordHandle", "connect"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from broker.wire.batch import Record
+from millpond.broker.wire.batch import Record
 
 __all__ = [
     "BrokerLimits",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.core.limits.base import (
+from millpond.broker.core.limits.base import (
     DEFAULT_MAX_KEYS,
     NS_PER_S,
     Decision,

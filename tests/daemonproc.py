@@ -20,7 +20,7 @@ def start_daemon(data_dir: Path, log: Path, *extra: str, port: int = 0, fsync: s
     if fsync is not None:
         args += ["--fsync", fsync]
     with open(log, log_mode) as err:
-        proc = subprocess.Popen([sys.executable, "-m", "broker.cli", *args, *extra], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "millpond.broker.cli", *args, *extra], stdout=subprocess.PIPE,
                                 stderr=err, text=True)
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:  # bounded wait for a real process

@@ -10,10 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # package directory -> module prefixes it must never import
 FORBIDDEN = {
-    "broker/wire": ("trio", "anyio", "socket", "broker.core", "broker.server", "broker.cli", "client"),
-    "broker/core": ("trio", "anyio", "socket", "asyncio", "broker.server", "broker.cli", "client", "time"),
-    "broker/server": ("client",),
-    "client": ("broker.core", "broker.server", "broker.cli", "trio"),
+    "broker/wire": ("trio", "anyio", "socket", "millpond.broker.core", "millpond.broker.server", "millpond.broker.cli", "millpond.client"),
+    "broker/core": ("trio", "anyio", "socket", "asyncio", "millpond.broker.server", "millpond.broker.cli", "millpond.client", "time"),
+    "broker/server": ("millpond.client",),
+    "client": ("millpond.broker.core", "millpond.broker.server", "millpond.broker.cli", "trio"),
 }
 
 

@@ -5,10 +5,10 @@ import re
 import tomllib
 from pathlib import Path
 
-from broker.cli import build_parser
-from broker.config import load_config
-from broker.core.engine import Engine
-from broker.core.log import LogManager
+from millpond.broker.cli import build_parser
+from millpond.broker.config import load_config
+from millpond.broker.core.engine import Engine
+from millpond.broker.core.log import LogManager
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -9,7 +9,7 @@ import importlib
 import os
 from typing import Callable, ContextManager, Protocol
 
-from bench.plans import (
+from millpond.bench.plans import (
     ConsumeOutcome,
     ConsumePlan,
     Params,
@@ -73,11 +73,11 @@ class Target(Protocol):
 # name -> module defining TARGET (or "module:ATTRIBUTE"); imported lazily so a peer's client library is only
 # needed when it is asked for.
 TARGETS = {
-    "millpond": "bench.targets.millpond",
-    "redis": "bench.targets.redis_streams:DEFAULT",
-    "redis-aof": "bench.targets.redis_streams:AOF",
-    "nats": "bench.targets.nats_jetstream",
-    "rabbitmq": "bench.targets.rabbitmq",
+    "millpond": "millpond.bench.targets.millpond",
+    "redis": "millpond.bench.targets.redis_streams:DEFAULT",
+    "redis-aof": "millpond.bench.targets.redis_streams:AOF",
+    "nats": "millpond.bench.targets.nats_jetstream",
+    "rabbitmq": "millpond.bench.targets.rabbitmq",
 }
 # what `--peers NAME` means: Redis runs twice, without and with `appendonly yes, appendfsync everysec`.
 PEERS = {

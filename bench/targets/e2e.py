@@ -7,8 +7,8 @@ import struct
 import time
 from typing import Any
 
-from bench import payload, stats
-from bench.plans import E2EConsumeOutcome, E2EPlan
+from millpond.bench import payload, stats
+from millpond.bench.plans import E2EConsumeOutcome, E2EPlan
 
 STAMP = struct.Struct(">qq")  # monotonic_ns at send, sequence number: the first payload.STAMP_BYTES of a value
 assert STAMP.size == payload.STAMP_BYTES

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator
 
 import trio
 
-from bench import payload, stats
-from bench.plans import (
+from millpond.bench import payload, stats
+from millpond.bench.plans import (
     ConsumeOutcome,
     ConsumePlan,
     E2EConsumeOutcome,
@@ -27,7 +27,7 @@ from bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from bench.targets import LocalServer, Tick, e2e
+from millpond.bench.targets import LocalServer, Tick, e2e
 
 START_TIMEOUT_S = 20
 STOP_TIMEOUT_S = 10
@@ -65,7 +65,7 @@ class Millpond:
             # stderr to a file: a pipe nobody reads would fill up and stall the broker's logging.
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(tmp / "data"), "--host",
+                    [sys.executable, "-m", "millpond.broker.cli", "serve", "--data-dir", str(tmp / "data"), "--host",
                      "127.0.0.1", "--port", "0", "--fsync", fsync, "--log-level", "WARNING"],
                     stdout=subprocess.PIPE, stderr=log, text=True)
             try:
@@ -77,7 +77,7 @@ class Millpond:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def create_topic(self, address: str, topic: str, partitions: int) -> None:
-        from client import connect
+        from millpond.client import connect
 
         async def go() -> None:
             async with connect(address, client_id="bench-admin") as c:
@@ -87,7 +87,7 @@ class Millpond:
 
     def topic_records(self, address: str, topic: str) -> dict[int, tuple[int, int]]:
         """``{partition: (log_start_offset, log_end_offset)}``: what the broker holds, to check counts against."""
-        from client import connect
+        from millpond.client import connect
 
         async def go() -> dict[int, tuple[int, int]]:
             async with connect(address, client_id="bench-admin") as c:
@@ -128,7 +128,7 @@ async def _produce(address: str, topic: str, plan: ProducePlan, tick: Tick) -> P
     loop sees it acknowledged (the loop yields after each group, so this is when the application could know).
     The first record of a group waited longest in it, so the sample leans slow, never fast.
     """
-    from client import connect
+    from millpond.client import connect
 
     values, nv = plan.values, len(plan.values)
     hist = stats.new_histogram()
@@ -177,7 +177,7 @@ def _drain(samples: deque, hist: Any, final: bool = False) -> None:
 
 async def _consume(address: str, topic: str, plan: ConsumePlan, tick: Tick) -> ConsumeOutcome:
     """Read the topic from offset 0 until ``plan.expected`` records; check offsets are dense per partition."""
-    from client import connect
+    from millpond.client import connect
 
     perf = time.perf_counter
     async with connect(address, client_id="bench-consumer") as c:
@@ -236,7 +236,7 @@ async def _e2e_produce(address: str, topic: str, plan: E2EPlan, tick: Tick) -> E
     """Open loop (bench.targets.e2e.Schedule): whatever is due is sent at once, stamped at its ``send()``.
     ``send()`` never waits for the broker, so a slow broker cannot slow the schedule; ``lag_max_s`` shows how far
     the sender itself ever fell behind."""
-    from client import connect
+    from millpond.client import connect
 
     linger = 0.0 if plan.linger_s is None else plan.linger_s
     async with connect(address, client_id="bench-e2e-producer") as c:
@@ -264,7 +264,7 @@ async def _e2e_produce(address: str, topic: str, plan: E2EPlan, tick: Tick) -> E
 async def _e2e_consume(address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
     """Consume ``plan.count`` records, each exactly once (by offset and by sequence number), recording
     ``monotonic_ns() - stamp`` for all but the first ``plan.warmup``."""
-    from client import connect
+    from millpond.client import connect
 
     arrivals = e2e.Arrivals(plan)
     check, mono = arrivals.check, time.monotonic_ns

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from bench import stats
-from bench.targets import PeerUnavailable
+from millpond.bench import stats
+from millpond.bench.targets import PeerUnavailable
 
 INSTALL_HINT = "see bench/peers/README.md"
 BATCH_RECORDS = 1000  # records per pipeline / publish-confirm batch / fetch, as in peers.md

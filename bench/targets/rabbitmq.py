@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench import payload
-from bench.plans import (
+from millpond.bench import payload
+from millpond.bench.plans import (
     ConsumeOutcome,
     ConsumePlan,
     E2EConsumeOutcome,
@@ -25,7 +25,7 @@ from bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from bench.targets import LocalServer, Tick, e2e, peerproc
+from millpond.bench.targets import LocalServer, Tick, e2e, peerproc
 
 START_TIMEOUT_S = 90
 FSYNC_LABEL = "durable queue, persistent, confirms"

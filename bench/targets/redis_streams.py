@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench.plans import (
+from millpond.bench.plans import (
     ConsumeOutcome,
     ConsumePlan,
     E2EConsumeOutcome,
@@ -23,7 +23,7 @@ from bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from bench.targets import LocalServer, Tick, e2e, peerproc
+from millpond.bench.targets import LocalServer, Tick, e2e, peerproc
 
 START_TIMEOUT_S = 20
 FIELD = b"v"

@@ -18,15 +18,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="millpond",
         description="An embedded message broker: a partitioned log, consumer groups and rate limits.",
     )
-    from broker import __version__
+    from millpond import __version__
 
     parser.add_argument("--version", action="version", version=f"millpond {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMANDS if only is None else (only,):
         try:
-            module = importlib.import_module(f"broker.cli.{name}")
+            module = importlib.import_module(f"millpond.broker.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"broker.cli.{name}":
+            if exc.name == f"millpond.broker.cli.{name}":
                 continue
             raise
         module.add_parser(sub)

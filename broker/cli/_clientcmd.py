@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Callable
 
-from broker.wire.errors import ConnectionClosedError, MillpondError
+from millpond.broker.wire.errors import ConnectionClosedError, MillpondError
 
 # The client's default, spelt here so building the parser (and `millpond serve`) never imports the client.
 DEFAULT_ADDRESS = "127.0.0.1:7420"

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from bench import cli
+    from millpond.bench import cli
 
     p = sub.add_parser("bench", help="measure produce, consume and end-to-end latency",
                        description=cli.DESCRIPTION)
@@ -15,6 +15,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import cli
+    from millpond.bench import cli
 
     return cli.run(args)

@@ -10,9 +10,9 @@ import json
 import sys
 from typing import Any
 
-from broker.cli._clientcmd import add_client_args, guarded
-from client.errors import NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
-from client.sync import connect
+from millpond.broker.cli._clientcmd import add_client_args, guarded
+from millpond.client.errors import NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
+from millpond.client.sync import connect
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from broker.cli._clientcmd import add_client_args, guarded
-from client.sync import connect
+from millpond.broker.cli._clientcmd import add_client_args, guarded
+from millpond.client.sync import connect
 
 UNITS = ("requests", "records", "bytes")
 MODES = ("reject", "shape")

@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from broker.cli._clientcmd import add_client_args, fail, guarded
-from client.sync import connect
+from millpond.broker.cli._clientcmd import add_client_args, fail, guarded
+from millpond.client.sync import connect
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -9,8 +9,8 @@ import sys
 
 import trio
 
-from broker.config import load_config
-from broker.wire.errors import MillpondError
+from millpond.broker.config import load_config
+from millpond.broker.wire.errors import MillpondError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if config.data_dir is None:
         print("millpond serve: --data-dir (or data_dir in the config file) is required", file=sys.stderr)
         return 2
-    from broker.server.broker import Broker
+    from millpond.broker.server.broker import Broker
 
     try:
         broker = Broker(config, config.data_dir)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from broker.cli._clientcmd import add_client_args, guarded
-from client.sync import connect
+from millpond.broker.cli._clientcmd import add_client_args, guarded
+from millpond.client.sync import connect
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -7,15 +7,15 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from broker import __version__
-from broker.config import BrokerConfig
-from broker.core.fields import field
-from broker.core.group_api import GroupApi
-from broker.core.limit_api import LimitApi, check_policies
-from broker.core.groups import GroupConfig, GroupCoordinator, OffsetStore
-from broker.core.log import LogManager, PartitionLog, is_internal_topic
-from broker.wire.batch import BatchHeader, check_batch
-from broker.wire.errors import (
+from millpond import __version__
+from millpond.broker.config import BrokerConfig
+from millpond.broker.core.fields import field
+from millpond.broker.core.group_api import GroupApi
+from millpond.broker.core.limit_api import LimitApi, check_policies
+from millpond.broker.core.groups import GroupConfig, GroupCoordinator, OffsetStore
+from millpond.broker.core.log import LogManager, PartitionLog, is_internal_topic
+from millpond.broker.wire.batch import BatchHeader, check_batch
+from millpond.broker.wire.errors import (
     InvalidRequestError,
     InvalidTopicNameError,
     MillpondError,
@@ -23,7 +23,7 @@ from broker.wire.errors import (
     UnknownTopicOrPartitionError,
     UnsupportedVersionError,
 )
-from broker.wire.frames import PROTOCOL_VERSION
+from millpond.broker.wire.frames import PROTOCOL_VERSION
 
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 FETCH_WAIT_MS_MAX = 300_000

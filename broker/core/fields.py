@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.wire.errors import InvalidRequestError
+from millpond.broker.wire.errors import InvalidRequestError
 
 
 def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], api: str, default: Any = ...) -> Any:

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from broker.core.fields import field
-from broker.core.groups import (
+from millpond.broker.core.fields import field
+from millpond.broker.core.groups import (
     AtTimestamp,
     GroupCoordinator,
     HeartbeatAnswer,
     OffsetStore,
     resolve_reset,
 )
-from broker.core.log import LogManager
-from broker.wire.errors import InvalidRequestError
+from millpond.broker.core.log import LogManager
+from millpond.broker.wire.errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    from broker.core.engine import Context, Durable
+    from millpond.broker.core.engine import Context, Durable
 
 
 def _ms_to_s(body: dict[str, Any], name: str, api: str) -> float | None:
@@ -58,7 +58,7 @@ class GroupApi:
         }
 
     def _durable(self, answer: dict[str, Any], offset: int) -> "Durable":
-        from broker.core.engine import Durable
+        from millpond.broker.core.engine import Durable
 
         plog = self.store.partition_log
         assert plog is not None  # OffsetStore.open created it

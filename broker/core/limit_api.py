@@ -7,10 +7,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from broker.core.fields import field
-from broker.core.limits import COST_EXCEEDS_CAPACITY, ERROR, Decision, Policy, PolicySet
-from broker.core.log.files import load_record, save_record
-from broker.wire.errors import (
+from millpond.broker.core.fields import field
+from millpond.broker.core.limits import COST_EXCEEDS_CAPACITY, ERROR, Decision, Policy, PolicySet
+from millpond.broker.core.log.files import load_record, save_record
+from millpond.broker.wire.errors import (
     CostExceedsLimitError,
     InvalidConfigError,
     LimitPolicyFailedError,
@@ -21,7 +21,7 @@ from broker.wire.errors import (
 )
 
 if TYPE_CHECKING:
-    from broker.core.engine import Context
+    from millpond.broker.core.engine import Context
 
 POLICIES_FILE = "limits.policies"
 

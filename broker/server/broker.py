@@ -16,11 +16,11 @@ from typing import Any, Callable
 import trio
 from sortedcontainers import SortedList
 
-from broker.config import BrokerConfig
-from broker.core.engine import Context, Durable, Engine, FetchRequest, ProduceResult, Shaped
-from broker.core.log import LogManager, PartitionLog
-from broker.server.connection import Connection
-from broker.wire.errors import (
+from millpond.broker.config import BrokerConfig
+from millpond.broker.core.engine import Context, Durable, Engine, FetchRequest, ProduceResult, Shaped
+from millpond.broker.core.log import LogManager, PartitionLog
+from millpond.broker.server.connection import Connection
+from millpond.broker.wire.errors import (
     HandshakeRequiredError,
     InvalidRequestError,
     MillpondError,
@@ -29,7 +29,7 @@ from broker.wire.errors import (
     UnknownError,
     UnknownTopicOrPartitionError,
 )
-from broker.wire.frames import decode_request
+from millpond.broker.wire.frames import decode_request
 
 log = logging.getLogger("millpond.server")
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from broker.wire.errors import FrameTooLargeError, MillpondError
-from broker.wire.frames import FrameDecoder, encode_fetch_answer_parts, encode_response_parts
+from millpond.broker.wire.errors import FrameTooLargeError, MillpondError
+from millpond.broker.wire.frames import FrameDecoder, encode_fetch_answer_parts, encode_response_parts
 
 if TYPE_CHECKING:
-    from broker.server.broker import Broker
+    from millpond.broker.server.broker import Broker
 
 log = logging.getLogger("millpond.server")
 

@@ -10,8 +10,8 @@ from typing import Any, AsyncIterator
 
 import trio
 
-from broker.config import BrokerConfig, load_config
-from broker.server.broker import Broker, BrokerStatistics
+from millpond.broker.config import BrokerConfig, load_config
+from millpond.broker.server.broker import Broker, BrokerStatistics
 
 __all__ = ["open_broker", "serve_broker", "Broker", "BrokerStatistics"]
 

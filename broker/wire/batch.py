@@ -10,7 +10,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import msgpack
 
-from broker.wire.errors import CorruptBatchError, RecordTooLargeError
+from millpond.broker.wire.errors import CorruptBatchError, RecordTooLargeError
 
 MAGIC = 1
 # base_offset, batch_length, crc, magic, attributes, last_offset_delta, first_timestamp_ms, max_timestamp_ms,

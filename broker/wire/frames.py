@@ -7,7 +7,7 @@ from typing import Any
 
 import msgpack
 
-from broker.wire.errors import FrameTooLargeError, InvalidRequestError
+from millpond.broker.wire.errors import FrameTooLargeError, InvalidRequestError
 
 PROTOCOL_VERSION = 1
 FRAME_HEADER = struct.Struct(">I")

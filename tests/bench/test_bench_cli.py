@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from bench import targets
-from broker.cli import main
+from millpond.bench import targets
+from millpond.broker.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bench import cli, profiles, report, results
-from broker.cli import main
+from millpond.bench import cli, profiles, report, results
+from millpond.broker.cli import main
 
 SOAK_FIGURES = ("records_per_s", "mb_per_s", "rss_mb_start", "rss_mb_end", "rss_mb_max")
 SERIES_KEYS = {"t_s", "sent_per_s", "consumed_per_s", "lag_records", "rss_mb"}

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from bench import cli, plot, profiles, report, results, targets
-from bench.plans import ConsumeOutcome, Params, ProduceOutcome
-from bench.progress import Progress
-from bench.targets import peerproc
+from millpond.bench import cli, plot, profiles, report, results, targets
+from millpond.bench.plans import ConsumeOutcome, Params, ProduceOutcome
+from millpond.bench.progress import Progress
+from millpond.bench.targets import peerproc
 
 PEER_TARGETS = sorted({t for names in targets.PEERS.values() for t in names})
 MACHINE = {"cores": 2, "cpu_model": "Test CPU 9000", "memory_gib": 8.0, "os": "Linux 6", "python": "CPython 3.11.7"}

@@ -7,5 +7,5 @@ import sys
 
 
 def mp(*args: str, stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "millpond.broker.cli", *args], input=stdin, capture_output=True,
                           timeout=timeout)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from client.sync import connect as sync_connect
+from millpond.client.sync import connect as sync_connect
 
 from clikit import mp
 
@@ -69,7 +69,7 @@ def test_a_group_member_stopped_by_a_signal_commits_and_leaves_at_once(daemon, s
     b = ["--broker", daemon]
     assert mp("topics", "create", "logs", *b).returncode == 0
     assert mp("produce", "logs", *b, stdin=b"a\nb\nc\n").returncode == 0
-    member = subprocess.Popen([sys.executable, "-m", "broker.cli", "consume", "logs", "--group", "g",
+    member = subprocess.Popen([sys.executable, "-m", "millpond.broker.cli", "consume", "logs", "--group", "g",
                                "--from-beginning", *b], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert [member.stdout.readline() for _ in range(3)] == [b"a\n", b"b\n", b"c\n"]
     # let the member commit the batch it printed (a signal landing between printing and committing is allowed to

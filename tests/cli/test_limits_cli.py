@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from broker.cli.limits import parse_params
+from millpond.broker.cli.limits import parse_params
 
 from clikit import mp
 

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture
 async def broker() -> AsyncIterator[Any]:
-    from broker.server.embedded import open_broker
+    from millpond.broker.server.embedded import open_broker
 
     async with open_broker(None, fsync="never") as b:
         yield b
@@ -17,7 +17,7 @@ async def broker() -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def client(broker: Any) -> AsyncIterator[Any]:
-    from client import connect
+    from millpond.client import connect
 
     async with connect(broker.address, client_id="test") as c:
         yield c

@@ -5,10 +5,10 @@ import threading
 
 import pytest
 
-from broker.wire.batch import check_batch, decode_records
-from broker.wire.errors import RecordTooLargeError, UnknownTopicOrPartitionError
-from broker.wire.partitioner import partition_for_key
-from client._accumulator import Accumulator
+from millpond.broker.wire.batch import check_batch, decode_records
+from millpond.broker.wire.errors import RecordTooLargeError, UnknownTopicOrPartitionError
+from millpond.broker.wire.partitioner import partition_for_key
+from millpond.client._accumulator import Accumulator
 
 
 class Clock:

@@ -5,10 +5,10 @@ import asyncio
 
 import pytest
 
-from broker.wire.partitioner import partition_for_key
-from client import connect
-from client.errors import OffsetOutOfRangeError, RecordTooLargeError, UnknownTopicOrPartitionError
-from client.sync import connect as sync_connect
+from millpond.broker.wire.partitioner import partition_for_key
+from millpond.client import connect
+from millpond.client.errors import OffsetOutOfRangeError, RecordTooLargeError, UnknownTopicOrPartitionError
+from millpond.client.sync import connect as sync_connect
 
 
 def test_asyncio_client_produces_and_consumes(daemon):

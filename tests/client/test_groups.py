@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import trio
 
-from client.errors import (
+from millpond.client.errors import (
     GroupNotEmptyError,
     NotPartitionOwnerError,
     OffsetOutOfRangeError,
     UnknownGroupError,
 )
-from client.types import GroupDescription
+from millpond.client.types import GroupDescription
 
 from clientkit import drain
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from client import connect
-from client.errors import UnknownGroupError
-from client.sync import connect as sync_connect
+from millpond.client import connect
+from millpond.client.errors import UnknownGroupError
+from millpond.client.sync import connect as sync_connect
 
 from tests.daemonproc import start_daemon, stop_daemon
 
@@ -28,8 +28,8 @@ TOPIC = "orders"
 # (committed). Commits what it processed after each batch and, in on_revoked, before the revoke is reported.
 MEMBER = r"""
 import sys, time, trio
-from client import connect
-from client.errors import NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
+from millpond.client import connect
+from millpond.client.errors import NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
 REFUSED = (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError)
 address, group, topic, path, session = sys.argv[1:6]
 out = open(path, "a", buffering=1)

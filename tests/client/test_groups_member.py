@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from broker.wire.errors import (
+from millpond.broker.wire.errors import (
     ConnectionClosedError,
     FencedMemberEpochError,
     InvalidSessionTimeoutError,
     UnknownMemberIdError,
 )
-from client._group import Action, MemberCore, MemberState, Step
+from millpond.client._group import Action, MemberCore, MemberState, Step
 
 
 def answer(epoch: int, assignment: list[tuple[str, int]], interval_ms: int = 1000, member_id: str = "m1") -> dict:

@@ -13,7 +13,7 @@ from clientkit import drain
 def lose_an_answer(monkeypatch, after: int) -> None:
     """Make the broker store the ``after``-th produce and then drop the connection instead of answering it: the
     client cannot know the batch was stored, and sends it again."""
-    from broker.server.connection import Connection
+    from millpond.broker.server.connection import Connection
 
     original = Connection.respond
     seen = 0

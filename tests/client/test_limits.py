@@ -12,11 +12,11 @@ import pytest
 import trio
 import trio.testing
 
-import client._connection
-from broker.config import load_config
-from broker.server.broker import Broker
-from client import connect
-from client.errors import CostExceedsLimitError, InvalidConfigError, ThrottledError, UnknownPolicyError
+import millpond.client._connection
+from millpond.broker.config import load_config
+from millpond.broker.server.broker import Broker
+from millpond.client import connect
+from millpond.client.errors import CostExceedsLimitError, InvalidConfigError, ThrottledError, UnknownPolicyError
 
 
 class _AnyioStream:
@@ -58,7 +58,7 @@ async def memory_broker(nursery: trio.Nursery, tmp_path: Path, monkeypatch: pyte
         nursery.start_soon(broker.serve_stream, server_side)
         return _AnyioStream(client_side)
 
-    monkeypatch.setattr(client._connection.anyio, "connect_tcp", connect_memory)
+    monkeypatch.setattr(millpond.client._connection.anyio, "connect_tcp", connect_memory)
     yield broker
     await broker.shutdown()
 

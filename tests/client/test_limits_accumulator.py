@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from broker.wire.batch import check_batch, decode_records
-from broker.wire.errors import CostExceedsLimitError
-from client._accumulator import Accumulator
+from millpond.broker.wire.batch import check_batch, decode_records
+from millpond.broker.wire.errors import CostExceedsLimitError
+from millpond.client._accumulator import Accumulator
 
 
 def make(batch_bytes=1 << 20):

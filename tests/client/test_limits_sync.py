@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from client.errors import UnknownPolicyError
-from client.sync import connect
+from millpond.client.errors import UnknownPolicyError
+from millpond.client.sync import connect
 
 pytestmark = pytest.mark.slow
 

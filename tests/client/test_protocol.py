@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.wire.errors import ConnectionClosedError, OffsetOutOfRangeError, UnsupportedVersionError
-from broker.wire.frames import decode_request, encode_response
-from client._protocol import ClientProtocol, Response, create_topic_body, offset_spec, parse_address
+from millpond.broker.wire.errors import ConnectionClosedError, OffsetOutOfRangeError, UnsupportedVersionError
+from millpond.broker.wire.frames import decode_request, encode_response
+from millpond.client._protocol import ClientProtocol, Response, create_topic_body, offset_spec, parse_address
 
 LIMITS = {"frame_bytes_max": 1 << 20, "batch_bytes_max": 1 << 19, "requests_in_flight_max": 64, "partitions_max": 8}
 

@@ -6,9 +6,9 @@ from collections import defaultdict
 import pytest
 import trio
 
-from broker.wire.partitioner import partition_for_key
-from client import RecordMetadata, connect
-from client.errors import (
+from millpond.broker.wire.partitioner import partition_for_key
+from millpond.client import RecordMetadata, connect
+from millpond.client.errors import (
     ConnectionClosedError,
     InvalidTopicNameError,
     TopicAlreadyExistsError,
@@ -138,7 +138,7 @@ async def test_connect_refused_is_one_clear_error():
 
 
 async def _run_broker(data_dir, port, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED):
-    from broker.server.embedded import open_broker
+    from millpond.broker.server.embedded import open_broker
 
     async with open_broker(data_dir, port=port, fsync="never") as b:
         task_status.started(b.address[1])

@@ -1,10 +1,10 @@
 # The engine's shaping path: a producer's batch never overtakes one of its batches held by a shaping policy.
 from __future__ import annotations
 
-from broker.config import load_config
-from broker.core.engine import Context, Engine, Shaped
-from broker.core.log import LogManager
-from broker.wire.batch import encode_batch
+from millpond.broker.config import load_config
+from millpond.broker.core.engine import Context, Engine, Shaped
+from millpond.broker.core.log import LogManager
+from millpond.broker.wire.batch import encode_batch
 
 T0_MS = 1_700_000_000_000
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from broker.wire.frames import FrameDecoder, decode_response, encode_request
+from millpond.broker.wire.frames import FrameDecoder, decode_response, encode_request
 
 from tests.daemonproc import start_daemon
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from broker.wire.batch import decode_records, encode_batch
+from millpond.broker.wire.batch import decode_records, encode_batch
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,7 @@ def test_unknown_config_key_is_an_error(tmp_path):
     cfg = tmp_path / "millpond.toml"
     cfg.write_text('fsync = "always"\nretension_ms = 5\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(tmp_path / "d"), "--config", str(cfg)],
+        [sys.executable, "-m", "millpond.broker.cli", "serve", "--data-dir", str(tmp_path / "d"), "--config", str(cfg)],
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 2
@@ -128,7 +128,7 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         s.listen()
         port = s.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+            [sys.executable, "-m", "millpond.broker.cli", "serve", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
             capture_output=True, text=True, timeout=30,
         )
     assert proc.returncode == 1
@@ -150,7 +150,7 @@ def test_limit_policies_from_the_config_file_apply_and_a_misspelt_key_stops_the_
     bad = tmp_path / "bad.toml"
     bad.write_text('[[limits]]\nname = "tiny"\nunitt = "records"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(tmp_path / "d2"), "--config", str(bad)],
+        [sys.executable, "-m", "millpond.broker.cli", "serve", "--data-dir", str(tmp_path / "d2"), "--config", str(bad)],
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 2 and "unitt" in proc.stderr
@@ -159,7 +159,7 @@ def test_limit_policies_from_the_config_file_apply_and_a_misspelt_key_stops_the_
 def test_a_second_daemon_on_the_same_data_dir_is_refused(daemon, tmp_path):
     d = daemon()
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(d.data_dir), "--port", "0"],
+        [sys.executable, "-m", "millpond.broker.cli", "serve", "--data-dir", str(d.data_dir), "--port", "0"],
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 1
@@ -172,7 +172,7 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused(daemon, tmp_path):
 def test_port_in_use_by_another_daemon_is_one_clear_line(daemon, tmp_path):
     d = daemon()
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(tmp_path / "other"), "--port", str(d.port)],
+        [sys.executable, "-m", "millpond.broker.cli", "serve", "--data-dir", str(tmp_path / "other"), "--port", str(d.port)],
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 1

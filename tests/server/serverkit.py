@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from broker.config import load_config
-from broker.server.broker import Broker
-from broker.wire.frames import FrameDecoder, decode_response, encode_request
+from millpond.broker.config import load_config
+from millpond.broker.server.broker import Broker
+from millpond.broker.wire.frames import FrameDecoder, decode_response, encode_request
 
 
 class RawClient:

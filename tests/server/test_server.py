@@ -7,9 +7,9 @@ import struct
 import pytest
 import trio
 
-from broker.wire import errors
-from broker.wire.batch import decode_records, encode_batch
-from broker.wire.frames import encode_frame
+from millpond.broker.wire import errors
+from millpond.broker.wire.batch import decode_records, encode_batch
+from millpond.broker.wire.frames import encode_frame
 
 from serverkit import start_harness
 

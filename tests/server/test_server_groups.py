@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from broker.wire import errors
+from millpond.broker.wire import errors
 
 from serverkit import start_harness
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from broker.wire import errors
-from broker.wire.batch import encode_batch
+from millpond.broker.wire import errors
+from millpond.broker.wire.batch import encode_batch
 
 from serverkit import start_harness
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.wire import errors
-from broker.wire.batch import (
+from millpond.broker.wire import errors
+from millpond.broker.wire.batch import (
     HEADER_BYTES,
     check_batch,
     decode_records,
@@ -20,8 +20,8 @@ from broker.wire.batch import (
     stamp_base_offset,
     verify_crc,
 )
-from broker.wire.frames import FrameDecoder, decode_request, encode_frame, encode_request
-from broker.wire.partitioner import murmur2, partition_for_key
+from millpond.broker.wire.frames import FrameDecoder, decode_request, encode_frame, encode_request
+from millpond.broker.wire.partitioner import murmur2, partition_for_key
 
 
 # Kafka UtilsTest, kafka-python test_partitioner, librdkafka rdmurmur2.c (shared/reference/kafka.md section 1.2)
@@ -213,7 +213,7 @@ def test_unknown_code_from_a_newer_broker_is_still_an_error():
 
 @pytest.mark.parametrize("sizes", [[0], [10], [4096], [70_000], [5, 100_000, 0, 4095]])
 def test_fetch_answer_in_pieces_decodes_like_a_plain_response(sizes):
-    from broker.wire.frames import decode_response, encode_fetch_answer_parts, encode_response
+    from millpond.broker.wire.frames import decode_response, encode_fetch_answer_parts, encode_response
 
     rows = [["t", i, 0, 3, 9, memoryview(bytes([i % 251]) * n)] for i, n in enumerate(sizes)]
     framed = b"".join(bytes(p) for p in encode_fetch_answer_parts(77, rows))

@@ -60,10 +60,10 @@ offsets:    ``coord.commit(group, member_id, member_epoch, {(topic, p): offset |
             ``coord.list_groups()``, ``coord.describe(group, end_offset=lambda t, p: ...)``.
 Every call raises a ``MillpondError`` subclass for a refused request, and then changed nothing.
 """
-from broker.core.groups.assignors import ASSIGNORS, MemberSpec, range_assign, round_robin_assign, sticky_assign
-from broker.core.groups.coordinator import TRANSITIONS, GroupCoordinator
-from broker.core.groups.offsets import OFFSETS_TOPIC, OffsetStore, resolve_reset
-from broker.core.groups.types import (
+from millpond.broker.core.groups.assignors import ASSIGNORS, MemberSpec, range_assign, round_robin_assign, sticky_assign
+from millpond.broker.core.groups.coordinator import TRANSITIONS, GroupCoordinator
+from millpond.broker.core.groups.offsets import OFFSETS_TOPIC, OffsetStore, resolve_reset
+from millpond.broker.core.groups.types import (
     JOIN_EPOCH,
     LEAVE_EPOCH,
     NO_MEMBER_EPOCH,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from broker.core.groups.types import TopicPartition
+from millpond.broker.core.groups.types import TopicPartition
 
 
 @dataclass(frozen=True, slots=True)

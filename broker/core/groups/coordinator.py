@@ -9,10 +9,10 @@ from typing import Callable, Collection, Iterable, Mapping
 
 from sortedcontainers import SortedList
 
-from broker.core.groups.assignors import ASSIGNORS
-from broker.core.groups.group import Group, Member
-from broker.core.groups.offsets import OffsetStore
-from broker.core.groups.types import (
+from millpond.broker.core.groups.assignors import ASSIGNORS
+from millpond.broker.core.groups.group import Group, Member
+from millpond.broker.core.groups.offsets import OffsetStore
+from millpond.broker.core.groups.types import (
     NO_MEMBER_EPOCH,
     Committed,
     GroupConfig,
@@ -30,7 +30,7 @@ from broker.core.groups.types import (
     validate_partitions,
     validate_topics,
 )
-from broker.wire.errors import (
+from millpond.broker.wire.errors import (
     FencedInstanceIdError,
     FencedMemberEpochError,
     GroupMaxSizeReachedError,

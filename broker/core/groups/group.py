@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from broker.core.groups.assignors import ASSIGNORS, MemberSpec
-from broker.core.groups.types import GroupState, MemberState, TopicPartition
+from millpond.broker.core.groups.assignors import ASSIGNORS, MemberSpec
+from millpond.broker.core.groups.types import GroupState, MemberState, TopicPartition
 
 _EMPTY: frozenset[TopicPartition] = frozenset()
 

@@ -9,10 +9,10 @@ from typing import Any, Iterable, Mapping
 
 import msgpack
 
-from broker.core.groups.types import AtTimestamp, Committed, TopicPartition
-from broker.core.log import LogManager, PartitionLog
-from broker.wire.batch import decode_records, encode_batch, read_header
-from broker.wire.errors import InvalidRequestError, MillpondError, UnknownTopicOrPartitionError
+from millpond.broker.core.groups.types import AtTimestamp, Committed, TopicPartition
+from millpond.broker.core.log import LogManager, PartitionLog
+from millpond.broker.wire.batch import decode_records, encode_batch, read_header
+from millpond.broker.wire.errors import InvalidRequestError, MillpondError, UnknownTopicOrPartitionError
 
 OFFSETS_TOPIC = "__millpond_offsets"
 # One partition: every commit of every group in one total order, so replay is a single pass. Kept forever (no

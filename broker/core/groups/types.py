@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from broker.wire.errors import InvalidGroupIdError, InvalidRequestError, InvalidSessionTimeoutError
+from millpond.broker.wire.errors import InvalidGroupIdError, InvalidRequestError, InvalidSessionTimeoutError
 
 JOIN_EPOCH = 0  # as KIP-848's ConsumerGroupHeartbeat: member_epoch 0 = join
 LEAVE_EPOCH = -1  # member_epoch -1 = leave the group

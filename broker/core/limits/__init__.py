@@ -1,7 +1,7 @@
 # Rate limits, sans-IO: the limiter contract (base), the five built-in algorithms, the plug-in registry and the
 # policy layer the server calls once per request. Time is an integer nanosecond count passed in; nothing here
 # reads a clock, sleeps, or knows about trio, sockets or the wire format.
-from broker.core.limits.base import (
+from millpond.broker.core.limits.base import (
     ADMITTED,
     COST_EXCEEDS_CAPACITY,
     DEFAULT_MAX_KEYS,
@@ -13,11 +13,11 @@ from broker.core.limits.base import (
     Decision,
     KeyedAlgorithm,
 )
-from broker.core.limits.leaky_bucket import LeakyBucket
-from broker.core.limits.policy import MODES, SCOPES, UNITS, Policy, PolicySet, PolicyStatistics
-from broker.core.limits.registry import ALGORITHMS, ENTRY_POINT_GROUP, UnknownAlgorithm, register, resolve
-from broker.core.limits.token_bucket import TokenBucket
-from broker.core.limits.windows import FixedWindow, SlidingLog, SlidingWindow
+from millpond.broker.core.limits.leaky_bucket import LeakyBucket
+from millpond.broker.core.limits.policy import MODES, SCOPES, UNITS, Policy, PolicySet, PolicyStatistics
+from millpond.broker.core.limits.registry import ALGORITHMS, ENTRY_POINT_GROUP, UnknownAlgorithm, register, resolve
+from millpond.broker.core.limits.token_bucket import TokenBucket
+from millpond.broker.core.limits.windows import FixedWindow, SlidingLog, SlidingWindow
 
 __all__ = [
     "ADMITTED", "ALGORITHMS", "COST_EXCEEDS_CAPACITY", "DEFAULT_MAX_KEYS", "ENTRY_POINT_GROUP", "ERROR", "MODES",

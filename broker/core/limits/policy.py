@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any, Callable, Hashable, Iterable, Mapping
 
-from broker.core.limits.base import (
+from millpond.broker.core.limits.base import (
     COST_EXCEEDS_CAPACITY,
     DEFAULT_MAX_KEYS,
     ERROR,
@@ -19,8 +19,8 @@ from broker.core.limits.base import (
     admitted,
     positive_int,
 )
-from broker.core.limits.registry import DEFAULT_ALGORITHM, UnknownAlgorithm, resolve
-from broker.wire.errors import InvalidConfigError
+from millpond.broker.core.limits.registry import DEFAULT_ALGORITHM, UnknownAlgorithm, resolve
+from millpond.broker.wire.errors import InvalidConfigError
 
 logger = logging.getLogger(__name__)
 

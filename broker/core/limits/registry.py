@@ -7,9 +7,9 @@ import importlib
 from importlib import metadata
 from typing import Any
 
-from broker.core.limits.leaky_bucket import LeakyBucket
-from broker.core.limits.token_bucket import TokenBucket
-from broker.core.limits.windows import FixedWindow, SlidingLog, SlidingWindow
+from millpond.broker.core.limits.leaky_bucket import LeakyBucket
+from millpond.broker.core.limits.token_bucket import TokenBucket
+from millpond.broker.core.limits.windows import FixedWindow, SlidingLog, SlidingWindow
 
 ENTRY_POINT_GROUP = "millpond.limits"
 DEFAULT_ALGORITHM = "leaky_bucket"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.core.limits.base import (
+from millpond.broker.core.limits.base import (
     DEFAULT_MAX_KEYS,
     Decision,
     KeyedAlgorithm,

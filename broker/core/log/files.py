@@ -7,7 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from broker.wire.errors import StorageError
+from millpond.broker.wire.errors import StorageError
 
 _CRC = struct.Struct(">I")
 

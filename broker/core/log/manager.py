@@ -12,11 +12,11 @@ from pathlib import Path
 
 import msgpack
 
-from broker.config import FSYNC_MODES, TopicDefaults
-from broker.core.log.files import fsync_dir, read_file, seal, unseal, write_atomic, write_file
-from broker.core.log.partition import PartitionLog
-from broker.core.log.topic_config import TopicConfig, validate_topic_name
-from broker.wire.errors import (
+from millpond.broker.config import FSYNC_MODES, TopicDefaults
+from millpond.broker.core.log.files import fsync_dir, read_file, seal, unseal, write_atomic, write_file
+from millpond.broker.core.log.partition import PartitionLog
+from millpond.broker.core.log.topic_config import TopicConfig, validate_topic_name
+from millpond.broker.wire.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
     StorageError,

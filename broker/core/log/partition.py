@@ -12,12 +12,12 @@ from typing import Any
 
 import msgpack
 
-from broker.core.log.files import fsync_dir
-from broker.core.log.producers import ProducerStates
-from broker.core.log.segment import NO_TIMESTAMP, Segment, SegmentCorrupt
-from broker.core.log.topic_config import TopicConfig
-from broker.wire.batch import HEADER_BYTES, BatchHeader, read_header, stamp_base_offset
-from broker.wire.errors import CorruptBatchError, OffsetOutOfRangeError, StorageError
+from millpond.broker.core.log.files import fsync_dir
+from millpond.broker.core.log.producers import ProducerStates
+from millpond.broker.core.log.segment import NO_TIMESTAMP, Segment, SegmentCorrupt
+from millpond.broker.core.log.topic_config import TopicConfig
+from millpond.broker.wire.batch import HEADER_BYTES, BatchHeader, read_header, stamp_base_offset
+from millpond.broker.wire.errors import CorruptBatchError, OffsetOutOfRangeError, StorageError
 
 _READAHEAD_EXTRA_BYTES = 16 * 1024  # beyond max_bytes + index interval: room to finish the batch holding offset
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-from broker.wire.errors import InvalidProducerEpochError, OutOfOrderSequenceError
+from millpond.broker.wire.errors import InvalidProducerEpochError, OutOfOrderSequenceError
 
 BATCHES_RETAINED = 5  # Kafka's NUM_BATCHES_TO_RETAIN: a producer may have this many batches in flight
 PRODUCERS_MAX = 10_000  # per partition; the least recently seen producer id is forgotten first

@@ -12,8 +12,8 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Iterator
 
-from broker.core.log.files import read_file, seal, unseal, write_file
-from broker.wire.batch import CRC_START, HEADER, HEADER_BYTES, LENGTH_PREFIX_BYTES, MAGIC, verify_crc
+from millpond.broker.core.log.files import read_file, seal, unseal, write_file
+from millpond.broker.wire.batch import CRC_START, HEADER, HEADER_BYTES, LENGTH_PREFIX_BYTES, MAGIC, verify_crc
 
 NO_TIMESTAMP = -(2**63)  # max_timestamp of a segment holding no batch
 SCAN_CHUNK_BYTES = 1 << 20

@@ -6,8 +6,8 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from broker.config import TopicDefaults
-from broker.wire.errors import InvalidConfigError, InvalidTopicNameError
+from millpond.broker.config import TopicDefaults
+from millpond.broker.wire.errors import InvalidConfigError, InvalidTopicNameError
 
 TOPIC_NAME_CHARS_MAX = 249  # Kafka's limit; leaves room for suffixes within a 255-byte file name
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")

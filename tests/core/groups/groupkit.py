@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from broker.core.groups import GroupConfig, GroupCoordinator, HeartbeatAnswer, MemberState, OffsetStore, TopicPartition
+from millpond.broker.core.groups import GroupConfig, GroupCoordinator, HeartbeatAnswer, MemberState, OffsetStore, TopicPartition
 
 
 def tp(topic: str, partition: int) -> TopicPartition:

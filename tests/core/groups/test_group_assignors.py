@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from groupkit import tp
 
-from broker.core.groups import ASSIGNORS, MemberSpec, range_assign, round_robin_assign, sticky_assign
+from millpond.broker.core.groups import ASSIGNORS, MemberSpec, range_assign, round_robin_assign, sticky_assign
 
 
 def two_consumers(topics=("t0", "t1")):

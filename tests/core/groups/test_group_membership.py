@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from groupkit import Harness, snapshot, tp
 
-from broker.core.groups import TRANSITIONS, GroupState, MemberState, Op
-from broker.wire.errors import (
+from millpond.broker.core.groups import TRANSITIONS, GroupState, MemberState, Op
+from millpond.broker.wire.errors import (
     FencedInstanceIdError,
     FencedMemberEpochError,
     GroupMaxSizeReachedError,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from groupkit import Harness, snapshot, tp
 
-from broker.config import TopicDefaults
-from broker.core.groups import OFFSETS_TOPIC, AtTimestamp, Committed, GroupState, OffsetStore, resolve_reset
-from broker.core.log import LogManager
-from broker.wire.batch import check_batch, encode_batch
-from broker.wire.errors import (
+from millpond.broker.config import TopicDefaults
+from millpond.broker.core.groups import OFFSETS_TOPIC, AtTimestamp, Committed, GroupState, OffsetStore, resolve_reset
+from millpond.broker.core.log import LogManager
+from millpond.broker.wire.batch import check_batch, encode_batch
+from millpond.broker.wire.errors import (
     GroupNotEmptyError,
     InvalidRequestError,
     InvalidTopicNameError,

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from broker.core.groups import MemberState
+from millpond.broker.core.groups import MemberState
 
 TOPICS = ["a", "b"]
 SESSION_S = 10.0

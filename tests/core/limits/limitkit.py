@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from hypothesis import strategies as st
 
-from broker.core.limits import FixedWindow, LeakyBucket, SlidingLog, SlidingWindow, TokenBucket
+from millpond.broker.core.limits import FixedWindow, LeakyBucket, SlidingLog, SlidingWindow, TokenBucket
 from examples.limits_plugin import CappedLeakyBucket
 
 S = 1_000_000_000  # one second in ns

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.core.limits import (
+from millpond.broker.core.limits import (
     COST_EXCEEDS_CAPACITY,
     QUEUE_FULL,
     FixedWindow,

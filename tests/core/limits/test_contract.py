@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.core.limits import ALGORITHMS, COST_EXCEEDS_CAPACITY, QUEUE_FULL, RATE, Algorithm, PolicySet
+from millpond.broker.core.limits import ALGORITHMS, COST_EXCEEDS_CAPACITY, QUEUE_FULL, RATE, Algorithm, PolicySet
 from limitkit import CONTRACTS, IDS, MS, S, max_in, traces
 
 T0 = 7 * S // 4

@@ -7,7 +7,7 @@ from importlib import metadata
 
 import pytest
 
-from broker.core.limits import (
+from millpond.broker.core.limits import (
     ALGORITHMS,
     COST_EXCEEDS_CAPACITY,
     ERROR,
@@ -20,9 +20,9 @@ from broker.core.limits import (
     register,
     resolve,
 )
-from broker.core.limits import policy as policy_module
-from broker.core.limits import registry
-from broker.wire.errors import InvalidConfigError
+from millpond.broker.core.limits import policy as policy_module
+from millpond.broker.core.limits import registry
+from millpond.broker.wire.errors import InvalidConfigError
 from examples.limits_plugin import CappedLeakyBucket
 from limitkit import MS, S
 
@@ -235,7 +235,7 @@ class Exploding(KeyedAlgorithm):
     def decide(self, state, cost, now_ns, charge):
         if self.fail_on == "decide" or (self.fail_on == "charge" and charge):
             raise ZeroDivisionError("boom")
-        from broker.core.limits import Decision
+        from millpond.broker.core.limits import Decision
         return Decision(True, 0, 1), 1
 
     def is_fresh(self, state, now_ns):

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from broker.config import TopicDefaults
-from broker.core.log import LogManager, PartitionLog
-from broker.wire.batch import BatchHeader, check_batch, decode_records, encode_batch
+from millpond.broker.config import TopicDefaults
+from millpond.broker.core.log import LogManager, PartitionLog
+from millpond.broker.wire.batch import BatchHeader, check_batch, decode_records, encode_batch
 
 BATCH_BYTES_MAX = 1 << 20
 T0 = 1_700_000_000_000  # a literal wall-clock time (ms) the tests count from

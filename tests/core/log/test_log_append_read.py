@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from broker.wire.batch import HEADER_BYTES, iter_batches, read_header
-from broker.wire.errors import CorruptBatchError, OffsetOutOfRangeError, StorageError
+from millpond.broker.wire.batch import HEADER_BYTES, iter_batches, read_header
+from millpond.broker.wire.errors import CorruptBatchError, OffsetOutOfRangeError, StorageError
 from logkit import T0, append, make_batch, value_at
 
 

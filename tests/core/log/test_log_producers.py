@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.core.log.producers import BATCHES_RETAINED, SEQUENCE_MAX, ProducerStates, next_sequence
-from broker.wire.batch import check_batch, encode_batch
-from broker.wire.errors import CorruptBatchError, InvalidProducerEpochError, OutOfOrderSequenceError
+from millpond.broker.core.log.producers import BATCHES_RETAINED, SEQUENCE_MAX, ProducerStates, next_sequence
+from millpond.broker.wire.batch import check_batch, encode_batch
+from millpond.broker.wire.errors import CorruptBatchError, InvalidProducerEpochError, OutOfOrderSequenceError
 
 from logkit import BATCH_BYTES_MAX, T0, value_at
 

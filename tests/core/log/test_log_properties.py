@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.wire.batch import decode_records, iter_batches
+from millpond.broker.wire.batch import decode_records, iter_batches
 from logkit import T0, LogEnv, append
 
 CONFIG = dict(segment_bytes=1024, index_interval_bytes=150, segment_ms=1000)

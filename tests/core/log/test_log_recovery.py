@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.wire.batch import iter_batches
-from broker.wire.errors import CorruptBatchError
+from millpond.broker.wire.batch import iter_batches
+from millpond.broker.wire.errors import CorruptBatchError
 from logkit import T0, LogEnv, append, value_at
 
 LAST_VALUES = [b"last-0", b"last-1-" + b"z" * 30, b"last-2"]

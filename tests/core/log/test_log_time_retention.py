@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.wire.errors import OffsetOutOfRangeError
+from millpond.broker.wire.errors import OffsetOutOfRangeError
 from logkit import T0, append, value_at
 
 DAY_MS = 86_400_000

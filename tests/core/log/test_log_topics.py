@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from broker.config import TopicDefaults
-from broker.core.log import LogManager, TopicConfig, validate_topic_name
-from broker.wire.errors import (
+from millpond.broker.config import TopicDefaults
+from millpond.broker.core.log import LogManager, TopicConfig, validate_topic_name
+from millpond.broker.wire.errors import (
     StorageError,
     InvalidConfigError,
     InvalidPartitionsError,

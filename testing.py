@@ -18,7 +18,7 @@ def millpond_config() -> dict[str, Any]:
 async def millpond_broker(millpond_config: dict[str, Any]) -> AsyncIterator[Any]:
     """A broker on a free loopback port with a temporary data directory, removed afterwards. ``.address`` is
     ``(host, port)``. Trio tests only (pytest-trio)."""
-    from broker.server.embedded import open_broker
+    from millpond.broker.server.embedded import open_broker
 
     async with open_broker(None, **millpond_config) as b:
         yield b
@@ -27,7 +27,7 @@ async def millpond_broker(millpond_config: dict[str, Any]) -> AsyncIterator[Any]
 @pytest.fixture
 async def millpond_client(millpond_broker: Any) -> AsyncIterator[Any]:
     """An async ``client.Client`` connected to ``millpond_broker``."""
-    from client import connect
+    from millpond.client import connect
 
     async with connect(millpond_broker.address, client_id="pytest") as c:
         yield c
