@@ -57,7 +57,9 @@ class ClientProtocol:
     def hello(self) -> tuple[int, bytes]:
         if self._hello_id is not None:
             raise RuntimeError("hello already sent on this connection")
-        cid, data = self._encode("hello", {"protocol_version": PROTOCOL_VERSION, "client_id": self.client_id})
+        # frame_bytes_max: the largest answer this client accepts; the broker fits fetch answers to it
+        cid, data = self._encode("hello", {"protocol_version": PROTOCOL_VERSION, "client_id": self.client_id,
+                                           "frame_bytes_max": self._decoder.frame_bytes_max})
         self._hello_id = cid
         return cid, data
 

@@ -1,13 +1,12 @@
-# Limit policies at run time: the admin APIs (limits_set, limits_list, limits_delete), their persistence in the
-# data directory, and the admission check the produce path calls. Sans-IO apart from the settings file written
-# through the log's file primitives. Must not know about sockets, trio or frames.
+# Limit policies at run time: the admin requests (set, list, delete), their persistence in the data directory (saved
+# in a worker thread through Offload, answered once saved), and the admission check the produce path calls. Must
+# not know about any wire protocol, sockets or trio.
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Mapping
 
-from millpond.broker.core.fields import field
 from millpond.broker.core.limits import COST_EXCEEDS_CAPACITY, ERROR, Decision, Policy, PolicySet
 from millpond.broker.core.log.files import load_record, save_record
 from millpond.broker.wire.errors import (
@@ -19,9 +18,32 @@ from millpond.broker.wire.errors import (
     ThrottledError,
     UnknownPolicyError,
 )
+from millpond.broker.core.outcomes import Answer, Context, Offload, Outcome
 
-if TYPE_CHECKING:
-    from millpond.broker.core.engine import Context
+
+@dataclass(frozen=True, slots=True)
+class LimitsSet:
+    policy: dict[str, Any]  # Policy.from_dict's keys: name, scope, pattern, unit, algorithm, mode, params
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsList:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsDelete:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyApplied:
+    policy: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    policies: tuple[dict[str, Any], ...]
 
 POLICIES_FILE = "limits.policies"
 
@@ -69,52 +91,65 @@ class LimitApi:
         if self.default is not None and "default" not in self.policies:
             self.policies.set(self.default)
 
-    def _save(self) -> None:
-        if self.path is not None:
-            save_record(self.path, self.policies.to_dicts())
+    def _saved(self, undo: Callable[[], None], answer: Callable[[], Outcome]) -> Outcome:
+        """Save the policies as they are now in a worker thread, then ``answer()``; if the save fails, ``undo()``
+        the change and answer ``STORAGE_ERROR``."""
+        if self.path is None:
+            return answer()
+        path, snapshot = self.path, self.policies.to_dicts()
 
-    def handlers(self) -> dict[str, Any]:
-        return {"limits_set": self.set, "limits_list": self.list, "limits_delete": self.delete}
+        def saved(ctx: Context, result: Any) -> Outcome:
+            if isinstance(result, BaseException):
+                undo()
+                if isinstance(result, MillpondError):
+                    raise result
+                raise StorageError(f"cannot save limit policies: {result}")
+            return answer()
 
-    def admit(self, ctx: "Context", *, topic: str | None = None, queue: str | None = None, records: int = 1,
-              nbytes: int = 0) -> int:
-        """Check and charge one request. Returns the shaping delay in ns (0: go on now); raises ``ThrottledError``
-        (details ``retry_after_s``), ``CostExceedsLimitError`` (details ``max_cost``, ``unit``) or
-        ``LimitPolicyFailedError``, having charged nothing."""
+        return Offload(lambda: save_record(path, snapshot), saved)
+
+    def handlers(self) -> dict[type, Callable[[Any, Context], Outcome]]:
+        return {LimitsSet: self.set, LimitsList: self.list, LimitsDelete: self.delete}
+
+    def admit(self, ctx: Context, *, topic: str | None = None, queue: str | None = None, records: int = 1,
+              nbytes: int = 0) -> float:
+        """Check and charge one request. Returns the shaping delay in seconds (0: go on now); raises
+        ``ThrottledError`` (details ``retry_after_s``), ``CostExceedsLimitError`` (details ``max_cost``, ``unit``)
+        or ``LimitPolicyFailedError``, having charged nothing."""
         decision = self.policies.admit(int(ctx.now * 1e9), client_id=ctx.client_id, topic=topic, queue=queue,
                                        records=records, nbytes=nbytes)
         if not decision.allowed:
             raise refusal(decision)
-        return decision.delay_ns
+        return decision.delay_ns / 1e9
 
-    # -- admin -------------------------------------------------------------------------------------------------
-    def set(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
-        policy = field(body, "policy", dict, "limits_set")
-        previous = self.policies.get(policy.get("name")) if policy.get("name") in self.policies else None
-        applied = self.policies.set(policy)
-        try:
-            self._save()
-        except StorageError:
+    # -- admin ---------------------------------------------------------------------------------------------------
+    def set(self, req: LimitsSet, ctx: Context) -> Outcome:
+        name = req.policy.get("name")
+        previous = self.policies.get(name) if isinstance(name, str) and name in self.policies else None
+        applied = self.policies.set(req.policy)
+
+        def undo() -> None:
+            if applied.name not in self.policies or self.policies.get(applied.name) is not applied:
+                return  # changed again meanwhile: the later change stands
             if previous is None:
                 self.policies.delete(applied.name)
             else:
                 self.policies.set(previous)
-            raise
-        return {"policy": applied.to_dict()}
 
-    def delete(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
-        name = field(body, "name", str, "limits_delete")
-        if name not in self.policies:
-            raise UnknownPolicyError(f"no limit policy named {name!r}")
-        removed = self.policies.delete(name)
-        try:
-            self._save()
-        except StorageError:
-            self.policies.set(removed)
-            raise
-        return {}
+        return self._saved(undo, lambda: Answer(PolicyApplied(applied.to_dict())))
 
-    def list(self, body: dict[str, Any], ctx: "Context") -> dict[str, Any]:
+    def delete(self, req: LimitsDelete, ctx: Context) -> Outcome:
+        if req.name not in self.policies:
+            raise UnknownPolicyError(f"no limit policy named {req.name!r}")
+        removed = self.policies.delete(req.name)
+
+        def undo() -> None:
+            if req.name not in self.policies:
+                self.policies.set(removed)
+
+        return self._saved(undo, lambda: Answer(None))
+
+    def list(self, req: LimitsList, ctx: Context) -> Outcome:
         stats = self.policies.statistics()
         out = []
         for policy in self.policies.policies():
@@ -125,7 +160,7 @@ class LimitApi:
                 d["throttled_by_key"] = {str(k): v for k, v in s.throttled_by_key.items()}
                 item["stats"] = d
             out.append(item)
-        return {"policies": out}
+        return Answer(Policies(tuple(out)))
 
 
 def check_policies(items: object) -> list[dict[str, Any]]:

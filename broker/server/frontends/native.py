@@ -1,0 +1,195 @@
+# The native front door: millpond's own protocol (docs/protocol.md; length-prefixed msgpack frames) translated to
+# the engine's typed requests and its answers back to frames. Owns the API names, the handshake and per-connection
+# session state (client id, the largest answer the client accepts). Knows nothing of sockets, waiting or timers.
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from millpond.broker.config import BrokerConfig
+from millpond.broker.core.engine import BrokerInfo, Hello
+import millpond.broker.core.groups.api as groups
+import millpond.broker.core.limits.api as limits
+import millpond.broker.core.log.api as log
+from millpond.broker.core.groups.types import GroupDescription, GroupListing
+from millpond.broker.server.frontends.typed import RequestSchema, to_plain
+from millpond.broker.wire.errors import (
+    FrameTooLargeError,
+    HandshakeRequiredError,
+    InvalidRequestError,
+    MillpondError,
+    UnknownApiError,
+    UnsupportedVersionError,
+)
+from millpond.broker.wire.frames import (
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    decode_request,
+    encode_fetch_answer_parts,
+    encode_response_parts,
+)
+
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+# Room in an answer frame for everything but the batches: the envelope and, per partition, its row's other fields.
+_ENVELOPE_BYTES = 64
+_ROW_BYTES = 48
+
+REQUESTS: dict[str, type] = {
+    "create_topic": log.CreateTopic,
+    "delete_topic": log.DeleteTopic,
+    "add_partitions": log.AddPartitions,
+    "list_topics": log.ListTopics,
+    "describe_topic": log.DescribeTopic,
+    "metadata": log.Metadata,
+    "produce": log.Produce,
+    "fetch": log.Fetch,
+    "list_offsets": log.ListOffsets,
+    "init_producer": log.InitProducer,
+    "group_join": groups.GroupJoin,
+    "group_heartbeat": groups.GroupHeartbeat,
+    "group_leave": groups.GroupLeave,
+    "offset_commit": groups.OffsetCommit,
+    "offset_fetch": groups.OffsetFetch,
+    "list_groups": groups.ListGroups,
+    "describe_group": groups.DescribeGroup,
+    "reset_offsets": groups.ResetOffsets,
+    "delete_group": groups.DeleteGroup,
+    "limits_set": limits.LimitsSet,
+    "limits_list": limits.LimitsList,
+    "limits_delete": limits.LimitsDelete,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _HelloRequest:
+    protocol_version: int
+    client_id: str = ""
+    frame_bytes_max: int | None = None  # the largest answer frame the client accepts; None: the broker's own
+
+
+class Session:
+    """One connection's protocol state."""
+
+    __slots__ = ("client_id", "handshaken", "answer_bytes_max")
+
+    def __init__(self, answer_bytes_max: int) -> None:
+        self.client_id = ""
+        self.handshaken = False
+        self.answer_bytes_max = answer_bytes_max
+
+
+class NativeCodec:
+    """Frames <-> engine requests and outcomes for one broker's config."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self._schemas = {api: RequestSchema(cls, api) for api, cls in REQUESTS.items()}
+        self._hello = RequestSchema(_HelloRequest, "hello")
+
+    def new_session(self) -> Session:
+        return Session(self.config.frame_bytes_max)
+
+    def new_decoder(self) -> FrameDecoder:
+        return FrameDecoder(self.config.frame_bytes_max)
+
+    # -- requests -----------------------------------------------------------------------------------------------
+    def decode(self, session: Session, body: bytes) -> tuple[int, Any]:
+        """``(correlation_id, request)`` of one frame body. Raises ``MillpondError`` (``InvalidRequestError``,
+        ``HandshakeRequiredError``, ``UnsupportedVersionError``, ``UnknownApiError``) with the correlation id in
+        ``details["correlation_id"]`` when the envelope had one."""
+        cid, api, args = decode_request(body)
+        try:
+            if not session.handshaken:
+                if api != "hello":
+                    raise HandshakeRequiredError(f"the first request must be 'hello', got {api!r}")
+                return cid, self._handshake(session, args)
+            schema = self._schemas.get(api)
+            if schema is None:
+                raise UnknownApiError(f"unknown api {api!r}")
+            request = schema.build(args)
+            if type(request) is log.Fetch:
+                request = self._fit_fetch(session, request)
+            return cid, request
+        except MillpondError as exc:
+            exc.details.setdefault("correlation_id", cid)
+            raise
+
+    def _handshake(self, session: Session, args: Any) -> Hello:
+        hello = self._hello.build(args)
+        if hello.protocol_version not in SUPPORTED_VERSIONS:
+            raise UnsupportedVersionError(
+                f"protocol version {hello.protocol_version} is not supported; this broker speaks "
+                f"{list(SUPPORTED_VERSIONS)}", supported=list(SUPPORTED_VERSIONS))
+        if len(hello.client_id) > 255:
+            raise InvalidRequestError("hello: client_id is longer than 255 characters")
+        accepts = self.config.frame_bytes_max if hello.frame_bytes_max is None else hello.frame_bytes_max
+        least = self.config.batch_bytes_max + 1024
+        if accepts < least:
+            raise InvalidRequestError(
+                f"hello: frame_bytes_max {accepts} is below what one batch may need ({least} bytes: the broker's "
+                f"batch_bytes_max + 1 KiB)", frame_bytes_max_min=least)
+        session.client_id = hello.client_id
+        session.answer_bytes_max = min(accepts, self.config.frame_bytes_max)
+        session.handshaken = True
+        return Hello(hello.client_id)
+
+    @staticmethod
+    def _fit_fetch(session: Session, req: log.Fetch) -> log.Fetch:
+        # An answer frame must fit what the client accepts: the batches' budget is that less the rows' framing.
+        room = session.answer_bytes_max - _ENVELOPE_BYTES - sum(_ROW_BYTES + len(p.topic) for p in req.partitions)
+        room = max(room, 1)
+        if req.max_bytes is None or req.max_bytes > room:
+            return dataclasses.replace(req, max_bytes=room)
+        return req
+
+    # -- answers ------------------------------------------------------------------------------------------------
+    def encode(self, correlation_id: int, value: Any) -> list[bytes | memoryview]:
+        """The frame (as pieces to send in order) answering ``correlation_id`` with the engine's answer ``value``.
+        Stored batches in a fetch answer are sent as they are, never copied into the frame."""
+        if type(value) is log.Fetched:
+            return encode_fetch_answer_parts(correlation_id, value.partitions)
+        return list(encode_response_parts(correlation_id, 0, _plain(value)))
+
+    def encode_error(self, correlation_id: int, exc: MillpondError) -> list[bytes | memoryview]:
+        return list(encode_response_parts(correlation_id, exc.code, exc.to_wire()))
+
+    def frame_too_large(self, exc: FrameTooLargeError) -> list[bytes | memoryview]:
+        return self.encode_error(0, exc)
+
+
+def _plain(value: Any) -> Any:
+    """An answer as the protocol's maps (docs/protocol.md); ``None`` is the empty map."""
+    if value is None:
+        return {}
+    if type(value) is BrokerInfo:
+        return {"protocol_version": PROTOCOL_VERSION, **to_plain(value)}
+    if type(value) is groups.Groups:
+        return {"groups": [_listing(g) for g in value.groups]}
+    if type(value) is GroupDescription:
+        return _description(value)
+    return to_plain(value)
+
+
+def _listing(g: GroupListing) -> dict[str, Any]:
+    return {"group": g.group_id, "state": g.state.name.lower(), "members": g.members}
+
+
+def _description(d: GroupDescription) -> dict[str, Any]:
+    return {
+        "group": d.group_id,
+        "state": d.state.name.lower(),
+        "group_epoch": d.group_epoch,
+        "assignor": d.assignor,
+        "members": [
+            {
+                "member_id": m.member_id, "group_instance_id": m.group_instance_id, "client_id": m.client_id,
+                "host": m.host, "member_epoch": m.member_epoch, "state": m.state.name.lower(),
+                "topics": list(m.topics), "assignment": to_plain(m.assignment), "revoking": to_plain(m.revoking),
+            }
+            for m in d.members
+        ],
+        "offsets": [to_plain(o) for o in d.offsets],
+    }
+
+
+__all__ = ["NativeCodec", "REQUESTS", "Session"]

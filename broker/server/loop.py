@@ -1,0 +1,321 @@
+# The one request loop: frame -> codec -> engine -> outcome -> answer, for every request kind of every front door.
+# One waiter map (requests parked on keys and deadlines), one timer (the earliest waiter or engine deadline), worker
+# threads for what the cores hand out (Offload, Job, fsync plans). Spells no API name and knows no protocol: the
+# codec decodes and encodes, the engine decides.
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from typing import Any, Callable, Hashable
+
+import trio
+from sortedcontainers import SortedList
+
+from millpond.broker.core.engine import Engine
+from millpond.broker.core.outcomes import Answer, Context, Job, Offload, Outcome, Wait
+from millpond.broker.wire.errors import (
+    FrameTooLargeError,
+    MillpondError,
+    ShuttingDownError,
+    StorageError,
+    UnknownError,
+)
+
+log = logging.getLogger("millpond.server")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Waiter:
+    """A request parked by a ``Wait``: in the key map and the timer list until woken, then queued on its
+    connection until the connection has room for its answer."""
+
+    __slots__ = ("conn", "cid", "wait", "timer", "done")
+
+    def __init__(self, conn: Any, cid: int, wait: Wait, timer: tuple | None) -> None:
+        self.conn = conn
+        self.cid = cid
+        self.wait = wait
+        self.timer = timer
+        self.done = False
+
+
+class RequestLoop:
+    """Serves ``engine`` to connections through ``codec``. The connection calls ``on_frame`` for each frame and
+    ``on_closed`` once; ``run`` (started in the broker's nursery) owns the timer, the flusher and worker tasks."""
+
+    def __init__(self, engine: Engine, codec: Any, *, fsync: str, fsync_interval_s: float) -> None:
+        self.engine = engine
+        self.codec = codec
+        self.fsync = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self.stopping = False
+        self.requests = 0
+        self.fsyncs = 0
+        self._by_key: dict[Hashable, dict[_Waiter, None]] = {}
+        self._by_conn: dict[Any, dict[_Waiter, None]] = {}
+        self._timers: SortedList = SortedList()
+        self._seq = itertools.count()
+        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._pending: set[Hashable] = set()
+        self._draining = False
+        self._flush_wakeup = trio.Event()
+        self._flush_done = trio.Event()
+        self._flushing = False
+
+    # -- the connection's side ----------------------------------------------------------------------------------
+    def new_decoder(self, limits: Any = None) -> Any:
+        return self.codec.new_decoder()
+
+    def frame_too_large(self, conn: Any, exc: FrameTooLargeError) -> list:
+        return self.codec.frame_too_large(exc)
+
+    def _session(self, conn: Any) -> Any:
+        if conn.session is None:
+            conn.session = self.codec.new_session()
+            conn.answer_bytes_max = conn.session.answer_bytes_max
+        return conn.session
+
+    def context(self, conn: Any) -> Context:
+        session = conn.session
+        return Context(wall_ms(), trio.current_time(), session.client_id if session is not None else "", conn.host)
+
+    def on_frame(self, conn: Any, body: bytes) -> None:
+        """One request: decode, handle, answer or park. Never raises: a bad request gets an error answer."""
+        self.requests += 1
+        session = self._session(conn)
+        try:
+            cid, request = self.codec.decode(session, body)
+        except MillpondError as exc:
+            conn.send(self.codec.encode_error(exc.details.get("correlation_id", 0), exc))
+            return
+        if session.handshaken and not conn.handshaken:
+            conn.handshaken = True
+            conn.answer_bytes_max = session.answer_bytes_max
+        if self.stopping:
+            conn.send(self.codec.encode_error(cid, ShuttingDownError("the broker is shutting down")))
+            return
+        self._step(conn, cid, lambda ctx: self.engine.handle(request, ctx), type(request).__name__)
+
+    def on_closed(self, conn: Any) -> None:
+        """The connection is gone: its parked requests are abandoned (their answers would go nowhere)."""
+        for w in self._by_conn.pop(conn, ()):
+            self._unpark(w)
+            w.done = True
+            if w.wait.abandon is not None:
+                self._guard(w.wait.abandon, "abandon")
+
+    # -- running outcomes ---------------------------------------------------------------------------------------
+    def _step(self, conn: Any, cid: int, call: Callable[[Context], Outcome], what: str) -> None:
+        """Run one engine call for request ``cid`` of ``conn`` and carry out its outcome; errors become answers."""
+        try:
+            outcome = call(self.context(conn))
+            kind = type(outcome)
+            if kind is Answer:
+                if not conn.closed:
+                    conn.send(self.codec.encode(cid, outcome.value))
+            elif kind is Wait:
+                self._park(conn, cid, outcome)
+            elif kind is Offload:
+                self._start(self._offload, conn, cid, outcome, what)
+            else:
+                raise TypeError(f"engine answered {what} with {outcome!r}")
+        except MillpondError as exc:
+            self._error(conn, cid, exc)
+        except OSError as exc:
+            log.error("storage error answering %s: %s", what, exc)
+            self._error(conn, cid, StorageError(f"{what}: {exc.strerror or exc}"))
+        except Exception:  # a bug must not take the broker down for everyone else
+            log.exception("unexpected error answering %s from %s", what, conn.peer)
+            self._error(conn, cid, UnknownError(f"internal error answering {what}; see the broker log"))
+        self._after_engine()
+
+    def _error(self, conn: Any, cid: int, exc: MillpondError) -> None:
+        if not conn.closed:
+            conn.send(self.codec.encode_error(cid, exc))
+
+    async def _offload(self, conn: Any, cid: int, offload: Offload, what: str) -> None:
+        result = await _in_thread(offload.work)
+        self._step(conn, cid, lambda ctx: offload.resume(ctx, result), what)
+
+    def _start(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._nursery is not None, "RequestLoop.run is not running"
+        self._nursery.start_soon(fn, *args)
+
+    def _guard(self, fn: Callable[[], Any], what: str) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("%s failed", what)
+
+    # -- the waiter map -----------------------------------------------------------------------------------------
+    def _park(self, conn: Any, cid: int, wait: Wait) -> None:
+        timer = (wait.until, next(self._seq), None) if wait.until < math.inf else None
+        w = _Waiter(conn, cid, wait, timer)
+        if timer is not None:
+            timer = w.timer = (wait.until, timer[1], w)
+            self._timers.add(timer)
+            if self._scope is not None and wait.until < self._scope.deadline:
+                self._scope.deadline = wait.until
+        for key in wait.keys:
+            self._by_key.setdefault(key, {})[w] = None
+        self._by_conn.setdefault(conn, {})[w] = None
+
+    def _unpark(self, w: _Waiter) -> None:
+        if w.timer is not None:
+            self._timers.discard(w.timer)
+            w.timer = None
+        for key in w.wait.keys:
+            waiting = self._by_key.get(key)
+            if waiting is not None:
+                waiting.pop(w, None)
+                if not waiting:
+                    del self._by_key[key]
+
+    def _resume(self, w: _Waiter, timed_out: bool) -> None:
+        """Take ``w`` off the keys and timers; resume it once its connection has room for an answer."""
+        self._unpark(w)
+
+        def go() -> None:
+            if w.done:
+                return
+            w.done = True
+            mine = self._by_conn.get(w.conn)
+            if mine is not None:
+                mine.pop(w, None)
+                if not mine:
+                    del self._by_conn[w.conn]
+            self._step(w.conn, w.cid, lambda ctx: w.wait.resume(ctx, timed_out), "a parked request")
+
+        w.conn.when_room(go)
+
+    def wake(self, keys: set[Hashable]) -> None:
+        """Resume every waiter on any of ``keys`` (those they wake in turn are handled in the same pass)."""
+        if not keys:
+            return
+        self._pending |= keys
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._pending:
+                key = self._pending.pop()
+                for w in list(self._by_key.get(key, ())):
+                    if not w.done:
+                        self._resume(w, False)
+        finally:
+            self._draining = False
+
+    def _after_engine(self) -> None:
+        """After any engine call: wake what it woke, start the background work it handed out, move the timer."""
+        engine = self.engine
+        self.wake(engine.take_woken())
+        for job in engine.take_jobs():
+            self._start(self._job, job)
+        if self.fsync == "always":
+            self._flush_wakeup.set()
+        scope = self._scope
+        if scope is not None:
+            deadline = engine.next_deadline()
+            if deadline < scope.deadline:
+                scope.deadline = deadline
+
+    async def _job(self, job: Job) -> None:
+        result = await _in_thread(job.work)
+        if isinstance(result, BaseException):
+            log.error("background work failed: %s", result)
+        if job.done is not None:
+            self._guard(lambda: job.done(result), "completing background work")
+        self._after_engine()
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The timer and the flusher, and a nursery for worker tasks; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._timer_task)
+            nursery.start_soon(self._flusher)
+            task_status.started()
+
+    async def _timer_task(self) -> None:
+        timers = self._timers
+        engine = self.engine
+        while True:
+            deadline = min(timers[0][0] if timers else math.inf, engine.next_deadline())
+            with trio.CancelScope(deadline=deadline) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            now = trio.current_time()
+            while timers and timers[0][0] <= now:
+                self._resume(timers[0][2], True)
+            if engine.next_deadline() <= now:
+                try:
+                    self.wake(engine.tick(Context(wall_ms(), now)))
+                except Exception:
+                    log.exception("timer work failed")
+            self._after_engine()
+
+    async def _flusher(self) -> None:
+        """Group commit: one fsync plan in a worker thread covers every append made meanwhile. ``always`` flushes
+        whenever something waits; ``interval`` every ``fsync_interval_s``; ``never`` once a second (rolled
+        segments' indexes)."""
+        period = {"always": 0.0, "interval": self.fsync_interval_s}.get(self.fsync, 1.0)
+        while True:
+            if period and not self.stopping:
+                with trio.move_on_after(period):
+                    await self._flush_wakeup.wait()
+                if not self.stopping:
+                    self._flush_wakeup = trio.Event()
+            else:
+                await self._flush_wakeup.wait()
+                self._flush_wakeup = trio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Run one fsync plan now (if anything is to be made durable) and apply it."""
+        plan = self.engine.sync_plan()
+        if plan is None:
+            return
+        result = await _in_thread(plan.run)
+        error = result if isinstance(result, OSError) else None
+        if isinstance(result, BaseException) and error is None:
+            log.error("fsync plan failed: %r", result)
+            error = OSError(str(result))
+        if error is not None:
+            log.error("fsync failed: %s", error)  # never acknowledge what may not be on disk; the producer retries
+        self.fsyncs += 1
+        self.wake(self.engine.synced(plan, error))
+        self._after_engine()
+
+    # -- shutdown -----------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop taking requests; answer parked requests that have a deadline now (long polls, delays); what waits
+        for durability is answered by the final flushes."""
+        self.stopping = True
+        for _, _, w in list(self._timers):
+            self._resume(w, True)
+        self._flush_wakeup.set()
+
+    def statistics(self) -> dict[str, int]:
+        return {"requests": self.requests, "fsyncs": self.fsyncs,
+                "waiting": sum(len(v) for v in self._by_conn.values())}
+
+
+async def _in_thread(work: Callable[[], Any]) -> Any:
+    """``work()`` in a worker thread: its result, or the exception it raised (as a value)."""
+    def run() -> Any:
+        try:
+            return work()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the loop as a value
+            return exc
+
+    return await trio.to_thread.run_sync(run)
+
+
+__all__ = ["RequestLoop", "wall_ms"]

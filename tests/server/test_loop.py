@@ -1,0 +1,260 @@
+# The request loop alone, over a scripted engine and codec (no cores, no sockets, virtual time): waiting, waking,
+# deadlines, offloaded work, the timer following the engine's deadline, answers held back from a connection with
+# no room, and waiters abandoned when their connection goes. Also: the server spells no API name.
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import trio
+
+from millpond.broker.core.outcomes import Answer, Context, Job, Offload, Wait
+from millpond.broker.server.frontends.native import REQUESTS
+from millpond.broker.server.loop import RequestLoop
+from millpond.broker.wire.errors import InvalidRequestError, MillpondError
+
+
+class Session:
+    client_id = "c"
+    handshaken = True
+    answer_bytes_max = 1 << 20
+
+
+class Codec:
+    """Frames are ``b"cid:name"``; answers are ``[b"cid=value"]``, errors ``[b"cid!NAME"]``."""
+
+    def new_session(self):
+        return Session()
+
+    def decode(self, session, body: bytes):
+        cid, _, name = body.decode().partition(":")
+        if not name:
+            raise InvalidRequestError("no name", correlation_id=int(cid))
+        return int(cid), name
+
+    def encode(self, cid, value):
+        return [f"{cid}={value}".encode()]
+
+    def encode_error(self, cid, exc: MillpondError):
+        return [f"{cid}!{exc.name}".encode()]
+
+
+class Engine:
+    def __init__(self, script):
+        self.script = script  # name -> callable(ctx) -> Outcome
+        self.woken: set = set()
+        self.jobs: list = []
+        self.deadline = math.inf
+        self.ticks: list[float] = []
+        self.seen: list[Context] = []
+
+    def handle(self, request, ctx):
+        self.seen.append(ctx)
+        return self.script[request](ctx)
+
+    def take_woken(self):
+        woken, self.woken = self.woken, set()
+        return woken
+
+    def take_jobs(self):
+        jobs, self.jobs = self.jobs, []
+        return jobs
+
+    def next_deadline(self):
+        return self.deadline
+
+    def tick(self, ctx):
+        self.ticks.append(ctx.now)
+        self.deadline = math.inf
+        return {"ticked"}
+
+    def sync_plan(self):
+        return None
+
+
+class Conn:
+    def __init__(self):
+        self.sent: list[bytes] = []
+        self.closed = False
+        self.session = None
+        self.handshaken = False
+        self.answer_bytes_max = 0
+        self.host = "127.0.0.1"
+        self.peer = "127.0.0.1:1"
+        self.room = True
+        self.later: list = []
+
+    def send(self, pieces):
+        self.sent.append(b"".join(pieces))
+
+    def when_room(self, callback):
+        if self.room:
+            callback()
+        else:
+            self.later.append(callback)
+
+    def make_room(self):
+        self.room = True
+        later, self.later = self.later, []
+        for callback in later:
+            callback()
+
+
+@pytest.fixture
+async def make(nursery):
+    async def make(script):
+        engine = Engine(script)
+        loop = RequestLoop(engine, Codec(), fsync="never", fsync_interval_s=1.0)
+        await nursery.start(loop.run)
+        return loop, engine
+
+    return make
+
+
+async def test_an_answer_goes_out_at_once_with_the_callers_context(make):
+    loop, engine = await make({"a": lambda ctx: Answer("A")})
+    conn = Conn()
+    loop.on_frame(conn, b"1:a")
+    assert conn.sent == [b"1=A"]
+    assert engine.seen[0].client_id == "c" and engine.seen[0].host == "127.0.0.1" and conn.handshaken
+
+
+async def test_a_bad_frame_gets_an_error_with_its_correlation_id_and_the_loop_goes_on(make):
+    loop, _ = await make({"a": lambda ctx: Answer("A")})
+    conn = Conn()
+    loop.on_frame(conn, b"4:")
+    loop.on_frame(conn, b"5:a")
+    assert conn.sent == [b"4!INVALID_REQUEST", b"5=A"]
+
+
+async def test_an_engine_bug_is_answered_unknown_and_the_loop_goes_on(make):
+    loop, _ = await make({"boom": lambda ctx: 1 / 0, "a": lambda ctx: Answer("A")})
+    conn = Conn()
+    loop.on_frame(conn, b"1:boom")
+    loop.on_frame(conn, b"2:a")
+    assert conn.sent == [b"1!UNKNOWN", b"2=A"]
+
+
+async def test_a_waiter_resumes_when_its_key_is_woken(make, autojump_clock):
+    calls = []
+
+    def resume(ctx, timed_out):
+        calls.append((ctx.now, timed_out))
+        return Answer("woken")
+
+    loop, engine = await make({"w": lambda ctx: Wait(("k",), ctx.now + 10, resume),
+                               "poke": lambda ctx: (engine.woken.add("k"), Answer("poked"))[1]})
+    conn = Conn()
+    loop.on_frame(conn, b"1:w")
+    assert conn.sent == [] and loop.statistics()["waiting"] == 1
+    await trio.sleep(3)
+    loop.on_frame(conn, b"2:poke")
+    assert conn.sent == [b"2=poked", b"1=woken"]  # the waker's answer, then what it woke
+    assert calls == [(pytest.approx(3.0, abs=0.01), False)] and loop.statistics()["waiting"] == 0
+
+
+async def test_a_waiter_resumes_timed_out_at_its_deadline_in_virtual_time(make, autojump_clock):
+    loop, _ = await make({"w": lambda ctx: Wait(("k",), ctx.now + 30, lambda c, t: Answer(f"{c.now:.0f}/{t}"))})
+    conn = Conn()
+    start = trio.current_time()
+    loop.on_frame(conn, b"1:w")
+    await trio.sleep(31)
+    assert conn.sent == [f"1={start + 30:.0f}/True".encode()]
+
+
+async def test_equal_deadlines_resume_in_the_order_they_were_set(make, autojump_clock):
+    loop, _ = await make({n: (lambda n: lambda ctx: Wait((), 100.0, lambda c, t: Answer(n)))(n) for n in "abc"})
+    conn = Conn()
+    for i, n in enumerate("bca"):
+        loop.on_frame(conn, f"{i}:{n}".encode())
+    await trio.sleep(200)
+    assert conn.sent == [b"0=b", b"1=c", b"2=a"]
+
+
+async def test_a_woken_waiter_is_not_resumed_until_its_connection_has_room(make):
+    resumed = []
+    loop, engine = await make({"w": lambda ctx: Wait(("k",), math.inf, lambda c, t: (resumed.append(1),
+                                                                                         Answer("R"))[1])})
+    conn = Conn()
+    loop.on_frame(conn, b"1:w")
+    conn.room = False
+    loop.wake({"k"})
+    assert resumed == [] and conn.sent == []  # its answer is not even built
+    conn.make_room()
+    assert resumed == [1] and conn.sent == [b"1=R"]
+
+
+async def test_a_closed_connections_waiters_are_abandoned_never_resumed(make):
+    events = []
+    loop, _ = await make({"w": lambda ctx: Wait(("k",), ctx.now + 5, lambda c, t: events.append("resumed"),
+                                                abandon=lambda: events.append("abandoned"))})
+    conn, other = Conn(), Conn()
+    loop.on_frame(conn, b"1:w")
+    conn.room = False
+    loop.on_frame(other, b"2:w")
+    loop.wake({"k"})  # conn's waiter is queued for room, other's resumed
+    assert events == ["resumed"]
+    conn.closed = True
+    loop.on_closed(conn)
+    conn.make_room()
+    assert events == ["resumed", "abandoned"] and loop.statistics()["waiting"] == 0
+
+
+async def test_offloaded_work_runs_in_a_worker_thread_and_its_result_or_error_is_resumed(make):
+    import threading
+
+    main = threading.get_ident()
+
+    def work():
+        return threading.get_ident()
+
+    def fail():
+        raise OSError(28, "No space left on device")
+
+    def resumed(ctx, result):
+        if isinstance(result, BaseException):
+            raise result
+        return Answer("other thread" if result != main else "same thread")
+
+    loop, _ = await make({"ok": lambda ctx: Offload(work, resumed), "bad": lambda ctx: Offload(fail, resumed)})
+    conn = Conn()
+    loop.on_frame(conn, b"1:ok")
+    loop.on_frame(conn, b"2:bad")
+    while len(conn.sent) < 2:
+        await trio.sleep(0.01)
+    assert sorted(conn.sent) == [b"1=other thread", b"2!STORAGE_ERROR"]
+
+
+async def test_background_jobs_run_in_threads_and_complete_on_the_loop(make):
+    done = []
+    loop, engine = await make({"j": lambda ctx: (engine.jobs.append(Job(lambda: 41 + 1, done.append)),
+                                                 Answer("queued"))[1]})
+    conn = Conn()
+    loop.on_frame(conn, b"1:j")
+    while not done:
+        await trio.sleep(0.01)
+    assert done == [42]
+
+
+async def test_the_timer_sleeps_until_the_engines_deadline_and_ticks_it(make, autojump_clock):
+    def later(ctx):
+        engine.deadline = ctx.now + 7
+        return Answer("set")
+
+    loop, engine = await make({"later": later})
+    start = trio.current_time()
+    loop.on_frame(Conn(), b"1:later")
+    await trio.sleep(6.9)
+    assert engine.ticks == []
+    await trio.sleep(0.2)
+    assert engine.ticks == [pytest.approx(start + 7)]
+
+
+def test_the_server_spells_no_api_name():
+    server = Path(__file__).resolve().parents[2] / "broker" / "server"
+    sources = {p.name: p.read_text() for p in server.glob("*.py")}
+    found = [(name, api) for name, text in sources.items() for api in REQUESTS
+             if re.search(rf"[\"']{api}[\"']", text)]
+    assert found == []
