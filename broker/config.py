@@ -11,6 +11,7 @@ from typing import Any
 from millpond.broker.wire.errors import InvalidConfigError
 
 FSYNC_MODES = ("always", "interval", "never")
+STORAGE_KINDS = ("file", "memory")
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -32,19 +33,34 @@ class BrokerConfig:
 
     ``data_dir=None`` (embedded only) means a temporary directory removed on exit. ``fsync``: ``"always"`` acks a
     produce after the grouped fsync that covers it; ``"interval"`` fsyncs every ``fsync_interval_ms``; ``"never"``
-    leaves flushing to the OS.
+    leaves flushing to the OS. ``storage``: ``"file"`` keeps topics under ``data_dir/topics`` (locked by
+    ``data_dir/broker.lock``); ``"memory"`` keeps them in memory only: no topic files and no lock (two memory
+    brokers share nothing), everything gone when the broker stops.
     """
 
     data_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 7420
     fsync: str = "always"
+    storage: str = "file"
     fsync_interval_ms: int = 100
     frame_bytes_max: int = 16 * 1024 * 1024
     batch_bytes_max: int = 8 * 1024 * 1024
     fetch_bytes_max: int = 8 * 1024 * 1024
     requests_in_flight_max: int = 1024
+    # At most this many client connections; at start the broker also caps it at its open-file limit (RLIMIT_NOFILE,
+    # soft limit raised to the hard one) minus ``fds_reserved`` (at most half the limit), kept for segment and index
+    # files. One of the slots is kept for a loopback (administrator) connection.
     connections_max: int = 1024
+    fds_reserved: int = 256
+    # A connection that has not completed the handshake within this is closed.
+    handshake_timeout_s: float = 10.0
+    # A connection that sent no request, had nothing sent to it and waited on the broker for nothing for this long
+    # is closed (also a peer that stopped reading its answers); 0 turns it off.
+    idle_timeout_s: float = 600.0
+    # Answer bytes a connection may have waiting to be sent; past it the broker stops reading that connection's
+    # requests and building its answers (a slow reader costs at most this plus one answer).
+    connection_outbox_bytes_max: int = 32 * 1024 * 1024
     partitions_max: int = 1024
     retention_check_interval_ms: int = 60_000
     shutdown_grace_s: float = 5.0
@@ -55,18 +71,27 @@ class BrokerConfig:
     default_limit_records_per_s: int = 5_000_000
 
     def __post_init__(self) -> None:
-        for name, kind in (("host", str), ("port", int), ("fsync", str), ("shutdown_grace_s", (int, float))):
+        for name, kind in (("host", str), ("port", int), ("fsync", str), ("shutdown_grace_s", (int, float)),
+                           ("handshake_timeout_s", (int, float)), ("idle_timeout_s", (int, float))):
             value = getattr(self, name)
             if not isinstance(value, kind) or isinstance(value, bool):
                 want = "a string" if kind is str else "a number" if kind != int else "an integer"
                 raise InvalidConfigError(f"{name} must be {want}, got {value!r}")
         if self.fsync not in FSYNC_MODES:
             raise InvalidConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
+        if not isinstance(self.storage, str) or self.storage not in STORAGE_KINDS:
+            raise InvalidConfigError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}")
         for name in ("frame_bytes_max", "batch_bytes_max", "fetch_bytes_max", "requests_in_flight_max",
-                     "connections_max", "partitions_max", "fsync_interval_ms", "retention_check_interval_ms"):
+                     "connections_max", "partitions_max", "fsync_interval_ms", "retention_check_interval_ms",
+                     "connection_outbox_bytes_max"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("handshake_timeout_s", "idle_timeout_s"):
+            if getattr(self, name) < 0:
+                raise InvalidConfigError(f"{name} must be >= 0 seconds (0 turns it off), got {getattr(self, name)!r}")
+        if not isinstance(self.fds_reserved, int) or isinstance(self.fds_reserved, bool) or self.fds_reserved < 0:
+            raise InvalidConfigError(f"fds_reserved must be an integer >= 0, got {self.fds_reserved!r}")
         if self.batch_bytes_max > self.frame_bytes_max - 1024:
             raise InvalidConfigError("batch_bytes_max must be at least 1 KiB below frame_bytes_max")
         if not isinstance(self.default_limit_records_per_s, int) or self.default_limit_records_per_s < 0:

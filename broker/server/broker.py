@@ -15,6 +15,7 @@ from millpond.broker.core.engine import Engine
 from millpond.broker.core.outcomes import Context
 from millpond.broker.server.connection import Connection, ConnectionLimits
 from millpond.broker.server.frontends.native import NativeCodec
+from millpond.broker.server.listener import Listener
 from millpond.broker.server.loop import RequestLoop, wall_ms
 
 log = logging.getLogger("millpond.server")
@@ -43,7 +44,7 @@ class Broker:
         self.connections: set[Connection] = set()
         self._stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._listen_scope: trio.CancelScope | None = None
+        self._listener: Listener | None = None
         self._connection_limits = ConnectionLimits.from_config(config)
 
     @property
@@ -60,29 +61,24 @@ class Broker:
         streams so virtual time works). Raises ``OSError`` if the address is taken, ``StorageError`` if the data
         directory cannot be used.
         """
-        listeners: list[trio.SocketListener] = []
         if listen:  # before the data directory is touched: a taken port leaves nothing behind
-            try:
-                listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
-            except OSError as exc:
-                raise OSError(exc.errno,
-                              f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from None
-            sockname = listeners[0].socket.getsockname()
-            self.address = (sockname[0], sockname[1])
+            self._listener = await Listener.open(self.config.host, self.config.port,
+                                                 connections_max=self.config.connections_max,
+                                                 fds_reserved=self.config.fds_reserved)
+            self.address = self._listener.address
         try:
             ctx = Context(wall_ms(), trio.current_time())
             await trio.to_thread.run_sync(self._open, ctx)
         except BaseException:
-            for listener in listeners:
-                await listener.aclose()
+            if self._listener is not None:
+                await self._listener.aclose()
             raise
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.loop.run)
-                self._listen_scope = trio.CancelScope()
-                if listeners:
-                    nursery.start_soon(self._listen, listeners)
+                if self._listener is not None:
+                    nursery.start_soon(self._listener.serve, self._connection_task, nursery)
                     log.info("millpond listening on %s:%d (data dir %s, fsync=%s)", self.address[0],
                              self.address[1], self.data_dir, self.config.fsync)
                 task_status.started(self)
@@ -111,8 +107,8 @@ class Broker:
             await self._stopped.wait()
             return
         self.loop.stop()
-        if self._listen_scope is not None:
-            self._listen_scope.cancel()
+        if self._listener is not None:
+            self._listener.stop()
         with trio.move_on_after(self.config.shutdown_grace_s):
             for conn in list(self.connections):
                 await conn.drained()
@@ -126,26 +122,6 @@ class Broker:
                                 topics=len(self.log.topics), waiting=loop["waiting"], fsyncs=loop["fsyncs"])
 
     # -- connections --------------------------------------------------------------------------------------------
-    async def _listen(self, listeners: list[trio.SocketListener]) -> None:
-        assert self._listen_scope is not None
-        with self._listen_scope:
-            async with trio.open_nursery() as accept:
-                for listener in listeners:
-                    accept.start_soon(self._accept_loop, listener)
-        for listener in listeners:
-            await listener.aclose()
-
-    async def _accept_loop(self, listener: trio.SocketListener) -> None:
-        async with listener:
-            while True:
-                stream = await listener.accept()
-                if len(self.connections) >= self.config.connections_max:
-                    log.warning("refusing a connection: connections_max=%d reached", self.config.connections_max)
-                    await stream.aclose()
-                    continue
-                assert self._nursery is not None
-                self._nursery.start_soon(self._connection_task, stream, None)
-
     async def serve_stream(self, stream: trio.abc.Stream, peer: str = "memory") -> None:
         """Serve one connection over any Trio stream until it closes (the broker must be serving)."""
         await self._connection_task(stream, peer)

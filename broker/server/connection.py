@@ -1,158 +1,385 @@
-# One client connection: a reader task that decodes frames and hands each request to the broker, and a writer task
-# that coalesces every answer ready at that moment into one send. Owns backpressure (requests in flight, buffered
-# answer bytes); knows nothing of what the requests mean.
+# One client connection, in its own nursery: a reader that takes frames one at a time and hands each to the
+# handler (the request loop), a writer that sends the answers, and a watchdog for the handshake and idle timeouts.
+# Owns the per-connection bounds (requests in flight and answer bytes, counted per frame) and the guarantee that
+# nothing a peer does ends anything but its own connection. Knows no protocol: frames are bytes to it, answers are
+# lists of pieces, and the codec's state (``session``) is opaque.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import trio
 
-from millpond.broker.wire.errors import FrameTooLargeError, MillpondError
-from millpond.broker.wire.frames import FrameDecoder, encode_fetch_answer_parts, encode_response_parts
+from millpond.broker.wire.errors import FrameTooLargeError
 
 if TYPE_CHECKING:
-    from millpond.broker.server.broker import Broker
+    from millpond.broker.config import BrokerConfig
 
 log = logging.getLogger("millpond.server")
 
-RECEIVE_BYTES = 256 * 1024
-# Stop reading new requests while this many answer bytes wait to be sent: a slow reader cannot make us buffer more.
-OUTBOX_BYTES_MAX = 32 * 1024 * 1024
-COALESCE_BYTES_MAX = 256 * 1024
+# Pieces at least this large are sent on their own, as they are (stored batches: no copy); smaller ones are joined.
+LARGE_PIECE_BYTES = 64 * 1024
+# After the peer closed its side, answers still owed are sent for at most this long (a half-closed peer reads them).
+EOF_LINGER_S = 30.0
+# Closing the stream (and flushing the last answers of ``close_after``) never takes longer than this.
+CLOSE_TIMEOUT_S = 1.0
+# The reader lets other tasks run after handing over this many frames from one read.
+FRAMES_PER_CHECKPOINT = 64
+
+Piece = bytes | bytearray | memoryview
+
+
+class Decoder(Protocol):
+    def feed(self, data: bytes) -> object: ...
+    def next_frame(self) -> bytes | None: ...
+
+
+class Handler(Protocol):
+    """What a connection needs from the request loop."""
+
+    def on_frame(self, conn: "Connection", body: bytes) -> None: ...
+    def on_closed(self, conn: "Connection") -> None: ...
+    def new_decoder(self, limits: "ConnectionLimits") -> Decoder: ...
+    def frame_too_large(self, conn: "Connection", exc: FrameTooLargeError) -> list[Piece]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """The bounds of one connection. Memory held for a peer is at most ``outbox_bytes_max`` plus one answer, plus
+    the decoder's buffer (at most ``frame_bytes_max`` + ``receive_bytes``); timeouts of 0 are off."""
+
+    frame_bytes_max: int = 16 * 1024 * 1024  # largest request frame read
+    requests_in_flight_max: int = 1024  # frames handed to the handler and not yet answered
+    outbox_bytes_max: int = 32 * 1024 * 1024  # answer bytes not yet sent before reading and answering pause
+    handshake_timeout_s: float = 10.0  # from accept until the codec sets ``handshaken``
+    idle_timeout_s: float = 600.0  # no request, nothing sent, nothing waited on the broker for
+    receive_bytes: int = 256 * 1024  # one socket read
+    coalesce_bytes_max: int = 256 * 1024  # small answers ready together are joined into one send up to this
+
+    @classmethod
+    def from_config(cls, config: "BrokerConfig") -> "ConnectionLimits":
+        return cls(
+            frame_bytes_max=config.frame_bytes_max,
+            requests_in_flight_max=config.requests_in_flight_max,
+            outbox_bytes_max=config.connection_outbox_bytes_max,
+            handshake_timeout_s=config.handshake_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    frames: int  # frames handed to the handler so far
+    in_flight: int  # of those, not yet answered
+    unsent_bytes: int  # answer bytes queued or being sent
+    parked_answers: int  # ``when_room`` callbacks waiting for room
+    buffered_bytes: int  # read from the peer, not yet taken as frames
 
 
 class Connection:
+    """Serves one stream with ``handler`` until the peer leaves, a bound or timeout closes it, or ``close()``.
+
+    The handler answers every frame it is given with exactly one ``send`` (or ends the connection with
+    ``close_after``). Everything here is called from the Trio thread; nothing but ``run`` and ``drained`` awaits.
+    """
+
     __slots__ = (
-        "broker", "stream", "peer", "host", "client_id", "handshaken", "closed", "in_flight",
-        "_out", "_out_bytes", "_writer_wakeup", "_capacity", "_drained",
+        "stream", "peer", "host", "handler", "limits", "closed", "session", "handshaken", "answer_bytes_max",
+        "in_flight", "frames", "_out", "_out_bytes", "_writer_wakeup", "_read_room", "_room_waiters", "_quiet",
+        "_progress", "_closing", "_scope", "_last_progress", "_decoder", "_writer_done",
     )
 
-    def __init__(self, broker: "Broker", stream: trio.abc.Stream, peer: str) -> None:
-        self.broker = broker
+    def __init__(self, stream: trio.abc.Stream, peer: str, handler: Handler, *, limits: ConnectionLimits) -> None:
         self.stream = stream
         self.peer = peer
-        self.host = peer.rsplit(":", 1)[0]
-        self.client_id = ""
-        self.handshaken = False
+        self.host = peer.rsplit(":", 1)[0] if ":" in peer else peer
+        self.handler = handler
+        self.limits = limits
         self.closed = False
+        self.session: Any = None
+        self.handshaken = False
+        self.answer_bytes_max = limits.frame_bytes_max
         self.in_flight = 0
-        self._out: list[bytes] = []
+        self.frames = 0
+        self._out: list[Piece] = []
         self._out_bytes = 0
         self._writer_wakeup = trio.Event()
-        self._capacity = trio.Event()
-        self._drained = trio.Event()
+        self._read_room: trio.Event | None = None  # the reader waits on it while a bound is reached
+        self._room_waiters: deque[Callable[[], None]] = deque()
+        self._quiet: trio.Event | None = None  # ``drained`` waits on it
+        self._progress: trio.Event | None = None  # the idle watchdog waits on it while the broker owes answers
+        self._closing = False  # no more frames are read and no more answers queued
+        self._scope: trio.CancelScope | None = None
+        self._last_progress = 0.0
+        self._decoder: Decoder | None = None
+        self._writer_done = trio.Event()
 
-    # -- answers, callable from any broker code (sync) ---------------------------------------------------------
-    def respond(self, correlation_id: int, code: int, body: Any) -> None:
-        """Queue one answer; every request read gets exactly one."""
+    # -- the request loop's side (synchronous) -----------------------------------------------------------------
+    def send(self, pieces: list[Piece]) -> None:
+        """Queue the whole answer to one request; the pieces are sent in order, large ones without a copy."""
         self.in_flight -= 1
-        if self.closed:
+        if self._closing:
             return
-        prefix, packed = encode_response_parts(correlation_id, code, body)
-        self._out.append(prefix)
-        self._out.append(packed)
-        self._queued(4 + len(packed))
-
-    def respond_fetch(self, correlation_id: int, rows: list[list[Any]]) -> None:
-        """Queue a fetch answer; the stored batches are sent as they were read, not copied into the frame."""
-        self.in_flight -= 1
-        if self.closed:
-            return
-        pieces = encode_fetch_answer_parts(correlation_id, rows)
-        self._out.extend(pieces)
-        self._queued(sum(len(p) for p in pieces))
-
-    def _queued(self, nbytes: int) -> None:
-        """``nbytes`` more wait in the outbox: wake the writer, and the reader if there is room for more."""
-        self._out_bytes += nbytes
+        n = 0
+        for p in pieces:
+            n += p.nbytes if type(p) is memoryview else len(p)
+        self._out += pieces
+        self._out_bytes += n
         self._writer_wakeup.set()
-        if self.in_flight < self.broker.config.requests_in_flight_max and self._out_bytes < OUTBOX_BYTES_MAX:
-            self._capacity.set()
+        if self._read_room is not None:
+            self._wake_reader()
+        if self._progress is not None:  # the idle watchdog waits for the broker: its answer is here
+            self._last_progress = trio.current_time()
+            self._made_progress()
+        if n == 0 and self._out_bytes == 0 and self.in_flight == 0:
+            self._became_quiet()
 
-    def respond_error(self, correlation_id: int, exc: MillpondError) -> None:
-        self.respond(correlation_id, exc.code, exc.to_wire())
+    def close_after(self, pieces: list[Piece]) -> None:
+        """End the connection after sending ``pieces`` (and what was queued before them): no frame is read,
+        no answer queued, after this call."""
+        if self._closing:
+            return
+        self._out += pieces
+        self._out_bytes += sum(p.nbytes if type(p) is memoryview else len(p) for p in pieces)
+        self._closing = True
+        self._writer_wakeup.set()
+        self._room_waiters.clear()
+        if self._read_room is not None:
+            self._read_room.set()
 
-    @property
-    def has_output(self) -> bool:
-        return bool(self._out)
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` now if the outbox is below its bound (and no earlier callback waits), else once the
+        writer has sent enough (first in, first out). Dropped if the connection is ending (``on_closed`` follows).
 
-    # -- tasks -------------------------------------------------------------------------------------------------
+        Room here is the outbox only: the request that ``callback`` answers is already counted in flight.
+        """
+        if self._closing:
+            return
+        if not self._room_waiters and self._out_bytes < self.limits.outbox_bytes_max:
+            callback()
+        else:
+            self._room_waiters.append(callback)
+
+    async def drained(self) -> None:
+        """Return once nothing is in flight or unsent, or the connection has ended."""
+        while not self.closed and (self.in_flight > 0 or self._out_bytes > 0):
+            if self._quiet is None:
+                self._quiet = trio.Event()
+            await self._quiet.wait()
+
+    def close(self) -> None:
+        """End the connection now (unsent answers are dropped); ``run`` returns soon after."""
+        self._closing = True
+        self._room_waiters.clear()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def statistics(self) -> ConnectionStatistics:
+        decoder = self._decoder
+        return ConnectionStatistics(self.frames, self.in_flight, self._out_bytes, len(self._room_waiters),
+                                    getattr(decoder, "buffered_bytes", 0) if decoder is not None else 0)
+
+    # -- run -----------------------------------------------------------------------------------------------------
     async def run(self) -> None:
+        """Serve until the connection ends. Never raises (only a cancellation from outside passes through):
+        whatever goes wrong in this connection's tasks ends this connection and nothing else."""
         try:
+            self._last_progress = trio.current_time()
             async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                if self._closing:  # close() came before run()
+                    nursery.cancel_scope.cancel()
                 nursery.start_soon(self._writer)
-                await self._reader()
-                # Reader ended (peer closed or broker stopping): let the writer send what is already answered.
-                await self._wait_answered()
-                nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.closed = True
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(1):
-                    await self.stream.aclose()
-
-    async def _wait_answered(self) -> None:
-        # Requests still parked (fetch long polls, produce acks) are answered by the broker during shutdown; a peer
-        # that closed does not wait for them.
-        while (self._out or self.in_flight > 0) and not self.closed and self.broker.stopping:
-            self._drained = trio.Event()
-            with trio.move_on_after(self.broker.config.shutdown_grace_s):
-                await self._drained.wait()
-
-    async def _reader(self) -> None:
-        broker = self.broker
-        decoder = FrameDecoder(broker.config.frame_bytes_max)
-        limit = broker.config.requests_in_flight_max
-        while not broker.stopping:
-            while self.in_flight >= limit or self._out_bytes >= OUTBOX_BYTES_MAX:
-                self._capacity = trio.Event()
-                await self._capacity.wait()
-            try:
-                data = await self.stream.receive_some(RECEIVE_BYTES)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            if not data:
-                return
-            try:
-                frames = decoder.feed(data)
-            except FrameTooLargeError as exc:
-                log.warning("closing connection from %s: %s", self.peer, exc)
-                self.in_flight += 1
-                self.respond_error(0, exc)
-                await self._flush_and_close()
-                return
-            for body in frames:
-                self.in_flight += 1
-                broker.dispatch(self, body)
-
-    async def _flush_and_close(self) -> None:
-        with trio.move_on_after(1):
-            while self._out:
-                data = b"".join(self._out)
-                self._out.clear()
-                self._out_bytes = 0
-                await self.stream.send_all(data)
-        self.closed = True
-
-    async def _writer(self) -> None:
-        stream = self.stream
-        while True:
-            await self._writer_wakeup.wait()
-            self._writer_wakeup = trio.Event()
-            while self._out:
-                out = self._out
-                size = self._out_bytes
-                self._out = []
-                self._out_bytes = 0
-                if self.in_flight < self.broker.config.requests_in_flight_max:
-                    self._capacity.set()
-                if size <= COALESCE_BYTES_MAX:
-                    await stream.send_all(b"".join(out))  # many small answers: one send
+                if self.limits.handshake_timeout_s > 0 or self.limits.idle_timeout_s > 0:
+                    nursery.start_soon(self._watchdog)
+                eof = await self._reader()
+                if eof:
+                    # The peer will send nothing more; a half-closed peer still reads the answers it is owed.
+                    with trio.move_on_after(EOF_LINGER_S):
+                        await self.drained()
                 else:
-                    for piece in out:  # large fetch answers: no extra copy of the data
-                        await stream.send_all(piece)
-            if self.in_flight <= 0:
-                self._drained.set()
+                    with trio.move_on_after(CLOSE_TIMEOUT_S):  # close_after: let the writer flush
+                        await self._writer_done.wait()
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+            log.debug("connection from %s ended: %s", self.peer, _first(group))
+        except* FrameTooLargeError as group:  # a decoder that raised outside next_frame
+            log.warning("closing connection from %s: %s", self.peer, _first(group))
+        except* Exception as group:
+            log.error("connection from %s ended by an error", self.peer, exc_info=_first(group))
+        finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        self._closing = True
+        self.closed = True
+        self._room_waiters.clear()
+        self._out = []
+        self._out_bytes = 0
+        self._became_quiet()
+        if self._read_room is not None:
+            self._read_room.set()
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
+            try:
+                await self.stream.aclose()
+            except Exception as exc:  # the stream is going away either way
+                log.debug("closing connection from %s: %s", self.peer, exc)
+        try:
+            self.handler.on_closed(self)
+        except Exception:
+            log.exception("on_closed failed for connection from %s", self.peer)
+
+    # -- reader --------------------------------------------------------------------------------------------------
+    def _has_read_room(self) -> bool:
+        return (self.in_flight < self.limits.requests_in_flight_max
+                and self._out_bytes < self.limits.outbox_bytes_max)
+
+    def _wake_reader(self) -> None:
+        room = self._read_room
+        if room is not None and (self._closing or self._has_read_room()):
+            self._read_room = None
+            room.set()
+
+    async def _reader(self) -> bool:
+        """Hand frames to the handler while there is room; read only when no whole frame is buffered.
+        Returns True at end of stream, False when the connection is closing."""
+        handler = self.handler
+        decoder = self._decoder = handler.new_decoder(self.limits)
+        receive_bytes = self.limits.receive_bytes
+        while True:
+            taken = 0
+            while True:
+                if not self._has_read_room():
+                    room = self._read_room = trio.Event()
+                    await room.wait()
+                if self._closing:
+                    return False
+                try:
+                    body = decoder.next_frame()
+                except FrameTooLargeError as exc:
+                    log.warning("closing connection from %s: %s", self.peer, exc)
+                    self.close_after(handler.frame_too_large(self, exc))
+                    return False
+                if body is None:
+                    break
+                self.in_flight += 1
+                self.frames += 1
+                handler.on_frame(self, body)
+                if self._closing:
+                    return False
+                taken += 1
+                if taken % FRAMES_PER_CHECKPOINT == 0:
+                    await trio.lowlevel.checkpoint()
+            if taken:
+                self._last_progress = trio.current_time()
+                self._made_progress()
+            data = await self.stream.receive_some(receive_bytes)
+            if not data:
+                return True
+            decoder.feed(data)
+
+    # -- writer --------------------------------------------------------------------------------------------------
+    async def _writer(self) -> None:
+        try:
+            await self._write_until_closing()
+        finally:
+            self._writer_done.set()
+
+    async def _write_until_closing(self) -> None:
+        stream = self.stream
+        limits = self.limits
+        while True:
+            while not self._out:
+                if self._closing and self._out_bytes == 0:
+                    return
+                self._writer_wakeup = trio.Event()
+                await self._writer_wakeup.wait()
+            pieces = self._out
+            self._out = []
+            small: list[Piece] = []
+            small_bytes = 0
+            for p in pieces:
+                n = p.nbytes if type(p) is memoryview else len(p)
+                if n < LARGE_PIECE_BYTES:
+                    small.append(p)
+                    small_bytes += n
+                    if small_bytes < limits.coalesce_bytes_max:
+                        continue
+                if small:
+                    await stream.send_all(small[0] if len(small) == 1 else b"".join(small))
+                    self._sent(small_bytes)
+                    small = []
+                    small_bytes = 0
+                if n >= LARGE_PIECE_BYTES:
+                    await stream.send_all(p)
+                    self._sent(n)
+            if small:
+                await stream.send_all(small[0] if len(small) == 1 else b"".join(small))
+                self._sent(small_bytes)
+
+    def _sent(self, n: int) -> None:
+        """``n`` answer bytes left: make room (parked answers first, in order, then the reader)."""
+        self._out_bytes -= n
+        self._last_progress = trio.current_time()
+        if self._progress is not None:
+            self._made_progress()
+        waiters = self._room_waiters
+        limit = self.limits.outbox_bytes_max
+        while waiters and self._out_bytes < limit and not self._closing:
+            waiters.popleft()()
+        if self._read_room is not None:
+            self._wake_reader()
+        if self._out_bytes == 0 and self.in_flight == 0:
+            self._became_quiet()
+
+    def _became_quiet(self) -> None:
+        quiet = self._quiet
+        if quiet is not None:
+            self._quiet = None
+            quiet.set()
+
+    def _made_progress(self) -> None:
+        progress = self._progress
+        if progress is not None:
+            self._progress = None
+            progress.set()
+
+    # -- handshake and idle timeouts ----------------------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        limits = self.limits
+        if limits.handshake_timeout_s > 0 and not self.handshaken:
+            await trio.sleep_until(self._last_progress + limits.handshake_timeout_s)
+            if not self.handshaken:
+                log.info("closing connection from %s: no handshake within %g s", self.peer,
+                         limits.handshake_timeout_s)
+                self.close()
+                return
+        idle = limits.idle_timeout_s
+        if idle <= 0:
+            return
+        while True:
+            if self.in_flight > 0 and self._out_bytes == 0:
+                # The broker owes answers (long polls, acks held until durable): the peer is waiting, not idle.
+                progress = self._progress = trio.Event()
+                await progress.wait()
+                continue
+            deadline = self._last_progress + idle
+            if trio.current_time() >= deadline:
+                what = "answers unread" if self._out_bytes else "no request"
+                log.info("closing connection from %s: idle for %g s (%s)", self.peer, idle, what)
+                self.close()
+                return
+            await trio.sleep_until(deadline)
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+__all__ = ["Connection", "ConnectionLimits", "ConnectionStatistics", "Handler"]

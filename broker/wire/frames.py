@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Iterator
 
 import msgpack
 
@@ -75,10 +75,12 @@ def encode_fetch_answer_parts(correlation_id: int, rows: list[list[Any]]) -> lis
 
 
 class FrameDecoder:
-    """Incremental frame decoder: feed bytes, take whole frame bodies (undecoded msgpack bytes).
+    """Incremental frame decoder: ``feed`` bytes, take whole frame bodies (undecoded msgpack bytes) one at a time
+    with ``next_frame``, so a server can stop taking frames (and stop reading) the moment its bounds are reached.
 
-    Raises ``FrameTooLargeError`` as soon as a length prefix announces more than ``frame_bytes_max`` bytes, before
-    buffering the body, so a peer cannot make us hold an oversize frame.
+    ``next_frame`` raises ``FrameTooLargeError`` as soon as a length prefix announces more than ``frame_bytes_max``
+    bytes, before buffering the body, so a peer cannot make us hold an oversize frame; the decoder is left as it
+    was (every later call raises again).
     """
 
     __slots__ = ("_buf", "_pos", "frame_bytes_max")
@@ -88,36 +90,43 @@ class FrameDecoder:
         self._pos = 0
         self.frame_bytes_max = frame_bytes_max
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Append ``data`` and return every complete frame body now available (possibly none)."""
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        """Append ``data``. Returns an iterator over the frames now complete (``next_frame`` until None), for
+        callers that take them all at once; a caller that takes them one by one may ignore it."""
         buf = self._buf
-        buf += data
         pos = self._pos
-        end = len(buf)
-        out: list[bytes] = []
-        limit = self.frame_bytes_max
-        while end - pos >= 4:
-            (n,) = _unpack_len(buf, pos)
-            if n > limit:
-                raise FrameTooLargeError(f"frame of {n} bytes exceeds frame_bytes_max={limit}", frame_bytes_max=limit)
-            if end - pos - 4 < n:
-                break
-            with memoryview(buf) as mv:  # one copy per frame; released before the buffer is resized
-                out.append(bytes(mv[pos + 4 : pos + 4 + n]))
-            pos += 4 + n
         if pos:
-            # Compact only when the consumed prefix is large, so small frames do not cost a memmove each.
-            if pos == end:
+            # Drop what was consumed: one move per feed (a reader that takes every frame before feeding again
+            # moves less than one frame each time).
+            if pos == len(buf):
                 buf.clear()
-                pos = 0
-            elif pos > 65536:
+            else:
                 del buf[:pos]
-                pos = 0
-        self._pos = pos
-        return out
+            self._pos = 0
+        buf += data
+        return iter(self.next_frame, None)
+
+    def next_frame(self) -> bytes | None:
+        """The next complete frame body, or None until more bytes are fed."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < 4:
+            return None
+        (n,) = _unpack_len(buf, pos)
+        if n > self.frame_bytes_max:
+            limit = self.frame_bytes_max
+            raise FrameTooLargeError(f"frame of {n} bytes exceeds frame_bytes_max={limit}", frame_bytes_max=limit)
+        end = pos + 4 + n
+        if end > len(buf):
+            return None
+        with memoryview(buf) as mv:  # one copy per frame; released before the buffer is resized
+            body = bytes(mv[pos + 4 : end])
+        self._pos = end
+        return body
 
     @property
     def buffered_bytes(self) -> int:
+        """Bytes fed and not yet taken as frames."""
         return len(self._buf) - self._pos
 
 

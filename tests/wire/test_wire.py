@@ -173,10 +173,28 @@ def test_frame_decoder_reassembles_frames_split_anywhere():
         assert d.buffered_bytes == 0
 
 
+def test_frame_decoder_hands_out_one_frame_at_a_time():
+    frames = [encode_request(i, "list_topics", {}) for i in range(1, 4)]
+    d = FrameDecoder()
+    d.feed(b"".join(frames) + frames[0][:3])
+    assert decode_request(d.next_frame())[0] == 1
+    assert d.buffered_bytes == len(frames[1]) + len(frames[2]) + 3  # the rest stays buffered until asked for
+    assert [decode_request(d.next_frame())[0] for _ in range(2)] == [2, 3]
+    assert d.next_frame() is None and d.next_frame() is None
+    d.feed(frames[0][3:])
+    assert decode_request(d.next_frame())[0] == 1
+    assert d.next_frame() is None and d.buffered_bytes == 0
+
+
 def test_frame_decoder_refuses_an_oversize_length_before_buffering():
     d = FrameDecoder(frame_bytes_max=100)
-    with pytest.raises(errors.FrameTooLargeError, match="frame_bytes_max=100"):
-        d.feed(struct.pack(">I", 101))
+    d.feed(encode_frame(b"x" * 50) + struct.pack(">I", 101))
+    assert d.next_frame() == encode_frame(b"x" * 50)[4:]  # the frames before it are still handed out
+    for _ in range(2):  # refused before the body arrives, and again on every later call
+        with pytest.raises(errors.FrameTooLargeError, match="frame_bytes_max=100"):
+            d.next_frame()
+    with pytest.raises(errors.FrameTooLargeError):
+        list(d.feed(b"y"))
 
 
 @pytest.mark.parametrize(
@@ -219,4 +237,4 @@ def test_fetch_answer_in_pieces_decodes_like_a_plain_response(sizes):
     framed = b"".join(bytes(p) for p in encode_fetch_answer_parts(77, rows))
     plain = encode_response(77, 0, {"partitions": [[*r[:-1], bytes(r[-1])] for r in rows]})
     assert framed == plain
-    assert decode_response(FrameDecoder().feed(framed)[0]) == (77, 0, {"partitions": [[*r[:-1], bytes(r[-1])] for r in rows]})
+    assert decode_response(next(FrameDecoder().feed(framed))) == (77, 0, {"partitions": [[*r[:-1], bytes(r[-1])] for r in rows]})
