@@ -8,7 +8,7 @@ from pathlib import Path
 from millpond.broker.cli import build_parser
 from millpond.broker.config import load_config
 from millpond.broker.core.engine import Engine
-from millpond.broker.core.log import LogManager
+from millpond.broker.core.outcomes import Context
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -20,14 +20,12 @@ def test_the_config_example_is_a_valid_config(tmp_path):
     config = load_config(path, data_dir=str(tmp_path / "data"))
     assert config.fsync == "always" and config.default_limit_records_per_s == 5_000_000
     assert [p["name"] for p in config.limits] == ["ingest"]
-    log = LogManager(tmp_path / "data", defaults=config.topic_defaults, batch_bytes_max=config.batch_bytes_max,
-                     partitions_max=config.partitions_max, fsync_mode=config.fsync)
-    engine = Engine(config, log)
-    engine.open(1_700_000_000_000)
+    engine = Engine.for_directory(config, tmp_path / "data")
+    engine.open(Context(1_700_000_000_000, 0.0))
     try:
         assert sorted(p.name for p in engine.limits.policies.policies()) == ["default", "ingest"]
     finally:
-        log.close()
+        engine.close()
     assert tomllib.loads(block)["topic_defaults"]["segment_bytes"] == 67108864
 
 

@@ -16,7 +16,7 @@ from millpond.broker.core.outcomes import Context
 from millpond.broker.server.connection import Connection, ConnectionLimits
 from millpond.broker.server.frontends.native import NativeCodec
 from millpond.broker.server.listener import Listener
-from millpond.broker.server.loop import RequestLoop, wall_ms
+from millpond.broker.server.loop import RequestLoop, run_blocking, wall_ms
 
 log = logging.getLogger("millpond.server")
 
@@ -68,7 +68,7 @@ class Broker:
             self.address = self._listener.address
         try:
             ctx = Context(wall_ms(), trio.current_time())
-            await trio.to_thread.run_sync(self._open, ctx)
+            await run_blocking(lambda: self._open(ctx))
         except BaseException:
             if self._listener is not None:
                 await self._listener.aclose()
@@ -84,7 +84,7 @@ class Broker:
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._close)
+                await run_blocking(self._close)
             self._stopped.set()
 
     def _open(self, ctx: Context) -> None:

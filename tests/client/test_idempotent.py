@@ -14,23 +14,22 @@ def lose_an_answer(monkeypatch, after: int) -> None:
     """Make the broker store the ``after``-th produce and then drop the connection instead of answering it: the
     client cannot know the batch was stored, and sends it again."""
     from millpond.broker.server.connection import Connection
+    from millpond.broker.wire.frames import decode_response
 
-    original = Connection.respond
+    original = Connection.send
     seen = 0
 
-    def respond(self, correlation_id, code, body):
+    def send(self, pieces):
         nonlocal seen
+        _, code, body = decode_response(b"".join(bytes(p) for p in pieces)[4:])
         if code == 0 and isinstance(body, dict) and "base_offset" in body:
             seen += 1
-            if seen == after:
-                original(self, correlation_id, code, body)
-                self._out.clear()  # the answer never leaves
-                self.closed = True
+            if seen == after:  # stored, and the answer never leaves
                 self.stream.socket.shutdown(socket.SHUT_RDWR)
                 return
-        original(self, correlation_id, code, body)
+        original(self, pieces)
 
-    monkeypatch.setattr(Connection, "respond", respond)
+    monkeypatch.setattr(Connection, "send", send)
 
 
 @pytest.mark.parametrize("idempotent", [True, False])

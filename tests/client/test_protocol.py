@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from millpond.broker.wire.errors import ConnectionClosedError, OffsetOutOfRangeError, UnsupportedVersionError
-from millpond.broker.wire.frames import decode_request, encode_response
+from millpond.broker.wire.frames import FRAME_BYTES_MAX_DEFAULT, decode_request, encode_response
 from millpond.client._protocol import ClientProtocol, Response, create_topic_body, offset_spec, parse_address
 
 LIMITS = {"frame_bytes_max": 1 << 20, "batch_bytes_max": 1 << 19, "requests_in_flight_max": 64, "partitions_max": 8}
@@ -23,7 +23,8 @@ def test_hello_first_and_limits_remembered():
     with pytest.raises(RuntimeError):
         p.request("list_topics", {})
     cid, data = p.hello()
-    assert decode_request(data[4:]) == (cid, "hello", {"protocol_version": 1, "client_id": "app-1"})
+    assert decode_request(data[4:]) == (cid, "hello", {"protocol_version": 1, "client_id": "app-1",
+                                               "frame_bytes_max": FRAME_BYTES_MAX_DEFAULT})
     [r] = p.receive(encode_response(cid, 0, {"protocol_version": 1, "broker_version": "0.1", "limits": LIMITS}))
     lim = p.handshake_done(r)
     assert (lim.batch_bytes_max, lim.partitions_max, p.broker_version) == (1 << 19, 8, "0.1")

@@ -223,8 +223,8 @@ async def test_shutdown_answers_parked_fetches(nursery, tmp_path):
 async def test_requests_after_shutdown_began_get_shutting_down(nursery, tmp_path):
     h = await start_harness(nursery, tmp_path)
     c = await h.connect()
-    h.broker.stopping = True
+    h.broker.loop.stopping = True
     code, answer = await c.call("list_topics", {})
     assert code == errors.ShuttingDownError.code
-    h.broker.stopping = False
+    h.broker.loop.stopping = False
     await h.broker.shutdown()
