@@ -25,8 +25,10 @@ LARGE_PIECE_BYTES = 64 * 1024
 EOF_LINGER_S = 30.0
 # Closing the stream (and flushing the last answers of ``close_after``) never takes longer than this.
 CLOSE_TIMEOUT_S = 1.0
-# The reader lets other tasks run after handing over this many frames from one read.
+# The reader lets other connections run after handing over this many frames, or once the answers they produced
+# add up to this many bytes (a burst of large fetches does not hold the event loop for all of them).
 FRAMES_PER_CHECKPOINT = 64
+ANSWER_BYTES_PER_CHECKPOINT = 1024 * 1024
 
 Piece = bytes | bytearray | memoryview
 
@@ -251,6 +253,7 @@ class Connection:
         receive_bytes = self.limits.receive_bytes
         while True:
             taken = 0
+            mark = self._out_bytes
             while True:
                 if not self._has_read_room():
                     room = self._read_room = trio.Event()
@@ -271,8 +274,9 @@ class Connection:
                 if self._closing:
                     return False
                 taken += 1
-                if taken % FRAMES_PER_CHECKPOINT == 0:
+                if taken % FRAMES_PER_CHECKPOINT == 0 or self._out_bytes - mark >= ANSWER_BYTES_PER_CHECKPOINT:
                     await trio.lowlevel.checkpoint()
+                    mark = self._out_bytes
             if taken:
                 self._last_progress = trio.current_time()
                 self._made_progress()
