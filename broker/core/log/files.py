@@ -1,15 +1,23 @@
 # Small file primitives shared by the log: atomic self-checking writes, directory fsync, and the CRC framing used
-# by topic metadata and index files. Must not know about topics, partitions or batches.
+# by topic metadata and index files. Every function blocks (call it from a worker thread, or at start); atomic
+# writes are safe from several threads at once and keep the newest of saves started in order. Must not know about
+# topics, partitions or batches.
 from __future__ import annotations
 
+import itertools
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
+from typing import Callable
 
 from millpond.broker.wire.errors import StorageError
 
 _CRC = struct.Struct(">I")
+_save_lock = threading.Lock()  # atomic writes one at a time: they share tmp names, and the version check below
+_saved: dict[str, int] = {}  # path -> version of the newest versioned save on disk
+_versions = itertools.count(1)  # next() on a count is atomic under the GIL
 
 
 def seal(body: bytes) -> bytes:
@@ -49,18 +57,33 @@ def write_file(path: Path, data: bytes, *, fsync: bool) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def next_save_version() -> int:
+    """A number ordering saves: take it where the save starts (on the event loop), pass it as ``version`` to the
+    write that runs later in a worker thread. Increasing across the process."""
+    return next(_versions)
+
+
+def write_atomic(path: Path, data: bytes, *, version: int | None = None) -> bool:
     """Replace ``path`` with ``data`` so a crash leaves either the old or the new content: tmp, fsync, rename, fsync dir.
 
-    Raises ``StorageError``.
+    Safe from worker threads: writes never interleave, and with ``version`` (``next_save_version``) a save older
+    than the one already on disk is skipped (returns False): two saves started in order never leave the older
+    content, whichever thread runs first. Raises ``StorageError``.
     """
+    key = os.fspath(path)
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        write_file(tmp, data, fsync=True)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with _save_lock:
+        if version is not None and _saved.get(key, 0) > version:
+            return False
+        try:
+            write_file(tmp, data, fsync=True)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if version is not None:
+            _saved[key] = version
+    return True
 
 
 def read_file(path: Path) -> bytes | None:
@@ -72,14 +95,23 @@ def read_file(path: Path) -> bytes | None:
         return None
 
 
-def save_record(path: Path, obj: object) -> None:
-    """Durably replace ``path`` with ``obj`` as sealed msgpack (broker settings such as limit policies).
-
-    Raises ``StorageError``.
+def save_record(path: Path, obj: object, *, version: int | None = None) -> bool:
+    """Durably replace ``path`` with ``obj`` as sealed msgpack (broker settings such as limit policies). ``version``
+    as for ``write_atomic`` (False: a newer save was already on disk). Raises ``StorageError``.
     """
     import msgpack
 
-    write_atomic(path, seal(msgpack.packb(obj, use_bin_type=True)))
+    return write_atomic(path, seal(msgpack.packb(obj, use_bin_type=True)), version=version)
+
+
+def record_saver(path: Path, obj: object) -> Callable[[], bool]:
+    """On the event loop, as a save starts: encode ``obj`` and take its version now; returns the blocking write
+    (``save_record``'s) for a worker thread. Of several savers of one path, the last made wins on disk."""
+    import msgpack
+
+    data = seal(msgpack.packb(obj, use_bin_type=True))
+    version = next_save_version()
+    return lambda: write_atomic(path, data, version=version)
 
 
 def load_record(path: Path) -> object | None:

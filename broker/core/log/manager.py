@@ -1,35 +1,34 @@
-# The set of topic logs under one data directory: topic creation and deletion (durable, crash-safe), loading and
-# recovering every partition on open, retention across all partitions, and the dirty list the fsync task drains.
-# Owns <data_dir>/topics/. Must not know about the wire protocol, sockets, trio or clocks (now_ms is passed in).
+# The set of topic logs over one Storage (file or memory): loading and recovering every topic on open; topic
+# creation, growth and deletion in two phases (validate and reserve on the loop, blocking work in a worker thread,
+# apply on the loop); retention; the sync plans and background jobs the server runs off the loop. Must not know
+# about files (the storage's), the wire protocol, sockets, trio or clocks (now_ms is passed in).
 from __future__ import annotations
 
-import fcntl
+import itertools
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import msgpack
-
-from millpond.broker.config import FSYNC_MODES, TopicDefaults
-from millpond.broker.core.log.files import fsync_dir, read_file, seal, unseal, write_atomic, write_file
+from millpond.broker.config import FSYNC_MODES, STORAGE_KINDS, TopicDefaults
+from millpond.broker.core.log.batch_format import NATIVE, BatchFormat
+from millpond.broker.core.log.file_topics import LOCK_FILE, META_FILE, FileStorage
+from millpond.broker.core.log.memory_store import MemoryStorage
 from millpond.broker.core.log.partition import PartitionLog
+from millpond.broker.core.log.pending import PendingDelete, PendingPartitions, PendingTopic, SyncPlan
+from millpond.broker.core.log.store import Storage
 from millpond.broker.core.log.topic_config import TopicConfig, validate_topic_name
+from millpond.broker.core.outcomes import Job
 from millpond.broker.wire.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
+    MillpondError,
     StorageError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
 
-META_FILE = "topic.meta"
-LOCK_FILE = "broker.lock"  # holds the pid of the broker that has the data directory open
-META_FORMAT = 1
-# '~' is not a topic-name character, so these never collide with a topic directory.
-_STAGING = "~staging"  # topics being created: complete, then renamed into place
-_TRASH = "~trash"  # topics being deleted: renamed here first, so a crash never leaves half a topic visible
+__all__ = ["LOCK_FILE", "META_FILE", "LogManager", "Topic"]
 
 
 @dataclass(slots=True, eq=False)
@@ -41,175 +40,153 @@ class Topic:
     partitions: list[PartitionLog] = field(default_factory=list)
 
 
+_PENDING_WORDS = {"create": "being created", "add_partitions": "getting partitions", "delete": "being deleted"}
+
+
 class LogManager:
-    """Every topic log under ``data_dir``. Call ``open`` once before anything else, ``close`` at the end.
+    """Every topic log of one broker. Call ``open`` once before anything else, ``close`` at the end.
 
     ``topics`` maps name -> Topic; read it, never change it. ``fsync_mode``: "always" (the high watermark moves
-    only in ``mark_durable``), "interval" or "never" (it follows the log end).
+    only when a sync plan covers it), "interval" or "never" (it follows the log end). ``storage``: "file" (under
+    ``data_dir``, which it locks) or "memory" (no directory: ``data_dir`` is ignored and reads None; no lock, no
+    files, so other state placed beside the log's, such as limit policies, stays in memory too).
+
+    On the loop, nothing here blocks: topic changes go through ``begin_*`` / ``PendingX.build()`` (worker thread) /
+    ``finish_*``; durability through ``sync_plan()`` / ``SyncPlan.run()`` (worker thread) / ``synced``; other file
+    work (the next segment's file, segments removed by ``enforce_retention``) through ``take_jobs()``. ``open``,
+    ``close`` and the synchronous ``create_topic``, ``add_partitions``, ``delete_topic`` and ``run_jobs`` block:
+    startup, shutdown and tests.
     """
 
     def __init__(
         self,
-        data_dir: Path,
+        data_dir: Path | None,
         *,
         defaults: TopicDefaults,
         batch_bytes_max: int,
         partitions_max: int,
         fsync_mode: str,
+        storage: str = "file",
+        batch_format: BatchFormat = NATIVE,
         logger: logging.Logger | None = None,
     ) -> None:
         if fsync_mode not in FSYNC_MODES:
             raise InvalidConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync_mode!r}")
-        self.data_dir = Path(data_dir)
+        if storage not in STORAGE_KINDS:
+            raise InvalidConfigError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {storage!r}")
+        self._log = logger or logging.getLogger("broker.core.log")
+        # Memory storage uses no directory at all: no lock, no files (and so its owners, limit policies, none).
+        self.data_dir = None if data_dir is None or storage == "memory" else Path(data_dir)
+        if storage == "file":
+            if self.data_dir is None:
+                raise InvalidConfigError('storage = "file" needs a data directory')
+            self._storage: Storage = FileStorage(self.data_dir, batch_format, self._log)
+        else:
+            self._storage = MemoryStorage(batch_format)
+        self.storage = storage
         self.defaults = defaults
         self.batch_bytes_max = batch_bytes_max
         self.partitions_max = partitions_max
         self.fsync_mode = fsync_mode
+        self.format = batch_format
         self.topics: dict[str, Topic] = {}
-        self._log = logger or logging.getLogger("broker.core.log")
+        self._pending: dict[str, str] = {}  # reserved names -> the operation in progress
         self._dirty: set[PartitionLog] = set()
-        self._root = self.data_dir / "topics"
+        self._rolled: set[PartitionLog] = set()
+        self._jobs: list[Job] = []
+        self._tickets = itertools.count()
         self._opened = False
-        self._lock_fd: int | None = None
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------------------------------
 
     def open(self, now_ms: int) -> None:
-        """Load every topic from disk and recover each partition (torn tails cut and logged). Finishes deletions
-        and abandons creations a crash interrupted. Raises ``StorageError`` if the data directory is unusable.
-        """
+        """Blocking: load every topic and recover each partition (torn tails cut and logged). Finishes deletions
+        and abandons creations a crash interrupted. Raises ``StorageError`` if the data directory is unusable."""
         if self._opened:
             raise RuntimeError("LogManager.open called twice")
         self._opened = True
-        self._lock_data_dir()
-        try:
-            for sub in (self._root, self._root / _STAGING, self._root / _TRASH):
-                sub.mkdir(parents=True, exist_ok=True)
-            for sub in (_STAGING, _TRASH):
-                for entry in os.scandir(self._root / sub):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-            names = sorted(e.name for e in os.scandir(self._root) if e.is_dir() and not e.name.startswith("~"))
-        except OSError as exc:
-            raise StorageError(f"cannot open data directory {self.data_dir}: {exc}") from None
-        for name in names:
-            topic = self._load_topic(name, now_ms)
-            if topic is not None:
-                self.topics[name] = topic
-        self._log.info("opened %d topic(s) from %s", len(self.topics), self._root)
-
-    def _lock_data_dir(self) -> None:
-        """Hold an exclusive lock on the data directory while open: two brokers appending to the same files would
-        give the same offsets to different records. The OS drops the lock when the process dies (kill -9 too)."""
-        try:
-            Path(self.data_dir).mkdir(parents=True, exist_ok=True)
-            fd = os.open(Path(self.data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StorageError(f"cannot open data directory {self.data_dir}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise StorageError(
-                f"data directory {self.data_dir} is in use by another broker (pid {holder}); stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
-
-    def _load_topic(self, name: str, now_ms: int) -> Topic | None:
-        directory = self._root / name
-        try:
-            validate_topic_name(name, internal=True)
-            raw = read_file(directory / META_FILE)
-            body = unseal(raw) if raw is not None else None
-            if body is None:
-                raise ValueError(f"{META_FILE} is missing or fails its CRC")
-            meta = msgpack.unpackb(body)
-            if not (isinstance(meta, dict) and meta.get("format") == META_FORMAT and meta.get("name") == name):
-                raise ValueError(f"{META_FILE} is not a format-{META_FORMAT} record of this topic")
-            count = meta.get("partitions")
-            if type(count) is not int or count < 1:
-                raise ValueError(f"{META_FILE} has a bad partition count {count!r}")
-            config = TopicConfig.from_wire(meta.get("config"), self.defaults)
-        except Exception as exc:  # one unreadable topic must not stop the broker; its files are left alone
-            self._log.error("skipping topic directory %s: %s", directory, exc)
-            return None
-        topic = Topic(name, config)
-        topic.partitions.extend(self._open_partitions(topic, range(count), now_ms))
-        return topic
+        for name, count, raw_config in self._storage.open():
+            try:
+                validate_topic_name(name, internal=True)
+                config = TopicConfig.from_wire(raw_config, self.defaults)
+            except MillpondError as exc:  # one unreadable topic must not stop the broker; its files are left alone
+                self._log.error("skipping topic %s: %s", name, exc.message)
+                continue
+            topic = Topic(name, config)
+            topic.partitions.extend(self._open_partitions(topic, range(count), now_ms))
+            self.topics[name] = topic
+        self._log.info("opened %d topic(s) (%s storage)", len(self.topics), self.storage)
 
     def _open_partitions(self, topic: Topic, numbers: range, now_ms: int) -> list[PartitionLog]:
-        """Open (recover) these partitions of ``topic``; on a StorageError the ones opened are closed again."""
+        """Blocking: open (recover) these partitions of ``topic``; on a StorageError the opened ones are closed.
+        Touches nothing shared (``build`` runs it in a worker thread)."""
         opened: list[PartitionLog] = []
         try:
             for p in numbers:
-                log = self._new_partition(topic, p)
+                log = PartitionLog(
+                    topic.name, p, self._storage.partition_store(topic.name, p, topic.config, self._jobs),
+                    topic.config, fsync_mode=self.fsync_mode, dirty=self._dirty, rolled=self._rolled,
+                    fmt=self.format, logger=self._log,
+                )
                 opened.append(log)
                 log.open(now_ms)
         except StorageError:
             for log in opened:
-                log.close_quietly()
+                log.store.close_quietly()  # the stores only: this may run in a worker thread
             raise
         return opened
 
-    def _new_partition(self, topic: Topic, p: int) -> PartitionLog:
-        return PartitionLog(
-            topic.name, p, self._root / topic.name / str(p), topic.config,
-            fsync_mode=self.fsync_mode, dirty=self._dirty, logger=self._log,
-        )
+    # -- topics: two phases ----------------------------------------------------------------------------------------
 
-    # -- topics ----------------------------------------------------------------------------------------------------
+    def _refuse_pending(self, name: str) -> None:
+        """A create, delete or add_partitions of a name with an operation in progress is refused: as an unknown
+        topic if it is being created or deleted, else (it is growing) with the retriable STORAGE_ERROR."""
+        doing = self._pending.get(name)
+        if doing is None:
+            return
+        message = f"topic {name!r} is {_PENDING_WORDS[doing]}; retry once that is answered"
+        if doing == "add_partitions":
+            raise StorageError(message, topic=name)
+        raise UnknownTopicOrPartitionError(message, topic=name)
 
-    def create_topic(
+    def begin_create_topic(
         self, name: str, partitions: int, config: dict | None, now_ms: int, *, internal: bool = False
-    ) -> Topic:
-        """Create a topic with ``partitions`` empty partitions and ``config`` (wire keys, over the defaults).
-        ``internal``: the broker creating one of its own ``__millpond_*`` topics (refused for any other caller).
-
-        Durable before it returns: built under a staging name (metadata sealed with a CRC and fsynced), then
-        renamed into place. Raises ``InvalidTopicNameError``, ``TopicAlreadyExistsError``,
-        ``InvalidPartitionsError`` (1..partitions_max), ``InvalidConfigError``, ``StorageError``; nothing is
-        created on disk when it raises.
-        """
+    ) -> PendingTopic:
+        """Validate and reserve (no I/O); then ``build()`` the result in a worker thread and pass it (or the
+        exception it raised) to ``finish_create_topic``. ``config``: wire keys over the defaults. ``internal``: the
+        broker creating one of its own ``__millpond_*`` topics. Raises ``InvalidTopicNameError``,
+        ``TopicAlreadyExistsError`` (also while the name is being created or deleted), ``InvalidPartitionsError``
+        (1..partitions_max), ``InvalidConfigError``, having reserved nothing."""
         validate_topic_name(name, internal=internal)
-        if name in self.topics:
-            raise TopicAlreadyExistsError(f"topic {name!r} already exists", topic=name)
+        if name in self.topics or name in self._pending:
+            doing = self._pending.get(name)
+            state = "already exists" if doing is None else f"is {_PENDING_WORDS[doing]}"
+            raise TopicAlreadyExistsError(f"topic {name!r} {state}", topic=name)
         if type(partitions) is not int or not 1 <= partitions <= self.partitions_max:
             raise InvalidPartitionsError(
                 f"partitions must be an integer from 1 to {self.partitions_max}, got {partitions!r}",
                 partitions_max=self.partitions_max,
             )
-        topic_config = TopicConfig.from_wire(config, self.defaults)
-        final = self._root / name
-        if final.exists():
-            raise StorageError(f"a directory for topic {name!r} exists but could not be loaded; see the log at start")
-        staging = self._unused(self._root / _STAGING)
-        meta = _sealed_meta(name, partitions, topic_config)
-        try:
-            staging.mkdir()
-            _make_partition_dirs(staging, range(partitions))
-            write_atomic(staging / META_FILE, meta)
-            os.rename(staging, final)
-            fsync_dir(self._root)
-            fsync_dir(self._root / _STAGING)
-        except (OSError, StorageError) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise StorageError(f"cannot create topic {name!r}: {exc}") from None
-        topic = Topic(name, topic_config)
-        topic.partitions.extend(self._open_partitions(topic, range(partitions), now_ms))
-        self.topics[name] = topic
-        self._log.info("created topic %s with %d partition(s), config %s", name, partitions, topic_config.to_wire())
+        topic = Topic(name, TopicConfig.from_wire(config, self.defaults))
+        self._pending[name] = "create"
+        return PendingTopic(self._storage, topic, partitions, next(self._tickets),
+                            lambda t, numbers: self._open_partitions(t, numbers, now_ms))
+
+    def finish_create_topic(self, pending: PendingTopic, result: Topic | BaseException) -> Topic:
+        """On the loop: register the built topic, or release the name and raise ``StorageError``."""
+        self._pending.pop(pending.name, None)
+        topic = self._result(result, f"cannot create topic {pending.name!r}")
+        self.topics[topic.name] = topic
+        self._log.info("created topic %s with %d partition(s), config %s", topic.name, len(topic.partitions),
+                       topic.config.to_wire())
         return topic
 
-    def add_partitions(self, name: str, total: int, now_ms: int) -> Topic:
-        """Grow ``name`` to ``total`` partitions (Kafka CreatePartitions): existing partitions keep their records;
-        keyed records may map to other partitions from now on. The new partitions are created on disk first and
-        the metadata rewritten atomically after, so a crash in between leaves the old count (the stray
-        directories are replaced on the next try). Raises ``UnknownTopicOrPartitionError``,
-        ``InvalidPartitionsError`` (not more than now, or over partitions_max), ``StorageError``.
-        """
+    def begin_add_partitions(self, name: str, total: int, now_ms: int) -> PendingPartitions:
+        """Reserve growing ``name`` to ``total`` partitions (Kafka CreatePartitions): existing partitions keep their
+        records; keyed records may map to other partitions from then on. Raises ``UnknownTopicOrPartitionError``,
+        ``InvalidPartitionsError`` (not more than now, or over partitions_max), ``StorageError`` (busy)."""
+        self._refuse_pending(name)
         topic = self._topic(name)
         current = len(topic.partitions)
         if type(total) is not int or not current < total <= self.partitions_max:
@@ -218,37 +195,70 @@ class LogManager:
                 f"{self.partitions_max}, got {total!r}",
                 partitions=current, partitions_max=self.partitions_max,
             )
-        directory = self._root / name
-        meta = _sealed_meta(name, total, topic.config)
-        try:
-            for p in range(current, total):
-                shutil.rmtree(directory / str(p), ignore_errors=True)  # strays of an interrupted earlier try
-            _make_partition_dirs(directory, range(current, total))
-            fsync_dir(directory)
-            write_atomic(directory / META_FILE, meta)
-        except (OSError, StorageError) as exc:
-            raise StorageError(f"cannot add partitions to topic {name!r}: {exc}") from None
-        topic.partitions.extend(self._open_partitions(topic, range(current, total), now_ms))
-        self._log.info("topic %s grew from %d to %d partitions", name, current, total)
-        return topic
+        self._pending[name] = "add_partitions"
+        return PendingPartitions(self._storage, topic, current, total,
+                                 lambda t, numbers: self._open_partitions(t, numbers, now_ms))
 
-    def delete_topic(self, name: str) -> None:
-        """Close the topic's files and remove them. The directory is first renamed to a trash name (durably), so a
-        crash mid-delete never brings back half a topic; ``open`` finishes the removal. Raises
-        ``UnknownTopicOrPartitionError``, ``StorageError``.
-        """
+    def finish_add_partitions(self, pending: PendingPartitions, result: list[PartitionLog] | BaseException) -> Topic:
+        """On the loop: add the built partitions to the topic, or release it and raise ``StorageError``."""
+        self._pending.pop(pending.name, None)
+        added = self._result(result, f"cannot add partitions to topic {pending.name!r}")
+        pending.topic.partitions.extend(added)
+        self._log.info("topic %s grew from %d to %d partitions", pending.name, pending.current, pending.total)
+        return pending.topic
+
+    def begin_delete_topic(self, name: str) -> PendingDelete:
+        """Remove ``name`` from ``topics`` now (its partitions refuse every call from here on) and reserve the name
+        until ``finish_delete_topic``; ``build()`` removes the files. Raises ``UnknownTopicOrPartitionError``,
+        ``StorageError`` (busy)."""
+        self._refuse_pending(name)
         topic = self._topic(name)
-        trash = self._unused(self._root / _TRASH)
-        try:
-            os.rename(self._root / name, trash)
-            fsync_dir(self._root)
-        except OSError as exc:
-            raise StorageError(f"cannot delete topic {name!r}: {exc}") from None
         del self.topics[name]
         for log in topic.partitions:
-            log.close_quietly()
-        shutil.rmtree(trash, ignore_errors=True)
-        self._log.info("deleted topic %s", name)
+            log.suspend()
+        self._pending[name] = "delete"
+        return PendingDelete(self._storage, topic, next(self._tickets))
+
+    def finish_delete_topic(self, pending: PendingDelete, result: None | BaseException) -> None:
+        """On the loop: release the name; if the files could not be removed the topic is registered again (as it
+        was) and ``StorageError`` raised."""
+        self._pending.pop(pending.name, None)
+        if isinstance(result, BaseException):
+            for log in pending.topic.partitions:
+                log.resume()
+            self.topics[pending.name] = pending.topic
+            self._result(result, f"cannot delete topic {pending.name!r}")
+        self._log.info("deleted topic %s", pending.name)
+
+    @staticmethod
+    def _result(result: Any, what: str) -> Any:
+        if isinstance(result, MillpondError):
+            raise result
+        if isinstance(result, OSError):
+            raise StorageError(f"{what}: {result.strerror or result}") from None
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    # -- topics: synchronous (startup, tests) ----------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int, config: dict | None, now_ms: int, *,
+                     internal: bool = False) -> Topic:
+        """Blocking ``begin_create_topic`` + ``build`` + ``finish_create_topic``. Durable before it returns."""
+        pending = self.begin_create_topic(name, partitions, config, now_ms, internal=internal)
+        return self.finish_create_topic(pending, _run(pending.build))
+
+    def add_partitions(self, name: str, total: int, now_ms: int) -> Topic:
+        """Blocking ``begin_add_partitions`` + ``build`` + ``finish_add_partitions``."""
+        pending = self.begin_add_partitions(name, total, now_ms)
+        return self.finish_add_partitions(pending, _run(pending.build))
+
+    def delete_topic(self, name: str) -> None:
+        """Blocking ``begin_delete_topic`` + ``build`` + ``finish_delete_topic``."""
+        pending = self.begin_delete_topic(name)
+        self.finish_delete_topic(pending, _run(pending.build))
+
+    # -- lookups ---------------------------------------------------------------------------------------------------
 
     def _topic(self, name: str) -> Topic:
         topic = self.topics.get(name) if isinstance(name, str) else None
@@ -266,21 +276,64 @@ class LogManager:
             )
         return t.partitions[partition]
 
-    @staticmethod
-    def _unused(parent: Path) -> Path:
-        n = 0
-        while (parent / str(n)).exists():
-            n += 1
-        return parent / str(n)
+    # -- durability ------------------------------------------------------------------------------------------------
 
-    # -- durability, retention, closing ----------------------------------------------------------------------------
+    def sync_plan(self) -> SyncPlan | None:
+        """On the loop: what one grouped sync should cover now, or None if nothing is to do. Under "always" and
+        "interval": every partition appended to since it was last durable, with its rolled segments and
+        directory; under "never": rolled segments (fsync, then their index files) and directories only. Run it
+        (``SyncPlan.run`` in a worker thread) then pass it to ``synced``; one plan in flight at a time is enough,
+        overlapping ones are safe."""
+        candidates = self._rolled if self.fsync_mode == "never" else self._dirty | self._rolled
+        if not candidates:
+            return None
+        data = self.fsync_mode != "never"
+        parts = []
+        for log in list(candidates):
+            try:
+                part = log.sync_part(data)
+            except OSError as exc:  # no fd to spare: this partition waits for the next plan
+                self._log.error("%s/%s: cannot prepare a sync: %s", log.topic, log.partition, exc)
+                continue
+            if part is not None:
+                parts.append((log, part))
+        return SyncPlan(parts) if parts else None
+
+    def synced(self, plan: SyncPlan, error: OSError | None) -> list[PartitionLog]:
+        """On the loop, after ``plan.run()`` returned ``error``: mark what became durable (under "always" the high
+        watermarks move), or count a failed sync on each partition of the plan (``sync_failures``; nothing becomes
+        durable, rolled segments stay for the next plan). Returns the partitions whose high watermark moved or
+        whose sync failed."""
+        if error is not None:
+            self._log.error("fsync failed: %s", error)
+            for log, _ in plan.parts:
+                log.sync_failures += 1
+            return [log for log, _ in plan.parts]
+        return [log for log, part in plan.parts if log.synced(part)]
 
     def dirty(self) -> list[PartitionLog]:
-        """Partitions with bytes appended since their last ``mark_durable`` caught up with their log end."""
+        """Partitions with appends not yet durable (what the next plan's data fsyncs cover); for inspection."""
         return list(self._dirty)
 
+    # -- background work, retention --------------------------------------------------------------------------------
+
+    def take_jobs(self) -> list[Job]:
+        """Background work queued since the last call (the next segment's file, removing segments' files): run
+        each ``work()`` in a worker thread, then ``done(result)`` on the loop. Order between jobs does not matter."""
+        jobs, self._jobs[:] = list(self._jobs), []
+        return jobs
+
+    def run_jobs(self) -> None:
+        """Blocking: run every queued job here and now (startup, shutdown, tests, the old synchronous API)."""
+        while self._jobs:
+            for job in self.take_jobs():
+                result = _run(job.work)
+                if job.done is not None:
+                    job.done(result)
+
     def enforce_retention(self, now_ms: int) -> int:
-        """Apply every topic's retention to each of its partitions; returns the number of segments deleted."""
+        """On the loop: apply every topic's retention to each of its partitions; returns the number of segments
+        dropped. Reads stop at once; their files are removed by jobs (``take_jobs``)."""
         deleted = 0
         for topic in list(self.topics.values()):
             for log in topic.partitions:
@@ -290,37 +343,25 @@ class LogManager:
                     self._log.error("retention of %s/%s failed: %s", log.topic, log.partition, exc)
         return deleted
 
+    # -- closing ---------------------------------------------------------------------------------------------------
+
     def abandon(self) -> None:
-        """Let go of everything as a killed process would: fds closed without fsync or index files, lock released.
-        For crash tests and for giving up after a failed start."""
+        """Let go of everything as a killed process would: files closed without syncing or index files, lock
+        released, queued jobs dropped. For crash tests and for giving up after a failed start."""
         for topic in self.topics.values():
             for log in topic.partitions:
                 log.close_quietly()
+        self._jobs.clear()
         self._closed = True
-        self._unlock()
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the lock
-            self._lock_fd = None
+        self._storage.close()
 
     def close(self) -> None:
-        """Fsync every partition, write index files, close fds. Idempotent. Raises the first ``StorageError`` after
-        trying every partition.
-        """
+        """Blocking: run queued jobs, sync every partition, write index files, close everything. Idempotent.
+        Raises the first ``StorageError`` after trying every partition. Let taken jobs and plans finish first."""
         if self._closed:
             return
         self._closed = True
-        first: StorageError | None = None
-        try:
-            self._close_partitions()
-        except StorageError as exc:
-            first = exc
-        self._unlock()
-        if first is not None:
-            raise first
-
-    def _close_partitions(self) -> None:
+        self.run_jobs()
         first: StorageError | None = None
         for topic in self.topics.values():
             for log in topic.partitions:
@@ -329,21 +370,14 @@ class LogManager:
                 except StorageError as exc:
                     self._log.error("%s", exc)
                     first = first or exc
+        self._storage.close()
         if first is not None:
             raise first
 
 
-def _sealed_meta(name: str, partitions: int, config: TopicConfig) -> bytes:
-    """The topic's metadata file contents: a msgpack record sealed with its CRC."""
-    meta = {"format": META_FORMAT, "name": name, "partitions": partitions, "config": config.to_wire()}
-    return seal(msgpack.packb(meta))
-
-
-def _make_partition_dirs(directory: Path, numbers: range) -> None:
-    """Create (durably) the directory of each partition in ``numbers`` under ``directory``, with an empty first
-    segment. Raises ``OSError``, ``StorageError``."""
-    for p in numbers:
-        pdir = directory / str(p)
-        pdir.mkdir()
-        write_file(pdir / f"{0:020d}.log", b"", fsync=True)
-        fsync_dir(pdir)
+def _run(work: Any) -> Any:
+    """``work()``'s result, or the exception it raised (as a server's worker thread hands it back)."""
+    try:
+        return work()
+    except Exception as exc:
+        return exc

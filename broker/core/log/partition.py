@@ -1,73 +1,51 @@
-# One partition's log: an ordered run of segments with dense offsets, appends, reads, lookup by timestamp,
-# retention and crash recovery. Synchronous; takes now_ms, never reads a clock. Owns the partition directory's
-# files. Must not know about topics' metadata, the wire protocol beyond the batch layout, or how fsync is scheduled
-# (the server calls sync_fd/mark_durable).
+# One partition's log over any PartitionStore (store.py): dense offsets, appends with Kafka's idempotent-producer
+# rules, segment rolls, reads, lookup by timestamp, retention, the high watermark and what is durable. Synchronous;
+# takes now_ms, never reads a clock. Every method but open/close/release runs on the event loop and never fsyncs:
+# durability comes from sync parts the manager gathers into plans. Must not know about files (the store's),
+# topics' metadata, the wire protocol beyond the checked batch header, or how the server schedules work.
 from __future__ import annotations
 
+import errno
 import logging
-import os
-from bisect import bisect_right
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import msgpack
-
-from millpond.broker.core.log.files import fsync_dir
+from millpond.broker.core.log.batch_format import LENGTH_PREFIX_BYTES, BatchFormat
 from millpond.broker.core.log.producers import ProducerStates
-from millpond.broker.core.log.segment import NO_TIMESTAMP, Segment, SegmentCorrupt
+from millpond.broker.core.log.store import NO_TIMESTAMP, PartitionStore, SegmentCorrupt, SyncPart, doomed_segments
 from millpond.broker.core.log.topic_config import TopicConfig
-from millpond.broker.wire.batch import HEADER_BYTES, BatchHeader, read_header, stamp_base_offset
 from millpond.broker.wire.errors import CorruptBatchError, OffsetOutOfRangeError, StorageError
-
-_READAHEAD_EXTRA_BYTES = 16 * 1024  # beyond max_bytes + index interval: room to finish the batch holding offset
-
-
-def _segment_files(directory: Path) -> tuple[list[int], list[Path]]:
-    """Base offsets of the .log files in ``directory`` (sorted), and leftover files to remove."""
-    logs: set[int] = set()
-    indexes: dict[int, list[Path]] = {}
-    leftovers: list[Path] = []
-    for entry in os.scandir(directory):
-        stem, _, ext = entry.name.partition(".")
-        if len(stem) == 20 and stem.isdigit() and ext in ("log", "index", "timeindex"):
-            if ext == "log":
-                logs.add(int(stem))
-            else:
-                indexes.setdefault(int(stem), []).append(Path(entry.path))
-        elif entry.name.endswith(".tmp"):
-            leftovers.append(Path(entry.path))
-    for base, paths in indexes.items():
-        if base not in logs:  # a crash between removing a .log and its indexes
-            leftovers.extend(paths)
-    return sorted(logs), leftovers
 
 
 class PartitionLog:
     """The log of ``topic``/``partition``. Offsets: ``log_start_offset`` (first kept), ``log_end_offset`` (next to
     be written), ``high_watermark`` (end of what consumers may see; the end of what is durable under
-    ``fsync_mode="always"``, else the log end). Read these attributes; never assign them.
+    ``fsync_mode="always"``, else the log end). ``sync_failures`` counts failed syncs of this partition (a waiter
+    parked before a failure answers STORAGE_ERROR). Read these attributes; never assign them.
 
-    Built by ``LogManager``; ``open`` recovers the directory before anything else is called.
+    Built by ``LogManager``; ``open`` recovers the store before anything else is called.
     """
 
     def __init__(
-        self, topic: str, partition: int, directory: Path, config: TopicConfig, *, fsync_mode: str,
-        dirty: set["PartitionLog"], logger: logging.Logger,
+        self, topic: str, partition: int, store: PartitionStore, config: TopicConfig, *, fsync_mode: str,
+        dirty: set["PartitionLog"], rolled: set["PartitionLog"], fmt: BatchFormat, logger: logging.Logger,
     ) -> None:
         self.topic = topic
         self.partition = partition
-        self.directory = directory
+        self.store = store
         self.config = config
+        self.fmt = fmt
         self.log_start_offset = 0
         self.log_end_offset = 0
         self.high_watermark = 0
         self.size_bytes = 0
-        self._always = fsync_mode == "always"
-        self._durable = 0  # every offset below is on disk (fsynced)
-        self._dirty = dirty  # shared with LogManager: partitions appended to since their last mark_durable
+        self.sync_failures = 0
+        self._tracked = not store.durable_at_once  # durability comes from sync plans
+        self._always = fsync_mode == "always" and self._tracked
+        self._durable = 0  # every offset below is durable
+        self._dirty = dirty  # shared with LogManager: appended to since durable reached the log end
+        self._rolled = rolled  # shared with LogManager: rolled segments (or a directory) not yet synced
+        self._suspended: PartitionStore | None = None
         self._log = logger
-        self._segments: list[Segment] = []
-        self._bases: list[int] = []  # _segments' base offsets, for bisect
         self.producers = ProducerStates()
 
     def __repr__(self) -> str:
@@ -76,154 +54,109 @@ class PartitionLog:
 
     @property
     def segment_count(self) -> int:
-        return len(self._segments)
+        return len(self.store.segments)
 
-    # -- opening and recovery --------------------------------------------------------------------------------------
+    def _storage_error(self, what: str, exc: OSError) -> StorageError:
+        return StorageError(f"cannot {what} {self.topic}/{self.partition}: {exc.strerror or exc}")
+
+    # -- opening ---------------------------------------------------------------------------------------------------
 
     def open(self, now_ms: int) -> None:
-        """Load the segments and recover: each segment is trusted up to its index files' recovery point and scanned
-        from there; at the first bad batch the file is truncated physically (logged), and any later segment is
-        dropped so offsets stay dense. Never refuses to start over a torn tail. Raises ``StorageError`` on OSError.
-        """
+        """Blocking: load and recover the store (see its ``open``), then rebuild idempotent producers' recent
+        sequences from the last segment. Raises ``StorageError`` (the store is closed again)."""
         try:
-            self._open(now_ms)
+            self.store.open(now_ms)
+            segments = self.store.segments
+            self.log_start_offset = segments[0].base_offset
+            self.log_end_offset = segments[-1].next_offset
+            self.high_watermark = self._durable = self.log_end_offset
+            self.size_bytes = sum(s.size for s in segments)
+            # Enough to recognise the retries of a producer that was writing when the broker stopped.
+            producer = self.fmt.producer
+            for h in self.store.headers():
+                pid, epoch, seq, count = producer(h)
+                if pid >= 0:
+                    self.producers.record(pid, epoch, seq, count, h[0])
         except OSError as exc:
-            self.close_quietly()
-            raise StorageError(f"cannot open {self.topic}/{self.partition} in {self.directory}: {exc}") from None
-
-    def _open(self, now_ms: int) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        bases, leftovers = _segment_files(self.directory)
-        for path in leftovers:
-            path.unlink(missing_ok=True)
-        interval = self.config.index_interval_bytes
-        changed_dir = bool(leftovers)
-        for k, base in enumerate(bases):
-            prev = self._segments[-1] if self._segments else None
-            if prev is not None and base != prev.next_offset:
-                self._drop_from(bases[k:], f"segment {base} does not continue offset {prev.next_offset}")
-                changed_dir = True
-                break
-            seg, file_size = Segment.open_existing(self.directory, base, interval)
-            self._segments.append(seg)
-            if seg.load_index_files(file_size) and seg.size == file_size:
-                continue  # cleanly closed: nothing past its recovery point
-            start_pos, start_offset = (seg.size, seg.next_offset) if seg.indexed_bytes >= 0 else (0, base)
-            valid = seg.scan(start_pos, start_offset, file_size, now_ms)
-            if valid < file_size:
-                seg.truncate(valid)
-                self._log.warning(
-                    "%s/%s: recovery cut %d bytes at position %d of %s.log (torn or corrupt tail); log end is %d",
-                    self.topic, self.partition, file_size - valid, valid, seg.stem, seg.next_offset,
-                )
-                if k + 1 < len(bases):
-                    self._drop_from(bases[k + 1 :], f"segment {base} was truncated")
-                    changed_dir = True
-                    break
-            else:
-                seg.fsync()  # what recovery found becomes durable, so the high watermark may cover it
-        if not self._segments:
-            self._segments.append(Segment.create(self.directory, 0, interval))
-            changed_dir = True
-        if changed_dir:
-            fsync_dir(self.directory)
-        self._bases = [s.base_offset for s in self._segments]
-        self.log_start_offset = self._segments[0].base_offset
-        self.log_end_offset = self._segments[-1].next_offset
-        self.high_watermark = self._durable = self.log_end_offset
-        self.size_bytes = sum(s.size for s in self._segments)
-        # Idempotent producers' recent sequences, from the active segment: enough to recognise the retries of a
-        # producer that was writing when the broker stopped.
-        for h in self._segments[-1].iter_headers():
-            if h[8] >= 0:
-                self.producers.record(h[8], h[9], h[10], h[11], h[0])
-
-    def _drop_from(self, bases: list[int], why: str) -> None:
-        self._log.warning("%s/%s: removing segments %s: %s", self.topic, self.partition, bases, why)
-        for base in bases:
-            for suffix in (".log", ".index", ".timeindex"):
-                (self.directory / f"{base:020d}{suffix}").unlink(missing_ok=True)
+            self.store.close_quietly()
+            raise self._storage_error("open", exc) from None
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
-    def append(self, blob: bytes, header: BatchHeader, now_ms: int, *, sequence_checked: bool = False) -> int:
-        """Store one batch already checked by ``broker.wire.batch.check_batch``; returns its base offset.
+    def append(self, blob: bytes, header: Any, now_ms: int, *, sequence_checked: bool = False) -> int:
+        """Store one batch already checked by the format's ``check`` (``broker.wire.batch.check_batch``); returns
+        its base offset. Never fsyncs.
 
-        ``blob``: the batch bytes (its base_offset field is replaced by the log end offset on disk). Rolls to a new
-        segment first if the active one is full (``segment_bytes``) or old (``segment_ms`` since its first append).
-        A batch of an idempotent producer (``producer_id >= 0``) that repeats one of its last five batches is not
-        appended again: its original base offset is returned (Kafka's duplicate rule).
+        ``blob``: the batch bytes (its base_offset field is replaced by the log end offset when stored). Rolls to a
+        new segment first if the active one is full (``segment_bytes``) or old (``segment_ms`` since its first
+        append). A batch of an idempotent producer (``producer_id >= 0``) that repeats one of its last five
+        batches is not appended again: its original base offset is returned (Kafka's duplicate rule).
         ``sequence_checked``: the caller has just run ``self.producers.check`` on this batch (it answered None) and
         nothing ran since, so the check is not repeated (the engine's immediate produce path).
         Raises ``StorageError`` (the log is unchanged), ``CorruptBatchError`` if ``header`` does not fit ``blob``,
         ``OutOfOrderSequenceError`` or ``InvalidProducerEpochError`` (see ``ProducerStates.check``).
         """
-        if len(blob) != header.batch_length + 12 or header.record_count < 1:
+        if len(blob) != header.batch_length + LENGTH_PREFIX_BYTES or header.record_count < 1:
             raise CorruptBatchError(f"batch of {len(blob)} bytes does not match its header")
         pid = header.producer_id
         if pid >= 0 and not sequence_checked:
             stored_at = self.producers.check(pid, header.producer_epoch, header.base_sequence, header.record_count)
             if stored_at is not None:
                 return stored_at  # a retry of a batch already in the log: same offsets, nothing appended
-        seg = self._segments[-1]
+        store = self.store
+        seg = store.segments[-1]
         config = self.config
         if seg.size and (
             seg.size + len(blob) > config.segment_bytes
             or (seg.rolling_ms is not None and now_ms - seg.rolling_ms >= config.segment_ms)
         ):
-            seg = self._roll()
+            self._roll()
         base = self.log_end_offset
         end = base + header.record_count
         try:
-            seg.append(stamp_base_offset(base), memoryview(blob)[8:], base, end, header.max_timestamp_ms, now_ms)
+            store.append(self.fmt.stamp(base), memoryview(blob)[8:], base, end, header.max_timestamp_ms, now_ms)
         except OSError as exc:
-            raise StorageError(f"cannot append to {self.topic}/{self.partition}: {exc.strerror or exc}") from None
+            raise self._storage_error("append to", exc) from None
         self.log_end_offset = end
         self.size_bytes += len(blob)
         if pid >= 0:
             self.producers.record(pid, header.producer_epoch, header.base_sequence, header.record_count, base)
-        if not self._always:
-            self.high_watermark = end
-        self._dirty.add(self)
+        if self._tracked:
+            self._dirty.add(self)
+            if not self._always:
+                self.high_watermark = end
+        else:
+            self.high_watermark = self._durable = end
         return base
 
-    def _roll(self) -> Segment:
-        """Close the active segment (fsync inline, write its indexes) and start an empty one at the log end.
-
-        Raises ``StorageError``; the old segment stays active then.
-        """
-        old = self._segments[-1]
+    def _roll(self) -> None:
+        """Start an empty segment at the log end; the old one is synced by the next plan. Raises ``StorageError``
+        (the old segment stays active)."""
         try:
-            old.fsync()
-            new = Segment.create(self.directory, self.log_end_offset, self.config.index_interval_bytes)
+            self.store.roll()
         except OSError as exc:
-            raise StorageError(f"cannot roll a segment of {self.topic}/{self.partition}: {exc.strerror or exc}") from None
-        try:
-            fsync_dir(self.directory)
-        except OSError as exc:
-            new.delete()
-            raise StorageError(f"cannot roll a segment of {self.topic}/{self.partition}: {exc.strerror or exc}") from None
-        self._write_indexes(old)
-        self._segments.append(new)
-        self._bases.append(new.base_offset)
-        # The old segment's bytes are durable now (its fd stays open for reads).
-        self.mark_durable(old.next_offset)
-        return new
+            raise self._storage_error("roll a segment of", exc) from None
+        if self._tracked:
+            self._rolled.add(self)
 
-    def _write_indexes(self, seg: Segment) -> None:
-        try:
-            seg.write_index_files()
-        except OSError as exc:  # indexes are rebuilt from the log when missing: not worth failing for
-            self._log.warning("%s/%s: cannot write index files of %s: %s", self.topic, self.partition, seg.stem, exc)
+    # -- durability ------------------------------------------------------------------------------------------------
 
-    def sync_fd(self) -> tuple[int, int]:
-        """``(fd, offset)``: fsyncing ``fd`` makes every offset below ``offset`` durable (older segments were
-        fsynced when they rolled). ``os.dup`` the fd before yielding to other tasks; then ``mark_durable(offset)``.
-        """
-        return self._segments[-1].fd, self.log_end_offset
+    def sync_part(self, data: bool) -> SyncPart | None:
+        """On the loop: this partition's share of a sync plan (see ``LogManager.sync_plan``). Raises OSError."""
+        return self.store.sync_part(data)
+
+    def synced(self, part: SyncPart) -> bool:
+        """On the loop: ``part`` ran without error. Returns True if the high watermark moved."""
+        if self._suspended is not None:
+            return False  # the topic is being deleted
+        if self.store.synced(part):
+            self._rolled.discard(self)
+        before = self.high_watermark
+        self.mark_durable(part.end)
+        return self.high_watermark != before
 
     def mark_durable(self, offset: int) -> None:
-        """Record that offsets below ``offset`` are on disk; under "always" this advances ``high_watermark``."""
+        """Record that offsets below ``offset`` are durable; under "always" this advances ``high_watermark``."""
         if offset > self._durable:
             self._durable = min(offset, self.log_end_offset)
         if self._always and self._durable > self.high_watermark:
@@ -243,8 +176,8 @@ class PartitionLog:
             )
 
     def read(self, offset: int, max_bytes: int, upto: int | None = None) -> bytes | memoryview:
-        """Stored batches as they lie on disk: the first is the one containing ``offset`` (returned whole even if
-        larger than ``max_bytes``), then following ones while the total stays <= ``max_bytes`` and their base
+        """Stored batches as they lie in the store: the first is the one containing ``offset`` (returned whole even
+        if larger than ``max_bytes``), then following ones while the total stays <= ``max_bytes`` and their base
         offsets stay below ``upto`` (default and cap: the log end; pass ``high_watermark`` for consumers).
 
         ``b""`` when ``offset`` is at the log end or ``upto``. Raises ``OffsetOutOfRangeError`` (details
@@ -257,31 +190,12 @@ class PartitionLog:
             upto = end
         if offset >= upto:
             return b""
-        i = bisect_right(self._bases, offset) - 1
-        segments = self._segments
-        readahead = max(max_bytes, 0) + self.config.index_interval_bytes + _READAHEAD_EXTRA_BYTES
         try:
-            last = len(segments) - 1
-            data, at_end = segments[i].read_batches(offset, max_bytes, upto, True, readahead, i < last)
-            if not at_end or i + 1 >= len(segments) or len(data) >= max_bytes:
-                return data
-            pieces = [data]
-            total = len(data)
-            for k in range(i + 1, last + 1):
-                seg = segments[k]
-                if seg.base_offset >= upto:
-                    break
-                more, at_end = seg.read_batches(seg.base_offset, max_bytes - total, upto, False, max_bytes - total,
-                                                k < last)
-                pieces.append(more)
-                total += len(more)
-                if not at_end:
-                    break
-            return b"".join(pieces)
+            return self.store.read(offset, max_bytes, upto)
         except SegmentCorrupt as exc:
             raise self._corrupt(exc) from None
         except OSError as exc:
-            raise StorageError(f"cannot read {self.topic}/{self.partition}: {exc.strerror or exc}") from None
+            raise self._storage_error("read", exc) from None
 
     def _corrupt(self, exc: SegmentCorrupt) -> CorruptBatchError:
         self._log.error("%s/%s: %s", self.topic, self.partition, exc)
@@ -299,61 +213,45 @@ class PartitionLog:
         """
         if upto is None or upto > self.log_end_offset:
             upto = self.log_end_offset
+        fmt = self.fmt
         try:
-            for seg in self._segments:
-                if seg.max_timestamp < timestamp_ms or seg.max_timestamp == NO_TIMESTAMP:
-                    continue
-                for batch in seg.batches_from_time(timestamp_ms):
-                    h = read_header(batch)
-                    if h.base_offset >= upto:
-                        return None
-                    for od, ts in _record_times(batch, h):
-                        if ts >= timestamp_ms:
-                            offset = h.base_offset + od
-                            return (offset, ts) if offset < upto else None
+            for batch in self._batches_from_time(timestamp_ms):
+                h = fmt.unpack(batch, 0)
+                if h[0] >= upto:
+                    return None
+                try:
+                    times = fmt.record_times(batch, h)
+                except ValueError as exc:
+                    raise SegmentCorrupt(h[0], -1, str(exc)) from None
+                for od, ts in times:
+                    if ts >= timestamp_ms:
+                        offset = h[0] + od
+                        return (offset, ts) if offset < upto else None
             return None
         except SegmentCorrupt as exc:
             raise self._corrupt(exc) from None
         except OSError as exc:
-            raise StorageError(f"cannot read {self.topic}/{self.partition}: {exc.strerror or exc}") from None
+            raise self._storage_error("read", exc) from None
+
+    def _batches_from_time(self, timestamp_ms: int) -> Iterator[bytes]:
+        if all(s.max_timestamp == NO_TIMESTAMP for s in self.store.segments):
+            return iter(())
+        return self.store.batches_from_time(timestamp_ms)
 
     # -- retention -------------------------------------------------------------------------------------------------
 
     def enforce_retention(self, now_ms: int) -> int:
-        """Delete whole segments by Kafka's rules; returns how many. Only segments entirely below the high
-        watermark go. Time: oldest first while ``now_ms`` - largest timestamp > ``retention_ms``. Size: oldest
-        first while total - segment >= ``retention_bytes``. If the active segment goes, an empty one is rolled
-        first so offsets keep counting: the log start moves up, the log end stays. Raises ``StorageError``.
-        """
-        config = self.config
-        segments = self._segments
-        hw = self.high_watermark
-        doomed = 0
-        if config.retention_ms >= 0:
-            while doomed < len(segments):
-                seg = segments[doomed]
-                if not (seg.size and seg.next_offset <= hw and now_ms - seg.max_timestamp > config.retention_ms):
-                    break
-                doomed += 1
-        if config.retention_bytes >= 0:
-            total = self.size_bytes - sum(s.size for s in segments[:doomed])
-            while doomed < len(segments):
-                seg = segments[doomed]
-                if not (seg.size and seg.next_offset <= hw and total - seg.size >= config.retention_bytes):
-                    break
-                total -= seg.size
-                doomed += 1
+        """Forget whole segments by Kafka's rules (see ``store.doomed_segments``); returns how many. Their files go
+        in background jobs. If the active segment goes, an empty one is rolled first so offsets keep counting: the
+        log start moves up, the log end stays. Raises ``StorageError`` (nothing changed)."""
+        segments = self.store.segments
+        doomed = doomed_segments(segments, self.config, self.high_watermark, self.size_bytes, now_ms)
         if not doomed:
             return 0
         if doomed == len(segments):
             self._roll()
-        for seg in segments[:doomed]:
-            try:
-                seg.delete()
-            except OSError as exc:
-                self._log.warning("%s/%s: cannot remove %s: %s", self.topic, self.partition, seg.stem, exc)
-        del segments[:doomed]
-        del self._bases[:doomed]
+        self.store.drop_oldest(doomed)
+        segments = self.store.segments
         self.log_start_offset = segments[0].base_offset
         self.producers.forget_below(self.log_start_offset)
         self.size_bytes = sum(s.size for s in segments)
@@ -363,39 +261,76 @@ class PartitionLog:
         )
         return doomed
 
-    # -- closing ---------------------------------------------------------------------------------------------------
+    # -- deleting and closing --------------------------------------------------------------------------------------
+
+    def suspend(self) -> None:
+        """On the loop, as its topic's deletion begins: every later call fails with ``StorageError`` and no sync
+        plan includes this partition; ``release`` (worker thread) or ``resume`` (the deletion failed) follows."""
+        if self._suspended is None:
+            self._suspended, self.store = self.store, _GONE
+            self._suspended.retired = True
+            self._dirty.discard(self)
+            self._rolled.discard(self)
+
+    def resume(self) -> None:
+        """On the loop: undo ``suspend`` (the topic's files could not be removed, so it stays)."""
+        if self._suspended is not None:
+            self.store, self._suspended = self._suspended, None
+            self.store.retired = False
+            if self._tracked:
+                self._dirty.add(self)
+                self._rolled.add(self)
+
+    def release(self) -> None:
+        """Blocking (worker thread), after ``suspend``: close the store's files without syncing them."""
+        if self._suspended is not None:
+            self._suspended.close_quietly()
 
     def close(self) -> None:
-        """Fsync the active segment, write its index files, close every fd. Idempotent. Raises ``StorageError``."""
-        if not self._segments or self._segments[-1].fd < 0:
-            return
-        active = self._segments[-1]
-        error: OSError | None = None
+        """Blocking: sync everything, write index files, close the store. Idempotent. Raises ``StorageError``."""
         try:
-            active.fsync()
-            self.mark_durable(self.log_end_offset)
-            self._write_indexes(active)
+            self.store.close()
         except OSError as exc:
-            error = exc
-        self.close_quietly()
-        if error is not None:
-            raise StorageError(f"cannot close {self.topic}/{self.partition}: {error.strerror or error}")
+            self._dirty.discard(self)
+            self._rolled.discard(self)
+            raise self._storage_error("close", exc) from None
+        self.mark_durable(self.log_end_offset)
+        self._rolled.discard(self)
 
     def close_quietly(self) -> None:
-        """Close every fd without fsync (used on error paths and before a topic's files are removed)."""
-        for seg in self._segments:
-            try:
-                seg.close()
-            except OSError:
-                pass
+        """Close the store without syncing (used on error paths and to simulate a crash)."""
+        (self._suspended or self.store).close_quietly()
         self._dirty.discard(self)
+        self._rolled.discard(self)
 
 
-def _record_times(batch: bytes, h: BatchHeader) -> list[tuple[int, int]]:
-    """(offset delta, timestamp ms) of each record of one CRC-checked batch, in order."""
-    try:
-        rows: Any = msgpack.unpackb(memoryview(batch)[HEADER_BYTES:], use_list=False)
-        first = h.first_timestamp_ms
-        return [(row[0], first + row[1]) for row in rows]
-    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
-        raise SegmentCorrupt(h.base_offset, -1, f"records section does not decode ({exc})") from None
+class _GoneSegment:
+    base_offset = next_offset = size = 0
+    max_timestamp = NO_TIMESTAMP
+    rolling_ms = None
+
+
+class _GoneStore:
+    """What a partition of a topic being deleted answers with: nothing."""
+
+    durable_at_once = False
+    segments = (_GoneSegment(),)
+    retired = True
+
+    def __getattr__(self, name: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(errno.EBADF, "the topic is being deleted")
+
+        return refuse
+
+    def sync_part(self, data: bool) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def close_quietly(self) -> None:
+        pass
+
+
+_GONE: Any = _GoneStore()

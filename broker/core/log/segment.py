@@ -1,41 +1,28 @@
 # One segment of a partition log: a .log file of stored batches starting at one base offset, with its sparse offset
 # index and time index kept in memory and written to .index/.timeindex when the segment closes. Owns one segment's
 # file layout, its recovery scan and its byte-level reads. Must not know about topics, retention or fsync policy;
-# raises SegmentCorrupt / OSError and lets the partition log turn them into wire errors.
+# raises SegmentCorrupt / OSError and lets the file store turn them into wire errors. The batch layout comes from
+# the BatchFormat it is given (only base_offset and batch_length, the first 12 bytes, are assumed).
 from __future__ import annotations
 
 import os
 import struct
-import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Iterator
 
+from millpond.broker.core.log.batch_format import LENGTH_PREFIX_BYTES, BatchFormat
 from millpond.broker.core.log.files import read_file, seal, unseal, write_file
-from millpond.broker.wire.batch import CRC_START, HEADER, HEADER_BYTES, LENGTH_PREFIX_BYTES, MAGIC, verify_crc
+from millpond.broker.core.log.store import NO_TIMESTAMP, SegmentCorrupt
 
-NO_TIMESTAMP = -(2**63)  # max_timestamp of a segment holding no batch
 SCAN_CHUNK_BYTES = 1 << 20
-_MIN_LENGTH = HEADER_BYTES - LENGTH_PREFIX_BYTES
-_unpack_header = HEADER.unpack_from
-_crc32 = zlib.crc32
 # Index files: Kafka's entry layouts, then a trailer describing the .log they were written for (so an index older
 # than its log is extended by scanning from log_bytes, the segment's recovery point), then a CRC over everything.
 _OFFSET_ENTRY = struct.Struct(">II")  # offset relative to the base, position in the .log
 _TIME_ENTRY = struct.Struct(">qI")  # max timestamp so far, offset relative to the base
 _INDEX_TRAILER = struct.Struct(">Qqqq")  # log_bytes, next_offset, max_timestamp, rolling_ms (NO_TIMESTAMP = none)
 _TIMEINDEX_TRAILER = struct.Struct(">Q")  # log_bytes
-
-
-class SegmentCorrupt(Exception):
-    """A stored batch failed a length, offset-continuity or CRC check while being read."""
-
-    def __init__(self, offset: int, position: int, reason: str) -> None:
-        super().__init__(f"{reason} at offset {offset}, position {position}")
-        self.offset = offset
-        self.position = position
-        self.reason = reason
 
 
 def segment_stem(directory: Path, base_offset: int) -> Path:
@@ -51,11 +38,12 @@ class Segment:
     """
 
     __slots__ = (
-        "base_offset", "stem", "fd", "size", "next_offset", "max_timestamp", "rolling_ms", "interval",
+        "base_offset", "stem", "fd", "size", "next_offset", "max_timestamp", "rolling_ms", "interval", "fmt",
         "idx_off", "idx_pos", "ts_max", "ts_off", "since_index", "indexed_bytes",
     )
 
-    def __init__(self, directory: Path, base_offset: int, fd: int, interval: int) -> None:
+    def __init__(self, directory: Path, base_offset: int, fd: int, interval: int, fmt: BatchFormat) -> None:
+        self.fmt = fmt
         self.base_offset = base_offset
         self.stem = segment_stem(directory, base_offset)
         self.fd = fd
@@ -76,19 +64,27 @@ class Segment:
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory: Path, base_offset: int, interval: int) -> "Segment":
+    def create(cls, directory: Path, base_offset: int, interval: int, fmt: BatchFormat) -> "Segment":
         """A new empty segment; stale files of the same base (left by a crash) are replaced. Raises OSError."""
         stem = segment_stem(directory, base_offset)
         for suffix in (".index", ".timeindex"):
             _unlink_quiet(stem.with_suffix(suffix))
         fd = os.open(stem.with_suffix(".log"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        return cls(directory, base_offset, fd, interval)
+        return cls(directory, base_offset, fd, interval, fmt)
 
     @classmethod
-    def open_existing(cls, directory: Path, base_offset: int, interval: int) -> tuple["Segment", int]:
+    def adopt(cls, directory: Path, base_offset: int, interval: int, fmt: BatchFormat, spare: Path,
+              spare_fd: int) -> "Segment":
+        """A new empty segment made of a pre-created empty file (``spare``, open as ``spare_fd``): one rename, no
+        file creation. Index files of this base cannot exist (bases are never reused). Raises OSError."""
+        os.rename(spare, segment_stem(directory, base_offset).with_suffix(".log"))
+        return cls(directory, base_offset, spare_fd, interval, fmt)
+
+    @classmethod
+    def open_existing(cls, directory: Path, base_offset: int, interval: int, fmt: BatchFormat) -> tuple["Segment", int]:
         """Open an existing segment without reading it; returns it and the .log file's length. Raises OSError."""
         fd = os.open(segment_stem(directory, base_offset).with_suffix(".log"), os.O_RDWR)
-        return cls(directory, base_offset, fd, interval), os.fstat(fd).st_size
+        return cls(directory, base_offset, fd, interval, fmt), os.fstat(fd).st_size
 
     def fsync(self) -> None:
         os.fsync(self.fd)
@@ -166,34 +162,36 @@ class Segment:
         first that does not (torn write, zero fill, garbage). Indexes the good ones. Returns the valid length,
         which becomes ``size``; the caller truncates the rest. Raises OSError.
         """
+        fmt = self.fmt
+        header_bytes, min_length, unpack = fmt.header_bytes, fmt.min_length, fmt.unpack
+        max_ts_at, count_at = fmt.MAX_TS_AT, fmt.COUNT_AT
         pos = start_pos
         expect = start_offset
         buf = b""
         buf_at = pos
         first_ts: int | None = None
-        while file_size - pos >= HEADER_BYTES:
-            if pos + HEADER_BYTES > buf_at + len(buf):
+        while file_size - pos >= header_bytes:
+            if pos + header_bytes > buf_at + len(buf):
                 buf = os.pread(self.fd, SCAN_CHUNK_BYTES, pos)
                 buf_at = pos
-                if len(buf) < HEADER_BYTES:
+                if len(buf) < header_bytes:
                     break
-            h = _unpack_header(buf, pos - buf_at)
+            h = unpack(buf, pos - buf_at)
             length = h[1]
             n = length + LENGTH_PREFIX_BYTES
-            if (h[0] != expect or length < _MIN_LENGTH or pos + n > file_size or h[3] != MAGIC or h[4] != 0
-                    or h[11] < 1 or h[5] != h[11] - 1):
+            if h[0] != expect or length < min_length or pos + n > file_size or not fmt.sane(h):
                 break
             if pos + n > buf_at + len(buf):
                 buf = os.pread(self.fd, max(SCAN_CHUNK_BYTES, n), pos)
                 buf_at = pos
                 if len(buf) < n:
                     break
-            if not verify_crc(buf, pos - buf_at):
+            if not fmt.crc_ok(buf, pos - buf_at, n, h):
                 break
             if pos == 0:
-                first_ts = h[7]
-            self._note(expect, pos, n, h[7])
-            expect += h[11]
+                first_ts = h[max_ts_at]
+            self._note(expect, pos, n, h[max_ts_at])
+            expect += h[count_at]
             pos += n
         self.size = pos
         self.next_offset = expect
@@ -203,19 +201,20 @@ class Segment:
         return pos
 
     def iter_headers(self) -> Iterator[tuple]:
-        """Every batch header in the segment as a raw tuple (``HEADER`` field order), in order. Raises OSError."""
+        """Every batch header in the segment as a raw tuple (the format's field order), in order. Raises OSError."""
+        header_bytes, min_length, unpack = self.fmt.header_bytes, self.fmt.min_length, self.fmt.unpack
         pos = 0
         size = self.size
-        while size - pos >= HEADER_BYTES:
+        while size - pos >= header_bytes:
             buf = os.pread(self.fd, min(SCAN_CHUNK_BYTES, size - pos), pos)
             at = pos
-            while pos + HEADER_BYTES <= at + len(buf):
-                h = _unpack_header(buf, pos - at)
-                if h[1] < _MIN_LENGTH:  # recovery left only whole batches; never loop on damage
+            while pos + header_bytes <= at + len(buf):
+                h = unpack(buf, pos - at)
+                if h[1] < min_length:  # recovery left only whole batches; never loop on damage
                     return
                 yield h
                 pos += h[1] + LENGTH_PREFIX_BYTES
-            if len(buf) < HEADER_BYTES:
+            if len(buf) < header_bytes:
                 return
 
     def load_index_files(self, file_size: int) -> bool:
@@ -267,6 +266,12 @@ class Segment:
         """
         if self.indexed_bytes == self.size:
             return
+        write_index_contents(self.stem, self.index_contents())
+        self.indexed_bytes = self.size
+
+    def index_contents(self) -> tuple[int, bytes, bytes]:
+        """``(log_bytes, .index bytes, .timeindex bytes)`` describing the current contents. Reads the segment only:
+        safe from a worker thread once the segment no longer takes appends (rolled)."""
         base = self.base_offset
         flat = [0] * (2 * len(self.idx_off))
         flat[0::2] = [o - base for o in self.idx_off]
@@ -279,9 +284,7 @@ class Segment:
         tflat[0::2] = self.ts_max
         tflat[1::2] = [o - base for o in self.ts_off]
         tbody = struct.pack(">" + "qI" * len(self.ts_max), *tflat) + _TIMEINDEX_TRAILER.pack(self.size)
-        write_file(self.stem.with_suffix(".index"), seal(body), fsync=False)
-        write_file(self.stem.with_suffix(".timeindex"), seal(tbody), fsync=False)
-        self.indexed_bytes = self.size
+        return self.size, seal(body), seal(tbody)
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -302,6 +305,9 @@ class Segment:
         skips it: its batches were checked on the way in (produce, or recovery at start) and consumers check the
         CRC again. Returns ``(data, reached_segment_end)``. Raises SegmentCorrupt, OSError.
         """
+        fmt = self.fmt
+        header_bytes, min_length, unpack = fmt.header_bytes, fmt.min_length, fmt.unpack
+        crc, crc_start, crc_at, last_at = fmt.crc, fmt.crc_start, fmt.CRC_AT, fmt.LAST_DELTA_AT
         expect, pos = self.lookup(offset)
         size = self.size
         fd = self.fd
@@ -312,19 +318,19 @@ class Segment:
         start = -1
         p = pos
         while p < size:
-            if p + HEADER_BYTES > buf_end:
+            if p + header_bytes > buf_end:
                 keep = start if start >= 0 else p
-                buf = os.pread(fd, max(p + HEADER_BYTES, min(size, p + readahead)) - keep, keep)
+                buf = os.pread(fd, max(p + header_bytes, min(size, p + readahead)) - keep, keep)
                 view = memoryview(buf)
                 buf_at = keep
                 buf_end = keep + len(buf)
-                if p + HEADER_BYTES > buf_end:
+                if p + header_bytes > buf_end:
                     raise SegmentCorrupt(expect, p, "segment file shorter than its index says")
-            h = _unpack_header(buf, p - buf_at)
+            h = unpack(buf, p - buf_at)
             n = h[1] + LENGTH_PREFIX_BYTES
-            if h[0] != expect or h[1] < _MIN_LENGTH or p + n > size:
+            if h[0] != expect or h[1] < min_length or p + n > size:
                 raise SegmentCorrupt(expect, p, "batch header breaks offset continuity or length")
-            last = expect + h[5]
+            last = expect + h[last_at]
             if start < 0:
                 if last < offset:
                     expect = last + 1
@@ -343,7 +349,7 @@ class Segment:
                 if p + n > buf_end:
                     raise SegmentCorrupt(expect, p, "segment file shorter than its index says")
             q = p - buf_at
-            if verify and _crc32(view[q + CRC_START : q + n]) != h[2]:  # verify_crc inlined: the fetch hot path
+            if verify and crc(view[q + crc_start : q + n]) != h[crc_at]:  # crc_ok inlined: the fetch hot path
                 raise SegmentCorrupt(expect, p, "batch failed its CRC check")
             expect = last + 1
             p += n
@@ -359,28 +365,37 @@ class Segment:
         The time index holds max-timestamp-so-far, so every batch before the entry preceding the first entry >= t
         is older than t; the scan starts there. Raises SegmentCorrupt, OSError.
         """
+        fmt = self.fmt
+        header_bytes, min_length, unpack = fmt.header_bytes, fmt.min_length, fmt.unpack
         i = bisect_left(self.ts_max, timestamp_ms)
         expect, pos = self.lookup(self.ts_off[i - 1]) if i > 0 else (self.base_offset, 0)
         size = self.size
         buf = b""
         buf_at = pos
         while pos < size:
-            if pos + HEADER_BYTES > buf_at + len(buf):
+            if pos + header_bytes > buf_at + len(buf):
                 buf = os.pread(self.fd, min(size - pos, SCAN_CHUNK_BYTES), pos)
                 buf_at = pos
-            h = _unpack_header(buf, pos - buf_at) if pos + HEADER_BYTES <= buf_at + len(buf) else None
-            if h is None or h[0] != expect or h[1] < _MIN_LENGTH or pos + h[1] + LENGTH_PREFIX_BYTES > size:
+            h = unpack(buf, pos - buf_at) if pos + header_bytes <= buf_at + len(buf) else None
+            if h is None or h[0] != expect or h[1] < min_length or pos + h[1] + LENGTH_PREFIX_BYTES > size:
                 raise SegmentCorrupt(expect, pos, "batch header breaks offset continuity or length")
             n = h[1] + LENGTH_PREFIX_BYTES
-            if h[7] >= timestamp_ms:
+            if h[fmt.MAX_TS_AT] >= timestamp_ms:
                 if pos + n > buf_at + len(buf):
                     buf = os.pread(self.fd, max(n, min(size - pos, SCAN_CHUNK_BYTES)), pos)
                     buf_at = pos
-                if len(buf) - (pos - buf_at) < n or not verify_crc(buf, pos - buf_at):
+                if len(buf) - (pos - buf_at) < n or not fmt.crc_ok(buf, pos - buf_at, n, h):
                     raise SegmentCorrupt(expect, pos, "batch failed its CRC check")
                 yield buf[pos - buf_at : pos - buf_at + n]
-            expect += h[5] + 1
+            expect += h[fmt.LAST_DELTA_AT] + 1
             pos += n
+
+
+def write_index_contents(stem: Path, contents: tuple[int, bytes, bytes]) -> None:
+    """Write what ``Segment.index_contents`` gave as ``stem``'s .index/.timeindex. Raises OSError."""
+    _, index, timeindex = contents
+    write_file(stem.with_suffix(".index"), index, fsync=False)
+    write_file(stem.with_suffix(".timeindex"), timeindex, fsync=False)
 
 
 def _increasing(values: array) -> bool:

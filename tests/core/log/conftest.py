@@ -1,4 +1,5 @@
-# Fixtures for the partition log tests. No sockets, no sleeps, literal times.
+# Fixtures for the partition log tests. No sockets, no sleeps, literal times. ``env``: file storage (tests of the
+# file store's own files and recovery); ``anyenv``: every storage (the contract suite).
 from __future__ import annotations
 
 import sys
@@ -10,11 +11,18 @@ import pytest
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
-from logkit import LogEnv  # noqa: E402
+from logkit import STORAGES, LogEnv  # noqa: E402
 
 
 @pytest.fixture
 def env(tmp_path: Path):
     e = LogEnv(tmp_path / "data")
+    yield e
+    e.close_all()
+
+
+@pytest.fixture(params=STORAGES)
+def anyenv(request, tmp_path: Path):
+    e = LogEnv(tmp_path / "data", request.param)
     yield e
     e.close_all()

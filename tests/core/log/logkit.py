@@ -1,8 +1,8 @@
-# Helpers for the partition log tests: a data directory with the managers opened on it, and batch builders.
+# Helpers for the partition log tests: a data directory (or none: memory storage) with the managers opened on it,
+# batch builders, and a stand-in for the server's off-loop work (sync plans and jobs, run inline).
 # (A uniquely named module rather than conftest, so test files can import it.)
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,16 @@ from millpond.broker.wire.batch import BatchHeader, check_batch, decode_records,
 
 BATCH_BYTES_MAX = 1 << 20
 T0 = 1_700_000_000_000  # a literal wall-clock time (ms) the tests count from
+STORAGES = ["file", "memory"]
 
 
 class LogEnv:
-    """One data directory and the managers opened on it."""
+    """One data directory (file storage) and the managers opened on it; with memory storage, just the managers."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, storage: str = "file") -> None:
         self.data_dir = data_dir
+        self.storage = storage
+        self.files = storage == "file"
         self.managers: list[LogManager] = []
 
     def open(self, fsync_mode: str = "never", now_ms: int = T0, partitions_max: int = 8, **defaults: Any) -> LogManager:
@@ -27,15 +30,15 @@ class LogEnv:
             if not earlier._closed:
                 earlier.abandon()
         manager = LogManager(
-            self.data_dir, defaults=TopicDefaults(**defaults), batch_bytes_max=BATCH_BYTES_MAX,
-            partitions_max=partitions_max, fsync_mode=fsync_mode,
+            self.data_dir if self.files else None, defaults=TopicDefaults(**defaults), batch_bytes_max=BATCH_BYTES_MAX,
+            partitions_max=partitions_max, fsync_mode=fsync_mode, storage=self.storage,
         )
         manager.open(now_ms)
         self.managers.append(manager)
         return manager
 
     def crash(self, manager: LogManager) -> None:
-        """Drop a manager as kill -9 would: fds closed, nothing fsynced, no index files written."""
+        """Drop a manager as kill -9 would: fds closed, nothing fsynced, no index files written, no jobs run."""
         manager.abandon()
 
     def close_all(self) -> None:
@@ -47,6 +50,22 @@ class LogEnv:
 
     def segment_files(self, topic: str, partition: int = 0) -> list[Path]:
         return sorted(self.partition_dir(topic, partition).glob("*.log"))
+
+
+def flush(manager: LogManager) -> list[PartitionLog]:
+    """What the server does off the loop, inline: run a sync plan (if any) and every queued job. Returns what
+    ``synced`` returned."""
+    moved: list[PartitionLog] = []
+    plan = manager.sync_plan()
+    if plan is not None:
+        moved = manager.synced(plan, plan.run())
+    manager.run_jobs()
+    return moved
+
+
+def bases(log: PartitionLog) -> list[int]:
+    """Base offsets of the partition's segments, oldest first (whatever the store)."""
+    return [s.base_offset for s in log.store.segments]
 
 
 def make_batch(values: list[bytes], timestamps: list[int] | None = None) -> tuple[bytes, BatchHeader]:

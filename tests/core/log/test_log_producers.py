@@ -1,5 +1,6 @@
-# Idempotent producers: a retried batch gets its original offsets and is not stored twice, a batch that skips
-# ahead is refused, an older epoch is fenced, and the state is rebuilt from the log after a crash.
+# Idempotent producers (contract suite, every storage): a retried batch gets its original offsets and is not stored
+# twice, a batch that skips ahead is refused, an older epoch is fenced; and (file store) the state is rebuilt from
+# the log after a crash.
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,8 @@ def idem(values: list[bytes], pid: int = 7, epoch: int = 0, seq: int = 0):
     return blob, check_batch(blob, BATCH_BYTES_MAX)
 
 
-def test_a_retried_batch_gets_its_original_offsets_and_is_stored_once(env):
-    m = env.open()
+def test_a_retried_batch_gets_its_original_offsets_and_is_stored_once(anyenv):
+    m = anyenv.open()
     m.create_topic("t", 1, None, T0)
     log = m.partition("t", 0)
     assert log.append(*idem([b"a", b"b"], seq=0), T0) == 0
@@ -28,8 +29,8 @@ def test_a_retried_batch_gets_its_original_offsets_and_is_stored_once(env):
     assert log.append(*idem([b"d"], seq=3), T0) == 3
 
 
-def test_a_batch_that_skips_ahead_is_refused_and_changes_nothing(env):
-    m = env.open()
+def test_a_batch_that_skips_ahead_is_refused_and_changes_nothing(anyenv):
+    m = anyenv.open()
     m.create_topic("t", 1, None, T0)
     log = m.partition("t", 0)
     log.append(*idem([b"a"], seq=0), T0)
@@ -40,8 +41,8 @@ def test_a_batch_that_skips_ahead_is_refused_and_changes_nothing(env):
     assert log.append(*idem([b"b"], seq=1), T0) == 1
 
 
-def test_an_older_epoch_is_fenced_and_a_new_epoch_starts_at_zero(env):
-    m = env.open()
+def test_an_older_epoch_is_fenced_and_a_new_epoch_starts_at_zero(anyenv):
+    m = anyenv.open()
     m.create_topic("t", 1, None, T0)
     log = m.partition("t", 0)
     log.append(*idem([b"a"], epoch=1, seq=0), T0)
@@ -52,8 +53,8 @@ def test_an_older_epoch_is_fenced_and_a_new_epoch_starts_at_zero(env):
     assert log.append(*idem([b"x"], epoch=2, seq=0), T0) == 1
 
 
-def test_producers_without_ids_and_other_ids_do_not_interfere(env):
-    m = env.open()
+def test_producers_without_ids_and_other_ids_do_not_interfere(anyenv):
+    m = anyenv.open()
     m.create_topic("t", 1, None, T0)
     log = m.partition("t", 0)
     plain = encode_batch([(T0, None, b"p", None)])

@@ -11,23 +11,27 @@ import pytest
 
 from millpond.broker.wire.batch import iter_batches
 from millpond.broker.wire.errors import CorruptBatchError
-from logkit import T0, LogEnv, append, value_at
+from logkit import T0, LogEnv, append, flush, value_at
 
 LAST_VALUES = [b"last-0", b"last-1-" + b"z" * 30, b"last-2"]
 
 
-def build(env: LogEnv, clean: bool) -> tuple[Path, int, int]:
+def build(env: LogEnv, clean: bool | str) -> tuple[Path, int, int]:
     """Three segments; the tail's last batch holds LAST_VALUES. Returns (tail file, where the last batch starts,
-    its base offset) after closing cleanly or crashing."""
+    its base offset) after closing cleanly or crashing (``"synced"``: crashing after a sync plan covered the rolled
+    segments, so they have index files)."""
     manager = env.open(segment_bytes=1024, index_interval_bytes=100)
     manager.create_topic("t", 1, None, T0)
     log = manager.partition("t", 0)
     while log.segment_count < 3:
         append(log, [b"v%03d" % log.log_end_offset + b"." * 60])
+    if clean == "synced":
+        flush(manager)
+        clean = False
     append(log, [b"w%03d" % log.log_end_offset])
     base = append(log, LAST_VALUES, [T0 + 1, T0 + 2, T0 + 3])
     tail = env.segment_files("t")[-1]
-    good_end = log._segments[-1].size - (len(log.read(base, 1)))
+    good_end = log.store.segments[-1].size - (len(log.read(base, 1)))
     if clean:
         manager.close()
     else:
@@ -59,7 +63,7 @@ def check_recovered(env: LogEnv, tail: Path, good_end: int, end: int, values: li
     manager.close()
 
 
-@pytest.mark.parametrize("clean", [False, True], ids=["crashed", "closed"])
+@pytest.mark.parametrize("clean", [False, "synced", True], ids=["crashed", "synced-crashed", "closed"])
 def test_last_batch_cut_at_every_byte_position(tmp_path, clean):
     template = LogEnv(tmp_path / "template")
     tail, good_end, base = build(template, clean)
@@ -77,7 +81,7 @@ def test_last_batch_cut_at_every_byte_position(tmp_path, clean):
         shutil.rmtree(env.data_dir)
 
 
-@pytest.mark.parametrize("clean", [False, True], ids=["crashed", "closed"])
+@pytest.mark.parametrize("clean", [False, "synced", True], ids=["crashed", "synced-crashed", "closed"])
 @pytest.mark.parametrize("junk", [bytes(4096), b"\xff" * 100, bytes(40)], ids=["zeros-4KiB", "ones", "short-zeros"])
 def test_junk_after_the_last_batch_is_cut(tmp_path, clean, junk, caplog):
     env = LogEnv(tmp_path / "data")
@@ -181,7 +185,7 @@ def test_missing_or_damaged_index_files_are_rebuilt(env, damage):
     log = manager.partition("t", 0)
     for i in range(50):
         append(log, [b"x" * (i % 13 * 7)], [T0 + (i * 7919) % 500])
-    indexes = [(list(s.idx_off), list(s.idx_pos), list(s.ts_max), list(s.ts_off)) for s in log._segments]
+    indexes = [(list(s.idx_off), list(s.idx_pos), list(s.ts_max), list(s.ts_off)) for s in log.store.segments]
     stamps = {t: log.offset_for_timestamp(T0 + t) for t in range(0, 520, 10)}
     manager.close()
     for path in env.partition_dir("t").glob("*index"):
@@ -196,7 +200,7 @@ def test_missing_or_damaged_index_files_are_rebuilt(env, damage):
         else:
             path.write_bytes(b"")
     reopened = env.open(segment_bytes=2048, index_interval_bytes=100).partition("t", 0)
-    assert [(list(s.idx_off), list(s.idx_pos), list(s.ts_max), list(s.ts_off)) for s in reopened._segments] == indexes
+    assert [(list(s.idx_off), list(s.idx_pos), list(s.ts_max), list(s.ts_off)) for s in reopened.store.segments] == indexes
     assert {t: reopened.offset_for_timestamp(T0 + t) for t in stamps} == stamps
     assert [value_at(reopened, o) for o in range(50)] == [b"x" * (i % 13 * 7) for i in range(50)]
 
@@ -213,7 +217,7 @@ def test_index_describing_more_than_the_log_is_not_trusted(env):
     os.truncate(seg_file, keep)  # lost data the index still points into
     reopened = env.open(index_interval_bytes=50).partition("t", 0)
     assert reopened.log_end_offset == 7
-    assert all(pos < keep for pos in reopened._segments[0].idx_pos)
+    assert all(pos < keep for pos in reopened.store.segments[0].idx_pos)
     assert append(reopened, [b"new"]) == 7
     assert [value_at(reopened, o) for o in range(8)] == [b"%02d" % i for i in range(7)] + [b"new"]
 
