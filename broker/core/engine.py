@@ -58,9 +58,10 @@ class Engine:
 
     @classmethod
     def for_directory(cls, config: BrokerConfig, data_dir: Path) -> "Engine":
-        """An engine over the stores of ``data_dir`` as ``config`` describes them (not opened yet)."""
+        """An engine over the stores ``config`` describes (``storage="file"``: under ``data_dir``; ``"memory"``:
+        nothing on disk, ``data_dir`` unused). Not opened yet."""
         return cls(config, LogManager(
-            data_dir, defaults=config.topic_defaults, batch_bytes_max=config.batch_bytes_max,
+            data_dir if config.storage == "file" else None, storage=config.storage, defaults=config.topic_defaults, batch_bytes_max=config.batch_bytes_max,
             partitions_max=config.partitions_max, fsync_mode=config.fsync, logger=logging.getLogger("millpond.log"),
         ))
 

@@ -88,7 +88,6 @@ class Broker:
             self._stopped.set()
 
     def _open(self, ctx: Context) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.engine.open(ctx)
         except BaseException:

@@ -283,7 +283,11 @@ class RequestLoop:
         plan = self.engine.sync_plan()
         if plan is None:
             return
-        result = await _in_thread(plan.run)
+        try:
+            result = await _in_thread(plan.run)
+        except BaseException:
+            plan.close()  # cancelled before it ran: give back its file descriptors
+            raise
         error = result if isinstance(result, OSError) else None
         if isinstance(result, BaseException) and error is None:
             log.error("fsync plan failed: %r", result)

@@ -228,3 +228,18 @@ async def test_requests_after_shutdown_began_get_shutting_down(nursery, tmp_path
     assert code == errors.ShuttingDownError.code
     h.broker.loop.stopping = False
     await h.broker.shutdown()
+
+
+async def test_memory_storage_serves_topics_and_writes_no_file(nursery, tmp_path):
+    h = await start_harness(nursery, tmp_path / "d", storage="memory", fsync="always")
+    c = await h.connect()
+    await c.ok("create_topic", {"name": "t", "partitions": 2})
+    answer = await c.ok("produce", {"topic": "t", "partition": 1, "batch": batch(b"kept in memory")})
+    assert answer["base_offset"] == 0
+    fetched = await c.ok("fetch", {"partitions": [["t", 1, 0]]})
+    [[_, _, code, _, hw, data]] = fetched["partitions"]
+    assert (code, hw) == (0, 1) and [r.value for r in decode_records(data, "t", 1)] == [b"kept in memory"]
+    await c.ok("limits_set", {"policy": {"name": "p", "scope": "client", "pattern": "x", "unit": "records",
+                                         "algorithm": "token_bucket", "params": {"rate": 5, "burst": 5}}})
+    await h.broker.shutdown()
+    assert not (tmp_path / "d").exists() or list((tmp_path / "d").rglob("*")) == []

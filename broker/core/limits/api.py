@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from millpond.broker.core.limits import COST_EXCEEDS_CAPACITY, ERROR, Decision, Policy, PolicySet
-from millpond.broker.core.log.files import load_record, save_record
+from millpond.broker.core.log.files import load_record, record_saver
 from millpond.broker.wire.errors import (
     CostExceedsLimitError,
     InvalidConfigError,
@@ -106,7 +106,7 @@ class LimitApi:
                 raise StorageError(f"cannot save limit policies: {result}")
             return answer()
 
-        return Offload(lambda: save_record(path, snapshot), saved)
+        return Offload(record_saver(path, snapshot), saved)  # versioned: of two saves in flight the later wins
 
     def handlers(self) -> dict[type, Callable[[Any, Context], Outcome]]:
         return {LimitsSet: self.set, LimitsList: self.list, LimitsDelete: self.delete}
