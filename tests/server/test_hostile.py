@@ -326,7 +326,7 @@ async def test_broker_closes_a_connection_that_never_says_hello(nursery, tmp_pat
 async def test_broker_closes_idle_connections_and_keeps_long_polls(nursery, tmp_path, autojump_clock):
     h = await start_harness(nursery, tmp_path, idle_timeout_s=120)
     polling = await h.connect()
-    await polling.ok("create_topic", {"name": "t"})  # file work in a worker thread: virtual time may jump meanwhile
+    await polling.ok("create_topic", {"name": "t"})  # before the idle connection opens: its clock starts below
     idle = await h.connect()
     t0 = trio.current_time()
     await polling.send("fetch", {"partitions": [["t", 0, 0]], "max_wait_ms": 200_000})
