@@ -134,10 +134,9 @@ class Broker:
         conn = Connection(stream, peer, self.loop, limits=self._connection_limits)
         self.connections.add(conn)
         try:
-            await conn.run()
+            await conn.run()  # calls the loop's on_closed as it ends
         finally:
             self.connections.discard(conn)
-            self.loop.on_closed(conn)
 
 
 __all__ = ["Broker", "BrokerStatistics"]
