@@ -89,7 +89,7 @@ class Connection:
 
     __slots__ = (
         "stream", "peer", "host", "handler", "limits", "closed", "session", "handshaken", "answer_bytes_max",
-        "in_flight", "frames", "_out", "_out_bytes", "_writer_wakeup", "_read_room", "_room_waiters", "_quiet",
+        "in_flight", "held_bytes", "frames", "_out", "_out_bytes", "_writer_wakeup", "_read_room", "_room_waiters", "_quiet",
         "_progress", "_closing", "_scope", "_last_progress", "_decoder", "_writer_done",
     )
 
@@ -104,6 +104,7 @@ class Connection:
         self.handshaken = False
         self.answer_bytes_max = limits.frame_bytes_max
         self.in_flight = 0
+        self.held_bytes = 0  # bytes of this peer's parked requests the request loop holds (``hold``/``release``)
         self.frames = 0
         self._out: list[Piece] = []
         self._out_bytes = 0
@@ -150,6 +151,17 @@ class Connection:
         self._room_waiters.clear()
         if self._read_room is not None:
             self._read_room.set()
+
+    def hold(self, nbytes: int) -> None:
+        """The request loop parked a request of ``nbytes``: it counts against the outbox bound, so a peer's parked
+        requests (shaped produces holding their batches) cannot grow without bound either."""
+        self.held_bytes += nbytes
+
+    def release(self, nbytes: int) -> None:
+        """A parked request of ``nbytes`` was resumed or dropped."""
+        self.held_bytes -= nbytes
+        if self._read_room is not None:
+            self._wake_reader()
 
     def when_room(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` now if the outbox is below its bound (and no earlier callback waits), else once the
@@ -237,7 +249,7 @@ class Connection:
     # -- reader --------------------------------------------------------------------------------------------------
     def _has_read_room(self) -> bool:
         return (self.in_flight < self.limits.requests_in_flight_max
-                and self._out_bytes < self.limits.outbox_bytes_max)
+                and self._out_bytes + self.held_bytes < self.limits.outbox_bytes_max)
 
     def _wake_reader(self) -> None:
         room = self._read_room

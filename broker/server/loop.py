@@ -35,14 +35,15 @@ class _Waiter:
     """A request parked by a ``Wait``: in the key map and the timer list until woken, then queued on its
     connection until the connection has room for its answer."""
 
-    __slots__ = ("conn", "cid", "wait", "timer", "done")
+    __slots__ = ("conn", "cid", "wait", "timer", "done", "size")
 
-    def __init__(self, conn: Any, cid: int, wait: Wait, timer: tuple | None) -> None:
+    def __init__(self, conn: Any, cid: int, wait: Wait, timer: tuple | None, size: int) -> None:
         self.conn = conn
         self.cid = cid
         self.wait = wait
         self.timer = timer
         self.done = False
+        self.size = size  # the request's frame bytes, counted on the connection while parked
 
 
 class RequestLoop:
@@ -101,7 +102,7 @@ class RequestLoop:
         if self.stopping:
             conn.send(self.codec.encode_error(cid, ShuttingDownError("the broker is shutting down")))
             return
-        self._step(conn, cid, lambda ctx: self.engine.handle(request, ctx), type(request).__name__)
+        self._step(conn, cid, lambda ctx: self.engine.handle(request, ctx), type(request).__name__, len(body))
 
     def on_closed(self, conn: Any) -> None:
         """The connection is gone: its parked requests are abandoned (their answers would go nowhere)."""
@@ -112,8 +113,9 @@ class RequestLoop:
                 self._guard(w.wait.abandon, "abandon")
 
     # -- running outcomes ---------------------------------------------------------------------------------------
-    def _step(self, conn: Any, cid: int, call: Callable[[Context], Outcome], what: str) -> None:
-        """Run one engine call for request ``cid`` of ``conn`` and carry out its outcome; errors become answers."""
+    def _step(self, conn: Any, cid: int, call: Callable[[Context], Outcome], what: str, size: int = 0) -> None:
+        """Run one engine call for request ``cid`` (``size`` bytes) of ``conn`` and carry out its outcome; errors
+        become answers."""
         try:
             outcome = call(self.context(conn))
             kind = type(outcome)
@@ -121,7 +123,7 @@ class RequestLoop:
                 if not conn.closed:
                     conn.send(self.codec.encode(cid, outcome.value))
             elif kind is Wait:
-                self._park(conn, cid, outcome)
+                self._park(conn, cid, outcome, size)
             elif kind is Offload:
                 self._start(self._offload, conn, cid, outcome, what)
             else:
@@ -155,9 +157,10 @@ class RequestLoop:
             log.exception("%s failed", what)
 
     # -- the waiter map -----------------------------------------------------------------------------------------
-    def _park(self, conn: Any, cid: int, wait: Wait) -> None:
+    def _park(self, conn: Any, cid: int, wait: Wait, size: int) -> None:
         timer = (wait.until, next(self._seq), None) if wait.until < math.inf else None
-        w = _Waiter(conn, cid, wait, timer)
+        w = _Waiter(conn, cid, wait, timer, size)
+        conn.hold(size)
         if timer is not None:
             timer = w.timer = (wait.until, timer[1], w)
             self._timers.add(timer)
@@ -191,7 +194,8 @@ class RequestLoop:
                 mine.pop(w, None)
                 if not mine:
                     del self._by_conn[w.conn]
-            self._step(w.conn, w.cid, lambda ctx: w.wait.resume(ctx, timed_out), "a parked request")
+            w.conn.release(w.size)
+            self._step(w.conn, w.cid, lambda ctx: w.wait.resume(ctx, timed_out), "a parked request", w.size)
 
         w.conn.when_room(go)
 

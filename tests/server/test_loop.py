@@ -85,6 +85,13 @@ class Conn:
         self.peer = "127.0.0.1:1"
         self.room = True
         self.later: list = []
+        self.held_bytes = 0
+
+    def hold(self, n):
+        self.held_bytes += n
+
+    def release(self, n):
+        self.held_bytes -= n
 
     def send(self, pieces):
         self.sent.append(b"".join(pieces))
@@ -149,10 +156,12 @@ async def test_a_waiter_resumes_when_its_key_is_woken(make, autojump_clock):
     conn = Conn()
     loop.on_frame(conn, b"1:w")
     assert conn.sent == [] and loop.statistics()["waiting"] == 1
+    assert conn.held_bytes == 3  # the parked request's frame counts against the connection's bound
     await trio.sleep(3)
     loop.on_frame(conn, b"2:poke")
     assert conn.sent == [b"2=poked", b"1=woken"]  # the waker's answer, then what it woke
     assert calls == [(pytest.approx(3.0, abs=0.01), False)] and loop.statistics()["waiting"] == 0
+    assert conn.held_bytes == 0
 
 
 async def test_a_waiter_resumes_timed_out_at_its_deadline_in_virtual_time(make, autojump_clock):

@@ -154,3 +154,26 @@ async def test_default_policy_can_be_turned_off(nursery, tmp_path):
     c = await h.connect()
     assert await c.ok("limits_list", {}) == {"policies": []}
     await h.broker.shutdown()
+
+
+async def test_a_client_pipelining_shaped_produces_is_read_only_while_its_held_batches_fit(
+        nursery, tmp_path, autojump_clock):
+    # each held produce keeps its batch in the broker until its delay is over: what one connection may have held
+    # is bounded like its unsent answers, so the broker stops reading it instead of buffering without bound
+    h = await start_harness(nursery, tmp_path / "d", connection_outbox_bytes_max=4 * 1024 * 1024)
+    admin = await h.connect()
+    await admin.ok("create_topic", {"name": "t"})
+    await admin.ok("limits_set", {"policy": {**POLICY, "unit": "bytes", "mode": "shape",
+                                             "params": {"rate": 1_000_000, "burst": 1_000_000, "queue": 10**12}}})
+    app = await hello_as(h, "app-1")
+    big = encode_batch([(1_700_000_000_000, None, b"x" * 500_000, None)])
+    for _ in range(40):  # 20 MB of batches that, shaped at 1 MB/s, would be held for 20 s in all
+        await app.send("produce", {"topic": "t", "partition": 0, "batch": big})
+    await trio.testing.wait_all_tasks_blocked()
+    [conn] = [c for c in h.broker.connections if c.session.client_id == "app-1"]
+    assert 4 * 1024 * 1024 <= conn.held_bytes < 4 * 1024 * 1024 + len(big) + 1024
+    assert conn.frames < 14  # hello, 2 in the burst, then only as many as the bound holds
+    for _ in range(40):  # as held batches are appended, the rest are read: nothing is lost
+        _, code, answer = await app.receive()
+        assert code == 0
+    assert conn.held_bytes == 0
