@@ -167,14 +167,21 @@ class RequestSchema:
 def to_plain(value: Any) -> Any:
     """An answer as plain values: a dataclass is a map of its fields (``x_s`` becomes ``x_ms``, integer), a
     NamedTuple or tuple an array, an Enum its lowercase name; bytes and memoryviews are left as they are."""
-    if dataclasses.is_dataclass(value):
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    fields = _FIELDS.get(kind)
+    if fields is None and dataclasses.is_dataclass(value):
+        fields = _FIELDS[kind] = tuple((f.name, _wire_name(f.name), f.name.endswith("_s"))
+                                       for f in dataclasses.fields(value))
+    if fields is not None:
         out = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if f.name.endswith("_s"):
-                out[_wire_name(f.name)] = None if v is None else round(v * 1000)
+        for name, wire, seconds in fields:
+            v = getattr(value, name)
+            if seconds:
+                out[wire] = None if v is None else round(v * 1000)
             else:
-                out[f.name] = to_plain(v)
+                out[wire] = v if type(v) in _SCALARS else to_plain(v)
         return out
     if isinstance(value, (list, tuple)):
         return [to_plain(v) for v in value]
@@ -183,6 +190,10 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.name.lower()
     return value
+
+
+_SCALARS = frozenset({int, str, bytes, bool, float, type(None), memoryview, bytearray})
+_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}  # answer class -> (field, wire name, seconds?)
 
 
 __all__ = ["RequestSchema", "to_plain"]
