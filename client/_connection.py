@@ -36,6 +36,7 @@ class Connection:
         self._slots: dict[int, _Slot] = {}
         self._out: list[bytes] = []
         self._wake_writer = anyio.Event()
+        self._sending = False  # a task is writing _out (the writer, or a requester writing its own request)
         self.closed = False
         self.close_reason = ""
         self.closed_event = anyio.Event()
@@ -83,19 +84,40 @@ class Connection:
         cid, data = self.protocol.request(api, body)
         return cid, self._queue(cid, data)
 
+    async def send_queued(self) -> None:
+        """Write what ``begin`` queued from this task, now, instead of handing it to the writer task (one task
+        switch less on every request's path); a write already in progress takes it along instead."""
+        if self._sending or not self._out:
+            return
+        self._sending = True
+        try:
+            with anyio.CancelScope(shield=True):  # a request is never left half written
+                while self._out and not self.closed:
+                    out = self._out
+                    self._out = []
+                    await self._stream.send(b"".join(out) if len(out) > 1 else out[0])
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+            with anyio.CancelScope(shield=True):
+                await self.aclose(f"write failed: {exc}")
+        finally:
+            self._sending = False
+
     async def finish(self, begun: tuple[int, "_Slot"], timeout_s: float) -> Any:
         """Wait for the answer of a ``begin``; raises as ``request``."""
         cid, slot = begun
         return (await self._wait(cid, slot, timeout_s)).result()
 
-    def _queue(self, cid: int, data: bytes) -> "_Slot":
+    def _queue(self, cid: int, data: bytes, wake: bool = True) -> "_Slot":
         slot = self._slots[cid] = _Slot()
         self._out.append(data)
-        self._wake_writer.set()
+        if wake:
+            self._wake_writer.set()
         return slot
 
     async def _exchange(self, cid: int, data: bytes, timeout_s: float) -> Response:
-        return await self._wait(cid, self._queue(cid, data), timeout_s)
+        slot = self._queue(cid, data, wake=False)
+        await self.send_queued()
+        return await self._wait(cid, slot, timeout_s)
 
     async def _wait(self, cid: int, slot: "_Slot", timeout_s: float) -> Response:
         try:
@@ -134,17 +156,10 @@ class Connection:
                 await self.aclose(reason)
 
     async def _writer(self) -> None:
-        try:
-            while not self.closed:
-                await self._wake_writer.wait()
-                self._wake_writer = anyio.Event()
-                if self._out:
-                    data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-                    self._out = []
-                    await self._stream.send(data)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
-            with anyio.CancelScope(shield=True):
-                await self.aclose(f"write failed: {exc}")
+        while not self.closed:
+            await self._wake_writer.wait()
+            self._wake_writer = anyio.Event()
+            await self.send_queued()
 
     async def aclose(self, reason: str = "closed by the client") -> None:
         """Close the socket and fail every waiting request with a retriable ConnectionClosedError."""
