@@ -1,4 +1,4 @@
-# `python -m bench`: the same command line as `millpond bench`.
+# `python -m millpond.bench`: the same command line as `millpond bench`.
 import sys
 
 from millpond.bench.cli import main

@@ -1,13 +1,17 @@
-# The command line of `millpond bench` and `python -m bench`: options -> Params, a profile -> steps, steps run
-# against each target (one broker per fsync mode and repeat; millpond and the peers interleaved, A B A B, so drift
-# hits all alike), then the table, JSON, charts or bench/RESULTS.md. Owns the run order, which targets run and the
-# exit codes (0 ok, 1 aborted run, 2 bad usage); must not know how a workload measures or a broker is driven.
+# The command line of `millpond bench` and `python -m millpond.bench`: options -> Params, a profile -> steps, steps
+# run against each target (one broker per fsync mode and repeat; millpond and the peers interleaved, A B A B, so drift
+# hits all alike; this tree and other millpond revisions (`--against REV`) alternate step by step, their brokers
+# up side by side), then the table, JSON, charts or bench/RESULTS.md. Owns the run order, which targets run and
+# the exit codes (0 ok, 1 aborted run, 2 bad usage); must not know how a workload measures or a broker is driven.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import os
 import sys
+from dataclasses import replace
 from typing import Any, Callable
 
 from pathlib import Path
@@ -19,12 +23,13 @@ from millpond.bench.progress import Progress
 
 PROFILES = ("quick", "full", "compare", "results")
 WORKLOADS = tuple(workloads.WORKLOADS) + ("limits",)  # limits: its own report (bench/limits_workload.py)
-DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0, "group_consume": 3.0, "rebalance": 3.0,
-                      "soak": 20.0}
+ALIASES = {"send-await": "send_await"}
+DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0, "send_await": 3.0, "group_consume": 3.0,
+                      "rebalance": 3.0, "soak": 20.0}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", nargs="?", default="quick", choices=PROFILES + WORKLOADS,
+    p.add_argument("workload", nargs="?", default="quick", choices=PROFILES + WORKLOADS + tuple(ALIASES),
                    help="quick (default, about 30 s); full (every workload, installed peers included); compare "
                         "(millpond and --peers on the shared workloads); results (full, --repeat 3, written to "
                         "bench/RESULTS.md); or one workload: " + ", ".join(WORKLOADS))
@@ -32,22 +37,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="value size in bytes (profiles: 100 and 1024; single workloads: 100)")
     p.add_argument("--count", type=int, metavar="N", help="records per run (wins over --duration-s)")
     p.add_argument("--duration-s", type=float, metavar="S",
-                   help="seconds of sending per run (default: produce/consume 3, e2e 5, soak 20, at most "
-                        f"{soak.DURATION_S_MAX:g})")
+                   help="seconds of sending per run (default: produce/consume/send_await 3, e2e 5, soak 20, at "
+                        f"most {soak.DURATION_S_MAX:g})")
     p.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
     p.add_argument("--producers", type=int, default=1, help="producer processes for produce (default 1)")
     p.add_argument("--batch-bytes", type=int, metavar="B", help="producer batch size in bytes (default: client's)")
     p.add_argument("--linger-s", type=float, metavar="S",
                    help="producer linger in seconds (default: client's; e2e: 0)")
-    p.add_argument("--fsync", choices=FSYNC_MODES,
-                   help="broker durability mode (default always; full: always and never)")
+    p.add_argument("--fsync", metavar="MODES",
+                   help="broker durability mode, or several comma-separated, each run in turn: "
+                        f"{', '.join(FSYNC_MODES)} (default always; full and results: always,never)")
     p.add_argument("--rate", type=int, default=5000, metavar="R",
                    help="e2e and soak send rate, records/s (default 5000)")
     p.add_argument("--warmup-s", type=float, default=0.5, metavar="S",
                    help="unmeasured warm-up before each run, seconds (default 0.5)")
     p.add_argument("--payload-file", metavar="PATH", help="use this file's lines as the records")
     p.add_argument("--broker", metavar="HOST:PORT", help="use a running broker instead of starting one")
-    p.add_argument("--target", default="millpond", help=f"what to measure: {', '.join(targets.TARGETS)}")
+    p.add_argument("--target", default="millpond",
+                   help=f"what to measure: {', '.join(targets.TARGETS)}, or millpond@REV (millpond at a git "
+                        "revision of this checkout); comma-separated for several")
+    p.add_argument("--against", metavar="REVS",
+                   help="also run millpond at these git revisions (comma-separated, e.g. 5f7039c or HEAD~3) beside "
+                        "this tree, alternating step by step, each with its own broker and its client in child "
+                        "processes (unpacked with git archive; older layouts with top-level broker/client/bench "
+                        "packages work too); this tree then also runs hosted the same way (millpond@worktree) and "
+                        "the table gets the ratio this tree / revision of each figure, like with like")
     p.add_argument("--peers", metavar="LIST",
                    help=f"peers to run beside millpond, comma-separated: {', '.join(targets.PEERS)} (redis = with "
                         "and without AOF), or none (compare, full and results: every peer; one not installed is "
@@ -65,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION)
+    p = argparse.ArgumentParser(prog="python -m millpond.bench", description=DESCRIPTION)
     add_arguments(p)
     return p
 
@@ -81,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.workload = ALIASES.get(args.workload, args.workload)
     problem = _usage_problem(args)
     if problem:
         print(f"millpond bench: {problem}", file=sys.stderr)
@@ -107,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows = execute(steps, available, repeat, progress, skipped)
         extra = {name: _own_report(name, args) for name in reports}
-    except (workloads.BenchAborted, PayloadError) as exc:
+    except (workloads.BenchAborted, PayloadError, targets.TargetFailed) as exc:
         print(f"\nmillpond bench: ABORTED, no figures reported: {exc}", file=sys.stderr)
         return 1
     summary = report.summarize(rows)
@@ -129,21 +144,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plan(args: argparse.Namespace) -> tuple[list[profiles.Step], tuple[str, ...]]:
-    """What a command line runs: its steps, and the workloads with a report of their own run after them."""
+    """What a command line runs: its steps (for each fsync mode in turn), and the workloads with a report of their
+    own run after them."""
+    modes = fsync_modes(args.fsync)
     base = Params(
         record_bytes=args.record_bytes or 100, count=args.count, duration_s=args.duration_s,
         partitions=args.partitions, producers=args.producers, batch_bytes=args.batch_bytes, linger_s=args.linger_s,
-        fsync=args.fsync or "always", payload_file=args.payload_file, rate_per_s=args.rate, warmup_s=args.warmup_s,
-        broker=args.broker)
-    if args.workload == "quick":
-        return profiles.quick(base), ()
+        fsync=modes[0] if modes else "always", payload_file=args.payload_file, rate_per_s=args.rate,
+        warmup_s=args.warmup_s, broker=args.broker)
     if args.workload in ("full", "results"):
-        return profiles.full(base, (args.fsync,) if args.fsync else ("always", "never")), profiles.FULL_REPORTS
-    if args.workload == "compare":
-        return profiles.compare(base), ()
-    if base.duration_s is None:
-        base = workloads.with_defaults(base, duration_s=DEFAULT_DURATION_S[args.workload])
-    return profiles.single(args.workload, base), ()
+        return profiles.full(base, modes or ("always", "never")), profiles.FULL_REPORTS
+    if args.workload == "quick":
+        make = profiles.quick
+    elif args.workload == "compare":
+        make = profiles.compare
+    else:
+        if base.duration_s is None:
+            base = workloads.with_defaults(base, duration_s=DEFAULT_DURATION_S[args.workload])
+        workload = args.workload
+        make = lambda b: profiles.single(workload, b)  # noqa: E731
+    return [s for mode in modes or ("always",) for s in make(replace(base, fsync=mode))], ()
+
+
+def fsync_modes(text: str | None) -> tuple[str, ...]:
+    """``--fsync always,never`` -> ('always', 'never'); () when not given."""
+    return tuple(dict.fromkeys(_split_names(text or "")))
 
 
 def _own_report(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -166,11 +191,18 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def target_names(args: argparse.Namespace) -> list[str]:
-    """--target, then the peers: --peers, or every peer for compare, full and results; ``--peers none``: none."""
-    names = [n.strip() for n in args.target.split(",") if n.strip()]
+    """--target, then the revisions of --against (as ``millpond@<short commit>``), then the peers: --peers, or
+    every peer for compare, full and results; ``--peers none``: none. With millpond and a revision, this tree also
+    runs hosted like a revision (``millpond@worktree``): the revision is compared with that, like with like."""
+    names = [_revision_label(n) for n in _split_names(args.target)]
+    names += [t for t in (_revision_label(targets.REVISION_PREFIX + r) for r in _split_names(args.against or ""))
+              if t not in names]
+    worktree = targets.REVISION_PREFIX + "worktree"
+    if "millpond" in names and worktree not in names and any(targets.is_millpond(n) for n in names[1:]):
+        names.insert(names.index("millpond") + 1, worktree)
     peers = args.peers
     if peers is None and args.workload in ("compare", "full", "results"):
-        peers = ",".join(targets.PEERS)
+        peers = ",".join(n for n in targets.PEERS if n not in targets.OPT_IN_PEERS)
     if peers and peers != "none":
         names += [t for t in targets.peer_targets(_split_names(peers)) if t not in names]
     return names
@@ -185,7 +217,7 @@ def available_targets(names: list[str], steps: list[profiles.Step], skipped: dic
         unsupported = getattr(target, "unsupported", lambda p: None)
         mine = _steps_for(name, steps)
         why = (target.missing() or next(filter(None, (unsupported(s.params) for s in mine)), None)
-               or (None if mine else _millpond_only_reason(steps)))
+               or (None if mine else _not_run_reason(name, steps)))
         if why:
             _skip(name, why, skipped, note)
         else:
@@ -196,42 +228,107 @@ def available_targets(names: list[str], steps: list[profiles.Step], skipped: dic
 def execute(steps: list[profiles.Step], target_names: list[str], repeat: int, progress: Progress,
             skipped: dict[str, str] | None = None) -> list[dict]:
     """Run every step ``repeat`` times against each target, interleaved: per repeat and fsync mode, millpond then
-    each peer, one server each. A peer's durability is its own, so it runs each distinct step once per repeat
-    (not once per millpond fsync mode). A peer that will not start is skipped with a line, from then on."""
+    each peer, one server each. This tree and millpond revisions (``millpond@REV``) have their brokers up side by
+    side and take turns step by step (a produce with the consume that reads it being one turn), the order turning
+    with each step and repeat, so both meet the same moment of a noisy machine. A peer's durability is its own, so
+    it runs each distinct step once per repeat (not once per millpond fsync mode). A target that will not start
+    is skipped with a line, from then on."""
     rows: list[dict[str, Any]] = []
     skipped = {} if skipped is None else skipped
     about: dict[str, dict[str, str]] = {}
-    for _ in range(repeat):
+    ours = [n for n in target_names if targets.is_millpond(n)]
+    for r in range(repeat):
         peer_done: set[tuple[str, str]] = set()
         for mode, group in itertools.groupby(steps, key=lambda s: s.params.fsync):
             group = list(group)
+            if ours:
+                rows += _alternate(ours, mode, group, r, progress, skipped, about)
             for name in target_names:
-                if name in skipped:
+                if targets.is_millpond(name) or name in skipped or not _ready(name, skipped, progress):
                     continue
                 target = targets.get(name)
-                why = target.missing()
-                if why:
-                    _skip(name, why, skipped, progress.note)
-                    continue
-                todo = group if name == "millpond" else [s for s in _steps_for(name, group)
-                                                         if (name, s.label(False)) not in peer_done]
+                todo = [s for s in _steps_for(name, group) if (name, s.label(False)) not in peer_done]
                 if not todo:
                     continue
-                if name not in about:
-                    about[name] = getattr(target, "describe", dict)()
+                about.setdefault(name, getattr(target, "describe", dict)())
                 try:
-                    with target.server(mode, group[0].params.broker if name == "millpond" else None) as server:
+                    with target.server(mode, None) as server:
                         filled = None
                         for step in todo:
-                            label = step.label(name == "millpond")
-                            progress.step(f"{name} {label}")
-                            figs, filled = _run_step(target, server, step, progress, filled)
-                            progress.done(_summary_line(figs))
+                            figs, filled = _measure(name, target, server, step, progress, filled)
                             rows.append(_row(name, step, server.fsync, figs, about[name]))
                             peer_done.add((name, step.label(False)))
                 except targets.PeerUnavailable as exc:
                     _skip(name, str(exc), skipped, progress.note)
     return rows
+
+
+def _alternate(names: list[str], mode: str, group: list[profiles.Step], turn: int, progress: Progress,
+               skipped: dict[str, str], about: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Millpond targets (this tree, revisions) at one fsync mode: a broker each, all up at once; each unit of steps
+    (a step and the steps that read what it left) runs on each target in turn, starting with a different target
+    at each unit and repeat (A B, B A, ...)."""
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Any] = {}
+        for name in names:
+            if name in skipped or not _ready(name, skipped, progress):
+                continue
+            target = targets.get(name)
+            about.setdefault(name, getattr(target, "describe", dict)())
+            try:
+                address = group[0].params.broker if name == "millpond" else None
+                servers[name] = (target, stack.enter_context(target.server(mode, address)))
+            except targets.PeerUnavailable as exc:
+                _skip(name, str(exc), skipped, progress.note)
+        live = list(servers)
+        mine = {name: {id(s) for s in _steps_for(name, group)} for name in live}
+        for k, unit in enumerate(_units(group)):
+            shift = (turn + k) % len(live) if live else 0
+            for name in live[shift:] + live[:shift]:
+                target, server = servers[name]
+                filled = None
+                for step in unit:
+                    if id(step) in mine[name]:
+                        figs, filled = _measure(name, target, server, step, progress, filled)
+                        rows.append(_row(name, step, server.fsync, figs, about[name]))
+    return rows
+
+
+def settle() -> None:
+    """Before each step: write back every dirty page (sync(2)), so that no step pays for the writeback of what an
+    earlier step (another target's, as like as not) left in the page cache. Without it, on a 2-core machine, the
+    step after a large produce ran up to 2x slower than the same step after a small one."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
+def _units(steps: list[profiles.Step]) -> list[list[profiles.Step]]:
+    """Steps in turns: each step with the steps right after it that read what it left (``reads_previous``)."""
+    out: list[list[profiles.Step]] = []
+    for s in steps:
+        if s.reads_previous and out:
+            out[-1].append(s)
+        else:
+            out.append([s])
+    return out
+
+
+def _ready(name: str, skipped: dict[str, str], progress: Progress) -> bool:
+    """Whether ``name`` can run here now; if not, it is skipped with a line (from then on)."""
+    why = targets.get(name).missing()
+    if why:
+        _skip(name, why, skipped, progress.note)
+    return not why
+
+
+def _measure(name: str, target: Any, server: Any, step: profiles.Step, progress: Progress,
+             filled: workloads.Filled | None) -> tuple[dict, workloads.Filled | None]:
+    progress.step(f"{name} {step.label(targets.is_millpond(name))}")
+    settle()
+    figs, filled = _run_step(target, server, step, progress, filled)
+    progress.done(_summary_line(figs))
+    return figs, filled
 
 
 def _skip(name: str, why: str, skipped: dict[str, str], note: Callable[[str], None]) -> None:
@@ -240,19 +337,41 @@ def _skip(name: str, why: str, skipped: dict[str, str], note: Callable[[str], No
 
 
 def _steps_for(name: str, steps: list[profiles.Step]) -> list[profiles.Step]:
-    """The steps ``name`` runs: all for millpond; for a peer each distinct step once, none millpond's only."""
+    """The steps ``name`` runs: all for this tree's millpond; for a revision all but millpond-only ones; for a peer
+    each distinct step once, none millpond's only; none a target has no loop for (e.g. send_await)."""
     if name == "millpond":
         return steps
+    target = targets.get(name)
+    mine = [s for s in steps if s.workload not in workloads.MILLPOND_ONLY
+            and all(hasattr(target, m) for m in workloads.TARGET_METHODS.get(s.workload, ()))]
+    if targets.is_millpond(name):
+        return mine
     seen: dict[str, profiles.Step] = {}
-    for s in steps:
-        if s.workload not in workloads.MILLPOND_ONLY:
-            seen.setdefault(s.label(False), s)
+    for s in mine:
+        seen.setdefault(s.label(False), s)
     return list(seen.values())
 
 
-def _millpond_only_reason(steps: list[profiles.Step]) -> str:
-    workload = next(s.workload for s in steps if s.workload in workloads.MILLPOND_ONLY)
-    return f"{workload}: {workloads.MILLPOND_ONLY[workload]}"
+def _not_run_reason(name: str, steps: list[profiles.Step]) -> str:
+    """Why ``name`` runs none of ``steps``."""
+    workload = next((s.workload for s in steps if s.workload in workloads.MILLPOND_ONLY), None)
+    if workload is not None and targets.is_millpond(name):
+        return f"{workload}: runs against this tree's millpond only"
+    if workload is not None:
+        return f"{workload}: {workloads.MILLPOND_ONLY[workload]}"
+    return f"{steps[0].workload}: no {steps[0].workload} loop for {name}" if steps else "nothing to run"
+
+
+def _revision_label(name: str) -> str:
+    """``millpond@HEAD~1`` -> ``millpond@<short commit>`` (unchanged if git cannot say: the run then skips it)."""
+    if not name.startswith(targets.REVISION_PREFIX):
+        return name
+    from millpond.bench.targets import revision
+
+    try:
+        return revision.label(name[len(targets.REVISION_PREFIX):])
+    except revision.RevisionError:
+        return name
 
 
 def _split_names(text: str) -> list[str]:
@@ -287,11 +406,12 @@ def _run_step(target: Any, server: Any, step: profiles.Step, progress: Progress,
 def _row(target: str, step: profiles.Step, fsync: str, figs: dict, about: dict[str, str] | None = None
          ) -> dict[str, Any]:
     p = step.params
-    return {"target": target, "step": f"{target} {step.label(target == 'millpond')}", "workload": step.workload,
+    return {"target": target, "step": f"{target} {step.label(targets.is_millpond(target))}", "workload": step.workload,
             "record": "file lines" if p.payload_file else f"{p.record_bytes:,} B",
             "record_bytes": None if p.payload_file else p.record_bytes, "payload_file": p.payload_file,
             "fsync": fsync, "partitions": p.partitions, "producers": p.producers if step.workload == "produce" else 1,
-            "rate_per_s": p.rate_per_s if step.workload in ("e2e", "soak") else None, "about": about or {},
+            "rate_per_s": p.rate_per_s if step.workload in profiles.RATED else None, "about": about or {},
+            "revision": target[len(targets.REVISION_PREFIX):] if target.startswith(targets.REVISION_PREFIX) else None,
             "figures": figs}
 
 
@@ -308,9 +428,16 @@ def _summary_line(f: dict) -> str:
 
 
 def _usage_problem(a: argparse.Namespace) -> str:
-    bad = [n for n in a.target.split(",") if n.strip() and n.strip() not in targets.TARGETS]
+    bad = [n for n in _split_names(a.target) if n not in targets.TARGETS and not n.startswith(targets.REVISION_PREFIX)]
     if bad:
-        return f"unknown target {bad[0]!r}; known: {', '.join(targets.TARGETS)}"
+        return f"unknown target {bad[0]!r}; known: {', '.join(targets.TARGETS)}, millpond@REV"
+    bad = [m for m in fsync_modes(a.fsync) if m not in FSYNC_MODES]
+    if bad or (a.fsync is not None and not fsync_modes(a.fsync)):
+        return f"--fsync: unknown mode {(bad or [a.fsync])[0]!r}; known: {', '.join(FSYNC_MODES)}"
+    if a.workload == "limits" and len(fsync_modes(a.fsync)) > 1:
+        return "limits runs at one --fsync mode"
+    if a.against is not None and not _split_names(a.against):
+        return "--against: name a git revision, e.g. --against HEAD~1"
     bad = [n for n in _split_names(a.peers or "") if n not in targets.PEERS and a.peers != "none"]
     if bad:
         return f"unknown peer {bad[0]!r}; known: {', '.join(targets.PEERS)}, none"

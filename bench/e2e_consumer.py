@@ -1,6 +1,6 @@
 # The consumer side of the e2e workload, in its own process (its own GIL and core, like a real consumer):
-# `python -m bench.e2e_consumer '<json>'`. Prints "ready" once positioned, then one JSON line with its outcome.
-# Knows the target interface and the plan, nothing of how figures are summarised.
+# `python -m millpond.bench.e2e_consumer '<json>'`. Prints "ready" once positioned, then one JSON line with its
+# outcome. Knows the target interface and the plan, nothing of how figures are summarised.
 from __future__ import annotations
 
 import json

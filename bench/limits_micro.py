@@ -1,7 +1,8 @@
 # Micro-benchmark of the pure limiter core (broker.core.limits): nanoseconds per admission check for each
 # algorithm and for the policy layer the server calls, and memory per 100,000 tracked keys (tracemalloc).
 # In-process and synchronous, unlike the other workloads: it measures the core's own cost, so it imports the core
-# directly; it must not know about the server, the client or any target. Run: python -m bench.limits_micro [--json]
+# directly; it must not know about the server, the client or any target.
+# Run: python -m millpond.bench.limits_micro [--json]
 from __future__ import annotations
 
 import argparse
@@ -131,7 +132,7 @@ def run(*, checks: int = 50_000, keys: int = 100_000, repeat: int = 15) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.limits_micro", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m millpond.bench.limits_micro", description=__doc__)
     parser.add_argument("--checks", type=int, default=50_000, help="checks per timed run")
     parser.add_argument("--keys", type=int, default=100_000, help="tracked keys for the memory figure")
     parser.add_argument("--repeat", type=int, default=15, help="timed runs; the fastest is reported")

@@ -1,10 +1,13 @@
 # `--plot DIR`: PNG charts of a run's summary with matplotlib (the optional `plot` extra): throughput per workload
-# (records/s, median with a min-max bar, one bar per target and durability) and the latency percentiles of the e2e
-# and produce runs. Must not know how anything was measured; imports matplotlib only when asked to draw.
+# (records/s, median with a min-max bar, one bar per target and durability) and the latency percentiles of the
+# e2e, produce and send_await runs. Must not know how anything was measured; imports matplotlib only when asked to
+# draw.
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from millpond.bench import report
 
 PERCENTILES = (("p50", "p50_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms"), ("max", "max_ms"))
 
@@ -20,7 +23,7 @@ def write(summary: list[dict[str, Any]], directory: Path) -> list[Path]:
     throughput = [g for g in summary if g["workload"] in ("produce", "consume") and g["records_per_s"]["median"]]
     if throughput:
         out.append(_throughput(plt, throughput, directory / "throughput.png"))
-    for workload in ("e2e", "produce"):
+    for workload in ("e2e", "produce", "send_await"):
         rows = [g for g in summary if g["workload"] == workload and g["p50_ms"]["median"] is not None]
         if rows:
             out.append(_latency(plt, rows, workload, directory / f"latency-{workload}.png"))
@@ -28,7 +31,7 @@ def write(summary: list[dict[str, Any]], directory: Path) -> list[Path]:
 
 
 def _series(g: dict[str, Any]) -> str:
-    return f"{g['target']} ({'fsync=' + g['fsync'] if g['target'] == 'millpond' else g['fsync']})"
+    return f"{g['target']} ({g['fsync'] if report.is_peer(g) else 'fsync=' + g['fsync']})"
 
 
 def _throughput(plt: Any, rows: list[dict[str, Any]], path: Path) -> Path:
@@ -64,7 +67,8 @@ def _latency(plt: Any, rows: list[dict[str, Any]], workload: str, path: Path) ->
         ax.plot([p for p, _ in PERCENTILES], ys, marker="o", label=f"{_series(g)} {g['record']}")
     ax.set_yscale("log")
     ax.set_ylabel("latency, ms (median over repeats)")
-    kind = "end-to-end, open loop" if workload == "e2e" else "produce ack, sampled"
+    kind = {"e2e": "end-to-end, open loop", "send_await": "awaited single-record send"}.get(
+        workload, "produce ack, sampled")
     rate = next((g.get("rate_per_s") for g in rows if g.get("rate_per_s")), None)
     ax.set_title(f"Latency percentiles ({kind}{f' at {rate:,}/s' if rate else ''})")
     ax.legend(fontsize="small")

@@ -1,9 +1,9 @@
 # Named runs: which workloads, at which sizes and fsync modes. `quick` is the README's main job (about 30 s),
-# `full` every workload: produce, consume and e2e at 100 B and 1 KiB for fsync always and never, then the consumer
-# group ones and a short soak (the `limits` workload, which has its own report, is added by the command line),
-# `compare` the workloads the peers share
-# (produce, consume, e2e at 100 B and 1 KiB) at one fsync mode. Which targets run is the command line's business.
-# Must not know how a workload is measured.
+# `full` every workload: produce, consume and e2e at 100 B and 1 KiB and the awaited single-record send at 100 B,
+# for fsync always and never, then the consumer group ones and a short soak (the `limits` workload, which has its
+# own report, is added by the command line), `compare` the workloads the peers share (the same ones but groups and
+# soak) at each fsync mode asked for. Which targets run is the command line's business. Must not know how a
+# workload is measured.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from millpond.bench.plans import Params
 
 SIZES = (100, 1024)
+RATED = ("e2e", "soak")  # workloads that send at a fixed rate (part of their label)
 FULL_SOAK_S = 10.0
 # workloads with a report of their own (not steps) that `full` and `results` run after their steps
 FULL_REPORTS = ("limits",)
@@ -28,14 +29,15 @@ class Step:
         """``produce 100 B fsync=always``; without the fsync part for a peer, whose durability is its own."""
         p = self.params
         size = "file" if p.payload_file else f"{p.record_bytes:,} B"
-        rate = f" @{p.rate_per_s:,}/s" if self.workload in ("e2e", "soak") else ""
+        rate = f" @{p.rate_per_s:,}/s" if self.workload in RATED else ""
         return f"{self.workload} {size}{rate}" + (f" fsync={p.fsync}" if fsync else "")
 
 
 def quick(base: Params) -> list[Step]:
-    """Produce then consume at 100 B and 1 KiB, then e2e latency at the base rate (5,000/s), one fsync mode."""
+    """Produce then consume at 100 B and 1 KiB, e2e latency at the base rate (5,000/s), then a short awaited
+    single-record send, one fsync mode."""
     base = replace(base, fsync=base.fsync or "always")
-    return _throughput_and_latency(base, duration_s=3.0, e2e_s=5.0)
+    return _throughput_and_latency(base, duration_s=3.0, e2e_s=5.0, send_s=2.0)
 
 
 def full(base: Params, modes: tuple[str, ...] = ("always", "never")) -> list[Step]:
@@ -44,16 +46,18 @@ def full(base: Params, modes: tuple[str, ...] = ("always", "never")) -> list[Ste
     is started per run of steps with one fsync mode)."""
     steps: list[Step] = []
     for k, mode in enumerate(modes):
-        steps += _throughput_and_latency(replace(base, fsync=mode), duration_s=4.0, e2e_s=5.0, e2e_sizes=SIZES)
+        steps += _throughput_and_latency(replace(base, fsync=mode), duration_s=4.0, e2e_s=5.0, e2e_sizes=SIZES,
+                                         send_s=3.0)
         if k == 0:
             steps += groups(replace(base, fsync=mode))
     return steps + [Step("soak", replace(base, fsync=modes[0], duration_s=FULL_SOAK_S))]
 
 
 def compare(base: Params) -> list[Step]:
-    """What millpond and the peers share: produce then consume, and e2e latency, at 100 B and 1 KiB."""
+    """What millpond and the peers share: produce then consume, and e2e latency, at 100 B and 1 KiB; the awaited
+    single-record send at 100 B."""
     base = replace(base, fsync=base.fsync or "always")
-    return _throughput_and_latency(base, duration_s=3.0, e2e_s=5.0, e2e_sizes=SIZES)
+    return _throughput_and_latency(base, duration_s=3.0, e2e_s=5.0, e2e_sizes=SIZES, send_s=3.0)
 
 
 def single(workload: str, base: Params) -> list[Step]:
@@ -70,7 +74,7 @@ def groups(base: Params) -> list[Step]:
 
 
 def _throughput_and_latency(base: Params, *, duration_s: float, e2e_s: float,
-                            e2e_sizes: tuple[int, ...] = (100,)) -> list[Step]:
+                            e2e_sizes: tuple[int, ...] = (100,), send_s: float) -> list[Step]:
     steps = []
     sizes = (base.record_bytes,) if base.payload_file else SIZES
     for size in sizes:
@@ -79,4 +83,6 @@ def _throughput_and_latency(base: Params, *, duration_s: float, e2e_s: float,
         steps.append(Step("consume", p, reads_previous=True))
     for size in ((base.record_bytes,) if base.payload_file else e2e_sizes):
         steps.append(Step("e2e", replace(base, record_bytes=size, duration_s=base.duration_s or e2e_s)))
+    size = base.record_bytes if base.payload_file else SIZES[0]
+    steps.append(Step("send_await", replace(base, record_bytes=size, duration_s=base.duration_s or send_s)))
     return steps

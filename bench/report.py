@@ -1,7 +1,8 @@
 # Turning results into the terminal table and the JSON document: median and min-max over repeats, the machine
 # and fsync mode (and each peer's durability) above the table, the ratio millpond/peer for each figure of each
-# peer measured in the run, reference figures from peers.md labelled as such, the goals checked. Must not know how
-# anything was measured.
+# peer measured in the run, the ratio this tree / revision for each figure of a millpond revision measured beside
+# it (`--against REV`) at the same fsync mode, reference figures from peers.md labelled as such, the goals checked.
+# Must not know how anything was measured.
 from __future__ import annotations
 
 from typing import Any
@@ -22,6 +23,24 @@ FSYNC_MEANING = {
 RATIO_FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms")
 RATIO_MEANING = ("millpond / peer, median over median: for records/s and MB/s > 1 means millpond is faster; "
                  "for latency < 1 means millpond's is lower")
+REVISION_MEANING = ("this tree / millpond revision at the same fsync mode, run side by side step by step, median over "
+                    "median (in brackets: the range of the per-repeat ratios): records/s > 1 means this tree is "
+                    "faster; latency < 1 means this tree's is lower. \"this tree\" is millpond@worktree where the "
+                    "run has it (this tree hosted like a revision, client and broker in child processes); its own "
+                    "row against millpond (hosted in the bench process) is the A/A check of that hosting")
+WORKTREE = "worktree"  # the revision name of this tree hosted like a revision (bench.targets.revision)
+LATENCY_MEANING = ("latency: produce = send() to ack seen by the producer (sampled, 1 in 64); e2e = send() to receipt "
+                   "in a consumer process (HDR, every record); send_await = one awaited send (or one peer command "
+                   "round trip), call to ack (HDR, every send); consume has none.")
+
+
+def is_revision(g: dict[str, Any]) -> bool:
+    """A row of millpond at another git revision (``millpond@REV``), measured beside this tree's."""
+    return bool(g.get("revision"))
+
+
+def is_peer(g: dict[str, Any]) -> bool:
+    return g["target"] != "millpond" and not is_revision(g)
 
 
 def match_key(g: dict[str, Any]) -> tuple:
@@ -34,7 +53,7 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (peer row, millpond row of the same measurement): ``{figure: millpond/peer or None}``."""
     out = []
     ours = [g for g in summary if g["target"] == "millpond"]
-    for peer in (g for g in summary if g["target"] != "millpond"):
+    for peer in filter(is_peer, summary):
         for m in (g for g in ours if match_key(g) == match_key(peer)):
             entry: dict[str, Any] = {"workload": peer["workload"], "record": peer["record"],
                                      "rate_per_s": peer.get("rate_per_s"), "millpond_step": m["step"],
@@ -47,12 +66,44 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def revision_ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (revision row, this tree's row of the same measurement at the same fsync mode): ``{figure:
+    this tree / revision, median over median or None}``, and ``{figure}_range``: the lowest and highest ratio of
+    the repeats paired in run order (each pair measured next to each other), or None. This tree's row is the one
+    hosted like the revision (``millpond@worktree``: client and broker in child processes) where the run has it,
+    else ``millpond``; the worktree row itself is compared with ``millpond`` (the A/A check of that hosting)."""
+    out = []
+    for rev in filter(is_revision, summary):
+        same = [g for g in summary if match_key(g) == match_key(rev) and g["fsync"] == rev["fsync"]]
+        hosted = next((g for g in same if g.get("revision") == WORKTREE), None)
+        m = next((g for g in same if g["target"] == "millpond"), None)
+        if rev.get("revision") != WORKTREE and hosted is not None:
+            m = hosted
+        if m is not None:
+            entry: dict[str, Any] = {"workload": rev["workload"], "record": rev["record"],
+                                     "record_bytes": rev.get("record_bytes"), "rate_per_s": rev.get("rate_per_s"),
+                                     "fsync": rev["fsync"], "revision": rev["target"], "this": m["target"],
+                                     "step": m["step"], "revision_step": rev["step"]}
+            for name in RATIO_FIGURES:
+                a, b = m[name]["median"], rev[name]["median"]
+                entry[name] = a / b if a is not None and b else None
+                pairs = [x.get(name) / y.get(name) for x, y in zip(m["repeats"], rev["repeats"])
+                         if x.get(name) is not None and y.get(name)]
+                entry[f"{name}_range"] = [min(pairs), max(pairs)] if pairs else None
+            out.append(entry)
+    return out
+
+
 def ordered(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of the same measurement next to each other (first-seen order), millpond first: easy to compare."""
+    """Rows of the same measurement next to each other (first-seen order): each fsync mode's millpond row with
+    the revision rows of that mode, then the peers: easy to compare."""
     keys: dict[tuple, int] = {}
+    modes: dict[str, int] = {}
     for g in summary:
         keys.setdefault(match_key(g), len(keys))
-    return sorted(summary, key=lambda g: (keys[match_key(g)], g["target"] != "millpond"))
+        modes.setdefault(g["fsync"], len(modes))
+    return sorted(summary, key=lambda g: (keys[match_key(g)], is_peer(g), 0 if is_peer(g) else modes[g["fsync"]],
+                                          is_revision(g)))
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,6 +134,7 @@ def document(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], 
         "machine": mach,
         "results": summary,
         "ratios": ratios(summary),
+        "revision_ratios": revision_ratios(summary),
         "skipped": skipped or {},
         "reference": {
             "source": reference.SOURCE,
@@ -96,7 +148,7 @@ def document(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], 
 
 def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], repeat: int,
           skipped: dict[str, str] | None = None) -> str:
-    modes = sorted({g["fsync"] for g in summary if g["target"] == "millpond"})
+    modes = sorted({g["fsync"] for g in summary if not is_peer(g)})
     lines = [f"millpond bench {profile}: {repeat} repeat(s){', median (min-max)' if repeat > 1 else ''}"
              + (", targets interleaved" if len({g["target"] for g in summary}) > 1 else ""),
              f"machine: {machine.one_line(mach)}"]
@@ -122,9 +174,15 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
                           [[r["workload"] + (f" @{r['rate_per_s']:,}/s" if r["rate_per_s"] else ""), r["record"],
                             f"fsync={r['millpond_fsync']}", f"{r['peer']} ({r['peer_durability']})",
                             *(_ratio(r[n]) for n in RATIO_FIGURES)] for r in ratios(summary)], left=4)
+    if revision_ratios(summary):
+        lines += ["", REVISION_MEANING + ":"]
+        lines += _columns(["workload", "record", "fsync", "this tree", "revision", "records/s", "MB/s", "p50 ms",
+                           "p99 ms"],
+                          [[r["workload"] + (f" @{r['rate_per_s']:,}/s" if r["rate_per_s"] else ""), r["record"],
+                            r["fsync"], r.get("this", "millpond"), r["revision"],
+                            *(ratio_cell(r, n) for n in RATIO_FIGURES)] for r in revision_ratios(summary)], left=5)
     lines.append("")
-    lines.append("latency: produce = send() to ack seen by the producer (sampled, 1 in 64); "
-                 "e2e = send() to receipt in a consumer process (HDR, every record); consume has none.")
+    lines.append(LATENCY_MEANING)
     lines.append("records/s: produce from first send to last ack; consume from the first fetch to the last record; "
                  "e2e = the rate achieved by the open-loop sender; soak = records consumed from the first send to the "
                  "last record consumed.")
@@ -148,17 +206,30 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
 
 
 def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each goal of reference.GOALS checked on the median of each matching row of this tree's millpond, then each
+    of reference.REVISION_GOALS on the ratio this tree / revision of each matching pair of rows."""
     out = []
-    for workload, size, mode, name, op, threshold, text in reference.GOALS:
+    for goal in reference.GOALS:
         for g in summary:
-            if (g["target"] == "millpond" and g["workload"] == workload and g["fsync"] == mode
-                    and (size is None or g.get("record_bytes") == size)
-                    and not g.get("payload_file") and g[name]["median"] is not None):
-                v = g[name]["median"]
-                met = v >= threshold if op == ">=" else v < threshold
-                out.append({"goal": text, "step": g["step"], "figure": name, "value": v, "op": op,
-                            "threshold": threshold, "met": met})
+            if (g["target"] == "millpond" and g["workload"] == goal.workload and g["fsync"] == goal.fsync
+                    and goal.record_bytes in (None, g.get("record_bytes"))
+                    and goal.rate_per_s in (None, g.get("rate_per_s"))
+                    and not g.get("payload_file") and g[goal.figure]["median"] is not None):
+                v = g[goal.figure]["median"]
+                out.append({"goal": goal.text, "step": g["step"], "figure": goal.figure, "value": v, "op": goal.op,
+                            "threshold": goal.threshold, "met": _meets(v, goal.op, goal.threshold)})
+    for workload, size, name, op, threshold, text in reference.REVISION_GOALS:
+        for r in revision_ratios(summary):
+            if (r["workload"] == workload and r.get("record_bytes") == size and r[name] is not None
+                    and r["revision"].partition("@")[2] != WORKTREE):  # the A/A check is no goal
+                out.append({"goal": f"{text}, fsync={r['fsync']}", "step": f"{r['step']} / {r['revision_step']}",
+                            "figure": f"{name} ratio", "value": r[name], "op": op, "threshold": threshold,
+                            "met": _meets(r[name], op, threshold)})
     return out
+
+
+def _meets(value: float, op: str, threshold: float) -> bool:
+    return {">=": value >= threshold, "<": value < threshold, "<=": value <= threshold}[op]
 
 
 def _extra_lines(summary: list[dict[str, Any]]) -> list[str]:
@@ -233,8 +304,11 @@ def durability_lines(summary: list[dict[str, Any]]) -> list[str]:
         about = g.get("about") or {}
         if g["target"] != "millpond" and g["target"] not in seen and about:
             seen.add(g["target"])
-            out.append(f"{g['target']} ({g['fsync']}): {about.get('server', '?')}; {about.get('client', '?')}; "
-                       f"{about.get('durability', '?')}")
+            if is_revision(g):  # its durability is its fsync mode, in each row
+                out.append(f"{g['target']}: {about.get('server', '?')}; {about.get('client', '?')}")
+            else:
+                out.append(f"{g['target']} ({g['fsync']}): {about.get('server', '?')}; {about.get('client', '?')}; "
+                           f"{about.get('durability', '?')}")
     return out
 
 
@@ -247,6 +321,15 @@ def _columns(head: list[str], body: list[list[str]], left: int) -> list[str]:
 
 def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
+
+
+def ratio_cell(r: dict[str, Any], name: str) -> str:
+    """A revision ratio: ``1.02x`` and, when repeats were paired, the range of theirs: ``1.02x (0.97-1.05)``."""
+    text = _ratio(r[name])
+    span = r.get(f"{name}_range")
+    if r[name] is not None and span and span[0] != span[1]:
+        text += f" ({span[0]:.2f}-{span[1]:.2f})"
+    return text
 
 
 def cell(s: dict[str, float | None], fmt: str) -> str:

@@ -1,9 +1,10 @@
 # bench/RESULTS.md: the Markdown rendering of one benchmark document (what `--json` prints), written by
 # `millpond bench results`, with the machine (cores, CPU model, Python, fsync mode) stated above every table, each
-# peer's durability beside its figures, and the ratio millpond/peer per figure; rebalance, soak and limits (whose
-# figures are times, memory and costs rather than rates) in sections of their own. The document is saved beside it
-# (RESULTS.json) so the page can be re-rendered or charted without re-running. Must not know how anything was
-# measured: it renders what bench.report produced.
+# peer's durability beside its figures, the ratio millpond/peer per figure, and the ratio this tree / revision for
+# a millpond revision run beside it (`--against REV`); rebalance, soak and limits (whose figures are times, memory
+# and costs rather than rates) in sections of their own. The document is saved beside it (RESULTS.json) so the
+# page can be re-rendered or charted without re-running. Must not know how anything was measured: it renders what
+# bench.report produced.
 from __future__ import annotations
 
 import json
@@ -29,14 +30,14 @@ def write(doc: dict[str, Any], path: str | None, *, command: str) -> Path:
 def render(doc: dict[str, Any], *, command: str = "millpond bench results") -> str:
     summary = doc["results"]
     mach = doc["machine"]
-    modes = list(dict.fromkeys(g["fsync"] for g in summary if g["target"] == "millpond"))
+    modes = list(dict.fromkeys(g["fsync"] for g in summary if not report.is_peer(g)))
     peers = [g for g in summary if g["target"] != "millpond"]
     repeat = doc.get("repeat", 1)
     lines = [
         "# millpond benchmark results",
         "",
-        "Regenerate with `millpond bench results` (or `python -m bench results`; about 15 minutes with every peer "
-        "installed, see bench/peers/README.md): this page and RESULTS.json beside it are written by that command, "
+        "Regenerate with `millpond bench results` (or `python -m millpond.bench results`; about 15 minutes with every "
+        "peer installed, see bench/peers/README.md): this page and RESULTS.json beside it are written by that command, "
         f"not by hand. This one came from `{doc.get('command', command)}`: profile `{doc.get('profile', '?')}`, "
         f"{repeat} repeat(s); each cell "
         f"is the median{' (min-max)' if repeat > 1 else ''} over repeats, and the targets ran interleaved "
@@ -55,12 +56,13 @@ def render(doc: dict[str, Any], *, command: str = "millpond bench results") -> s
         lines.append("")
     for mode in modes or [None]:
         lines += _section(mode, mach, summary, doc.get("ratios", report.ratios(summary)))
+    lines += _revisions(mach, doc.get("revision_ratios", report.revision_ratios(summary)))
     lines += _rebalance(mach, summary) + _soak(mach, summary)
     if doc.get("limits"):
         lines += _limits(doc["limits"])
     checked = doc.get("goals") or []
     if checked:
-        lines += ["## Goals (issues 2 and 5)", "", _machine_line(mach, "as named in each row's step"), "",
+        lines += ["## Goals (issues 2, 5 and 8)", "", _machine_line(mach, "as named in each row's step"), "",
                   "| goal | measured in | figure | value | needs | |", "|---|---|---|---:|---|---|"]
         for g in checked:
             lines.append(f"| {g['goal']} | {g['step']} | {g['figure']} | {g['value']:,.2f} | {g['op']} "
@@ -76,21 +78,21 @@ def render(doc: dict[str, Any], *, command: str = "millpond bench results") -> s
 def _section(mode: str | None, mach: dict[str, Any], summary: list[dict[str, Any]],
              ratios: list[dict[str, Any]]) -> list[str]:
     """One table: millpond at ``mode`` and every peer, each peer row with its millpond/peer ratios."""
-    rows = [g for g in report.ordered(summary) if (g["target"] != "millpond" or g["fsync"] == mode)
+    rows = [g for g in report.ordered(summary) if (report.is_peer(g) or g["fsync"] == mode)
             and g["workload"] not in OWN_SECTIONS]
     if not rows:
         return []
     title = f"millpond fsync = {mode}" if mode else "peers only"
     meaning = report.FSYNC_MEANING.get(mode or "", "")
     lines = [f"## {title}", "", _machine_line(mach, f"{mode}" + (f": {meaning}" if meaning else "")), ""]
-    has_peers = any(g["target"] != "millpond" for g in rows)
+    has_peers = any(report.is_peer(g) for g in rows)
     head = ["workload", "record", "target", "durability"] + [h for h, _, _ in FIGURES]
     if has_peers and mode:
         head += [f"millpond/peer {h}" for h in ("records/s", "MB/s", "p50", "p99")]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
     for g in rows:
         cells = [report.workload_label(g), g["record"],
-                 g["target"], g["fsync"] if g["target"] != "millpond" else f"fsync={g['fsync']}"]
+                 g["target"], g["fsync"] if report.is_peer(g) else f"fsync={g['fsync']}"]
         cells += [report.cell(g[name], fmt) for _, name, fmt in FIGURES]
         if has_peers and mode:
             r = next((r for r in ratios if r["peer_step"] == g["step"] and r["millpond_fsync"] == mode), None)
@@ -98,7 +100,24 @@ def _section(mode: str | None, mach: dict[str, Any], summary: list[dict[str, Any
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Latency: produce = send() to the ack seen by the producer (1 in 64 records sampled); e2e = "
               "send() to receipt in a separate consumer process, open loop at a fixed rate (HDR histogram, every "
-              "record after warm-up); consume has none. " + report.RATIO_MEANING + ".", ""]
+              "record after warm-up); send_await = one awaited send() (a peer: one command round trip), from the "
+              "call to the ack (HDR, every send); consume has none. " + report.RATIO_MEANING + ".", ""]
+    return lines
+
+
+def _revisions(mach: dict[str, Any], ratios: list[dict[str, Any]]) -> list[str]:
+    """This tree against each millpond revision measured beside it: the ratio of each figure, per fsync mode."""
+    if not ratios:
+        return []
+    names = ", ".join(dict.fromkeys(f"`{r['revision']}`" for r in ratios))
+    lines = [f"## This tree against {names}", "", _machine_line(mach, "as named in each row"), "",
+             "| workload | record | fsync | this tree | revision | " + " | ".join(
+                 f"this tree / revision {h}" for h in ("records/s", "MB/s", "p50", "p99")) + " |",
+             "|---|---|---|---|---|" + "---:|" * 4]
+    for r in ratios:
+        cells = [report.workload_label(r), r["record"], r["fsync"], r.get("this", "millpond"), r["revision"]]
+        lines.append("| " + " | ".join(cells + [report.ratio_cell(r, n) for n in report.RATIO_FIGURES]) + " |")
+    lines += ["", report.REVISION_MEANING + ".", ""]
     return lines
 
 

@@ -1,9 +1,9 @@
 # The workloads: what each measures, over which span, and the checks that make its figures honest (warm-up
 # excluded, span from first send to last ack, every record accounted for exactly once, or the run aborts). Each
 # drives any target through the bench.targets interface and returns figures whose names carry their units.
-# New workloads (limits, rebalance, soak) register in WORKLOADS. Must not know a broker's client library, except
-# the two consumer-group workloads at the end (group_consume, rebalance): server-side consumer groups are
-# millpond's alone among the targets, so they drive the millpond client directly and refuse any other target.
+# New workloads (send_await, limits, rebalance, soak) register in WORKLOADS. Must not know a broker's client
+# library, except the two consumer-group workloads at the end (group_consume, rebalance): server-side consumer
+# groups are millpond's alone among the targets, so they drive the millpond client directly and refuse any other.
 from __future__ import annotations
 
 import itertools
@@ -75,14 +75,14 @@ def produce(target: Any, server: Any, params: Params, progress: Progress) -> tup
         _check_produced(target, address, warm, [out], None)
     cpu0 = server.cpu_s()
     counts = _split(params.count, params.producers)
+    client_cpu: float | None = None
     if params.producers == 1:
         t_cpu = time.process_time()
         outs = [target.produce(address, topic, _produce_plan(params, vals, counts[0], params.duration_s),
                                _span(progress, params, params.count))]
-        client_cpu: float | None = time.process_time() - t_cpu
+        client_cpu = _client_cpu_s(target, t_cpu)
     else:
         outs = _produce_in_processes(target, address, topic, params, vals, counts, progress)
-        client_cpu = None
     cpu1 = server.cpu_s()
     records = _check_produced(target, address, topic, outs, params.count)
     first = min(o.first_send for o in outs)
@@ -119,7 +119,7 @@ def consume(target: Any, server: Any, params: Params, progress: Progress, filled
     t_cpu = time.process_time()
     out = target.consume(address, filled.topic, ConsumePlan(filled.records),
                          _span(progress, params, filled.records))
-    client_cpu = time.process_time() - t_cpu
+    client_cpu = _client_cpu_s(target, t_cpu)
     cpu1 = server.cpu_s()
     _require(not out.error, f"consume of {filled.topic}: {out.error}")
     _require(out.records == filled.records, f"consumed {out.records} records, {filled.records} were produced")
@@ -131,7 +131,7 @@ def consume(target: Any, server: Any, params: Params, progress: Progress, filled
         "mb_per_s": filled.payload_bytes / 1e6 / wall,
         **stats.latency_figures(stats.new_histogram()),
         "server_cpu_us_per_record": _per_record_us(cpu0, cpu1, out.records),
-        "client_cpu_s_per_wall_s": client_cpu / wall,
+        "client_cpu_s_per_wall_s": None if client_cpu is None else client_cpu / wall,
         "latency_kind": None,
     }
 
@@ -149,7 +149,7 @@ def e2e(target: Any, server: Any, params: Params, progress: Progress) -> Figures
     target.create_topic(address, topic, params.partitions)
     job = {"target": target.name, "address": address, "topic": topic, "count": total, "warmup": warmup,
            "rate_per_s": rate, "timeout_s": timeout_s}
-    child = subprocess.Popen([sys.executable, "-m", "bench.e2e_consumer", json.dumps(job)],
+    child = subprocess.Popen([sys.executable, "-m", "millpond.bench.e2e_consumer", json.dumps(job)],
                              stdout=subprocess.PIPE, text=True)
     try:
         _require(_read_line(child, READY_TIMEOUT_S) == "ready", "the e2e consumer process did not get ready")
@@ -190,8 +190,54 @@ def e2e(target: Any, server: Any, params: Params, progress: Progress) -> Figures
     }
 
 
+def send_await(target: Any, server: Any, params: Params, progress: Progress) -> Figures:
+    """Records/s and per-send latency of ``await producer.send(topic, value)`` one record at a time, with the
+    client's default producer settings (``--batch-bytes``/``--linger-s`` override them): what an application that
+    waits for each acknowledgement gets. A peer does its client's one-command round trip (Redis: one XADD).
+    Every send is timed (HDR); records/s from the first send to the last ack; the broker must hold every record."""
+    vals = payload.values(params.record_bytes, params.payload_file)
+    address = server.address
+    topic = _topic("send-await")
+    target.create_topic(address, topic, params.partitions)
+    if params.warmup_s > 0:  # a separate topic: connection, code paths and the broker warm, not counted
+        warm = _topic("warmup")
+        target.create_topic(address, warm, params.partitions)
+        out = target.send_await(address, warm, _produce_plan(params, vals, None, params.warmup_s), lambda n: None)
+        _check_produced(target, address, warm, [out], None)
+    cpu0 = server.cpu_s()
+    t_cpu = time.process_time()
+    out = target.send_await(address, topic, _produce_plan(params, vals, params.count, params.duration_s),
+                            _span(progress, params, params.count))
+    client_cpu = _client_cpu_s(target, t_cpu)
+    cpu1 = server.cpu_s()
+    records = _check_produced(target, address, topic, [out], params.count)
+    wall = out.last_ack - out.first_send
+    return {
+        "records": records,
+        "wall_s": wall,
+        "records_per_s": records / wall if wall > 0 else None,
+        "mb_per_s": out.payload_bytes / 1e6 / wall if wall > 0 else None,
+        **stats.latency_figures(stats.merge([out.latency_hdr])),
+        "server_cpu_us_per_record": _per_record_us(cpu0, cpu1, records),
+        "client_cpu_s_per_wall_s": None if client_cpu is None or wall <= 0 else client_cpu / wall,
+        "latency_kind": "send",
+    }
+
+
 # name -> function(target, server, params, progress): the workloads a step may name (group ones: at the end)
-WORKLOADS: dict[str, Callable[..., Any]] = {"produce": produce, "consume": consume, "e2e": e2e}
+WORKLOADS: dict[str, Callable[..., Any]] = {"produce": produce, "consume": consume, "e2e": e2e,
+                                             "send_await": send_await}
+# workload -> the target methods it needs beyond the common ones: a target without them skips its steps
+TARGET_METHODS: dict[str, tuple[str, ...]] = {"send_await": ("send_await",)}
+
+
+def _client_cpu_s(target: Any, process_time_before: float) -> float | None:
+    """CPU seconds the client used in the target call just made: this process's, or, for a target that runs its
+    client in a process of its own (a millpond revision), what that process reported."""
+    reported = getattr(target, "client_cpu_s", None)
+    if reported is not None:
+        return reported()
+    return time.process_time() - process_time_before
 
 
 def _produce_plan(params: Params, vals: tuple[bytes, ...], count: int | None, duration_s: float | None,

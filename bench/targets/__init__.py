@@ -1,8 +1,8 @@
 # Targets: a broker plus the Python client a developer would use with it, behind one interface, so every workload
-# runs unchanged against each: millpond and the peers (Redis Streams with and without AOF, NATS JetStream,
-# RabbitMQ), each a module registered in TARGETS. `missing()` lets a run skip a peer that is not installed, and
-# PeerUnavailable one that will not start, with a line saying so, never a fake figure. Must not know how figures
-# are computed (that is bench.workloads).
+# runs unchanged against each: millpond, millpond at another git revision (`millpond@REV`, bench.targets.revision)
+# and the peers (Redis Streams with and without AOF, NATS JetStream, RabbitMQ), each a module registered in
+# TARGETS. `missing()` lets a run skip a peer that is not installed, and PeerUnavailable one that will not start,
+# with a line saying so, never a fake figure. Must not know how figures are computed (that is bench.workloads).
 from __future__ import annotations
 
 import importlib
@@ -25,6 +25,10 @@ Tick = Callable[[int], None]  # called with how many records were handled since 
 
 class PeerUnavailable(RuntimeError):
     """Raised by ``Target.server()`` when an installed peer will not start: the run skips it with this message."""
+
+
+class TargetFailed(RuntimeError):
+    """A target's client, running in a process of its own (a millpond revision), failed: the run aborts."""
 
 
 class Server(Protocol):
@@ -69,6 +73,12 @@ class Target(Protocol):
     def e2e_consume(self, address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
         """Run in its own process: call ``ready()`` once positioned, then consume ``plan.count`` records."""
 
+    def send_await(self, address: str, topic: str, plan: ProducePlan, tick: Tick) -> ProduceOutcome:
+        """One record at a time, each acknowledged before the next is sent, every send timed (``latency_hdr``)."""
+
+    # Optional: ``client_cpu_s() -> float | None``, CPU seconds of the last call's client when it ran in a process
+    # of its own (a millpond revision); otherwise the workload reads its own process time.
+
 
 # name -> module defining TARGET (or "module:ATTRIBUTE"); imported lazily so a peer's client library is only
 # needed when it is asked for.
@@ -76,16 +86,22 @@ TARGETS = {
     "millpond": "millpond.bench.targets.millpond",
     "redis": "millpond.bench.targets.redis_streams:DEFAULT",
     "redis-aof": "millpond.bench.targets.redis_streams:AOF",
+    "redis-aof-always": "millpond.bench.targets.redis_streams:AOF_ALWAYS",
     "nats": "millpond.bench.targets.nats_jetstream",
     "rabbitmq": "millpond.bench.targets.rabbitmq",
 }
-# what `--peers NAME` means: Redis runs twice, without and with `appendonly yes, appendfsync everysec`.
+# `millpond@REV`: millpond at a git revision of this repository (bench.targets.revision), e.g. the previous main
+REVISION_PREFIX = "millpond@"
+# what `--peers NAME` means: Redis runs twice, without and with `appendonly yes, appendfsync everysec`;
+# `redis-aof-always` (fsync before each reply) only when named.
 PEERS = {
     "redis": ("redis", "redis-aof"),
     "redis-aof": ("redis-aof",),
+    "redis-aof-always": ("redis-aof-always",),
     "nats": ("nats",),
     "rabbitmq": ("rabbitmq",),
 }
+OPT_IN_PEERS = ("redis-aof-always",)  # not among "every peer" (compare, full, results without --peers)
 
 
 def peer_targets(names: list[str]) -> list[str]:
@@ -98,9 +114,18 @@ def peer_targets(names: list[str]) -> list[str]:
     return out
 
 
+def is_millpond(name: str) -> bool:
+    """This tree's millpond or a git revision of it (``millpond@REV``): runs every step at every fsync mode."""
+    return name == "millpond" or name.startswith(REVISION_PREFIX)
+
+
 def get(name: str) -> Target:
+    if name.startswith(REVISION_PREFIX):
+        from millpond.bench.targets import revision
+
+        return revision.target(name[len(REVISION_PREFIX):])
     if name not in TARGETS:
-        raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+        raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}, millpond@REV")
     module, _, attr = TARGETS[name].partition(":")
     return getattr(importlib.import_module(module), attr or "TARGET")
 

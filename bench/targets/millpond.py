@@ -27,7 +27,7 @@ from millpond.bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from millpond.bench.targets import LocalServer, Tick, e2e
+from millpond.bench.targets import LocalServer, Tick, awaited, e2e
 
 START_TIMEOUT_S = 20
 STOP_TIMEOUT_S = 10
@@ -108,6 +108,9 @@ class Millpond:
     def e2e_consume(self, address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
         return trio.run(_e2e_consume, address, topic, plan, ready)
 
+    def send_await(self, address: str, topic: str, plan: ProducePlan, tick: Tick) -> ProduceOutcome:
+        return trio.run(_send_await, address, topic, plan, tick)
+
 
 TARGET = Millpond()
 
@@ -166,6 +169,19 @@ async def _produce(address: str, topic: str, plan: ProducePlan, tick: Tick) -> P
     return ProduceOutcome(records=st.records_sent, payload_bytes=payload.cycled_bytes(values, i), first_send=first,
                           last_ack=last, latency_hdr=stats.encode(hist), failed=i - st.records_sent,
                           error=repr(st.last_error) if st.last_error else "")
+
+
+async def _send_await(address: str, topic: str, plan: ProducePlan, tick: Tick) -> ProduceOutcome:
+    """``await producer.send(topic, value)``, one record at a time, every send timed (bench.targets.awaited); the
+    producer has the client's default settings unless the plan sets ``batch_bytes``/``linger_s``."""
+    from millpond.client import connect
+
+    hist = stats.new_histogram()
+    async with connect(address, client_id="bench-send-await") as c:
+        async with c.producer(**_producer_options(plan.batch_bytes, plan.linger_s)) as p:
+            out = await awaited.send_loop(p.send, topic, plan.values, plan.count, plan.duration_s,
+                                          lambda ns: stats.record_us(hist, ns / 1000), tick)
+    return ProduceOutcome(latency_hdr=stats.encode(hist), **out)
 
 
 def _drain(samples: deque, hist: Any, final: bool = False) -> None:

@@ -1,8 +1,9 @@
 # The NATS JetStream peer: `nats-server -js` (Debian package) on a free 127.0.0.1 port with a temporary store
 # directory, file storage, one replica; driven by nats-py the way peers.md measured it: publish_async with the acks
-# awaited per 1000, a durable pull consumer fetching 1000 at a time with one ack per message, and for e2e a durable
-# push consumer (a pull fetch of more than one lingers until its batch fills, which would measure that timeout, not
-# the broker). A topic is one stream with one subject; one partition only. Must not know how figures are summarised.
+# awaited per 1000 (send_await: one publish awaited at a time), a durable pull consumer fetching 1000 at a time
+# with one ack per message, and for e2e a durable push consumer (a pull fetch of more than one lingers until its
+# batch fills, which would measure that timeout, not the broker). A topic is one stream with one subject; one
+# partition only. Must not know how figures are summarised.
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,8 @@ from millpond.bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from millpond.bench.targets import LocalServer, Tick, e2e, peerproc
+from millpond.bench import stats
+from millpond.bench.targets import LocalServer, Tick, awaited, e2e, peerproc
 
 START_TIMEOUT_S = 20
 FSYNC_LABEL = "file store, no fsync before ack"
@@ -47,7 +49,8 @@ class NatsJetStream:
             "server": peerproc.version_of([peerproc.find_binary("nats-server") or "nats-server", "--version"])
             .replace(": v", " "),
             "client": f"nats-py {peerproc.package_version('nats-py')}, publish_async with acks awaited per "
-                      f"{peerproc.BATCH_RECORDS}, pull fetch {peerproc.BATCH_RECORDS}; e2e: push consumer",
+                      f"{peerproc.BATCH_RECORDS} (send_await: one publish awaited at a time), pull fetch "
+                      f"{peerproc.BATCH_RECORDS}; e2e: push consumer",
             "durability": "JetStream file storage, R1: the server syncs its files on a timer (every 2 min by "
                           "default), not before the ack; peers.md saw no fsync in a 30k-record run",
         }
@@ -94,6 +97,16 @@ class NatsJetStream:
 
     def e2e_consume(self, address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
         return _run(address, lambda js: _e2e_consume(js, topic, plan, ready))
+
+    def send_await(self, address: str, topic: str, plan: ProducePlan, tick: Tick) -> ProduceOutcome:
+        """``await js.publish(subject, value)`` one at a time: each waits for the stream's PubAck."""
+        async def go(js: Any) -> ProduceOutcome:
+            hist = stats.new_histogram()
+            out = await awaited.send_loop(js.publish, topic, plan.values, plan.count, plan.duration_s,
+                                          lambda ns: stats.record_us(hist, ns / 1000), tick)
+            return ProduceOutcome(latency_hdr=stats.encode(hist), **out)
+
+        return _run(address, go)
 
 
 TARGET = NatsJetStream()

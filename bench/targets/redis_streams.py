@@ -1,9 +1,10 @@
 # The Redis Streams peer: `redis-server` (Debian package) started on a free 127.0.0.1 port with a temporary
 # directory, driven by redis-py with hiredis the way peers.md measured it: XADD pipelined 1000 at a time,
-# XREADGROUP COUNT 1000 with the XACK of the previous batch pipelined with the next read. Two durability variants:
-# the default configuration (no AOF, RDB snapshots, nothing fsynced before the ack) and `appendonly yes,
-# appendfsync everysec` (fsync once a second on a timer, not before the ack). A topic is one stream; one partition
-# only. Must not know how figures are summarised.
+# XREADGROUP COUNT 1000 with the XACK of the previous batch pipelined with the next read; send_await: one XADD
+# round trip at a time. Three durability variants: the default configuration (no AOF, RDB snapshots, nothing
+# fsynced before the ack), `appendonly yes, appendfsync everysec` (fsync once a second on a timer, not before the
+# ack) and, opt-in, `appendfsync always` (fsync before the reply, what millpond's fsync=always is compared with).
+# A topic is one stream; one partition only. Must not know how figures are summarised.
 from __future__ import annotations
 
 import shutil
@@ -23,19 +24,26 @@ from millpond.bench.plans import (
     ProduceOutcome,
     ProducePlan,
 )
-from millpond.bench.targets import LocalServer, Tick, e2e, peerproc
+from millpond.bench import stats
+from millpond.bench.targets import LocalServer, Tick, awaited, e2e, peerproc
 
 START_TIMEOUT_S = 20
 FIELD = b"v"
 RDB_SAVE = "3600 1 300 100 60 10000"  # Redis 7's (and Debian's) default snapshot schedule
 BLOCK_MS = 100
+AOF_MEANING = {
+    "everysec": "appendonly yes, appendfsync everysec: fsync once a second on a timer, not before the ack",
+    "always": "appendonly yes, appendfsync always: the AOF is fsynced before the reply (Redis groups the writes "
+              "of one event-loop turn)",
+}
 
 
 class RedisStreams:
-    def __init__(self, name: str, aof: bool) -> None:
+    def __init__(self, name: str, aof: bool, appendfsync: str = "everysec") -> None:
         self.name = name
         self.aof = aof
-        self.fsync_label = "aof everysec" if aof else "rdb, no fsync"
+        self.appendfsync = appendfsync
+        self.fsync_label = f"aof {appendfsync}" if aof else "rdb, no fsync"
 
     def missing(self) -> str | None:
         return peerproc.missing([("redis-server", "redis-server")], [("redis", "redis[hiredis]"),
@@ -51,10 +59,10 @@ class RedisStreams:
             "server": "Redis " + _version(peerproc.version_of([peerproc.find_binary("redis-server") or "redis-server",
                                                                "--version"])),
             "client": f"redis-py {peerproc.package_version('redis')} + hiredis {peerproc.package_version('hiredis')}"
-                      f", XADD pipelined {peerproc.BATCH_RECORDS}, XREADGROUP COUNT {peerproc.BATCH_RECORDS}",
-            "durability": ("appendonly yes, appendfsync everysec: fsync once a second on a timer, not before the ack"
-                           if self.aof else f"appendonly no, RDB snapshots (save '{RDB_SAVE}'): nothing fsynced "
-                                            f"before the ack"),
+                      f", XADD pipelined {peerproc.BATCH_RECORDS} (send_await: one XADD at a time), XREADGROUP COUNT "
+                      f"{peerproc.BATCH_RECORDS}",
+            "durability": (AOF_MEANING[self.appendfsync] if self.aof
+                           else f"appendonly no, RDB snapshots (save '{RDB_SAVE}'): nothing fsynced before the ack"),
         }
 
     @contextmanager
@@ -63,7 +71,8 @@ class RedisStreams:
         port = peerproc.free_port()
         argv = [peerproc.find_binary("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
                 "--dir", str(tmp), "--daemonize", "no", "--save", RDB_SAVE, "--appendonly",
-                "yes" if self.aof else "no", "--appendfsync", "everysec", "--logfile", "", "--protected-mode", "yes"]
+                "yes" if self.aof else "no", "--appendfsync", self.appendfsync, "--logfile", "", "--protected-mode",
+                "yes"]
         try:
             proc = peerproc.start(self.name, argv, log_path=tmp / "server.log", timeout_s=START_TIMEOUT_S,
                                   ready=lambda: _client(f"127.0.0.1:{port}").ping())
@@ -111,6 +120,33 @@ class RedisStreams:
             tick(n)
         return ProduceOutcome(records=i, payload_bytes=payload, first_send=first, last_ack=perf(),
                               latency_hdr=sampler.encoded(), failed=failed, error=error)
+
+    def send_await(self, address: str, topic: str, plan: ProducePlan, tick: Tick) -> ProduceOutcome:
+        """One XADD at a time, each a round trip timed from the call to its reply (redis-py blocks until Redis
+        answers): the peer's counterpart of ``await producer.send(...)``."""
+        r = _client(address)
+        values, nv = plan.values, len(plan.values)
+        hist = stats.new_histogram()
+        perf, perf_ns = time.perf_counter, time.perf_counter_ns
+        i = payload = failed = 0
+        error = ""
+        first = perf()
+        stop_at = None if plan.count is not None or plan.duration_s is None else first + plan.duration_s
+        while (i < plan.count) if plan.count is not None else (stop_at is None or perf() < stop_at):
+            v = values[i % nv]
+            t0 = perf_ns()
+            try:
+                r.xadd(topic, {FIELD: v})
+            except Exception as exc:  # the workload aborts on any failure
+                failed, error = 1, repr(exc)
+                break
+            stats.record_us(hist, (perf_ns() - t0) / 1000)
+            i += 1
+            payload += len(v)
+            if i % awaited.TICK_EVERY == 0:
+                tick(awaited.TICK_EVERY)
+        return ProduceOutcome(records=i, payload_bytes=payload, first_send=first, last_ack=perf(),
+                              latency_hdr=stats.encode(hist), failed=failed, error=error)
 
     def consume(self, address: str, topic: str, plan: ConsumePlan, tick: Tick) -> ConsumeOutcome:
         """XREADGROUP from the start of the stream; stream ids must only increase; nothing beyond ``expected``."""
@@ -221,3 +257,4 @@ def _id(stream_id: bytes) -> tuple[int, int]:
 
 DEFAULT = RedisStreams("redis", aof=False)
 AOF = RedisStreams("redis-aof", aof=True)
+AOF_ALWAYS = RedisStreams("redis-aof-always", aof=True, appendfsync="always")

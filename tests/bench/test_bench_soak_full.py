@@ -55,11 +55,12 @@ def test_quick_is_unchanged_and_peers_only_get_the_shared_steps_of_full():
     steps, reports = _plan("quick")
     assert [s.label() for s in steps] == [
         "produce 100 B fsync=always", "consume 100 B fsync=always", "produce 1,024 B fsync=always",
-        "consume 1,024 B fsync=always", "e2e 100 B @5,000/s fsync=always"]
+        "consume 1,024 B fsync=always", "e2e 100 B @5,000/s fsync=always", "send_await 100 B fsync=always"]
+    assert steps[-1].params.duration_s == 2.0  # quick stays about 30 s
     assert reports == ()
     full, _ = _plan("full")
     peer_steps = cli._steps_for("redis", full)
-    assert peer_steps and {s.workload for s in peer_steps} == {"produce", "consume", "e2e"}
+    assert peer_steps and {s.workload for s in peer_steps} == {"produce", "consume", "e2e", "send_await"}
     assert all(s.params.partitions == 1 for s in peer_steps)  # the groups' 6 partitions do not rule a peer out
 
 
