@@ -1,9 +1,13 @@
 # The producer's record accumulator (Kafka's RecordAccumulator, sans-IO): per-partition batches of pre-built rows,
 # partition choice (explicit, keyed murmur2, sticky), readiness by size / linger / flush, and the handles that
-# resolve to RecordMetadata. Per partition, up to max_in_flight batches are in flight (an idempotent producer's
-# sequence numbers let the broker refuse one that would land out of order; otherwise max_in_flight is 1): only
-# full batches pipeline (a partial one keeps gathering records until the answers in flight arrive), and a batch
-# that failed goes again alone, at the head of its partition, so a retry never reorders a partition.
+# resolve to RecordMetadata. A batch goes (``ready``) when full, at flush, linger_s after it opened, or, if eager,
+# as soon as nothing of its partition is in flight: eager is a batch opened while the producer had nothing pending
+# (a lone send pays one round trip, not the linger) or one a caller awaits (``hurry``). So records sent while
+# batches are in flight gather behind them, and go with the answer only if someone waits for them: sending every
+# partial batch as an answer lands (linger 0) shrinks a busy producer's batches to one round trip's worth, and
+# every batch costs the broker. Per partition, up to max_in_flight batches are in flight (an idempotent producer's
+# sequence numbers let the broker refuse one that would land out of order; otherwise max_in_flight is 1), and a
+# batch that failed goes again alone, at the head of its partition, so a retry never reorders a partition.
 # Also fits batches to the broker's limit policies: a batch refused as COST_EXCEEDS_LIMIT is split into pieces that
 # fit (order kept), and later batches of that topic are built to fit. Takes `now` as an argument and never reads a
 # clock, sleeps or touches a socket; the async and blocking producers drive it. Not thread-safe by itself: the
@@ -39,7 +43,7 @@ class Batch:
 
     __slots__ = ("topic", "partition", "rows", "size", "first_ts", "max_ts", "created", "seq", "event",
                  "base_offset", "error", "blob", "retry_at", "attempts", "routed", "records_max", "bytes_max",
-                 "parent", "pending", "throttled_s", "base_seq", "epoch", "sent", "failed", "full")
+                 "parent", "pending", "throttled_s", "base_seq", "epoch", "sent", "failed", "eager", "owner")
 
     def __init__(self, topic: str, partition: int, first_ts: int, created: float, seq: int, event: Any) -> None:
         self.topic = topic
@@ -68,7 +72,18 @@ class Batch:
         self.epoch = 0  # idempotent producer: the partition's producer epoch when base_seq was given
         self.sent = False  # a request carrying it is awaiting an answer
         self.failed = False  # an attempt failed: it goes again only at the head of its partition, alone
-        self.full = False  # closed because no more records fit (not by linger or flush)
+        # Goes as soon as nothing of its partition is in flight, without waiting for linger: opened while the
+        # producer had nothing pending, or a caller awaits one of its records.
+        self.eager = False
+        self.owner: Accumulator | None = None  # the accumulator whose sender ``hurry`` wakes
+
+    def hurry(self) -> None:
+        """A caller awaits one of its records: send it as soon as nothing of its partition is in flight (the answers
+        in flight still gather records into it; linger does not). Any thread may call it: it sets a flag and wakes
+        the sender, which reads the flag under the producer's lock."""
+        self.eager = True
+        if self.owner is not None and not self.sent and not self.event.is_set():
+            self.owner._wake()
 
     def encode(self, producer_id: int = -1) -> bytes:
         if self.blob is None:
@@ -114,6 +129,8 @@ class RecordHandle:
     async def _wait(self) -> RecordMetadata:
         while True:
             b = self._follow()
+            if not b.eager:
+                b.hurry()
             await b.event.wait()
             if not b.routed:  # a routed placeholder means the record moved to a real batch: wait on that one
                 return self._outcome()
@@ -183,7 +200,6 @@ class Accumulator:
         b = self._open.get(tp)
         if b is None or b.size + size > b.bytes_max:
             if b is not None and key is None and self._sticky.get(topic) == partition:
-                b.full = True
                 self._seal(tp, b)  # a full sticky batch moves the sticky partition before this record lands
                 partition = self._sticky[topic]
                 tp = (topic, partition)
@@ -198,7 +214,6 @@ class Accumulator:
         b.size += size
         self.records_buffered += 1
         if b.size >= b.bytes_max or i >= b.records_max - 1:
-            b.full = True
             self._seal(tp, b)
         return self._handle(b, i)
 
@@ -213,10 +228,13 @@ class Accumulator:
         self._check_fits(size)
         old = self._open.get(tp)
         if old is not None:
-            old.full = True  # the next record did not fit
-            self._seal(tp, old)
+            self._seal(tp, old)  # the next record did not fit
         self._seq += 1
         b = Batch(tp[0], tp[1], ts, self._now(), self._seq, self._event())
+        b.owner = self
+        # Nothing pending anywhere: this record goes at the sender's next turn (one round trip, not the linger).
+        # Not per partition: a keyless topic's sticky partition moves on at each send, to an idle partition.
+        b.eager = not self._queues
         b.bytes_max = self.batch_bytes
         fit = self._fit.get(tp[0])
         if fit is not None:
@@ -230,13 +248,15 @@ class Accumulator:
         self._wake()
         return b
 
-    def _seal(self, tp: tuple[str, int], b: Batch) -> None:
-        """No more records go into ``b``; a keyless topic moves its sticky partition (Kafka KIP-480)."""
+    def _seal(self, tp: tuple[str, int], b: Batch, wake: bool = True) -> None:
+        """No more records go into ``b``; a keyless topic moves its sticky partition (Kafka KIP-480). ``wake``:
+        tell the sender (not when the sender itself seals it, to send it)."""
         if self._open.get(tp) is b:
             del self._open[tp]
         if self._sticky.get(tp[0]) == tp[1]:
             self._pick_sticky(tp[0], tp[1])
-        self._wake()
+        if wake:
+            self._wake()
 
     def _pick_sticky(self, topic: str, old: int) -> None:
         n = self.counts.get(topic, 1)
@@ -308,7 +328,10 @@ class Accumulator:
         return events, parked
 
     def ready(self, now: float) -> tuple[list[Batch], float | None]:
-        """Batches to send now (marked in flight), and the earliest time another may become ready (or None)."""
+        """Batches to send now (marked in flight), and the earliest time another may become ready (or None).
+
+        In partition order, up to max_in_flight per partition: a sealed batch (full, flushed, split, or retried at
+        its time), an open one ``linger_s`` old, or an eager open one once nothing of its partition is in flight."""
         out = []
         deadline = None
         linger = self.linger_s
@@ -317,21 +340,20 @@ class Accumulator:
                 continue
             flying = self._in_flight.get(tp, 0)
             due = None
+            is_open = self._open.get(tp)
             for b in q:  # in order: a batch never goes out ahead of an unsent one before it
                 if b.sent:
                     continue
                 if flying >= self.max_in_flight or (b.failed and (flying or b is not q[0])):
                     break  # a failed batch is resent alone, at the head, so the partition's order is restored
-                if flying and not b.full and b.seq > self._flush_upto:
-                    break  # not full: it keeps gathering records until the answer in flight arrives
                 if b.retry_at > now:
                     due = b.retry_at
                     break
-                if not (self._open.get(tp) is not b or b.seq <= self._flush_upto or now >= b.created + linger):
-                    due = b.created + linger
-                    break
-                if self._open.get(tp) is b:
-                    self._seal(tp, b)
+                if b is is_open:  # still gathering records (full, flushed, split and retried batches are sealed)
+                    if now < b.created + linger and (flying or not b.eager):
+                        due = b.created + linger  # eager: or once the answers in flight arrive (they wake us)
+                        break
+                    self._seal(tp, b, wake=False)
                 epoch = self._epoch.get(tp, 0)
                 if b.base_seq < 0 or b.epoch != epoch:  # first send, or renumbered after a lost batch
                     b.base_seq = self._next_seq.get(tp, 0)
@@ -349,9 +371,13 @@ class Accumulator:
                 deadline = due
         return out, deadline
 
-    def complete(self, b: Batch, base_offset: int) -> None:
+    def complete(self, b: Batch, base_offset: int) -> bool:
+        """``b`` is stored from ``base_offset``. Returns whether its partition has batches waiting to be sent (the
+        answer may have made them ready: wake the sender); else nothing changed for the sender."""
         b.base_offset = base_offset
         self._finish(b)
+        q = self._queues.get((b.topic, b.partition))
+        return q is not None and any(not x.sent for x in reversed(q))
 
     def fail(self, b: Batch, error: BaseException) -> None:
         b.error = error
@@ -492,6 +518,8 @@ class Accumulator:
                 b.event.set()
             q.clear()
             q.extend(keep)
+        for tp in [tp for tp, q in self._queues.items() if not q]:
+            del self._queues[tp]  # nothing pending there: a later record finds the producer idle
 
 
 def _as_bytes(value: Any, name: str) -> bytes:

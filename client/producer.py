@@ -7,7 +7,6 @@
 # idempotent=False, one batch per partition is in flight and a lost answer can store a batch twice (never reordered).
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
@@ -36,7 +35,13 @@ class Producer:
 
     ``send()`` is a plain call that appends to a per-partition batch and returns a handle; ``await handle`` gives
     ``RecordMetadata`` or raises the delivery error. A batch goes out when it reaches ``batch_bytes`` (bytes,
-    capped by the broker's ``batch_bytes_max``) or ``linger_s`` seconds after its first record, or at ``flush()``.
+    capped by the broker's ``batch_bytes_max``), at ``flush()``, or ``linger_s`` seconds after its first record at
+    the latest. It goes sooner when nothing is gained by waiting: a record sent while the producer has nothing
+    pending goes at once (with whatever else is sent before the event loop next runs the sender), so a lone
+    ``await p.send(...)`` costs one round trip, not the linger; and a batch a caller awaits (``await handle``)
+    goes as soon as its partition has nothing in flight. Records sent while batches are in flight, and awaited by
+    nobody, gather for up to ``linger_s``, so a busy producer's batches fill. With ``idempotent=False`` (one batch
+    per partition in flight) a batch past ``linger_s`` also waits for the answer in flight.
     Leaving the block flushes (if it exits by an exception, unsent records fail with that exception instead).
     ``send()`` never waits, so a loop that never awaits buffers everything in memory; await a handle or
     ``flush()`` now and then to bound it.
@@ -165,8 +170,11 @@ class Producer:
             if self._twake is not None:
                 await anyio.to_thread.run_sync(self._twake.wait, timeout, abandon_on_cancel=True)
                 continue
-            with anyio.move_on_after(math.inf if timeout is None else timeout):
+            if timeout is None:
                 await self._wake.wait()
+            else:
+                with anyio.move_on_after(timeout):
+                    await self._wake.wait()
             self._wake = anyio.Event()
 
     async def _fetch_metadata(self, topics: list[str]) -> None:
@@ -209,6 +217,7 @@ class Producer:
                 self._tg.start_soon(self._send_batch, b, None, None, exc)
                 continue
             self._tg.start_soon(self._send_batch, b, conn, begun, None)
+        await conn.send_queued()  # written from this task: no hop to the connection's writer task
 
     async def _send_batch(self, b: Batch, conn: Any, begun: Any, error: MillpondError | None) -> None:
         """Await the answer to ``b``'s produce request begun on ``conn`` (or take ``error``: it could not be
@@ -256,7 +265,11 @@ class Producer:
             with self.lock:
                 self._sent += len(b.rows)
                 self._batches += 1
-                self._acc.complete(b, int(body["base_offset"]))
+                more = self._acc.complete(b, int(body["base_offset"]))
+                self._notify_space()
+            if more:  # the answer may let the partition's next batch go (nothing else changed for the sender)
+                self._on_wake()
+            return
         with self.lock:
             self._notify_space()
         self._on_wake()

@@ -7,8 +7,9 @@
 # drift. The one path where a thread hop per call would hurt, producer.send(), never crosses threads: the caller
 # appends to the shared Accumulator under a lock (~0.1 µs) and only wakes the loop (setting a threading.Event) when
 # a batch opens or fills.
-# Linger: a batch leaves linger_s after its first record even if the caller thread is busy (the loop thread keeps
-# the timer), or as soon as it is full, or at flush()/close().
+# When a batch leaves is the async producer's rule (Producer): at once for a record sent to an idle producer, as
+# soon as its partition has nothing in flight when awaited (result()), else when full, at flush()/close(), or
+# linger_s after its first record even if the caller thread is busy (the loop thread keeps the timer).
 from __future__ import annotations
 
 import inspect
@@ -42,6 +43,8 @@ class SyncRecordHandle(RecordHandle):
         """Block until acknowledged; raises the delivery error, or ``TimeoutError`` after ``timeout`` seconds."""
         while True:
             b = self._follow()
+            if not b.eager:
+                b.hurry()  # the caller waits for it: it need not linger
             if not b.event.wait(timeout):
                 raise TimeoutError(f"record not acknowledged within {timeout} s")
             if not b.routed:

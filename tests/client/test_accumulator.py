@@ -1,4 +1,5 @@
-# The sans-IO accumulator: partition choice, batching by size and linger, ordering, handles. Literal times.
+# The sans-IO accumulator: partition choice, batching by size and linger (a lone record goes at once, records sent
+# while a batch is in flight gather until its answer or linger), ordering, handles. Literal times.
 from __future__ import annotations
 
 import threading
@@ -9,6 +10,7 @@ from millpond.broker.wire.batch import check_batch, decode_records
 from millpond.broker.wire.errors import RecordTooLargeError, UnknownTopicOrPartitionError
 from millpond.broker.wire.partitioner import partition_for_key
 from millpond.client._accumulator import Accumulator
+from millpond.client.sync import SyncRecordHandle
 
 
 class Clock:
@@ -22,7 +24,7 @@ def make(batch_bytes=10_000, linger_s=0.005, batch_bytes_max=1 << 20, counts=Non
     clock = Clock()
     wakes = []
     acc = Accumulator(batch_bytes=batch_bytes, batch_bytes_max=batch_bytes_max, linger_s=linger_s, now=clock,
-                      event_factory=threading.Event, on_wake=lambda: wakes.append(1))
+                      event_factory=threading.Event, on_wake=lambda: wakes.append(1), handle_cls=SyncRecordHandle)
     acc.counts.update(counts or {"t": 4})
     return acc, clock, wakes
 
@@ -76,6 +78,8 @@ def test_sticky_partition_holds_within_a_batch_and_moves_per_batch():
 
 def test_linger_and_size_decide_readiness():
     acc, clock, _ = make(batch_bytes=1000, linger_s=0.005)
+    acc.append("t", b"busy", partition=3)  # the producer is busy (partition 3 in flight): no batch goes at once
+    [busy], _ = acc.ready(clock.t)
     acc.append("t", b"a", partition=0)
     ready, deadline = acc.ready(clock.t)
     assert ready == [] and deadline == pytest.approx(100.005)
@@ -164,14 +168,15 @@ def test_full_batches_pipeline_and_a_partial_one_waits_for_the_answer_in_flight(
     acc, clock = pipelined()
     for i in range(25):  # 25 records of ~130 estimated bytes: three full batches and a partial fourth
         acc.append("t", b"x" * 100, partition=0)
-    clock.t += 0.01  # past linger
-    sent, _ = acc.ready(clock.t)
+    sent, deadline = acc.ready(clock.t)
     assert [len(b.rows) for b in sent] == [7, 7, 7]  # the full ones go together; the partial one keeps gathering
-    assert [b.base_seq for b in sent] == [0, 7, 14]
+    assert [b.base_seq for b in sent] == [0, 7, 14] and deadline == pytest.approx(100.005)
     acc.complete(sent[0], 0)
     acc.complete(sent[1], 7)
     acc.complete(sent[2], 14)
     acc.append("t", b"y" * 10, partition=0)
+    assert acc.ready(clock.t)[0] == []  # nothing in flight, but opened while the producer was busy: it lingers
+    clock.t += 0.005
     sent, _ = acc.ready(clock.t)
     assert [(len(b.rows), b.base_seq) for b in sent] == [(5, 21)]  # nothing in flight: lingered long enough
 
@@ -193,3 +198,122 @@ def test_a_lost_batch_starts_a_new_epoch_and_the_rest_follow_one_by_one():
     blob = again[0].encode(acc.producer_id)
     h = check_batch(blob, 1 << 20)
     assert (h.producer_id, h.producer_epoch, h.base_sequence, h.record_count) == (42, 1, 7, 7)
+
+
+# ---- when a partial batch goes: at once when the producer is idle, else with the answer in flight or at linger ----
+
+def test_an_idle_partitions_first_record_is_ready_at_once():
+    acc, clock, wakes = make(linger_s=60)
+    acc.append("t", b"a", partition=0)
+    assert wakes  # the sender is told
+    ready, deadline = acc.ready(clock.t)
+    assert [(b.partition, len(b.rows)) for b in ready] == [(0, 1)] and deadline is None
+
+
+def test_records_sent_meanwhile_join_the_batch_until_the_sender_takes_it():
+    # "At once" is the sender's next turn: a loop that sends without yielding fills the first batch, which then
+    # goes as one (not one record alone, with every later record in the answers' shadow).
+    acc, clock, _ = make(linger_s=60)
+    handles = [acc.append("t", b"%d" % i, partition=0) for i in range(100)]
+    [b], _ = acc.ready(clock.t)
+    assert len(b.rows) == 100 and all(h._batch is b for h in handles)
+
+
+def test_records_sent_while_a_batch_is_in_flight_go_together_when_it_is_answered():
+    acc, clock, wakes = make(linger_s=0.005)
+    acc.append("t", b"first", partition=0)
+    [first], _ = acc.ready(clock.t)
+    handles = [acc.append("t", b"%d" % i, partition=0) for i in range(5)]
+    assert acc.ready(clock.t) == ([], None)  # gathering behind the batch in flight (its answer wakes the sender)
+    del wakes[:]
+    with pytest.raises(TimeoutError):
+        handles[3].result(timeout=0)  # a caller waits for one of them (as `await handle` does)
+    assert wakes and handles[0]._batch.eager
+    assert acc.ready(clock.t)[0] == []  # still in flight
+    assert acc.complete(first, 0)  # the answer: the sender has something to send
+    [second], deadline = acc.ready(clock.t)  # before linger: it goes with the answer, all five together
+    assert [r[3] for r in second.rows] == [b"%d" % i for i in range(5)] and deadline is None
+    acc.complete(second, 1)
+    assert [h.result(timeout=0).offset for h in handles] == [1, 2, 3, 4, 5]
+
+
+def test_an_answer_does_not_cut_short_a_batch_nobody_awaits():
+    # Sending every partial batch as soon as the answer in flight lands (linger 0, plain Nagle) shrinks a busy
+    # producer's batches to one round trip's worth; unawaited, the batch waits for linger or to fill.
+    acc, clock = pipelined()
+    acc.append("t", b"first")
+    [first], _ = acc.ready(clock.t)
+    for _ in range(3):
+        acc.append("t", b"x")
+    assert acc.complete(first, 0)
+    assert acc.ready(clock.t) == ([], pytest.approx(100.005))
+    clock.t = 100.005
+    [second], _ = acc.ready(clock.t)
+    assert len(second.rows) == 3
+
+
+def test_linger_bounds_the_wait_behind_a_batch_in_flight():
+    acc, clock = pipelined()  # idempotent: up to 5 batches in flight
+    acc.append("t", b"a")
+    [first], _ = acc.ready(clock.t)
+    acc.append("t", b"b")
+    ready, deadline = acc.ready(clock.t)
+    assert ready == [] and deadline == pytest.approx(100.005)
+    clock.t = deadline
+    [second], _ = acc.ready(clock.t)  # the first is still in flight: the second goes beside it
+    assert (second.base_seq, acc._in_flight[("t", 0)]) == (1, 2)
+
+
+def test_without_idempotence_linger_cannot_pass_the_batch_in_flight():
+    acc, clock, _ = make(linger_s=0.005)  # max_in_flight 1
+    acc.append("t", b"a", partition=0)
+    [first], _ = acc.ready(clock.t)
+    acc.append("t", b"b", partition=0)
+    clock.t += 1
+    assert acc.ready(clock.t) == ([], None)  # past linger, but one batch per partition: the answer wakes us
+    acc.complete(first, 0)
+    assert len(acc.ready(clock.t)[0]) == 1
+
+
+def test_a_full_batch_still_pipelines_behind_one_in_flight():
+    acc, clock = pipelined()
+    acc.append("t", b"a")
+    [first], _ = acc.ready(clock.t)
+    for _ in range(8):  # seven fill a batch, the eighth opens the next
+        acc.append("t", b"x" * 100)
+    sent, deadline = acc.ready(clock.t)
+    assert [(len(b.rows), b.base_seq) for b in sent] == [(7, 1)] and deadline == pytest.approx(100.005)
+
+
+def test_a_batch_on_an_idle_partition_waits_while_the_producer_is_busy():
+    # Keyless records move to another sticky partition at each send; were "idle" per partition, each batch would
+    # land on an idle partition and go at once, as small as the gap between two sender turns.
+    acc, clock, _ = make(counts={"t": 4})
+    acc.append("t", b"a")
+    [first], _ = acc.ready(clock.t)
+    h = acc.append("t", b"b")
+    assert h._batch.partition != first.partition
+    assert acc.ready(clock.t) == ([], pytest.approx(100.005))
+    acc.complete(first, 0)
+    clock.t = 100.005
+    [second], _ = acc.ready(clock.t)
+    acc.complete(second, 0)
+    acc.append("t", b"c")  # nothing pending any more: at once again
+    assert len(acc.ready(clock.t)[0]) == 1
+
+
+def test_flush_still_sends_a_partial_batch_behind_one_in_flight():
+    acc, clock = pipelined()
+    acc.append("t", b"a")
+    acc.ready(clock.t)
+    acc.append("t", b"b")
+    acc.flush()
+    assert [len(b.rows) for b in acc.ready(clock.t)[0]] == [1]
+
+
+def test_after_abort_the_producer_is_idle_again():
+    acc, clock, _ = make()
+    acc.append("t", b"a", partition=0)
+    acc.append("t", b"b", partition=1)
+    acc.abort(RuntimeError("closing"))
+    assert acc.append("t", b"c", partition=2)._batch.eager

@@ -121,8 +121,9 @@ async def test_a_producer_at_twice_the_limit_delivers_at_the_limit_and_another_c
         metas = [await h for h in app_handles]
         assert [m.offset for m in metas] == list(range(sent))
         assert await values_in_order(admin, "t", sent) == list(range(sent))
-        # about half of the app's produce requests were throttled once and then admitted
-        assert 0.4 <= ps.throttled / (ps.throttled + ps.batches_sent) <= 0.6, ps
+        # many of the app's produce requests were throttled once and then admitted (about half once the bucket is
+        # empty; before that, each pair of records reaches an idle producer and goes at once, and none is throttled)
+        assert 0.25 <= ps.throttled / (ps.throttled + ps.batches_sent) <= 0.6, ps
         # batches that outgrew the burst were split once, then built to fit
         assert ps.batches_split >= 1 and ps.throttle_wait_s > 0
         assert qs.throttled == 0 and qs.records_failed == 0 and qs.batches_split == 0
