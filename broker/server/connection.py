@@ -89,7 +89,7 @@ class Connection:
 
     __slots__ = (
         "stream", "peer", "host", "handler", "limits", "closed", "session", "handshaken", "answer_bytes_max",
-        "in_flight", "held_bytes", "frames", "_out", "_out_bytes", "_writer_wakeup", "_read_room", "_room_waiters", "_quiet",
+        "in_flight", "held_bytes", "frames", "_out", "_out_bytes", "_writer_wakeup", "_writing", "_defer_write", "_read_room", "_room_waiters", "_quiet",
         "_progress", "_closing", "_scope", "_last_progress", "_decoder", "_writer_done",
     )
 
@@ -109,6 +109,8 @@ class Connection:
         self._out: list[Piece] = []
         self._out_bytes = 0
         self._writer_wakeup = trio.Event()
+        self._writing = False  # a task is sending the outbox (the writer, or the reader right after answering)
+        self._defer_write = False  # the reader is handing a frame over: it sends the answers itself afterwards
         self._read_room: trio.Event | None = None  # the reader waits on it while a bound is reached
         self._room_waiters: deque[Callable[[], None]] = deque()
         self._quiet: trio.Event | None = None  # ``drained`` waits on it
@@ -130,7 +132,8 @@ class Connection:
             n += p.nbytes if type(p) is memoryview else len(p)
         self._out += pieces
         self._out_bytes += n
-        self._writer_wakeup.set()
+        if not self._defer_write:
+            self._writer_wakeup.set()
         if self._read_room is not None:
             self._wake_reader()
         if self._progress is not None:  # the idle watchdog waits for the broker: its answer is here
@@ -268,6 +271,8 @@ class Connection:
             mark = self._out_bytes
             while True:
                 if not self._has_read_room():
+                    if self._out:
+                        self._writer_wakeup.set()
                     room = self._read_room = trio.Event()
                     await room.wait()
                 if self._closing:
@@ -282,16 +287,25 @@ class Connection:
                     break
                 self.in_flight += 1
                 self.frames += 1
-                handler.on_frame(self, body)
+                self._defer_write = True
+                try:
+                    handler.on_frame(self, body)
+                finally:
+                    self._defer_write = False
                 if self._closing:
                     return False
                 taken += 1
                 if taken % FRAMES_PER_CHECKPOINT == 0 or self._out_bytes - mark >= ANSWER_BYTES_PER_CHECKPOINT:
+                    if self._out:
+                        self._writer_wakeup.set()
                     await trio.lowlevel.checkpoint()
                     mark = self._out_bytes
             if taken:
                 self._last_progress = trio.current_time()
                 self._made_progress()
+            if self._out and not self._writing:
+                # answers to what was just read go out from here: no hop to the writer task on a request's path
+                await self._write_out()
             data = await self.stream.receive_some(receive_bytes)
             if not data:
                 return True
@@ -305,36 +319,48 @@ class Connection:
             self._writer_done.set()
 
     async def _write_until_closing(self) -> None:
-        stream = self.stream
-        limits = self.limits
         while True:
-            while not self._out:
-                if self._closing and self._out_bytes == 0:
+            while not self._out or self._writing:
+                if self._closing and self._out_bytes == 0 and not self._writing:
                     return
                 self._writer_wakeup = trio.Event()
                 await self._writer_wakeup.wait()
-            pieces = self._out
-            self._out = []
-            small: list[Piece] = []
-            small_bytes = 0
-            for p in pieces:
-                n = p.nbytes if type(p) is memoryview else len(p)
-                if n < LARGE_PIECE_BYTES:
-                    small.append(p)
-                    small_bytes += n
-                    if small_bytes < limits.coalesce_bytes_max:
-                        continue
+            await self._write_out()
+
+    async def _write_out(self) -> None:
+        """Send the outbox until it is empty: small answers joined into one send, large pieces (stored batches)
+        sent as they are. Called by the writer task, or by the reader right after it answered frames."""
+        stream = self.stream
+        limits = self.limits
+        self._writing = True
+        try:
+            while self._out:
+                pieces = self._out
+                self._out = []
+                small: list[Piece] = []
+                small_bytes = 0
+                for p in pieces:
+                    n = p.nbytes if type(p) is memoryview else len(p)
+                    if n < LARGE_PIECE_BYTES:
+                        small.append(p)
+                        small_bytes += n
+                        if small_bytes < limits.coalesce_bytes_max:
+                            continue
+                    if small:
+                        await stream.send_all(small[0] if len(small) == 1 else b"".join(small))
+                        self._sent(small_bytes)
+                        small = []
+                        small_bytes = 0
+                    if n >= LARGE_PIECE_BYTES:
+                        await stream.send_all(p)
+                        self._sent(n)
                 if small:
                     await stream.send_all(small[0] if len(small) == 1 else b"".join(small))
                     self._sent(small_bytes)
-                    small = []
-                    small_bytes = 0
-                if n >= LARGE_PIECE_BYTES:
-                    await stream.send_all(p)
-                    self._sent(n)
-            if small:
-                await stream.send_all(small[0] if len(small) == 1 else b"".join(small))
-                self._sent(small_bytes)
+        finally:
+            self._writing = False
+            if self._out or self._closing:
+                self._writer_wakeup.set()  # what came meanwhile, or the close: the writer takes over
 
     def _sent(self, n: int) -> None:
         """``n`` answer bytes left: make room (parked answers first, in order, then the reader)."""
