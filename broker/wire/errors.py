@@ -64,6 +64,7 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (19, "CONNECTION_CLOSED", True, "ConnectionClosedError", "The connection to the broker closed before an answer arrived (client side)."),
     (20, "OUT_OF_ORDER_SEQUENCE", True, "OutOfOrderSequenceError", "An idempotent producer's batch skips ahead of its sequence (an earlier batch is missing); resend in order."),
     (21, "INVALID_PRODUCER_EPOCH", False, "InvalidProducerEpochError", "The producer id was taken over by a newer epoch: this producer is fenced."),
+    (22, "UNSUPPORTED_COMPRESSION_TYPE", False, "UnsupportedCompressionTypeError", "The batch's compression codec is unknown or its package is not installed (the 'compression' extra: snappy, lz4, zstd)."),
     (30, "THROTTLED", True, "ThrottledError", "A limit policy refused the request; details carry retry_after_s."),
     (31, "COST_EXCEEDS_LIMIT", False, "CostExceedsLimitError", "The request costs more than a limit policy's burst can ever admit; details name max_cost and unit: split it."),
     (32, "LIMIT_POLICY_FAILED", False, "LimitPolicyFailedError", "A limit policy's algorithm (a plug-in) failed; the request was not applied."),
@@ -115,6 +116,7 @@ ConnectionClosedError: type[MillpondError] = _by_name["ConnectionClosedError"]
 ThrottledError: type[MillpondError] = _by_name["ThrottledError"]
 OutOfOrderSequenceError: type[MillpondError] = _by_name["OutOfOrderSequenceError"]
 InvalidProducerEpochError: type[MillpondError] = _by_name["InvalidProducerEpochError"]
+UnsupportedCompressionTypeError: type[MillpondError] = _by_name["UnsupportedCompressionTypeError"]
 CostExceedsLimitError: type[MillpondError] = _by_name["CostExceedsLimitError"]
 LimitPolicyFailedError: type[MillpondError] = _by_name["LimitPolicyFailedError"]
 UnknownPolicyError: type[MillpondError] = _by_name["UnknownPolicyError"]
