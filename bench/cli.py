@@ -55,7 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", metavar="HOST:PORT", help="use a running broker instead of starting one")
     p.add_argument("--target", default="millpond",
                    help=f"what to measure: {', '.join(targets.TARGETS)}, or millpond@REV (millpond at a git "
-                        "revision of this checkout); comma-separated for several")
+                        "revision of this checkout); comma-separated for several. The first millpond is the one "
+                        "peers and --against revisions are compared with (e.g. --target millpond@HEAD --against "
+                        "HEAD~3: two fixed commits, whatever the working tree holds meanwhile)")
     p.add_argument("--against", metavar="REVS",
                    help="also run millpond at these git revisions (comma-separated, e.g. 5f7039c or HEAD~3) beside "
                         "this tree, alternating step by step, each with its own broker and its client in child "

@@ -43,6 +43,13 @@ def is_peer(g: dict[str, Any]) -> bool:
     return g["target"] != "millpond" and not is_revision(g)
 
 
+def base(summary: list[dict[str, Any]]) -> str | None:
+    """The millpond the run is about, which peers and other revisions are compared with and goals judged on:
+    ``millpond`` (this tree) if it ran, else the first revision that did (``--target millpond@REV``)."""
+    ours = [g["target"] for g in summary if not is_peer(g)]
+    return "millpond" if "millpond" in ours else next(iter(ours), None)
+
+
 def match_key(g: dict[str, Any]) -> tuple:
     """What makes a millpond row and a peer row the same measurement (everything but target and durability)."""
     return (g["workload"], g.get("record_bytes"), g.get("payload_file"), g.get("rate_per_s"), g.get("partitions"),
@@ -52,11 +59,12 @@ def match_key(g: dict[str, Any]) -> tuple:
 def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (peer row, millpond row of the same measurement): ``{figure: millpond/peer or None}``."""
     out = []
-    ours = [g for g in summary if g["target"] == "millpond"]
+    ours = [g for g in summary if g["target"] == base(summary)]
     for peer in filter(is_peer, summary):
         for m in (g for g in ours if match_key(g) == match_key(peer)):
             entry: dict[str, Any] = {"workload": peer["workload"], "record": peer["record"],
                                      "rate_per_s": peer.get("rate_per_s"), "millpond_step": m["step"],
+                                     "millpond_target": m["target"],
                                      "millpond_fsync": m["fsync"], "peer": peer["target"], "peer_step": peer["step"],
                                      "peer_durability": peer["fsync"]}
             for name in RATIO_FIGURES:
@@ -73,11 +81,12 @@ def revision_ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     hosted like the revision (``millpond@worktree``: client and broker in child processes) where the run has it,
     else ``millpond``; the worktree row itself is compared with ``millpond`` (the A/A check of that hosting)."""
     out = []
-    for rev in filter(is_revision, summary):
+    first = base(summary)
+    for rev in (g for g in summary if is_revision(g) and g["target"] != first):
         same = [g for g in summary if match_key(g) == match_key(rev) and g["fsync"] == rev["fsync"]]
         hosted = next((g for g in same if g.get("revision") == WORKTREE), None)
-        m = next((g for g in same if g["target"] == "millpond"), None)
-        if rev.get("revision") != WORKTREE and hosted is not None:
+        m = next((g for g in same if g["target"] == first), None)
+        if first == "millpond" and rev.get("revision") != WORKTREE and hosted is not None:
             m = hosted
         if m is not None:
             entry: dict[str, Any] = {"workload": rev["workload"], "record": rev["record"],
@@ -172,7 +181,7 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
         lines += ["", RATIO_MEANING + ":"]
         lines += _columns(["workload", "record", "millpond", "peer", "records/s", "MB/s", "p50 ms", "p99 ms"],
                           [[r["workload"] + (f" @{r['rate_per_s']:,}/s" if r["rate_per_s"] else ""), r["record"],
-                            f"fsync={r['millpond_fsync']}", f"{r['peer']} ({r['peer_durability']})",
+                            _ours(r) + f"fsync={r['millpond_fsync']}", f"{r['peer']} ({r['peer_durability']})",
                             *(_ratio(r[n]) for n in RATIO_FIGURES)] for r in ratios(summary)], left=4)
     if revision_ratios(summary):
         lines += ["", REVISION_MEANING + ":"]
@@ -206,12 +215,13 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
 
 
 def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each goal of reference.GOALS checked on the median of each matching row of this tree's millpond, then each
-    of reference.REVISION_GOALS on the ratio this tree / revision of each matching pair of rows."""
+    """Each goal of reference.GOALS checked on the median of each matching row of the run's millpond (``base``),
+    then each of reference.REVISION_GOALS on the ratio it / revision of each matching pair of rows."""
     out = []
+    first = base(summary)
     for goal in reference.GOALS:
         for g in summary:
-            if (g["target"] == "millpond" and g["workload"] == goal.workload and g["fsync"] == goal.fsync
+            if (g["target"] == first and g["workload"] == goal.workload and g["fsync"] == goal.fsync
                     and goal.record_bytes in (None, g.get("record_bytes"))
                     and goal.rate_per_s in (None, g.get("rate_per_s"))
                     and not g.get("payload_file") and g[goal.figure]["median"] is not None):
@@ -317,6 +327,12 @@ def _columns(head: list[str], body: list[list[str]], left: int) -> list[str]:
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body]
+
+
+def _ours(r: dict[str, Any]) -> str:
+    """'' for this tree's millpond, ``millpond@REV `` for a revision that is the run's base."""
+    target = r.get("millpond_target", "millpond")
+    return "" if target == "millpond" else target + " "
 
 
 def _ratio(x: float | None) -> str:

@@ -222,6 +222,25 @@ def test_with_this_tree_hosted_like_a_revision_the_revision_is_compared_with_tha
                                            "100 B fsync=never"] and judged[0]["met"]  # the A/A line is no goal
 
 
+def test_without_this_tree_the_first_revision_is_the_base_of_ratios_and_goals():
+    rows = (_row("millpond@3d0310a", "produce", 100, "never", [96_000, 96_000])
+            + _row("millpond@5f7039c", "produce", 100, "never", [100_000, 100_000])
+            + _row("millpond@3d0310a", "send_await", 100, "never", [6_000, 6_000])
+            + _row("redis", "send_await", 100, "rdb, no fsync", [10_000, 10_000]))
+    summary = report.summarize(rows)
+    assert report.base(summary) == "millpond@3d0310a"
+    (r,) = report.revision_ratios(summary)
+    assert (r["this"], r["revision"], r["records_per_s"]) == ("millpond@3d0310a", "millpond@5f7039c", 0.96)
+    (peer,) = report.ratios(summary)
+    assert (peer["millpond_target"], peer["records_per_s"]) == ("millpond@3d0310a", 0.6)
+    checked = {g["goal"]: g["met"] for g in report.goals(summary)}
+    assert checked == {">= 1M rec/s produce, fsync=never": False, "awaited send >= 5,000 rec/s, fsync=never": True,
+                       "produce 100 B within 5% of the revision or better, fsync=never": True}
+    out = report.table("compare", MACHINE, summary, 2)
+    assert any(ln.startswith("send_await") and "millpond@3d0310a fsync=never" in ln and "0.60x" in ln
+               for ln in out.splitlines())
+
+
 # ---- real broker and Redis, tiny ----
 
 @pytest.mark.slow
