@@ -26,11 +26,12 @@ from millpond.broker.wire.partitioner import partition_for_key
 from millpond.client.types import RecordMetadata
 
 NO_MAX = 1 << 62  # records_max of a batch no limit policy has constrained
-# Upper bound of msgpack's framing around one row [offset_delta, ts_delta, key, value, headers]: array header 1,
-# ints 5 + 9, bin headers 5 + 5, headers map header 5. Over-estimating keeps an encoded batch under its limit.
-ROW_OVERHEAD = 30
+# Upper bound of a v2 record's framing (Kafka's DefaultRecord): length varint 5, attributes 1, timestamp delta varlong
+# 10, offset delta varint 5, key and value length varints 5 + 5, header count varint 5; each header: two length
+# varints. Over-estimating keeps an encoded (uncompressed) batch under its limit.
+ROW_OVERHEAD = 36
 HEADER_ENTRY_OVERHEAD = 10
-BATCH_OVERHEAD = HEADER_BYTES + 5
+BATCH_OVERHEAD = HEADER_BYTES
 _time = time.time
 SEQUENCE_WRAP = 2**31  # producer sequences are int32 and wrap to 0, as Kafka's
 
@@ -85,13 +86,15 @@ class Batch:
         if self.owner is not None and not self.sent and not self.event.is_set():
             self.owner._wake()
 
-    def encode(self, producer_id: int = -1) -> bytes:
+    def encode(self, producer_id: int = -1, compression: int = 0) -> bytes:
+        """The batch as Kafka's record batch v2 (``compression``: its attribute id), built once and kept for
+        retries: a resent batch is byte for byte the one sent before."""
         if self.blob is None:
             if producer_id >= 0:
                 self.blob = encode_rows(self.rows, self.first_ts, self.max_ts, 0, producer_id, self.epoch,
-                                        self.base_seq)
+                                        self.base_seq, compression)
             else:
-                self.blob = encode_rows(self.rows, self.first_ts, self.max_ts)
+                self.blob = encode_rows(self.rows, self.first_ts, self.max_ts, 0, -1, -1, -1, compression)
         return self.blob
 
 
@@ -142,8 +145,9 @@ class Accumulator:
 
     def __init__(self, *, batch_bytes: int, batch_bytes_max: int, linger_s: float, now: Callable[[], float],
                  event_factory: Callable[[], Any], on_wake: Callable[[], None],
-                 handle_cls: type[RecordHandle] = RecordHandle, max_in_flight: int = 1) -> None:
+                 handle_cls: type[RecordHandle] = RecordHandle, max_in_flight: int = 1, compression: int = 0) -> None:
         self.batch_bytes = min(batch_bytes, batch_bytes_max)
+        self.compression = compression  # Kafka's attribute id (broker.wire.batch.compression_id)
         # Batches per partition awaiting an answer. More than one needs an idempotent producer (sequence numbers),
         # so the broker refuses a batch whose predecessor failed instead of storing it out of order.
         self.max_in_flight = max_in_flight

@@ -190,17 +190,21 @@ class Client:
     # ---- factories ----
     def producer(self, *, linger_s: float = 0.005, batch_bytes: int = 1048576, delivery_timeout_s: float = 120.0,
                  retry_backoff_s: tuple[float, float] = (0.05, 1.0), throttle_wait_max_s: float = 60.0,
-                 idempotent: bool = True, max_in_flight: int = 5) -> Producer:
+                 idempotent: bool = True, max_in_flight: int = 5, compression: str | None = None) -> Producer:
         """A batching producer; use as ``async with c.producer() as p:`` (leaving it flushes). See ``Producer``
         (``throttle_wait_max_s``: seconds a batch may wait on THROTTLED answers before its records fail).
 
         ``idempotent`` (default, as Kafka's enable.idempotence): the broker recognises a resent batch and stores
         it once, and refuses one that would land out of order, so up to ``max_in_flight`` (1-5) batches per
         partition are in flight at once. ``idempotent=False``: one batch per partition in flight; a batch resent
-        after a lost answer may be stored twice (never reordered)."""
+        after a lost answer may be stored twice (never reordered).
+
+        ``compression``: ``"gzip"`` (always there), ``"snappy"``, ``"lz4"`` or ``"zstd"`` (the ``compression``
+        extra: ``pip install 'millpond[compression]'``; without it they raise ``UnsupportedCompressionTypeError``
+        naming the extra) compresses each batch as Kafka's producers do; the broker stores it as sent."""
         return Producer(self, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
                         retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s,
-                        idempotent=idempotent, max_in_flight=max_in_flight)
+                        idempotent=idempotent, max_in_flight=max_in_flight, compression=compression)
 
     # ---- limit policies (issue 4; docs/protocol.md "Limits") ----
     async def set_limit(self, name: str, *, scope: str = "client:*", unit: str = "records",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from millpond.broker.wire.batch import compression_id
 from millpond.broker.wire.errors import (
     CostExceedsLimitError,
     MillpondError,
@@ -56,13 +57,15 @@ class Producer:
 
     def __init__(self, client: Client, *, linger_s: float, batch_bytes: int, delivery_timeout_s: float,
                  retry_backoff_s: tuple[float, float], throttle_wait_max_s: float = 60.0,
-                 idempotent: bool = True, max_in_flight: int = 5, _threaded: bool = False) -> None:
+                 idempotent: bool = True, max_in_flight: int = 5, compression: str | None = None,
+                 _threaded: bool = False) -> None:
         if linger_s < 0 or batch_bytes < 1:
             raise ValueError("linger_s must be >= 0 and batch_bytes >= 1")
         if not 1 <= max_in_flight <= 5:
             raise ValueError(f"max_in_flight must be 1-5 batches per partition, got {max_in_flight!r}")
         if not throttle_wait_max_s >= 0:
             raise ValueError(f"throttle_wait_max_s must be >= 0 seconds, got {throttle_wait_max_s!r}")
+        codec = compression_id(compression)  # before anything starts: a missing codec names the extra to install
         self._client = client
         self.throttle_wait_max_s = float(throttle_wait_max_s)
         self.delivery_timeout_s = delivery_timeout_s
@@ -78,7 +81,7 @@ class Producer:
             now=time.monotonic if _threaded else anyio.current_time,
             event_factory=threading.Event if _threaded else anyio.Event,
             on_wake=self._on_wake, handle_cls=_handle_cls(_threaded),
-            max_in_flight=max_in_flight if idempotent else 1)
+            max_in_flight=max_in_flight if idempotent else 1, compression=codec)
         self.idempotent = idempotent
         self._now = self._acc._now
         self._metadata_busy = False
@@ -212,7 +215,7 @@ class Producer:
         for b in batches:
             try:
                 begun = conn.begin("produce", {"topic": b.topic, "partition": b.partition,
-                                               "batch": b.encode(self._acc.producer_id)})
+                                               "batch": b.encode(self._acc.producer_id, self._acc.compression)})
             except MillpondError as exc:
                 self._tg.start_soon(self._send_batch, b, None, None, exc)
                 continue

@@ -170,12 +170,12 @@ class SyncProducer:
     def __init__(self, sc: SyncClient, *, linger_s: float = 0.005, batch_bytes: int = 1048576,
                  delivery_timeout_s: float = 120.0, retry_backoff_s: tuple[float, float] = (0.05, 1.0),
                  max_buffered_records: int = 1_000_000, throttle_wait_max_s: float = 60.0, idempotent: bool = True,
-                 max_in_flight: int = 5) -> None:
+                 max_in_flight: int = 5, compression: str | None = None) -> None:
         portal = self._portal = sc._portal
         self._p: Producer = portal.call(lambda: Producer(
             sc._client, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
             retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s, idempotent=idempotent,
-            max_in_flight=max_in_flight, _threaded=True))
+            max_in_flight=max_in_flight, compression=compression, _threaded=True))
         # One portal task enters and exits the producer: its task group must open and close in the same task.
         self._cm = portal.wrap_async_context_manager(self._p)
         self._cm.__enter__()

@@ -155,7 +155,7 @@ def test_flush_makes_everything_ready_and_lists_events():
     assert sorted(b.partition for b in ready) == [0, 1]
 
 
-def pipelined(batch_bytes=1_000):
+def pipelined(batch_bytes=1_020):  # 7 records of 100 B (61 + 7 x 136 estimated bytes)
     clock = Clock()
     acc = Accumulator(batch_bytes=batch_bytes, batch_bytes_max=1 << 20, linger_s=0.005, now=clock,
                       event_factory=threading.Event, on_wake=lambda: None, max_in_flight=5)
@@ -166,7 +166,7 @@ def pipelined(batch_bytes=1_000):
 
 def test_full_batches_pipeline_and_a_partial_one_waits_for_the_answer_in_flight():
     acc, clock = pipelined()
-    for i in range(25):  # 25 records of ~130 estimated bytes: three full batches and a partial fourth
+    for i in range(25):  # 25 records of ~136 estimated bytes: three full batches and a partial fourth
         acc.append("t", b"x" * 100, partition=0)
     sent, deadline = acc.ready(clock.t)
     assert [len(b.rows) for b in sent] == [7, 7, 7]  # the full ones go together; the partial one keeps gathering

@@ -1,25 +1,11 @@
-# The protocol both sides speak: Kafka's partitioner vectors, the batch format's checks, frames, the error table.
+# The protocol both sides speak: Kafka's partitioner vectors, frames, the error table (the batch: test_batch.py).
 from __future__ import annotations
 
 import struct
-import zlib
 
-import msgpack
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from millpond.broker.wire import errors
-from millpond.broker.wire.batch import (
-    HEADER_BYTES,
-    check_batch,
-    decode_records,
-    encode_batch,
-    iter_batches,
-    read_header,
-    stamp_base_offset,
-    verify_crc,
-)
 from millpond.broker.wire.frames import FrameDecoder, decode_request, encode_frame, encode_request
 from millpond.broker.wire.partitioner import murmur2, partition_for_key
 
@@ -69,96 +55,6 @@ def test_murmur2_uses_mask_not_abs():
 def test_partition_for_key_refuses_zero_partitions():
     with pytest.raises(ValueError, match="partitions must be >= 1"):
         partition_for_key(b"k", 0)
-
-
-def golden() -> bytes:
-    return encode_batch([(1_700_000_000_000, b"key", b"value", {"h": b"v"}), (1_700_000_000_005, None, b"v2", None)])
-
-
-def test_batch_header_fields_and_crc():
-    blob = golden()
-    h = check_batch(blob, 1 << 20)
-    assert (h.base_offset, h.record_count, h.last_offset_delta) == (0, 2, 1)
-    assert (h.first_timestamp_ms, h.max_timestamp_ms) == (1_700_000_000_000, 1_700_000_000_005)
-    assert (h.producer_id, h.producer_epoch, h.base_sequence) == (-1, -1, -1)
-    assert h.size == len(blob) and h.batch_length == len(blob) - 12
-    assert h.crc == zlib.crc32(blob[16:])
-    assert msgpack.unpackb(blob[HEADER_BYTES:]) == [[0, 0, b"key", b"value", {"h": b"v"}], [1, 5, None, b"v2", None]]
-
-
-def test_stamping_the_base_offset_keeps_the_crc_valid():
-    blob = stamp_base_offset(41) + golden()[8:]
-    assert read_header(blob).base_offset == 41
-    assert verify_crc(blob)
-    recs = decode_records(blob, "t", 3)
-    assert [(r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers) for r in recs] == [
-        ("t", 3, 41, 1_700_000_000_000, b"key", b"value", {"h": b"v"}),
-        ("t", 3, 42, 1_700_000_000_005, None, b"v2", None),
-    ]
-    assert [r.offset for r in decode_records(blob, "t", 3, min_offset=42)] == [42]
-
-
-def _mutate(blob: bytes, pos: int, value: bytes) -> bytes:
-    return blob[:pos] + value + blob[pos + len(value):]
-
-
-@pytest.mark.parametrize(
-    "make, message",
-    [
-        (lambda b: b[:40], "shorter than its 56-byte header"),
-        (lambda b: _mutate(b, 8, struct.pack(">i", 999)), "batch_length"),
-        (lambda b: _mutate(b, 16, b"\x07"), "magic"),
-        (lambda b: _mutate(b, 17, b"\x01"), "attributes"),
-        (lambda b: _mutate(b, 52, struct.pack(">i", 5)), "record_count"),
-        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "CRC"),
-    ],
-)
-def test_check_batch_names_the_failed_check(make, message):
-    with pytest.raises(errors.CorruptBatchError, match=message):
-        check_batch(make(golden()), 1 << 20)
-
-
-def test_check_batch_refuses_a_record_count_the_records_do_not_hold():
-    # header says 2 records and the CRC is right, but the msgpack array holds 3
-    blob = bytearray(encode_batch([(1, None, b"a", None), (1, None, b"b", None), (1, None, b"c", None)]))
-    blob[52:56] = struct.pack(">i", 2)
-    blob[18:22] = struct.pack(">i", 1)
-    blob[12:16] = struct.pack(">I", zlib.crc32(bytes(blob[16:])))
-    with pytest.raises(errors.CorruptBatchError, match="records section"):
-        check_batch(bytes(blob), 1 << 20)
-
-
-def test_check_batch_refuses_oversize_with_the_limit_in_details():
-    with pytest.raises(errors.RecordTooLargeError) as info:
-        check_batch(encode_batch([(1, None, b"x" * 2000, None)]), 1024)
-    assert info.value.details == {"batch_bytes_max": 1024}
-
-
-def test_decode_records_refuses_a_corrupt_batch():
-    blob = bytearray(golden())
-    blob[-3] ^= 0xFF
-    with pytest.raises(errors.CorruptBatchError, match="CRC"):
-        decode_records(bytes(blob), "t", 0)
-
-
-def test_iter_batches_ignores_a_trailing_partial_batch():
-    a, b = golden(), encode_batch([(5, None, b"z", None)])
-    data = a + b[:30]
-    assert [(pos, h.record_count) for pos, h in iter_batches(data)] == [(0, 2)]
-
-
-@given(st.lists(st.tuples(st.integers(0, 2**40), st.one_of(st.none(), st.binary(max_size=20)),
-                          st.binary(max_size=200),
-                          st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.binary(max_size=5), max_size=3))),
-                min_size=1, max_size=30))
-def test_any_records_round_trip(records):
-    blob = encode_batch(records)
-    h = check_batch(blob, 1 << 20)
-    assert h.max_timestamp_ms == max(r[0] for r in records)
-    got = decode_records(blob, "t", 0)
-    assert [(r.offset, r.timestamp_ms, r.key, r.value, r.headers) for r in got] == [
-        (i, ts, k, v, hd or None) for i, (ts, k, v, hd) in enumerate(records)
-    ]
 
 
 def test_frame_decoder_reassembles_frames_split_anywhere():

@@ -21,7 +21,10 @@ from millpond.broker.wire.errors import StorageError
 
 META_FILE = "topic.meta"
 LOCK_FILE = "broker.lock"  # holds the pid of the broker that has the data directory open
-META_FORMAT = 1
+# 2: batches are Kafka's record batch v2. 1 was millpond's own pre-release batch layout, never released: a data
+# directory holding it is refused at open (README, "Upgrading"), never read or rewritten.
+META_FORMAT = 2
+OLD_FORMATS = {1: "millpond's pre-release batch format (a 56-byte header, CRC-32, msgpack records)"}
 # '~' is not a topic-name character, so these never collide with a topic directory.
 STAGING = "~staging"  # topics being created: complete, then renamed into place
 TRASH = "~trash"  # topics being deleted: renamed here first, so a crash never leaves half a topic visible
@@ -51,6 +54,7 @@ class FileStorage:
         except OSError as exc:
             raise StorageError(f"cannot open data directory {self.data_dir}: {exc}") from None
         found = []
+        old: dict[int, list[str]] = {}
         for name in names:
             directory = self.root / name
             try:
@@ -59,6 +63,9 @@ class FileStorage:
                 if body is None:
                     raise ValueError(f"{META_FILE} is missing or fails its CRC")
                 meta = msgpack.unpackb(body)
+                if isinstance(meta, dict) and meta.get("format") in OLD_FORMATS and meta.get("name") == name:
+                    old.setdefault(meta["format"], []).append(name)
+                    continue
                 if not (isinstance(meta, dict) and meta.get("format") == META_FORMAT and meta.get("name") == name):
                     raise ValueError(f"{META_FILE} is not a format-{META_FORMAT} record of this topic")
                 count = meta.get("partitions")
@@ -68,6 +75,13 @@ class FileStorage:
                 self._log.error("skipping topic directory %s: %s", directory, exc)
                 continue
             found.append((name, count, meta.get("config")))
+        if old:
+            self.close()
+            fmt, topics = min(old.items())
+            raise StorageError(
+                f"data directory {self.data_dir} holds topics ({', '.join(topics)}) stored in {OLD_FORMATS[fmt]}, "
+                f"which this broker does not read: it stores Kafka's record batch v2. No released millpond wrote "
+                f"that format; move the directory aside or delete it, then start again")
         return found
 
     def _lock_data_dir(self) -> None:

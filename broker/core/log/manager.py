@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from millpond.broker.config import FSYNC_MODES, STORAGE_KINDS, TopicDefaults
-from millpond.broker.core.log.batch_format import NATIVE, BatchFormat
+from millpond.broker.core.log.batch_format import V2, BatchFormat
 from millpond.broker.core.log.file_topics import LOCK_FILE, META_FILE, FileStorage
 from millpond.broker.core.log.memory_store import MemoryStorage
 from millpond.broker.core.log.partition import PartitionLog
@@ -67,7 +67,7 @@ class LogManager:
         partitions_max: int,
         fsync_mode: str,
         storage: str = "file",
-        batch_format: BatchFormat = NATIVE,
+        batch_format: BatchFormat = V2,
         logger: logging.Logger | None = None,
     ) -> None:
         if fsync_mode not in FSYNC_MODES:

@@ -87,7 +87,8 @@ class PartitionLog:
         """Store one batch already checked by the format's ``check`` (``broker.wire.batch.check_batch``); returns
         its base offset. Never fsyncs.
 
-        ``blob``: the batch bytes (its base_offset field is replaced by the log end offset when stored). Rolls to a
+        ``blob``: the batch bytes (its base_offset field is replaced by the log end offset when stored, and what else
+        the format stamps: v2's partition leader epoch 0). Rolls to a
         new segment first if the active one is full (``segment_bytes``) or old (``segment_ms`` since its first
         append). A batch of an idempotent producer (``producer_id >= 0``) that repeats one of its last five
         batches is not appended again: its original base offset is returned (Kafka's duplicate rule).
@@ -114,7 +115,9 @@ class PartitionLog:
         base = self.log_end_offset
         end = base + header.record_count
         try:
-            store.append(self.fmt.stamp(base), memoryview(blob)[8:], base, end, header.max_timestamp_ms, now_ms)
+            fmt = self.fmt
+            store.append(fmt.stamp(base, header.batch_length), memoryview(blob)[fmt.stamp_bytes:], base, end,
+                         header.max_timestamp_ms, now_ms)
         except OSError as exc:
             raise self._storage_error("append to", exc) from None
         self.log_end_offset = end

@@ -103,18 +103,19 @@ class Segment:
     # -- writing ---------------------------------------------------------------------------------------------------
 
     def append(self, stamp: bytes, body: memoryview, base: int, next_offset: int, max_ts: int, now_ms: int) -> None:
-        """Write one batch (``stamp`` = its 8 offset bytes, ``body`` = the rest) at ``size``.
+        """Write one batch (``stamp`` = its first bytes as the log stamps them, ``body`` = the rest) at ``size``.
 
         Positional writes: a failed write that could not be cut back is overwritten by the next one and never read.
         Raises OSError after truncating back to the old size.
         """
         pos = self.size
-        n = 8 + len(body)
+        k = len(stamp)
+        n = k + len(body)
         fd = self.fd
         try:
             written = os.pwritev(fd, (stamp, body), pos)
             while written < n:  # short write (signal, full disk): continue where it stopped
-                bufs = (stamp[written:], body) if written < 8 else (body[written - 8 :],)
+                bufs = (stamp[written:], body) if written < k else (body[written - k :],)
                 more = os.pwritev(fd, bufs, pos + written)
                 if more <= 0:
                     raise OSError(28, "no progress writing batch")

@@ -65,7 +65,8 @@ class PartitionStore(Protocol):
         """Raw headers (the format's field order) of the last segment's batches: producer state after a restart."""
 
     def append(self, stamp: bytes, body: memoryview, base: int, end: int, max_ts: int, now_ms: int) -> None:
-        """Store one batch at the log end (``stamp`` = its 8 base-offset bytes, ``body`` = the rest)."""
+        """Store one batch at the log end (``stamp`` = its first bytes as the log stamps them, ``body`` = the
+        rest)."""
 
     def roll(self) -> None:
         """Start a new empty segment at the log end. Never fsyncs: the old segment's fsync, its index files and

@@ -18,7 +18,7 @@ with warnings.catch_warnings():  # kafka-python 3.0's package import uses import
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka.record.default_records import DefaultRecordBatch as KafkaPythonReader
     from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaPythonBuilder
-from millpond.broker.wire.record_batch import (
+from millpond.broker.wire.batch import (
     HEADER_BYTES,
     check_batch,
     compression_id,

@@ -1,6 +1,6 @@
 # What millpond uses of its batch-codec dependencies, pinned: aiokafka's compiled record module (the builder's
 # signature and output, the reader's iteration and errors, the codec probes) and crc32c. An upgrade that changes any
-# of it fails here before it fails anywhere else (broker/wire/record_batch.py is the one module that imports them).
+# of it fails here before it fails anywhere else (broker/wire/batch.py is the one module that imports them).
 from __future__ import annotations
 
 import inspect
