@@ -1,6 +1,6 @@
 # The engine: the one entry point of the broker's cores. Typed requests in (`handle(request, ctx)`), outcomes out
 # (broker/core/outcomes.py); which keys woke, which deadline comes next, which background work and which fsync plan
-# are due. Each concept (log, groups, limits) is a core folder whose api module registers its handlers here, so a
+# are due. Each concept (log, groups, limits, queues) is a core folder whose api module registers its handlers here, so a
 # new concept never edits the server. Sans-IO: takes `ctx`/`now`, never waits. Must not know about any protocol,
 # sockets or trio.
 from __future__ import annotations
@@ -19,6 +19,7 @@ from millpond.broker.core.limits.api import LimitApi, check_policies
 from millpond.broker.core.log import LogManager, is_internal_topic
 from millpond.broker.core.log.api import LogApi, partition_key
 from millpond.broker.core.outcomes import Answer, Context, Job, Outcome
+from millpond.broker.core.queues.api import QueueApi
 from millpond.broker.wire.errors import InvalidRequestError, UnknownApiError
 
 log = logging.getLogger("millpond.engine")
@@ -79,8 +80,10 @@ class Engine:
         self.log_api = LogApi(config, log_manager, admit=self.limits.admit, topics_changed=self._topics_changed,
                               wake=self._woken.add)
         group_api = GroupApi(log_manager, self.groups, self.offsets, self._when_offsets_durable)
+        self.queues = QueueApi(log_manager, wake=self._woken.add, when_durable=self.log_api.when_durable,
+                               bytes_max=config.fetch_bytes_max)
         self._handlers: dict[type, Callable[[Any, Context], Outcome]] = {Hello: self._hello}
-        for api in (self.log_api, group_api, self.limits):
+        for api in (self.log_api, group_api, self.limits, self.queues):
             self._handlers.update(api.handlers())
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -89,6 +92,7 @@ class Engine:
         work: call before serving. Raises ``StorageError``, ``InvalidConfigError``."""
         self.log.open(ctx.now_ms)
         self.offsets.open(ctx.now_ms)
+        self.queues.open(ctx)
         self.limits.open()
         self._retention_at = ctx.now + self.config.retention_check_interval_ms / 1000
         self._sweep_at = ctx.now + LIMITS_SWEEP_INTERVAL_S
@@ -148,14 +152,16 @@ class Engine:
     def next_deadline(self) -> float:
         """When ``tick`` next has work (monotonic seconds; ``inf``: nothing scheduled)."""
         group = self.groups.next_deadline()
-        return min(self._retention_at, self._sweep_at, math.inf if group is None else group)
+        return min(self._retention_at, self._sweep_at, math.inf if group is None else group,
+                   self.queues.next_deadline())
 
     def tick(self, ctx: Context) -> set[Hashable]:
-        """Run what is due at ``ctx.now``: group members' session expiry, retention, limiter memory sweeps.
+        """Run what is due at ``ctx.now``: group members' session expiry, queue timers, retention, limiter sweeps.
         Returns the keys woken."""
         now = ctx.now
         for group, member in self.groups.expire(now):
             log.info("consumer group %s: member %s expired", group, member)
+        self.queues.tick(ctx)  # visibility timeouts and delays ending, retention, FIFO deduplication windows
         if now >= self._retention_at:
             self._retention_at = now + self.config.retention_check_interval_ms / 1000
             deleted = self.log.enforce_retention(ctx.now_ms)

@@ -82,6 +82,13 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (49, "UNSUPPORTED_ASSIGNOR", False, "UnsupportedAssignorError", "The assignor is unknown, or differs from the one the group's members use; details name them."),
     (50, "OFFSET_METADATA_TOO_LARGE", False, "OffsetMetadataTooLargeError", "Commit metadata exceeds offset_metadata_bytes_max (UTF-8 bytes)."),
     (51, "GROUP_MAX_SIZE_REACHED", False, "GroupMaxSizeReachedError", "The consumer group already has members_per_group_max members."),
+    # queues (60-79): SQS's errors, under SQS's names where it has one (QueueDoesNotExist, QueueNameExists, ...)
+    (60, "UNKNOWN_QUEUE", False, "UnknownQueueError", "No queue with this name (as SQS QueueDoesNotExist)."),
+    (61, "QUEUE_ALREADY_EXISTS", False, "QueueAlreadyExistsError", "A queue with this name exists with other attributes (as SQS QueueNameExists)."),
+    (62, "INVALID_QUEUE_NAME", False, "InvalidQueueNameError", "Queue names are 1-80 characters of [A-Za-z0-9_-]; a FIFO queue's name ends in '.fifo' (counted)."),
+    (63, "RECEIPT_HANDLE_INVALID", False, "ReceiptHandleInvalidError", "The receipt handle is malformed or was never given out by this queue (as SQS ReceiptHandleIsInvalid)."),
+    (64, "INVALID_PARAMETER_VALUE", False, "InvalidParameterValueError", "A parameter is out of range or not valid for this queue or message (as SQS InvalidParameterValue)."),
+    (65, "MISSING_PARAMETER", False, "MissingParameterError", "A parameter this queue requires is missing, such as a FIFO queue's group_id (as SQS MissingParameter)."),
 ]
 
 ERRORS: dict[int, ErrorKind] = {}
@@ -132,6 +139,12 @@ InvalidSessionTimeoutError: type[MillpondError] = _by_name["InvalidSessionTimeou
 UnsupportedAssignorError: type[MillpondError] = _by_name["UnsupportedAssignorError"]
 OffsetMetadataTooLargeError: type[MillpondError] = _by_name["OffsetMetadataTooLargeError"]
 GroupMaxSizeReachedError: type[MillpondError] = _by_name["GroupMaxSizeReachedError"]
+UnknownQueueError: type[MillpondError] = _by_name["UnknownQueueError"]
+QueueAlreadyExistsError: type[MillpondError] = _by_name["QueueAlreadyExistsError"]
+InvalidQueueNameError: type[MillpondError] = _by_name["InvalidQueueNameError"]
+ReceiptHandleInvalidError: type[MillpondError] = _by_name["ReceiptHandleInvalidError"]
+InvalidParameterValueError: type[MillpondError] = _by_name["InvalidParameterValueError"]
+MissingParameterError: type[MillpondError] = _by_name["MissingParameterError"]
 
 
 def from_wire(code: int, body: Any) -> MillpondError:

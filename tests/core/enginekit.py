@@ -13,12 +13,13 @@ from millpond.broker.core.outcomes import Answer, Context, Offload, Outcome
 T0_MS = 1_700_000_000_000
 
 
-def make_engine(tmp_path: Path, **overrides: Any) -> Engine:
+def make_engine(tmp_path: Path, opened_at: float = 0.0, **overrides: Any) -> Engine:
+    """An engine over ``tmp_path`` with config ``overrides``, opened at ``ctx(opened_at)``."""
     config = load_config(None, data_dir=str(tmp_path), **{"default_limit_records_per_s": 0, **overrides})
     log = LogManager(tmp_path, defaults=config.topic_defaults, batch_bytes_max=config.batch_bytes_max,
                      partitions_max=config.partitions_max, fsync_mode=config.fsync)
     engine = Engine(config, log)
-    engine.open(ctx(0.0))
+    engine.open(ctx(opened_at))
     return engine
 
 

@@ -1,0 +1,418 @@
+# The queues' requests and their handlers (SQS's API, in millpond's names and units): queues, attributes, purge,
+# send and send-batch, receive with long polling, delete and change visibility by receipt handle, one at a time or
+# in batches. Every change is journaled and answered once durable; a receive with nothing to give waits on its
+# queue's wake key. Sans-IO like every core: must not know about any wire protocol, sockets, clocks or trio.
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+from millpond.broker.core.log import LogManager, PartitionLog
+from millpond.broker.core.outcomes import Answer, Context, Outcome, Wait
+from millpond.broker.core.queues.attributes import (
+    BATCH_BYTES_MAX,
+    BATCH_ENTRIES_MAX,
+    RECEIVE_WAIT_S_MAX,
+    QueueAttributes,
+    check_entry_id,
+    check_seconds,
+    message_size,
+)
+from millpond.broker.core.queues.journal import QueueJournal
+from millpond.broker.core.queues.manager import Delivery, QueueManager
+from millpond.broker.core.queues.queue import Queue
+from millpond.broker.wire.errors import InvalidParameterValueError, InvalidRequestError, MillpondError
+
+RECEIVE_MESSAGES_MAX = 1000  # SQS allows 10 per receive; millpond allows more (docs/protocol.md)
+
+MessageAttributes = dict[str, str | int | float | bytes]
+
+
+def queue_key(name: str) -> Hashable:
+    """The wake key of one queue: woken when a message may have become receivable, or the queue was deleted."""
+    return ("queue", name)
+
+
+# -- requests -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CreateQueue:
+    """As SQS CreateQueue; ``None``: SQS's default (attributes.QueueAttributes); ``fifo`` None: from the name."""
+
+    name: str
+    visibility_timeout_s: float | None = None
+    delay_s: float | None = None
+    retention_s: float | None = None
+    message_bytes_max: int | None = None
+    receive_wait_s: float | None = None
+    dead_letter_queue: str | None = None
+    max_receive_count: int | None = None
+    fifo: bool | None = None
+    content_based_deduplication: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetQueueAttributes:
+    """As SQS SetQueueAttributes: the fields given change; ``dead_letter_queue=""`` removes the redrive policy."""
+
+    name: str
+    visibility_timeout_s: float | None = None
+    delay_s: float | None = None
+    retention_s: float | None = None
+    message_bytes_max: int | None = None
+    receive_wait_s: float | None = None
+    dead_letter_queue: str | None = None
+    max_receive_count: int | None = None
+    content_based_deduplication: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetQueueAttributes:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteQueue:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeQueue:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListQueues:
+    prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    queue: str
+    body: bytes
+    attributes: MessageAttributes | None = None
+    delay_s: float | None = None  # standard queues only; None: the queue's delay
+    group_id: str | None = None  # FIFO queues: required
+    dedup_id: str | None = None  # FIFO queues: required unless content-based deduplication
+
+
+@dataclass(frozen=True, slots=True)
+class SendEntry:
+    id: str  # the caller's name for the entry in the answer: 1-80 characters of [A-Za-z0-9_-], distinct
+    body: bytes
+    attributes: MessageAttributes | None = None
+    delay_s: float | None = None
+    group_id: str | None = None
+    dedup_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessageBatch:
+    queue: str
+    entries: tuple[SendEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveMessages:
+    queue: str
+    max_messages: int = 1  # 1-1000 (SQS: 1-10)
+    wait_s: float | None = None  # long poll, 0-20 s; None: the queue's receive_wait_s
+    visibility_timeout_s: float | None = None  # None: the queue's
+    max_bytes: int | None = None  # bodies and attributes of the answer; None: the broker's bound (one always goes)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessage:
+    queue: str
+    receipt_handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteEntry:
+    id: str
+    receipt_handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessageBatch:
+    queue: str
+    entries: tuple[DeleteEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeVisibility:
+    queue: str
+    receipt_handle: str
+    visibility_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class VisibilityEntry:
+    id: str
+    receipt_handle: str
+    visibility_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeVisibilityBatch:
+    queue: str
+    entries: tuple[VisibilityEntry, ...]
+
+
+# -- answers ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue's attributes and approximate counts (exact here), as SQS GetQueueAttributes with ``All``."""
+
+    name: str
+    fifo: bool
+    visibility_timeout_s: float
+    delay_s: float
+    retention_s: float
+    message_bytes_max: int
+    receive_wait_s: float
+    dead_letter_queue: str | None
+    max_receive_count: int | None
+    content_based_deduplication: bool
+    messages_visible: int
+    messages_in_flight: int
+    messages_delayed: int
+    created_ms: int
+    modified_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Queues:
+    queues: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    message_id: str
+    sequence_number: int | None  # FIFO queues only
+
+
+@dataclass(frozen=True, slots=True)
+class SentEntry:
+    id: str
+    message_id: str
+    sequence_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFailure:
+    """One refused entry of a batch: the error's code and name (broker/wire/errors.py) and its message."""
+
+    id: str
+    code: int
+    name: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSent:
+    successful: tuple[SentEntry, ...]
+    failed: tuple[BatchFailure, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDone:
+    successful: tuple[str, ...]  # entry ids
+    failed: tuple[BatchFailure, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    messages: tuple[Delivery, ...]
+
+
+# -- handlers -----------------------------------------------------------------------------------------------------
+class QueueApi:
+    """Answers the queue requests over one ``QueueManager`` journaled in ``log`` (None: memory only).
+    ``when_durable(plog, offset, answer)`` holds an answer until the journal is durable up to ``offset``;
+    ``wake`` wakes keys; ``bytes_max`` bounds the bodies and attributes of one receive's answer."""
+
+    def __init__(self, log: LogManager | None, *, wake: Callable[[Hashable], None],
+                 when_durable: Callable[[PartitionLog, int, Callable[[], Outcome]], Outcome],
+                 bytes_max: int = 8 * 1024 * 1024) -> None:
+        self.manager = QueueManager(lambda name: wake(queue_key(name)))
+        self.journal = QueueJournal(log)
+        self.when_durable = when_durable
+        self.bytes_max = bytes_max
+
+    def open(self, ctx: Context) -> None:
+        """Replay the journal (blocking file work: call before serving)."""
+        self.journal.open(self.manager, ctx.now, ctx.now_ms)
+
+    def next_deadline(self) -> float:
+        return self.manager.next_deadline()
+
+    def tick(self, ctx: Context) -> None:
+        """Run the queues' timers due at ``ctx.now`` (waking the queues where a message became visible)."""
+        self.manager.tick(ctx.now)
+
+    def handlers(self) -> dict[type, Callable[[Any, Context], Outcome]]:
+        return {
+            CreateQueue: self.create_queue, SetQueueAttributes: self.set_attributes,
+            GetQueueAttributes: self.get_attributes, DeleteQueue: self.delete_queue, PurgeQueue: self.purge,
+            ListQueues: self.list_queues, SendMessage: self.send, SendMessageBatch: self.send_batch,
+            ReceiveMessages: self.receive, DeleteMessage: self.delete, DeleteMessageBatch: self.delete_batch,
+            ChangeVisibility: self.change_visibility, ChangeVisibilityBatch: self.change_visibility_batch,
+        }
+
+    def _journal(self, ctx: Context) -> int:
+        return self.journal.append(self.manager.take_events(), ctx.now, ctx.now_ms)
+
+    def _durable(self, ctx: Context, value: Any) -> Outcome:
+        """``Answer(value)`` once what this request changed, and what came before it, is durable."""
+        end = self._journal(ctx)
+        plog = self.journal.plog
+        return Answer(value) if plog is None else self.when_durable(plog, end, lambda: Answer(value))
+
+    def _info(self, q: Queue) -> QueueInfo:
+        a = q.attrs
+        visible, in_flight, delayed = q.counts[1], q.counts[2], q.counts[0]
+        return QueueInfo(q.name, a.fifo, a.visibility_timeout_s, a.delay_s, a.retention_s, a.message_bytes_max,
+                         a.receive_wait_s, a.dead_letter_queue, a.max_receive_count, a.content_based_deduplication,
+                         visible, in_flight, delayed, q.created_ms, q.modified_ms)
+
+    # -- queues ---------------------------------------------------------------------------------------------------
+    def create_queue(self, req: CreateQueue, ctx: Context) -> Outcome:
+        given = {f.name: getattr(req, f.name) for f in dataclasses.fields(req) if f.name != "name"}
+        given = {k: v for k, v in given.items() if v is not None}
+        given.setdefault("fifo", req.name.endswith(".fifo"))
+        q = self.manager.create(req.name, QueueAttributes(**given), ctx.now, ctx.now_ms)
+        return self._durable(ctx, self._info(q))
+
+    def set_attributes(self, req: SetQueueAttributes, ctx: Context) -> Outcome:
+        changes = {f.name: getattr(req, f.name) for f in dataclasses.fields(req) if f.name != "name"}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes.get("dead_letter_queue") == "":
+            changes["dead_letter_queue"] = changes["max_receive_count"] = None
+        q = self.manager.set_attributes(req.name, changes, ctx.now, ctx.now_ms)
+        return self._durable(ctx, self._info(q))
+
+    def get_attributes(self, req: GetQueueAttributes, ctx: Context) -> Outcome:
+        return Answer(self._info(self.manager.queue(req.name, ctx.now)))
+
+    def delete_queue(self, req: DeleteQueue, ctx: Context) -> Outcome:
+        self.manager.delete(req.name, ctx.now)
+        return self._durable(ctx, None)
+
+    def purge(self, req: PurgeQueue, ctx: Context) -> Outcome:
+        self.manager.purge(req.name, ctx.now)
+        return self._durable(ctx, None)
+
+    def list_queues(self, req: ListQueues, ctx: Context) -> Outcome:
+        return Answer(Queues(tuple(sorted(n for n in self.manager.queues if n.startswith(req.prefix)))))
+
+    # -- messages -------------------------------------------------------------------------------------------------
+    def send(self, req: SendMessage, ctx: Context) -> Outcome:
+        mid, seq = self.manager.send(req.queue, req.body, ctx.now, ctx.now_ms, attributes=req.attributes,
+                                     delay_s=req.delay_s, group_id=req.group_id, dedup_id=req.dedup_id)
+        return self._durable(ctx, MessageSent(mid, seq))
+
+    def send_batch(self, req: SendMessageBatch, ctx: Context) -> Outcome:
+        """As SQS SendMessageBatch: 1-10 entries with distinct ids, at most 1 MiB together; then an answer per
+        entry (a refused entry does not stop the others)."""
+        self.manager.queue(req.queue, ctx.now)
+        _check_batch("send_message_batch", [e.id for e in req.entries])
+        total = sum(message_size(e.body, e.attributes or {}) for e in req.entries)
+        if total > BATCH_BYTES_MAX:
+            raise InvalidRequestError(f"send_message_batch: the entries come to {total} bytes, more than "
+                                      f"{BATCH_BYTES_MAX}", field="entries")
+        sent, failed = [], []
+        for e in req.entries:
+            try:
+                mid, seq = self.manager.send(req.queue, e.body, ctx.now, ctx.now_ms, attributes=e.attributes,
+                                             delay_s=e.delay_s, group_id=e.group_id, dedup_id=e.dedup_id)
+                sent.append(SentEntry(e.id, mid, seq))
+            except MillpondError as exc:
+                failed.append(BatchFailure(e.id, exc.code, exc.name, exc.message))
+        return self._durable(ctx, BatchSent(tuple(sent), tuple(failed)))
+
+    def receive(self, req: ReceiveMessages, ctx: Context) -> Outcome:
+        """As SQS ReceiveMessage with long polling: answered as soon as at least one message is receivable, or
+        with none after ``wait_s``; then once its receive counts and timeouts are durable."""
+        q = self.manager.queue(req.queue, ctx.now)
+        if not 1 <= req.max_messages <= RECEIVE_MESSAGES_MAX:
+            raise InvalidParameterValueError(
+                f"value {req.max_messages} for parameter max_messages is invalid: must be between 1 and "
+                f"{RECEIVE_MESSAGES_MAX}", parameter="max_messages")
+        wait_s = q.attrs.receive_wait_s if req.wait_s is None else check_seconds("wait_s", req.wait_s,
+                                                                                 RECEIVE_WAIT_S_MAX)
+        got = self._take(req, ctx)
+        if got or wait_s <= 0:
+            return self._durable(ctx, Received(got))
+        keys, until = (queue_key(req.queue),), ctx.now + wait_s
+
+        def resume(ctx: Context, timed_out: bool) -> Outcome:
+            got = self._take(req, ctx)
+            if got or timed_out:
+                return self._durable(ctx, Received(got))
+            return Wait(keys, until, resume)
+
+        return Wait(keys, until, resume)
+
+    def _take(self, req: ReceiveMessages, ctx: Context) -> tuple[Delivery, ...]:
+        got = self.manager.receive(req.queue, req.max_messages, ctx.now, ctx.now_ms,
+                                   visibility_timeout_s=req.visibility_timeout_s,
+                                   bytes_max=self.bytes_max if req.max_bytes is None else min(req.max_bytes,
+                                                                                              self.bytes_max))
+        self._journal(ctx)  # dead letters moved while nothing was delivered are written too
+        return tuple(got)
+
+    def delete(self, req: DeleteMessage, ctx: Context) -> Outcome:
+        self.manager.delete_message(req.queue, req.receipt_handle, ctx.now)
+        return self._durable(ctx, None)
+
+    def delete_batch(self, req: DeleteMessageBatch, ctx: Context) -> Outcome:
+        self.manager.queue(req.queue, ctx.now)
+        _check_batch("delete_message_batch", [e.id for e in req.entries])
+        done, failed = [], []
+        for e in req.entries:
+            try:
+                self.manager.delete_message(req.queue, e.receipt_handle, ctx.now)
+                done.append(e.id)
+            except MillpondError as exc:
+                failed.append(BatchFailure(e.id, exc.code, exc.name, exc.message))
+        return self._durable(ctx, BatchDone(tuple(done), tuple(failed)))
+
+    def change_visibility(self, req: ChangeVisibility, ctx: Context) -> Outcome:
+        self.manager.change_visibility(req.queue, req.receipt_handle, req.visibility_timeout_s, ctx.now)
+        return self._durable(ctx, None)
+
+    def change_visibility_batch(self, req: ChangeVisibilityBatch, ctx: Context) -> Outcome:
+        self.manager.queue(req.queue, ctx.now)
+        _check_batch("change_visibility_batch", [e.id for e in req.entries])
+        done, failed = [], []
+        for e in req.entries:
+            try:
+                self.manager.change_visibility(req.queue, e.receipt_handle, e.visibility_timeout_s, ctx.now)
+                done.append(e.id)
+            except MillpondError as exc:
+                failed.append(BatchFailure(e.id, exc.code, exc.name, exc.message))
+        return self._durable(ctx, BatchDone(tuple(done), tuple(failed)))
+
+
+def _check_batch(api: str, ids: list[str]) -> None:
+    """1-10 entries with distinct valid ids (as SQS EmptyBatchRequest, TooManyEntriesInBatchRequest,
+    BatchEntryIdsNotDistinct, InvalidBatchEntryId): a whole batch refused."""
+    if not 1 <= len(ids) <= BATCH_ENTRIES_MAX:
+        raise InvalidRequestError(f"{api}: a batch has 1-{BATCH_ENTRIES_MAX} entries, got {len(ids)}",
+                                  field="entries")
+    for i in ids:
+        try:
+            check_entry_id(i)
+        except MillpondError as exc:
+            raise InvalidRequestError(f"{api}: {exc}", field="entries") from None
+    if len(set(ids)) != len(ids):
+        raise InvalidRequestError(f"{api}: entry ids must be distinct", field="entries")
+
+
+__all__ = [
+    "BatchDone", "BatchFailure", "BatchSent", "ChangeVisibility", "ChangeVisibilityBatch", "CreateQueue",
+    "DeleteEntry", "DeleteMessage", "DeleteMessageBatch", "DeleteQueue", "GetQueueAttributes", "ListQueues",
+    "MessageSent", "PurgeQueue", "QueueApi", "QueueInfo", "Queues", "ReceiveMessages", "Received", "SendEntry",
+    "SendMessage", "SendMessageBatch", "SentEntry", "SetQueueAttributes", "VisibilityEntry", "queue_key",
+]

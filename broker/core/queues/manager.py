@@ -1,0 +1,364 @@
+# Every queue of a broker and the rules between a caller and a queue, as Amazon SQS defines them: create (same
+# attributes: idempotent), delete, attributes, purge, send (delays, FIFO groups, deduplication), receive (receipt
+# handles, receive counts, lazy dead-letter redrive), delete and change visibility by receipt handle. Each change
+# is an event applied to the queues (queue.py) and kept in `events` for the journal to append; replay applies the
+# same events. Pure: `now` monotonic seconds and `now_ms` wall-clock ms are handed in; must not know about
+# storage, waiting, clocks or any protocol.
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sortedcontainers import SortedSet
+
+from millpond.broker.core.queues.attributes import (
+    DELAY_S_MAX,
+    VISIBILITY_TIMEOUT_S_MAX,
+    QueueAttributes,
+    check_attributes,
+    check_id,
+    check_message_attributes,
+    check_queue_name,
+    check_seconds,
+    message_size,
+)
+from millpond.broker.core.queues.queue import IN_FLIGHT, VISIBLE, Message, Queue
+from millpond.broker.wire.errors import (
+    InvalidConfigError,
+    InvalidParameterValueError,
+    MissingParameterError,
+    QueueAlreadyExistsError,
+    ReceiptHandleInvalidError,
+    UnknownQueueError,
+)
+
+_HANDLE = re.compile(r"([0-9a-f]{16}):([0-9]{1,19}):([0-9]{1,19})")
+Event = tuple  # ("create"|"attrs"|"drop"|"purge"|"send"|"recv"|"vis"|"del", queue name, ...): see apply()
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as a receive hands it out, with its system attributes (as SQS ReceiveMessage's)."""
+
+    message_id: str
+    receipt_handle: str
+    body: bytes
+    attributes: dict[str, Any]
+    receive_count: int  # ApproximateReceiveCount, this delivery included
+    sent_ms: int  # SentTimestamp, wall-clock ms
+    first_receive_ms: int  # ApproximateFirstReceiveTimestamp, wall-clock ms
+    group_id: str | None
+    dedup_id: str | None
+    sequence_number: int | None  # FIFO queues: the message's place in the queue
+    dead_letter_source: str | None  # DeadLetterQueueSourceArn: the queue it was moved from
+
+
+class QueueManager:
+    """The queues. Each call first runs the timers of the queue it touches; ``tick(now)`` runs every queue's.
+    A refused call raises a ``MillpondError`` subclass and changes nothing. After a call, ``events`` holds what it
+    changed (``take_events()``), ``wake`` was called with each queue that may now deliver."""
+
+    def __init__(self, wake: Callable[[str], None] = lambda name: None) -> None:
+        self.queues: dict[str, Queue] = {}
+        self.wake = wake
+        self.events: list[Event] = []
+        self._deadlines: SortedSet = SortedSet()  # (deadline, name) per queue with a timer
+        self._deadline_of: dict[str, float] = {}
+
+    def take_events(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+    # -- time -----------------------------------------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        """When ``tick`` next has work (monotonic seconds; ``inf``: nothing scheduled)."""
+        return self._deadlines[0][0] if self._deadlines else math.inf
+
+    def tick(self, now: float) -> None:
+        """Run every queue's timers due at ``now`` (visibility timeouts and delays ending, retention, the
+        deduplication window), waking the queues where a message became visible."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            self._advance(self.queues[self._deadlines[0][1]], now)
+
+    def _advance(self, q: Queue, now: float) -> Queue:
+        if q.advance(now):
+            self.wake(q.name)
+        self._reschedule(q)
+        return q
+
+    def _reschedule(self, q: Queue) -> None:
+        old = self._deadline_of.pop(q.name, None)
+        if old is not None:
+            self._deadlines.discard((old, q.name))
+        if self.queues.get(q.name) is q:
+            d = q.next_deadline()
+            if d != math.inf:
+                self._deadline_of[q.name] = d
+                self._deadlines.add((d, q.name))
+
+    def queue(self, name: str, now: float) -> Queue:
+        """Queue ``name`` with its timers run to ``now``. Raises ``UnknownQueueError``."""
+        q = self.queues.get(name)
+        if q is None:
+            raise UnknownQueueError(f"queue {name!r} does not exist", queue=name)
+        return self._advance(q, now)
+
+    # -- events ---------------------------------------------------------------------------------------------------
+    def emit(self, event: Event, now: float) -> None:
+        self.apply(event, now)
+        self.events.append(event)
+
+    def apply(self, event: Event, now: float) -> None:
+        """Apply one event (live, or replayed from the journal: an event for a queue that is gone is skipped)."""
+        kind, name = event[0], event[1]
+        if kind == "create":
+            attrs = QueueAttributes.from_record(event[2])
+            self.queues[name] = Queue(name, attrs, event[3], event[4])
+            return
+        q = self.queues.get(name)
+        if q is None:
+            return
+        if kind == "send":
+            _, _, seq, mid, body, attributes, sent_ms, enqueued_at, visible_at, group_id, dedup_id, source = event
+            q.apply_send(Message(seq, mid, body, attributes, sent_ms, enqueued_at, visible_at, group_id, dedup_id,
+                                 source), now)
+            if visible_at <= now:
+                self.wake(name)
+        elif kind == "recv":
+            q.apply_receive(event[2], event[3], event[4], event[5], event[6], now)
+        elif kind == "vis":
+            q.apply_visibility(event[2], event[3], now)
+            if event[3] <= now:
+                self.wake(name)
+        elif kind == "del":
+            q.apply_delete(event[2])
+            if q.fifo:
+                self.wake(name)  # its group may deliver again
+        elif kind == "purge":
+            q.apply_purge()
+        elif kind == "attrs":
+            q.apply_attributes(QueueAttributes.from_record(event[2]), event[3])
+        elif kind == "drop":
+            del self.queues[name]
+            self.wake(name)  # its long polls answer UNKNOWN_QUEUE
+        else:
+            raise ValueError(f"unknown queue event {kind!r}")
+        self._reschedule(q)
+
+    # -- queues ---------------------------------------------------------------------------------------------------
+    def create(self, name: str, attrs: QueueAttributes, now: float, now_ms: int) -> Queue:
+        """Create queue ``name`` (as SQS CreateQueue): with equal attributes an existing queue is answered as it is;
+        different ones raise ``QueueAlreadyExistsError``. A dead-letter queue must exist and be of the same type.
+        Raises ``InvalidQueueNameError``, ``InvalidConfigError``."""
+        check_attributes(check_queue_name(name), attrs)
+        existing = self.queues.get(name)
+        if existing is not None:
+            if existing.attrs != attrs:
+                raise QueueAlreadyExistsError(f"queue {name!r} exists with other attributes", queue=name)
+            return self._advance(existing, now)
+        self._check_dead_letter_queue(name, attrs)
+        self.emit(("create", name, attrs.to_record(), secrets.token_hex(8), now_ms), now)
+        return self.queues[name]
+
+    def _check_dead_letter_queue(self, name: str, attrs: QueueAttributes) -> None:
+        if attrs.dead_letter_queue is None:
+            return
+        dlq = self.queues.get(attrs.dead_letter_queue)
+        if dlq is None:
+            raise InvalidConfigError(f"queue {name!r}: dead-letter queue {attrs.dead_letter_queue!r} does not exist",
+                                     attribute="dead_letter_queue")
+        if dlq.fifo != attrs.fifo:
+            raise InvalidConfigError(f"queue {name!r}: the dead-letter queue of a {'FIFO' if attrs.fifo else 'standard'}"
+                                     " queue must be one too", attribute="dead_letter_queue")
+
+    def set_attributes(self, name: str, changes: dict[str, Any], now: float, now_ms: int) -> Queue:
+        """Change some attributes (as SQS SetQueueAttributes); a queue's type never changes. Raises
+        ``UnknownQueueError``, ``InvalidConfigError``."""
+        q = self.queue(name, now)
+        if "fifo" in changes and changes["fifo"] != q.fifo:
+            raise InvalidConfigError("a queue's type (fifo) cannot change", attribute="fifo")
+        record = {**q.attrs.to_record(), **changes}
+        attrs = check_attributes(name, QueueAttributes.from_record(record))
+        self._check_dead_letter_queue(name, attrs)
+        if attrs != q.attrs:
+            self.emit(("attrs", name, attrs.to_record(), now_ms), now)
+        return q
+
+    def delete(self, name: str, now: float) -> None:
+        """Delete a queue and its messages (as SQS DeleteQueue). Raises ``UnknownQueueError``."""
+        self.queue(name, now)
+        self.emit(("drop", name), now)
+
+    def purge(self, name: str, now: float) -> None:
+        """Delete every message, delayed and in flight too, and clear the FIFO deduplication window (as SQS
+        PurgeQueue, done at once). Raises ``UnknownQueueError``."""
+        self.queue(name, now)
+        self.emit(("purge", name), now)
+
+    # -- messages -------------------------------------------------------------------------------------------------
+    def send(self, name: str, body: bytes, now: float, now_ms: int, *, attributes: dict[str, Any] | None = None,
+             delay_s: float | None = None, group_id: str | None = None,
+             dedup_id: str | None = None) -> tuple[str, int | None]:
+        """Store one message (as SQS SendMessage); returns ``(message id, sequence number or None)``. ``delay_s``
+        (0-900 s) overrides the queue's delay on standard queues; FIFO queues take the queue's only. A FIFO message
+        needs ``group_id`` and a deduplication id (``dedup_id``, or the SHA-256 of the body with content-based
+        deduplication); one whose id was sent within 5 minutes is accepted and not stored: the first one's id and
+        sequence number are answered. Raises ``UnknownQueueError``, ``InvalidParameterValueError``,
+        ``MissingParameterError``."""
+        q = self.queue(name, now)
+        attributes = check_message_attributes(attributes or {})
+        if not body:
+            raise InvalidParameterValueError("the message body must not be empty", parameter="body")
+        size = message_size(body, attributes)
+        if size > q.attrs.message_bytes_max:
+            raise InvalidParameterValueError(
+                f"message must be shorter than {q.attrs.message_bytes_max} bytes, got {size} (body and attributes)",
+                parameter="body")
+        if delay_s is not None:
+            check_seconds("delay_s", delay_s, DELAY_S_MAX)
+        if group_id is not None:
+            check_id("group_id", group_id)
+        if dedup_id is not None:
+            check_id("dedup_id", dedup_id)
+        if q.fifo:
+            if delay_s is not None:
+                raise InvalidParameterValueError(
+                    f"value {delay_s:g} for parameter delay_s is invalid: a FIFO queue takes the queue's delay only",
+                    parameter="delay_s")
+            if group_id is None:
+                raise MissingParameterError(f"queue {name!r} is FIFO: a message needs a group_id", parameter="group_id")
+            if dedup_id is None:
+                if not q.attrs.content_based_deduplication:
+                    raise InvalidParameterValueError(
+                        f"queue {name!r} is FIFO without content-based deduplication: a message needs a dedup_id",
+                        parameter="dedup_id")
+                dedup_id = hashlib.sha256(body).hexdigest()
+            duplicate = q.duplicate_of(dedup_id)
+            if duplicate is not None:
+                return duplicate[0], duplicate[1]
+        elif dedup_id is not None:
+            raise InvalidParameterValueError("dedup_id is valid on FIFO queues only", parameter="dedup_id")
+        delay = q.attrs.delay_s if delay_s is None else delay_s
+        seq, mid = q.next_seq, str(uuid.uuid4())
+        self.emit(("send", name, seq, mid, bytes(body), attributes, now_ms, now, now + delay, group_id, dedup_id,
+                   None), now)
+        return mid, seq if q.fifo else None
+
+    def receive(self, name: str, max_messages: int, now: float, now_ms: int, *,
+                visibility_timeout_s: float | None = None, bytes_max: int | None = None) -> list[Delivery]:
+        """Up to ``max_messages`` visible messages (as SQS ReceiveMessage, without waiting: the caller long-polls).
+        Each delivery mints a new receipt handle, counts one more receive and hides the message for the queue's
+        visibility timeout or ``visibility_timeout_s`` (0-43,200 s). ``bytes_max``: messages stop before their
+        sizes (as ``message_size``) pass it, one message always goes (an answer frame's room). A message whose receive count would exceed the
+        redrive policy's ``max_receive_count`` is moved to the dead-letter queue instead (as SQS, lazily, at
+        receive time; not moved if that queue was deleted since). Raises ``UnknownQueueError``,
+        ``InvalidParameterValueError``."""
+        q = self.queue(name, now)
+        if max_messages < 1:
+            raise InvalidParameterValueError(f"max_messages must be >= 1, got {max_messages}",
+                                             parameter="max_messages")
+        timeout = q.attrs.visibility_timeout_s if visibility_timeout_s is None else check_seconds(
+            "visibility_timeout_s", visibility_timeout_s, VISIBILITY_TIMEOUT_S_MAX)
+        limit = q.attrs.max_receive_count
+        dlq = self.queues.get(q.attrs.dead_letter_queue or "")
+        if dlq is not None:
+            self._advance(dlq, now)
+        chosen: list[Message] = []
+        moved: list[Message] = []
+        room = math.inf if bytes_max is None else bytes_max
+        for m in q.deliverable():
+            if dlq is not None and limit is not None and m.receive_count + 1 > limit:
+                moved.append(m)
+                continue
+            room -= message_size(m.body, m.attributes)
+            if room < 0 and chosen:
+                break
+            chosen.append(m)
+            if len(chosen) == max_messages:
+                break
+        for m in moved:
+            self._move(q, m, dlq, now)  # type: ignore[arg-type]
+        out = []
+        for m in chosen:
+            first_ms = now_ms if m.first_receive_ms < 0 else m.first_receive_ms
+            self.emit(("recv", name, m.seq, m.receive_count + 1, now + timeout, now, first_ms), now)
+            out.append(self._delivery(q, m))
+        return out
+
+    def _move(self, q: Queue, m: Message, dlq: Queue, now: float) -> None:
+        """Move a dead letter: a new message of the dead-letter queue with the same id, body, attributes and
+        enqueue time (retention keeps counting from the first send, as SQS); FIFO: same group, and the message id
+        as its deduplication id (as SQS)."""
+        dedup = m.message_id if dlq.fifo else None
+        self.emit(("send", dlq.name, dlq.next_seq, m.message_id, m.body, m.attributes, m.sent_ms, m.enqueued_at, now,
+                   m.group_id, dedup, q.name), now)
+        self.emit(("del", q.name, m.seq), now)
+
+    @staticmethod
+    def _delivery(q: Queue, m: Message) -> Delivery:
+        return Delivery(m.message_id, f"{q.incarnation}:{m.seq}:{m.receive_count}", m.body, m.attributes,
+                        m.receive_count, m.sent_ms, m.first_receive_ms, m.group_id, m.dedup_id,
+                        m.seq if q.fifo else None, m.source)
+
+    def _handle(self, q: Queue, handle: str) -> tuple[int, int]:
+        found = _HANDLE.fullmatch(handle) if isinstance(handle, str) else None
+        if found is None or found.group(1) != q.incarnation:
+            raise ReceiptHandleInvalidError(f"the receipt handle {str(handle)[:100]!r} is not valid for queue "
+                                            f"{q.name!r}", queue=q.name)
+        seq, n = int(found.group(2)), int(found.group(3))
+        m = q.messages.get(seq)
+        if seq >= q.next_seq or n < 1 or (m is not None and n > m.receive_count):
+            raise ReceiptHandleInvalidError(f"the receipt handle {handle!r} was never given out by queue {q.name!r}",
+                                            queue=q.name)
+        return seq, n
+
+    def delete_message(self, name: str, receipt_handle: str, now: float) -> None:
+        """Delete a message by receipt handle (as SQS DeleteMessage). The newest handle deletes it, in flight or
+        visible again; deleting again, or a message already gone, succeeds; an older handle, after the message was
+        received again, succeeds and deletes nothing (SQS: "might not be deleted"; here never, so a new delivery is
+        not lost). FIFO queues refuse a handle whose visibility timeout ended (as SQS: "the receipt handle has
+        expired"). Raises ``UnknownQueueError``, ``ReceiptHandleInvalidError``, ``InvalidParameterValueError``."""
+        q = self.queue(name, now)
+        seq, n = self._handle(q, receipt_handle)
+        m = q.messages.get(seq)
+        if m is None or n < m.receive_count:
+            return
+        if q.fifo and m.state != IN_FLIGHT:
+            raise InvalidParameterValueError(f"the receipt handle {receipt_handle!r} has expired", queue=name)
+        self.emit(("del", name, seq), now)
+
+    def change_visibility(self, name: str, receipt_handle: str, visibility_timeout_s: float, now: float) -> None:
+        """Hide an in-flight message for ``visibility_timeout_s`` (0-43,200 s) counted from now, for this delivery
+        only; 0 makes it visible at once (as SQS ChangeMessageVisibility). The total since the receive may not pass
+        12 hours. A delivery whose timeout already ended, or an older handle, changes nothing and succeeds (as
+        SQS); a deleted message is an error. Raises ``UnknownQueueError``, ``ReceiptHandleInvalidError``,
+        ``InvalidParameterValueError``."""
+        q = self.queue(name, now)
+        check_seconds("visibility_timeout_s", visibility_timeout_s, VISIBILITY_TIMEOUT_S_MAX)
+        seq, n = self._handle(q, receipt_handle)
+        m = q.messages.get(seq)
+        if m is None:
+            raise InvalidParameterValueError(
+                "the message does not exist or is not available for a visibility timeout change", queue=name)
+        if n < m.receive_count or m.state != IN_FLIGHT:
+            return
+        if now + visibility_timeout_s - m.received_at > VISIBILITY_TIMEOUT_S_MAX:
+            raise InvalidParameterValueError(
+                f"visibility_timeout_s {visibility_timeout_s:g} would keep the message in flight past 12 hours "
+                f"since it was received ({now - m.received_at:g} s ago)", parameter="visibility_timeout_s")
+        self.emit(("vis", name, seq, now + visibility_timeout_s), now)
+
+    # -- counts ---------------------------------------------------------------------------------------------------
+    def counts(self, name: str, now: float) -> tuple[int, int, int]:
+        """``(visible, in flight, delayed)`` messages (SQS's ApproximateNumberOfMessages, ...NotVisible,
+        ...Delayed), exact here."""
+        q = self.queue(name, now)
+        return q.counts[VISIBLE], q.counts[IN_FLIGHT], q.counts[0]
+
+
+__all__ = ["Delivery", "Event", "QueueManager"]

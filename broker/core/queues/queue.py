@@ -1,0 +1,239 @@
+# One queue's messages and their timers: which are delayed, visible or in flight, when each becomes visible or
+# expires, FIFO message groups and the deduplication window. The state changes only through the `apply_*` methods
+# (the events the manager emits and the journal replays), so a replayed queue is the queue that was written. Pure:
+# times are monotonic seconds handed in; must not know about receipt handles' text, dead-letter queues, storage,
+# clocks or any protocol.
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from sortedcontainers import SortedList, SortedSet
+
+from millpond.broker.core.queues.attributes import DEDUP_WINDOW_S, QueueAttributes
+
+DELAYED, VISIBLE, IN_FLIGHT = 0, 1, 2
+
+
+class Message:
+    """One stored message. ``visible_at``: monotonic seconds when it is (again) receivable; ``enqueued_at``:
+    monotonic seconds its retention counts from (kept when moved to a dead-letter queue, as SQS);
+    ``received_at``: when its current receipt began (the 12 h visibility cap counts from there)."""
+
+    __slots__ = ("seq", "message_id", "body", "attributes", "sent_ms", "enqueued_at", "visible_at", "group_id",
+                 "dedup_id", "source", "receive_count", "first_receive_ms", "received_at", "state")
+
+    def __init__(self, seq: int, message_id: str, body: bytes, attributes: dict[str, Any], sent_ms: int,
+                 enqueued_at: float, visible_at: float, group_id: str | None, dedup_id: str | None,
+                 source: str | None) -> None:
+        self.seq = seq
+        self.message_id = message_id
+        self.body = body
+        self.attributes = attributes
+        self.sent_ms = sent_ms
+        self.enqueued_at = enqueued_at
+        self.visible_at = visible_at
+        self.group_id = group_id
+        self.dedup_id = dedup_id
+        self.source = source  # the queue it was moved from as a dead letter, else None
+        self.receive_count = 0
+        self.first_receive_ms = -1
+        self.received_at = -1.0
+        self.state = DELAYED
+
+
+class _Group:
+    __slots__ = ("seqs", "in_flight", "entry")
+
+    def __init__(self) -> None:
+        self.seqs: SortedList = SortedList()  # its stored messages, oldest first
+        self.in_flight = 0
+        self.entry: tuple[int, str] | None = None  # its row in Queue._available, if any
+
+
+class Queue:
+    """A queue's state. ``advance(now)`` runs its timers (delays and visibility timeouts ending, retention, the
+    deduplication window) and must be called before reading it at ``now``."""
+
+    def __init__(self, name: str, attrs: QueueAttributes, incarnation: str, created_ms: int) -> None:
+        self.name = name
+        self.attrs = attrs
+        self.incarnation = incarnation  # random, per creation: a deleted queue's handles never match its successor
+        self.created_ms = created_ms
+        self.modified_ms = created_ms
+        self.messages: dict[int, Message] = {}
+        self.next_seq = 1
+        self.counts = [0, 0, 0]  # by state: delayed, visible, in flight
+        self._timers: SortedSet = SortedSet()  # (visible_at, seq) of delayed and in-flight messages
+        self._expiry: SortedSet = SortedSet()  # (enqueued_at + retention_s, seq)
+        self._ready: SortedSet = SortedSet()  # standard queues: seqs of visible messages
+        self._groups: dict[str, _Group] = {}  # FIFO queues
+        self._available: SortedSet = SortedSet()  # FIFO: (head seq, group) of groups that can deliver now
+        self._dedup: dict[str, tuple[float, str, int]] = {}  # FIFO: dedup id -> (expires_at, message id, seq)
+        self._dedup_expiry: SortedSet = SortedSet()  # (expires_at, dedup id)
+
+    @property
+    def fifo(self) -> bool:
+        return self.attrs.fifo
+
+    # -- time -----------------------------------------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        """When ``advance`` next has work (monotonic seconds; ``inf``: nothing scheduled)."""
+        d = float("inf")
+        for timers in (self._timers, self._expiry, self._dedup_expiry):
+            if timers:
+                d = min(d, timers[0][0])
+        return d
+
+    def advance(self, now: float) -> bool:
+        """Run what is due at ``now``: messages past retention are dropped (in flight or not, as SQS), delays and
+        visibility timeouts that ended make messages visible, deduplication ids older than 5 minutes are
+        forgotten. Returns True if a message became visible (long polls may now be answered)."""
+        while self._expiry and self._expiry[0][0] <= now:
+            self._remove(self._expiry[0][1])
+        while self._dedup_expiry and self._dedup_expiry[0][0] <= now:
+            _, dedup_id = self._dedup_expiry.pop(0)
+            del self._dedup[dedup_id]
+        woke = False
+        while self._timers and self._timers[0][0] <= now:
+            m = self.messages[self._timers[0][1]]
+            self._unplace(m)
+            self._place(m, VISIBLE)
+            woke = True
+        return woke
+
+    # -- reading --------------------------------------------------------------------------------------------------
+    def duplicate_of(self, dedup_id: str) -> tuple[str, int] | None:
+        """``(message id, seq)`` of the message sent with ``dedup_id`` within the last 5 minutes, else None."""
+        found = self._dedup.get(dedup_id)
+        return None if found is None else (found[1], found[2])
+
+    def deliverable(self) -> Iterator[Message]:
+        """Visible messages in the order a receive takes them (call ``advance`` first; do not change the queue
+        while iterating). Standard queues: oldest first. FIFO queues: groups with nothing in flight, the group of
+        the oldest head first, each group's messages in order while they are visible (as SQS, which fills a
+        receive from one group first): a group with a message in flight delivers nothing."""
+        if not self.fifo:
+            for seq in self._ready:
+                yield self.messages[seq]
+            return
+        for _, group_id in self._available:
+            for seq in self._groups[group_id].seqs:
+                m = self.messages[seq]
+                if m.state != VISIBLE:
+                    break
+                yield m
+
+    # -- events (the only changes; the journal replays the same calls) --------------------------------------------
+    def apply_send(self, m: Message, now: float) -> None:
+        """Store ``m`` (seq given by the sender). A FIFO message with a deduplication id, sent here rather than
+        moved here as a dead letter, holds its id for 5 minutes from ``enqueued_at``."""
+        self.messages[m.seq] = m
+        self.next_seq = max(self.next_seq, m.seq + 1)
+        self._expiry.add((m.enqueued_at + self.attrs.retention_s, m.seq))
+        if self.fifo:
+            group = self._groups.get(m.group_id or "")
+            if group is None:
+                group = self._groups[m.group_id or ""] = _Group()
+            group.seqs.add(m.seq)
+            if m.dedup_id is not None and m.source is None:
+                # a live send never repeats an id still held; a replay may, once the older one's window is over
+                old = self._dedup.get(m.dedup_id)
+                if old is not None:
+                    self._dedup_expiry.discard((old[0], m.dedup_id))
+                expires = m.enqueued_at + DEDUP_WINDOW_S
+                self._dedup[m.dedup_id] = (expires, m.message_id, m.seq)
+                self._dedup_expiry.add((expires, m.dedup_id))
+        self._place(m, VISIBLE if m.visible_at <= now else DELAYED)
+
+    def apply_receive(self, seq: int, receive_count: int, visible_at: float, received_at: float,
+                      first_receive_ms: int, now: float) -> None:
+        """A delivery: its receive count, when it is visible again (``now`` or earlier: at once), when it began."""
+        m = self.messages[seq]
+        self._unplace(m)
+        m.receive_count = receive_count
+        m.visible_at = visible_at
+        m.received_at = received_at
+        m.first_receive_ms = first_receive_ms
+        self._place(m, IN_FLIGHT if visible_at > now else VISIBLE)
+
+    def apply_visibility(self, seq: int, visible_at: float, now: float) -> None:
+        """A new visibility timeout for the message's current delivery, ending at ``visible_at``."""
+        m = self.messages[seq]
+        self._unplace(m)
+        m.visible_at = visible_at
+        self._place(m, IN_FLIGHT if visible_at > now else VISIBLE)
+
+    def apply_delete(self, seq: int) -> None:
+        if seq in self.messages:
+            self._remove(seq)
+
+    def apply_purge(self) -> None:
+        """Every message gone, delayed and in flight too, and the deduplication window cleared (as SQS PurgeQueue).
+        Sequence numbers are not reused."""
+        self.messages.clear()
+        self.counts = [0, 0, 0]
+        for s in (self._timers, self._expiry, self._ready, self._available, self._dedup_expiry):
+            s.clear()
+        self._groups.clear()
+        self._dedup.clear()
+
+    def apply_attributes(self, attrs: QueueAttributes, modified_ms: int) -> None:
+        """New attributes; a changed retention period applies to stored messages too (lowering it can expire
+        them at the next ``advance``, as SQS)."""
+        old, self.attrs, self.modified_ms = self.attrs, attrs, modified_ms
+        if attrs.retention_s != old.retention_s:
+            self._expiry = SortedSet((m.enqueued_at + attrs.retention_s, m.seq) for m in self.messages.values())
+
+    # -- structures -----------------------------------------------------------------------------------------------
+    def _remove(self, seq: int) -> None:
+        m = self.messages.pop(seq)
+        self._unplace(m)
+        self._expiry.discard((m.enqueued_at + self.attrs.retention_s, seq))
+        if self.fifo:
+            key = m.group_id or ""
+            group = self._groups[key]
+            group.seqs.remove(seq)
+            if not group.seqs:
+                self._available.discard(group.entry)
+                del self._groups[key]
+            else:
+                self._refresh(group, key)
+
+    def _unplace(self, m: Message) -> None:
+        self.counts[m.state] -= 1
+        if m.state == VISIBLE:
+            if not self.fifo:
+                self._ready.discard(m.seq)
+        else:
+            self._timers.discard((m.visible_at, m.seq))
+        if self.fifo and m.state == IN_FLIGHT:
+            self._groups[m.group_id or ""].in_flight -= 1
+
+    def _place(self, m: Message, state: int) -> None:
+        m.state = state
+        self.counts[state] += 1
+        if state == VISIBLE:
+            if not self.fifo:
+                self._ready.add(m.seq)
+        else:
+            self._timers.add((m.visible_at, m.seq))
+        if self.fifo:
+            key = m.group_id or ""
+            group = self._groups[key]
+            if state == IN_FLIGHT:
+                group.in_flight += 1
+            self._refresh(group, key)
+
+    def _refresh(self, group: _Group, key: str) -> None:
+        """Keep the group's row in ``_available`` true: nothing in flight and its oldest message visible."""
+        head = self.messages[group.seqs[0]]
+        entry = (head.seq, key) if group.in_flight == 0 and head.state == VISIBLE else None
+        if entry != group.entry:
+            if group.entry is not None:
+                self._available.discard(group.entry)
+            if entry is not None:
+                self._available.add(entry)
+            group.entry = entry
+
+
+__all__ = ["DELAYED", "IN_FLIGHT", "Message", "Queue", "VISIBLE"]

@@ -1,0 +1,161 @@
+# Queues through the engine, with literal times and no Trio: long polls parked on a queue's wake key and woken by
+# a send, a delay ending or another worker's timeout; answers held until the journal is durable; the timer's
+# deadline; and a restart that replays the journal (messages, receive counts, timeouts, deletes, dedup, attributes).
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from millpond.broker.core.outcomes import Answer, Wait
+from millpond.broker.core.queues.api import (
+    BatchDone,
+    BatchFailure,
+    ChangeVisibility,
+    CreateQueue,
+    DeleteEntry,
+    DeleteMessage,
+    DeleteMessageBatch,
+    DeleteQueue,
+    GetQueueAttributes,
+    ListQueues,
+    MessageSent,
+    Queues,
+    ReceiveMessages,
+    SendEntry,
+    SendMessage,
+    SendMessageBatch,
+    SetQueueAttributes,
+    queue_key,
+)
+from millpond.broker.wire.errors import InvalidParameterValueError, InvalidRequestError, UnknownQueueError
+
+from enginekit import T0_MS, answer, ctx, flush, handle, make_engine
+
+KEY = queue_key("q")
+
+
+@pytest.fixture
+def never(tmp_path):
+    engine = make_engine(tmp_path, fsync="never")
+    answer(engine, CreateQueue("q"))
+    yield engine
+    engine.close()
+
+
+def test_a_long_poll_waits_on_the_queue_key_and_a_send_wakes_it(never):
+    parked = handle(never, ReceiveMessages("q", max_messages=10, wait_s=20.0), 1.0)
+    assert isinstance(parked, Wait) and parked.keys == (KEY,) and parked.until == 21.0
+    never.take_woken()
+    sent = answer(never, SendMessage("q", b"hi"), 2.0)
+    assert type(sent) is MessageSent and sent.sequence_number is None
+    assert never.take_woken() == {KEY}
+    got = parked.resume(ctx(2.0), False)
+    assert isinstance(got, Answer) and [(m.body, m.receive_count) for m in got.value.messages] == [(b"hi", 1)]
+
+
+def test_a_long_poll_returns_when_a_delay_ends_and_when_another_workers_timeout_expires(never):
+    answer(never, SendMessage("q", b"later", delay_s=5.0), 0.0)
+    parked = handle(never, ReceiveMessages("q", wait_s=20.0), 0.0)
+    assert isinstance(parked, Wait) and never.next_deadline() == 5.0
+    assert never.tick(ctx(5.0)) == {KEY}
+    [m] = parked.resume(ctx(5.0), False).value.messages
+    parked = handle(never, ReceiveMessages("q", wait_s=20.0), 6.0)  # another worker
+    assert isinstance(parked, Wait) and never.queues.next_deadline() == 35.0
+    assert never.tick(ctx(35.0)) == {KEY}
+    [again] = parked.resume(ctx(35.0), False).value.messages
+    assert (again.message_id, again.receive_count) == (m.message_id, 2)
+
+
+def test_a_woken_long_poll_with_nothing_receivable_waits_again_and_times_out_empty(never):
+    parked = handle(never, ReceiveMessages("q", wait_s=3.0), 0.0)
+    again = parked.resume(ctx(1.0), False)
+    assert isinstance(again, Wait) and again.until == 3.0
+    assert again.resume(ctx(3.0), True).value.messages == ()
+
+
+def test_the_queues_receive_wait_is_the_default_long_poll_and_wait_s_is_checked(never):
+    answer(never, SetQueueAttributes("q", receive_wait_s=4.0))
+    parked = handle(never, ReceiveMessages("q"), 1.0)
+    assert isinstance(parked, Wait) and parked.until == 5.0
+    with pytest.raises(InvalidParameterValueError, match="wait_s"):
+        handle(never, ReceiveMessages("q", wait_s=21.0))
+    with pytest.raises(InvalidParameterValueError, match="max_messages"):
+        handle(never, ReceiveMessages("q", max_messages=1001))
+
+
+def test_deleting_a_queue_wakes_its_long_polls_and_they_answer_unknown_queue(never):
+    parked = handle(never, ReceiveMessages("q", wait_s=20.0), 0.0)
+    never.take_woken()
+    answer(never, DeleteQueue("q"))
+    assert KEY in never.take_woken()
+    with pytest.raises(UnknownQueueError):
+        parked.resume(ctx(0.1), False)
+
+
+def test_batches_answer_per_entry_and_refuse_a_malformed_batch_whole(never):
+    sent = answer(never, SendMessageBatch("q", (SendEntry("a", b"1"), SendEntry("b", b""), SendEntry("c", b"3"))))
+    assert [e.id for e in sent.successful] == ["a", "c"]
+    assert sent.failed == (BatchFailure("b", 64, "INVALID_PARAMETER_VALUE", "the message body must not be empty"),)
+    got = answer(never, ReceiveMessages("q", max_messages=10)).messages
+    done = answer(never, DeleteMessageBatch("q", (DeleteEntry("x", got[0].receipt_handle), DeleteEntry("y", "bad"))))
+    assert done.successful == ("x",) and [(f.id, f.name) for f in done.failed] == [("y", "RECEIPT_HANDLE_INVALID")]
+    assert type(done) is BatchDone
+    for entries, match in [((), "1-10 entries"), (tuple(SendEntry(str(i), b"x") for i in range(11)), "1-10"),
+                           ((SendEntry("a", b"x"), SendEntry("a", b"y")), "distinct"),
+                           ((SendEntry("no space", b"x"),), "entry id")]:
+        with pytest.raises(InvalidRequestError, match=match):
+            handle(never, SendMessageBatch("q", entries))
+
+
+def test_list_and_attributes_answer_counts(never):
+    answer(never, CreateQueue("other.fifo"))
+    assert answer(never, ListQueues()) == Queues(("other.fifo", "q"))
+    assert answer(never, ListQueues("o")) == Queues(("other.fifo",))
+    answer(never, SendMessage("q", b"a"))
+    answer(never, SendMessage("q", b"b", delay_s=10.0))
+    answer(never, ReceiveMessages("q"))
+    answer(never, SendMessage("q", b"c"))
+    info = answer(never, GetQueueAttributes("q"))
+    assert (info.messages_visible, info.messages_in_flight, info.messages_delayed) == (1, 1, 1)
+    assert (info.fifo, info.visibility_timeout_s, info.retention_s, info.created_ms) == (False, 30.0, 345_600.0,
+                                                                                          T0_MS)
+
+
+def test_under_fsync_always_queue_changes_are_answered_once_the_journal_is_durable(tmp_path):
+    engine = make_engine(tmp_path, fsync="always")
+    outcome = handle(engine, CreateQueue("q"))
+    assert isinstance(outcome, Wait) and outcome.until == math.inf
+    flush(engine)
+    assert outcome.resume(ctx(0.0), False).value.name == "q"
+    sent = handle(engine, SendMessage("q", b"a"), 1.0)
+    assert isinstance(sent, Wait)
+    assert set(sent.keys) <= flush(engine)
+    assert isinstance(sent.resume(ctx(1.0), False).value, MessageSent)
+    engine.close()
+
+
+def test_a_restart_replays_messages_receive_counts_timeouts_deletes_dedup_and_attributes(tmp_path):
+    engine = make_engine(tmp_path, fsync="never")
+    answer(engine, CreateQueue("q", visibility_timeout_s=60.0))
+    answer(engine, CreateQueue("f.fifo"))
+    answer(engine, SetQueueAttributes("q", delay_s=1.0))
+    for body in (b"a", b"b", b"c"):
+        answer(engine, SendMessage("q", body), 0.0)
+    answer(engine, SendMessage("f.fifo", b"x", group_id="g", dedup_id="d"), 0.0)
+    a, b, c = answer(engine, ReceiveMessages("q", max_messages=3), 2.0).messages
+    answer(engine, DeleteMessage("q", a.receipt_handle), 3.0)
+    answer(engine, ChangeVisibility("q", c.receipt_handle, 0.0), 3.0)
+    engine.close()
+
+    again = make_engine(tmp_path, opened_at=10.0, fsync="never")  # 10 s after the first one opened
+    info = answer(again, GetQueueAttributes("q"), 10.0)
+    assert (info.delay_s, info.visibility_timeout_s) == (1.0, 60.0)
+    assert (info.messages_visible, info.messages_in_flight, info.messages_delayed) == (1, 1, 0)
+    [got] = answer(again, ReceiveMessages("q", max_messages=10), 10.0).messages
+    assert (got.body, got.receive_count, got.message_id) == (b"c", 2, c.message_id)
+    answer(again, DeleteMessage("q", b.receipt_handle), 11.0)  # a handle from before the restart still deletes
+    assert answer(again, GetQueueAttributes("q"), 11.0).messages_in_flight == 1
+    assert answer(again, SendMessage("f.fifo", b"x", group_id="g", dedup_id="d"), 11.0).sequence_number == 1
+    assert again.queues.next_deadline() == 70.0  # c's new timeout: the earliest queue timer
+    again.close()
