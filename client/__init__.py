@@ -21,6 +21,7 @@ from millpond.client._client import DEFAULT_ADDRESS, Client, connect
 from millpond.client.consumer import Consumer
 from millpond.client.limits import LimitPolicy, LimitStatistics
 from millpond.client.producer import Producer
+from millpond.client.queues import Queue, QueueInfo, QueueMessage, SendResult
 from millpond.client.types import (
     BrokerLimits,
     GroupDescription,
@@ -47,9 +48,13 @@ __all__ = [
     "PartitionDescription",
     "Producer",
     "ProducerStatistics",
+    "Queue",
+    "QueueInfo",
+    "QueueMessage",
     "Record",
     "RecordHandle",
     "RecordMetadata",
+    "SendResult",
     "TopicDescription",
     "connect",
     "errors",

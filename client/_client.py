@@ -18,6 +18,7 @@ from millpond.client.producer import Producer
 from millpond.client._protocol import create_topic_body, offset_spec, parse_address, parse_topic_description
 from millpond.client._group import Callback
 from millpond.client.limits import LimitPolicy, parse_policy, policy_body
+from millpond.client.queues import Queue, QueueInfo, parse_queue_info, queue_attributes_body
 from millpond.client.types import (
     BrokerLimits,
     GroupDescription,
@@ -257,6 +258,40 @@ class Client:
                         session_timeout_s=session_timeout_s, max_poll_interval_s=max_poll_interval_s,
                         group_instance_id=group_instance_id, assignor=assignor, on_assigned=on_assigned,
                         on_revoked=on_revoked)
+
+    # ---- queues (SQS-style; client/queues.py) ----
+    async def create_queue(self, name: str, *, visibility_timeout_s: float | None = None,
+                           delay_s: float | None = None, retention_s: float | None = None,
+                           message_bytes_max: int | None = None, receive_wait_s: float | None = None,
+                           dead_letter_queue: str | None = None, max_receive_count: int | None = None,
+                           content_based_deduplication: bool | None = None) -> QueueInfo:
+        """Create queue ``name`` (as SQS CreateQueue; a name ending ``.fifo`` makes a FIFO queue); with the same
+        attributes an existing queue is answered as it is. ``None`` = SQS's default: visibility 30 s (0-43,200),
+        delay 0 (0-900), retention 4 days (60 s-14 days), message_bytes_max 1 MiB (1,024-1,048,576),
+        receive_wait 0 (0-20), no redrive policy (``dead_letter_queue`` and ``max_receive_count`` 1-1,000
+        together). Raises ``QueueAlreadyExistsError`` (other attributes), ``InvalidQueueNameError``,
+        ``InvalidConfigError``."""
+        body = queue_attributes_body(dict(
+            visibility_timeout_s=visibility_timeout_s, delay_s=delay_s, retention_s=retention_s,
+            message_bytes_max=message_bytes_max, receive_wait_s=receive_wait_s, dead_letter_queue=dead_letter_queue,
+            max_receive_count=max_receive_count, content_based_deduplication=content_based_deduplication))
+        return parse_queue_info(await self.request("create_queue", body | {"name": name}))
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and its messages. Raises ``UnknownQueueError``."""
+        await self.request("delete_queue", {"name": name})
+
+    async def list_queues(self, prefix: str = "") -> list[str]:
+        """Queue names starting with ``prefix``, sorted."""
+        return list((await self.request("list_queues", {"prefix": prefix}))["queues"])
+
+    async def queue_attributes(self, name: str) -> QueueInfo:
+        """A queue's attributes and message counts. Raises ``UnknownQueueError``."""
+        return parse_queue_info(await self.request("get_queue_attributes", {"name": name}))
+
+    def queue(self, name: str) -> Queue:
+        """Queue ``name`` for send, receive, delete, change_visibility (see ``client.queues.Queue``)."""
+        return Queue(self, name)
 
     # ---- consumer-group admin ----
     async def list_groups(self) -> list[GroupListing]:

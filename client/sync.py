@@ -29,9 +29,10 @@ from millpond.client._client import connect as _aconnect
 from millpond.client.limits import LimitPolicy
 from millpond.client.consumer import Consumer, TopicPartition
 from millpond.client.producer import Producer
+from millpond.client.queues import Queue, QueueInfo, QueueMessage, SendResult
 from millpond.client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
 
-__all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncRecordHandle", "connect"]
+__all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncQueue", "SyncRecordHandle", "connect"]
 
 
 class SyncRecordHandle(RecordHandle):
@@ -150,6 +151,26 @@ class SyncClient:
         """See ``Client.delete_limit``."""
         self._portal.call(self._client.delete_limit, name)
 
+    def create_queue(self, name: str, **attributes: Any) -> QueueInfo:
+        """See ``Client.create_queue``."""
+        return self._portal.call(lambda: self._client.create_queue(name, **attributes))
+
+    def delete_queue(self, name: str) -> None:
+        """See ``Client.delete_queue``."""
+        self._portal.call(self._client.delete_queue, name)
+
+    def list_queues(self, prefix: str = "") -> list[str]:
+        """See ``Client.list_queues``."""
+        return self._portal.call(self._client.list_queues, prefix)
+
+    def queue_attributes(self, name: str) -> QueueInfo:
+        """See ``Client.queue_attributes``."""
+        return self._portal.call(self._client.queue_attributes, name)
+
+    def queue(self, name: str) -> SyncQueue:
+        """A blocking ``Queue`` (see ``client.queues.Queue``)."""
+        return SyncQueue(self, name)
+
     def producer(self, **options: Any) -> SyncProducer:
         """A blocking producer (options as ``Client.producer`` plus ``max_buffered_records``); use with ``with``."""
         return SyncProducer(self, **options)
@@ -160,6 +181,45 @@ class SyncClient:
         ``getmany``. Group callbacks (``on_assigned``, ``on_revoked``) are plain functions; they run in a worker
         thread, so they may call the consumer (e.g. ``commit()``)."""
         return SyncConsumer(self, topics, group=group, **options)
+
+
+class SyncQueue:
+    """Blocking twin of ``client.queues.Queue``: the same methods, each one round trip (``receive`` up to its
+    long poll); a long poll is cancelled with the caller (Ctrl-C)."""
+
+    def __init__(self, sc: SyncClient, name: str) -> None:
+        self._portal = sc._portal
+        self._q = Queue(sc._client, name)
+        self.name = name
+
+    def send(self, body: bytes, **options: Any) -> SendResult:
+        return self._portal.call(lambda: self._q.send(body, **options))
+
+    def send_batch(self, messages: Iterable[bytes | dict[str, Any]]) -> list[Any]:
+        return self._portal.call(self._q.send_batch, list(messages))
+
+    def receive(self, max_messages: int = 1, *, wait_s: float | None = None,
+                visibility_timeout_s: float | None = None) -> list[QueueMessage]:
+        return _interruptible(self._portal, lambda: self._q.receive(
+            max_messages, wait_s=wait_s, visibility_timeout_s=visibility_timeout_s))
+
+    def delete(self, message: QueueMessage | str) -> None:
+        self._portal.call(self._q.delete, message)
+
+    def delete_batch(self, messages: Iterable[QueueMessage | str]) -> list[Any]:
+        return self._portal.call(self._q.delete_batch, list(messages))
+
+    def change_visibility(self, message: QueueMessage | str, visibility_timeout_s: float) -> None:
+        self._portal.call(self._q.change_visibility, message, visibility_timeout_s)
+
+    def purge(self) -> None:
+        self._portal.call(self._q.purge)
+
+    def attributes(self) -> QueueInfo:
+        return self._portal.call(self._q.attributes)
+
+    def set_attributes(self, **attributes: Any) -> QueueInfo:
+        return self._portal.call(lambda: self._q.set_attributes(**attributes))
 
 
 class SyncProducer:

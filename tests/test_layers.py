@@ -42,7 +42,7 @@ ALLOW: dict[str, set[str]] = {
                                 "millpond.broker.server.frontends", "millpond.broker.core.engine",
                                 "millpond.broker.core.outcomes", "millpond.broker.core.log.api",
                                 "millpond.broker.core.groups.api", "millpond.broker.core.groups.types",
-                                "millpond.broker.core.limits.api"},
+                                "millpond.broker.core.limits.api", "millpond.broker.core.queues.api"},
     # the client speaks the wire protocol and never sees the broker's insides
     "client": {"anyio", "msgpack", "os", "threading", "time", "millpond.broker.wire", "millpond.client"},
 }

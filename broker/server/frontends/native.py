@@ -11,6 +11,7 @@ from millpond.broker.core.engine import BrokerInfo, Hello
 import millpond.broker.core.groups.api as groups
 import millpond.broker.core.limits.api as limits
 import millpond.broker.core.log.api as log
+import millpond.broker.core.queues.api as queues
 from millpond.broker.core.groups.types import GroupDescription, GroupListing
 from millpond.broker.server.frontends.typed import RequestSchema, to_plain
 from millpond.broker.wire.errors import (
@@ -33,6 +34,7 @@ SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 # Room in an answer frame for everything but the batches: the envelope and, per partition, its row's other fields.
 _ENVELOPE_BYTES = 64
 _ROW_BYTES = 48
+_MESSAGE_BYTES = 512  # a received message's fields but its body and attributes (ids, handle, names, numbers)
 
 REQUESTS: dict[str, type] = {
     "create_topic": log.CreateTopic,
@@ -57,6 +59,19 @@ REQUESTS: dict[str, type] = {
     "limits_set": limits.LimitsSet,
     "limits_list": limits.LimitsList,
     "limits_delete": limits.LimitsDelete,
+    "create_queue": queues.CreateQueue,
+    "delete_queue": queues.DeleteQueue,
+    "list_queues": queues.ListQueues,
+    "get_queue_attributes": queues.GetQueueAttributes,
+    "set_queue_attributes": queues.SetQueueAttributes,
+    "purge_queue": queues.PurgeQueue,
+    "send_message": queues.SendMessage,
+    "send_message_batch": queues.SendMessageBatch,
+    "receive_messages": queues.ReceiveMessages,
+    "delete_message": queues.DeleteMessage,
+    "delete_message_batch": queues.DeleteMessageBatch,
+    "change_visibility": queues.ChangeVisibility,
+    "change_visibility_batch": queues.ChangeVisibilityBatch,
 }
 
 
@@ -109,6 +124,8 @@ class NativeCodec:
             request = schema.build(args)
             if type(request) is log.Fetch:
                 request = self._fit_fetch(session, request)
+            elif type(request) is queues.ReceiveMessages:
+                request = self._fit_receive(session, request)
             return cid, request
         except MillpondError as exc:
             exc.details.setdefault("correlation_id", cid)
@@ -138,6 +155,14 @@ class NativeCodec:
         # An answer frame must fit what the client accepts: the batches' budget is that less the rows' framing.
         room = session.answer_bytes_max - _ENVELOPE_BYTES - sum(_ROW_BYTES + len(p.topic) for p in req.partitions)
         room = max(room, 1)
+        if req.max_bytes is None or req.max_bytes > room:
+            return dataclasses.replace(req, max_bytes=room)
+        return req
+
+    @staticmethod
+    def _fit_receive(session: Session, req: queues.ReceiveMessages) -> queues.ReceiveMessages:
+        # The messages' bodies and attributes get what the client accepts less each message's other fields.
+        room = max(session.answer_bytes_max - _ENVELOPE_BYTES - _MESSAGE_BYTES * min(req.max_messages, 1000), 1)
         if req.max_bytes is None or req.max_bytes > room:
             return dataclasses.replace(req, max_bytes=room)
         return req

@@ -106,6 +106,12 @@ def _checker(tp: Any) -> _Check:
                 raise _Bad(f"{where} must be a map, got {_type_name(v)}")
             return {key(k, f"{where} key"): value(x, f"{where}[{k!r}]") for k, x in v.items()}
         return check_dict
+    if dataclasses.is_dataclass(tp):  # a nested dataclass: a map, by the same rules as a request
+        schema = RequestSchema(tp, "")  # type: ignore[arg-type]
+
+        def check_map(v: Any, where: str) -> Any:
+            return schema.build_at(v, where)
+        return check_map
     if isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields"):  # NamedTuple: an array
         hints = typing.get_type_hints(tp)
         items = [_checker(hints[f]) for f in tp._fields]
@@ -146,19 +152,26 @@ class RequestSchema:
     def build(self, body: Any) -> Any:
         if type(body) is not dict:
             raise InvalidRequestError(f"body of {self.api!r} must be a map, got {_type_name(body)}")
+        try:
+            return self.build_at(body, "")
+        except _Bad as exc:
+            raise InvalidRequestError(f"{self.api}: {exc}") from None
+
+    def build_at(self, body: Any, where: str) -> Any:
+        """The instance a map at ``where`` describes (``where`` empty: the request itself). Raises ``_Bad``."""
+        if type(body) is not dict:
+            raise _Bad(f"{where} must be a map, got {_type_name(body)}")
         kwargs = {}
         for name, wire, check, default, seconds in self._fields:
+            field = f"{where}.{wire}" if where else f"field {wire!r}"  # nested: "field 'entries'[0].body"
             if wire not in body:
                 if default is dataclasses.MISSING:
-                    raise InvalidRequestError(f"{self.api}: missing field {wire!r}")
+                    raise _Bad(f"missing {field}")
                 continue
-            try:
-                value = check(body[wire], f"field {wire!r}")
-            except _Bad as exc:
-                raise InvalidRequestError(f"{self.api}: {exc}") from None
+            value = check(body[wire], field)
             if seconds and value is not None:
                 if value < 0:
-                    raise InvalidRequestError(f"{self.api}: field {wire!r} must be >= 0, got {value}")
+                    raise _Bad(f"{field} must be >= 0, got {value}")
                 value = value / 1000
             kwargs[name] = value
         return self.cls(**kwargs)

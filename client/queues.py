@@ -1,0 +1,207 @@
+# The client's side of SQS-style queues: `Client.queue(name)` returns a `Queue` (send, send_batch, receive with long
+# polling, delete, change_visibility, purge, attributes), and the records it answers with. Seconds and bytes in the
+# API, milliseconds on the wire (docs/protocol.md "Queues"). Must not know the broker's insides: speaks only the
+# protocol's maps through `Client.request`.
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Iterable
+
+from millpond.broker.wire.errors import MillpondError, from_wire
+
+if TYPE_CHECKING:
+    from millpond.client._client import Client
+
+__all__ = ["Queue", "QueueInfo", "QueueMessage", "SendResult", "queue_attributes_body"]
+
+_ATTRIBUTES = ("visibility_timeout_s", "delay_s", "retention_s", "message_bytes_max", "receive_wait_s",
+               "dead_letter_queue", "max_receive_count", "content_based_deduplication")  # fifo: from the name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """One received message: ``receipt_handle`` deletes it or changes its visibility (this delivery only);
+    ``receive_count`` counts this delivery; ``sent_ms``/``first_receive_ms``: wall-clock epoch ms;
+    ``sequence_number``: FIFO queues only; ``dead_letter_source``: the queue it was moved from, in a DLQ."""
+
+    message_id: str
+    receipt_handle: str
+    body: bytes
+    attributes: dict[str, Any]
+    receive_count: int
+    sent_ms: int
+    first_receive_ms: int
+    group_id: str | None
+    dedup_id: str | None
+    sequence_number: int | None
+    dead_letter_source: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What a send answers: the message id (for a FIFO duplicate, the first message's) and, on FIFO queues, its
+    sequence number."""
+
+    message_id: str
+    sequence_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue's attributes (seconds, bytes) and its message counts (visible, in flight, delayed)."""
+
+    name: str
+    fifo: bool
+    visibility_timeout_s: float
+    delay_s: float
+    retention_s: float
+    message_bytes_max: int
+    receive_wait_s: float
+    dead_letter_queue: str | None
+    max_receive_count: int | None
+    content_based_deduplication: bool
+    messages_visible: int
+    messages_in_flight: int
+    messages_delayed: int
+    created_ms: int
+    modified_ms: int
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def queue_attributes_body(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Queue attributes as the protocol's map (``x_s`` seconds -> ``x_ms``). Raises TypeError for an unknown one."""
+    body: dict[str, Any] = {}
+    for name, value in attrs.items():
+        if name not in _ATTRIBUTES:
+            raise TypeError(f"unknown queue attribute {name!r}; known: {', '.join(_ATTRIBUTES)}")
+        if value is not None:
+            body[name[:-2] + "_ms" if name.endswith("_s") else name] = _ms(value) if name.endswith("_s") else value
+    return body
+
+
+def parse_queue_info(body: dict[str, Any]) -> QueueInfo:
+    values = {}
+    for f in fields(QueueInfo):
+        if f.name.endswith("_s"):
+            values[f.name] = body[f.name[:-2] + "_ms"] / 1000
+        else:
+            values[f.name] = body[f.name]
+    return QueueInfo(**values)
+
+
+def _message(m: dict[str, Any]) -> QueueMessage:
+    return QueueMessage(**{f.name: m[f.name] for f in fields(QueueMessage)})
+
+
+def _handle(message: QueueMessage | str) -> str:
+    return message.receipt_handle if isinstance(message, QueueMessage) else message
+
+
+def _failure(f: dict[str, Any]) -> MillpondError:
+    return from_wire(int(f["code"]), {"name": f["name"], "message": f["message"]})
+
+
+class Queue:
+    """One queue of a client (``client.queue(name)``); cheap to make, holds no state but the name."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"
+
+    async def send(self, body: bytes, *, attributes: dict[str, str | int | float | bytes] | None = None,
+                   delay_s: float | None = None, group_id: str | None = None,
+                   dedup_id: str | None = None) -> SendResult:
+        """Send one message, answered once durable (as SQS SendMessage). ``attributes``: at most 10, values
+        strings, numbers or bytes; ``delay_s`` (0-900, standard queues): hidden that long first; FIFO queues need
+        ``group_id``, and ``dedup_id`` unless the queue deduplicates by content. Raises ``UnknownQueueError``,
+        ``InvalidParameterValueError``, ``MissingParameterError``."""
+        answer = await self.client.request("send_message", _send_body(body, attributes, delay_s, group_id, dedup_id)
+                                           | {"queue": self.name})
+        return SendResult(answer["message_id"], answer["sequence_number"])
+
+    async def send_batch(self, messages: Iterable[bytes | dict[str, Any]]) -> list[SendResult | MillpondError]:
+        """Send 1-10 messages in one request (as SQS SendMessageBatch): each a body, or a dict of ``send``'s
+        keywords with ``body``. Returns, in order, a ``SendResult`` or the error refusing that message."""
+        entries = []
+        for i, m in enumerate(messages):
+            m = {"body": m} if isinstance(m, (bytes, bytearray)) else dict(m)
+            entries.append(_send_body(m.pop("body"), m.pop("attributes", None), m.pop("delay_s", None),
+                                      m.pop("group_id", None), m.pop("dedup_id", None), **m) | {"id": str(i)})
+        answer = await self.client.request("send_message_batch", {"queue": self.name, "entries": entries})
+        out: list[SendResult | MillpondError] = [MillpondError("no answer")] * len(entries)
+        for s in answer["successful"]:
+            out[int(s["id"])] = SendResult(s["message_id"], s["sequence_number"])
+        for f in answer["failed"]:
+            out[int(f["id"])] = _failure(f)
+        return out
+
+    async def receive(self, max_messages: int = 1, *, wait_s: float | None = None,
+                      visibility_timeout_s: float | None = None) -> list[QueueMessage]:
+        """Up to ``max_messages`` (1-1,000; SQS: 10) messages, each hidden for the queue's visibility timeout or
+        ``visibility_timeout_s``. Long polls up to ``wait_s`` (0-20 s; None: the queue's ``receive_wait_s``),
+        answering as soon as one message is receivable; an empty list when none came."""
+        body: dict[str, Any] = {"queue": self.name, "max_messages": max_messages}
+        if wait_s is not None:
+            body["wait_ms"] = _ms(wait_s)
+        if visibility_timeout_s is not None:
+            body["visibility_timeout_ms"] = _ms(visibility_timeout_s)
+        timeout = self.client.request_timeout_s + (20.0 if wait_s is None else wait_s)
+        answer = await self.client.request("receive_messages", body, timeout_s=timeout)
+        return [_message(m) for m in answer["messages"]]
+
+    async def delete(self, message: QueueMessage | str) -> None:
+        """Delete a received message by its receipt handle (as SQS DeleteMessage): the newest handle deletes it;
+        again succeeds; an older one, after the message was received again, deletes nothing. Raises
+        ``ReceiptHandleInvalidError``; on FIFO queues ``InvalidParameterValueError`` once its timeout ended."""
+        await self.client.request("delete_message", {"queue": self.name, "receipt_handle": _handle(message)})
+
+    async def delete_batch(self, messages: Iterable[QueueMessage | str]) -> list[MillpondError | None]:
+        """Delete 1-10 messages in one request; returns, in order, None or the error refusing that one."""
+        entries = [{"id": str(i), "receipt_handle": _handle(m)} for i, m in enumerate(messages)]
+        answer = await self.client.request("delete_message_batch", {"queue": self.name, "entries": entries})
+        out: list[MillpondError | None] = [None] * len(entries)
+        for f in answer["failed"]:
+            out[int(f["id"])] = _failure(f)
+        return out
+
+    async def change_visibility(self, message: QueueMessage | str, visibility_timeout_s: float) -> None:
+        """Hide a received message for ``visibility_timeout_s`` (0-43,200) from now; 0 makes it receivable at once
+        (as SQS ChangeMessageVisibility). Raises ``InvalidParameterValueError`` if the message was deleted."""
+        await self.client.request("change_visibility", {"queue": self.name, "receipt_handle": _handle(message),
+                                                        "visibility_timeout_ms": _ms(visibility_timeout_s)})
+
+    async def purge(self) -> None:
+        """Delete every message of the queue, in flight and delayed too (as SQS PurgeQueue)."""
+        await self.client.request("purge_queue", {"name": self.name})
+
+    async def attributes(self) -> QueueInfo:
+        """The queue's attributes and message counts."""
+        return parse_queue_info(await self.client.request("get_queue_attributes", {"name": self.name}))
+
+    async def set_attributes(self, **attrs: Any) -> QueueInfo:
+        """Change attributes (as ``Client.create_queue``'s keywords); ``dead_letter_queue=""`` removes the
+        redrive policy."""
+        return parse_queue_info(await self.client.request(
+            "set_queue_attributes", queue_attributes_body(attrs) | {"name": self.name}))
+
+
+def _send_body(body: bytes, attributes: Any, delay_s: float | None, group_id: str | None, dedup_id: str | None,
+               **unknown: Any) -> dict[str, Any]:
+    if unknown:
+        raise TypeError(f"unknown message keys {sorted(unknown)}")
+    out: dict[str, Any] = {"body": bytes(body)}
+    if attributes:
+        out["attributes"] = dict(attributes)
+    if delay_s is not None:
+        out["delay_ms"] = _ms(delay_s)
+    if group_id is not None:
+        out["group_id"] = group_id
+    if dedup_id is not None:
+        out["dedup_id"] = dedup_id
+    return out

@@ -1,0 +1,105 @@
+# The client's queues: `create_queue`, `queue(name)` with send, send_batch, receive (long poll), delete,
+# change_visibility, purge and attributes; Trio against the in-process broker, and the blocking twin against the
+# broker subprocess.
+from __future__ import annotations
+
+import trio
+
+from millpond.client import QueueInfo, QueueMessage, SendResult
+from millpond.client.errors import (
+    InvalidParameterValueError,
+    MissingParameterError,
+    QueueAlreadyExistsError,
+    ReceiptHandleInvalidError,
+)
+from millpond.client.sync import connect as sync_connect
+
+
+async def test_send_receive_delete_and_change_visibility(client):
+    info = await client.create_queue("jobs", visibility_timeout_s=5.0, delay_s=0.0)
+    assert type(info) is QueueInfo and (info.visibility_timeout_s, info.retention_s, info.fifo) == (5.0, 345_600.0,
+                                                                                                    False)
+    assert await client.create_queue("jobs", visibility_timeout_s=5.0) == info  # same attributes: idempotent
+    try:
+        await client.create_queue("jobs", visibility_timeout_s=6.0)
+        raise AssertionError("created twice")
+    except QueueAlreadyExistsError:
+        pass
+    q = client.queue("jobs")
+    sent = await q.send(b"one", attributes={"kind": "email", "try": 1})
+    assert type(sent) is SendResult and sent.sequence_number is None
+    [m] = await q.receive(10, wait_s=1.0)
+    assert type(m) is QueueMessage
+    assert (m.message_id, m.body, m.attributes, m.receive_count) == (sent.message_id, b"one",
+                                                                     {"kind": "email", "try": 1}, 1)
+    assert await q.receive(wait_s=0.0) == []
+    await q.change_visibility(m, 0.0)
+    [again] = await q.receive()
+    assert again.receive_count == 2
+    await q.delete(m)  # the older handle: succeeds, deletes nothing
+    assert (await q.attributes()).messages_in_flight == 1
+    await q.delete(again)
+    await q.delete(again)  # again: succeeds
+    assert ((await q.attributes()).messages_in_flight, (await q.attributes()).messages_visible) == (0, 0)
+    try:
+        await q.delete("garbage")
+        raise AssertionError("deleted with garbage")
+    except ReceiptHandleInvalidError:
+        pass
+    assert await client.list_queues() == ["jobs"]
+    await client.delete_queue("jobs")
+    assert await client.list_queues() == []
+
+
+async def test_a_long_poll_receive_returns_when_a_message_is_sent(client):
+    q = client.queue((await client.create_queue("q")).name)
+    got: list = []
+
+    async def worker() -> None:
+        got.extend(await q.receive(wait_s=10.0))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as n:
+            n.start_soon(worker)
+            await trio.sleep(0.05)
+            await q.send(b"ping")
+    assert [m.body for m in got] == [b"ping"]
+
+
+async def test_batches_and_fifo(client):
+    await client.create_queue("f.fifo", content_based_deduplication=True)
+    q = client.queue("f.fifo")
+    results = await q.send_batch([{"body": b"a", "group_id": "g"}, b"no group", {"body": b"b", "group_id": "g"},
+                                  {"body": b"a", "group_id": "g"}])
+    assert [r.sequence_number if isinstance(r, SendResult) else type(r) for r in results] == [
+        1, MissingParameterError, 2, 1]  # the last one is a duplicate of the first: its number, not stored
+    msgs = await q.receive(10)
+    assert [m.body for m in msgs] == [b"a", b"b"]
+    assert await q.delete_batch(msgs) == [None, None]
+    try:
+        await q.send(b"x", group_id="g", delay_s=1.0)
+        raise AssertionError("a FIFO message took a delay")
+    except InvalidParameterValueError:
+        pass
+    await q.purge()
+    assert (await client.queue_attributes("f.fifo")).messages_visible == 0
+
+
+def test_the_blocking_client_mirrors_the_queue_api(daemon):
+    with sync_connect(daemon, client_id="blocking") as c:
+        c.create_queue("dlq")
+        c.create_queue("q", visibility_timeout_s=0.0, dead_letter_queue="dlq", max_receive_count=1)
+        q = c.queue("q")
+        assert q.send(b"poison").sequence_number is None
+        assert [m.body for m in q.receive(wait_s=1.0)] == [b"poison"]
+        assert q.receive(wait_s=0.0) == []  # a second receive would pass max_receive_count: moved to the DLQ
+        [dead] = c.queue("dlq").receive()
+        assert (dead.body, dead.dead_letter_source) == (b"poison", "q")
+        assert q.send_batch([b"a", b"b"])[1].message_id
+        [m] = q.receive()
+        q.change_visibility(m, 10.0)
+        assert q.delete_batch([m]) == [None]
+        assert q.set_attributes(visibility_timeout_s=7.0).visibility_timeout_s == 7.0
+        q.purge()
+        assert c.queue_attributes("q").messages_visible == 0 and c.list_queues() == ["dlq", "q"]
+        c.delete_queue("q")
