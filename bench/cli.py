@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds of sending per run (default: produce/consume/send_await 3, e2e 5, soak 20, at "
                         f"most {soak.DURATION_S_MAX:g})")
     p.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
+    p.add_argument("--keys", type=int, default=0, metavar="N",
+                   help="produce: records carry N distinct keys, cycled, so Kafka's partitioner spreads them over "
+                        "the partitions (default 0: no keys, one sticky partition per batch)")
     p.add_argument("--producers", type=int, default=1, help="producer processes for produce (default 1)")
     p.add_argument("--batch-bytes", type=int, metavar="B", help="producer batch size in bytes (default: client's)")
     p.add_argument("--linger-s", type=float, metavar="S",
@@ -153,7 +156,7 @@ def plan(args: argparse.Namespace) -> tuple[list[profiles.Step], tuple[str, ...]
         record_bytes=args.record_bytes or 100, count=args.count, duration_s=args.duration_s,
         partitions=args.partitions, producers=args.producers, batch_bytes=args.batch_bytes, linger_s=args.linger_s,
         fsync=modes[0] if modes else "always", payload_file=args.payload_file, rate_per_s=args.rate,
-        warmup_s=args.warmup_s, broker=args.broker)
+        warmup_s=args.warmup_s, broker=args.broker, keys=args.keys)
     if args.workload in ("full", "results"):
         return profiles.full(base, modes or ("always", "never")), profiles.FULL_REPORTS
     if args.workload == "quick":
@@ -411,7 +414,8 @@ def _row(target: str, step: profiles.Step, fsync: str, figs: dict, about: dict[s
     return {"target": target, "step": f"{target} {step.label(targets.is_millpond(target))}", "workload": step.workload,
             "record": "file lines" if p.payload_file else f"{p.record_bytes:,} B",
             "record_bytes": None if p.payload_file else p.record_bytes, "payload_file": p.payload_file,
-            "fsync": fsync, "partitions": p.partitions, "producers": p.producers if step.workload == "produce" else 1,
+            "fsync": fsync, "partitions": p.partitions, "keys": p.keys,
+            "producers": p.producers if step.workload == "produce" else 1,
             "rate_per_s": p.rate_per_s if step.workload in profiles.RATED else None, "about": about or {},
             "revision": target[len(targets.REVISION_PREFIX):] if target.startswith(targets.REVISION_PREFIX) else None,
             "figures": figs}

@@ -27,6 +27,7 @@ class Params:
     rate_per_s: int = 5000
     warmup_s: float = 0.5
     broker: str | None = None  # HOST:PORT of a running broker; None = start one per fsync mode
+    keys: int = 0  # produce: records carry one of this many keys (b"key-0" ...), cycled; 0: no keys (sticky)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ProducePlan:
     linger_s: float | None
     start_at: float = 0.0
     partitions: int = 1  # bounds how many records are buffered ahead of the acks
+    keys: int = 0  # records carry keys b"key-0" .. b"key-{keys-1}", cycled (Kafka's partitioner spreads them)
     sample_every: int = 64  # one ack latency sample per this many records (the oldest of each group)
 
     def next_batch(self, sent: int, size: int, elapsed_s: float) -> int:

@@ -30,7 +30,8 @@ class Step:
         p = self.params
         size = "file" if p.payload_file else f"{p.record_bytes:,} B"
         rate = f" @{p.rate_per_s:,}/s" if self.workload in RATED else ""
-        return f"{self.workload} {size}{rate}" + (f" fsync={p.fsync}" if fsync else "")
+        keyed = f" keys={p.keys:,} partitions={p.partitions}" if p.keys and self.workload == "produce" else ""
+        return f"{self.workload} {size}{rate}{keyed}" + (f" fsync={p.fsync}" if fsync else "")
 
 
 def quick(base: Params) -> list[Step]:

@@ -53,7 +53,7 @@ def base(summary: list[dict[str, Any]]) -> str | None:
 def match_key(g: dict[str, Any]) -> tuple:
     """What makes a millpond row and a peer row the same measurement (everything but target and durability)."""
     return (g["workload"], g.get("record_bytes"), g.get("payload_file"), g.get("rate_per_s"), g.get("partitions"),
-            g.get("producers"))
+            g.get("producers"), g.get("keys") or 0)
 
 
 def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:

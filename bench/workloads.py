@@ -244,7 +244,7 @@ def _produce_plan(params: Params, vals: tuple[bytes, ...], count: int | None, du
                   start_at: float = 0.0) -> ProducePlan:
     return ProducePlan(values=vals, count=count, duration_s=None if count is not None else duration_s,
                        batch_bytes=params.batch_bytes, linger_s=params.linger_s, start_at=start_at,
-                       partitions=params.partitions)
+                       partitions=params.partitions, keys=params.keys)
 
 
 def _split(count: int | None, n: int) -> list[int | None]:

@@ -145,12 +145,19 @@ async def _produce(address: str, topic: str, plan: ProducePlan, tick: Tick) -> P
             samples: deque[tuple[int, Any]] = deque()
             if plan.start_at:
                 await trio.sleep(max(0.0, plan.start_at - perf()))
+            keys = tuple(b"key-%d" % k for k in range(getattr(plan, "keys", 0)))
+            nk = len(keys)
             first = perf()
             i = 0
             while n := plan.next_batch(i, every, perf() - first):
-                samples.append((perf_ns(), send(topic, values[i % nv])))
-                for j in range(i + 1, i + n):
-                    send(topic, values[j % nv])
+                if nk:
+                    samples.append((perf_ns(), send(topic, values[i % nv], key=keys[i % nk])))
+                    for j in range(i + 1, i + n):
+                        send(topic, values[j % nv], key=keys[j % nk])
+                else:
+                    samples.append((perf_ns(), send(topic, values[i % nv])))
+                    for j in range(i + 1, i + n):
+                        send(topic, values[j % nv])
                 i += n
                 _drain(samples, hist)
                 if p.statistics().records_buffered > buffered_max:

@@ -71,6 +71,8 @@ class Ticker:
 def build(cls: Any, fields: dict[str, Any]) -> Any:
     """An instance of the revision's plan dataclass ``cls`` from the fields it has (sequences as tuples)."""
     known = {f.name for f in dataclasses.fields(cls)}
+    if fields.get("keys") and "keys" not in known:  # its records would go without keys: not the same measurement
+        raise RuntimeError("this revision's bench has no --keys (keyed records): compare keyed runs from a later one")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known})
 
 

@@ -37,6 +37,13 @@ def test_produce_json_has_figures_with_units_and_counts_every_record(capsys):
     assert doc["reference"]["measured_in_this_run"] is False
 
 
+def test_keyed_produce_spreads_records_over_the_partitions_by_key(capsys):
+    doc = bench_json(capsys, "produce", "--count", "2000", "--keys", "64", "--partitions", "8", "--fsync", "never")
+    (result,) = doc["results"]
+    assert (result["keys"], result["partitions"], result["records"]["median"]) == (64, 8, 2000)
+    assert result["step"] == "millpond produce 100 B keys=64 partitions=8 fsync=never"
+
+
 def test_consume_reads_back_exactly_what_was_produced(capsys):
     doc = bench_json(capsys, "consume", "--count", "2000", "--partitions", "2", "--repeat", "2")
     (result,) = doc["results"]
