@@ -43,6 +43,11 @@ def _segment_files(directory: Path) -> tuple[list[int], list[Path]]:
     return sorted(logs), leftovers
 
 
+
+def _datasync(fd: int) -> None:
+    # fdatasync flushes the data and the file size (what an append changes) and skips the mtime-only inode update
+    getattr(os, "fdatasync", os.fsync)(fd)
+
 class FileSyncPart:
     """A partition's share of a sync plan: dup'ed fds of the rolled segments (and of the last one when data is
     asked), the rolled segments whose index files follow their fsync, the directory if a roll changed it."""
@@ -62,7 +67,7 @@ class FileSyncPart:
 
     def run(self) -> None:
         for fd in self.fds:
-            os.fsync(fd)
+            _datasync(fd)
         for seg in self.rolled:  # the .log is durable now, so an index describing it may be written
             try:
                 contents = seg.index_contents()

@@ -155,14 +155,13 @@ def test_a_failed_sync_leaves_the_high_watermark_and_counts_a_failure(env, monke
     assert (log.segment_count, log.sync_failures) == (2, 0)
     fds_before = len(os.listdir("/proc/self/fd"))
     plan = manager.sync_plan()
-    real = os.fsync
-
     def broken(fd):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(os, "fsync", broken)
-    error = in_thread(plan.run)
-    monkeypatch.setattr(os, "fsync", real)
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", broken)
+        m.setattr(os, "fdatasync", broken)
+        error = in_thread(plan.run)
     assert isinstance(error, OSError) and error.errno == errno.EIO
     assert len(os.listdir("/proc/self/fd")) == fds_before  # the plan's dup'ed fds were closed anyway
     assert manager.synced(plan, error) == [log]
