@@ -69,6 +69,8 @@ class BrokerConfig:
     limits: tuple = ()
     # The built-in per-client admission check, a leaky bucket (GCRA) on records; 0 turns it off.
     default_limit_records_per_s: int = 5_000_000
+    # Messages one queue may hold (visible, in flight and delayed); a send past it is refused with QUEUE_FULL.
+    queue_messages_max: int = 1_000_000
 
     def __post_init__(self) -> None:
         for name, kind in (("host", str), ("port", int), ("fsync", str), ("shutdown_grace_s", (int, float)),
@@ -83,7 +85,7 @@ class BrokerConfig:
             raise InvalidConfigError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}")
         for name in ("frame_bytes_max", "batch_bytes_max", "fetch_bytes_max", "requests_in_flight_max",
                      "connections_max", "partitions_max", "fsync_interval_ms", "retention_check_interval_ms",
-                     "connection_outbox_bytes_max"):
+                     "connection_outbox_bytes_max", "queue_messages_max"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")

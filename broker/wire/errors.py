@@ -89,6 +89,7 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (63, "RECEIPT_HANDLE_INVALID", False, "ReceiptHandleInvalidError", "The receipt handle is malformed or was never given out by this queue (as SQS ReceiptHandleIsInvalid)."),
     (64, "INVALID_PARAMETER_VALUE", False, "InvalidParameterValueError", "A parameter is out of range or not valid for this queue or message (as SQS InvalidParameterValue)."),
     (65, "MISSING_PARAMETER", False, "MissingParameterError", "A parameter this queue requires is missing, such as a FIFO queue's group_id (as SQS MissingParameter)."),
+    (66, "QUEUE_FULL", True, "QueueFullError", "The queue holds queue_messages_max messages (the broker's bound on a queue's depth); retry once some are deleted or expired."),
 ]
 
 ERRORS: dict[int, ErrorKind] = {}
@@ -145,6 +146,7 @@ InvalidQueueNameError: type[MillpondError] = _by_name["InvalidQueueNameError"]
 ReceiptHandleInvalidError: type[MillpondError] = _by_name["ReceiptHandleInvalidError"]
 InvalidParameterValueError: type[MillpondError] = _by_name["InvalidParameterValueError"]
 MissingParameterError: type[MillpondError] = _by_name["MissingParameterError"]
+QueueFullError: type[MillpondError] = _by_name["QueueFullError"]
 
 
 def from_wire(code: int, body: Any) -> MillpondError:

@@ -28,7 +28,13 @@ from millpond.broker.core.queues.api import (
     SetQueueAttributes,
     queue_key,
 )
-from millpond.broker.wire.errors import InvalidParameterValueError, InvalidRequestError, UnknownQueueError
+from millpond.broker.wire.errors import (
+    InvalidParameterValueError,
+    InvalidRequestError,
+    QueueFullError,
+    ThrottledError,
+    UnknownQueueError,
+)
 
 from enginekit import T0_MS, answer, ctx, flush, handle, make_engine
 
@@ -159,3 +165,42 @@ def test_a_restart_replays_messages_receive_counts_timeouts_deletes_dedup_and_at
     assert answer(again, SendMessage("f.fifo", b"x", group_id="g", dedup_id="d"), 11.0).sequence_number == 1
     assert again.queues.next_deadline() == 70.0  # c's new timeout: the earliest queue timer
     again.close()
+
+
+def test_a_send_passes_the_limits_admission_check_as_a_produce(never):
+    never.limits.policies.set({"name": "q", "scope": "queue", "pattern": "q", "unit": "records", "mode": "reject",
+                               "algorithm": "leaky_bucket", "params": {"rate": 1, "burst": 2}})
+    answer(never, SendMessageBatch("q", (SendEntry("a", b"1"), SendEntry("b", b"2"))), 0.0)
+    with pytest.raises(ThrottledError) as refused:
+        handle(never, SendMessage("q", b"3"), 0.0)
+    assert refused.value.details["retry_after_s"] == pytest.approx(1.0)
+    assert answer(never, GetQueueAttributes("q"), 0.0).messages_visible == 2  # the refused one changed nothing
+    assert type(answer(never, SendMessage("q", b"3"), 1.0)) is MessageSent
+
+
+def test_a_shaped_send_waits_and_a_later_send_of_the_same_client_never_overtakes_it(never):
+    answer(never, CreateQueue("f.fifo"))
+    never.limits.policies.set({"name": "shape", "scope": "queue", "pattern": "f.fifo", "unit": "records",
+                               "mode": "shape", "algorithm": "leaky_bucket",
+                               "params": {"rate": 10, "burst": 1, "queue": 100}})
+    send = lambda body, now: handle(never, SendMessage("f.fifo", body, group_id="g", dedup_id=body.decode()), now)
+    assert send(b"1", 0.0).value.sequence_number == 1
+    held = send(b"2", 0.0)
+    assert isinstance(held, Wait) and held.keys == () and held.until == pytest.approx(0.1)
+    behind = send(b"3", 0.05)
+    assert isinstance(behind, Wait) and behind.until >= held.until
+    assert held.resume(ctx(held.until), True).value.sequence_number == 2
+    assert behind.resume(ctx(behind.until), True).value.sequence_number == 3
+
+
+def test_a_full_queue_refuses_a_send_until_a_message_goes(tmp_path):
+    engine = make_engine(tmp_path, fsync="never", queue_messages_max=2)
+    answer(engine, CreateQueue("q"))
+    answer(engine, SendMessage("q", b"1"))
+    answer(engine, SendMessage("q", b"2"))
+    with pytest.raises(QueueFullError, match="holds 2 messages"):
+        handle(engine, SendMessage("q", b"3"))
+    [m] = answer(engine, ReceiveMessages("q")).messages
+    answer(engine, DeleteMessage("q", m.receipt_handle))
+    assert type(answer(engine, SendMessage("q", b"3"))) is MessageSent
+    engine.close()

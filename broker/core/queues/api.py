@@ -1,7 +1,7 @@
 # The queues' requests and their handlers (SQS's API, in millpond's names and units): queues, attributes, purge,
-# send and send-batch, receive with long polling, delete and change visibility by receipt handle, one at a time or
-# in batches. Every change is journaled and answered once durable; a receive with nothing to give waits on its
-# queue's wake key. Sans-IO like every core: must not know about any wire protocol, sockets, clocks or trio.
+# send and send-batch (through the limits' admission check, as a produce), receive with long polling, delete and
+# change visibility by receipt handle, one at a time or in batches. Every change is journaled and answered once
+# durable; a receive with nothing to give waits on its queue's wake key. Sans-IO like every core: must not know about any wire protocol, sockets, clocks or trio.
 from __future__ import annotations
 
 import dataclasses
@@ -230,15 +230,20 @@ class Received:
 class QueueApi:
     """Answers the queue requests over one ``QueueManager`` journaled in ``log`` (None: memory only).
     ``when_durable(plog, offset, answer)`` holds an answer until the journal is durable up to ``offset``;
-    ``wake`` wakes keys; ``bytes_max`` bounds the bodies and attributes of one receive's answer."""
+    ``wake`` wakes keys; ``admit(ctx, queue=, records=, nbytes=) -> delay_s`` is the limits' admission check
+    (raises when refused); ``bytes_max`` bounds the bodies and attributes of one receive's answer;
+    ``messages_max`` one queue's depth."""
 
     def __init__(self, log: LogManager | None, *, wake: Callable[[Hashable], None],
                  when_durable: Callable[[PartitionLog, int, Callable[[], Outcome]], Outcome],
-                 bytes_max: int = 8 * 1024 * 1024) -> None:
-        self.manager = QueueManager(lambda name: wake(queue_key(name)))
+                 admit: Callable[..., float] = lambda ctx, **charge: 0.0, bytes_max: int = 8 * 1024 * 1024,
+                 messages_max: int = 1_000_000) -> None:
+        self.manager = QueueManager(lambda name: wake(queue_key(name)), messages_max=messages_max)
         self.journal = QueueJournal(log)
         self.when_durable = when_durable
+        self.admit = admit
         self.bytes_max = bytes_max
+        self._held_until: dict[tuple[str, str], float] = {}  # (queue, client id) -> end of its last shaped send
 
     def open(self, ctx: Context) -> None:
         """Replay the journal (blocking file work: call before serving)."""
@@ -307,10 +312,32 @@ class QueueApi:
         return Answer(Queues(tuple(sorted(n for n in self.manager.queues if n.startswith(req.prefix)))))
 
     # -- messages -------------------------------------------------------------------------------------------------
+    def _admitted(self, ctx: Context, queue: str, records: int, nbytes: int,
+                  then: Callable[[Context], Outcome]) -> Outcome:
+        """``then(ctx)`` once the limits admit ``records`` messages of ``nbytes`` to ``queue`` (scopes
+        ``queue:NAME`` and ``client:ID``, units requests, records and bytes, as a produce): now, or after a shaping
+        policy's delay. A client's sends to one queue never overtake its shaped ones (FIFO order holds). Raises
+        ``ThrottledError``, ``CostExceedsLimitError``, ``LimitPolicyFailedError``, having changed nothing."""
+        self.manager.queue(queue, ctx.now)
+        delay_s = self.admit(ctx, queue=queue, records=records, nbytes=nbytes)
+        key = (queue, ctx.client_id)
+        held = self._held_until.get(key)
+        if held is not None and held <= ctx.now:
+            del self._held_until[key]
+            held = None
+        if delay_s <= 0 and held is None:
+            return then(ctx)
+        until = max(ctx.now + delay_s, held or 0.0)
+        self._held_until[key] = until
+        return Wait((), until, lambda ctx, _: then(ctx))
+
     def send(self, req: SendMessage, ctx: Context) -> Outcome:
-        mid, seq = self.manager.send(req.queue, req.body, ctx.now, ctx.now_ms, attributes=req.attributes,
-                                     delay_s=req.delay_s, group_id=req.group_id, dedup_id=req.dedup_id)
-        return self._durable(ctx, MessageSent(mid, seq))
+        def go(ctx: Context) -> Outcome:
+            mid, seq = self.manager.send(req.queue, req.body, ctx.now, ctx.now_ms, attributes=req.attributes,
+                                         delay_s=req.delay_s, group_id=req.group_id, dedup_id=req.dedup_id)
+            return self._durable(ctx, MessageSent(mid, seq))
+
+        return self._admitted(ctx, req.queue, 1, message_size(req.body, req.attributes or {}), go)
 
     def send_batch(self, req: SendMessageBatch, ctx: Context) -> Outcome:
         """As SQS SendMessageBatch: 1-10 entries with distinct ids, at most 1 MiB together; then an answer per
@@ -321,6 +348,9 @@ class QueueApi:
         if total > BATCH_BYTES_MAX:
             raise InvalidRequestError(f"send_message_batch: the entries come to {total} bytes, more than "
                                       f"{BATCH_BYTES_MAX}", field="entries")
+        return self._admitted(ctx, req.queue, len(req.entries), total, lambda ctx: self._send_entries(req, ctx))
+
+    def _send_entries(self, req: SendMessageBatch, ctx: Context) -> Outcome:
         sent, failed = [], []
         for e in req.entries:
             try:

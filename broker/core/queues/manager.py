@@ -33,6 +33,7 @@ from millpond.broker.wire.errors import (
     InvalidParameterValueError,
     MissingParameterError,
     QueueAlreadyExistsError,
+    QueueFullError,
     ReceiptHandleInvalidError,
     UnknownQueueError,
 )
@@ -63,8 +64,9 @@ class QueueManager:
     A refused call raises a ``MillpondError`` subclass and changes nothing. After a call, ``events`` holds what it
     changed (``take_events()``), ``wake`` was called with each queue that may now deliver."""
 
-    def __init__(self, wake: Callable[[str], None] = lambda name: None) -> None:
+    def __init__(self, wake: Callable[[str], None] = lambda name: None, *, messages_max: int = 1_000_000) -> None:
         self.queues: dict[str, Queue] = {}
+        self.messages_max = messages_max  # per queue: a send past it is refused (QUEUE_FULL); moves never are
         self.wake = wake
         self.events: list[Event] = []
         self._deadlines: SortedSet = SortedSet()  # (deadline, name) per queue with a timer
@@ -208,8 +210,8 @@ class QueueManager:
         (0-900 s) overrides the queue's delay on standard queues; FIFO queues take the queue's only. A FIFO message
         needs ``group_id`` and a deduplication id (``dedup_id``, or the SHA-256 of the body with content-based
         deduplication); one whose id was sent within 5 minutes is accepted and not stored: the first one's id and
-        sequence number are answered. Raises ``UnknownQueueError``, ``InvalidParameterValueError``,
-        ``MissingParameterError``."""
+        sequence number are answered. A queue holding ``messages_max`` messages refuses a send. Raises
+        ``UnknownQueueError``, ``InvalidParameterValueError``, ``MissingParameterError``, ``QueueFullError``."""
         q = self.queue(name, now)
         attributes = check_message_attributes(attributes or {})
         if not body:
@@ -243,6 +245,9 @@ class QueueManager:
                 return duplicate[0], duplicate[1]
         elif dedup_id is not None:
             raise InvalidParameterValueError("dedup_id is valid on FIFO queues only", parameter="dedup_id")
+        if len(q.messages) >= self.messages_max:
+            raise QueueFullError(f"queue {name!r} holds {len(q.messages)} messages, its bound (queue_messages_max)",
+                                 queue=name, messages_max=self.messages_max)
         delay = q.attrs.delay_s if delay_s is None else delay_s
         seq, mid = q.next_seq, str(uuid.uuid4())
         self.emit(("send", name, seq, mid, bytes(body), attributes, now_ms, now, now + delay, group_id, dedup_id,
