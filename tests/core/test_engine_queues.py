@@ -204,3 +204,15 @@ def test_a_full_queue_refuses_a_send_until_a_message_goes(tmp_path):
     answer(engine, DeleteMessage("q", m.receipt_handle))
     assert type(answer(engine, SendMessage("q", b"3"))) is MessageSent
     engine.close()
+
+
+def test_a_refused_message_is_not_charged_to_the_limits(never):
+    never.limits.policies.set({"name": "q", "scope": "queue", "pattern": "q", "unit": "records", "mode": "reject",
+                               "algorithm": "leaky_bucket", "params": {"rate": 1, "burst": 1}})
+    with pytest.raises(InvalidParameterValueError, match="must not be empty"):
+        handle(never, SendMessage("q", b""), 0.0)
+    with pytest.raises(UnknownQueueError):
+        handle(never, SendMessage("nope", b"x"), 0.0)
+    assert type(answer(never, SendMessage("q", b"x"), 0.0)) is MessageSent  # the one message of the burst
+    with pytest.raises(ThrottledError):
+        handle(never, SendMessage("q", b"y"), 0.0)

@@ -20,7 +20,7 @@ Departures from SQS (each for a reason a test of one embedded process cares abou
   integers per queue (SQS: large, non-consecutive); changing a FIFO queue's delay is not retroactive.
 * Approximate counts are exact. No in-flight limit (SQS: 120,000), no ReceiveRequestAttemptId; instead a queue's
   depth is bounded by the broker's ``queue_messages_max`` (QUEUE_FULL, retriable).
-* A send is charged to the limit policies (as a produce) before the message itself is checked.
+* A send batch is charged to the limit policies (as a produce) for all its entries, refused ones included.
 """
 from millpond.broker.core.queues.api import QueueApi, queue_key
 from millpond.broker.core.queues.attributes import QueueAttributes

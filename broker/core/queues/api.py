@@ -332,11 +332,15 @@ class QueueApi:
         return Wait((), until, lambda ctx, _: then(ctx))
 
     def send(self, req: SendMessage, ctx: Context) -> Outcome:
-        def go(ctx: Context) -> Outcome:
+        """As SQS SendMessage: checked, then admitted (a refused message is not charged), then stored (checked
+        again: a shaping delay may have changed the queue)."""
+        def go(ctx: Context, check_only: bool = False) -> Any:
             mid, seq = self.manager.send(req.queue, req.body, ctx.now, ctx.now_ms, attributes=req.attributes,
-                                         delay_s=req.delay_s, group_id=req.group_id, dedup_id=req.dedup_id)
-            return self._durable(ctx, MessageSent(mid, seq))
+                                         delay_s=req.delay_s, group_id=req.group_id, dedup_id=req.dedup_id,
+                                         check_only=check_only)
+            return None if check_only else self._durable(ctx, MessageSent(mid, seq))
 
+        go(ctx, check_only=True)
         return self._admitted(ctx, req.queue, 1, message_size(req.body, req.attributes or {}), go)
 
     def send_batch(self, req: SendMessageBatch, ctx: Context) -> Outcome:

@@ -205,12 +205,13 @@ class QueueManager:
     # -- messages -------------------------------------------------------------------------------------------------
     def send(self, name: str, body: bytes, now: float, now_ms: int, *, attributes: dict[str, Any] | None = None,
              delay_s: float | None = None, group_id: str | None = None,
-             dedup_id: str | None = None) -> tuple[str, int | None]:
+             dedup_id: str | None = None, check_only: bool = False) -> tuple[str, int | None]:
         """Store one message (as SQS SendMessage); returns ``(message id, sequence number or None)``. ``delay_s``
         (0-900 s) overrides the queue's delay on standard queues; FIFO queues take the queue's only. A FIFO message
         needs ``group_id`` and a deduplication id (``dedup_id``, or the SHA-256 of the body with content-based
         deduplication); one whose id was sent within 5 minutes is accepted and not stored: the first one's id and
-        sequence number are answered. A queue holding ``messages_max`` messages refuses a send. Raises
+        sequence number are answered. A queue holding ``messages_max`` messages refuses a send. ``check_only``:
+        raise what a send would raise now, store nothing (answers ``("", None)``). Raises
         ``UnknownQueueError``, ``InvalidParameterValueError``, ``MissingParameterError``, ``QueueFullError``."""
         q = self.queue(name, now)
         attributes = check_message_attributes(attributes or {})
@@ -242,12 +243,14 @@ class QueueManager:
                 dedup_id = hashlib.sha256(body).hexdigest()
             duplicate = q.duplicate_of(dedup_id)
             if duplicate is not None:
-                return duplicate[0], duplicate[1]
+                return ("", None) if check_only else (duplicate[0], duplicate[1])
         elif dedup_id is not None:
             raise InvalidParameterValueError("dedup_id is valid on FIFO queues only", parameter="dedup_id")
         if len(q.messages) >= self.messages_max:
             raise QueueFullError(f"queue {name!r} holds {len(q.messages)} messages, its bound (queue_messages_max)",
                                  queue=name, messages_max=self.messages_max)
+        if check_only:
+            return "", None
         delay = q.attrs.delay_s if delay_s is None else delay_s
         seq, mid = q.next_seq, str(uuid.uuid4())
         self.emit(("send", name, seq, mid, bytes(body), attributes, now_ms, now, now + delay, group_id, dedup_id,
