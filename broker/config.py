@@ -50,8 +50,8 @@ class BrokerConfig:
     requests_in_flight_max: int = 1024
     # At most this many client connections; at start the broker also caps it at its open-file limit (RLIMIT_NOFILE,
     # soft limit raised to the hard one) minus ``fds_reserved`` (at most half the limit), kept for segment and index
-    # files. One of the slots is kept for a loopback (administrator) connection.
-    connections_max: int = 1024
+    # files. One of the slots is kept for a loopback (administrator) connection. (Redis's maxclients default.)
+    connections_max: int = 10_000
     fds_reserved: int = 256
     # A connection that has not completed the handshake within this is closed.
     handshake_timeout_s: float = 10.0
@@ -61,6 +61,9 @@ class BrokerConfig:
     # Answer bytes a connection may have waiting to be sent; past it the broker stops reading that connection's
     # requests and building its answers (a slow reader costs at most this plus one answer).
     connection_outbox_bytes_max: int = 32 * 1024 * 1024
+    # The same bound over all connections together: each connection's is at most an equal share of this (never
+    # below 1 MiB), so many slow readers together cost about this, plus one answer each.
+    outbox_bytes_total_max: int = 256 * 1024 * 1024
     partitions_max: int = 1024
     retention_check_interval_ms: int = 60_000
     shutdown_grace_s: float = 5.0
@@ -85,7 +88,7 @@ class BrokerConfig:
             raise InvalidConfigError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}")
         for name in ("frame_bytes_max", "batch_bytes_max", "fetch_bytes_max", "requests_in_flight_max",
                      "connections_max", "partitions_max", "fsync_interval_ms", "retention_check_interval_ms",
-                     "connection_outbox_bytes_max", "queue_messages_max"):
+                     "connection_outbox_bytes_max", "outbox_bytes_total_max", "queue_messages_max"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")

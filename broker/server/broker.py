@@ -20,6 +20,8 @@ from millpond.broker.server.loop import RequestLoop, run_blocking, wall_ms
 
 log = logging.getLogger("millpond.server")
 
+OUTBOX_SHARE_MIN_BYTES = 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerStatistics:
@@ -125,6 +127,10 @@ class Broker:
         """Serve one connection over any Trio stream until it closes (the broker must be serving)."""
         await self._connection_task(stream, peer)
 
+    def _outbox_share(self) -> int:
+        """Each connection's part of ``outbox_bytes_total_max``: an equal share, never below 1 MiB."""
+        return max(OUTBOX_SHARE_MIN_BYTES, self.config.outbox_bytes_total_max // max(1, len(self.connections)))
+
     async def _connection_task(self, stream: trio.abc.Stream, peer: str | None) -> None:
         if peer is None:
             try:
@@ -132,6 +138,7 @@ class Broker:
             except OSError:
                 peer = "?"
         conn = Connection(stream, peer, self.loop, limits=self._connection_limits)
+        conn.share = self._outbox_share
         self.connections.add(conn)
         try:
             await conn.run()  # calls the loop's on_closed as it ends

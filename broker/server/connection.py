@@ -89,7 +89,7 @@ class Connection:
 
     __slots__ = (
         "stream", "peer", "host", "handler", "limits", "closed", "session", "handshaken", "answer_bytes_max",
-        "in_flight", "held_bytes", "frames", "_out", "_out_bytes", "_writer_wakeup", "_writing", "_defer_write", "_read_room", "_room_waiters", "_quiet",
+        "in_flight", "held_bytes", "share", "frames", "_out", "_out_bytes", "_writer_wakeup", "_writing", "_defer_write", "_read_room", "_room_waiters", "_quiet",
         "_progress", "_closing", "_scope", "_last_progress", "_decoder", "_writer_done",
     )
 
@@ -105,6 +105,8 @@ class Connection:
         self.answer_bytes_max = limits.frame_bytes_max
         self.in_flight = 0
         self.held_bytes = 0  # bytes of this peer's parked requests the request loop holds (``hold``/``release``)
+        # this connection's share of the broker-wide bound on unsent answers and held requests (set by the broker)
+        self.share: Callable[[], int] | None = None
         self.frames = 0
         self._out: list[Piece] = []
         self._out_bytes = 0
@@ -155,6 +157,12 @@ class Connection:
         if self._read_room is not None:
             self._read_room.set()
 
+    def outbox_limit(self) -> int:
+        """Unsent answer bytes (plus held request bytes) above which this peer is not read and its parked answers
+        are not built: ``outbox_bytes_max``, or less when the broker's shared bound is spread over many peers."""
+        limit = self.limits.outbox_bytes_max
+        return limit if self.share is None else min(limit, self.share())
+
     def hold(self, nbytes: int) -> None:
         """The request loop parked a request of ``nbytes``: it counts against the outbox bound, so a peer's parked
         requests (shaped produces holding their batches) cannot grow without bound either."""
@@ -174,7 +182,7 @@ class Connection:
         """
         if self._closing:
             return
-        if not self._room_waiters and self._out_bytes < self.limits.outbox_bytes_max:
+        if not self._room_waiters and self._out_bytes < self.outbox_limit():
             callback()
         else:
             self._room_waiters.append(callback)
@@ -252,7 +260,7 @@ class Connection:
     # -- reader --------------------------------------------------------------------------------------------------
     def _has_read_room(self) -> bool:
         return (self.in_flight < self.limits.requests_in_flight_max
-                and self._out_bytes + self.held_bytes < self.limits.outbox_bytes_max)
+                and self._out_bytes + self.held_bytes < self.outbox_limit())
 
     def _wake_reader(self) -> None:
         room = self._read_room
@@ -369,7 +377,7 @@ class Connection:
         if self._progress is not None:
             self._made_progress()
         waiters = self._room_waiters
-        limit = self.limits.outbox_bytes_max
+        limit = self.outbox_limit()
         while waiters and self._out_bytes < limit and not self._closing:
             waiters.popleft()()
         if self._read_room is not None:

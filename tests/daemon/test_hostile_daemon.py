@@ -264,7 +264,7 @@ def test_out_of_descriptors_on_accept_is_logged_and_survived(limited, tmp_path):
 
 def test_connections_max_follows_the_open_file_limit(limited):
     proc, port, log = limited((64, 64))
-    text = wait_for_log(log, "connections_max 1024 -> 32")
+    text = wait_for_log(log, "connections_max 10000 -> 32")
     socks = open_many(port, 100)
     refused = 0
     for s in socks[40:]:  # past connections_max: closed at once, not left to starve the broker of descriptors
@@ -289,5 +289,36 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one(limited):
     limits = Path(f"/proc/{proc.pid}/limits").read_text()
     [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
     assert line.split()[3:5] == ["4096", "4096"]
-    assert "connections_max" not in log.read_text()  # 4096 - 256 leaves the configured 1024 as it is
+    wait_for_log(log, "connections_max 10000 -> 3840")  # the raised limit, less the 256 kept for files
     served_soon(port).close()
+
+
+def test_many_clients_that_never_read_share_one_bound(daemon, tmp_path):
+    # One slow reader may cost connection_outbox_bytes_max (32 MiB); 30 of them used to cost 30 times that (1 GB).
+    # Each connection's bound is now an equal share of outbox_bytes_total_max (64 MiB here), so together they cost
+    # about that, plus one answer and one read buffer each.
+    config = tmp_path / "millpond.toml"
+    config.write_text("outbox_bytes_total_max = 67108864\n")
+    d = daemon("--fsync", "never", "--config", str(config))
+    c = d.client()
+    c.ok("create_topic", {"name": "t"})
+    c.ok("create_topic", {"name": "rt"})
+    for i in range(20):
+        c.ok("produce", {"topic": "t", "partition": 0, "batch": one_mb_batch(i)})
+    baseline_kb = rss_kb(d.proc.pid)
+    hostile = []
+    for _ in range(30):
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        _send_quietly(s, hello_and_fetches(2000, records=20))
+        hostile.append(s)
+    peak_kb = baseline_kb
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        peak_kb = max(peak_kb, rss_kb(d.proc.pid))
+        round_trip_ms(c, 1)  # everyone else is still served
+        time.sleep(0.05)
+    assert (peak_kb - baseline_kb) / 1024 < 64 + 30 * 2 + 100, (baseline_kb, peak_kb)
+    for s in hostile:
+        reset(s)
+    assert d.proc.poll() is None, d.stderr()

@@ -53,6 +53,12 @@ def test_the_first_request_must_be_hello(codec):
     assert s.handshaken and s.client_id == "a"
 
 
+def test_a_second_hello_is_refused_as_such(codec, session):
+    with pytest.raises(InvalidRequestError, match="handshake is already done") as info:
+        codec.decode(session, body(3, "hello", {"protocol_version": 1}))
+    assert info.value.details["correlation_id"] == 3
+
+
 def test_hello_with_an_unknown_version_or_a_too_small_frame_is_refused(codec):
     with pytest.raises(UnsupportedVersionError, match=r"speaks \[1\]"):
         codec.decode(codec.new_session(), body(1, "hello", {"protocol_version": 99}))

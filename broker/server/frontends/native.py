@@ -120,6 +120,8 @@ class NativeCodec:
                 return cid, self._handshake(session, args)
             schema = self._schemas.get(api)
             if schema is None:
+                if api == "hello":
+                    raise InvalidRequestError("hello: this connection's handshake is already done")
                 raise UnknownApiError(f"unknown api {api!r}")
             request = schema.build(args)
             if type(request) is log.Fetch:
