@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from millpond.client._client import Client
     from millpond.client.consumer import Consumer
 
-log = logging.getLogger("client.group")
+log = logging.getLogger("millpond.client.group")
 TopicPartition = tuple[str, int]
 Callback = Callable[[frozenset[TopicPartition]], "Awaitable[None] | None"]
 RESETS = ("earliest", "latest", "error")

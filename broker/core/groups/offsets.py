@@ -40,7 +40,7 @@ class OffsetStore:
     def __init__(self, log: LogManager | None = None, *, logger: logging.Logger | None = None) -> None:
         self._logman = log
         self._plog: PartitionLog | None = None
-        self._log = logger or logging.getLogger("broker.core.groups")
+        self._log = logger or logging.getLogger("millpond.groups")
         self._offsets: dict[str, dict[TopicPartition, Committed]] = {}
         self._memory_end = 0
 

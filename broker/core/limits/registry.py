@@ -75,6 +75,6 @@ def _checked(name: str, obj: Any) -> type:
     missing = [m for m in _REQUIRED if not callable(getattr(obj, m, None))]
     if missing or not isinstance(getattr(obj, "modes", None), tuple):
         raise UnknownAlgorithm(
-            f"limiter plug-in {name!r} lacks {', '.join(missing) or 'modes'} (see broker.core.limits.base.Algorithm)"
+            f"limiter plug-in {name!r} lacks {', '.join(missing) or 'modes'} (see millpond.broker.core.limits.base.Algorithm)"
         )
     return obj
