@@ -36,18 +36,22 @@ def batch(value: bytes = b"v") -> bytes:
     return encode_batch([(T0_MS, None, value, None)])
 
 
+def engine_with_topic(tmp_path, fsync: str):
+    engine = make_engine(tmp_path, fsync=fsync)
+    answer(engine, CreateTopic("t", 2))
+    return engine
+
+
 @pytest.fixture
 def never(tmp_path):
-    engine = make_engine(tmp_path, fsync="never")
-    answer(engine, CreateTopic("t", 2))
+    engine = engine_with_topic(tmp_path, "never")
     yield engine
     engine.close()
 
 
 @pytest.fixture
 def always(tmp_path):
-    engine = make_engine(tmp_path, fsync="always")
-    answer(engine, CreateTopic("t", 2))
+    engine = engine_with_topic(tmp_path, "always")
     yield engine
     engine.close()
 
