@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from millpond.broker.wire.errors import MillpondError, from_wire
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
+    from millpond.client.worker import Worker
 
 __all__ = ["Queue", "QueueInfo", "QueueMessage", "SendResult", "queue_attributes_body"]
 
@@ -175,6 +176,34 @@ class Queue:
         (as SQS ChangeMessageVisibility). Raises ``InvalidParameterValueError`` if the message was deleted."""
         await self.client.request("change_visibility", {"queue": self.name, "receipt_handle": _handle(message),
                                                         "visibility_timeout_ms": _ms(visibility_timeout_s)})
+
+    async def change_visibility_batch(self, messages: Iterable[QueueMessage | str],
+                                      visibility_timeout_s: float) -> list[MillpondError | None]:
+        """``change_visibility`` for 1-10 messages in one request; returns, in order, None or the error refusing
+        that one."""
+        entries = [{"id": str(i), "receipt_handle": _handle(m), "visibility_timeout_ms": _ms(visibility_timeout_s)}
+                   for i, m in enumerate(messages)]
+        answer = await self.client.request("change_visibility_batch", {"queue": self.name, "entries": entries})
+        out: list[MillpondError | None] = [None] * len(entries)
+        for f in answer["failed"]:
+            out[int(f["id"])] = _failure(f)
+        return out
+
+    def worker(self, handler: Callable[[Any], Any], **options: Any) -> Worker:
+        """A worker runner on this queue, as Lambda's SQS trigger: ``async with q.worker(handler, ...) as w:``
+        long-polls with ``concurrency`` pollers (default 1) for up to ``batch_size`` messages (default 10; up to
+        10,000, FIFO 10), gathered for up to ``batch_window_s`` (0-300, not FIFO); calls ``handler(message)`` for
+        each, or with ``batch=True`` ``handler(messages)`` once, which returns None (all done), Lambda's
+        ``{"batchItemFailures": [{"itemIdentifier": message_id}]}`` or the failed messages (a raise fails the
+        whole batch). Deletes what succeeded; a failure comes back after its visibility timeout, or after
+        ``backoff_s`` doubled per receive (up to ``backoff_max_s``) when set. On FIFO queues a failure also fails
+        the rest of its group in that batch, so order is kept. While a handler runs, its messages' visibility is
+        extended every half ``visibility_timeout_s`` (default: the queue's). The handler may be a coroutine
+        function or a plain one (which then runs on the event loop: keep it short). See ``client.worker.Worker``
+        for stopping."""
+        from millpond.client.worker import Worker
+
+        return Worker(self, handler, **options)
 
     async def purge(self) -> None:
         """Delete every message of the queue, in flight and delayed too (as SQS PurgeQueue)."""

@@ -212,6 +212,17 @@ class SyncQueue:
     def change_visibility(self, message: QueueMessage | str, visibility_timeout_s: float) -> None:
         self._portal.call(self._q.change_visibility, message, visibility_timeout_s)
 
+    def change_visibility_batch(self, messages: Iterable[QueueMessage | str],
+                                visibility_timeout_s: float) -> list[Any]:
+        return self._portal.call(self._q.change_visibility_batch, list(messages), visibility_timeout_s)
+
+    def worker(self, handler: Any, **options: Any) -> Any:
+        """A blocking worker runner (``client.worker.SyncWorker``): ``handler`` is a plain function, run in worker
+        threads; options as ``Queue.worker``."""
+        from millpond.client.worker import SyncWorker
+
+        return SyncWorker(self._portal, self._q, handler, **options)
+
     def purge(self) -> None:
         self._portal.call(self._q.purge)
 
