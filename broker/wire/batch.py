@@ -281,12 +281,17 @@ def decode_records(data: bytes | memoryview, topic: str, partition: int, min_off
             raise CorruptBatchError(f"batch at offset {base} of {topic}/{partition} failed its CRC-32C check")
         if h.attributes & CODEC_MASK:
             _require_codec(h.attributes & CODEC_MASK)
-        try:
-            rows = [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in _Reader(bytes(mv[pos:end]))]
+        try:  # one pass, no intermediate rows: the consumer's hot path
+            if base >= min_offset:
+                extend([new(Record, (topic, partition, r.offset, r.timestamp, r.key, r.value,
+                                     dict(hd) if (hd := r.headers) else None))
+                        for r in _Reader(bytes(mv[pos:end]))])
+            else:
+                extend([new(Record, (topic, partition, r.offset, r.timestamp, r.key, r.value,
+                                     dict(hd) if (hd := r.headers) else None))
+                        for r in _Reader(bytes(mv[pos:end])) if r.offset >= min_offset])
         except Exception as exc:
             raise CorruptBatchError(f"batch at offset {base} of {topic}/{partition} does not decode ({exc})") from None
-        extend([new(Record, (topic, partition, o, ts, k, v, dict(hd) if hd else None))
-                for o, ts, k, v, hd in rows if o >= min_offset])
     return out
 
 
