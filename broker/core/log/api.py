@@ -12,7 +12,6 @@ from millpond.broker.core.log.manager import LogManager, Topic
 from millpond.broker.core.log.partition import PartitionLog
 from millpond.broker.core.log.topic_config import is_internal_topic
 from millpond.broker.core.outcomes import NEVER, Answer, Context, Offload, Outcome, Wait
-from millpond.broker.wire.batch import BatchHeader, check_batch
 from millpond.broker.wire.errors import (
     InvalidRequestError,
     InvalidTopicNameError,
@@ -67,7 +66,7 @@ class Metadata:
 class Produce:
     topic: str
     partition: int
-    batch: bytes  # one record batch (broker/wire/batch.py)
+    batch: bytes  # one record batch: Kafka's record batch v2 (broker/wire/batch.py, docs/protocol.md)
 
 
 class FetchPartition(NamedTuple):
@@ -261,11 +260,12 @@ class LogApi:
     def produce(self, req: Produce, ctx: Context) -> Outcome:
         """Validate, pass the admission check, append; answered once durable (``fsync="always"``). A shaping policy
         delays the append (the leaky bucket's queue form, as nginx limit_req with burst and delay). Raises the
-        refusals of ``check_batch`` and of the limits, having changed nothing."""
+        refusals of the batch format's ``check`` (Kafka's record batch v2, checked completely: header fields,
+        CRC-32C, every record) and of the limits, having changed nothing."""
         self._user_topic(req.topic, "produce")
         plog = self.log.partition(req.topic, req.partition)
         blob = req.batch
-        header = check_batch(blob, self.config.batch_bytes_max)
+        header = self.log.format.check(blob, self.config.batch_bytes_max)
         pid = header.producer_id
         if pid >= 0:  # sequence first: a retry already stored, or a batch out of order, is not charged to limits
             stored_at = plog.producers.check(pid, header.producer_epoch, header.base_sequence, header.record_count)
@@ -291,7 +291,7 @@ class LogApi:
             plog.producers.release(pid)
             self._held_until.pop((plog, pid), None)
 
-    def _complete_shaped(self, plog: PartitionLog, blob: bytes, header: BatchHeader, ctx: Context) -> Outcome:
+    def _complete_shaped(self, plog: PartitionLog, blob: bytes, header: Any, ctx: Context) -> Outcome:
         """Append a produce whose shaping delay is over (already admitted and charged). The sequence is checked
         again: during the delay the batch may have been stored by a retry, or fenced by a newer epoch."""
         pid = header.producer_id
@@ -305,7 +305,7 @@ class LogApi:
             if pid >= 0 and not plog.producers.held(pid):
                 self._held_until.pop((plog, pid), None)
 
-    def _append(self, plog: PartitionLog, blob: bytes, header: BatchHeader, now_ms: int, *,
+    def _append(self, plog: PartitionLog, blob: bytes, header: Any, now_ms: int, *,
                 sequence_checked: bool) -> Outcome:
         base = plog.append(blob, header, now_ms, sequence_checked=sequence_checked)
         end = base + header.record_count
