@@ -37,13 +37,14 @@ class Wait(Outcome):
     """Not answerable yet. Call ``resume(ctx, timed_out)`` when any of ``keys`` is woken (``timed_out`` False), or
     at ``until`` (monotonic seconds; ``timed_out`` True); ``resume`` returns the next outcome and may raise like
     ``handle``. With no keys this is a plain delay (a shaped produce); with ``until`` infinite it waits for a key
-    only (an answer held until its write is durable). ``abandon()``, if given, is called instead of ``resume`` when
-    the requester goes away first (a held produce gives back its place)."""
+    only (an answer held until its write is durable). ``abandon(ctx)``, if given, is called instead of ``resume``
+    when the requester goes away first (a held produce gives back its place); like ``resume`` it may change state
+    and wake keys."""
 
     keys: tuple[Hashable, ...]
     until: float
     resume: Callable[[Context, bool], Outcome]
-    abandon: Callable[[], None] | None = None
+    abandon: Callable[[Context], None] | None = None
 
 
 @dataclass(slots=True)

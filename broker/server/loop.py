@@ -106,11 +106,15 @@ class RequestLoop:
 
     def on_closed(self, conn: Any) -> None:
         """The connection is gone: its parked requests are abandoned (their answers would go nowhere)."""
-        for w in self._by_conn.pop(conn, ()):
+        waiters = self._by_conn.pop(conn, ())
+        for w in waiters:
             self._unpark(w)
             w.done = True
-            if w.wait.abandon is not None:
-                self._guard(w.wait.abandon, "abandon")
+            abandon = w.wait.abandon
+            if abandon is not None:
+                self._guard(lambda: abandon(self.context(conn)), "abandoning a parked request")
+        if waiters:
+            self._after_engine()  # what the abandons woke, handed out or rescheduled
 
     # -- running outcomes ---------------------------------------------------------------------------------------
     def _step(self, conn: Any, cid: int, call: Callable[[Context], Outcome], what: str, size: int = 0) -> None:

@@ -47,7 +47,7 @@ def test_an_abandoned_held_batch_gives_its_place_back(tmp_path):
         produce(engine, 0, 0.0)
         held = produce(engine, 1, 0.0)
         assert isinstance(held, Wait) and held.abandon is not None
-        held.abandon()  # the client closed its connection: nothing of it is appended
+        held.abandon(ctx(0.5))  # the client closed its connection: nothing of it is appended
         with pytest.raises(OutOfOrderSequenceError):
             produce(engine, 2, 1.0)  # the producer must resend from sequence 1, in order
         again = produce(engine, 1, 1.0)

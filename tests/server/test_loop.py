@@ -198,7 +198,7 @@ async def test_a_woken_waiter_is_not_resumed_until_its_connection_has_room(make)
 async def test_a_closed_connections_waiters_are_abandoned_never_resumed(make):
     events = []
     loop, _ = await make({"w": lambda ctx: Wait(("k",), ctx.now + 5, lambda c, t: events.append("resumed"),
-                                                abandon=lambda: events.append("abandoned"))})
+                                                abandon=lambda ctx: events.append(("abandoned", ctx.client_id)))})
     conn, other = Conn(), Conn()
     loop.on_frame(conn, b"1:w")
     conn.room = False
@@ -208,7 +208,7 @@ async def test_a_closed_connections_waiters_are_abandoned_never_resumed(make):
     conn.closed = True
     loop.on_closed(conn)
     conn.make_room()
-    assert events == ["resumed", "abandoned"] and loop.statistics()["waiting"] == 0
+    assert events == ["resumed", ("abandoned", "c")] and loop.statistics()["waiting"] == 0
 
 
 async def test_offloaded_work_runs_in_a_worker_thread_and_its_result_or_error_is_resumed(make):
@@ -267,3 +267,18 @@ def test_the_server_spells_no_api_name():
     found = [(name, api) for name, text in sources.items() for api in REQUESTS
              if re.search(rf"[\"']{api}[\"']", text)]
     assert found == []
+
+
+async def test_what_an_abandon_wakes_is_resumed_at_once(make):
+    # e.g. a consumer that disconnects gives its messages back, and another consumer waiting on that queue gets them
+    def leaving(ctx):
+        return Wait(("mine",), math.inf, lambda c, t: Answer("never"), abandon=lambda c: engine.woken.add("queue"))
+
+    loop, engine = await make({"leaving": leaving,
+                               "waiting": lambda ctx: Wait(("queue",), math.inf, lambda c, t: Answer("got it"))})
+    gone, other = Conn(), Conn()
+    loop.on_frame(gone, b"1:leaving")
+    loop.on_frame(other, b"2:waiting")
+    gone.closed = True
+    loop.on_closed(gone)
+    assert other.sent == [b"2=got it"]

@@ -283,7 +283,7 @@ class LogApi:
                 plog.producers.hold(pid, header.producer_epoch, header.base_sequence, header.record_count)
                 self._held_until[(plog, pid)] = ctx.now + delay_s
             return Wait((), ctx.now + delay_s, lambda ctx, _: self._complete_shaped(plog, blob, header, ctx),
-                        abandon=lambda: self._release(plog, pid))
+                        abandon=lambda ctx: self._release(plog, pid))
         return self._append(plog, blob, header, ctx.now_ms, sequence_checked=True)  # checked above, nothing since
 
     def _release(self, plog: PartitionLog, pid: int) -> None:
