@@ -357,6 +357,8 @@ class Accumulator:
                     if now < b.created + linger and (flying or not b.eager):
                         due = b.created + linger  # eager: or once the answers in flight arrive (they wake us)
                         break
+                    if linger == 0 and flying and not b.eager:
+                        break  # no linger: the answer in flight is the batching window (it wakes us)
                     self._seal(tp, b, wake=False)
                 epoch = self._epoch.get(tp, 0)
                 if b.base_seq < 0 or b.epoch != epoch:  # first send, or renumbered after a lost batch

@@ -42,7 +42,9 @@ class Producer:
     ``await p.send(...)`` costs one round trip, not the linger; and a batch a caller awaits (``await handle``)
     goes as soon as its partition has nothing in flight. Records sent while batches are in flight, and awaited by
     nobody, gather for up to ``linger_s``, so a busy producer's batches fill. With ``idempotent=False`` (one batch
-    per partition in flight) a batch past ``linger_s`` also waits for the answer in flight.
+    per partition in flight) a batch past ``linger_s`` also waits for the answer in flight. ``linger_s=0`` waits on
+    no clock: a partial batch goes once its partition has nothing in flight (the answer in flight is the batching
+    window), which gives the lowest end-to-end latency under ``fsync="always"``.
     Leaving the block flushes (if it exits by an exception, unsent records fail with that exception instead).
     ``send()`` never waits, so a loop that never awaits buffers everything in memory; await a handle or
     ``flush()`` now and then to bound it.

@@ -264,6 +264,23 @@ def test_linger_bounds_the_wait_behind_a_batch_in_flight():
     assert (second.base_seq, acc._in_flight[("t", 0)]) == (1, 2)
 
 
+def test_with_no_linger_records_behind_a_batch_in_flight_go_together_when_it_is_answered():
+    # linger_s=0: no clock waits at all; the answer in flight is the batching window (DESIGN section 3)
+    clock = Clock()
+    acc = Accumulator(batch_bytes=1 << 16, batch_bytes_max=1 << 20, linger_s=0.0, now=clock,
+                      event_factory=threading.Event, on_wake=lambda: None, max_in_flight=5)
+    acc.counts.update({"t": 1})
+    acc.producer_id = 42
+    acc.append("t", b"a", partition=0)
+    [first], _ = acc.ready(clock.t)  # idle: at once
+    for v in (b"b", b"c", b"d"):
+        acc.append("t", v, partition=0)
+    assert acc.ready(clock.t) == ([], None)  # not one request each: they wait for the answer, not a timer
+    assert acc.complete(first, 0)  # the answer wakes the sender
+    [second], _ = acc.ready(clock.t)
+    assert [r[3] for r in second.rows] == [b"b", b"c", b"d"] and second.base_seq == 1
+
+
 def test_without_idempotence_linger_cannot_pass_the_batch_in_flight():
     acc, clock, _ = make(linger_s=0.005)  # max_in_flight 1
     acc.append("t", b"a", partition=0)
