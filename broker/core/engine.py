@@ -20,7 +20,7 @@ from millpond.broker.core.log import LogManager, is_internal_topic
 from millpond.broker.core.log.api import LogApi, partition_key
 from millpond.broker.core.outcomes import Answer, Context, Job, Outcome
 from millpond.broker.core.queues.api import QueueApi
-from millpond.broker.wire.errors import InvalidRequestError, UnknownApiError
+from millpond.broker.wire.errors import UnknownApiError
 
 log = logging.getLogger("millpond.engine")
 
@@ -29,7 +29,8 @@ LIMITS_SWEEP_INTERVAL_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """The handshake's request, once the front door has checked its protocol version."""
+    """The handshake's request, once the front door has checked it (protocol version, a client id of at most 255
+    characters)."""
 
     client_id: str = ""
 
@@ -74,7 +75,6 @@ class Engine:
                                config.default_limit_policy())
         self.groups = GroupCoordinator(self._partition_count, self.offsets, GroupConfig())
         self._woken: set[Hashable] = set()
-        self._jobs: list[Job] = []
         self._retention_at = math.inf
         self._sweep_at = math.inf
         self.log_api = LogApi(config, log_manager, admit=self.limits.admit, topics_changed=self._topics_changed,
@@ -115,8 +115,6 @@ class Engine:
         return handler(request, ctx)
 
     def _hello(self, req: Hello, ctx: Context) -> Outcome:
-        if len(req.client_id) > 255:
-            raise InvalidRequestError("hello: client_id is longer than 255 characters")
         c = self.config
         return Answer(BrokerInfo(__version__, c.fsync, BrokerLimits(
             c.frame_bytes_max, c.batch_bytes_max, c.requests_in_flight_max, c.partitions_max, c.fetch_bytes_max)))
@@ -146,9 +144,7 @@ class Engine:
 
     def take_jobs(self) -> list[Job]:
         """Background work handed out since the last call, to run in worker threads."""
-        jobs = self._jobs + self.log.take_jobs()
-        self._jobs = []
-        return jobs
+        return self.log.take_jobs()
 
     def next_deadline(self) -> float:
         """When ``tick`` next has work (monotonic seconds; ``inf``: nothing scheduled)."""

@@ -36,22 +36,6 @@ def queue_key(name: str) -> Hashable:
 
 # -- requests -----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class CreateQueue:
-    """As SQS CreateQueue; ``None``: SQS's default (attributes.QueueAttributes); ``fifo`` None: from the name."""
-
-    name: str
-    visibility_timeout_s: float | None = None
-    delay_s: float | None = None
-    retention_s: float | None = None
-    message_bytes_max: int | None = None
-    receive_wait_s: float | None = None
-    dead_letter_queue: str | None = None
-    max_receive_count: int | None = None
-    fifo: bool | None = None
-    content_based_deduplication: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class SetQueueAttributes:
     """As SQS SetQueueAttributes: the fields given change; ``dead_letter_queue=""`` removes the redrive policy."""
 
@@ -64,6 +48,13 @@ class SetQueueAttributes:
     dead_letter_queue: str | None = None
     max_receive_count: int | None = None
     content_based_deduplication: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateQueue(SetQueueAttributes):
+    """As SQS CreateQueue; ``None``: SQS's default (attributes.QueueAttributes); ``fifo`` None: from the name."""
+
+    fifo: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
