@@ -11,6 +11,7 @@ from millpond.broker.wire.errors import MillpondError, from_wire
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
+    from millpond.client.subscription import Subscription
     from millpond.client.worker import Worker
 
 __all__ = ["Queue", "QueueInfo", "QueueMessage", "SendResult", "queue_attributes_body"]
@@ -204,6 +205,16 @@ class Queue:
         from millpond.client.worker import Worker
 
         return Worker(self, handler, **options)
+
+    def subscribe(self, prefetch: int, *, visibility_timeout_s: float | None = None) -> Subscription:
+        """Push delivery with a prefetch window (RabbitMQ's consumer prefetch, AMQP basic.qos): ``async with
+        q.subscribe(prefetch=10) as sub: async for msg in sub: ...; await msg.ack()`` (or ``msg.nack(delay_s=)``).
+        The broker pushes messages as they become visible, never more than ``prefetch`` (1-1,000)
+        unacknowledged; leaving the block, or the connection dropping, makes the unsettled ones visible again at
+        once. See ``client.subscription.Subscription``."""
+        from millpond.client.subscription import Subscription
+
+        return Subscription(self, prefetch, visibility_timeout_s)
 
     async def purge(self) -> None:
         """Delete every message of the queue, in flight and delayed too (as SQS PurgeQueue)."""

@@ -16,6 +16,7 @@ import inspect
 import threading
 from collections import deque
 from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Iterator
 
 import anyio.to_thread
@@ -30,9 +31,11 @@ from millpond.client.limits import LimitPolicy
 from millpond.client.consumer import Consumer, TopicPartition
 from millpond.client.producer import Producer
 from millpond.client.queues import Queue, QueueInfo, QueueMessage, SendResult
+from millpond.client.subscription import Subscription, SubscriptionStatistics
 from millpond.client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
 
-__all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncQueue", "SyncRecordHandle", "connect"]
+__all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncPushedMessage", "SyncQueue", "SyncRecordHandle",
+           "SyncSubscription", "connect"]
 
 
 class SyncRecordHandle(RecordHandle):
@@ -223,6 +226,11 @@ class SyncQueue:
 
         return SyncWorker(self._portal, self._q, handler, **options)
 
+    def subscribe(self, prefetch: int, *, visibility_timeout_s: float | None = None) -> SyncSubscription:
+        """Push delivery, blocking (``Queue.subscribe``): ``with q.subscribe(prefetch=10) as sub: for msg in sub:
+        ...; msg.ack()`` (or ``msg.nack(delay_s=)``)."""
+        return SyncSubscription(self._portal, self._q.subscribe(prefetch, visibility_timeout_s=visibility_timeout_s))
+
     def purge(self) -> None:
         self._portal.call(self._q.purge)
 
@@ -231,6 +239,62 @@ class SyncQueue:
 
     def set_attributes(self, **attributes: Any) -> QueueInfo:
         return self._portal.call(lambda: self._q.set_attributes(**attributes))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPushedMessage(QueueMessage):
+    """A pushed message of a ``SyncSubscription``: ``ack()`` and ``nack(delay_s=0)`` block for one round trip and
+    raise as ``PushedMessage``'s."""
+
+    subscription: Any = field(default=None, repr=False, compare=False)
+
+    def ack(self) -> None:
+        self.subscription._settle_one("queue_ack", self, {})
+
+    def nack(self, delay_s: float = 0.0) -> None:
+        self.subscription._settle_one("queue_nack", self, {"delay_ms": round(delay_s * 1000)})
+
+
+class SyncSubscription:
+    """Blocking twin of ``client.subscription.Subscription``: iterate in a ``with`` block; waiting for the next
+    message is cancelled with the caller (Ctrl-C); leaving the block unsubscribes."""
+
+    def __init__(self, portal: Any, sub: Subscription) -> None:
+        self._portal = portal
+        self._sub = sub
+        self._cm = portal.wrap_async_context_manager(sub)  # enter and exit in one portal task
+
+    def __enter__(self) -> SyncSubscription:
+        self._cm.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cm.__exit__(*exc)
+
+    def __iter__(self) -> Iterator[SyncPushedMessage]:
+        return self
+
+    def __next__(self) -> SyncPushedMessage:
+        try:
+            m = _interruptible(self._portal, self._sub.__anext__)
+        except StopAsyncIteration:
+            raise StopIteration from None
+        return SyncPushedMessage(**{f.name: getattr(m, f.name) for f in fields(QueueMessage)}, subscription=self)
+
+    def ack(self, *messages: QueueMessage | str) -> list[Any]:
+        return self._portal.call(lambda: self._sub.ack(*messages))
+
+    def nack(self, *messages: QueueMessage | str, delay_s: float = 0.0) -> list[Any]:
+        return self._portal.call(lambda: self._sub.nack(*messages, delay_s=delay_s))
+
+    def _settle_one(self, api: str, message: QueueMessage, extra: dict[str, Any]) -> None:
+        self._portal.call(self._sub._settle_one, api, message, extra)
+
+    def statistics(self) -> SubscriptionStatistics:
+        return self._sub.statistics()
+
+    def close(self) -> None:
+        self._portal.call(self._sub.close)
 
 
 class SyncProducer:

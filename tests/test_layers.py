@@ -42,9 +42,10 @@ ALLOW: dict[str, set[str]] = {
                                 "millpond.broker.server.frontends", "millpond.broker.core.engine",
                                 "millpond.broker.core.outcomes", "millpond.broker.core.log.api",
                                 "millpond.broker.core.groups.api", "millpond.broker.core.groups.types",
-                                "millpond.broker.core.limits.api", "millpond.broker.core.queues.api"},
+                                "millpond.broker.core.limits.api", "millpond.broker.core.queues.api",
+                                "millpond.broker.core.queues.push"},
     # the client speaks the wire protocol and never sees the broker's insides
-    "client": {"anyio", "msgpack", "os", "threading", "time", "millpond.broker.wire", "millpond.client"},
+    "client": {"anyio", "msgpack", "os", "socket", "threading", "time", "millpond.broker.wire", "millpond.client"},
 }
 # Modules imported only inside a function or under TYPE_CHECKING are not arrows of the layer and are not checked.
 

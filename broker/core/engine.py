@@ -20,6 +20,7 @@ from millpond.broker.core.log import LogManager, is_internal_topic
 from millpond.broker.core.log.api import LogApi, partition_key
 from millpond.broker.core.outcomes import Answer, Context, Job, Outcome
 from millpond.broker.core.queues.api import QueueApi
+from millpond.broker.core.queues.push import PushApi
 from millpond.broker.wire.errors import UnknownApiError
 
 log = logging.getLogger("millpond.engine")
@@ -84,7 +85,8 @@ class Engine:
                                admit=self.limits.admit, bytes_max=config.fetch_bytes_max,
                                messages_max=config.queue_messages_max)
         self._handlers: dict[type, Callable[[Any, Context], Outcome]] = {Hello: self._hello}
-        for api in (self.log_api, group_api, self.limits, self.queues):
+        self.push = PushApi(self.queues, wake=self._woken.add)
+        for api in (self.log_api, group_api, self.limits, self.queues, self.push):
             self._handlers.update(api.handlers())
 
     # -- lifecycle ----------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 from millpond.broker.config import BrokerConfig
@@ -12,6 +13,7 @@ import millpond.broker.core.groups.api as groups
 import millpond.broker.core.limits.api as limits
 import millpond.broker.core.log.api as log
 import millpond.broker.core.queues.api as queues
+import millpond.broker.core.queues.push as push
 from millpond.broker.core.groups.types import GroupDescription, GroupListing
 from millpond.broker.server.frontends.typed import RequestSchema, to_plain
 from millpond.broker.wire.errors import (
@@ -72,7 +74,14 @@ REQUESTS: dict[str, type] = {
     "delete_message_batch": queues.DeleteMessageBatch,
     "change_visibility": queues.ChangeVisibility,
     "change_visibility_batch": queues.ChangeVisibilityBatch,
+    "queue_subscribe": push.QueueSubscribe,
+    "queue_deliver": push.QueueDeliver,
+    "queue_ack": push.QueueAck,
+    "queue_nack": push.QueueNack,
+    "queue_unsubscribe": push.QueueUnsubscribe,
 }
+# Requests that belong to their connection (push subscriptions): the codec sets their `connection` field.
+_BOUND = (push.QueueSubscribe, push.QueueDeliver, push.QueueAck, push.QueueNack, push.QueueUnsubscribe)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,14 +92,16 @@ class _HelloRequest:
 
 
 class Session:
-    """One connection's protocol state."""
+    """One connection's protocol state; ``connection`` numbers it among the codec's connections (what a push
+    subscription belongs to)."""
 
-    __slots__ = ("client_id", "handshaken", "answer_bytes_max")
+    __slots__ = ("client_id", "handshaken", "answer_bytes_max", "connection")
 
-    def __init__(self, answer_bytes_max: int) -> None:
+    def __init__(self, answer_bytes_max: int, connection: int = 0) -> None:
         self.client_id = ""
         self.handshaken = False
         self.answer_bytes_max = answer_bytes_max
+        self.connection = connection
 
 
 class NativeCodec:
@@ -100,9 +111,10 @@ class NativeCodec:
         self.config = config
         self._schemas = {api: RequestSchema(cls, api) for api, cls in REQUESTS.items()}
         self._hello = RequestSchema(_HelloRequest, "hello")
+        self._connections = itertools.count(1)
 
     def new_session(self) -> Session:
-        return Session(self.config.frame_bytes_max)
+        return Session(self.config.frame_bytes_max, next(self._connections))
 
     def new_decoder(self) -> FrameDecoder:
         return FrameDecoder(self.config.frame_bytes_max)
@@ -128,6 +140,11 @@ class NativeCodec:
                 request = self._fit_fetch(session, request)
             elif type(request) is queues.ReceiveMessages:
                 request = self._fit_receive(session, request)
+            elif isinstance(request, _BOUND):
+                # whatever the client sent, a subscription is its own connection's
+                request = dataclasses.replace(request, connection=session.connection)
+                if type(request) is push.QueueDeliver:
+                    request = self._fit_deliver(session, request)
             return cid, request
         except MillpondError as exc:
             exc.details.setdefault("correlation_id", cid)
@@ -165,6 +182,14 @@ class NativeCodec:
     def _fit_receive(session: Session, req: queues.ReceiveMessages) -> queues.ReceiveMessages:
         # The messages' bodies and attributes get what the client accepts less each message's other fields.
         room = max(session.answer_bytes_max - _ENVELOPE_BYTES - _MESSAGE_BYTES * min(req.max_messages, 1000), 1)
+        if req.max_bytes is None or req.max_bytes > room:
+            return dataclasses.replace(req, max_bytes=room)
+        return req
+
+    @staticmethod
+    def _fit_deliver(session: Session, req: push.QueueDeliver) -> push.QueueDeliver:
+        # as a receive of a whole window
+        room = max(session.answer_bytes_max - _ENVELOPE_BYTES - _MESSAGE_BYTES * push.PREFETCH_MAX, 1)
         if req.max_bytes is None or req.max_bytes > room:
             return dataclasses.replace(req, max_bytes=room)
         return req
