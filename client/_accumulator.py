@@ -60,7 +60,7 @@ class Batch:
         self.event = event
         self.base_offset = -1
         self.error: BaseException | None = None
-        self.blob: bytes | None = None
+        self.blob: bytearray | None = None
         self.retry_at = 0.0
         self.attempts = 0
         self.routed = False  # placeholder batches (topic awaiting metadata) set this when their records move
@@ -86,7 +86,7 @@ class Batch:
         if self.owner is not None and not self.sent and not self.event.is_set():
             self.owner._wake()
 
-    def encode(self, producer_id: int = -1, compression: int = 0) -> bytes:
+    def encode(self, producer_id: int = -1, compression: int = 0) -> bytearray:
         """The batch as Kafka's record batch v2 (``compression``: its attribute id), built once and kept for
         retries: a resent batch is byte for byte the one sent before."""
         if self.blob is None:

@@ -11,6 +11,7 @@ import anyio
 from anyio.abc import SocketStream, TaskGroup
 
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, RequestTimedOutError
+from millpond.broker.wire.frames import PIECE_BYTES_MIN
 
 from millpond.client._protocol import ClientProtocol, Response
 
@@ -34,7 +35,7 @@ class Connection:
         self.protocol = protocol
         self.description = description
         self._slots: dict[int, _Slot] = {}
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray] = []  # frames, a large batch as a piece of its own
         self._wake_writer = anyio.Event()
         self._sending = False  # a task is writing _out (the writer, or a requester writing its own request)
         self.closed = False
@@ -61,7 +62,7 @@ class Connection:
         tg.start_soon(conn._writer)
         cid, data = conn.protocol.hello()
         try:
-            response = await conn._exchange(cid, data, timeout_s)
+            response = await conn._exchange(cid, [data], timeout_s)
             conn.protocol.handshake_done(response)
         except BaseException:
             await conn.aclose("handshake failed")
@@ -73,7 +74,7 @@ class Connection:
         ``ConnectionClosedError`` if the connection dies first, ``RequestTimedOutError`` after ``timeout_s``."""
         if self.closed:
             raise ConnectionClosedError(f"connection to {self.description} is closed: {self.close_reason}")
-        cid, data = self.protocol.request(api, body)
+        cid, data = self.protocol.request_parts(api, body)
         return (await self._exchange(cid, data, timeout_s)).result()
 
     def begin(self, api: str, body: dict[str, Any]) -> tuple[int, "_Slot"]:
@@ -81,7 +82,7 @@ class Connection:
         result to ``finish``. Raises ``ConnectionClosedError`` if the connection is closed."""
         if self.closed:
             raise ConnectionClosedError(f"connection to {self.description} is closed: {self.close_reason}")
-        cid, data = self.protocol.request(api, body)
+        cid, data = self.protocol.request_parts(api, body)
         return cid, self._queue(cid, data)
 
     async def send_queued(self) -> None:
@@ -95,7 +96,20 @@ class Connection:
                 while self._out and not self.closed:
                     out = self._out
                     self._out = []
-                    await self._stream.send(b"".join(out) if len(out) > 1 else out[0])
+                    if len(out) == 1:
+                        await self._stream.send(out[0])
+                        continue
+                    small: list[bytes | bytearray] = []
+                    for piece in out:  # large pieces (batches) go as they are: joining would copy them
+                        if len(piece) < PIECE_BYTES_MIN:
+                            small.append(piece)
+                            continue
+                        if small:
+                            await self._stream.send(b"".join(small))
+                            small = []
+                        await self._stream.send(piece)
+                    if small:
+                        await self._stream.send(b"".join(small))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
             with anyio.CancelScope(shield=True):
                 await self.aclose(f"write failed: {exc}")
@@ -107,9 +121,9 @@ class Connection:
         cid, slot = begun
         return (await self._wait(cid, slot, timeout_s)).result()
 
-    def _queue(self, cid: int, data: bytes, wake: bool = True) -> "_Slot":
+    def _queue(self, cid: int, data: list[bytes | bytearray], wake: bool = True) -> "_Slot":
         slot = self._slots[cid] = _Slot()
-        self._out.append(data)
+        self._out.extend(data)
         if wake:
             self._wake_writer.set()
         return slot

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from millpond.broker.wire.errors import ConnectionClosedError, InvalidRequestError, MillpondError, from_wire
-from millpond.broker.wire.frames import FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION, FrameDecoder, decode_response, encode_request
+from millpond.broker.wire.frames import FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION, FrameDecoder, decode_response, encode_request, encode_request_parts
 
 from millpond.client.types import BrokerLimits, PartitionDescription, TopicDescription
 
@@ -82,11 +82,22 @@ class ClientProtocol:
             raise RuntimeError("handshake not completed: send hello() first")
         return self._encode(api, body)
 
+    def request_parts(self, api: str, body: dict[str, Any]) -> tuple[int, list[bytes | bytearray]]:
+        """``request`` as pieces to write in order: a large batch is its own piece, never copied into the frame."""
+        if self.limits is None:
+            raise RuntimeError("handshake not completed: send hello() first")
+        cid = self._next_cid(api)
+        return cid, encode_request_parts(cid, api, body)
+
     def _encode(self, api: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        cid = self._next_cid(api)
+        return cid, encode_request(cid, api, body)
+
+    def _next_cid(self, api: str) -> int:
         cid = self._next_id
         self._next_id = cid + 1 if cid < 0x7FFFFFFF else 1
         self._outstanding[cid] = api
-        return cid, encode_request(cid, api, body)
+        return cid
 
     def forget(self, correlation_id: int) -> None:
         """The caller gave up on a request (cancelled or timed out): its late answer will be dropped."""

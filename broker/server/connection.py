@@ -35,13 +35,13 @@ Piece = bytes | bytearray | memoryview
 
 class Decoder(Protocol):
     def feed(self, data: bytes) -> object: ...
-    def next_frame(self) -> bytes | None: ...
+    def next_frame_view(self) -> memoryview | None: ...  # valid until released, before the next feed
 
 
 class Handler(Protocol):
     """What a connection needs from the request loop."""
 
-    def on_frame(self, conn: "Connection", body: bytes) -> None: ...
+    def on_frame(self, conn: "Connection", body: bytes | memoryview) -> None: ...  # body: only during the call
     def on_closed(self, conn: "Connection") -> None: ...
     def new_decoder(self, limits: "ConnectionLimits") -> Decoder: ...
     def frame_too_large(self, conn: "Connection", exc: FrameTooLargeError) -> list[Piece]: ...
@@ -286,7 +286,7 @@ class Connection:
                 if self._closing:
                     return False
                 try:
-                    body = decoder.next_frame()
+                    body = decoder.next_frame_view()  # released below, before the decoder is fed again
                 except FrameTooLargeError as exc:
                     log.warning("closing connection from %s: %s", self.peer, exc)
                     self.close_after(handler.frame_too_large(self, exc))
@@ -300,6 +300,7 @@ class Connection:
                     handler.on_frame(self, body)
                 finally:
                     self._defer_write = False
+                    body.release()
                 if self._closing:
                     return False
                 taken += 1

@@ -87,7 +87,7 @@ class RequestLoop:
         session = conn.session
         return Context(wall_ms(), trio.current_time(), session.client_id if session is not None else "", conn.host)
 
-    def on_frame(self, conn: Any, body: bytes) -> None:
+    def on_frame(self, conn: Any, body: bytes | memoryview) -> None:
         """One request: decode, handle, answer or park. Never raises: a bad request gets an error answer."""
         self.requests += 1
         session = self._session(conn)

@@ -30,6 +30,46 @@ def encode_request(correlation_id: int, api: str, body: dict[str, Any]) -> bytes
     return encode_frame([correlation_id, api, body])
 
 
+PIECE_BYTES_MIN = 65536  # a bytes-like value this large is sent as its own piece: copying it costs more
+
+
+def encode_request_parts(correlation_id: int, api: str, body: dict[str, Any]) -> list[bytes | bytearray]:
+    """``encode_request`` as pieces to send in order: a bytes-like value of ``body`` of at least
+    ``PIECE_BYTES_MIN`` bytes (a produce's batch) is left out of the msgpack buffer and sent as its own piece after
+    its bin header, so it is never copied by the encoder. Decodes as ``encode_request`` would."""
+    for value in body.values():
+        if value.__class__ in _BUFFERS and len(value) >= PIECE_BYTES_MIN:
+            break
+    else:
+        return [encode_request(correlation_id, api, body)]
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    packer.pack_array_header(3)
+    packer.pack(correlation_id)
+    packer.pack(api)
+    packer.pack_map_header(len(body))
+    pieces: list[bytes | bytearray] = []
+    total = 0
+    for key, value in body.items():
+        packer.pack(key)
+        if value.__class__ in _BUFFERS and len(value) >= PIECE_BYTES_MIN:
+            head = packer.bytes() + b"\xc6" + len(value).to_bytes(4, "big")  # bin 32
+            packer.reset()
+            pieces.append(head)
+            pieces.append(value)
+            total += len(head) + len(value)
+        else:
+            packer.pack(value)
+    tail = packer.bytes()
+    if tail:
+        pieces.append(tail)
+        total += len(tail)
+    pieces[0] = _pack_len(total) + pieces[0]
+    return pieces
+
+
+_BUFFERS = (bytes, bytearray)
+
+
 def encode_response(correlation_id: int, code: int, body: Any) -> bytes:
     """A response frame: ``[correlation_id, code, body]``; code 0 is success, any other is an error table code."""
     return encode_frame([correlation_id, code, body])
@@ -124,13 +164,33 @@ class FrameDecoder:
         self._pos = end
         return body
 
+    def next_frame_view(self) -> memoryview | None:
+        """``next_frame`` without its copy: a view of the next complete frame body in the buffer, or None. The
+        caller must ``release()`` it before the next ``feed`` (the buffer cannot move while a view is held); a
+        server decodes each frame before reading more, so a large produce is copied once (by the decoder), not
+        twice."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < 4:
+            return None
+        (n,) = _unpack_len(buf, pos)
+        if n > self.frame_bytes_max:
+            limit = self.frame_bytes_max
+            raise FrameTooLargeError(f"frame of {n} bytes exceeds frame_bytes_max={limit}", frame_bytes_max=limit)
+        end = pos + 4 + n
+        if end > len(buf):
+            return None
+        self._pos = end
+        with memoryview(buf) as mv:
+            return mv[pos + 4 : end]
+
     @property
     def buffered_bytes(self) -> int:
         """Bytes fed and not yet taken as frames."""
         return len(self._buf) - self._pos
 
 
-def decode_message(body: bytes) -> Any:
+def decode_message(body: bytes | memoryview) -> Any:
     """Decode one frame body; malformed msgpack raises ``InvalidRequestError``."""
     try:
         return _unpackb(body, raw=False, strict_map_key=False)
@@ -138,7 +198,7 @@ def decode_message(body: bytes) -> Any:
         raise InvalidRequestError(f"frame is not valid msgpack: {exc}") from None
 
 
-def decode_request(body: bytes) -> tuple[int, str, dict[str, Any]]:
+def decode_request(body: bytes | memoryview) -> tuple[int, str, dict[str, Any]]:
     """Decode ``[correlation_id, api, body]``; raises ``InvalidRequestError`` naming what is wrong.
 
     If the envelope is readable enough to carry a correlation id, ``InvalidRequestError.details`` has it under

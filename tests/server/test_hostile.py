@@ -41,7 +41,8 @@ class StandIn:
     def new_decoder(self, limits: ConnectionLimits) -> FrameDecoder:
         return FrameDecoder(limits.frame_bytes_max)
 
-    def on_frame(self, conn: Connection, body: bytes) -> None:
+    def on_frame(self, conn: Connection, body: bytes | memoryview) -> None:
+        body = bytes(body)  # the connection's view of its buffer is valid only during this call
         self.frames.append(body)
         if self.park:
             self.parked.append(body)

@@ -134,3 +134,36 @@ def test_fetch_answer_in_pieces_decodes_like_a_plain_response(sizes):
     plain = encode_response(77, 0, {"partitions": [[*r[:-1], bytes(r[-1])] for r in rows]})
     assert framed == plain
     assert decode_response(next(FrameDecoder().feed(framed))) == (77, 0, {"partitions": [[*r[:-1], bytes(r[-1])] for r in rows]})
+
+
+@pytest.mark.parametrize("body, pieces", [
+    ({}, 1),
+    ({"topic": "t", "partition": 3, "batch": b"x" * 65_535}, 1),  # below the piece size: one frame
+    ({"topic": "t", "partition": 3, "batch": bytearray(b"y" * 65_536)}, 2),  # head, batch
+    ({"batch": b"z" * 100_000, "topic": "t"}, 3),  # head, batch, tail
+    ({"a": b"1" * 70_000, "b": 5, "c": bytearray(b"2" * 200_000)}, 4),  # head, a, middle, c
+])
+def test_request_in_pieces_is_the_plain_request_byte_for_byte(body, pieces):
+    from millpond.broker.wire.frames import PIECE_BYTES_MIN, encode_request_parts
+
+    parts = encode_request_parts(9, "produce", body)
+    plain = encode_request(9, "produce", {k: bytes(v) if isinstance(v, bytearray) else v for k, v in body.items()})
+    assert b"".join(parts) == plain
+    large = [v for v in body.values() if isinstance(v, (bytes, bytearray)) and len(v) >= PIECE_BYTES_MIN]
+    assert [p for p in parts if any(p is v for v in large)] == large  # the very objects, in order: never copied
+    assert len(parts) == pieces
+
+
+def test_frame_view_is_the_frame_and_holds_the_buffer_until_released():
+    frames = [encode_request(i, "produce", {"batch": bytes(i * 10)}) for i in range(1, 4)]
+    d = FrameDecoder()
+    d.feed(b"".join(frames) + frames[0][:2])
+    views = [d.next_frame_view() for _ in range(3)]
+    assert [decode_request(v)[0] for v in views] == [1, 2, 3]
+    assert d.next_frame_view() is None and d.buffered_bytes == 2
+    with pytest.raises(BufferError):  # feeding would move the bytes under a view still held
+        d.feed(frames[0][2:])
+    for v in views:
+        v.release()
+    d.feed(frames[0][2:])
+    assert bytes(d.next_frame_view()) == frames[0][4:]
