@@ -11,6 +11,7 @@ from millpond.broker.wire.errors import MillpondError, from_wire
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
+    from millpond.client.redrive import MoveTask
     from millpond.client.subscription import Subscription
     from millpond.client.worker import Worker
 
@@ -215,6 +216,31 @@ class Queue:
         from millpond.client.subscription import Subscription
 
         return Subscription(self, prefetch, visibility_timeout_s)
+
+    async def start_redrive(self, *, to: str | None = None, messages_per_second: int | None = None) -> str:
+        """Start moving the messages this dead-letter queue holds now back to the queue each came from, or all to
+        ``to``, ``messages_per_second`` at a time (1-10,000; SQS: 1-500; default 500), as SQS StartMessageMoveTask;
+        messages arriving later stay. Returns the task handle. Raises ``UnknownQueueError``;
+        ``InvalidParameterValueError`` if this queue is no queue's dead-letter queue, already has a running task,
+        or ``to`` is this queue or of the other type."""
+        from millpond.client import redrive
+
+        return await redrive.start(self, to, messages_per_second)
+
+    async def cancel_redrive(self, task_handle: str | None = None) -> int:
+        """Stop a running redrive task of this queue (None: its running one), as SQS CancelMessageMoveTask: what
+        moved stays moved. Returns how many messages it moved. Raises ``ResourceNotFoundError`` (no such task),
+        ``InvalidParameterValueError`` (not running)."""
+        from millpond.client import redrive
+
+        return await redrive.cancel(self, task_handle)
+
+    async def redrive_tasks(self, max_results: int = 10) -> list[MoveTask]:
+        """This queue's ``max_results`` (1-10) most recent redrive tasks, newest first, with their progress (as SQS
+        ListMessageMoveTasks)."""
+        from millpond.client import redrive
+
+        return await redrive.tasks(self, max_results)
 
     async def purge(self) -> None:
         """Delete every message of the queue, in flight and delayed too (as SQS PurgeQueue)."""

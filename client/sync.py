@@ -231,6 +231,18 @@ class SyncQueue:
         ...; msg.ack()`` (or ``msg.nack(delay_s=)``)."""
         return SyncSubscription(self._portal, self._q.subscribe(prefetch, visibility_timeout_s=visibility_timeout_s))
 
+    def start_redrive(self, *, to: str | None = None, messages_per_second: int | None = None) -> str:
+        """See ``Queue.start_redrive``."""
+        return self._portal.call(lambda: self._q.start_redrive(to=to, messages_per_second=messages_per_second))
+
+    def cancel_redrive(self, task_handle: str | None = None) -> int:
+        """See ``Queue.cancel_redrive``."""
+        return self._portal.call(self._q.cancel_redrive, task_handle)
+
+    def redrive_tasks(self, max_results: int = 10) -> list[Any]:
+        """See ``Queue.redrive_tasks``."""
+        return self._portal.call(self._q.redrive_tasks, max_results)
+
     def purge(self) -> None:
         self._portal.call(self._q.purge)
 

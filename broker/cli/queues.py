@@ -1,4 +1,4 @@
-# `millpond queues create|list|describe|delete|purge`, `millpond send QUEUE` (one message per stdin line) and
+# `millpond queues create|list|describe|delete|purge|redrive`, `millpond send QUEUE` (one message per stdin line) and
 # `millpond receive QUEUE` (prints bodies, deletes them unless --no-delete): queues from the shell, through the
 # blocking client. Knows argparse, stdin and output formatting; the protocol is the client's business.
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 import time
 
 from millpond.broker.cli._clientcmd import add_client_args, guarded
-from millpond.client.sync import connect
+from millpond.client.sync import SyncQueue, connect
 
 SEND_BATCH = 10  # messages per send request (SQS's batch size)
 
@@ -45,7 +45,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     pg = actions.add_parser("purge", help="delete every message of a queue, in flight and delayed too")
     pg.add_argument("name")
-    for sp in (c, ls, d, rm, pg):
+
+    rd = actions.add_parser(
+        "redrive", help="move a dead-letter queue's messages back to their source queues",
+        description="Start a redrive task (as SQS StartMessageMoveTask): the messages the dead-letter queue holds now "
+                    "move back to the queue each came from (or --to QUEUE) at --rate messages per second, in the "
+                    "broker, which keeps going after this command returns. --status shows the queue's recent "
+                    "tasks; --cancel stops its running one.")
+    rd.add_argument("name", metavar="SOURCE_DLQ")
+    rd.add_argument("--to", metavar="QUEUE", help="move every message here instead of to its own source queue")
+    rd.add_argument("--rate", type=int, metavar="N", help="messages per second, 1-10,000 (default 500; SQS: 1-500)")
+    how = rd.add_mutually_exclusive_group()
+    how.add_argument("--cancel", action="store_true", help="stop the queue's running redrive task")
+    how.add_argument("--status", action="store_true", help="show the queue's recent redrive tasks, newest first")
+    for sp in (c, ls, d, rm, pg, rd):
         add_client_args(sp)
     p.set_defaults(func=guarded("queues", run))
 
@@ -111,7 +124,29 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "purge":
             c.queue(args.name).purge()
             print(f"purged queue {args.name}")
+        elif args.action == "redrive":
+            redrive(c.queue(args.name), args)
     return 0
+
+
+def redrive(q: SyncQueue, args: argparse.Namespace) -> None:
+    if (args.cancel or args.status) and (args.to is not None or args.rate is not None):
+        raise ValueError("--to and --rate start a task: they go without --cancel and --status")
+    if args.status:
+        tasks = q.redrive_tasks()
+        if not tasks:
+            print(f"queue {q.name} has no redrive tasks")
+        for t in tasks:
+            print(f"{t.task_handle}: {t.line()}")
+    elif args.cancel:
+        moved = q.cancel_redrive()
+        print(f"cancelled the redrive task of {q.name}: {moved} message(s) moved, the rest stay")
+    else:
+        handle = q.start_redrive(to=args.to, messages_per_second=args.rate)
+        mine = [t for t in q.redrive_tasks(1) if t.task_handle == handle]
+        what = f"{mine[0].messages_to_move} message(s)" if mine else "its messages"
+        print(f"started redrive task {handle}: {what} from {q.name} to {args.to or 'their source queues'} at "
+              f"{args.rate or 500}/s (millpond queues redrive {q.name} --status to follow)")
 
 
 def run_send(args: argparse.Namespace) -> int:

@@ -90,6 +90,7 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (64, "INVALID_PARAMETER_VALUE", False, "InvalidParameterValueError", "A parameter is out of range or not valid for this queue or message (as SQS InvalidParameterValue)."),
     (65, "MISSING_PARAMETER", False, "MissingParameterError", "A parameter this queue requires is missing, such as a FIFO queue's group_id (as SQS MissingParameter)."),
     (66, "QUEUE_FULL", True, "QueueFullError", "The queue holds queue_messages_max messages (the broker's bound on a queue's depth); retry once some are deleted or expired."),
+    (67, "RESOURCE_NOT_FOUND", False, "ResourceNotFoundError", "No redrive task with this handle (as SQS ResourceNotFoundException)."),
     (70, "UNKNOWN_SUBSCRIPTION", False, "UnknownSubscriptionError", "No push subscription with this id is open on this connection (never opened, unsubscribed, or its queue was deleted)."),
     (71, "TOO_MANY_SUBSCRIPTIONS", False, "TooManySubscriptionsError", "The connection holds the most push subscriptions it may (100); unsubscribe one or use another connection."),
 ]
@@ -149,6 +150,7 @@ ReceiptHandleInvalidError: type[MillpondError] = _by_name["ReceiptHandleInvalidE
 InvalidParameterValueError: type[MillpondError] = _by_name["InvalidParameterValueError"]
 MissingParameterError: type[MillpondError] = _by_name["MissingParameterError"]
 QueueFullError: type[MillpondError] = _by_name["QueueFullError"]
+ResourceNotFoundError: type[MillpondError] = _by_name["ResourceNotFoundError"]
 UnknownSubscriptionError: type[MillpondError] = _by_name["UnknownSubscriptionError"]
 TooManySubscriptionsError: type[MillpondError] = _by_name["TooManySubscriptionsError"]
 

@@ -1,6 +1,7 @@
 # Queues (issue 11): SQS-style work queues. attributes.py validates names and SQS's ranges; queue.py is one queue's
 # state machine (delayed / visible / in flight, FIFO groups, deduplication window, timers in sorted structures);
-# manager.py holds every queue and SQS's rules (receipt handles, lazy dead-letter redrive) as events; journal.py
+# manager.py holds every queue and SQS's rules (receipt handles, lazy dead-letter redrive) as events; redrive.py
+# the redrive tasks moving dead letters back (StartMessageMoveTask), driven by the manager's timers; journal.py
 # makes those events durable in the internal topic __millpond_queues and replays them at open; api.py is the typed
 # requests and their handlers. Sans-IO: takes `now` (monotonic s) and `now_ms` (wall-clock ms), never reads a
 # clock, waits, imports trio or opens a socket; its only IO is the journal's appends through the LogManager.
@@ -21,6 +22,9 @@ Departures from SQS (each for a reason a test of one embedded process cares abou
 * Approximate counts are exact. No in-flight limit (SQS: 120,000), no ReceiveRequestAttemptId; instead a queue's
   depth is bounded by the broker's ``queue_messages_max`` (QUEUE_FULL, retriable).
 * A send batch is charged to the limit policies (as a produce) for all its entries, refused ones included.
+* Redrive tasks (StartMessageMoveTask): up to 10,000 messages/s (SQS: 500); without a rate, 500/s (SQS picks
+  one); a moved message keeps its message id (SQS: a new one), with a new retention period as SQS; cancelling is
+  immediate (no CANCELLING); a restarted broker resumes a running task at its rate from the restart.
 """
 from millpond.broker.core.queues.api import QueueApi, queue_key
 from millpond.broker.core.queues.attributes import QueueAttributes

@@ -22,6 +22,7 @@ from millpond.broker.core.queues.attributes import (
 from millpond.broker.core.queues.journal import QueueJournal
 from millpond.broker.core.queues.manager import Delivery, QueueManager
 from millpond.broker.core.queues.queue import Queue
+from millpond.broker.core.queues.redrive import MoveTask
 from millpond.broker.wire.errors import InvalidParameterValueError, InvalidRequestError, MillpondError
 
 RECEIVE_MESSAGES_MAX = 1000  # SQS allows 10 per receive; millpond allows more (docs/protocol.md)
@@ -150,6 +151,27 @@ class ChangeVisibilityBatch:
     entries: tuple[VisibilityEntry, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class StartMessageMoveTask:
+    """As SQS StartMessageMoveTask: move the messages dead-letter queue ``source`` holds now to ``destination``
+    (None: each to the queue it came from) at ``messages_per_second`` (1-10,000; SQS: 1-500; None: 500)."""
+
+    source: str
+    destination: str | None = None
+    messages_per_second: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelMessageMoveTask:
+    task_handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListMessageMoveTasks:
+    source: str
+    max_results: int = 1  # 1-10, newest first (as SQS)
+
+
 # -- answers ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
@@ -217,6 +239,38 @@ class Received:
     messages: tuple[Delivery, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class MoveTaskStarted:
+    task_handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTaskCancelled:
+    messages_moved: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTaskInfo:
+    """A redrive task as SQS ListMessageMoveTasks shows it: ``status`` RUNNING, COMPLETED, CANCELLED or FAILED
+    (``failure_reason`` then); ``destination`` and ``messages_per_second`` None when not given; ``started_ms``
+    wall-clock ms; ``messages_to_move``: what the queue held at the start."""
+
+    task_handle: str
+    status: str
+    source: str
+    destination: str | None
+    messages_per_second: int | None
+    messages_moved: int
+    messages_to_move: int
+    failure_reason: str | None
+    started_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTaskList:
+    tasks: tuple[MoveTaskInfo, ...]
+
+
 # -- handlers -----------------------------------------------------------------------------------------------------
 class QueueApi:
     """Answers the queue requests over one ``QueueManager`` journaled in ``log`` (None: memory only).
@@ -239,13 +293,16 @@ class QueueApi:
     def open(self, ctx: Context) -> None:
         """Replay the journal (blocking file work: call before serving)."""
         self.journal.open(self.manager, ctx.now, ctx.now_ms)
+        self._journal(ctx)  # what the timers due at open changed (a redrive task completing)
 
     def next_deadline(self) -> float:
         return self.manager.next_deadline()
 
     def tick(self, ctx: Context) -> None:
-        """Run the queues' timers due at ``ctx.now`` (waking the queues where a message became visible)."""
+        """Run the queues' timers due at ``ctx.now`` (waking the queues where a message became visible) and
+        journal the redrive tasks' moves (nobody waits for them to be durable)."""
         self.manager.tick(ctx.now)
+        self._journal(ctx)
 
     def handlers(self) -> dict[type, Callable[[Any, Context], Outcome]]:
         return {
@@ -254,6 +311,8 @@ class QueueApi:
             ListQueues: self.list_queues, SendMessage: self.send, SendMessageBatch: self.send_batch,
             ReceiveMessages: self.receive, DeleteMessage: self.delete, DeleteMessageBatch: self.delete_batch,
             ChangeVisibility: self.change_visibility, ChangeVisibilityBatch: self.change_visibility_batch,
+            StartMessageMoveTask: self.start_move_task, CancelMessageMoveTask: self.cancel_move_task,
+            ListMessageMoveTasks: self.list_move_tasks,
         }
 
     def _journal(self, ctx: Context) -> int:
@@ -419,6 +478,25 @@ class QueueApi:
                 failed.append(BatchFailure(e.id, exc.code, exc.name, exc.message))
         return self._durable(ctx, BatchDone(tuple(done), tuple(failed)))
 
+    # -- dead-letter redrive ----------------------------------------------------------------------------------------
+    def start_move_task(self, req: StartMessageMoveTask, ctx: Context) -> Outcome:
+        """See ``MoveTasks.start``; answered with the task handle once the start is durable."""
+        handle = self.manager.tasks.start(req.source, req.destination, req.messages_per_second, ctx.now, ctx.now_ms)
+        return self._durable(ctx, MoveTaskStarted(handle))
+
+    def cancel_move_task(self, req: CancelMessageMoveTask, ctx: Context) -> Outcome:
+        task = self.manager.tasks.cancel(req.task_handle, ctx.now)
+        return self._durable(ctx, MoveTaskCancelled(task.moved))
+
+    def list_move_tasks(self, req: ListMessageMoveTasks, ctx: Context) -> Outcome:
+        tasks = self.manager.tasks.list(req.source, req.max_results, ctx.now)
+        return Answer(MoveTaskList(tuple(_task_info(t) for t in tasks)))
+
+
+def _task_info(t: MoveTask) -> MoveTaskInfo:
+    return MoveTaskInfo(t.handle, t.status, t.source, t.destination, t.rate_given, t.moved, t.to_move,
+                        t.failure_reason, t.started_ms)
+
 
 def _check_batch(api: str, ids: list[str]) -> None:
     """1-10 entries with distinct valid ids (as SQS EmptyBatchRequest, TooManyEntriesInBatchRequest,
@@ -436,8 +514,10 @@ def _check_batch(api: str, ids: list[str]) -> None:
 
 
 __all__ = [
-    "BatchDone", "BatchFailure", "BatchSent", "ChangeVisibility", "ChangeVisibilityBatch", "CreateQueue",
-    "DeleteEntry", "DeleteMessage", "DeleteMessageBatch", "DeleteQueue", "GetQueueAttributes", "ListQueues",
-    "MessageSent", "PurgeQueue", "QueueApi", "QueueInfo", "Queues", "ReceiveMessages", "Received", "SendEntry",
-    "SendMessage", "SendMessageBatch", "SentEntry", "SetQueueAttributes", "VisibilityEntry", "queue_key",
+    "BatchDone", "BatchFailure", "BatchSent", "CancelMessageMoveTask", "ChangeVisibility", "ChangeVisibilityBatch",
+    "CreateQueue", "DeleteEntry", "DeleteMessage", "DeleteMessageBatch", "DeleteQueue", "GetQueueAttributes",
+    "ListMessageMoveTasks", "ListQueues", "MessageSent", "MoveTaskCancelled", "MoveTaskInfo", "MoveTaskList",
+    "MoveTaskStarted", "PurgeQueue", "QueueApi", "QueueInfo", "Queues", "ReceiveMessages", "Received", "SendEntry",
+    "SendMessage", "SendMessageBatch", "SentEntry", "SetQueueAttributes", "StartMessageMoveTask", "VisibilityEntry",
+    "queue_key",
 ]

@@ -1,6 +1,7 @@
 # The queues' journal: every event of broker/core/queues/manager.py (queue created, attributes set, queue deleted,
-# purge, message sent, received, visibility changed, deleted) is a msgpack record of the internal topic
-# __millpond_queues, and opening the broker replays that topic into the QueueManager. Owns the record layout.
+# purge, message sent, received, visibility changed, deleted; redrive task started, moved, ended) is a msgpack
+# record of the internal topic __millpond_queues, and opening the broker replays that topic into the QueueManager.
+# Owns the record layout.
 # Must not know about requests, waiting, clocks or trio; its only IO is through the LogManager.
 #
 # Why an internal log topic (as the committed offsets in broker/core/groups/offsets.py) rather than a journal file

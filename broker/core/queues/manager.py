@@ -28,6 +28,7 @@ from millpond.broker.core.queues.attributes import (
     message_size,
 )
 from millpond.broker.core.queues.queue import IN_FLIGHT, VISIBLE, Message, Queue
+from millpond.broker.core.queues.redrive import MoveTasks
 from millpond.broker.wire.errors import (
     InvalidConfigError,
     InvalidParameterValueError,
@@ -39,7 +40,7 @@ from millpond.broker.wire.errors import (
 )
 
 _HANDLE = re.compile(r"([0-9a-f]{16}):([0-9]{1,19}):([0-9]{1,19})")
-Event = tuple  # ("create"|"attrs"|"drop"|"purge"|"send"|"recv"|"vis"|"del", queue name, ...): see apply()
+Event = tuple  # ("create"|"attrs"|"drop"|"purge"|"send"|"recv"|"vis"|"del"|"mv*", queue name, ...): see apply()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class QueueManager:
         self.events: list[Event] = []
         self._deadlines: SortedSet = SortedSet()  # (deadline, name) per queue with a timer
         self._deadline_of: dict[str, float] = {}
+        self.tasks = MoveTasks(self)  # dead-letter redrive tasks, each driven by its DLQ's timer
 
     def take_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -83,13 +85,15 @@ class QueueManager:
 
     def tick(self, now: float) -> None:
         """Run every queue's timers due at ``now`` (visibility timeouts and delays ending, retention, the
-        deduplication window), waking the queues where a message became visible."""
+        deduplication window, redrive tasks' moves), waking the queues where a message became visible."""
         while self._deadlines and self._deadlines[0][0] <= now:
-            self._advance(self.queues[self._deadlines[0][1]], now)
+            self._advance(self.queues[self._deadlines[0][1]], now, step=True)
 
-    def _advance(self, q: Queue, now: float) -> Queue:
+    def _advance(self, q: Queue, now: float, step: bool = False) -> Queue:
         if q.advance(now):
             self.wake(q.name)
+        if step:  # moves only from tick, so a refused request never leaves moves unwritten behind it
+            self.tasks.step(q, now)
         self._reschedule(q)
         return q
 
@@ -98,7 +102,7 @@ class QueueManager:
         if old is not None:
             self._deadlines.discard((old, q.name))
         if self.queues.get(q.name) is q:
-            d = q.next_deadline()
+            d = min(q.next_deadline(), self.tasks.deadline(q))
             if d != math.inf:
                 self._deadline_of[q.name] = d
                 self._deadlines.add((d, q.name))
@@ -147,7 +151,10 @@ class QueueManager:
             q.apply_attributes(QueueAttributes.from_record(event[2]), event[3])
         elif kind == "drop":
             del self.queues[name]
+            self.tasks.dropped(name)
             self.wake(name)  # its long polls answer UNKNOWN_QUEUE
+        elif kind in ("mvstart", "mvmoved", "mvend"):
+            self.tasks.apply(event, q, now)
         else:
             raise ValueError(f"unknown queue event {kind!r}")
         self._reschedule(q)
