@@ -1,14 +1,16 @@
-# Push delivery from the blocking client against the broker as a process: iterate, ack, nack and leave; and a
-# subscriber process killed with SIGKILL hands its unacknowledged messages back at once (its connection ends with a
-# reset, which the broker sees at once), not after their hour-long visibility timeout.
+# Push delivery from the blocking client and under asyncio against the broker as a process: iterate, ack, nack and
+# leave; and a subscriber process killed with SIGKILL hands its unacknowledged messages back at once (its connection
+# ends with a reset, which the broker sees at once), not after their hour-long visibility timeout.
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from millpond.client import connect as aconnect
 from millpond.client.sync import SyncPushedMessage, connect
 
 SUBSCRIBER = """
@@ -46,6 +48,27 @@ def test_the_blocking_client_subscribes_acks_and_nacks(daemon):
         assert sorted(seen) == sorted([(b"m%d" % i, 1) for i in range(5)] + [(b"m1", 2)])
         info = q.attributes()
         assert (info.messages_visible, info.messages_in_flight) == (0, 0)
+
+
+def test_the_async_client_subscribes_under_asyncio(daemon):
+    async def main() -> list[bytes]:
+        async with aconnect(daemon, client_id="asyncio") as c:
+            await c.create_queue("q")
+            q = c.queue("q")
+            for i in range(20):
+                await q.send(b"m%d" % i)
+            got = []
+            async with asyncio.timeout(10), q.subscribe(prefetch=4) as sub:
+                async for msg in sub:
+                    got.append(msg.body)
+                    await msg.ack()
+                    if len(got) == 20:
+                        break
+                assert 0 < sub.statistics().broker_unacked_max <= 4
+            assert (await q.attributes()).messages_visible == 0
+            return got
+
+    assert asyncio.run(main()) == [b"m%d" % i for i in range(20)]
 
 
 def test_a_killed_subscriber_hands_its_messages_back_at_once(daemon):
