@@ -3,8 +3,10 @@
 # manager.py holds every queue and SQS's rules (receipt handles, lazy dead-letter redrive) as events; redrive.py
 # the redrive tasks moving dead letters back (StartMessageMoveTask), driven by the manager's timers; journal.py
 # makes those events durable in the internal topic __millpond_queues and replays them at open; api.py is the typed
-# requests and their handlers. Sans-IO: takes `now` (monotonic s) and `now_ms` (wall-clock ms), never reads a
-# clock, waits, imports trio or opens a socket; its only IO is the journal's appends through the LogManager.
+# requests and their handlers; push.py is push delivery (a connection's subscriptions with a prefetch window, as
+# RabbitMQ's consumer prefetch), its deliveries receives and its acks deletes. Sans-IO: takes `now` (monotonic s)
+# and `now_ms` (wall-clock ms), never reads a clock, waits, imports trio or opens a socket; its only IO is the
+# journal's appends through the LogManager.
 """SQS-style queues.
 
 Departures from SQS (each for a reason a test of one embedded process cares about):
