@@ -33,6 +33,9 @@ ALLOW: dict[str, set[str]] = {
     "broker/core/log": {"msgpack", "sortedcontainers", "millpond.broker.config", "millpond.broker.wire",
                         "millpond.broker.core"} | STORAGE,
     "broker/core/limits/registry.py": {"importlib", "millpond.broker.core", "millpond.broker.wire"},
+    # fan-out (subscriptions, filter policies): a core with the cores' rules
+    "broker/core/fanout": {"msgpack", "sortedcontainers", "pathlib", "millpond", "millpond.broker.config",
+                           "millpond.broker.wire", "millpond.broker.core"},
     # the server: Trio, the engine's public API, the codecs; never a core's internals
     "broker/server": {"trio", "sortedcontainers", "time", "pathlib", "shutil", "tempfile", "resource", "errno",
                       "socket", "millpond.broker.config", "millpond.broker.wire", "millpond.broker.server",
