@@ -257,10 +257,10 @@ def _numeric(arg: Any, rules: Rules, here: tuple[str, ...]) -> None:
     if len(arg) == 2:
         if arg[0] == "=":
             rules.nums.add(low)
-        elif arg[0] in _LOWER:
-            rules.ranges.append((_LOWER[arg[0]], low, operator.lt, math.inf))
+        elif arg[0] in _LOWER:  # the open side is closed at infinity: a number too large for a float is inf
+            rules.ranges.append((_LOWER[arg[0]], low, operator.le, math.inf))
         else:
-            rules.ranges.append((operator.gt, -math.inf, _UPPER[arg[0]], low))
+            rules.ranges.append((operator.ge, -math.inf, _UPPER[arg[0]], low))
         return
     if arg[0] not in _LOWER:
         raise _error(f'numeric: only a lower bound (">" or ">=") may be followed by an upper bound, got '

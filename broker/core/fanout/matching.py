@@ -14,7 +14,8 @@ Matcher = Callable[[Headers, bytes], bool]
 
 # A header's text is also a number when it is one whole decimal number (the JSON grammar, with a sign and a bare
 # leading or trailing point allowed): "10", "-3.5", "3.015e2", ".5". Not "0x10", "1_000", " 1", "inf" or "nan".
-NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Unambiguous (the digits after a point need the point), so a long text that is no number fails in linear time.
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 OPERATORS = {"anything-but", "cidr", "equals-ignore-case", "exists", "numeric", "prefix", "suffix"}
-DECIMAL = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+DECIMAL = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 
 
 def reference_matches(policy: dict, scope: str, headers: list[tuple[str, bytes]], value: bytes) -> bool:

@@ -42,6 +42,13 @@ def test_exact_numbers_compare_numerically_and_header_text_is_a_number():  # SNS
     assert on_body(policy, {"price_usd": "301.5"}) is False  # a JSON string is not a number
 
 
+def test_a_long_header_that_is_no_number_is_read_in_linear_time():  # a quadratic regex would hang here
+    policy = compile_policy({"n": [{"numeric": [">", 0]}, {"anything-but": [5]}]})
+    assert policy.matches([("n", b"1" * 200_000 + b"x")], b"") is True  # not a number, so not 5: anything-but
+    assert compile_policy({"n": [{"numeric": [">", 0]}]}).matches([("n", b"1" * 200_000 + b"x")], b"") is False
+    assert compile_policy({"n": [{"numeric": [">", 0]}]}).matches([("n", b"1" * 200_000)], b"") is True
+
+
 def test_a_string_in_the_policy_compares_as_text_even_when_it_looks_like_a_number():
     assert on_headers({"n": ["10"]}, ("n", "10")) is True
     assert on_headers({"n": ["10"]}, ("n", "10.0")) is False
@@ -190,6 +197,17 @@ def test_numeric_on_the_body_needs_a_json_number():
     assert on_body(policy, {"price": "10.5"}) is False
     assert on_body(policy, {"price": True}) is False
     assert on_body(policy, {"price": [1, 2, 30]}) is True
+
+
+def test_numbers_beyond_a_float_compare_as_infinities():
+    for rule, big, small in (([">", 0], True, False), ([">=", 5], True, False), (["<", 0], False, True),
+                             ([">", 0, "<", 10], False, False)):
+        policy = {"n": [{"numeric": rule}]}
+        assert on_headers(policy, ("n", "1" * 400)) is big, rule
+        assert on_headers(policy, ("n", "1e400")) is big, rule
+        assert on_headers(policy, ("n", "-1e400")) is small, rule
+        assert on_body(policy, b'{"n": 1e400}') is big, rule
+        assert on_body(policy, b'{"n": -1e400}') is small, rule
 
 
 def test_numeric_given_as_a_string_header():

@@ -15,8 +15,8 @@ from millpond.broker.wire.errors import InvalidParameterValueError
 from reference_filter import reference_matches
 
 KEYS = ["a", "b", "c"]
-STRINGS = ["", "x", "xy", "Xy", "yx", "ab", "abc", "10", "1e1", "-2.5", ".5", "+7", "1e9", "10.0.0.7", "192.168.1.1",
-           "::1", "2001:db8::5", "ß", "SS"]
+STRINGS = ["", "x", "xy", "Xy", "yx", "ab", "abc", "10", "1e1", "-2.5", ".5", "+7", "1e9", "1e400", "-1e400",
+           "10.0.0.7", "192.168.1.1", "::1", "2001:db8::5", "ß", "SS"]
 NUMBERS = [-5, -2.5, 0, 0.5, 1, 7, 10, 100, 1e9, -1e9]
 PATTERNS = ["", "x", "X", "y", "1", "10", "ab", "ss"]
 CIDRS = ["10.0.0.0/8", "10.0.0.7/32", "192.168.0.0/16", "::/0", "2001:db8::/32", "0.0.0.0/0"]
@@ -62,7 +62,7 @@ leaf = st.one_of(st.sampled_from(STRINGS), st.sampled_from(NUMBERS), st.booleans
 json_value = st.recursive(leaf, lambda children: st.lists(children, max_size=3)
                           | st.dictionaries(st.sampled_from(KEYS), children, max_size=3), max_leaves=8)
 body = (st.dictionaries(st.sampled_from(KEYS), json_value, max_size=3).map(lambda d: json.dumps(d).encode())
-        | st.sampled_from([b"not json", b"[1]", b"\xff", b'"a"', b"{}", b'{"a": NaN}']))
+        | st.sampled_from([b"not json", b"[1]", b"\xff", b'"a"', b"{}", b'{"a": NaN}', b'{"a": 1e400, "b": [-1e400]}']))
 
 
 def compiled(policy: dict[str, Any], scope: str):
