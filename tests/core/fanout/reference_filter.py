@@ -132,3 +132,34 @@ def rule_matches(rule: Any, v: Any, text: bool) -> bool:
         excluded = arg if isinstance(arg, list) else [arg]
         return not any(equals(x, v, text) for x in excluded)
     raise AssertionError(f"not a valid policy: {rule}")
+
+
+def branches(policy: dict, prefix: tuple[str, ...] = ()) -> list[list[tuple[tuple[str, ...], list]]]:
+    """The policy as an OR of ANDs: each branch a list of (path, value list), "$or" multiplied out."""
+    result: list[list[tuple[tuple[str, ...], list]]] = [[]]
+    for key, spec in policy.items():
+        if key == "$or" and is_or(spec):
+            options = [b for branch in spec for b in branches(branch, prefix)]
+        elif isinstance(spec, dict):
+            options = branches(spec, prefix + (key,))
+        else:
+            options = [[(prefix + (key,), spec)]]
+        result = [mine + theirs for mine in result for theirs in options]
+    return result
+
+
+def combinations(policy: dict) -> int:
+    """SNS's complexity: for each branch, the product of each value list's length times its path's depth; the
+    branches summed."""
+    total = 0
+    for branch in branches(policy):
+        product = 1
+        for path, values in branch:
+            product *= len(values) * len(path)
+        total += product
+    return total
+
+
+def most_keys(policy: dict) -> int:
+    """The most top-level names one branch must match."""
+    return max(len({path[0] for path, _ in branch}) for branch in branches(policy))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from millpond.broker.core.fanout import compile_policy
 from millpond.broker.wire.errors import InvalidParameterValueError
-from reference_filter import reference_matches
+from reference_filter import combinations, most_keys, reference_matches
 
 KEYS = ["a", "b", "c"]
 STRINGS = ["", "x", "xy", "Xy", "yx", "ab", "abc", "10", "1e1", "-2.5", ".5", "+7", "1e9", "1e400", "-1e400",
@@ -140,6 +140,35 @@ def test_bodies_agree_with_the_reference(policy, values, data):
 def test_the_policy_as_json_text_matches_as_the_dict_does(policy, record):
     matcher = compiled(policy, "MessageAttributes")
     assert compile_policy(json.dumps(policy)).matches(record, b"") == matcher.matches(record, b"")
+
+
+# wider policies, for the limits: seven key names, and value lists whose contents do not matter here
+wide_values = st.lists(st.sampled_from(STRINGS), min_size=1, max_size=3)
+wide_flat = st.dictionaries(st.sampled_from("abcdefg"), wide_values, min_size=1, max_size=4)
+wide_nested = st.recursive(wide_flat, lambda inner: st.dictionaries(st.sampled_from("abcdefg"),
+                                                                    wide_values | with_or(inner), min_size=1,
+                                                                    max_size=3), max_leaves=6)
+wide_policy = st.one_of(with_or(wide_flat).map(lambda p: (p, "MessageAttributes")),
+                        with_or(wide_nested).map(lambda p: (p, "MessageBody")))
+
+
+@SETTINGS
+@given(wide_policy)
+def test_the_limits_count_as_the_multiplied_out_policy_does(case):
+    # the compiler counts on the policy's tree (keys multiply, $or adds); the reference spells every branch out
+    policy, scope = case
+    expected_combinations, expected_keys = combinations(policy), most_keys(policy)
+    try:
+        got = compile_policy(policy, scope).combinations
+    except InvalidParameterValueError as exc:
+        if expected_combinations > 150:
+            assert exc.message.startswith(f"filter policy: {expected_combinations} combinations, more than")
+        else:  # keys are counted once the combinations pass
+            assert expected_keys > 5
+            assert exc.message.startswith(f"filter policy: {expected_keys} keys (")
+    else:
+        assert got == expected_combinations <= 150
+        assert expected_keys <= 5
 
 
 def test_the_generated_records_both_pass_and_fail():
