@@ -26,7 +26,8 @@ Departures from SQS (each for a reason a test of one embedded process cares abou
 * A send batch is charged to the limit policies (as a produce) for all its entries, refused ones included.
 * Redrive tasks (StartMessageMoveTask): up to 10,000 messages/s (SQS: 500); without a rate, 500/s (SQS picks
   one); a moved message keeps its message id (SQS: a new one), with a new retention period as SQS; cancelling is
-  immediate (no CANCELLING); a restarted broker resumes a running task at its rate from the restart.
+  immediate (no CANCELLING); a restarted broker resumes a running task at its rate from the restart; a task has
+  no time limit (SQS: 36 hours).
 """
 from millpond.broker.core.queues.api import QueueApi, queue_key
 from millpond.broker.core.queues.attributes import QueueAttributes
