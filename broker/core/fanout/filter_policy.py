@@ -265,7 +265,7 @@ def _numeric(arg: Any, rules: Rules, here: tuple[str, ...]) -> None:
     if arg[0] not in _LOWER:
         raise _error(f'numeric: only a lower bound (">" or ">=") may be followed by an upper bound, got '
                      f"{_show(arg[0])} first", here)
-    if arg[2] not in _UPPER:
+    if arg[2] not in ("<", "<="):
         raise _error(f'numeric: expected an upper bound operator "<" or "<=", got {_show(arg[2])}', here)
     if len(arg) < 4:
         raise _error(f'numeric: "{arg[2]}" needs a number after it', here)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from millpond.broker.core.fanout import COMBINATIONS_MAX, POLICY_BYTES_MAX, compile_policy
 from millpond.broker.wire.errors import InvalidParameterValueError
+from reference_filter import reference_matches
 
 
 def refused(policy, scope: str = "MessageAttributes") -> str:
@@ -28,6 +31,10 @@ def refused(policy, scope: str = "MessageAttributes") -> str:
      'filter policy: key "price": numeric: the lower bound 5 must be below the upper bound 5'),
     ({"price": [{"numeric": [">", 0, ">", 5]}]},
      'filter policy: key "price": numeric: expected an upper bound operator "<" or "<=", got ">"'),
+    ({"price": [{"numeric": [">", 0, ["<"], 5]}]},
+     'filter policy: key "price": numeric: expected an upper bound operator "<" or "<=", got ["<"]'),
+    ({"price": [{"numeric": [{">": 0}]}]},
+     'filter policy: key "price": numeric: expected an operator like ">", got {">": 0}'),
     ({"price": [{"numeric": [">", "5"]}]},
      'filter policy: key "price": numeric: the operand of ">": expected a number, got "5"'),
     ({"price": [{"numeric": [">", True]}]},
@@ -217,3 +224,26 @@ def test_policy_numbers_at_the_edge_of_the_range():
     assert compile_policy({"n": [1e9, -1e9, {"numeric": [">=", -1000000000, "<=", 1000000000]}]}).combinations == 3
     assert refused({"n": [{"anything-but": [1000000000.5]}]}) == (
         'filter policy: key "n": anything-but: a number: 1000000000.5 is outside SNS\'s range -1e9 to 1e9')
+
+
+# any JSON at all, with the operator names and "$or" among the keys and strings
+_WORDS = ["a", "$or", "prefix", "suffix", "anything-but", "numeric", "exists", "cidr", "equals-ignore-case", "<",
+          ">=", "=", "10.0.0.0/8"]
+_any_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 * 10**9, 2 * 10**9) | st.floats(allow_nan=False)
+    | st.sampled_from(_WORDS),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_WORDS), inner, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_any_json, st.sampled_from(["MessageAttributes", "MessageBody"]))
+def test_any_json_either_compiles_or_is_refused_as_invalid(policy, scope):
+    try:
+        compiled = compile_policy(policy, scope)
+    except InvalidParameterValueError as exc:
+        assert exc.message.startswith("filter policy: ")
+        assert exc.details == {"parameter": "filter_policy"}
+    else:  # accepted: then the reference reads it the same way
+        headers, value = [("a", b"10.0.0.1"), ("$or", b"x")], b'{"a": [1, "x", null, {"a": true}], "$or": "x"}'
+        assert compiled.matches(headers, value) == reference_matches(policy, scope, headers, value)
