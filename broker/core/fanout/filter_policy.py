@@ -16,10 +16,10 @@ How a record is seen:
 
 * **Headers** (``MessageAttributes``): each header value is UTF-8 text, an SNS ``String`` that is also a ``Number``
   when the whole text is a decimal number (``10``, ``-3.5``, ``3.015e2``): numeric rules and number values in the
-  policy compare it as a number, string rules as text. A header whose bytes are not UTF-8 is skipped, as SNS skips
-  ``Binary`` attributes. A header name repeated in the record is SNS's ``String.Array``: the key matches if any
-  of its values does. Header values are never parsed as JSON: a Kafka header carries no type, so a text that
-  happens to start with ``[`` would otherwise change meaning.
+  policy compare it as a number, string rules as text. A header whose bytes are not UTF-8, or that has no value
+  (``None``: Kafka allows it), is skipped, as SNS skips ``Binary`` attributes. A header name repeated in the
+  record is SNS's ``String.Array``: the key matches if any of its values does. Header values are never parsed as
+  JSON: a Kafka header carries no type, so a text that happens to start with ``[`` would otherwise change meaning.
 * **Value** (``MessageBody``): UTF-8 JSON; anything else, or JSON that is not an object, matches no policy but the
   empty one (as SNS, which expects a JSON object). A policy path collects every scalar reached through nested
   objects and arrays (SNS: ``{"price": [100, 50]}`` holds two values); objects themselves are not values. JSON
@@ -74,9 +74,9 @@ _UPPER = {"<": operator.lt, "<=": operator.le}
 class FilterPolicy:
     """A validated, compiled filter policy.
 
-    ``matches(headers, value) -> bool``: ``headers`` is the record's ``[(name, bytes), ...]`` (a name may repeat),
-    ``value`` the record value (bytes). With the ``MessageAttributes`` scope only the headers are read, with
-    ``MessageBody`` only the value. Never raises for headers and values of these types. ``policy`` is the
+    ``matches(headers, value) -> bool``: ``headers`` is the record's ``[(name, bytes | None), ...]`` (a name may
+    repeat), ``value`` the record value (bytes). With the ``MessageAttributes`` scope only the headers are read,
+    with ``MessageBody`` only the value. Never raises for headers and values of these types. ``policy`` is the
     policy's own copy (the caller's dict may change afterwards without effect), ``scope`` its scope,
     ``combinations`` its SNS complexity (at most ``COMBINATIONS_MAX``).
     """

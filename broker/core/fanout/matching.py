@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]  # bytes-like values (memoryview too); None: no value
 Matcher = Callable[[Headers, bytes], bool]
 
 # A header's text is also a number when it is one whole decimal number (the JSON grammar, with a sign and a bare

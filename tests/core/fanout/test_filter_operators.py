@@ -235,6 +235,12 @@ def test_a_header_that_is_not_utf8_counts_as_absent():  # SNS skips Binary attri
     assert on_headers({"tag": ["a"]}, ("tag", b"\xff"), ("tag", "a")) is True
 
 
+def test_a_header_without_a_value_counts_as_absent():  # Kafka allows a null header value; SNS has no such thing
+    assert compile_policy({"tag": [{"exists": True}]}).matches([("tag", None)], b"") is False
+    assert compile_policy({"tag": [{"exists": False}]}).matches([("tag", None)], b"") is True
+    assert compile_policy({"tag": ["a"]}).matches([("tag", None), ("tag", memoryview(b"a"))], b"") is True
+
+
 def test_exists_on_the_body_counts_scalars_only():
     policy = {"a": [{"exists": True}]}
     assert on_body(policy, {"a": None}) is True
