@@ -176,3 +176,22 @@ def test_the_generated_records_both_pass_and_fail():
     policy = {"a": [{"prefix": "x"}, {"numeric": [">", 0]}]}
     outcomes = {reference_matches(policy, "MessageAttributes", [("a", s.encode())], b"") for s in STRINGS}
     assert outcomes == {True, False}
+
+
+octet = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007", "0", "", " 1", "1 ", "٣", "+1",
+                                                                 "1e1", "0x1", "255", "256", "1000", "²"]))
+address_text = st.one_of(st.lists(octet, min_size=1, max_size=6).map(".".join),
+                         st.sampled_from(["::1", "::ffff:10.0.0.1", "2001:db8::5", "fe80::1%eth0", "2001:db8::g",
+                                          "1:2:3:4:5:6:7:8:9", ":", "10.0.0.1:80"]))
+network = st.sampled_from(["0.0.0.0/0", "10.0.0.0/8", "10.0.0.7/32", "192.168.0.0/16", "::/0", "2001:db8::/32",
+                           "fe80::/10", "::ffff:0:0/96"])
+
+
+@SETTINGS
+@given(st.lists(network, min_size=1, max_size=3), st.lists(address_text, min_size=1, max_size=5))
+def test_cidr_reads_addresses_as_ipaddress_does(networks, texts):
+    policy = {"ip": [{"cidr": n} for n in networks]}
+    matcher = compile_policy(policy)
+    for text in texts:
+        record = [("ip", text.encode())]
+        assert matcher.matches(record, b"") == reference_matches(policy, "MessageAttributes", record, b""), text
