@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 from anyio.abc import SocketStream, TaskGroup
@@ -27,6 +27,15 @@ class _Slot:
         self.error: BaseException | None = None
 
 
+class _Callback:
+    """A request whose answer is handed to ``done(response, error)`` by the reader itself, with no task to wake."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, done: Callable[[Response | None, BaseException | None], None]) -> None:
+        self.done = done
+
+
 class Connection:
     """A live, handshaken connection. ``request()`` may be called by many tasks at once (pipelining)."""
 
@@ -34,7 +43,7 @@ class Connection:
         self._stream = stream
         self.protocol = protocol
         self.description = description
-        self._slots: dict[int, _Slot] = {}
+        self._slots: dict[int, _Slot | _Callback] = {}
         self._out: list[bytes | bytearray] = []  # frames, a large batch as a piece of its own
         self._wake_writer = anyio.Event()
         self._sending = False  # a task is writing _out (the writer, or a requester writing its own request)
@@ -84,6 +93,26 @@ class Connection:
             raise ConnectionClosedError(f"connection to {self.description} is closed: {self.close_reason}")
         cid, data = self.protocol.request_parts(api, body)
         return cid, self._queue(cid, data)
+
+    def begin_callback(self, api: str, body: dict[str, Any],
+                       done: Callable[[Response | None, BaseException | None], None]) -> int:
+        """Queue one request now (as ``begin``); its answer, or the error that ends the connection first, is passed
+        to ``done(response, error)`` from the reader task, synchronously: the caller's own timeout calls ``cancel``.
+        ``done`` must not raise or block. Returns the correlation id. Raises ``ConnectionClosedError``."""
+        if self.closed:
+            raise ConnectionClosedError(f"connection to {self.description} is closed: {self.close_reason}")
+        cid, data = self.protocol.request_parts(api, body)
+        self._slots[cid] = _Callback(done)
+        self._out.extend(data)
+        return cid
+
+    def cancel(self, cid: int) -> bool:
+        """Give up on request ``cid`` begun with ``begin_callback``: its late answer is dropped and ``done`` is
+        never called. False if it was already answered (or failed)."""
+        if self._slots.pop(cid, None) is None:
+            return False
+        self.protocol.forget(cid)
+        return True
 
     async def send_queued(self) -> None:
         """Write what ``begin`` queued from this task, now, instead of handing it to the writer task (one task
@@ -156,7 +185,11 @@ class Connection:
                 data = await receive(READ_BYTES)
                 for r in feed(data):
                     slot = slots.pop(r.correlation_id, None)
-                    if slot is not None:
+                    if slot is None:
+                        continue
+                    if slot.__class__ is _Callback:
+                        slot.done(r, None)
+                    else:
                         slot.response = r
                         slot.event.set()
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -184,7 +217,9 @@ class Connection:
         self._wake_writer.set()
         for cid, err in self.protocol.fail_all(f"connection to {self.description} lost: {reason}"):
             slot = self._slots.pop(cid, None)
-            if slot is not None:
+            if slot.__class__ is _Callback:
+                slot.done(None, err)
+            elif slot is not None:
                 slot.error = err
                 slot.event.set()
         self.closed_event.set()

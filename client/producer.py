@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,6 +19,7 @@ import anyio.to_thread
 from millpond.broker.wire.batch import compression_id
 from millpond.broker.wire.errors import (
     CostExceedsLimitError,
+    RequestTimedOutError,
     MillpondError,
     OutOfOrderSequenceError,
     ThrottledError,
@@ -87,6 +89,9 @@ class Producer:
         self.idempotent = idempotent
         self._now = self._acc._now
         self._metadata_busy = False
+        # [deadline, batch (None once answered), connection, correlation id] per produce request, in send order:
+        # the timeout is the same for all, so the first unanswered one is the next to expire
+        self._requests: deque[list[Any]] = deque()
         self._tg: Any = None
         self._sent = self._failed = self._batches = self._retries = self._throttled = 0
         self._throttle_wait_s = 0.0
@@ -162,8 +167,8 @@ class Producer:
         while True:
             if self._twake is not None:
                 self._twake.clear()  # before planning, so a wake that arrives while we plan is not lost
+            now = self._now()
             with self.lock:
-                now = self._now()
                 batches, deadline = self._acc.ready(now)
                 topics = self._acc.topics_awaiting_metadata() if not self._metadata_busy else []
             if batches:
@@ -171,6 +176,10 @@ class Producer:
             if topics:
                 self._metadata_busy = True
                 self._tg.start_soon(self._fetch_metadata, topics)
+            if self._requests:  # after sending: a request just written has a deadline too
+                expiry = self._expire(now)  # a request timed out is retried: that wakes the next turn
+                if expiry is not None and (deadline is None or expiry < deadline):
+                    deadline = expiry
             timeout = None if deadline is None else max(0.0, deadline - now)
             if self._twake is not None:
                 await anyio.to_thread.run_sync(self._twake.wait, timeout, abandon_on_cancel=True)
@@ -207,30 +216,55 @@ class Producer:
 
     async def _begin_batches(self, batches: list[Batch]) -> None:
         """Write the produce requests of ``batches`` in order, now: several batches of one partition in flight must
-        reach the broker in sequence order (tasks may start in any order), then await each answer in its task."""
+        reach the broker in sequence order. Each answer settles its batch in the connection's reader, with no task
+        of its own (an awaited send pays no task switch and no task start for its answer)."""
         try:
             conn = await self._client._connection()
         except MillpondError as exc:
             for b in batches:
-                self._tg.start_soon(self._send_batch, b, None, None, exc)
+                self._settle(b, None, exc)
             return
+        deadline = self._now() + self._client.request_timeout_s
         for b in batches:
+            request = [deadline, b, conn, 0]  # the batch is let go of once answered: see _expire
             try:
-                begun = conn.begin("produce", {"topic": b.topic, "partition": b.partition,
-                                               "batch": b.encode(self._acc.producer_id, self._acc.compression)})
+                request[3] = conn.begin_callback(
+                    "produce", {"topic": b.topic, "partition": b.partition,
+                                "batch": b.encode(self._acc.producer_id, self._acc.compression)},
+                    lambda response, error, request=request: self._answered(request, response, error))
             except MillpondError as exc:
-                self._tg.start_soon(self._send_batch, b, None, None, exc)
+                self._settle(b, None, exc)
                 continue
-            self._tg.start_soon(self._send_batch, b, conn, begun, None)
+            self._requests.append(request)
         await conn.send_queued()  # written from this task: no hop to the connection's writer task
 
-    async def _send_batch(self, b: Batch, conn: Any, begun: Any, error: MillpondError | None) -> None:
-        """Await the answer to ``b``'s produce request begun on ``conn`` (or take ``error``: it could not be
-        written) and settle ``b``: acknowledged, retried in order, split, or failed."""
+    def _answered(self, request: list[Any], response: Any, error: BaseException | None) -> None:
+        b = request[1]
+        request[1] = None
+        self._settle(b, response, error)
+
+    def _expire(self, now: float) -> float | None:
+        """Drop answered requests from the front of ``_requests`` and fail those that have waited
+        ``request_timeout_s`` for an answer (``RequestTimedOutError``, retriable: the batch goes again); returns the
+        next such deadline, or None. Not under the lock (settling takes it)."""
+        requests = self._requests
+        while requests:
+            deadline, b, conn, cid = requests[0]
+            if b is not None and deadline > now:
+                return deadline
+            requests.popleft()
+            if b is not None and conn.cancel(cid):
+                self._settle(b, None, RequestTimedOutError(
+                    f"no answer from {conn.description} within {self._client.request_timeout_s:g} s"))
+        return None
+
+    def _settle(self, b: Batch, response: Any, error: BaseException | None) -> None:
+        """Settle ``b`` from the answer to its produce request (or ``error``: it could not be written, or the
+        connection ended first): acknowledged, retried in order, split, or failed. Never raises."""
         try:
             if error is not None:
                 raise error
-            body = await conn.finish(begun, self._client.request_timeout_s)
+            body = response.result()
         except ThrottledError as exc:
             wait = max(0.0, float(exc.details.get("retry_after_s", self.retry_backoff_s[0])))
             with self.lock:

@@ -57,6 +57,44 @@ async def test_a_lost_answer_stores_the_batch_once_only_when_idempotent(client, 
             assert sorted(set(values)) == list(range(part, n, 2))
 
 
+async def test_an_answer_that_never_comes_times_out_and_the_batch_is_stored_once(broker, monkeypatch):
+    """The broker stores a batch and holds its answer (the connection stays up): after ``request_timeout_s`` the
+    producer gives up on that request, sends the batch again and is answered with the first offsets."""
+    from millpond.broker.server.connection import Connection
+    from millpond.broker.wire.frames import decode_response
+    from millpond.client import connect
+
+    original = Connection.send
+    held = []
+
+    def send(self, pieces):
+        _, code, body = decode_response(b"".join(bytes(p) for p in pieces)[4:])
+        if code == 0 and isinstance(body, dict) and "base_offset" in body and not held:
+            held.append((self, pieces, body))  # stored, and its answer held back until the retry is through
+            return
+        original(self, pieces)
+
+    monkeypatch.setattr(Connection, "send", send)
+    async with connect(broker.address, client_id="slow", request_timeout_s=0.3) as c:
+        await c.create_topic("held")
+        async with c.producer(linger_s=0, retry_backoff_s=(0.001, 0.01)) as p:
+            t0 = trio.current_time()
+            with trio.fail_after(10):
+                first = await p.send("held", b"a")
+            waited = trio.current_time() - t0
+            conn, pieces, _ = held[0]
+            original(conn, pieces)  # too late: the client gave up on that request and drops its answer
+            second = await p.send("held", b"b")
+        stats = p.statistics()
+        async with c.consumer("held", auto_offset_reset="earliest") as cons:
+            got = await drain(cons, 2)
+            got += await cons.getmany(timeout_s=0.2)
+    assert held[0][2]["base_offset"] == 0
+    assert (first.offset, second.offset) == (0, 1)  # the retry was recognised, not stored again
+    assert 0.3 <= waited < 5 and stats.retries == 1 and stats.records_failed == 0
+    assert [r.value for r in got] == [b"a", b"b"]
+
+
 async def test_without_idempotence_one_batch_per_partition_is_in_flight(client):
     await client.create_topic("plain")
     async with client.producer(linger_s=0, batch_bytes=4096, idempotent=False) as p:

@@ -123,7 +123,7 @@ class NativeCodec:
         return FrameDecoder(self.config.frame_bytes_max)
 
     # -- requests -----------------------------------------------------------------------------------------------
-    def decode(self, session: Session, body: bytes) -> tuple[int, Any]:
+    def decode(self, session: Session, body: bytes | memoryview) -> tuple[int, Any]:
         """``(correlation_id, request)`` of one frame body. Raises ``MillpondError`` (``InvalidRequestError``,
         ``HandshakeRequiredError``, ``UnsupportedVersionError``, ``UnknownApiError``) with the correlation id in
         ``details["correlation_id"]`` when the envelope had one."""
