@@ -5,14 +5,11 @@
 from __future__ import annotations
 
 import itertools
-import socket
-import struct
 from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import SocketAttribute
 
 from millpond.broker.wire.errors import MillpondError, UnknownSubscriptionError
 from millpond.client.queues import QueueMessage, _failure
@@ -107,7 +104,6 @@ class Subscription:
             # the subscribe was refused; its answer came first and says why
             await conn.finish(self._holder, client.request_timeout_s)
             raise
-        _close_abortively(conn)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._pump)
@@ -220,14 +216,3 @@ class Subscription:
         return SubscriptionStatistics(self.prefetch, c["delivered"], c["acked"], c["nacked"],
                                       c["delivered"] - c["acked"] - c["nacked"], self._broker_unacked,
                                       self._broker_unacked_max)
-
-
-def _close_abortively(conn: Connection) -> None:
-    """Make the connection's close a reset (SO_LINGER 0), also when the process dies: the broker keeps a peer
-    that only half-closed (FIN) for its end-of-stream linger (30 s) while it owes answers, and a subscription
-    is such an answer; a reset ends the connection, and hands its messages back, at once."""
-    try:
-        sock = conn._stream.extra(SocketAttribute.raw_socket)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except (anyio.TypedAttributeLookupError, OSError):
-        pass  # not a socket (a test's stream): nothing to set

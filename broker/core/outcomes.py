@@ -39,12 +39,15 @@ class Wait(Outcome):
     ``handle``. With no keys this is a plain delay (a shaped produce); with ``until`` infinite it waits for a key
     only (an answer held until its write is durable). ``abandon(ctx)``, if given, is called instead of ``resume``
     when the requester goes away first (a held produce gives back its place); like ``resume`` it may change state
-    and wake keys."""
+    and wake keys. ``session``: held for as long as the requester may still send (a push subscription, ended by a
+    later request of the same caller): once the caller can send no more (its end of stream, even with its
+    reading side still open), it is abandoned at once instead of waited for."""
 
     keys: tuple[Hashable, ...]
     until: float
     resume: Callable[[Context, bool], Outcome]
     abandon: Callable[[Context], None] | None = None
+    session: bool = False
 
 
 @dataclass(slots=True)

@@ -43,6 +43,7 @@ class Handler(Protocol):
 
     def on_frame(self, conn: "Connection", body: bytes | memoryview) -> None: ...  # body: only during the call
     def on_closed(self, conn: "Connection") -> None: ...
+    def on_eof(self, conn: "Connection") -> None: ...  # the peer will send nothing more (it may still read)
     def new_decoder(self, limits: "ConnectionLimits") -> Decoder: ...
     def frame_too_large(self, conn: "Connection", exc: FrameTooLargeError) -> list[Piece]: ...
 
@@ -221,7 +222,9 @@ class Connection:
                     nursery.start_soon(self._watchdog)
                 eof = await self._reader()
                 if eof:
-                    # The peer will send nothing more; a half-closed peer still reads the answers it is owed.
+                    # The peer will send nothing more; a half-closed peer still reads the answers it is owed, except
+                    # those only a later request of its own could end (the handler ends them now).
+                    self.handler.on_eof(self)
                     with trio.move_on_after(EOF_LINGER_S):
                         await self.drained()
                 else:

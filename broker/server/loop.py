@@ -17,6 +17,7 @@ from sortedcontainers import SortedList
 from millpond.broker.core.engine import Engine
 from millpond.broker.core.outcomes import Answer, Context, Job, Offload, Outcome, Wait
 from millpond.broker.wire.errors import (
+    ConnectionClosedError,
     FrameTooLargeError,
     MillpondError,
     ShuttingDownError,
@@ -115,6 +116,27 @@ class RequestLoop:
                 self._guard(lambda: abandon(self.context(conn)), "abandoning a parked request")
         if waiters:
             self._after_engine()  # what the abandons woke, handed out or rescheduled
+
+    def on_eof(self, conn: Any) -> None:
+        """The peer will send nothing more: its session waits (``Wait.session``: a push subscription) can never be
+        ended by it, so they are abandoned now and answered ``CONNECTION_CLOSED`` (a half-closed peer still reads
+        it), not held through the connection's end-of-stream linger."""
+        mine = self._by_conn.get(conn, {})
+        ended = [w for w in mine if w.wait.session and not w.done]
+        for w in ended:
+            self._unpark(w)
+            w.done = True
+            del mine[w]
+            abandon = w.wait.abandon
+            if abandon is not None:
+                self._guard(lambda: abandon(self.context(conn)), "abandoning a session request")
+            conn.release(w.size)
+            conn.send(self.codec.encode_error(w.cid, ConnectionClosedError(
+                "the connection's sending side closed: what this request held is given back")))
+        if ended:
+            if not mine:
+                del self._by_conn[conn]
+            self._after_engine()
 
     # -- running outcomes ---------------------------------------------------------------------------------------
     def _step(self, conn: Any, cid: int, call: Callable[[Context], Outcome], what: str, size: int = 0) -> None:

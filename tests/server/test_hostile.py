@@ -37,6 +37,7 @@ class StandIn:
         self.frames: list[bytes] = []
         self.parked: list[bytes] = []
         self.closed = 0
+        self.eofs = 0
 
     def new_decoder(self, limits: ConnectionLimits) -> FrameDecoder:
         return FrameDecoder(limits.frame_bytes_max)
@@ -51,6 +52,9 @@ class StandIn:
 
     def on_closed(self, conn: Connection) -> None:
         self.closed += 1
+
+    def on_eof(self, conn: Connection) -> None:
+        self.eofs += 1
 
     def frame_too_large(self, conn: Connection, exc: errors.FrameTooLargeError) -> list[bytes]:
         return [b"TOO-LARGE"]
@@ -257,7 +261,7 @@ async def test_a_peer_that_half_closes_still_gets_its_answers(nursery):
     await client.send_all(frames(1))
     await client.send_eof()
     await trio.testing.wait_all_tasks_blocked()
-    assert not conn.closed
+    assert not conn.closed and handler.eofs == 1  # told at once, so it can end what only the peer could end
     conn.send([b"late"])
     assert await client.receive_some(10) == b"late"
     assert await client.receive_some(10) == b""

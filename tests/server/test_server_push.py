@@ -89,12 +89,38 @@ async def test_pipelined_subscribes_past_the_bound_are_refused_and_closing_frees
     push = harness.broker.engine.push
     assert len(push.subscriptions) == SUBSCRIPTIONS_PER_CONNECTION_MAX
     closed_at = trio.current_time()
-    await c.stream.aclose()  # a plain close (FIN): the server keeps a half-closed peer while it owes answers
+    await c.stream.aclose()  # a plain close (FIN): the subscriptions end at the end of stream, not after a linger
     while push.subscriptions:
-        await trio.sleep(0.5)
-    assert trio.current_time() - closed_at <= EOF_LINGER_S + 0.5
+        await trio.sleep(0.001)
+    assert trio.current_time() - closed_at < 0.01 < EOF_LINGER_S
     assert push._per_connection == {}
     assert harness.broker.loop.statistics()["waiting"] == 0
+
+
+async def test_a_subscriber_that_half_closes_gives_its_messages_back_at_once_and_reads_why(harness, autojump_clock):
+    """End of stream from the subscriber (FIN, its reading side still open): the subscription can never be ended by
+    it, so it ends now (as AMQP's channel close requeues unacked messages); a parked receive of the same peer is
+    still answered through the linger, since a half-closed peer still reads."""
+    c, other = await harness.connect(), await harness.connect()
+    await c.ok("create_queue", {"name": "q", "visibility_timeout_ms": 3_600_000})
+    await c.ok("create_queue", {"name": "later"})
+    for body in (b"a", b"b", b"c"):
+        await c.ok("send_message", {"queue": "q", "body": body})
+    holder = await c.send("queue_subscribe", {"queue": "q", "subscription": 1, "prefetch": 2})
+    got = await c.ok("queue_deliver", {"subscription": 1})
+    assert [m["body"] for m in got["messages"]] == [b"a", b"b"]
+    receive = await c.send("receive_messages", {"queue": "later", "wait_ms": 10_000})
+    t0 = trio.current_time()
+    await c.stream.send_eof()
+    cid, code, body = await c.receive()
+    assert (cid, code, body["name"]) == (holder, errors.ConnectionClosedError.code, "CONNECTION_CLOSED")
+    assert trio.current_time() == t0
+    info = await other.ok("get_queue_attributes", {"name": "q"})
+    assert (info["messages_visible"], info["messages_in_flight"]) == (3, 0)
+    assert harness.broker.engine.push.subscriptions == {}
+    await other.ok("send_message", {"queue": "later", "body": b"z"})
+    cid, code, body = await c.receive()
+    assert (cid, code, [m["body"] for m in body["messages"]]) == (receive, 0, [b"z"])
 
 
 async def test_a_subscriber_that_never_reads_holds_its_window_only_and_others_are_served(nursery, tmp_path):

@@ -200,7 +200,7 @@ class PushApi:
 
         def resume(ctx: Context, timed_out: bool) -> Outcome:
             if sub.ended is None:
-                return Wait(keys, NEVER, resume, abandon)
+                return Wait(keys, NEVER, resume, abandon, session=True)
             if isinstance(sub.ended, MillpondError):
                 raise sub.ended
             return Answer(Unsubscribed(sub.id, sub.ended))
@@ -211,7 +211,7 @@ class PushApi:
                 self._end(sub, ctx, None)
                 self.queues._journal(ctx)
 
-        return Wait(keys, NEVER, resume, abandon)
+        return Wait(keys, NEVER, resume, abandon, session=True)
 
     def unsubscribe(self, req: QueueUnsubscribe, ctx: Context) -> Outcome:
         """End a subscription (as AMQP basic.cancel, then its messages requeued as when the channel closes): every
