@@ -70,6 +70,10 @@ class BrokerConfig:
     topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
     # Limit policies from the config file ([[limits]] tables; see broker/core/limits/policy.py for the keys).
     limits: tuple = ()
+    # The operator's limit algorithm plug-ins, name = "package.module:ClassName" ([limit_algorithms] table): the only
+    # plug-ins a policy may name besides the built-ins and the "millpond.limits" entry points; a client can never make
+    # the broker import anything else.
+    limit_algorithms: dict = field(default_factory=dict)
     # The built-in per-client admission check, a leaky bucket (GCRA) on records; 0 turns it off.
     default_limit_records_per_s: int = 5_000_000
     # Messages one queue may hold (visible, in flight and delayed); a send past it is refused with QUEUE_FULL.
@@ -104,6 +108,10 @@ class BrokerConfig:
         if not isinstance(self.limits, (tuple, list)):
             raise InvalidConfigError("limits must be an array of tables ([[limits]])")
         object.__setattr__(self, "limits", tuple(self.limits))
+        plugins = self.limit_algorithms
+        if not isinstance(plugins, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in plugins.items()):
+            raise InvalidConfigError(f"limit_algorithms must be a table of name = \"package.module:Class\", got {plugins!r}")
+        object.__setattr__(self, "limit_algorithms", dict(plugins))
         if not (0 <= self.port <= 65535):
             raise InvalidConfigError(f"port must be 0-65535, got {self.port}")
 

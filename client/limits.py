@@ -6,7 +6,7 @@
 A policy says whose traffic it counts (``scope``: ``client``, ``topic``, ``queue`` or ``global``, with an fnmatch
 pattern after a colon: ``"client:app-*"``), in which ``unit`` (``requests``, ``records``, ``bytes``), with which
 ``algorithm`` (``leaky_bucket`` default, ``token_bucket``, ``fixed_window``, ``sliding_log``, ``sliding_window``,
-or a plug-in ``"package.module:Class"``) and its parameters (``rate`` in units/s and ``burst`` in units for the
+or a plug-in the broker's operator registered, by its name) and its parameters (``rate`` in units/s and ``burst`` in units for the
 buckets; ``limit`` in units and ``window_s`` in seconds for the windows; ``queue`` in units for shaping), and
 what happens over the limit (``mode``: ``reject`` answers THROTTLED with a retry-after that the producer waits
 out; ``shape`` delays the answer instead)::

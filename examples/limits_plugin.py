@@ -1,7 +1,8 @@
 # An example third-party limit algorithm: a leaky bucket (GCRA) with a daily cap. It shows the plug-in interface
 # (broker.core.limits.base.Algorithm, here through the KeyedAlgorithm helper) and passes the broker's limiter
-# contract suite. Use it in a policy as  algorithm = "examples.limits_plugin:CappedLeakyBucket"  or register it
-# from a package's pyproject.toml:
+# contract suite. The broker's operator makes it available (a client never can): in the config file as
+#  [limit_algorithms] capped = "examples.limits_plugin:CappedLeakyBucket", with
+#  millpond serve --limit-algorithm capped=examples.limits_plugin:CappedLeakyBucket, or from a package's pyproject.toml:
 #
 #     [project.entry-points."millpond.limits"]
 #     capped_leaky_bucket = "examples.limits_plugin:CappedLeakyBucket"

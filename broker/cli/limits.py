@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--unit", choices=UNITS, default="records", help="what a request costs (default records)")
     s.add_argument("--algorithm", default="leaky_bucket",
                    help="leaky_bucket (default), token_bucket, fixed_window, sliding_log, sliding_window, or a "
-                        "plug-in package.module:Class")
+                        "plug-in name the broker's operator registered (millpond serve --limit-algorithm)")
     s.add_argument("--rate", type=_number, help="units per second (the buckets)")
     s.add_argument("--burst", type=int, help="units admitted at once (the buckets)")
     s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",

@@ -10,7 +10,7 @@ import sys
 import trio
 
 from millpond.broker.config import load_config
-from millpond.broker.wire.errors import MillpondError
+from millpond.broker.wire.errors import InvalidConfigError, MillpondError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="TCP port (default 7420; 0 picks a free port and prints it)")
     p.add_argument("--config", help="TOML config file; unknown keys are an error")
     p.add_argument("--fsync", choices=["always", "interval", "never"], help="durability mode (default always)")
+    p.add_argument("--limit-algorithm", action="append", default=[], metavar="NAME=package.module:Class",
+                   help="make a limit algorithm plug-in available to policies under NAME (repeatable; adds to the "
+                        "config file's [limit_algorithms]); nothing else a client names is ever imported")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     p.set_defaults(func=run)
 
@@ -32,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         config = load_config(args.config, data_dir=args.data_dir, host=args.host, port=args.port, fsync=args.fsync)
+        if args.limit_algorithm:
+            config = config.replace(limit_algorithms={**config.limit_algorithms, **_plugins(args.limit_algorithm)})
     except MillpondError as exc:
         print(f"millpond serve: {exc.message}", file=sys.stderr)
         return 2
@@ -57,6 +62,17 @@ def run(args: argparse.Namespace) -> int:
             return 1
         raise
     return 0
+
+
+def _plugins(items: list[str]) -> dict[str, str]:
+    """``["capped=pkg.mod:Class", ...]`` as a table; InvalidConfigError names an item without ``NAME=``."""
+    table = {}
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise InvalidConfigError(f"--limit-algorithm takes NAME=package.module:Class, got {item!r}")
+        table[name] = spec
+    return table
 
 
 def _leaf(exc: BaseException) -> BaseException:

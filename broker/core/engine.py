@@ -16,12 +16,13 @@ from millpond.broker.config import BrokerConfig
 from millpond.broker.core.groups import GroupConfig, GroupCoordinator, OffsetStore
 from millpond.broker.core.groups.api import GroupApi
 from millpond.broker.core.limits.api import LimitApi, check_policies
+from millpond.broker.core.limits.registry import Algorithms
 from millpond.broker.core.log import LogManager, is_internal_topic
 from millpond.broker.core.log.api import LogApi, partition_key
 from millpond.broker.core.outcomes import Answer, Context, Job, Outcome
 from millpond.broker.core.queues.api import QueueApi
 from millpond.broker.core.queues.push import PushApi
-from millpond.broker.wire.errors import UnknownApiError
+from millpond.broker.wire.errors import InvalidConfigError, UnknownApiError
 
 log = logging.getLogger("millpond.engine")
 
@@ -72,8 +73,12 @@ class Engine:
         self.config = config
         self.log = log_manager
         self.offsets = OffsetStore(log_manager)
-        self.limits = LimitApi(log_manager.data_dir, check_policies(list(config.limits)),
-                               config.default_limit_policy())
+        try:
+            algorithms = Algorithms(config.limit_algorithms)
+        except ValueError as exc:
+            raise InvalidConfigError(str(exc)) from None
+        self.limits = LimitApi(log_manager.data_dir, check_policies(list(config.limits), algorithms),
+                               config.default_limit_policy(), algorithms)
         self.groups = GroupCoordinator(self._partition_count, self.offsets, GroupConfig())
         self._woken: set[Hashable] = set()
         self._retention_at = math.inf

@@ -2,6 +2,8 @@
 # never fit, a failing plug-in contained, runtime changes that survive a restart, and another client unaffected.
 from __future__ import annotations
 
+import sys
+
 import pytest
 import trio
 
@@ -138,11 +140,12 @@ class Exploding:
         return 0
 
 
-async def test_a_plug_in_that_raises_is_contained(harness):
-    c = await harness.connect()
+async def test_a_plug_in_that_raises_is_contained(nursery, tmp_path):
+    h = await start_harness(nursery, tmp_path / "d", limit_algorithms={"exploding": f"{__name__}:Exploding"})
+    c = await h.connect()
     await c.ok("create_topic", {"name": "t"})
     await c.ok("limits_set", {"policy": {"name": "bad", "scope": "global", "unit": "requests",
-                                         "algorithm": f"{__name__}:Exploding"}})
+                                         "algorithm": "exploding"}})
     code, answer = await c.call("produce", {"topic": "t", "partition": 0, "batch": batch(1)})
     assert code == errors.LimitPolicyFailedError.code and "boom" in answer["message"]
     await c.ok("limits_delete", {"name": "bad"})
@@ -177,3 +180,38 @@ async def test_a_client_pipelining_shaped_produces_is_read_only_while_its_held_b
         _, code, answer = await app.receive()
         assert code == 0
     assert conn.held_bytes == 0
+
+
+@pytest.mark.parametrize("body, code, words", [
+    ({"policy": [1, 2]}, errors.InvalidRequestError.code, "policy"),
+    ({"policy": {1: 2, "name": "p"}}, errors.InvalidRequestError.code, "'policy' key"),
+    ({"policy": {b"name": "p"}}, errors.InvalidRequestError.code, "'policy' key"),
+    ({}, errors.InvalidRequestError.code, "policy"),
+    ({"policy": {"name": "p", "params": {1: 2}}}, errors.InvalidConfigError.code, "params"),
+    ({"policy": {"name": "p", "params": [1]}}, errors.InvalidConfigError.code, "params"),
+    ({"policy": {"name": "p", "scope": {"a": 1}}}, errors.InvalidConfigError.code, "scope"),
+    ({"policy": {"name": ["p"]}}, errors.InvalidConfigError.code, "policy names"),
+    ({"policy": {"name": "p", "max_keys": "many"}}, errors.InvalidConfigError.code, "max_keys"),
+    ({"policy": {"name": "p", "params": {"rate": "fast", "burst": 1}}}, errors.InvalidConfigError.code, "rate"),
+    ({"policy": {"name": "p", "params": {"rate": 1, "burst": 1, "x" * 100_000: 1}}}, errors.InvalidConfigError.code,
+     "unknown parameter"),
+    ({"policy": {"name": "p", "algorithm": "os:system"}}, errors.InvalidConfigError.code, "operator"),
+    ({"policy": {"name": "p", "algorithm": "antigravity:X"}}, errors.InvalidConfigError.code, "operator"),
+])
+async def test_malformed_limits_set_is_refused_naming_the_field_and_imports_nothing(harness, caplog, body, code,
+                                                                                    words):
+    c = await harness.connect()
+    got, answer = await c.call("limits_set", body)
+    assert (got, words in answer["message"]) == (code, True), answer
+    assert len(answer["message"]) <= 600 and "antigravity" not in sys.modules
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+    assert [p["name"] for p in (await c.ok("limits_list", {}))["policies"]] == ["default"]
+
+
+async def test_a_plugin_the_operator_registered_is_named_over_the_wire(nursery, tmp_path):
+    h = await start_harness(nursery, tmp_path / "d",
+                            limit_algorithms={"capped": "examples.limits_plugin:CappedLeakyBucket"})
+    c = await h.connect()
+    applied = await c.ok("limits_set", {"policy": {"name": "plan", "algorithm": "capped", "scope": "global",
+                                                   "params": {"rate": 1, "burst": 1, "cap": 5}}})
+    assert applied["policy"]["algorithm"] == "capped"

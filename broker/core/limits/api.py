@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from millpond.broker.core.limits import COST_EXCEEDS_CAPACITY, ERROR, Decision, Policy, PolicySet
+from millpond.broker.core.limits.registry import Algorithms
 from millpond.broker.core.log.files import load_record, record_saver
 from millpond.broker.wire.errors import (
     CostExceedsLimitError,
@@ -70,13 +71,15 @@ def refusal(decision: Decision) -> MillpondError:
 class LimitApi:
     """The broker's limit policies. Start: policies saved at runtime (the data directory), then the config file's
     (they replace saved ones of the same name), then the built-in ``default`` policy unless one by that name
-    exists. Every runtime change is saved before it is answered."""
+    exists. Every runtime change is saved before it is answered. ``algorithms``: what a policy may name (the
+    operator's plug-ins; see ``registry.Algorithms``), for every policy alike, whoever sets it."""
 
-    def __init__(self, data_dir: Path | None, configured: list[Mapping[str, Any]], default: Mapping[str, Any] | None):
+    def __init__(self, data_dir: Path | None, configured: list[Mapping[str, Any]], default: Mapping[str, Any] | None,
+                 algorithms: Algorithms | None = None):
         self.path = None if data_dir is None else Path(data_dir) / POLICIES_FILE
         self.configured = configured
         self.default = default
-        self.policies = PolicySet()
+        self.policies = PolicySet(algorithms=algorithms)
 
     def open(self) -> None:
         """Load the saved policies and apply the configured ones. Raises ``InvalidConfigError``, ``StorageError``."""
@@ -163,10 +166,16 @@ class LimitApi:
         return Answer(Policies(tuple(out)))
 
 
-def check_policies(items: object) -> list[dict[str, Any]]:
-    """Validate the config file's ``[[limits]]`` tables now, so a misspelt key stops the broker at start."""
+def check_policies(items: object, algorithms: Algorithms | None = None) -> list[dict[str, Any]]:
+    """Validate the config file's ``[[limits]]`` tables now, so a misspelt key stops the broker at start; the
+    operator's plug-ins in ``algorithms`` are imported here too, so a wrong module path does the same."""
     if not isinstance(items, list):
         raise InvalidConfigError("limits must be an array of tables ([[limits]])")
+    algorithms = algorithms or Algorithms()
+    try:
+        algorithms.load_all()
+    except LookupError as exc:
+        raise InvalidConfigError(f"limit_algorithms: {exc}") from None
     for item in items:
-        Policy.from_dict(item).build()
+        Policy.from_dict(item).build(algorithms)
     return items

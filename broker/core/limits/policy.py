@@ -19,7 +19,7 @@ from millpond.broker.core.limits.base import (
     admitted,
     positive_int,
 )
-from millpond.broker.core.limits.registry import DEFAULT_ALGORITHM, UnknownAlgorithm, resolve
+from millpond.broker.core.limits.registry import DEFAULT_ALGORITHM, Algorithms, UnknownAlgorithm
 from millpond.broker.wire.errors import InvalidConfigError
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ class Policy:
     (everything, one shared state). ``pattern``: an fnmatch pattern (``*``, ``?``, ``[seq]``, case-sensitive) on
     the client id / topic / queue name; every matching name gets its own state (as nginx keys a zone by
     ``$binary_remote_addr``); ignored for ``global``. ``unit``: a request costs 1 (``requests``), its record count
-    (``records``) or its size in bytes (``bytes``). ``algorithm``: a registry name or a plug-in
-    (``"package.module:ClassName"``); ``params``: that algorithm's parameters, e.g. ``{"rate": 1000, "burst":
+    (``records``) or its size in bytes (``bytes``). ``algorithm``: a built-in name or a plug-in the operator
+    registered (see ``registry.Algorithms``); ``params``: that algorithm's parameters, e.g. ``{"rate": 1000, "burst":
     100}``. ``mode``: ``reject`` answers THROTTLED with retry-after; ``shape`` delays the request instead (the
     leaky bucket's queue form). ``max_keys``: names tracked before LRU eviction (an evicted name is forgiven).
     """
@@ -60,36 +60,38 @@ class Policy:
     def __post_init__(self) -> None:
         name_ok = isinstance(self.name, str) and _NAME.fullmatch(self.name) and self.name not in (".", "..")
         if not name_ok:
-            raise InvalidConfigError(f"policy names are 1-249 characters of [A-Za-z0-9._-], got {self.name!r}")
+            raise InvalidConfigError(f"policy names are 1-249 characters of [A-Za-z0-9._-], got {_short(self.name)}")
         where = f"limit policy {self.name!r}"
         if self.scope not in SCOPES:
-            raise InvalidConfigError(f"{where}: scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+            raise InvalidConfigError(f"{where}: scope must be one of {', '.join(SCOPES)}, got {_short(self.scope)}")
         if not isinstance(self.pattern, str) or not self.pattern:
-            raise InvalidConfigError(f"{where}: pattern must be a non-empty string, got {self.pattern!r}")
+            raise InvalidConfigError(f"{where}: pattern must be a non-empty string, got {_short(self.pattern)}")
         if self.unit not in UNITS:
-            raise InvalidConfigError(f"{where}: unit must be one of {', '.join(UNITS)}, got {self.unit!r}")
+            raise InvalidConfigError(f"{where}: unit must be one of {', '.join(UNITS)}, got {_short(self.unit)}")
         if self.mode not in MODES:
-            raise InvalidConfigError(f"{where}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise InvalidConfigError(f"{where}: mode must be one of {', '.join(MODES)}, got {_short(self.mode)}")
         if not isinstance(self.params, Mapping) or not all(isinstance(k, str) for k in self.params):
-            raise InvalidConfigError(f"{where}: params must be a table of named values, got {self.params!r}")
+            raise InvalidConfigError(f"{where}: params must be a table of named values, got {_short(self.params)}")
         try:
             positive_int(self.max_keys, "max_keys")
         except ValueError as exc:
             raise InvalidConfigError(f"{where}: {exc}") from None
         object.__setattr__(self, "params", dict(self.params))
 
-    def build(self) -> Any:
-        """A fresh limiter for this policy; InvalidConfigError names an unknown algorithm or a bad parameter."""
+    def build(self, algorithms: Algorithms | None = None) -> Any:
+        """A fresh limiter for this policy, its class found in ``algorithms`` (default: built-ins, ``register``ed
+        names and entry points only). InvalidConfigError names an unknown algorithm or a bad parameter."""
         try:
-            cls = resolve(self.algorithm)
-            return cls(mode=self.mode, max_keys=self.max_keys, **self.params)
+            cls = (algorithms or Algorithms()).resolve(self.algorithm)
         except UnknownAlgorithm as exc:
             raise InvalidConfigError(f"limit policy {self.name!r}: {exc}") from None
+        try:
+            return cls(mode=self.mode, max_keys=self.max_keys, **self.params)
         except TypeError as exc:
             problem = _parameter_problem(cls, exc)
-            raise InvalidConfigError(f"limit policy {self.name!r}: {self.algorithm}: {problem}") from None
-        except ValueError as exc:
-            raise InvalidConfigError(f"limit policy {self.name!r}: {self.algorithm}: {exc}") from None
+            raise InvalidConfigError(f"limit policy {self.name!r}: {self.algorithm}: {problem}"[:500]) from None
+        except (ValueError, ArithmeticError) as exc:
+            raise InvalidConfigError(f"limit policy {self.name!r}: {self.algorithm}: {exc}"[:500]) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the config file, the admin API and persistence; ``from_dict`` reads it back."""
@@ -102,11 +104,11 @@ class Policy:
         """Read a policy from plain data. Unknown keys are an error, never ignored. ``scope`` may carry the pattern
         as ``"client:orders-*"`` (the CLI's ``--scope`` form)."""
         if not isinstance(data, Mapping):
-            raise InvalidConfigError(f"a limit policy must be a table, got {data!r}")
-        unknown = sorted(set(data) - set(_POLICY_KEYS))
+            raise InvalidConfigError(f"a limit policy must be a table, got {data!r}"[:300])
+        unknown = sorted(map(repr, set(data) - set(_POLICY_KEYS)))  # repr: keys need not be strings, nor sortable
         if unknown:
-            raise InvalidConfigError(f"unknown limit policy key(s) {', '.join(map(repr, unknown))}; known keys: "
-                                     f"{', '.join(_POLICY_KEYS)}")
+            raise InvalidConfigError(f"unknown limit policy key(s) {', '.join(unknown)}; known keys: "
+                                     f"{', '.join(_POLICY_KEYS)}"[:500])
         if "name" not in data:
             raise InvalidConfigError("a limit policy needs a name")
         values = dict(data)
@@ -183,7 +185,8 @@ class PolicySet:
     never escapes. Policies can be set, replaced and deleted at any time; replacing one starts it afresh.
     """
 
-    def __init__(self, policies: Iterable[Policy | Mapping[str, Any]] = ()) -> None:
+    def __init__(self, policies: Iterable[Policy | Mapping[str, Any]] = (), algorithms: Algorithms | None = None) -> None:
+        self.algorithms = algorithms or Algorithms()
         self._active: dict[str, _Active] = {}
         self._cache: dict[tuple[str, str | None, str | None], tuple[tuple[_Active, Hashable], ...]] = {}
         self._high_water_ns = -(1 << 62)
@@ -195,7 +198,7 @@ class PolicySet:
         """Add a policy, or replace the one with its name (its state and counters start afresh)."""
         if not isinstance(policy, Policy):
             policy = Policy.from_dict(policy)
-        active = _Active(policy, policy.build())
+        active = _Active(policy, policy.build(self.algorithms))
         self._active[policy.name] = active
         self._cache.clear()
         return policy
@@ -350,6 +353,12 @@ class PolicySet:
                                          getattr(a.algorithm, "evicted_live", 0), dict(a.throttled_by_key),
                                          a.last_error)
         return out
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, cut short: a client's bad input is named, not echoed at any length."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _parameter_problem(cls: type, exc: TypeError) -> str:
