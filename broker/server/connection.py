@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -31,6 +32,7 @@ FRAMES_PER_CHECKPOINT = 64
 ANSWER_BYTES_PER_CHECKPOINT = 1024 * 1024
 
 Piece = bytes | bytearray | memoryview
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16  # pieces one writev takes
 
 
 class Decoder(Protocol):
@@ -91,7 +93,7 @@ class Connection:
     __slots__ = (
         "stream", "peer", "host", "handler", "limits", "closed", "session", "handshaken", "answer_bytes_max",
         "in_flight", "held_bytes", "share", "frames", "_out", "_out_bytes", "_writer_wakeup", "_writing", "_defer_write", "_read_room", "_room_waiters", "_quiet",
-        "_progress", "_closing", "_scope", "_last_progress", "_decoder", "_writer_done",
+        "_progress", "_closing", "_scope", "_last_progress", "_decoder", "_writer_done", "_fd",
     )
 
     def __init__(self, stream: trio.abc.Stream, peer: str, handler: Handler, *, limits: ConnectionLimits) -> None:
@@ -123,6 +125,8 @@ class Connection:
         self._last_progress = 0.0
         self._decoder: Decoder | None = None
         self._writer_done = trio.Event()
+        sock = getattr(stream, "socket", None)  # a socket stream: answers can be written without waiting
+        self._fd: int | None = sock.fileno() if sock is not None else None
 
     # -- the request loop's side (synchronous) -----------------------------------------------------------------
     def send(self, pieces: list[Piece]) -> None:
@@ -136,7 +140,10 @@ class Connection:
         self._out += pieces
         self._out_bytes += n
         if not self._defer_write:
-            self._writer_wakeup.set()
+            if not self._writing and self._fd is not None:
+                self._write_now()  # an answer made by another connection's request (a woken fetch): no task hop
+            if self._out:
+                self._writer_wakeup.set()
         if self._read_room is not None:
             self._wake_reader()
         if self._progress is not None:  # the idle watchdog waits for the broker: its answer is here
@@ -317,7 +324,10 @@ class Connection:
                 self._made_progress()
             if self._out and not self._writing:
                 # answers to what was just read go out from here: no hop to the writer task on a request's path
-                await self._write_out()
+                if self._fd is not None:
+                    self._write_now()
+                if self._out:
+                    await self._write_out()
             data = await self.stream.receive_some(receive_bytes)
             if not data:
                 return True
@@ -373,6 +383,30 @@ class Connection:
             self._writing = False
             if self._out or self._closing:
                 self._writer_wakeup.set()  # what came meanwhile, or the close: the writer takes over
+
+    def _write_now(self) -> None:
+        """Write what the socket takes at once, without waiting (the outbox in order, as the writer would); the
+        rest stays for the writer task. Only while no task is sending, so nothing interleaves."""
+        out = self._out
+        if not out or len(out) > _IOV_MAX:
+            return
+        try:
+            n = os.writev(self._fd, out)
+        except OSError:
+            return  # would block, or the socket failed: the writer task waits, or meets the error, as usual
+        sent = n
+        i = 0
+        for p in out:
+            size = p.nbytes if type(p) is memoryview else len(p)
+            if n < size:
+                break
+            n -= size
+            i += 1
+        rest = out[i:]
+        if n:
+            rest[0] = memoryview(rest[0])[n:]
+        self._out = rest
+        self._sent(sent)
 
     def _sent(self, n: int) -> None:
         """``n`` answer bytes left: make room (parked answers first, in order, then the reader)."""

@@ -554,3 +554,34 @@ def test_connections_budget_keeps_descriptors_for_files():
     assert connections_budget(5, 2, 256) == 1
     assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("10.0.0.1")
     assert not is_loopback("memory")
+
+
+async def test_an_answer_from_another_task_leaves_at_once_and_a_full_socket_keeps_the_order(nursery):
+    """An answer made outside the connection's reader (a fetch woken by another connection's produce) is written
+    by the caller at once, with no hop to the writer task; what the socket does not take waits for the writer,
+    and every byte arrives once, in order."""
+    import socket
+
+    server_sock, client_sock = socket.socketpair()
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    handler = StandIn(park=True)
+    conn = Connection(trio.SocketStream(trio.socket.from_stdlib_socket(server_sock)), "127.0.0.1:5000", handler,
+                      limits=ConnectionLimits())
+    nursery.start_soon(conn.run)
+    client_sock.sendall(frames(3))
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(handler.frames) == 3
+    conn.send([b"now"])
+    client_sock.setblocking(False)
+    assert client_sock.recv(100) == b"now"  # written by the call itself: no task ran in between
+    big = [bytes([i]) * 300_000 for i in range(1, 9)]  # far more than the socket takes at once
+    conn.send(big)
+    conn.send([b"last"])
+    assert conn.statistics().unsent_bytes > 0  # the rest is the writer's
+    client_sock.setblocking(True)
+    want = b"".join(big) + b"last"
+    got = bytearray()
+    while len(got) < len(want):
+        got += await trio.to_thread.run_sync(client_sock.recv, 1 << 20)
+    assert got == want and conn.statistics().unsent_bytes == 0
+    client_sock.close()
