@@ -83,8 +83,9 @@ def encode_response_parts(correlation_id: int, code: int, body: Any) -> tuple[by
 
 def encode_fetch_answer_parts(correlation_id: int, rows: list[list[Any]]) -> list[bytes | memoryview]:
     """The frame of a successful fetch answer, ``[cid, 0, {"partitions": rows}]``, as pieces to send in order:
-    each row's ``data`` (the last element) is left out of the msgpack buffer and sent as its own piece after its
-    bin header, so the stored batches are never copied by the encoder. Decodes as ``encode_response`` would."""
+    each row's ``data`` (its sixth element) is left out of the msgpack buffer and sent as its own piece after its
+    bin header, so the stored batches are never copied by the encoder. Elements after ``data`` follow it; trailing
+    ones that are None are left out. Decodes as ``encode_response`` would."""
     packer = msgpack.Packer(use_bin_type=True, autoreset=False)
     packer.pack_array_header(3)
     packer.pack(correlation_id)
@@ -95,19 +96,24 @@ def encode_fetch_answer_parts(correlation_id: int, rows: list[list[Any]]) -> lis
     pieces: list[bytes | memoryview] = []
     total = 0
     for row in rows:
-        packer.pack_array_header(len(row))
-        for value in row[:-1]:
+        fields = len(row)
+        while fields > 6 and row[fields - 1] is None:
+            fields -= 1
+        packer.pack_array_header(fields)
+        for value in row[:5]:
             packer.pack(value)
-        data = row[-1]
+        data = row[5]
         if len(data) < 4096:  # small data: copying beats another piece
             packer.pack(data)
-            continue
-        n = len(data)
-        head = packer.bytes() + (b"\xc5" + n.to_bytes(2, "big") if n < 65536 else b"\xc6" + n.to_bytes(4, "big"))
-        packer.reset()
-        pieces.append(head)
-        pieces.append(data)
-        total += len(head) + len(data)
+        else:
+            n = len(data)
+            head = packer.bytes() + (b"\xc5" + n.to_bytes(2, "big") if n < 65536 else b"\xc6" + n.to_bytes(4, "big"))
+            packer.reset()
+            pieces.append(head)
+            pieces.append(data)
+            total += len(head) + len(data)
+        for value in row[6:fields]:
+            packer.pack(value)
     tail = packer.bytes()
     pieces.append(tail)
     total += len(tail)
@@ -147,22 +153,12 @@ class FrameDecoder:
         return iter(self.next_frame, None)
 
     def next_frame(self) -> bytes | None:
-        """The next complete frame body, or None until more bytes are fed."""
-        buf = self._buf
-        pos = self._pos
-        if len(buf) - pos < 4:
+        """The next complete frame body (a copy), or None until more bytes are fed."""
+        view = self.next_frame_view()
+        if view is None:
             return None
-        (n,) = _unpack_len(buf, pos)
-        if n > self.frame_bytes_max:
-            limit = self.frame_bytes_max
-            raise FrameTooLargeError(f"frame of {n} bytes exceeds frame_bytes_max={limit}", frame_bytes_max=limit)
-        end = pos + 4 + n
-        if end > len(buf):
-            return None
-        with memoryview(buf) as mv:  # one copy per frame; released before the buffer is resized
-            body = bytes(mv[pos + 4 : end])
-        self._pos = end
-        return body
+        with view:
+            return bytes(view)
 
     def next_frame_view(self) -> memoryview | None:
         """``next_frame`` without its copy: a view of the next complete frame body in the buffer, or None. The
