@@ -159,8 +159,11 @@ class FilePartitionStore:
             for suffix in (".log", ".index", ".timeindex"):
                 (self.directory / f"{base:020d}{suffix}").unlink(missing_ok=True)
 
-    def headers(self) -> Iterable[tuple]:
-        return self.segments[-1].iter_headers()
+    def headers(self, since: int | None = None) -> Iterable[tuple]:
+        if since is None:
+            return self.segments[-1].iter_headers()
+        first = max(bisect_right(self._bases, since) - 1, 0)
+        return (h for seg in self.segments[first:] for h in seg.iter_headers())
 
     # -- writing ---------------------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import msgpack
 from millpond.broker.core.log.batch_format import BatchFormat
 from millpond.broker.core.log.file_store import FilePartitionStore
 from millpond.broker.core.log.files import fsync_dir, read_file, seal, unseal, write_atomic, write_file
+from millpond.broker.core.log.producer_snapshots import FileSnapshots
 from millpond.broker.core.log.topic_config import TopicConfig
 from millpond.broker.wire.errors import StorageError
 
@@ -145,6 +146,9 @@ class FileStorage:
     def partition_store(self, topic: str, partition: int, config: TopicConfig, jobs: list) -> FilePartitionStore:
         return FilePartitionStore(f"{topic}/{partition}", self.root / topic / str(partition), config, self.fmt,
                                   jobs, self._log)
+
+    def producer_snapshots(self, topic: str, partition: int) -> FileSnapshots:
+        return FileSnapshots(self.root / topic / str(partition))
 
     def close(self) -> None:
         if self._lock_fd is not None:

@@ -127,7 +127,8 @@ class LogManager:
                 log = PartitionLog(
                     topic.name, p, self._storage.partition_store(topic.name, p, topic.config, self._jobs),
                     topic.config, fsync_mode=self.fsync_mode, dirty=self._dirty, rolled=self._rolled,
-                    fmt=self.format, logger=self._log,
+                    fmt=self.format, logger=self._log, snapshots=self._storage.producer_snapshots(topic.name, p),
+                    jobs=self._jobs,
                 )
                 opened.append(log)
                 log.open(now_ms)

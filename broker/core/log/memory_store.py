@@ -49,9 +49,10 @@ class MemoryPartitionStore:
         self.segments = [MemorySegment(0)]
         self._bases = [0]
 
-    def headers(self) -> Iterable[tuple]:
+    def headers(self, since: int | None = None) -> Iterable[tuple]:
         unpack = self.fmt.unpack
-        return [unpack(b, 0) for b in self.segments[-1].batches]
+        first = len(self.segments) - 1 if since is None else max(bisect_right(self._bases, since) - 1, 0)
+        return [unpack(b, 0) for seg in self.segments[first:] for b in seg.batches]
 
     def append(self, stamp: bytes, body: memoryview, base: int, end: int, max_ts: int, now_ms: int) -> None:
         if self._closed:
@@ -156,6 +157,9 @@ class MemoryStorage:
 
     def partition_store(self, topic: str, partition: int, config: TopicConfig, jobs: list) -> MemoryPartitionStore:
         return MemoryPartitionStore(self.fmt)
+
+    def producer_snapshots(self, topic: str, partition: int) -> None:
+        return None  # nothing outlives the process: the producer state never needs rebuilding
 
     def close(self) -> None:
         pass

@@ -9,10 +9,12 @@ import errno
 import logging
 from typing import Any, Iterator
 
+from millpond.broker.core.log import producer_snapshots
 from millpond.broker.core.log.batch_format import LENGTH_PREFIX_BYTES, BatchFormat
 from millpond.broker.core.log.producers import ProducerStates
 from millpond.broker.core.log.store import NO_TIMESTAMP, PartitionStore, SegmentCorrupt, SyncPart, doomed_segments
 from millpond.broker.core.log.topic_config import TopicConfig
+from millpond.broker.core.outcomes import Job
 from millpond.broker.wire.errors import CorruptBatchError, OffsetOutOfRangeError, StorageError
 
 
@@ -22,12 +24,15 @@ class PartitionLog:
     ``fsync_mode="always"``, else the log end). ``sync_failures`` counts failed syncs of this partition (a waiter
     parked before a failure answers STORAGE_ERROR). Read these attributes; never assign them.
 
-    Built by ``LogManager``; ``open`` recovers the store before anything else is called.
+    Built by ``LogManager``; ``open`` recovers the store before anything else is called. ``snapshots``: where the
+    idempotent producers' state is snapshotted at each roll and at close (``producer_snapshots.FileSnapshots``;
+    None for a store that never restarts), written by ``Job``s queued on ``jobs``.
     """
 
     def __init__(
         self, topic: str, partition: int, store: PartitionStore, config: TopicConfig, *, fsync_mode: str,
         dirty: set["PartitionLog"], rolled: set["PartitionLog"], fmt: BatchFormat, logger: logging.Logger,
+        snapshots: Any = None, jobs: list[Job] | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -47,6 +52,8 @@ class PartitionLog:
         self._suspended: PartitionStore | None = None
         self._log = logger
         self.producers = ProducerStates()
+        self._snapshots = snapshots
+        self._jobs = jobs if jobs is not None else []
 
     def __repr__(self) -> str:
         return (f"<PartitionLog {self.topic}/{self.partition} start={self.log_start_offset} "
@@ -63,7 +70,9 @@ class PartitionLog:
 
     def open(self, now_ms: int) -> None:
         """Blocking: load and recover the store (see its ``open``), then rebuild idempotent producers' recent
-        sequences from the last segment. Raises ``StorageError`` (the store is closed again)."""
+        batches: the newest producer state snapshot at or below the log end, then every batch after it (Kafka's
+        snapshot plus log tail), so a retry of any of a producer's last five batches is recognised however many
+        segments rolled since. Raises ``StorageError`` (the store is closed again)."""
         try:
             self.store.open(now_ms)
             segments = self.store.segments
@@ -71,15 +80,55 @@ class PartitionLog:
             self.log_end_offset = segments[-1].next_offset
             self.high_watermark = self._durable = self.log_end_offset
             self.size_bytes = sum(s.size for s in segments)
-            # Enough to recognise the retries of a producer that was writing when the broker stopped.
+            since = self._restore_producers()
             producer = self.fmt.producer
-            for h in self.store.headers():
-                pid, epoch, seq, count = producer(h)
-                if pid >= 0:
-                    self.producers.record(pid, epoch, seq, count, h[0])
+            for h in self.store.headers(since):
+                if h[0] >= since:
+                    pid, epoch, seq, count = producer(h)
+                    if pid >= 0:
+                        self.producers.record(pid, epoch, seq, count, h[0])
+            self.producers.forget_below(self.log_start_offset)
         except OSError as exc:
             self.store.close_quietly()
             raise self._storage_error("open", exc) from None
+
+    def _restore_producers(self) -> int:
+        """Blocking: load the newest intact snapshot at or below the log end and return its offset (the batches
+        from there on are replayed); snapshots beyond the log end (a cut tail) are removed. With none, the state
+        is rebuilt from every batch (memory: the store starts empty). Raises OSError."""
+        snapshots = self._snapshots
+        if snapshots is None:
+            return self.log_start_offset
+        for offset in snapshots.offsets():
+            if offset > self.log_end_offset:
+                snapshots.remove(offset)  # of batches that are gone: it would describe offsets given to others
+                continue
+            plain = snapshots.load(offset)
+            if plain is not None:
+                try:
+                    self.producers.restore(plain)
+                    return offset
+                except ValueError:
+                    pass
+            self._log.warning("%s/%s: producer state snapshot at offset %d is unreadable; using an older one",
+                              self.topic, self.partition, offset)
+        return self.log_start_offset
+
+    def _snapshot(self) -> None:
+        """On the loop: snapshot the producer state as of the log end, written by a background job."""
+        snapshots = self._snapshots
+        if snapshots is None:
+            return
+        offset = self.log_end_offset
+        contents = producer_snapshots.encode(offset, self.producers.to_plain())
+        where = f"{self.topic}/{self.partition}"
+        log = self._log
+
+        def done(result: object) -> None:
+            if isinstance(result, BaseException):  # the next roll or close writes another; a restart replays more
+                log.warning("%s: cannot write the producer state snapshot at offset %d: %s", where, offset, result)
+
+        self._jobs.append(Job(lambda: snapshots.save(offset, contents), done))
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
@@ -141,6 +190,7 @@ class PartitionLog:
             raise self._storage_error("roll a segment of", exc) from None
         if self._tracked:
             self._rolled.add(self)
+        self._snapshot()
 
     # -- durability ------------------------------------------------------------------------------------------------
 
@@ -290,7 +340,8 @@ class PartitionLog:
             self._suspended.close_quietly()
 
     def close(self) -> None:
-        """Blocking: sync everything, write index files, close the store. Idempotent. Raises ``StorageError``."""
+        """Blocking: sync everything, write index files, snapshot the producer state at the log end (the next
+        start replays nothing), close the store. Idempotent. Raises ``StorageError``."""
         try:
             self.store.close()
         except OSError as exc:
@@ -299,6 +350,13 @@ class PartitionLog:
             raise self._storage_error("close", exc) from None
         self.mark_durable(self.log_end_offset)
         self._rolled.discard(self)
+        if self._snapshots is not None and self._suspended is None:
+            offset = self.log_end_offset
+            try:
+                self._snapshots.save(offset, producer_snapshots.encode(offset, self.producers.to_plain()))
+            except (OSError, StorageError) as exc:  # only a longer replay at the next start
+                self._log.warning("%s/%s: cannot write the producer state snapshot at offset %d: %s",
+                                  self.topic, self.partition, offset, exc)
 
     def close_quietly(self) -> None:
         """Close the store without syncing (used on error paths and to simulate a crash)."""

@@ -121,6 +121,31 @@ class ProducerStates:
         if entry is not None:
             entry.pending.clear()
 
+    def to_plain(self) -> list:
+        """The recorded batches as plain data for a snapshot (held batches are not: they are not in the log):
+        ``[[producer_id, epoch, [first_seq, last_seq, base_offset, last_offset, ...]], ...]``, least recently seen
+        producer first."""
+        return [[pid, e.epoch, [x for b in e.batches for x in b]] for pid, e in self._entries.items() if e.batches]
+
+    def restore(self, plain: object) -> None:
+        """Replace the state with a snapshot's ``to_plain`` data. Raises ``ValueError`` (the state is then empty)
+        if it is not that shape."""
+        self._entries.clear()
+        try:
+            if not isinstance(plain, list):
+                raise TypeError("not a list")
+            for pid, epoch, flat in plain:
+                if not (isinstance(flat, list) and len(flat) % 4 == 0 and len(flat) <= 4 * BATCHES_RETAINED
+                        and all(type(x) is int for x in (pid, epoch, *flat))):
+                    raise TypeError(f"producer {pid!r}")
+                entry = self._entries[pid] = _Entry(epoch)
+                entry.batches.extend(tuple(flat[i:i + 4]) for i in range(0, len(flat), 4))
+        except (TypeError, ValueError) as exc:
+            self._entries.clear()
+            raise ValueError(f"not a producer state snapshot: {exc}") from None
+        while len(self._entries) > PRODUCERS_MAX:
+            self._entries.popitem(last=False)
+
     def forget_below(self, offset: int) -> None:
         """Drop batches below ``offset`` (retention moved the log start), and producers left with none."""
         for pid in [pid for pid, e in self._entries.items() if e.batches and e.batches[-1][3] < offset]:

@@ -61,8 +61,9 @@ class PartitionStore(Protocol):
     def open(self, now_ms: int) -> None:
         """Load and recover (file store: cut a torn tail, drop segments after it, rebuild missing indexes)."""
 
-    def headers(self) -> Iterable[tuple]:
-        """Raw headers (the format's field order) of the last segment's batches: producer state after a restart."""
+    def headers(self, since: int | None = None) -> Iterable[tuple]:
+        """Raw headers (the format's field order) of the last segment's batches, or with ``since`` of every batch
+        from the segment holding that offset on (it may start below ``since``): producer state after a restart."""
 
     def append(self, stamp: bytes, body: memoryview, base: int, end: int, max_ts: int, now_ms: int) -> None:
         """Store one batch at the log end (``stamp`` = its first bytes as the log stamps them, ``body`` = the
@@ -126,6 +127,10 @@ class Storage(Protocol):
 
     def partition_store(self, topic: str, partition: int, config: TopicConfig, jobs: list) -> PartitionStore:
         """A store for one partition (not yet open). ``jobs`` is where it queues background work (``Job``s)."""
+
+    def producer_snapshots(self, topic: str, partition: int) -> Any:
+        """Where one partition's producer state snapshots live (``producer_snapshots.FileSnapshots``), or None if
+        its store never outlives the process."""
 
     def close(self) -> None:
         """Let go of the data directory (the lock)."""

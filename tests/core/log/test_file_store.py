@@ -150,7 +150,8 @@ def test_retention_forgets_segments_at_once_and_removes_their_files_in_jobs(env)
     assert manager.enforce_retention(T0 + 5000) == 5
     assert (log.log_start_offset, log.log_end_offset, log.segment_count) == (9, 9, 1)
     assert len(env.segment_files("t")) == 6  # nothing removed on the loop
-    [job] = [j for j in manager.take_jobs()]
-    job.work()
+    for job in manager.take_jobs():  # the segments' removal, and the producer state snapshot of the roll
+        job.work()
     assert [f.name for f in env.segment_files("t")] == [f"{9:020d}.log"]
+    assert max(env.partition_dir("t").glob("*.snapshot")).name == f"{9:020d}.snapshot"
     assert not list(env.partition_dir("t").glob("*index"))

@@ -123,6 +123,7 @@ def test_a_plan_covers_rolled_segments_their_index_files_and_the_directory(env, 
     for f in files[:2]:  # rolled segments got their index files once their .log was durable
         assert f.with_suffix(".index").exists() and f.with_suffix(".timeindex").exists()
     assert not files[2].with_suffix(".index").exists()  # the active one gets them when it closes
+    manager.run_jobs()  # the rolls' producer state snapshots
     fsyncs.clear()
     append(log, [b"y"])
     flush(manager)
