@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import random
+import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable, Mapping
 
 import anyio
 from anyio.abc import TaskGroup
 
-from millpond.broker.wire.errors import ConnectionClosedError, ThrottledError
+from millpond.broker.wire.errors import ConnectionClosedError, ThrottledError, UnknownTopicOrPartitionError
 
 from millpond.client._connection import Connection
 from millpond.client.consumer import Consumer
@@ -19,12 +20,21 @@ from millpond.client._protocol import create_topic_body, offset_spec, parse_addr
 from millpond.client._group import Callback
 from millpond.client.limits import LimitPolicy, parse_policy, policy_body
 from millpond.client.queues import Queue, QueueInfo, parse_queue_info, queue_attributes_body
+from millpond.client.fanout import (
+    SubscriptionDescription,
+    SubscriptionInfo,
+    parse_description,
+    parse_info,
+    publish_body,
+    subscribe_body,
+)
 from millpond.client.types import (
     BrokerLimits,
     GroupDescription,
     GroupListing,
     GroupMemberDescription,
     GroupPartitionOffsets,
+    RecordMetadata,
     TopicDescription,
 )
 
@@ -87,6 +97,7 @@ class Client:
         self._connecting = anyio.Lock()
         self._closed = False
         self.reconnects = 0
+        self._partition_counts: dict[str, int] = {}  # publish's partition choice, per topic
 
     @property
     def limits(self) -> BrokerLimits:
@@ -233,7 +244,7 @@ class Client:
                  auto_commit_interval_s: float = 5.0, session_timeout_s: float = 10.0,
                  max_poll_interval_s: float = 300.0, group_instance_id: str | None = None,
                  assignor: str | None = None, on_assigned: Callback | None = None,
-                 on_revoked: Callback | None = None) -> Consumer:
+                 on_revoked: Callback | None = None, skip_corrupt: bool = False) -> Consumer:
         """A consumer of ``topics`` (every partition of each), or of what ``assign()`` gives it later; use as
         ``async with c.consumer("logs") as cons: async for record in cons: ...``. See ``Consumer``.
 
@@ -250,14 +261,15 @@ class Client:
         after this long without a heartbeat. ``max_poll_interval_s``: without a pull for this long the member
         leaves the group (KIP-62) and rejoins at the next pull. ``group_instance_id``: static membership
         (KIP-345). ``assignor``: ``"sticky"`` (broker default), ``"range"`` or ``"round_robin"``. Leaving the
-        ``async with`` commits (with auto-commit) and leaves the group.
+        ``async with`` commits (with auto-commit) and leaves the group. ``skip_corrupt``: continue past records
+        the broker reports damaged on disk (logged, listed in ``skipped``) instead of raising ``CorruptRangeError``.
         """
         return Consumer(self, topics, group=group, auto_offset_reset=auto_offset_reset, max_wait_s=max_wait_s,
                         fetch_bytes=fetch_bytes, retry_backoff_s=retry_backoff_s,
                         enable_auto_commit=enable_auto_commit, auto_commit_interval_s=auto_commit_interval_s,
                         session_timeout_s=session_timeout_s, max_poll_interval_s=max_poll_interval_s,
                         group_instance_id=group_instance_id, assignor=assignor, on_assigned=on_assigned,
-                        on_revoked=on_revoked)
+                        on_revoked=on_revoked, skip_corrupt=skip_corrupt)
 
     # ---- queues (SQS-style; client/queues.py) ----
     async def create_queue(self, name: str, *, visibility_timeout_s: float | None = None,
@@ -292,6 +304,60 @@ class Client:
     def queue(self, name: str) -> Queue:
         """Queue ``name`` for send, receive, delete, change_visibility (see ``client.queues.Queue``)."""
         return Queue(self, name)
+
+    # ---- fan-out (issue 12; docs/fanout.md, docs/protocol.md "Fan-out") ----
+    async def publish(self, topic: str, value: bytes | str, *, headers: Mapping[str, bytes | str] | None = None,
+                      key: bytes | str | None = None, timestamp_ms: int | None = None) -> RecordMetadata:
+        """Append one record to ``topic`` (a produce; SNS's Publish): every subscription whose filter policy
+        matches it delivers it to its queue. ``headers`` are what filter policies on ``MessageAttributes`` read;
+        a ``key`` picks the partition (as the producer) and is a FIFO queue's message group; str is sent as UTF-8.
+        Answered once the record is durable. Raises ``UnknownTopicOrPartitionError``, ``RecordTooLargeError``."""
+        stamp = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
+        for attempt in (0, 1):
+            count = self._partition_counts.get(topic)
+            if count is None:
+                count = (await self.metadata([topic])).get(topic)
+                if count is None:
+                    raise UnknownTopicOrPartitionError(f"unknown topic {topic!r}", topic=topic)
+                self._partition_counts[topic] = count
+            body = publish_body(topic, value, headers, key, count, stamp)
+            try:
+                answer = await self.request("produce", body)
+            except UnknownTopicOrPartitionError:
+                self._partition_counts.pop(topic, None)  # deleted, or recreated with fewer partitions
+                if attempt:
+                    raise
+                continue
+            return RecordMetadata(topic, int(answer["partition"]), int(answer["base_offset"]), stamp)
+        raise AssertionError("unreachable")
+
+    async def subscribe(self, topic: str, *, queue: str, filter_policy: Mapping[str, Any] | str | None = None,
+                        filter_policy_scope: str = "MessageAttributes", raw: bool = False,
+                        dead_letter_queue: str | None = None, start: str | int = "end") -> SubscriptionInfo:
+        """Subscribe ``queue`` to ``topic`` (SNS Subscribe with an SQS endpoint): each record appended from
+        ``start`` on (``"end"``: new records only, ``"beginning"``: every record kept, or an int: the first
+        record at or after that timestamp in epoch ms) that matches ``filter_policy`` (SNS's syntax, a dict or
+        JSON text, on the headers or, with ``filter_policy_scope="MessageBody"``, on the JSON value) becomes one
+        message of the queue, exactly once: SNS's JSON envelope, or with ``raw`` the value with the headers as
+        message attributes. Records the queue refuses go to ``dead_letter_queue`` (an envelope). The same queue
+        subscribed again with the same settings answers the existing subscription. Raises
+        ``UnknownTopicOrPartitionError``, ``UnknownQueueError``, ``InvalidParameterValueError`` (an invalid
+        filter policy, naming the bad part), ``TooManySubscriptionsError``."""
+        return parse_info(await self.request("subscribe", subscribe_body(
+            topic, queue, filter_policy, filter_policy_scope, raw, dead_letter_queue, start)))
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        """Remove a subscription; delivery stops. Raises ``UnknownSubscriptionError``."""
+        await self.request("unsubscribe", {"id": subscription_id})
+
+    async def subscriptions(self, topic: str | None = None) -> list[SubscriptionInfo]:
+        """A topic's subscriptions (every topic's with None), oldest first."""
+        body = {} if topic is None else {"topic": topic}
+        return [parse_info(s) for s in (await self.request("list_subscriptions", body))["subscriptions"]]
+
+    async def describe_subscription(self, subscription_id: str) -> SubscriptionDescription:
+        """A subscription's cursors, lag and counters. Raises ``UnknownSubscriptionError``."""
+        return parse_description(await self.request("describe_subscription", {"id": subscription_id}))
 
     # ---- consumer-group admin ----
     async def list_groups(self) -> list[GroupListing]:

@@ -29,6 +29,7 @@ from millpond.client._client import DEFAULT_ADDRESS, Client
 from millpond.client._client import connect as _aconnect
 from millpond.client.limits import LimitPolicy
 from millpond.client.consumer import Consumer, TopicPartition
+from millpond.client.fanout import SubscriptionDescription, SubscriptionInfo
 from millpond.client.producer import Producer
 from millpond.client.queues import Queue, QueueInfo, QueueMessage, SendResult
 from millpond.client.subscription import Subscription, SubscriptionStatistics
@@ -173,6 +174,27 @@ class SyncClient:
     def queue(self, name: str) -> SyncQueue:
         """A blocking ``Queue`` (see ``client.queues.Queue``)."""
         return SyncQueue(self, name)
+
+    def publish(self, topic: str, value: bytes | str, **options: Any) -> RecordMetadata:
+        """See ``Client.publish`` (``headers``, ``key``, ``timestamp_ms``)."""
+        return self._portal.call(lambda: self._client.publish(topic, value, **options))
+
+    def subscribe(self, topic: str, **options: Any) -> SubscriptionInfo:
+        """See ``Client.subscribe`` (``queue``, ``filter_policy``, ``filter_policy_scope``, ``raw``,
+        ``dead_letter_queue``, ``start``)."""
+        return self._portal.call(lambda: self._client.subscribe(topic, **options))
+
+    def unsubscribe(self, subscription_id: str) -> None:
+        """See ``Client.unsubscribe``."""
+        self._portal.call(self._client.unsubscribe, subscription_id)
+
+    def subscriptions(self, topic: str | None = None) -> list[SubscriptionInfo]:
+        """See ``Client.subscriptions``."""
+        return self._portal.call(self._client.subscriptions, topic)
+
+    def describe_subscription(self, subscription_id: str) -> SubscriptionDescription:
+        """See ``Client.describe_subscription``."""
+        return self._portal.call(self._client.describe_subscription, subscription_id)
 
     def producer(self, **options: Any) -> SyncProducer:
         """A blocking producer (options as ``Client.producer`` plus ``max_buffered_records``); use with ``with``."""

@@ -46,7 +46,7 @@ ALLOW: dict[str, set[str]] = {
                                 "millpond.broker.core.outcomes", "millpond.broker.core.log.api",
                                 "millpond.broker.core.groups.api", "millpond.broker.core.groups.types",
                                 "millpond.broker.core.limits.api", "millpond.broker.core.queues.api",
-                                "millpond.broker.core.queues.push"},
+                                "millpond.broker.core.queues.push", "millpond.broker.core.fanout.api"},
     # the client speaks the wire protocol and never sees the broker's insides
     "client": {"anyio", "msgpack", "os", "socket", "threading", "time", "millpond.broker.wire", "millpond.client"},
 }

@@ -9,8 +9,8 @@ import signal
 import sys
 
 # Subcommand modules, in the order `millpond --help` lists them.
-_COMMANDS = ("serve", "topics", "produce", "consume", "groups", "queues", "send", "receive", "worker", "limits",
-             "bench")
+_COMMANDS = ("serve", "topics", "produce", "consume", "groups", "queues", "send", "receive", "worker",
+             "subscriptions", "publish", "limits", "bench")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

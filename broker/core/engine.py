@@ -13,6 +13,7 @@ from typing import Any, Callable, Hashable
 
 from millpond import __version__
 from millpond.broker.config import BrokerConfig
+from millpond.broker.core.fanout.api import FanoutApi
 from millpond.broker.core.groups import GroupConfig, GroupCoordinator, OffsetStore
 from millpond.broker.core.groups.api import GroupApi
 from millpond.broker.core.limits.api import LimitApi, check_policies
@@ -91,7 +92,8 @@ class Engine:
                                messages_max=config.queue_messages_max)
         self._handlers: dict[type, Callable[[Any, Context], Outcome]] = {Hello: self._hello}
         self.push = PushApi(self.queues, wake=self._woken.add)
-        for api in (self.log_api, group_api, self.limits, self.queues, self.push):
+        self.fanout = FanoutApi(log_manager, self.queues, when_durable=self.log_api.when_durable)
+        for api in (self.log_api, group_api, self.limits, self.queues, self.push, self.fanout):
             self._handlers.update(api.handlers())
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -101,6 +103,7 @@ class Engine:
         self.log.open(ctx.now_ms)
         self.offsets.open(ctx.now_ms)
         self.queues.open(ctx)
+        self.fanout.open(ctx)  # after the queues: it reads their fan-out marks
         self.limits.open()
         self._retention_at = ctx.now + self.config.retention_check_interval_ms / 1000
         self._sweep_at = ctx.now + LIMITS_SWEEP_INTERVAL_S
@@ -134,6 +137,7 @@ class Engine:
         self.groups.topics_changed()
         if deleted is None:
             return None
+        self.fanout.topic_deleted(deleted, now_ms)  # as SNS DeleteTopic: its subscriptions go with it
         at = self.offsets.delete_topic(deleted, now_ms)  # a deleted topic's committed offsets go with it
         return None if at is None else self._when_offsets_durable(at, lambda: Answer(None))
 
@@ -147,6 +151,7 @@ class Engine:
         """The keys woken since the last call (waiters on them resume)."""
         woken = set(self._woken)
         self._woken.clear()
+        self.fanout.woken(woken)  # durable records to fan out, durable queue sends whose cursors may be saved
         return woken
 
     def take_jobs(self) -> list[Job]:
@@ -157,7 +162,7 @@ class Engine:
         """When ``tick`` next has work (monotonic seconds; ``inf``: nothing scheduled)."""
         group = self.groups.next_deadline()
         return min(self._retention_at, self._sweep_at, math.inf if group is None else group,
-                   self.queues.next_deadline())
+                   self.queues.next_deadline(), self.fanout.next_deadline())
 
     def tick(self, ctx: Context) -> set[Hashable]:
         """Run what is due at ``ctx.now``: group members' session expiry, queue timers, retention, limiter sweeps.
@@ -166,6 +171,7 @@ class Engine:
         for group, member in self.groups.expire(now):
             log.info("consumer group %s: member %s expired", group, member)
         self.queues.tick(ctx)  # visibility timeouts and delays ending, retention, FIFO deduplication windows
+        self.fanout.tick(ctx)  # one bounded turn of fan-out delivery (next_deadline says now while more waits)
         if now >= self._retention_at:
             self._retention_at = now + self.config.retention_check_interval_ms / 1000
             deleted = self.log.enforce_retention(ctx.now_ms)

@@ -103,7 +103,7 @@ def test_an_unknown_api_is_refused_with_its_correlation_id(codec, session):
 
 
 def test_every_api_has_a_request_type(codec):
-    assert len(set(REQUESTS.values())) == len(REQUESTS) == 43
+    assert len(set(REQUESTS.values())) == len(REQUESTS) == 47
 
 
 def test_a_fetch_is_fitted_to_the_largest_answer_the_client_accepts(codec):

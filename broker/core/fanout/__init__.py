@@ -1,7 +1,10 @@
-# Fan-out (issue 12): SNS-style subscriptions that deliver a topic's records to queues and webhooks. So far it holds
-# SNS's filter policy language: filter_policy.py validates a policy once, matching.py is what it compiles to, the
-# matcher the fan-out calls per record. Sans-IO: no clock, no trio, no sockets, no files; must not know about
-# cursors' storage or any protocol.
+# Fan-out (issue 12): SNS-style subscriptions that deliver a topic's records to queues (webhooks: a later target
+# kind). filter_policy.py validates SNS's filter policy language once, matching.py is what it compiles to, the
+# matcher the fan-out calls per record; subscriptions.py is the subscriptions' state (cursors, counters) as events,
+# journal.py makes them durable in __millpond_subscriptions, delivery.py turns a record into a queue message,
+# pump.py delivers in bounded turns, exactly once, and api.py is the typed requests and what the engine drives.
+# Sans-IO: no clock, no trio, no sockets; its only IO is the journal's appends and the log's reads through the
+# LogManager; must not know about any protocol.
 from millpond.broker.core.fanout.filter_policy import (
     COMBINATIONS_MAX,
     KEYS_MAX,

@@ -73,6 +73,9 @@ class QueueManager:
         self._deadlines: SortedSet = SortedSet()  # (deadline, name) per queue with a timer
         self._deadline_of: dict[str, float] = {}
         self.tasks = MoveTasks(self)  # dead-letter redrive tasks, each driven by its DLQ's timer
+        # fan-out's exactly-once check: subscription id -> partition -> next record offset already sent (journaled
+        # with the send itself, so a crash between the send and the subscription's cursor save cannot duplicate)
+        self.origins: dict[str, dict[int, int]] = {}
 
     def take_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -130,7 +133,11 @@ class QueueManager:
         if q is None:
             return
         if kind == "send":
-            _, _, seq, mid, body, attributes, sent_ms, enqueued_at, visible_at, group_id, dedup_id, source = event
+            _, _, seq, mid, body, attributes, sent_ms, enqueued_at, visible_at, group_id, dedup_id, source = event[:12]
+            if len(event) > 12:  # sent by a fan-out subscription: (subscription id, partition, offset)
+                sub, partition, offset = event[12]
+                marks = self.origins.setdefault(sub, {})
+                marks[partition] = max(marks.get(partition, 0), offset + 1)
             q.apply_send(Message(seq, mid, body, attributes, sent_ms, enqueued_at, visible_at, group_id, dedup_id,
                                  source), now)
             if visible_at <= now:
@@ -212,14 +219,18 @@ class QueueManager:
     # -- messages -------------------------------------------------------------------------------------------------
     def send(self, name: str, body: bytes, now: float, now_ms: int, *, attributes: dict[str, Any] | None = None,
              delay_s: float | None = None, group_id: str | None = None,
-             dedup_id: str | None = None, check_only: bool = False) -> tuple[str, int | None]:
+             dedup_id: str | None = None, check_only: bool = False, message_id: str | None = None,
+             origin: tuple[str, int, int] | None = None) -> tuple[str, int | None]:
         """Store one message (as SQS SendMessage); returns ``(message id, sequence number or None)``. ``delay_s``
         (0-900 s) overrides the queue's delay on standard queues; FIFO queues take the queue's only. A FIFO message
         needs ``group_id`` and a deduplication id (``dedup_id``, or the SHA-256 of the body with content-based
         deduplication); one whose id was sent within 5 minutes is accepted and not stored: the first one's id and
         sequence number are answered. A queue holding ``messages_max`` messages refuses a send. ``check_only``:
         raise what a send would raise now, store nothing (answers ``("", None)``). Raises
-        ``UnknownQueueError``, ``InvalidParameterValueError``, ``MissingParameterError``, ``QueueFullError``."""
+        ``UnknownQueueError``, ``InvalidParameterValueError``, ``MissingParameterError``, ``QueueFullError``.
+
+        Fan-out's sends give ``message_id`` (instead of a random one) and ``origin`` ``(subscription id, partition,
+        offset)``, journaled with the message: ``origin_next`` then answers past that offset."""
         q = self.queue(name, now)
         attributes = check_message_attributes(attributes or {})
         if not body:
@@ -259,10 +270,21 @@ class QueueManager:
         if check_only:
             return "", None
         delay = q.attrs.delay_s if delay_s is None else delay_s
-        seq, mid = q.next_seq, str(uuid.uuid4())
-        self.emit(("send", name, seq, mid, bytes(body), attributes, now_ms, now, now + delay, group_id, dedup_id,
-                   None), now)
+        seq, mid = q.next_seq, message_id or str(uuid.uuid4())
+        event: Event = ("send", name, seq, mid, bytes(body), attributes, now_ms, now, now + delay, group_id, dedup_id,
+                        None)
+        self.emit(event if origin is None else (*event, list(origin)), now)
         return mid, seq if q.fifo else None
+
+    def origin_next(self, subscription: str, partition: int) -> int:
+        """The offset after the last record of ``partition`` that fan-out subscription ``subscription`` sent into
+        any queue (0: none)."""
+        marks = self.origins.get(subscription)
+        return 0 if marks is None else marks.get(partition, 0)
+
+    def forget_origin(self, subscription: str) -> None:
+        """Drop the marks of a subscription that is gone."""
+        self.origins.pop(subscription, None)
 
     def receive(self, name: str, max_messages: int, now: float, now_ms: int, *,
                 visibility_timeout_s: float | None = None, bytes_max: int | None = None) -> list[Delivery]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from millpond.broker.config import BrokerConfig
 from millpond.broker.core.engine import BrokerInfo, Hello
+import millpond.broker.core.fanout.api as fanout
 import millpond.broker.core.groups.api as groups
 import millpond.broker.core.limits.api as limits
 import millpond.broker.core.log.api as log
@@ -82,6 +83,10 @@ REQUESTS: dict[str, type] = {
     "queue_ack": push.QueueAck,
     "queue_nack": push.QueueNack,
     "queue_unsubscribe": push.QueueUnsubscribe,
+    "subscribe": fanout.Subscribe,
+    "unsubscribe": fanout.Unsubscribe,
+    "list_subscriptions": fanout.ListSubscriptions,
+    "describe_subscription": fanout.DescribeSubscription,
 }
 # Requests that belong to their connection (push subscriptions): the codec sets their `connection` field.
 _BOUND = (push.QueueSubscribe, push.QueueDeliver, push.QueueAck, push.QueueNack, push.QueueUnsubscribe)

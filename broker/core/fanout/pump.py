@@ -1,0 +1,177 @@
+# Fan-out delivery into queues: one turn reads the durable records (below the high watermark) of the partitions that
+# have news, in offset order, once per partition for every subscription behind on it, and sends each matching record
+# into its subscription's queue, with a bound on the records one turn looks at so the event loop is never held long.
+# Exactly once into a queue: each send carries its origin (subscription, partition, offset), journaled with the
+# message (queues/manager.py `origin_next`), and a record below that mark is counted delivered, not sent again.
+# Pure: `now`/`now_ms` handed in; must not know about storage, waiting, clocks or protocols.
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from millpond.broker.core.fanout.delivery import delivery_message_id, envelope, group_id, raw_message
+from millpond.broker.core.fanout.subscriptions import Subscription, Subscriptions
+from millpond.broker.core.log import LogManager
+from millpond.broker.core.queues.manager import QueueManager
+from millpond.broker.wire.batch import Record, decode_records
+from millpond.broker.wire.errors import MillpondError, QueueFullError
+
+RECORDS_PER_TURN = 4096  # records one turn looks at, over every partition: the loop's other work waits no longer
+READ_BYTES = 1 << 20  # bytes read from a partition at a time
+RETRY_S = 0.5  # a subscription whose queue is full tries again after this long (monotonic s)
+
+log = logging.getLogger("millpond.fanout")
+
+
+class Pump:
+    """Delivers records of ``log`` to the queues of ``subs`` through ``queues``. ``dirty`` holds the
+    ``(topic, partition)`` pairs that may have records to deliver; ``turn`` works some off."""
+
+    def __init__(self, log_manager: LogManager, subs: Subscriptions, queues: QueueManager, *,
+                 records_per_turn: int = RECORDS_PER_TURN, retry_s: float = RETRY_S) -> None:
+        self.log = log_manager
+        self.subs = subs
+        self.queues = queues
+        self.records_per_turn = records_per_turn
+        self.retry_s = retry_s
+        self.dirty: dict[tuple[str, int], None] = {}  # insertion ordered: partitions take turns
+
+    def mark_topic(self, topic: str) -> None:
+        t = self.log.topics.get(topic)
+        if t is not None:
+            for p in range(len(t.partitions)):
+                self.dirty[(topic, p)] = None
+
+    def turn(self, now: float, now_ms: int) -> list[Subscription]:
+        """Deliver up to ``records_per_turn`` records; returns the subscriptions whose cursors moved."""
+        budget = self.records_per_turn
+        moved: dict[str, Subscription] = {}
+        for key in list(self.dirty):
+            if budget <= 0:
+                break
+            del self.dirty[key]
+            topic, p = key
+            t = self.log.topics.get(topic)
+            subs = self.subs.by_topic.get(topic)
+            if t is None or subs is None or p >= len(t.partitions):
+                continue
+            plog = t.partitions[p]
+            hw = plog.high_watermark
+            behind = []
+            for s in subs.values():
+                cur = s.cursors.get(p, 0)
+                if cur < plog.log_start_offset:  # retention removed records before they were delivered
+                    s.cursors[p] = cur = plog.log_start_offset
+                if cur < hw and s.paused_until <= now:
+                    behind.append(s)
+            if not behind:
+                continue
+            start = min(s.cursors.get(p, 0) for s in behind)
+            try:
+                records = decode_records(plog.read(start, READ_BYTES, hw), topic, p, start)
+            except MillpondError as exc:
+                log.error("fan-out of %s/%d at offset %d: %s; trying again later", topic, p, start, exc)
+                for s in behind:
+                    s.paused_until = now + self.retry_s
+                continue
+            records = [r for r in records if r.offset < hw][:budget]
+            if not records:
+                continue
+            budget -= len(records)
+            for s in behind:
+                if self._deliver(s, p, records, now, now_ms):
+                    moved[s.id] = s
+            self.dirty[key] = None  # looked at again next turn: more records, or nothing and it is dropped
+        return list(moved.values())
+
+    def _deliver(self, s: Subscription, p: int, records: Iterable[Record], now: float, now_ms: int) -> bool:
+        """Deliver ``records`` (offset order) from ``s``'s cursor on; returns whether the cursor moved."""
+        cur = before = s.cursors.get(p, 0)
+        mark = self.queues.origin_next(s.id, p)
+        policy = s.policy
+        for rec in records:
+            offset = rec.offset
+            if offset < cur:
+                continue
+            if offset < mark:  # sent before a restart that came before the cursor was saved
+                s.delivered += 1
+            elif policy is not None and not policy.matches(rec.headers.items() if rec.headers else (), rec.value):
+                s.filtered += 1
+            else:
+                try:
+                    self._send(s, s.target.name, rec, s.raw, now, now_ms)
+                    s.delivered += 1
+                    s.last_lag_ms = now_ms - rec.timestamp_ms
+                except QueueFullError:
+                    s.paused_until = now + self.retry_s  # never dropped: the same record is tried again
+                    break
+                except MillpondError as exc:
+                    if not self._dead_letter(s, rec, exc, now, now_ms):
+                        break
+            cur = offset + 1
+        s.cursors[p] = cur
+        return cur != before
+
+    def _send(self, s: Subscription, queue: str, rec: Record, raw: bool, now: float, now_ms: int) -> None:
+        q = self.queues.queue(queue, now)
+        mid = delivery_message_id(s.id, rec.topic, rec.partition, rec.offset)
+        if raw:
+            body, attributes = raw_message(rec)
+        else:
+            body, attributes = envelope(rec, s.id), None
+        self.queues.send(queue, body, now, now_ms, attributes=attributes,
+                         group_id=group_id(rec.key) if q.fifo else None, dedup_id=mid if q.fifo else None,
+                         message_id=mid, origin=(s.id, rec.partition, rec.offset))
+
+    def _dead_letter(self, s: Subscription, rec: Record, exc: MillpondError, now: float, now_ms: int) -> bool:
+        """A record its queue refuses (the queue deleted, the message too large, headers no queue attributes can
+        hold): into the dead-letter queue as an envelope (as SNS), or dropped without one; counted failed. Returns
+        False when the dead-letter queue is full (the subscription pauses, the record is tried again)."""
+        dlq = s.dead_letter_queue
+        if dlq is not None:
+            try:
+                self._send(s, dlq, rec, False, now, now_ms)
+                s.dead_lettered += 1
+            except QueueFullError:
+                s.paused_until = now + self.retry_s
+                return False
+            except MillpondError as again:
+                log.warning("subscription %s: record %s/%d@%d dropped (%s; dead-letter queue %r: %s)", s.id,
+                            rec.topic, rec.partition, rec.offset, exc, dlq, again)
+        s.failed += 1
+        return True
+
+    def retry_at(self) -> float:
+        """The earliest time a paused subscription with records waiting tries again (``inf``: none)."""
+        return min((s.paused_until for s in self.subs.by_id.values() if s.paused_until != -float("inf")),
+                   default=float("inf"))
+
+    def resume_due(self, now: float) -> None:
+        for s in self.subs.by_id.values():
+            if s.paused_until != -float("inf") and s.paused_until <= now:
+                s.paused_until = -float("inf")
+                self.mark_topic(s.topic)
+
+
+def lag(log_manager: LogManager, s: Subscription, now_ms: int) -> tuple[list[tuple[int, int, int]], int, Any]:
+    """``([(partition, cursor, high watermark)], records behind, seconds behind or None)``: seconds from the
+    timestamp of the oldest record not yet looked at to ``now_ms`` (0.0 when caught up)."""
+    t = log_manager.topics.get(s.topic)
+    rows, behind, oldest = [], 0, None
+    for plog in (t.partitions if t is not None else ()):
+        cur = max(s.cursors.get(plog.partition, 0), plog.log_start_offset)
+        hw = plog.high_watermark
+        rows.append((plog.partition, cur, hw))
+        if cur < hw:
+            behind += hw - cur
+            try:
+                first = decode_records(plog.read(cur, 1, hw), s.topic, plog.partition, cur)
+            except MillpondError:
+                first = []
+            if first:
+                ts = first[0].timestamp_ms
+                oldest = ts if oldest is None else min(oldest, ts)
+    return rows, behind, 0.0 if oldest is None else max(0, now_ms - oldest) / 1000
+
+
+__all__ = ["Pump", "READ_BYTES", "RECORDS_PER_TURN", "RETRY_S", "lag"]
