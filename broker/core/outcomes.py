@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
+from millpond.broker.wire.errors import MillpondError
+
 
 @dataclass(frozen=True, slots=True)
 class Context:
@@ -85,4 +87,53 @@ def after(keys: tuple[Hashable, ...], ready: Callable[[], bool], answer: Callabl
     return answer() if ready() else Wait(keys, NEVER, resume)
 
 
-__all__ = ["Answer", "Context", "Job", "NEVER", "Offload", "Outcome", "Wait", "after"]
+def all_of(parts: list[Outcome | Exception], combine: Callable[[list[Any]], Any]) -> Outcome:
+    """One request made of several (a produce of many batches, as Kafka's ProduceRequest carries many
+    partitions): ``parts`` are their outcomes (``Answer`` or ``Wait``) or the exceptions that refused them.
+    Answered ``combine(results)`` once every part is settled, ``results[i]`` being part i's answer value or its
+    exception. While some wait, it waits on all their keys until the earliest ``until``; a part with keys is
+    resumed on every wake (a woken part decides again, so a wake meant for another part is harmless), a pure delay
+    only once its time has come. Abandoned: every part still waiting is abandoned."""
+    results: list[Any] = [None] * len(parts)
+    waiting: dict[int, Wait] = {}
+    for i, part in enumerate(parts):
+        _settle_part(i, part, results, waiting)
+    if not waiting:
+        return Answer(combine(results))
+
+    def resume(ctx: Context, timed_out: bool) -> Outcome:
+        for i, w in list(waiting.items()):
+            due = ctx.now >= w.until
+            if due or w.keys:
+                del waiting[i]
+                try:
+                    part: Outcome | Exception = w.resume(ctx, due)
+                except MillpondError as exc:  # a part's refusal is its result, not the request's
+                    part = exc
+                _settle_part(i, part, results, waiting)
+        return Answer(combine(results)) if not waiting else _wait()
+
+    def abandon(ctx: Context) -> None:
+        for w in waiting.values():
+            if w.abandon is not None:
+                w.abandon(ctx)
+
+    def _wait() -> Wait:
+        keys = tuple(dict.fromkeys(k for w in waiting.values() for k in w.keys))
+        return Wait(keys, min(w.until for w in waiting.values()), resume, abandon)
+
+    return _wait()
+
+
+def _settle_part(i: int, part: Outcome | Exception, results: list[Any], waiting: dict[int, Wait]) -> None:
+    if type(part) is Answer:
+        results[i] = part.value
+    elif type(part) is Wait:
+        waiting[i] = part
+    elif isinstance(part, Exception):
+        results[i] = part
+    else:
+        raise TypeError(f"all_of takes answers, waits and exceptions, not {part!r}")
+
+
+__all__ = ["Answer", "Context", "Job", "NEVER", "Offload", "Outcome", "Wait", "after", "all_of"]

@@ -102,8 +102,14 @@ def test_an_unknown_api_is_refused_with_its_correlation_id(codec, session):
     assert info.value.details["correlation_id"] == 11
 
 
-def test_every_api_has_a_request_type(codec):
-    assert len(set(REQUESTS.values())) == len(REQUESTS) == 47
+def test_every_api_has_a_request_type_and_is_documented(codec):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", doc, re.M)) - {"hello"}
+    assert len(set(REQUESTS.values())) == len(REQUESTS)  # one request type per API name
+    assert set(REQUESTS) == documented  # every API in docs/protocol.md's tables, and only those
 
 
 def test_a_fetch_is_fitted_to_the_largest_answer_the_client_accepts(codec):

@@ -11,7 +11,7 @@ from millpond.broker.config import BrokerConfig
 from millpond.broker.core.log.manager import LogManager, Topic
 from millpond.broker.core.log.partition import PartitionLog
 from millpond.broker.core.log.topic_config import is_internal_topic
-from millpond.broker.core.outcomes import NEVER, Answer, Context, Offload, Outcome, Wait
+from millpond.broker.core.outcomes import NEVER, Answer, Context, Offload, Outcome, Wait, all_of
 from millpond.broker.wire.errors import (
     InvalidRequestError,
     InvalidTopicNameError,
@@ -67,6 +67,24 @@ class Produce:
     topic: str
     partition: int
     batch: bytes  # one record batch: Kafka's record batch v2 (broker/wire/batch.py, docs/protocol.md)
+
+
+class ProduceBatch(NamedTuple):
+    topic: str
+    partition: int
+    batch: bytes  # one record batch, as Produce's
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceBatches:
+    """Several batches in one request (Kafka's ProduceRequest carries every partition a producer has ready for a
+    broker): each is produced as a ``Produce`` would be, with its own result; the request is answered once all are
+    settled. At most ``BATCHES_PER_REQUEST_MAX``."""
+
+    batches: tuple[ProduceBatch, ...]
+
+
+BATCHES_PER_REQUEST_MAX = 10_000
 
 
 class FetchPartition(NamedTuple):
@@ -142,6 +160,21 @@ class Produced:
     timestamp_ms: int  # the batch's max timestamp
 
 
+class BatchResult(NamedTuple):
+    """One batch of a ``ProduceBatches``: ``produced``, or the ``error`` that refused it (as Kafka's per-partition
+    error codes in a ProduceResponse)."""
+
+    topic: str
+    partition: int
+    produced: Produced | None
+    error: Exception | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProducedBatches:
+    results: tuple[BatchResult, ...]  # in the request's order
+
+
 class FetchedPartition(NamedTuple):
     """One partition of a fetch answer: ``code`` 0 or an error code; ``data`` whole stored batches (a view of the
     store's bytes: encode it without copying)."""
@@ -191,7 +224,8 @@ class LogApi:
         return {
             CreateTopic: self.create_topic, DeleteTopic: self.delete_topic, AddPartitions: self.add_partitions,
             ListTopics: self.list_topics, DescribeTopic: self.describe_topic, Metadata: self.metadata,
-            Produce: self.produce, Fetch: self.fetch, ListOffsets: self.list_offsets,
+            Produce: self.produce, ProduceBatches: self.produce_batches, Fetch: self.fetch,
+            ListOffsets: self.list_offsets,
             InitProducer: self.init_producer,
         }
 
@@ -285,6 +319,28 @@ class LogApi:
             return Wait((), ctx.now + delay_s, lambda ctx, _: self._complete_shaped(plog, blob, header, ctx),
                         abandon=lambda ctx: self._release(plog, pid))
         return self._append(plog, blob, header, ctx.now_ms, sequence_checked=True)  # checked above, nothing since
+
+    def produce_batches(self, req: ProduceBatches, ctx: Context) -> Outcome:
+        """Each batch as ``produce`` (validated, admitted, appended, answered once durable), in the request's
+        order; one refused batch refuses only itself. Raises ``InvalidRequestError`` for no batches or more than
+        ``BATCHES_PER_REQUEST_MAX``."""
+        n = len(req.batches)
+        if not 1 <= n <= BATCHES_PER_REQUEST_MAX:
+            raise InvalidRequestError(f"produce_batches takes 1 to {BATCHES_PER_REQUEST_MAX} batches, got {n}",
+                                      field="batches")
+        parts: list[Outcome | Exception] = []
+        for topic, partition, batch in req.batches:
+            try:
+                parts.append(self.produce(Produce(topic, partition, batch), ctx))
+            except MillpondError as exc:
+                parts.append(exc)
+
+        def combine(results: list[Any]) -> ProducedBatches:
+            return ProducedBatches(tuple(
+                BatchResult(b.topic, b.partition, None, r) if isinstance(r, Exception)
+                else BatchResult(b.topic, b.partition, r, None) for b, r in zip(req.batches, results)))
+
+        return all_of(parts, combine)
 
     def _release(self, plog: PartitionLog, pid: int) -> None:
         if pid >= 0:

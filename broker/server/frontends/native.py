@@ -23,6 +23,7 @@ from millpond.broker.wire.errors import (
     InvalidRequestError,
     MillpondError,
     UnknownApiError,
+    UnknownError,
     UnsupportedVersionError,
 )
 from millpond.broker.wire.frames import (
@@ -47,6 +48,7 @@ REQUESTS: dict[str, type] = {
     "describe_topic": log.DescribeTopic,
     "metadata": log.Metadata,
     "produce": log.Produce,
+    "produce_batches": log.ProduceBatches,
     "fetch": log.Fetch,
     "list_offsets": log.ListOffsets,
     "init_producer": log.InitProducer,
@@ -223,11 +225,22 @@ def _plain(value: Any) -> Any:
         return {}
     if type(value) is BrokerInfo:
         return {"protocol_version": PROTOCOL_VERSION, **to_plain(value)}
+    if type(value) is log.ProducedBatches:
+        return {"results": [[r.topic, r.partition, 0, r.produced.base_offset, r.produced.timestamp_ms, None]
+                            if r.error is None else [r.topic, r.partition, *_refusal(r.error)]
+                            for r in value.results]}
     if type(value) is groups.Groups:
         return {"groups": [_listing(g) for g in value.groups]}
     if type(value) is GroupDescription:
         return _description(value)
     return to_plain(value)
+
+
+def _refusal(exc: Exception) -> tuple[int, int, int, Any]:
+    """A refused batch's ``code, base_offset (-1), timestamp_ms (-1), error body`` (as an error answer's body)."""
+    if not isinstance(exc, MillpondError):
+        exc = UnknownError(f"{type(exc).__name__}: {exc}")
+    return exc.code, -1, -1, exc.to_wire()
 
 
 def _listing(g: GroupListing) -> dict[str, Any]:
