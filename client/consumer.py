@@ -4,6 +4,7 @@
 # decide partition ownership itself: in a consumer group, client._group.GroupMember drives `_add`/`_pause`/`_drop`.
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import deque
@@ -12,7 +13,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 import anyio
 
 from millpond.broker.wire.batch import Record, decode_records
-from millpond.broker.wire.errors import EXCEPTIONS, MillpondError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
+from millpond.broker.wire.errors import (
+    EXCEPTIONS,
+    CorruptRangeError,
+    MillpondError,
+    OffsetOutOfRangeError,
+    UnknownTopicOrPartitionError,
+)
 
 from millpond.client._group import Callback, GroupMember, MemberCore
 
@@ -21,10 +28,11 @@ if TYPE_CHECKING:
 
 RESETS = ("earliest", "latest", "error")
 TopicPartition = tuple[str, int]
+_log = logging.getLogger("millpond.client")
 
 
 class _Part:
-    __slots__ = ("position", "fetch_offset", "reset", "epoch", "processed", "paused")
+    __slots__ = ("position", "fetch_offset", "reset", "epoch", "processed", "paused", "corrupt")
 
     def __init__(self, reset: str | int) -> None:
         self.position: int | None = None  # next offset the application will get
@@ -33,6 +41,7 @@ class _Part:
         self.epoch = 0  # bumped on every seek: answers to older fetches are dropped
         self.processed: int | None = None  # position when the application last came back for more (auto-commit)
         self.paused = False  # being revoked: no more fetches, no more records handed out
+        self.corrupt: MillpondError | None = None  # damage met: raised once the records before it are handed out
 
     def at(self, offset: int) -> None:
         self.position = self.fetch_offset = self.processed = offset
@@ -50,6 +59,13 @@ class Consumer:
     its position, so nothing is skipped; a record is delivered again only if you seek back. Errors that retrying
     cannot fix (e.g. ``UnknownTopicOrPartitionError``) are raised from the iteration / ``getmany``.
 
+    Records the broker finds damaged on disk (CORRUPT_RANGE) are never handed out: the records before them are,
+    then ``CorruptRangeError`` is raised (details ``topic``, ``partition``, ``first_offset``, ``last_offset``,
+    ``next_offset``); the partition stays there until you ``seek`` (e.g. to ``next_offset``). With
+    ``skip_corrupt=True`` the consumer continues past them instead, logs a warning and appends
+    ``(topic, partition, first_offset, last_offset)`` to ``skipped``. The default is Kafka's Java consumer's
+    with ``check.crcs`` (it raises at a corrupt record until the application seeks past it), with the range named.
+
     With ``group=``, the consumer is a member of that consumer group (see ``client._group`` and
     ``Client.consumer``): it reads only the partitions the group assigns it, starting at the group's committed
     offsets, and ``commit()`` / auto-commit store its positions.
@@ -61,7 +77,7 @@ class Consumer:
                  auto_commit_interval_s: float = 5.0, session_timeout_s: float = 10.0,
                  max_poll_interval_s: float = 300.0, group_instance_id: str | None = None,
                  assignor: str | None = None, on_assigned: Callback | None = None,
-                 on_revoked: Callback | None = None) -> None:
+                 on_revoked: Callback | None = None, skip_corrupt: bool = False) -> None:
         if auto_offset_reset not in RESETS:
             raise ValueError(f"auto_offset_reset must be 'earliest', 'latest' or 'error', got {auto_offset_reset!r}")
         self._client = client
@@ -69,6 +85,8 @@ class Consumer:
         self.max_wait_ms = int(max_wait_s * 1000)
         self.fetch_bytes = fetch_bytes
         self.retry_backoff_s = retry_backoff_s
+        self.skip_corrupt = skip_corrupt
+        self.skipped: list[tuple[str, int, int, int]] = []  # damaged ranges continued past (skip_corrupt)
         self._parts: dict[TopicPartition, _Part] = {}
         self._fetch_round = 0  # rotates which partition a fetch names first (the broker fills them in order)
         self._topics: list[str] = []  # subscribed names still to expand into partitions
@@ -173,6 +191,7 @@ class Consumer:
 
     def _moved(self, tp: TopicPartition, st: _Part) -> None:
         st.epoch += 1
+        st.corrupt = None
         self._purge(tp)
         self._poke()
 
@@ -261,6 +280,13 @@ class Consumer:
                 if st is not None and st.epoch == epoch:
                     self._ready.extend(records)
             self._changed.set()  # room for the next prefetch
+        if not self._ready:  # every record before a damaged range is out: now its error
+            for st in self._parts.values():
+                if st.corrupt is not None:
+                    err, st.corrupt = st.corrupt, None
+                    st.position = st.fetch_offset
+                    self._changed.set()  # fetched again from there (and raised again) unless seek() moves it
+                    raise err
         return bool(self._ready)
 
     async def __aenter__(self) -> Consumer:
@@ -375,7 +401,7 @@ class Consumer:
         if pending:
             await self._resolve(pending)
         asked = [(tp, st.fetch_offset, st.epoch) for tp, st in self._parts.items()
-                 if st.fetch_offset is not None and not st.paused]
+                 if st.fetch_offset is not None and not st.paused and st.corrupt is None]
         if not asked:
             return False
         if self._changed.is_set():
@@ -402,7 +428,8 @@ class Consumer:
 
     def _apply(self, body: dict[str, Any], asked: dict[TopicPartition, tuple[int, int]]) -> None:
         result = []
-        for topic, partition, code, log_start, high_watermark, data in body["partitions"]:
+        for row in body["partitions"]:
+            topic, partition, code, log_start, high_watermark, data = row[:6]
             tp = (topic, partition)
             st = self._parts.get(tp)
             if st is None or tp not in asked or st.epoch != asked[tp][1]:
@@ -417,6 +444,8 @@ class Consumer:
                 st.at(log_start if self.auto_offset_reset == "earliest" else high_watermark)
                 st.epoch += 1
                 self._purge(tp)
+            elif code == CorruptRangeError.code and len(row) > 6 and isinstance(row[6], dict):
+                self._corrupt(tp, st, result, offset, data, row[6])
             elif code:
                 raise EXCEPTIONS.get(code, MillpondError)(
                     f"fetch of {topic}/{partition} at offset {offset} failed", topic=topic, partition=partition)
@@ -428,6 +457,28 @@ class Consumer:
         if result:
             self._results.append(result)
             self._data.set()
+
+    def _corrupt(self, tp: TopicPartition, st: _Part, result: list, offset: int, data: Any,
+                 details: dict[str, Any]) -> None:
+        """A CORRUPT_RANGE answer: the intact records before the damage go out as usual; then skip the range
+        (``skip_corrupt``) or hold its error until those records are handed out."""
+        first, last, nxt = int(details["first_offset"]), int(details["last_offset"]), int(details["next_offset"])
+        if data:
+            records = decode_records(data, tp[0], tp[1], offset)
+            if records:
+                result.append((tp, st.epoch, records))
+        st.fetch_offset = max(first, offset)
+        if self.skip_corrupt:
+            self.skipped.append((tp[0], tp[1], first, last))
+            _log.warning("%s/%s: skipped damaged offsets %d-%d (%s)", tp[0], tp[1], first, last,
+                         details.get("message", "CORRUPT_RANGE"))
+            st.fetch_offset = nxt
+            return
+        st.corrupt = CorruptRangeError(
+            f"{details.get('message', f'{tp[0]}/{tp[1]}: offsets {first}-{last} are damaged')}; seek({tp[0]!r}, "
+            f"{tp[1]}, {nxt}) to continue past them, or consume with skip_corrupt=True",
+            topic=tp[0], partition=tp[1], first_offset=first, last_offset=last, next_offset=nxt)
+        self._data.set()
 
     async def _resolve(self, tps: list[TopicPartition]) -> None:
         """Turn pending reset specs into offsets with list_offsets, concurrently."""

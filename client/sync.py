@@ -447,6 +447,11 @@ class SyncConsumer:
     def position(self, topic: str, partition: int) -> int:
         return _interruptible(self._portal, self._c.position, topic, partition)
 
+    @property
+    def skipped(self) -> list[tuple[str, int, int, int]]:
+        """Damaged ranges continued past with ``skip_corrupt=True``: ``(topic, partition, first, last offset)``."""
+        return self._c.skipped
+
     def getmany(self, max_records: int | None = None, timeout_s: float | None = None) -> list[Record]:
         """Up to ``max_records`` records as soon as any are ready, or ``[]`` after ``timeout_s`` seconds."""
         if self._buf:

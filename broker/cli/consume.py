@@ -1,17 +1,20 @@
 # `millpond consume TOPIC`: print records (kcat -C style), raw values one per line or JSON lines. In JSON, bytes
 # (key, value, header values) appear as a string when they are valid UTF-8, else as {"base64": "..."}.
-# With --group G it reads as a consumer-group member and commits what it has printed.
+# With --group G it reads as a consumer-group member and commits what it has printed. Records the broker reports
+# damaged on disk end it with the error (after printing the intact ones before them), or with --skip-corrupt are
+# skipped, each skipped range reported on stderr.
 # Knows argparse and stdout; fetching and positions are the client consumer's.
 from __future__ import annotations
 
 import argparse
 import base64
 import json
+import logging
 import sys
 from typing import Any
 
 from millpond.broker.cli._clientcmd import add_client_args, guarded
-from millpond.client.errors import NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
+from millpond.client.errors import CorruptRangeError, NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
 from millpond.client.sync import connect
 
 
@@ -31,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "timestamp_ms, key, value, headers (bytes: UTF-8 string, else {\"base64\": ...})")
     p.add_argument("--exit-at-end", "-e", action="store_true", help="exit once the end of the log as of start "
                                                                     "is reached")
+    p.add_argument("--skip-corrupt", action="store_true", help="continue past records the broker reports damaged "
+                   "on disk, reporting each skipped range on stderr (default: print the records before them, then "
+                   "exit with the error naming the range)")
     add_client_args(p)
     p.set_defaults(func=guarded("consume", run))
 
@@ -55,6 +61,18 @@ def _render(records: list, as_json: bool) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
+    # skipped ranges are reported here, on stderr, once each (not again by the client's log line)
+    logging.getLogger("millpond.client").addHandler(logging.NullHandler())
+    try:
+        return _run(args)
+    except CorruptRangeError as exc:
+        d = exc.details
+        raise CorruptRangeError(
+            f"offsets {d['first_offset']}-{d['last_offset']} of {d['topic']}/{d['partition']} are damaged on disk; "
+            f"the next readable offset is {d['next_offset']} (--skip-corrupt continues past them)", **d) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     remaining = args.max
     if args.group is not None and (args.partition is not None or args.exit_at_end):
@@ -69,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         parts = [(args.topic, args.partition)] if args.partition is not None else \
             [(args.topic, p.partition) for p in desc.partitions]
         reset = "earliest" if args.from_beginning else "latest"
-        with c.consumer(auto_offset_reset=reset) as cons:
+        with c.consumer(auto_offset_reset=reset, skip_corrupt=args.skip_corrupt) as cons:
             cons.assign(parts)
             ends: dict[tuple[str, int], int] = {}
             if args.exit_at_end:
@@ -79,21 +97,37 @@ def run(args: argparse.Namespace) -> int:
                         ends[tp] = end
                 if not ends:
                     return 0
+            reported = 0
+            # with --exit-at-end, wake now and then: a skipped range may be what reaches the end, with no record after
+            wait_s = 0.5 if args.exit_at_end and args.skip_corrupt else None
             while True:
-                records = cons.getmany(max_records=remaining, timeout_s=None)
+                records = cons.getmany(max_records=remaining, timeout_s=wait_s)
                 out.write(_render(records, args.json))
                 out.flush()
                 if remaining is not None:
                     remaining -= len(records)
                     if remaining <= 0:
                         return 0
-                if ends:
-                    for r in records:
-                        tp = (r.topic, r.partition)
-                        if tp in ends and r.offset + 1 >= ends[tp]:
-                            del ends[tp]
-                    if not ends:
-                        return 0
+                for r in records:
+                    tp = (r.topic, r.partition)
+                    if tp in ends and r.offset + 1 >= ends[tp]:
+                        del ends[tp]
+                reported = _report_skipped(cons, reported, ends)
+                if args.exit_at_end and not ends:
+                    return 0
+
+
+def _report_skipped(cons: Any, reported: int, ends: dict[tuple[str, int], int]) -> int:
+    """Print the damaged ranges skipped since the last call on stderr; a range reaching a partition's end (as of
+    start) finishes that partition. Returns how many are reported."""
+    skipped = cons.skipped
+    for topic, partition, first, last in skipped[reported:]:
+        print(f"millpond consume: skipped damaged offsets {first}-{last} of {topic}/{partition}", file=sys.stderr,
+              flush=True)
+        tp = (topic, partition)
+        if tp in ends and last + 1 >= ends[tp]:
+            del ends[tp]
+    return len(skipped)
 
 
 def _run_group(args: argparse.Namespace, out: Any, remaining: int | None) -> int:
@@ -115,7 +149,7 @@ def _run_group(args: argparse.Namespace, out: Any, remaining: int | None) -> int
         c.describe_topic(args.topic)  # raises UnknownTopicOrPartitionError with a clear message
         reset = "earliest" if args.from_beginning else "latest"
         with c.consumer(args.topic, group=args.group, auto_offset_reset=reset, enable_auto_commit=False,
-                        on_revoked=on_revoked) as cons:
+                        on_revoked=on_revoked, skip_corrupt=args.skip_corrupt) as cons:
             try:
                 _consume_group(cons, out, remaining, printed, args.json)
             finally:
@@ -134,10 +168,12 @@ def _run_group(args: argparse.Namespace, out: Any, remaining: int | None) -> int
 def _consume_group(cons: Any, out: Any, remaining: int | None, printed: dict[tuple[str, int], int],
                    as_json: bool) -> int | None:
     """Print batches and commit each once printed, until ``remaining`` records (forever if None)."""
+    reported = 0
     while remaining is None or remaining > 0:
         records = cons.getmany(max_records=remaining, timeout_s=None)
         out.write(_render(records, as_json))
         out.flush()
+        reported = _report_skipped(cons, reported, {})
         batch: dict[tuple[str, int], int] = {}
         for r in records:
             batch[(r.topic, r.partition)] = r.offset + 1

@@ -65,6 +65,7 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (20, "OUT_OF_ORDER_SEQUENCE", True, "OutOfOrderSequenceError", "An idempotent producer's batch skips ahead of its sequence (an earlier batch is missing); resend in order."),
     (21, "INVALID_PRODUCER_EPOCH", False, "InvalidProducerEpochError", "The producer id was taken over by a newer epoch: this producer is fenced."),
     (22, "UNSUPPORTED_COMPRESSION_TYPE", False, "UnsupportedCompressionTypeError", "The batch's compression codec is unknown or its package is not installed (the 'compression' extra: snappy, lz4, zstd)."),
+    (23, "CORRUPT_RANGE", False, "CorruptRangeError", "Stored records in an offset range are damaged and are not served (the intact batches before them were); details give first_offset, last_offset and next_offset, the next readable offset: seek there to continue past them."),
     (30, "THROTTLED", True, "ThrottledError", "A limit policy refused the request; details carry retry_after_s."),
     (31, "COST_EXCEEDS_LIMIT", False, "CostExceedsLimitError", "The request costs more than a limit policy's burst can ever admit; details name max_cost and unit: split it."),
     (32, "LIMIT_POLICY_FAILED", False, "LimitPolicyFailedError", "A limit policy's algorithm (a plug-in) failed; the request was not applied."),
@@ -121,6 +122,7 @@ InvalidConfigError: type[MillpondError] = _by_name["InvalidConfigError"]
 OffsetOutOfRangeError: type[MillpondError] = _by_name["OffsetOutOfRangeError"]
 RecordTooLargeError: type[MillpondError] = _by_name["RecordTooLargeError"]
 CorruptBatchError: type[MillpondError] = _by_name["CorruptBatchError"]
+CorruptRangeError: type[MillpondError] = _by_name["CorruptRangeError"]
 InvalidPartitionsError: type[MillpondError] = _by_name["InvalidPartitionsError"]
 StorageError: type[MillpondError] = _by_name["StorageError"]
 ConnectionClosedError: type[MillpondError] = _by_name["ConnectionClosedError"]

@@ -13,6 +13,7 @@ from millpond.broker.core.log.partition import PartitionLog
 from millpond.broker.core.log.topic_config import is_internal_topic
 from millpond.broker.core.outcomes import NEVER, Answer, Context, Offload, Outcome, Wait, all_of
 from millpond.broker.wire.errors import (
+    CorruptRangeError,
     InvalidRequestError,
     InvalidTopicNameError,
     MillpondError,
@@ -21,6 +22,7 @@ from millpond.broker.wire.errors import (
 )
 
 FETCH_WAIT_S_MAX = 300.0
+_CORRUPT_DETAILS_BYTES = 1024  # answer room a CORRUPT_RANGE row's details need (message, names, three offsets)
 
 
 def partition_key(topic: str, partition: int) -> Hashable:
@@ -177,7 +179,8 @@ class ProducedBatches:
 
 class FetchedPartition(NamedTuple):
     """One partition of a fetch answer: ``code`` 0 or an error code; ``data`` whole stored batches (a view of the
-    store's bytes: encode it without copying)."""
+    store's bytes: encode it without copying). With CORRUPT_RANGE, ``data`` holds the intact batches before the
+    damage and ``corrupt`` the error's details (``first_offset``, ``last_offset``, ``next_offset``, ``message``)."""
 
     topic: str
     partition: int
@@ -185,6 +188,7 @@ class FetchedPartition(NamedTuple):
     log_start_offset: int
     high_watermark: int
     data: Any
+    corrupt: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,15 +438,21 @@ class LogApi:
                 continue
             data: Any = b""
             code = 0
+            corrupt = None
             try:
                 if remaining > 0 or offset < plog.log_start_offset or offset > plog.log_end_offset:
                     data = plog.read(offset, remaining, plog.high_watermark)
+            except CorruptRangeError as exc:  # the intact batches before the damage, then what to skip
+                data = exc.data  # type: ignore[attr-defined]
+                if not data or remaining - len(data) >= _CORRUPT_DETAILS_BYTES:
+                    code, corrupt = exc.code, {**exc.details, "message": exc.message}
+                # else the details might not fit the answer: the next fetch starts at the damage and gets them
             except MillpondError as exc:
                 code = exc.code
             if data or code:
                 ready = True
                 remaining -= len(data)
-            rows.append(FetchedPartition(topic, p, code, plog.log_start_offset, plog.high_watermark, data))
+            rows.append(FetchedPartition(topic, p, code, plog.log_start_offset, plog.high_watermark, data, corrupt))
         return Answer(Fetched(tuple(rows))), ready
 
     # -- offsets, producer ids ----------------------------------------------------------------------------------

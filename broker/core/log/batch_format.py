@@ -21,13 +21,14 @@ class BatchFormat:
     __slots__ = (
         "name", "header_bytes", "unpack", "crc", "crc_start", "stamp_bytes", "BASE_AT", "LENGTH_AT", "CRC_AT",
         "LAST_DELTA_AT", "MAX_TS_AT", "PID_AT", "EPOCH_AT", "SEQ_AT", "COUNT_AT", "_sane", "_record_times", "_check",
-        "_stamp",
+        "_stamp", "sync_marker", "sync_at",
     )
 
     def __init__(
         self, *, name: str, header: struct.Struct, crc: Callable[[Any], int], crc_start: int,
         fields: dict[str, int], sane: Callable[[tuple], bool], record_times: Callable[[bytes, tuple], list],
         check: Callable[[Any, int], Any], stamp: Callable[[int, int], bytes], stamp_bytes: int,
+        sync_marker: bytes, sync_at: int,
     ) -> None:
         self.name = name
         self.header_bytes = header.size
@@ -41,6 +42,10 @@ class BatchFormat:
         self._record_times = record_times
         self._check = check
         self._stamp = stamp
+        # Bytes every stored batch has at ``sync_at`` (what the broker stamps): recovery looks for them to find the
+        # next batch after damage without trusting the damaged batch's length.
+        self.sync_marker = sync_marker
+        self.sync_at = sync_at
 
     @property
     def min_length(self) -> int:
@@ -91,6 +96,8 @@ V2 = BatchFormat(
     check=v2.check_batch,
     stamp=v2.stamp,
     stamp_bytes=v2.STAMP_BYTES,
+    sync_marker=b"\0\0\0\0" + bytes([v2.MAGIC]),  # partition leader epoch 0, magic 2 (bytes 12-16)
+    sync_at=12,
 )
 
 __all__ = ["BatchFormat", "LENGTH_PREFIX_BYTES", "V2"]

@@ -1,5 +1,6 @@
-# The file implementation of a PartitionStore: one partition directory of segments (.log + .index/.timeindex), its
-# crash recovery, its reads, and the work that keeps blocking calls off the event loop: a roll only renames a
+# The file implementation of a PartitionStore: one partition directory of segments (.log + .index/.timeindex, and
+# .corrupt for quarantined ranges), its crash recovery (recovery.py tells a torn tail from damage), its reads, and
+# the work that keeps blocking calls off the event loop: a roll only renames a
 # pre-created spare file; the old segment's fsync, its index files and the directory fsync go in the next sync part;
 # removed segments' files go in background jobs. Owns the partition directory's files. Must not know about topics'
 # metadata, producers, high watermarks, fsync policy or the wire protocol.
@@ -14,12 +15,15 @@ from typing import Iterable, Iterator
 
 from millpond.broker.core.log.batch_format import BatchFormat
 from millpond.broker.core.log.files import fsync_dir
-from millpond.broker.core.log.segment import Segment, write_index_contents
-from millpond.broker.core.log.store import SegmentCorrupt
+from millpond.broker.core.log.recovery import load_damage, save_damage, scan
+from millpond.broker.core.log.segment import SIDE_SUFFIXES, Segment, write_index_contents
+from millpond.broker.core.log.store import Damage, SegmentCorrupt
+from millpond.broker.wire.errors import StorageError
 from millpond.broker.core.log.topic_config import TopicConfig
 from millpond.broker.core.outcomes import Job
 
 _READAHEAD_EXTRA_BYTES = 16 * 1024  # beyond max_bytes + index interval: room to finish the batch holding offset
+_ALL = 1 << 62  # read_batches' verify_end for a closed segment: every CRC checked
 SPARE_FILE = "spare.log.tmp"  # the next segment's file, made in the background; a leftover .tmp is removed on open
 
 
@@ -30,7 +34,7 @@ def _segment_files(directory: Path) -> tuple[list[int], list[Path]]:
     leftovers: list[Path] = []
     for entry in os.scandir(directory):
         stem, _, ext = entry.name.partition(".")
-        if len(stem) == 20 and stem.isdigit() and ext in ("log", "index", "timeindex"):
+        if len(stem) == 20 and stem.isdigit() and ext in ("log", "index", "timeindex", "corrupt"):
             if ext == "log":
                 logs.add(int(stem))
             else:
@@ -38,10 +42,17 @@ def _segment_files(directory: Path) -> tuple[list[int], list[Path]]:
         elif entry.name.endswith(".tmp"):
             leftovers.append(Path(entry.path))
     for base, paths in indexes.items():
-        if base not in logs:  # a crash between removing a .log and its indexes
+        if base not in logs:  # a crash between removing a .log and its side files
             leftovers.extend(paths)
     return sorted(logs), leftovers
 
+
+def _offsets(d: Damage) -> str:
+    return f"{d.first}-{d.end - 1}" if d.end > d.first else "none"
+
+
+def _bytes(d: Damage) -> str:
+    return f"bytes {d.position}-{d.position + d.nbytes - 1}" if d.nbytes else f"byte {d.position} (the file ends there)"
 
 
 def _datasync(fd: int) -> None:
@@ -113,51 +124,95 @@ class FilePartitionStore:
     # -- opening and recovery --------------------------------------------------------------------------------------
 
     def open(self, now_ms: int) -> None:
-        """Load the segments and recover: each segment is trusted up to its index files' recovery point and scanned
-        from there; at the first bad batch the file is truncated physically (logged), and any later segment is
-        dropped so offsets stay dense. Never refuses to start over a torn tail. Raises OSError."""
+        """Load the segments and recover. A closed segment is trusted as its index files and its .corrupt record
+        describe it if they agree with it (its CRCs are checked on every read); else it is scanned whole, bounded
+        by the next segment's base offset, and what the scan rebuilt is written back. The active segment is
+        scanned from its recovery point. Only the active segment's tail can be torn: it is cut physically (logged).
+        A bad batch anywhere else is damage (see ``recovery.scan``): logged, quarantined in ``<base>.corrupt``,
+        its bytes kept and its offsets never given out again. One summary line per partition. Never refuses to
+        start over damage. Raises OSError."""
         self.directory.mkdir(parents=True, exist_ok=True)
         bases, leftovers = _segment_files(self.directory)
         for path in leftovers:
             path.unlink(missing_ok=True)
         interval = self.config.index_interval_bytes
         changed_dir = bool(leftovers)
+        scanned = cut = 0
         for k, base in enumerate(bases):
-            prev = self.segments[-1] if self.segments else None
-            if prev is not None and base != prev.next_offset:
-                self._drop_files(bases[k:], f"segment {base} does not continue offset {prev.next_offset}")
-                changed_dir = True
-                break
+            bound = bases[k + 1] if k + 1 < len(bases) else None
             seg, file_size = Segment.open_existing(self.directory, base, interval, self.fmt)
             self.segments.append(seg)
-            if seg.load_index_files(file_size) and seg.size == file_size:
+            known = load_damage(seg.stem)
+            indexed = known is not None and seg.load_index_files(file_size)
+            if indexed:
+                seg.add_damage(known)  # type: ignore[arg-type]
+                indexed = seg.index_agrees(bound)
+            if not indexed:
+                seg.reset()
+            elif seg.size == file_size:
+                seg.unverified = seg.size
                 continue  # cleanly closed: nothing past its recovery point
-            start_pos, start_offset = (seg.size, seg.next_offset) if seg.indexed_bytes >= 0 else (0, base)
-            valid = seg.scan(start_pos, start_offset, file_size, now_ms)
-            if valid < file_size:
-                seg.truncate(valid)
+            start_pos, start_offset = (seg.size, seg.next_offset) if indexed else (0, base)
+            seg.unverified = start_pos
+            scanned += 1
+            found = scan(seg, start_pos, start_offset, file_size, bound, now_ms)
+            for d in found:
+                self._log.error(
+                    "%s: %s.log is damaged at %s (%s): offsets %s quarantined, the bytes kept",
+                    self.label, seg.stem, _bytes(d), d.reason, _offsets(d))
+            seg.add_damage(found)
+            if seg.damage != known:  # new damage, or a record that is unreadable or describes what is gone
+                self._save_damage(seg)
+            if seg.size < file_size:  # the active segment's torn tail (a closed one's bad tail is damage)
+                seg.truncate(seg.size)
+                cut += file_size - seg.size
                 self._log.warning(
-                    "%s: recovery cut %d bytes at position %d of %s.log (torn or corrupt tail); log end is %d",
-                    self.label, file_size - valid, valid, seg.stem, seg.next_offset,
+                    "%s: recovery cut %d bytes at position %d of %s.log (torn tail); log end is %d",
+                    self.label, file_size - seg.size, seg.size, seg.stem, seg.next_offset,
                 )
-                if k + 1 < len(bases):
-                    self._drop_files(bases[k + 1 :], f"segment {base} was truncated")
-                    changed_dir = True
-                    break
             else:
                 seg.fsync()  # what recovery found becomes durable, so the high watermark may cover it
+            if bound is not None:
+                try:  # rebuilt: written back, so the next start trusts it instead of scanning again
+                    seg.write_index_files()
+                except OSError as exc:
+                    self._log.warning("%s: cannot write index files of %s: %s", self.label, seg.stem, exc)
         if not self.segments:
             self.segments.append(Segment.create(self.directory, 0, interval, self.fmt))
             changed_dir = True
         if changed_dir:
             fsync_dir(self.directory)
         self._bases = [s.base_offset for s in self.segments]
+        damage = [d for s in self.segments for d in s.damage]
+        records = sum(s.next_offset - s.base_offset for s in self.segments) - sum(d.end - d.first for d in damage)
+        self._log.log(
+            logging.WARNING if damage or cut else logging.INFO,
+            "%s: recovered %d records in %d segments (%d scanned), log start %d, log end %d; %d torn bytes cut; "
+            "%d corrupt ranges quarantined%s", self.label, records, len(self.segments), scanned, self.segments[0].base_offset,
+            self.segments[-1].next_offset, cut, len(damage),
+            "".join(f"; {_offsets(d)} in {s.base_offset:020d}.log" for s in self.segments for d in s.damage),
+        )
 
-    def _drop_files(self, bases: list[int], why: str) -> None:
-        self._log.warning("%s: removing segments %s: %s", self.label, bases, why)
-        for base in bases:
-            for suffix in (".log", ".index", ".timeindex"):
-                (self.directory / f"{base:020d}{suffix}").unlink(missing_ok=True)
+    def _save_damage(self, seg: Segment) -> None:
+        try:
+            save_damage(seg.stem, seg.damage)
+        except StorageError as exc:  # the scan finds it again next time: not worth refusing to start for
+            self._log.warning("%s: cannot record damaged ranges of %s: %s", self.label, seg.stem, exc)
+
+    def _report_damage(self, seg: Segment) -> None:
+        """A read quarantined new damage in ``seg``: log it, and record it in a background job."""
+        found, seg.new_damage = seg.new_damage, []
+        for d in found:
+            self._log.error(
+                "%s: %s.log is damaged at %s (%s, found by a read): offsets %s quarantined, the bytes kept",
+                self.label, seg.stem, _bytes(d), d.reason, _offsets(d))
+        stem, damage, label, log = seg.stem, list(seg.damage), self.label, self._log
+
+        def done(result: object) -> None:
+            if isinstance(result, BaseException):
+                log.warning("%s: cannot record damaged ranges of %s: %s", label, stem, result)
+
+        self._jobs.append(Job(lambda: save_damage(stem, damage), done))
 
     def headers(self, since: int | None = None) -> Iterable[tuple]:
         if since is None:
@@ -221,27 +276,41 @@ class FilePartitionStore:
         segments = self.segments
         readahead = max(max_bytes, 0) + self.config.index_interval_bytes + _READAHEAD_EXTRA_BYTES
         last = len(segments) - 1
-        data, at_end = segments[i].read_batches(offset, max_bytes, upto, True, readahead, i < last)
-        if not at_end or i + 1 >= len(segments) or len(data) >= max_bytes:
-            return data
-        pieces = [data]
-        total = len(data)
-        for k in range(i + 1, last + 1):
-            seg = segments[k]
-            if seg.base_offset >= upto:
-                break
-            more, at_end = seg.read_batches(seg.base_offset, max_bytes - total, upto, False, max_bytes - total,
-                                            k < last)
-            pieces.append(more)
-            total += len(more)
-            if not at_end:
-                break
-        return b"".join(pieces)
+        seg = segments[i]
+        pieces: list[bytes | memoryview] = []
+        try:
+            data, at_end = seg.read_batches(offset, max_bytes, upto, True, readahead,
+                                            _ALL if i < last else seg.unverified)
+            if not at_end or i + 1 >= len(segments) or len(data) >= max_bytes:
+                return data
+            pieces.append(data)
+            total = len(data)
+            for k in range(i + 1, last + 1):
+                seg = segments[k]
+                if seg.base_offset >= upto:
+                    break
+                more, at_end = seg.read_batches(seg.base_offset, max_bytes - total, upto, False, max_bytes - total,
+                                                _ALL if k < last else seg.unverified)
+                pieces.append(more)
+                total += len(more)
+                if not at_end:
+                    break
+            return b"".join(pieces)
+        except SegmentCorrupt as exc:
+            if seg.new_damage:
+                self._report_damage(seg)
+            if pieces:
+                exc.data = b"".join([*pieces, exc.data])
+            raise
 
     def batches_from_time(self, timestamp_ms: int) -> Iterator[bytes]:
         for seg in self.segments:
             if seg.max_timestamp >= timestamp_ms:
-                yield from seg.batches_from_time(timestamp_ms)
+                try:
+                    yield from seg.batches_from_time(timestamp_ms)
+                finally:
+                    if seg.new_damage:
+                        self._report_damage(seg)
 
     # -- retention -------------------------------------------------------------------------------------------------
 
@@ -266,7 +335,7 @@ class FilePartitionStore:
                 for stem in stems:
                     os.unlink(stem.with_suffix(".log"))
                     fsync_dir(directory)
-                    for suffix in (".index", ".timeindex"):
+                    for suffix in SIDE_SUFFIXES:
                         stem.with_suffix(suffix).unlink(missing_ok=True)
             finally:
                 for fd in fds:

@@ -15,7 +15,7 @@ from millpond.broker.core.log.producers import ProducerStates
 from millpond.broker.core.log.store import NO_TIMESTAMP, PartitionStore, SegmentCorrupt, SyncPart, doomed_segments
 from millpond.broker.core.log.topic_config import TopicConfig
 from millpond.broker.core.outcomes import Job
-from millpond.broker.wire.errors import CorruptBatchError, OffsetOutOfRangeError, StorageError
+from millpond.broker.wire.errors import CorruptBatchError, CorruptRangeError, OffsetOutOfRangeError, StorageError
 
 
 class PartitionLog:
@@ -234,8 +234,9 @@ class PartitionLog:
         offsets stay below ``upto`` (default and cap: the log end; pass ``high_watermark`` for consumers).
 
         ``b""`` when ``offset`` is at the log end or ``upto``. Raises ``OffsetOutOfRangeError`` (details
-        ``log_start_offset``, ``log_end_offset``), ``CorruptBatchError`` (a batch failed its CRC: never served),
-        ``StorageError``.
+        ``log_start_offset``, ``log_end_offset``), ``CorruptRangeError`` on reaching damaged offsets (never served;
+        details ``first_offset``, ``last_offset``, ``next_offset``; its ``data`` attribute holds the intact batches
+        before them, which a fetch returns), ``StorageError``.
         """
         self._check_offset(offset)
         end = self.log_end_offset
@@ -250,19 +251,23 @@ class PartitionLog:
         except OSError as exc:
             raise self._storage_error("read", exc) from None
 
-    def _corrupt(self, exc: SegmentCorrupt) -> CorruptBatchError:
-        self._log.error("%s/%s: %s", self.topic, self.partition, exc)
-        return CorruptBatchError(
-            f"stored batch of {self.topic}/{self.partition} at offset {exc.offset} (position {exc.position}): "
-            f"{exc.reason}",
-            topic=self.topic, partition=self.partition, offset=exc.offset,
+    def _corrupt(self, exc: SegmentCorrupt) -> CorruptRangeError:
+        # The store logged the damage when it found it; a read that meets it again only reports it.
+        error = CorruptRangeError(
+            f"{self.topic}/{self.partition}: offsets {exc.offset}-{exc.end - 1} are damaged on disk ({exc.reason}, "
+            f"position {exc.position}) and quarantined; the next readable offset is {exc.end}",
+            topic=self.topic, partition=self.partition, first_offset=exc.offset, last_offset=exc.end - 1,
+            next_offset=exc.end,
         )
+        error.data = exc.data  # type: ignore[attr-defined]
+        return error
 
     def offset_for_timestamp(self, timestamp_ms: int, upto: int | None = None) -> tuple[int, int] | None:
         """Kafka's ListOffsets rule: ``(offset, timestamp_ms)`` of the first record in offset order whose timestamp
         is >= ``timestamp_ms``, or None if there is none below ``upto`` (default: the log end).
 
-        Raises ``CorruptBatchError``, ``StorageError``.
+        Quarantined ranges are stepped over. Raises ``CorruptRangeError`` (a batch whose CRC holds but whose
+        records do not decode), ``StorageError``.
         """
         if upto is None or upto > self.log_end_offset:
             upto = self.log_end_offset
@@ -275,7 +280,7 @@ class PartitionLog:
                 try:
                     times = fmt.record_times(batch, h)
                 except ValueError as exc:
-                    raise SegmentCorrupt(h[0], -1, str(exc)) from None
+                    raise SegmentCorrupt(h[0], -1, str(exc), h[0] + h[fmt.LAST_DELTA_AT] + 1) from None
                 for od, ts in times:
                     if ts >= timestamp_ms:
                         offset = h[0] + od

@@ -1,8 +1,9 @@
 # One segment of a partition log: a .log file of stored batches starting at one base offset, with its sparse offset
 # index and time index kept in memory and written to .index/.timeindex when the segment closes. Owns one segment's
-# file layout, its recovery scan and its byte-level reads. Must not know about topics, retention or fsync policy;
-# raises SegmentCorrupt / OSError and lets the file store turn them into wire errors. The batch layout comes from
-# the BatchFormat it is given (only base_offset and batch_length, the first 12 bytes, are assumed).
+# file layout, its quarantined ranges (recovery.py finds them) and its byte-level reads, which step over those ranges
+# and report them. Must not know about topics, retention or fsync policy; raises SegmentCorrupt / OSError and lets
+# the file store turn them into wire errors. The batch layout comes from the BatchFormat it is given (only
+# base_offset and batch_length, the first 12 bytes, are assumed).
 from __future__ import annotations
 
 import os
@@ -14,7 +15,8 @@ from typing import Iterator
 
 from millpond.broker.core.log.batch_format import LENGTH_PREFIX_BYTES, BatchFormat
 from millpond.broker.core.log.files import read_file, seal, unseal, write_file
-from millpond.broker.core.log.store import NO_TIMESTAMP, SegmentCorrupt
+from millpond.broker.core.log.recovery import find_damage
+from millpond.broker.core.log.store import NO_TIMESTAMP, Damage, SegmentCorrupt
 
 SCAN_CHUNK_BYTES = 1 << 20
 # Index files: Kafka's entry layouts, then a trailer describing the .log they were written for (so an index older
@@ -23,6 +25,8 @@ _OFFSET_ENTRY = struct.Struct(">II")  # offset relative to the base, position in
 _TIME_ENTRY = struct.Struct(">qI")  # max timestamp so far, offset relative to the base
 _INDEX_TRAILER = struct.Struct(">Qqqq")  # log_bytes, next_offset, max_timestamp, rolling_ms (NO_TIMESTAMP = none)
 _TIMEINDEX_TRAILER = struct.Struct(">Q")  # log_bytes
+SIDE_SUFFIXES = (".index", ".timeindex", ".corrupt")  # files that belong to a .log (.corrupt: recovery.py)
+_NO_DAMAGE = 1 << 62  # a position no read reaches
 
 
 def segment_stem(directory: Path, base_offset: int) -> Path:
@@ -39,7 +43,8 @@ class Segment:
 
     __slots__ = (
         "base_offset", "stem", "fd", "size", "next_offset", "max_timestamp", "rolling_ms", "interval", "fmt",
-        "idx_off", "idx_pos", "ts_max", "ts_off", "since_index", "indexed_bytes",
+        "idx_off", "idx_pos", "ts_max", "ts_off", "since_index", "indexed_bytes", "damage", "damage_at",
+        "unverified", "new_damage",
     )
 
     def __init__(self, directory: Path, base_offset: int, fd: int, interval: int, fmt: BatchFormat) -> None:
@@ -60,6 +65,10 @@ class Segment:
         self.ts_off = array("q")
         self.since_index = 0  # bytes appended since the last offset-index entry, as Kafka counts them
         self.indexed_bytes = -1  # log size the on-disk index files describe; -1 = none written by us
+        self.damage: list[Damage] = []  # quarantined ranges, by position: reads step over them
+        self.damage_at: list[int] = []  # their positions, for bisect
+        self.unverified = 0  # bytes below this were taken from disk unchecked (an index): reads check their CRC
+        self.new_damage: list[Damage] = []  # found by a read, not yet logged and recorded by the store
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -67,7 +76,7 @@ class Segment:
     def create(cls, directory: Path, base_offset: int, interval: int, fmt: BatchFormat) -> "Segment":
         """A new empty segment; stale files of the same base (left by a crash) are replaced. Raises OSError."""
         stem = segment_stem(directory, base_offset)
-        for suffix in (".index", ".timeindex"):
+        for suffix in SIDE_SUFFIXES:
             _unlink_quiet(stem.with_suffix(suffix))
         fd = os.open(stem.with_suffix(".log"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         return cls(directory, base_offset, fd, interval, fmt)
@@ -97,7 +106,7 @@ class Segment:
     def delete(self) -> None:
         """Close and remove the .log and its index files (the .log first: an index without its log is an orphan)."""
         self.close()
-        for suffix in (".log", ".index", ".timeindex"):
+        for suffix in (".log", *SIDE_SUFFIXES):
             _unlink_quiet(self.stem.with_suffix(suffix))
 
     # -- writing ---------------------------------------------------------------------------------------------------
@@ -130,9 +139,9 @@ class Segment:
         self.next_offset = next_offset
         if self.rolling_ms is None:
             self.rolling_ms = now_ms
-        self._note(base, pos, n, max_ts)
+        self.note(base, pos, n, max_ts)
 
-    def _note(self, base: int, pos: int, n: int, max_ts: int) -> None:
+    def note(self, base: int, pos: int, n: int, max_ts: int) -> None:
         """Index a batch just stored at ``pos`` (``n`` bytes), the way Kafka's LogSegment.append does."""
         if max_ts > self.max_timestamp:
             self.max_timestamp = max_ts
@@ -154,62 +163,43 @@ class Segment:
             _unlink_quiet(self.stem.with_suffix(suffix))
         self.indexed_bytes = -1
 
-    # -- recovery --------------------------------------------------------------------------------------------------
+    # -- quarantined ranges ------------------------------------------------------------------------------------------
 
-    def scan(self, start_pos: int, start_offset: int, file_size: int, now_ms: int) -> int:
-        """Check batches from ``start_pos`` (a known batch boundary holding ``start_offset``) to ``file_size``.
+    def add_damage(self, found: list[Damage]) -> None:
+        """Quarantine ``found`` (reads step over those bytes and report those offsets)."""
+        merged = sorted(set(self.damage) | set(found), key=lambda d: (d.position, d.first))
+        self.damage[:] = merged  # in place: a read in progress holds these lists
+        self.damage_at[:] = [d.position for d in merged]
 
-        Each batch must fit in the file, have a sane header, continue the offsets and match its CRC; stops at the
-        first that does not (torn write, zero fill, garbage). Indexes the good ones. Returns the valid length,
-        which becomes ``size``; the caller truncates the rest. Raises OSError.
-        """
-        fmt = self.fmt
-        header_bytes, min_length, unpack = fmt.header_bytes, fmt.min_length, fmt.unpack
-        max_ts_at, count_at = fmt.MAX_TS_AT, fmt.COUNT_AT
-        pos = start_pos
-        expect = start_offset
-        buf = b""
-        buf_at = pos
-        first_ts: int | None = None
-        while file_size - pos >= header_bytes:
-            if pos + header_bytes > buf_at + len(buf):
-                buf = os.pread(self.fd, SCAN_CHUNK_BYTES, pos)
-                buf_at = pos
-                if len(buf) < header_bytes:
-                    break
-            h = unpack(buf, pos - buf_at)
-            length = h[1]
-            n = length + LENGTH_PREFIX_BYTES
-            if h[0] != expect or length < min_length or pos + n > file_size or not fmt.sane(h):
-                break
-            if pos + n > buf_at + len(buf):
-                buf = os.pread(self.fd, max(SCAN_CHUNK_BYTES, n), pos)
-                buf_at = pos
-                if len(buf) < n:
-                    break
-            if not fmt.crc_ok(buf, pos - buf_at, n, h):
-                break
-            if pos == 0:
-                first_ts = h[max_ts_at]
-            self._note(expect, pos, n, h[max_ts_at])
-            expect += h[count_at]
-            pos += n
-        self.size = pos
-        self.next_offset = expect
-        if first_ts is not None:
-            # Kafka's rule after a restart: age counts from the first batch's timestamp (clamped: never future).
-            self.rolling_ms = min(first_ts, now_ms)
-        return pos
+    def _damage_from(self, pos: int) -> int:
+        """Index in ``damage`` of the first range at or after ``pos``."""
+        return bisect_left(self.damage_at, pos)
+
+    def _found(self, pos: int, expect: int, reason: str) -> int:
+        """A read met a bad batch at ``pos``: quarantine it (once) and return its index in ``damage``."""
+        d = find_damage(self, pos, expect, reason)
+        self.add_damage([d])
+        self.new_damage.append(d)
+        return self._damage_from(pos)
 
     def iter_headers(self) -> Iterator[tuple]:
-        """Every batch header in the segment as a raw tuple (the format's field order), in order. Raises OSError."""
+        """Every intact batch header in the segment as a raw tuple (the format's field order), in order, stepping
+        over quarantined ranges. Raises OSError."""
         header_bytes, min_length, unpack = self.fmt.header_bytes, self.fmt.min_length, self.fmt.unpack
         pos = 0
         size = self.size
+        k = 0
+        damage = self.damage
         while size - pos >= header_bytes:
             buf = os.pread(self.fd, min(SCAN_CHUNK_BYTES, size - pos), pos)
             at = pos
             while pos + header_bytes <= at + len(buf):
+                while k < len(damage) and damage[k].position < pos:
+                    k += 1
+                if k < len(damage) and damage[k].position == pos:
+                    pos += damage[k].nbytes
+                    k += 1
+                    break  # read again from after the quarantined bytes
                 h = unpack(buf, pos - at)
                 if h[1] < min_length:  # recovery left only whole batches; never loop on damage
                     return
@@ -260,6 +250,34 @@ class Segment:
         self.indexed_bytes = log_bytes
         return True
 
+    def reset(self) -> None:
+        """Forget what a load of index files set (they did not agree with the .log): the scan starts afresh."""
+        self.size = 0
+        self.next_offset = self.base_offset
+        self.max_timestamp = NO_TIMESTAMP
+        self.rolling_ms = None
+        self.idx_off, self.idx_pos, self.ts_max, self.ts_off = array("q"), array("q"), array("q"), array("q")
+        self.since_index = 0
+        self.indexed_bytes = -1
+        self.damage, self.damage_at = [], []
+
+    def index_agrees(self, bound: int | None) -> bool:
+        """After ``load_index_files``: a cheap check that the index describes this .log (indexes carry no
+        checksum of the log): the batch at the last entry starts with that entry's offset, and a closed segment's
+        offsets end at ``bound``, the next segment's base. Raises OSError."""
+        if bound is not None and self.next_offset != bound:
+            return False
+        if not self.size:
+            return self.next_offset == self.base_offset
+        off, pos = (self.idx_off[-1], self.idx_pos[-1]) if self.idx_off else (self.base_offset, 0)
+        if pos in self.damage_at:
+            return True
+        raw = os.pread(self.fd, self.fmt.header_bytes, pos)
+        if len(raw) < self.fmt.header_bytes:
+            return False
+        h = self.fmt.unpack(raw, 0)
+        return h[0] == off and self.fmt.sane(h)
+
     def write_index_files(self) -> None:
         """Write .index/.timeindex for the current contents (callers fsync the .log first). Raises OSError.
 
@@ -297,14 +315,17 @@ class Segment:
         return self.idx_off[i], self.idx_pos[i]
 
     def read_batches(
-        self, offset: int, budget: int, upto: int, take_first: bool, readahead: int, verify: bool = True
+        self, offset: int, budget: int, upto: int, take_first: bool, readahead: int, verify_end: int = _NO_DAMAGE
     ) -> tuple[bytes | memoryview, bool]:
         """Whole batches from the one containing ``offset`` while their total stays <= ``budget`` bytes and their
         base offsets stay below ``upto``; the first is taken whatever its size if ``take_first`` (KIP-74).
 
-        With ``verify`` every returned batch's CRC is checked (closed segments: bytes at rest). The active segment
-        skips it: its batches were checked on the way in (produce, or recovery at start) and consumers check the
-        CRC again. Returns ``(data, reached_segment_end)``. Raises SegmentCorrupt, OSError.
+        Batches at positions below ``verify_end`` have their CRC checked (closed segments: all; the active one:
+        what was taken unchecked at start, see ``unverified``). The active segment's other batches were checked on
+        the way in (produce, or the scan at start) and consumers check the CRC again. Quarantined ranges are
+        stepped over before ``offset``; reaching one holding offsets to return raises ``SegmentCorrupt`` with the
+        batches before it in ``data``; a bad batch found here is quarantined first (``new_damage``). Returns
+        ``(data, reached_segment_end)``. Raises SegmentCorrupt, OSError.
         """
         fmt = self.fmt
         header_bytes, min_length, unpack = fmt.header_bytes, fmt.min_length, fmt.unpack
@@ -312,13 +333,28 @@ class Segment:
         expect, pos = self.lookup(offset)
         size = self.size
         fd = self.fd
+        damage = self.damage
+        k = self._damage_from(pos)
+        next_damage = damage[k].position if k < len(damage) else _NO_DAMAGE
         buf = os.pread(fd, min(size - pos, readahead), pos)
         view = memoryview(buf)
         buf_at = pos
         buf_end = pos + len(buf)
         start = -1
         p = pos
-        while p < size:
+        while p < size or p == next_damage:
+            if p == next_damage:
+                d = damage[k]
+                if start >= 0 and (d.first == d.end or d.first >= upto):
+                    return view[start - buf_at : p - buf_at], False  # contiguous bytes only; the next read steps on
+                if d.first == d.end or d.end <= offset:
+                    p += d.nbytes  # before what was asked (or no offsets): step over
+                    expect = d.end
+                    k += 1
+                    next_damage = damage[k].position if k < len(damage) else _NO_DAMAGE
+                    continue
+                data = view[start - buf_at : p - buf_at] if start >= 0 else b""
+                raise SegmentCorrupt(d.first, d.position, d.reason, d.end, data)
             if p + header_bytes > buf_end:
                 keep = start if start >= 0 else p
                 buf = os.pread(fd, max(p + header_bytes, min(size, p + readahead)) - keep, keep)
@@ -326,11 +362,15 @@ class Segment:
                 buf_at = keep
                 buf_end = keep + len(buf)
                 if p + header_bytes > buf_end:
-                    raise SegmentCorrupt(expect, p, "segment file shorter than its index says")
+                    k = self._found(p, expect, "segment file shorter than its size")
+                    next_damage = p
+                    continue
             h = unpack(buf, p - buf_at)
             n = h[1] + LENGTH_PREFIX_BYTES
             if h[0] != expect or h[1] < min_length or p + n > size:
-                raise SegmentCorrupt(expect, p, "batch header breaks offset continuity or length")
+                k = self._found(p, expect, "batch header breaks offset continuity or length")
+                next_damage = p
+                continue
             last = expect + h[last_at]
             if start < 0:
                 if last < offset:
@@ -348,10 +388,18 @@ class Segment:
                 buf_at = start
                 buf_end = start + len(buf)
                 if p + n > buf_end:
-                    raise SegmentCorrupt(expect, p, "segment file shorter than its index says")
+                    k = self._found(p, expect, "segment file shorter than its size")
+                    next_damage = p
+                    if start == p:
+                        start = -1
+                    continue
             q = p - buf_at
-            if verify and crc(view[q + crc_start : q + n]) != h[crc_at]:  # crc_ok inlined: the fetch hot path
-                raise SegmentCorrupt(expect, p, "batch failed its CRC check")
+            if p < verify_end and crc(view[q + crc_start : q + n]) != h[crc_at]:  # crc_ok inlined: the hot path
+                k = self._found(p, expect, "batch failed its CRC check")
+                next_damage = p
+                if start == p:
+                    start = -1
+                continue
             expect = last + 1
             p += n
         if start < 0:
@@ -361,32 +409,42 @@ class Segment:
         return view[start - buf_at : p - buf_at], True
 
     def batches_from_time(self, timestamp_ms: int) -> Iterator[bytes]:
-        """CRC-checked batches, in offset order, from the first whose max timestamp is >= ``timestamp_ms``.
+        """CRC-checked batches, in offset order, from the first whose max timestamp is >= ``timestamp_ms``,
+        stepping over quarantined ranges (a bad batch found here is quarantined first, as by ``read_batches``).
 
         The time index holds max-timestamp-so-far, so every batch before the entry preceding the first entry >= t
-        is older than t; the scan starts there. Raises SegmentCorrupt, OSError.
+        is older than t; the scan starts there. Raises OSError.
         """
         fmt = self.fmt
         header_bytes, min_length, unpack = fmt.header_bytes, fmt.min_length, fmt.unpack
         i = bisect_left(self.ts_max, timestamp_ms)
         expect, pos = self.lookup(self.ts_off[i - 1]) if i > 0 else (self.base_offset, 0)
         size = self.size
+        damage = self.damage
+        k = self._damage_from(pos)
         buf = b""
         buf_at = pos
         while pos < size:
+            if k < len(damage) and damage[k].position == pos:
+                pos += damage[k].nbytes
+                expect = damage[k].end
+                k += 1
+                continue
             if pos + header_bytes > buf_at + len(buf):
                 buf = os.pread(self.fd, min(size - pos, SCAN_CHUNK_BYTES), pos)
                 buf_at = pos
             h = unpack(buf, pos - buf_at) if pos + header_bytes <= buf_at + len(buf) else None
             if h is None or h[0] != expect or h[1] < min_length or pos + h[1] + LENGTH_PREFIX_BYTES > size:
-                raise SegmentCorrupt(expect, pos, "batch header breaks offset continuity or length")
+                k = self._found(pos, expect, "batch header breaks offset continuity or length")
+                continue
             n = h[1] + LENGTH_PREFIX_BYTES
             if h[fmt.MAX_TS_AT] >= timestamp_ms:
                 if pos + n > buf_at + len(buf):
                     buf = os.pread(self.fd, max(n, min(size - pos, SCAN_CHUNK_BYTES)), pos)
                     buf_at = pos
                 if len(buf) - (pos - buf_at) < n or not fmt.crc_ok(buf, pos - buf_at, n, h):
-                    raise SegmentCorrupt(expect, pos, "batch failed its CRC check")
+                    k = self._found(pos, expect, "batch failed its CRC check")
+                    continue
                 yield buf[pos - buf_at : pos - buf_at + n]
             expect += h[fmt.LAST_DELTA_AT] + 1
             pos += n

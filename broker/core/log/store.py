@@ -5,21 +5,37 @@
 # the wire protocol or the batch layout (that is the BatchFormat the stores are given).
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 from millpond.broker.core.log.topic_config import TopicConfig
 
 NO_TIMESTAMP = -(2**63)  # max_timestamp of a segment holding no batch
 
 
-class SegmentCorrupt(Exception):
-    """A stored batch failed a length, offset-continuity or CRC check while being read."""
+class Damage(NamedTuple):
+    """A quarantined range of a segment file: offsets ``first``..``end - 1`` cannot be served (none when
+    ``first == end``: bytes that hold no offset, such as garbage after a closed segment's last batch), and bytes
+    ``position``..``position + nbytes - 1`` of the .log are kept as they are and skipped by every read."""
 
-    def __init__(self, offset: int, position: int, reason: str) -> None:
+    first: int
+    end: int
+    position: int
+    nbytes: int
+    reason: str
+
+
+class SegmentCorrupt(Exception):
+    """Stored offsets ``offset``..``end - 1`` are damaged (a length, offset-continuity or CRC check failed); ``end``
+    is the next offset a read may ask for. ``data``: the intact batches a read returned before the damage."""
+
+    def __init__(self, offset: int, position: int, reason: str, end: int | None = None,
+                 data: bytes | memoryview = b"") -> None:
         super().__init__(f"{reason} at offset {offset}, position {position}")
         self.offset = offset
         self.position = position
         self.reason = reason
+        self.end = offset + 1 if end is None else end
+        self.data = data
 
 
 class SegmentView(Protocol):
@@ -59,7 +75,9 @@ class PartitionStore(Protocol):
     retired: bool  # set on the loop while the topic is being deleted: background completions attach nothing
 
     def open(self, now_ms: int) -> None:
-        """Load and recover (file store: cut a torn tail, drop segments after it, rebuild missing indexes)."""
+        """Load and recover. File store: only the active segment's tail can be torn and is cut; a bad batch anywhere
+        else is damage, quarantined (its bytes kept, its offsets never reused) and skipped; missing or stale
+        indexes are rebuilt by scanning and written back. Logs one summary line."""
 
     def headers(self, since: int | None = None) -> Iterable[tuple]:
         """Raw headers (the format's field order) of the last segment's batches, or with ``since`` of every batch
@@ -75,7 +93,9 @@ class PartitionStore(Protocol):
 
     def read(self, offset: int, max_bytes: int, upto: int) -> bytes | memoryview:
         """Whole stored batches from the one holding ``offset`` (taken whatever its size), then while the total
-        stays <= ``max_bytes`` and their base offsets stay below ``upto``. ``offset`` is in range and < ``upto``."""
+        stays <= ``max_bytes`` and their base offsets stay below ``upto``. ``offset`` is in range and < ``upto``.
+        Raises ``SegmentCorrupt`` on reaching damaged offsets below ``upto``, carrying the intact batches before
+        them in ``data`` (damage found here for the first time is quarantined as at start)."""
 
     def batches_from_time(self, timestamp_ms: int) -> Iterator[bytes]:
         """CRC-checked batches in offset order, from one at or before the first whose max timestamp is
@@ -159,4 +179,4 @@ def doomed_segments(segments: Sequence[SegmentView], config: TopicConfig, high_w
     return doomed
 
 
-__all__ = ["NO_TIMESTAMP", "PartitionStore", "SegmentCorrupt", "SegmentView", "Storage", "SyncPart", "doomed_segments"]
+__all__ = ["Damage", "NO_TIMESTAMP", "PartitionStore", "SegmentCorrupt", "SegmentView", "Storage", "SyncPart", "doomed_segments"]

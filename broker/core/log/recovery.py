@@ -1,0 +1,190 @@
+# Telling a torn tail from damage in one segment file: the recovery scan (every batch checked: header, offset
+# continuity, CRC), the resync that finds the next intact batch after a bad one by the format's sync marker and CRC
+# (never by the bad batch's own length), and the sidecar file that records a segment's quarantined ranges. Only the
+# active segment's tail can be torn (cut by the caller); anything else bad is a Damage whose bytes stay in the file
+# and whose offsets are never reused. Must not know about topics, partitions, retention or fsync policy.
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from millpond.broker.core.log.batch_format import LENGTH_PREFIX_BYTES
+from millpond.broker.core.log.files import load_record, save_record
+from millpond.broker.core.log.store import Damage
+from millpond.broker.wire.errors import StorageError
+
+if TYPE_CHECKING:
+    from millpond.broker.core.log.segment import Segment
+
+SCAN_CHUNK_BYTES = 1 << 20
+DAMAGE_SUFFIX = ".corrupt"  # <base>.corrupt: the segment's quarantined ranges (sealed msgpack)
+
+
+class _Window:
+    """Positional reads of one file up to ``end``, one chunk kept."""
+
+    __slots__ = ("fd", "end", "buf", "at")
+
+    def __init__(self, fd: int, end: int) -> None:
+        self.fd = fd
+        self.end = end
+        self.buf = b""
+        self.at = 0
+
+    def get(self, pos: int, n: int) -> int:
+        """Make bytes ``pos``..``pos + n - 1`` available in ``buf``; returns their index there, or -1 if the file
+        (as far as ``end``) does not hold them."""
+        if pos < 0 or pos + n > self.end:
+            return -1
+        if pos < self.at or pos + n > self.at + len(self.buf):
+            self.buf = os.pread(self.fd, min(max(n, SCAN_CHUNK_BYTES), self.end - pos), pos)
+            self.at = pos
+            if len(self.buf) < n:
+                return -1
+        return pos - self.at
+
+
+def batch_at(seg: Segment, win: _Window, pos: int, low: int, high: int | None, exact: bool) -> tuple | None:
+    """The header of the whole, intact batch at ``pos`` whose base offset is ``low`` (``exact``) or in
+    ``low``..``high - 1`` (its last offset too), or None."""
+    fmt = seg.fmt
+    rel = win.get(pos, fmt.header_bytes)
+    if rel < 0:
+        return None
+    h = fmt.unpack(win.buf, rel)
+    base = h[0]
+    if exact:
+        if base != low:
+            return None
+    elif base < low or (high is not None and base >= high):
+        return None
+    if high is not None and base + h[fmt.COUNT_AT] > high:
+        return None
+    n = h[1] + LENGTH_PREFIX_BYTES
+    if h[1] < fmt.min_length or not fmt.sane(h):
+        return None
+    rel = win.get(pos, n)
+    if rel < 0 or not fmt.crc_ok(win.buf, rel, n, h):
+        return None
+    return h
+
+
+def resync(seg: Segment, win: _Window, start: int, low: int, high: int | None) -> tuple[int, tuple] | None:
+    """``(position, header)`` of the first intact batch at or after byte ``start`` whose offsets lie in
+    ``low``..``high - 1``, found by the format's sync marker then checked whole (CRC), or None."""
+    fmt = seg.fmt
+    marker, at = fmt.sync_marker, fmt.sync_at
+    pos = start
+    while pos + fmt.header_bytes <= win.end:
+        chunk = os.pread(seg.fd, min(SCAN_CHUNK_BYTES, win.end - pos - at), pos + at)
+        if len(chunk) < len(marker):
+            return None
+        i = chunk.find(marker)
+        while i >= 0:
+            h = batch_at(seg, win, pos + i, low, high, False)
+            if h is not None:
+                return pos + i, h
+            i = chunk.find(marker, i + 1)
+        pos += len(chunk) - len(marker) + 1  # overlap: a marker across the chunk boundary is still found
+    return None
+
+
+def scan(seg: Segment, start_pos: int, start_offset: int, file_size: int, bound: int | None,
+         now_ms: int) -> list[Damage]:
+    """Check every batch of ``seg`` from ``start_pos`` (a batch boundary holding ``start_offset``) to
+    ``file_size``, indexing the intact ones. ``bound``: the next segment's base offset (a closed segment: its
+    offsets end exactly there) or None (the active segment).
+
+    A bad batch followed by an intact one (found by ``resync``) is damage: its offsets run up to the intact one's
+    base. In a closed segment whatever is bad up to the file end is damage too, its offsets running to ``bound``.
+    In the active segment a bad tail is torn (left past ``seg.size`` for the caller to cut) unless its header is
+    whole and stamped as the next batch (base offset, sane fields, length inside the file): then only its bytes
+    fail, it may have been acknowledged, and its offsets are quarantined rather than given out again.
+    Sets ``size`` (valid and quarantined bytes) and ``next_offset``; returns the damage found. Raises OSError.
+    """
+    fmt = seg.fmt
+    count_at, max_ts_at = fmt.COUNT_AT, fmt.MAX_TS_AT
+    win = _Window(seg.fd, file_size)
+    pos, expect = start_pos, start_offset
+    found: list[Damage] = []
+    first_ts: int | None = None
+    while pos < file_size:
+        h = batch_at(seg, win, pos, expect, bound, True)
+        if h is not None:
+            n = h[1] + LENGTH_PREFIX_BYTES
+            if pos == 0:
+                first_ts = h[max_ts_at]
+            seg.note(expect, pos, n, h[max_ts_at])
+            expect += h[count_at]
+            pos += n
+            continue
+        nxt = resync(seg, win, pos + 1, expect, bound)
+        if nxt is not None:
+            q, h = nxt
+            found.append(Damage(expect, h[0], pos, q - pos, "batch failed its header or CRC check"))
+            seg.since_index = seg.interval  # index the batch after the damage: lookups past it start there
+            expect, pos = h[0], q
+            continue
+        if bound is not None:
+            found.append(Damage(expect, bound, pos, file_size - pos,
+                                "no intact batch up to the segment's end" if expect < bound
+                                else "bytes after the segment's last batch"))
+            expect, pos = bound, file_size
+            break
+        rel = win.get(pos, fmt.header_bytes)
+        h = fmt.unpack(win.buf, rel) if rel >= 0 else None
+        if h is not None and h[0] == expect and h[1] >= fmt.min_length and fmt.sane(h) and \
+                pos + h[1] + LENGTH_PREFIX_BYTES <= file_size:
+            n = h[1] + LENGTH_PREFIX_BYTES
+            found.append(Damage(expect, expect + h[count_at], pos, n, "batch failed its CRC check"))
+            expect += h[count_at]
+            pos += n
+            seg.since_index = seg.interval
+            continue
+        break  # torn: nothing intact follows in the active segment
+    if bound is not None and expect < bound:  # ends early at a batch boundary (cut short, or a missing file)
+        found.append(Damage(expect, bound, pos, 0, "segment ends before the next segment's base offset"))
+        expect = bound
+    seg.size = pos
+    seg.next_offset = expect
+    if first_ts is not None:
+        # Kafka's rule after a restart: age counts from the first batch's timestamp (clamped: never future).
+        seg.rolling_ms = min(first_ts, now_ms)
+    return found
+
+
+def find_damage(seg: Segment, pos: int, expect: int, reason: str) -> Damage:
+    """A read met a bad batch at ``pos`` (holding ``expect``) inside ``seg``'s checked size: the damage up to the
+    next intact batch, or to the segment's end (its offsets up to ``next_offset``). Blocking reads; once per
+    damage (the segment remembers it)."""
+    win = _Window(seg.fd, seg.size)
+    nxt = resync(seg, win, pos + 1, expect, seg.next_offset)
+    if nxt is not None:
+        q, h = nxt
+        return Damage(expect, h[0], pos, q - pos, reason)
+    return Damage(expect, seg.next_offset, pos, seg.size - pos, reason)
+
+
+def load_damage(stem: Path) -> list[Damage] | None:
+    """The quarantined ranges recorded for segment ``stem`` ([] if none are), or None if the record is unreadable
+    (then the segment is scanned again)."""
+    try:
+        raw = load_record(stem.with_suffix(DAMAGE_SUFFIX))
+    except (StorageError, ValueError):
+        return None
+    if raw is None:
+        return []
+    try:
+        return sorted(Damage(int(a), int(b), int(c), int(d), str(e)) for a, b, c, d, e in raw)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+
+
+def save_damage(stem: Path, damage: list[Damage]) -> None:
+    """Durably record ``damage`` as segment ``stem``'s quarantined ranges (before any index that relies on it).
+    Raises ``StorageError``."""
+    save_record(stem.with_suffix(DAMAGE_SUFFIX), [list(d) for d in damage])
+
+
+__all__ = ["DAMAGE_SUFFIX", "find_damage", "load_damage", "resync", "save_damage", "scan"]
