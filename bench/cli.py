@@ -22,7 +22,7 @@ from millpond.bench.plans import FSYNC_MODES, Params
 from millpond.bench.progress import Progress
 
 PROFILES = ("quick", "full", "compare", "results")
-WORKLOADS = tuple(workloads.WORKLOADS) + ("limits",)  # limits: its own report (bench/limits_workload.py)
+WORKLOADS = tuple(workloads.WORKLOADS) + ("limits", "queues")  # own reports: bench/limits_workload.py, queues.py
 ALIASES = {"send-await": "send_await"}
 DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0, "send_await": 3.0, "group_consume": 3.0,
                       "rebalance": 3.0, "soak": 20.0}
@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         from millpond.bench import limits_workload
 
         return limits_workload.run(args)
+    if args.workload == "queues":
+        from millpond.bench import queues
+
+        return queues.run(args)
     if args.workload == "results" and args.from_json:
         doc = json.loads(Path(args.from_json).read_text())
         out = results.write(doc, args.out, command=f"millpond bench results --from-json {args.from_json}")
@@ -145,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
             from millpond.bench import limits_workload
 
             print("\n" + limits_workload.table(extra["limits"]))
+        if "queues" in extra:
+            from millpond.bench import queues
+
+            print("\n" + queues.table(extra["queues"]))
     return _plot(summary, args.plot)
 
 
@@ -177,11 +185,13 @@ def fsync_modes(text: str | None) -> tuple[str, ...]:
 
 
 def _own_report(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """A workload with a report of its own (limits), run after the steps with the same options."""
-    from millpond.bench import limits_workload
+    """A workload with a report of its own (limits, queues), run after the steps with the same options."""
+    from millpond.bench import limits_workload, queues
 
-    assert name == "limits", name
     note = (lambda text: None) if args.no_progress else (lambda text: print(text, file=sys.stderr, flush=True))
+    if name == "queues":  # full and results: both fsync modes unless --fsync says otherwise
+        return queues.measure(args, note, modes=fsync_modes(args.fsync) or ("always", "never"))
+    assert name == "limits", name
     return limits_workload.measure(args, note)
 
 

@@ -164,6 +164,7 @@ class _Session:
             on_open_error_callback=on_open_error, on_close_callback=lambda c, reason: c.ioloop.stop())
         self.conn.ioloop.call_later(self.timeout_s, lambda: self.fail(f"timed out after {self.timeout_s:g} s"))
         self.conn.ioloop.start()
+        self.conn.ioloop.close()  # its wake-up socket pair; pika leaves it open otherwise
 
     def _channel_open(self, ch: Any) -> None:
         self.ch = ch
