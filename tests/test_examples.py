@@ -1,0 +1,120 @@
+# The examples in examples/ keep working: each runs against an embedded broker on Trio's virtual clock
+# (autojump_clock), and its figures are checked (balances, emails delivered, dead letters, records lost, admitted
+# per second), not only that it ran. Each also runs once as the README's command, a subprocess, and the README
+# lists every example.
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from examples import event_sourcing, group_rebalance, order_emails, rate_limits
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNABLE = ("order_emails", "event_sourcing", "group_rebalance", "rate_limits")
+
+
+async def test_order_emails_poll_and_push_deliver_each_email_once_and_dead_letter_the_bad_one(autojump_clock):
+    lines: list[str] = []
+    modes = await order_emails.run(say=lines.append)
+    good = [order_id for order_id, email, _ in order_emails.ORDERS if not email.endswith("@invalid")]
+    assert good == [1001, 1002, 1004, 1005, 1006]
+    for name, mode in modes.items():
+        assert sorted(mode.emails_sent) == good, name  # each good email sent once, none lost
+        assert mode.failed_attempts == order_emails.MAX_RECEIVE_COUNT == 3, name
+        assert mode.failures_by_order == {1003: 3}, name
+        assert mode.dead_letters == [(1003, f"order-emails-{name}", 3)], name
+        assert mode.left == (0, 0), name  # nothing left in the queue
+        assert len(mode.order_answer_ms) == len(order_emails.ORDERS)
+    poll, push = modes["poll"], modes["push"]
+    # long polling: every receive but the last (cancelled while it waited) brought messages; none came back empty
+    assert poll.empty_receives == 0 and 1 <= poll.requests <= 3 + len(order_emails.ORDERS)
+    assert push.requests == 1 and 1 <= push.unacked_max <= order_emails.PREFETCH
+    assert sum("dead letter: order 1003 to nobody@invalid" in line for line in lines) == 2
+    assert any(re.match(r"\s+emails sent\s+5\s+5$", line) for line in lines)
+
+
+async def test_event_sourcing_hydrates_balances_and_a_snapshot_replays_only_what_follows(autojump_clock):
+    lines: list[str] = []
+    r = await event_sourcing.run(say=lines.append)
+    assert r.balances == {"alice": 100, "bob": 55, "carol": 5}  # alice: +50 -10 +60
+    assert r.in_order  # each account's events in one partition, in the order appended
+    assert set(r.partition_of) == {"alice", "bob", "carol"}
+    assert all(0 <= p < event_sourcing.PARTITIONS for p in r.partition_of.values())
+    assert sum(r.snapshot_offsets.values()) == len(event_sourcing.HISTORY) == 9
+    assert r.replayed_after_snapshot == len(event_sourcing.LATER) == 4
+    assert r.replayed_full == 13
+    assert r.balances_full == r.balances_from_snapshot == {"alice": 70, "bob": 155, "carol": 5, "dave": 7}
+    assert any("9 events replayed; balances: alice 100, bob 55, carol 5" in line for line in lines)
+    assert "  the same state" in lines
+
+
+async def test_group_rebalance_hands_the_dead_workers_partitions_over_and_loses_nothing(autojump_clock):
+    lines: list[str] = []
+    r = await group_rebalance.run(say=lines.append)
+    all_partitions = list(range(group_rebalance.PARTITIONS))
+    assert sorted(r.before) == ["worker-1", "worker-2", "worker-3"]
+    assert all(len(parts) == 2 for parts in r.before.values())
+    assert sorted(p for parts in r.before.values() for p in parts) == all_partitions
+    assert sorted(r.after) == ["worker-1", "worker-3"]  # the victim is gone
+    assert sorted(p for parts in r.after.values() for p in parts) == all_partitions
+    assert all(set(r.before[w]) < set(r.after[w]) for w in r.after)  # survivors keep theirs (sticky) and gain
+    assert sorted(len(parts) for parts in r.after.values()) == [3, 3]
+    # the broker waited for the session timeout (the victim never left), then rebalanced
+    assert group_rebalance.SESSION_TIMEOUT_S <= r.rebalance_s < group_rebalance.SESSION_TIMEOUT_S + 5
+    assert r.produced == 750 and r.processed_unique == 750 and r.lost == 0 and r.lag == 0
+    assert sum(r.per_worker.values()) == r.produced + r.redelivered
+    assert r.per_worker["worker-2"] > 0 and r.redelivered == 0  # it committed after each batch
+    assert any("lost 0; group lag 0" in line for line in lines)
+
+
+async def test_rate_limits_measure_the_five_algorithms_on_the_same_traffic(autojump_clock):
+    lines: list[str] = []
+    runs = await rate_limits.run(say=lines.append)
+    offered = sum(count for _, count in rate_limits.TRAFFIC)
+    assert offered == 65
+    table = {name: r.per_second() for name, r in runs.items()}
+    # (admitted, throttled) per second: 5 calm, a burst of 10 at 1.95 s, 10 at 2.05 s, then 20 per second
+    assert table == {
+        "leaky_bucket": [(5, 0), (1, 9), (1, 9), (10, 10), (10, 10)],
+        "token_bucket": [(5, 0), (10, 0), (1, 9), (19, 1), (10, 10)],
+        "fixed_window": [(5, 0), (10, 0), (10, 0), (10, 10), (10, 10)],
+        "sliding_log": [(5, 0), (10, 0), (0, 10), (10, 10), (10, 10)],
+        "sliding_window": [(5, 0), (9, 1), (1, 9), (9, 11), (9, 11)],
+    }
+    for r in runs.values():
+        assert len(r.admitted) + len(r.throttled) == offered
+        assert (r.broker_admitted, r.broker_throttled) == (len(r.admitted), len(r.throttled))  # the broker agrees
+    across = {name: r.admitted_at(rate_limits.ACROSS_BOUNDARY) for name, r in runs.items()}
+    assert across["fixed_window"] == 2 * rate_limits.LIMIT  # the boundary burst: twice the limit within 0.1 s
+    assert across["sliding_window"] == across["sliding_log"] == rate_limits.LIMIT  # avoided
+    worst = {name: r.worst_second() for name, r in runs.items()}
+    assert worst == {"leaky_bucket": 10, "token_bucket": 19, "fixed_window": 20, "sliding_log": 10,
+                     "sliding_window": 10}
+    assert runs["sliding_log"].log_peak_entries() == 10
+    assert any(re.match(r"\s+fixed_window\s+45/65\s+20\s+10 of 10\s+20 of 20\s+2 ", line) for line in lines)
+    assert "the broker's policy counters (millpond limits list) agree with these counts" in lines
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_each_example_runs_as_the_readme_says(name):
+    done = subprocess.run([sys.executable, f"examples/{name}.py"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    last = {"order_emails": "the order service never waits for it",
+            "event_sourcing": "the same state",
+            "group_rebalance": "per worker: worker-1",
+            "rate_limits": "agree with these counts"}[name]
+    assert last in done.stdout.strip().splitlines()[-1]
+
+
+def test_the_readme_lists_every_example_with_its_command():
+    readme = (ROOT / "README.md").read_text()
+    for name in RUNNABLE:
+        assert f"python examples/{name}.py" in readme, name
+    on_disk = {p.stem for p in (ROOT / "examples").glob("*.py")}
+    assert on_disk == set(RUNNABLE) | {"limits_plugin"}
