@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
@@ -333,7 +334,8 @@ class SyncSubscription:
 
 class SyncProducer:
     """``send()`` appends in the caller's thread and returns a ``SyncRecordHandle``; ``flush()`` blocks until
-    everything sent so far is acknowledged or failed; ``close()`` (leaving ``with``) flushes. ``send()`` blocks
+    everything sent so far is acknowledged or failed; ``close(timeout_s=None)`` (leaving ``with``) flushes, and
+    leaving ``with`` by an exception fails what is not acknowledged with it, at once. ``send()`` blocks
     while more than ``max_buffered_records`` records await acknowledgement (backpressure)."""
 
     def __init__(self, sc: SyncClient, *, linger_s: float = 0.005, batch_bytes: int = 1048576,
@@ -379,20 +381,46 @@ class SyncProducer:
     def statistics(self) -> ProducerStatistics:
         return self._p.statistics()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush and stop, blocking at most ``timeout_s`` seconds (None: until every record is settled). Records
+        not acknowledged by then fail with ``TimeoutError`` (in their handles and ``statistics()``); one already
+        on its way may still be stored. An exception meanwhile (Ctrl-C) fails the rest at once and propagates."""
         if self._closed:
             return
         self._closed = True
+        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
         try:
-            self.flush()
-        finally:
-            self._cm.__exit__(None, None, None)
+            again = True
+            while again:
+                with self._lock:
+                    events, again = self._acc.flush()
+                self._p._on_wake()
+                for ev in events:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not ev.wait(left):
+                        self._portal.call(self._p.abandon, TimeoutError(
+                            f"producer closed: not acknowledged within {timeout_s:g} s"))
+                        again = False
+                        break
+        except BaseException as exc:
+            self._cm.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._cm.__exit__(None, None, None)
+
+    def abandon(self, error: BaseException) -> int:
+        """Fail every record not yet acknowledged with ``error`` (see ``Producer.abandon``); returns how many."""
+        return self._portal.call(self._p.abandon, error)
 
     def __enter__(self) -> SyncProducer:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.close()
+        elif not self._closed:
+            # leaving on an exception never waits: what is not acknowledged fails with it
+            self._closed = True
+            self._cm.__exit__(exc_type, exc, tb)
 
 
 class SyncConsumer:

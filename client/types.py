@@ -84,6 +84,7 @@ class ProducerStatistics:
     throttled: int = 0  # THROTTLED answers received (each batch waited retry_after_s and was sent again)
     throttle_wait_s: float = 0.0  # seconds waited on THROTTLED answers, summed over batches
     batches_split: int = 0  # batches split to fit a limit policy's max cost (COST_EXCEEDS_LIMIT)
+    throttle_policy: str | None = None  # the limit policy of the most recent THROTTLED answer
 
 
 TopicPartition = tuple[str, int]

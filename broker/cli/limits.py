@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Add or replace a limit policy. Example: millpond limits set slow --scope client:app-* "
                     "--unit records --algorithm leaky_bucket --rate 1000 --burst 100 --mode reject")
     s.add_argument("name")
-    s.add_argument("--scope", default="client:*", metavar="SCOPE[:PATTERN]",
-                   help="client, topic, queue or global, with an fnmatch pattern on the name (default client:*)")
+    s.add_argument("--scope", required=True, metavar="SCOPE[:PATTERN]",
+                   help="what the policy limits (required): client, topic, queue or global, with an fnmatch "
+                        "pattern on the name, e.g. 'client:app-*'; 'client:*' limits every client")
     s.add_argument("--unit", choices=UNITS, default="records", help="what a request costs (default records)")
     s.add_argument("--algorithm", default="leaky_bucket",
                    help="leaky_bucket (default), token_bucket, fixed_window, sliding_log, sliding_window, or a "

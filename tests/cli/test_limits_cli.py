@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_set_list_delete_and_a_throttled_cli_producer(daemon):
     # 300 records through the 100-record burst: split, throttled, all delivered
     r = mp("produce", "t", "--client-id", "cli-1", *b, stdin=b"".join(b"%d\n" % i for i in range(300)))
     assert r.returncode == 0, r.stderr
-    assert b"produced 300 record(s)" in r.stderr
+    assert re.fullmatch(rb"produced 300 records in [\d.]+ s, throttled [\d.]+ s by policy slow\n", r.stderr)
     policies = {p["name"]: p for p in json.loads(mp("limits", "list", "--json", *b).stdout)}
     assert sorted(policies) == ["default", "slow", "win"]
     assert policies["win"]["params"] == {"limit": 500, "window_s": 1.5} and policies["win"]["pattern"] == "logs"
@@ -45,7 +46,9 @@ def test_set_list_delete_and_a_throttled_cli_producer(daemon):
     r = mp("limits", "delete", "slow", *b)
     assert r.returncode == 1
     assert r.stderr.decode().strip() == "millpond limits: UNKNOWN_POLICY: no limit policy named 'slow'"
-    r = mp("limits", "set", "bad", "--rate", "-5", *b)
+    r = mp("limits", "set", "bad", "--rate", "5", *b)  # every client, unless said so
+    assert r.returncode == 2 and b"required: --scope" in r.stderr and b"usage: millpond limits set" in r.stderr
+    r = mp("limits", "set", "bad", "--scope", "client:*", "--rate", "-5", *b)
     assert r.returncode == 1 and b"INVALID_CONFIG" in r.stderr and b"rate" in r.stderr and b"Traceback" not in r.stderr
 
 

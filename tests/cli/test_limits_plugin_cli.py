@@ -44,10 +44,10 @@ def test_the_readme_plugin_example_works_and_nothing_else_is_imported(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith("millpond listening on "), (tmp_path / "serve.log").read_text()
         broker = ["--broker", line.split()[-1]]
-        r = mp(*readme_command("millpond limits set plan --algorithm capped"), *broker)
+        r = mp(*readme_command("millpond limits set plan --scope"), *broker)
         assert r.returncode == 0, r.stderr
         assert r.stdout.decode().startswith("set limit policy plan: client:* records capped ")
-        r = mp("limits", "set", "evil", "--algorithm", "trap_module:X", *broker)
+        r = mp("limits", "set", "evil", "--scope", "client:*", "--algorithm", "trap_module:X", *broker)
         assert r.returncode == 1 and b"INVALID_CONFIG" in r.stderr and b"registered by the broker's operator" in r.stderr
         assert not marker.exists()
     finally:

@@ -1,0 +1,107 @@
+# A live progress line on stderr for the streaming commands (produce, consume): rich's Live on a terminal (the
+# `cli` extra; a plain redrawn line without it), nothing otherwise, and a signal-driven stop for `produce`.
+# Knows the terminal, threads and signals; what the line says is the caller's.
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+REFRESH_S = 0.5  # how often the live line is redrawn
+
+
+class Rate:
+    """Records per second over the last refresh interval: ``rate(total)`` with a running total."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.total = 0
+        self.value = 0.0
+
+    def __call__(self, total: int) -> float:
+        now = time.monotonic()
+        if now - self.at >= REFRESH_S / 2:
+            self.value = (total - self.total) / (now - self.at)
+            self.at, self.total = now, total
+        return self.value
+
+
+class LiveLine:
+    """Redraws ``text()`` on ``stream`` every REFRESH_S seconds from a thread of its own while ``stream`` is a
+    terminal; ``note(line)`` prints a line above it; ``stop()`` clears it. Off a terminal it draws nothing."""
+
+    def __init__(self, stream: Any, text: Callable[[], str]) -> None:
+        self.stream = stream
+        self.text = text
+        self.live: Any = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self.tty = stream.isatty()
+        if not self.tty:
+            return
+        try:
+            from rich.console import Console
+            from rich.live import Live
+        except ImportError:  # rich is the `cli` extra: a plain line redrawn by our own thread
+            self._thread = threading.Thread(target=self._redraw, name="millpond-progress", daemon=True)
+            self._thread.start()
+        else:
+            self.live = Live(get_renderable=self._renderable, console=Console(file=stream),
+                             refresh_per_second=1 / REFRESH_S, transient=True)
+            self.live.start()
+
+    def _renderable(self) -> Any:
+        from rich.text import Text
+
+        return Text(self.text(), no_wrap=True, overflow="ellipsis")
+
+    def _redraw(self) -> None:
+        while not self._done.wait(REFRESH_S):
+            self.stream.write("\r\x1b[2K" + self.text())
+            self.stream.flush()
+
+    def note(self, line: str) -> None:
+        if self.live is not None:
+            self.live.console.print(line, highlight=False, markup=False)
+        else:
+            print(("\r\x1b[2K" if self._thread else "") + line, file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        self._done.set()
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        elif self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+class Stop:
+    """SIGINT and SIGTERM while installed (``with Stop() as stop:``): the first sets ``stop.signal`` (its name)
+    and raises KeyboardInterrupt unless ``stop.deferred`` (a section that must not be cut in the middle checks
+    ``stop.signal`` after it instead); the second always raises KeyboardInterrupt, to abort at once."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.count = 0
+        self.deferred = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.signal is None:
+            self.signal = signal.Signals(signum).name
+        if self.count > 1 or not self.deferred:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> Stop:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)

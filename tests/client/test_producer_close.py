@@ -1,0 +1,151 @@
+# Stopping a producer that cannot deliver quickly (a limit policy throttles it to 1,000 records/s), against a broker
+# subprocess in real time: close(timeout_s=...) is bounded and fails the rest with TimeoutError; leaving the block by
+# an exception waits for nothing and fails the rest with that exception. Async under Trio and asyncio, and blocking.
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import trio
+
+from millpond.client import connect
+from millpond.client.sync import connect as sync_connect
+
+pytestmark = pytest.mark.slow
+
+N = 5000  # 5 s at the policy's rate: far more than any bound below
+
+
+class Boom(Exception):
+    pass
+
+
+def throttle(daemon: str) -> None:
+    with sync_connect(daemon, client_id="admin") as admin:
+        admin.create_topic("t")
+        admin.set_limit("slow", scope="client:app-*", unit="records", rate=1000, burst=100)
+
+
+def stored(daemon: str) -> int:
+    with sync_connect(daemon) as c:
+        return c.list_offsets("t", 0, "latest")[0]
+
+
+def outcomes(handles: list) -> tuple[int, list[BaseException]]:
+    """How many handles were acknowledged, and the errors of the others (each must be settled)."""
+    acked, errors = 0, []
+    for h in handles:
+        assert h.done()
+        try:
+            h.result(0)
+        except Exception as exc:
+            errors.append(exc)
+        else:
+            acked += 1
+    return acked, errors
+
+
+async def async_outcomes(handles: list) -> tuple[int, list[BaseException]]:
+    acked, errors = 0, []
+    for h in handles:
+        assert h.done()
+        try:
+            await h
+        except Exception as exc:
+            errors.append(exc)
+        else:
+            acked += 1
+    return acked, errors
+
+
+def check(daemon: str, stats, acked: int, errors: list[BaseException], kind: type) -> None:
+    assert acked == stats.records_sent and len(errors) == stats.records_failed == N - acked
+    assert 0 < acked < N and all(type(e) is kind for e in errors)
+    assert stats.records_buffered == 0
+    assert stored(daemon) >= acked  # a batch on its way when it gave up may be stored too
+
+
+async def _async_close(daemon: str, now) -> tuple:
+    async with connect(daemon, client_id="app-1") as c:
+        p = c.producer()
+        await p.__aenter__()
+        handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
+        await handles[-1]  # through the burst: throttled from now on
+        handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, N)]
+        start = now()
+        await p.close(timeout_s=0.5)
+        took = now() - start
+        await p.close(timeout_s=0.5)  # a second close does nothing
+        return await async_outcomes(handles), p.statistics(), took
+
+
+async def _async_raise(daemon: str, now) -> tuple:
+    async with connect(daemon, client_id="app-1") as c:
+        start = None
+        try:
+            async with c.producer() as p:
+                handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
+                await handles[-1]  # through the burst: throttled from now on
+                handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, N)]
+                start = now()
+                raise Boom()
+        except Boom:
+            took = now() - start
+        return await async_outcomes(handles), p.statistics(), took
+
+
+@pytest.mark.parametrize("runner", ["trio", "asyncio"])
+def test_async_close_with_a_timeout_is_bounded(daemon, runner):
+    throttle(daemon)
+    if runner == "trio":
+        (acked, errors), stats, took = trio.run(_async_close, daemon, time.monotonic)
+    else:
+        (acked, errors), stats, took = asyncio.run(_async_close(daemon, time.monotonic))
+    assert took < 1.5, took
+    check(daemon, stats, acked, errors, TimeoutError)
+
+
+@pytest.mark.parametrize("runner", ["trio", "asyncio"])
+def test_leaving_an_async_block_by_an_exception_waits_for_nothing(daemon, runner):
+    throttle(daemon)
+    if runner == "trio":
+        (acked, errors), stats, took = trio.run(_async_raise, daemon, time.monotonic)
+    else:
+        (acked, errors), stats, took = asyncio.run(_async_raise(daemon, time.monotonic))
+    assert took < 0.5, took
+    check(daemon, stats, acked, errors, Boom)
+
+
+def test_blocking_close_with_a_timeout_is_bounded(daemon):
+    throttle(daemon)
+    with sync_connect(daemon, client_id="app-1") as c:
+        p = c.producer()
+        handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
+        handles[-1].result(10)  # through the burst: throttled from now on
+        handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, N)]
+        start = time.monotonic()
+        p.close(timeout_s=0.5)
+        took = time.monotonic() - start
+        p.close(timeout_s=0.5)
+        stats = p.statistics()
+    assert took < 1.5, took
+    acked, errors = outcomes(handles)
+    check(daemon, stats, acked, errors, TimeoutError)
+
+
+def test_leaving_a_blocking_block_by_an_exception_waits_for_nothing(daemon):
+    throttle(daemon)
+    with sync_connect(daemon, client_id="app-1") as c:
+        with pytest.raises(Boom):
+            with c.producer() as p:
+                handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
+                handles[-1].result(10)  # through the burst: throttled from now on
+                handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, N)]
+                start = time.monotonic()
+                raise Boom()
+        took = time.monotonic() - start
+        stats = p.statistics()
+    assert took < 0.5, took
+    acked, errors = outcomes(handles)
+    check(daemon, stats, acked, errors, Boom)
