@@ -23,8 +23,11 @@ from millpond.broker.wire.errors import (
     MillpondError,
     OutOfOrderSequenceError,
     ThrottledError,
+    UnknownError,
     UnknownTopicOrPartitionError,
+    from_wire,
 )
+from millpond.broker.wire.frames import PIECE_BYTES_MIN
 
 from millpond.client._accumulator import Accumulator, Batch, RecordHandle
 from millpond.client.types import ProducerStatistics
@@ -47,8 +50,7 @@ class Producer:
     per partition in flight) a batch past ``linger_s`` also waits for the answer in flight. ``linger_s=0`` waits on
     no clock: a partial batch goes once its partition has nothing in flight (the answer in flight is the batching
     window), which gives the lowest end-to-end latency under ``fsync="always"``.
-    Leaving the block flushes (``close()``; ``close(timeout_s=...)`` bounds the wait); leaving it by an exception
-    waits for nothing: records not yet acknowledged fail with that exception.
+    Leaving the block flushes (if it exits by an exception, unsent records fail with that exception instead).
     ``send()`` never waits, so a loop that never awaits buffers everything in memory; await a handle or
     ``flush()`` now and then to bound it.
 
@@ -96,7 +98,6 @@ class Producer:
         self._tg: Any = None
         self._sent = self._failed = self._batches = self._retries = self._throttled = 0
         self._throttle_wait_s = 0.0
-        self._throttle_policy: str | None = None
         self._last_error: BaseException | None = None
         self.space = threading.Condition(self.lock) if _threaded else None
 
@@ -139,49 +140,7 @@ class Producer:
         return ProducerStatistics(records_sent=self._sent, records_failed=self._failed, batches_sent=self._batches,
                                   retries=self._retries, records_buffered=self._acc.records_buffered,
                                   last_error=self._last_error, throttled=self._throttled,
-                                  throttle_wait_s=self._throttle_wait_s, batches_split=self._acc.splits,
-                                  throttle_policy=self._throttle_policy)
-
-    async def close(self, timeout_s: float | None = None) -> None:
-        """Flush and stop, waiting at most ``timeout_s`` seconds (None: until every record is settled). Records
-        not acknowledged by then fail with ``TimeoutError`` (in their handles and ``statistics()``); one already
-        on its way may still be stored. Leaving ``async with`` is ``close()``; closing twice does nothing."""
-        if self._tg is None:
-            return
-        try:
-            if timeout_s is None:
-                await self.flush()
-            else:
-                with anyio.move_on_after(max(0.0, timeout_s)):
-                    await self.flush()
-                self.abandon(TimeoutError(f"producer closed: not acknowledged within {timeout_s:g} s"))
-        finally:
-            await self._stop()
-
-    def abandon(self, error: BaseException) -> int:
-        """Fail every record not yet acknowledged with ``error``, those in flight too (their late answers are
-        dropped; such a batch may still be stored). Returns how many records failed."""
-        with self.lock:
-            before = self._acc.records_buffered
-            self._acc.abort(error)
-            requests, self._requests = self._requests, deque()
-            for request in requests:
-                b = request[1]
-                if b is not None:  # unanswered (several batches may share one request: each is failed)
-                    request[2].cancel(request[3])
-                    request[1] = None
-                    self._acc.fail(b, error)
-            failed = before - self._acc.records_buffered
-            self._count_failure(failed, error)
-            self._notify_space()
-        return failed
-
-    async def _stop(self) -> None:
-        tg, self._tg = self._tg, None
-        tg.cancel_scope.cancel()
-        if self._twake is not None:
-            self._twake.set()  # release the worker thread the sender was sleeping in
-        await tg.__aexit__(None, None, None)
+                                  throttle_wait_s=self._throttle_wait_s, batches_split=self._acc.splits)
 
     async def __aenter__(self) -> Producer:
         if self.idempotent:
@@ -193,14 +152,17 @@ class Producer:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
-        if exc is None:
-            await self.close()
-        elif self._tg is not None:
-            # leaving on an exception never waits: what is not acknowledged fails with it
-            try:
-                self.abandon(exc if isinstance(exc, Exception) else MillpondError("producer closed"))
-            finally:
-                await self._stop()
+        try:
+            if exc is None:
+                await self.flush()
+            else:
+                with self.lock:
+                    self._acc.abort(exc if isinstance(exc, Exception) else MillpondError("producer closed"))
+        finally:
+            self._tg.cancel_scope.cancel()
+            if self._twake is not None:
+                self._twake.set()  # release the worker thread the sender was sleeping in
+            await self._tg.__aexit__(None, None, None)
         return None
 
     # ---- the sender task ----
@@ -266,18 +228,62 @@ class Producer:
                 self._settle(b, None, exc)
             return
         deadline = self._now() + self._client.request_timeout_s
+        group: list[tuple[Batch, bytearray]] = []  # small batches in a row go as one produce_batches request
         for b in batches:
-            request = [deadline, b, conn, 0]  # the batch is let go of once answered: see _expire
-            try:
-                request[3] = conn.begin_callback(
-                    "produce", {"topic": b.topic, "partition": b.partition,
-                                "batch": b.encode(self._acc.producer_id, self._acc.compression)},
-                    lambda response, error, request=request: self._answered(request, response, error))
-            except MillpondError as exc:
-                self._settle(b, None, exc)
+            blob = b.encode(self._acc.producer_id, self._acc.compression)
+            if len(blob) < PIECE_BYTES_MIN:
+                group.append((b, blob))
                 continue
-            self._requests.append(request)
+            self._begin_group(conn, group, deadline)  # in order: a partition's batches reach the broker in sequence
+            group = []
+            self._begin_group(conn, [(b, blob)], deadline)  # a large batch alone: sent as it is, never copied
+        self._begin_group(conn, group, deadline)
         await conn.send_queued()  # written from this task: no hop to the connection's writer task
+
+    def _begin_group(self, conn: Any, group: list[tuple[Batch, bytearray]], deadline: float) -> None:
+        """One request for ``group``: ``produce`` for one batch, ``produce_batches`` for several (one frame, one
+        answer, as Kafka's ProduceRequest carries many partitions). Each batch keeps its own entry in
+        ``_requests`` (they share the request's correlation id and deadline)."""
+        if not group:
+            return
+        requests = [[deadline, b, conn, 0] for b, _ in group]  # a batch is let go of once answered: see _expire
+        try:
+            if len(group) == 1:
+                (b, blob), = group
+                cid = conn.begin_callback(
+                    "produce", {"topic": b.topic, "partition": b.partition, "batch": blob},
+                    lambda response, error, request=requests[0]: self._answered(request, response, error))
+            else:
+                cid = conn.begin_callback(
+                    "produce_batches", {"batches": [[b.topic, b.partition, blob] for b, blob in group]},
+                    lambda response, error: self._answered_batches(requests, response, error))
+        except MillpondError as exc:
+            for b, _ in group:
+                self._settle(b, None, exc)
+            return
+        for request in requests:
+            request[3] = cid
+            self._requests.append(request)
+
+    def _answered_batches(self, requests: list[list[Any]], response: Any, error: BaseException | None) -> None:
+        """Settle each batch of a ``produce_batches`` answer with its own result (a row: topic, partition, code,
+        base_offset, timestamp_ms, error body), or all of them with the error that ended the request."""
+        if error is None:
+            try:
+                rows = response.result()["results"]
+                if len(rows) != len(requests):
+                    raise UnknownError(f"produce_batches answered {len(rows)} results for {len(requests)} batches")
+            except Exception as exc:  # an error answer for the whole request, or an answer of the wrong shape
+                error = exc
+        for i, request in enumerate(requests):
+            if error is not None:
+                self._answered(request, None, error)
+                continue
+            _, _, code, base_offset, timestamp_ms, body = rows[i]
+            if code:
+                self._answered(request, None, from_wire(code, body))
+            else:
+                self._answered(request, _Answered({"base_offset": base_offset, "timestamp_ms": timestamp_ms}), None)
 
     def _answered(self, request: list[Any], response: Any, error: BaseException | None) -> None:
         b = request[1]
@@ -294,7 +300,8 @@ class Producer:
             if b is not None and deadline > now:
                 return deadline
             requests.popleft()
-            if b is not None and conn.cancel(cid):
+            if b is not None:  # unanswered: an answer lets go of its batch (several may share one request)
+                conn.cancel(cid)
                 self._settle(b, None, RequestTimedOutError(
                     f"no answer from {conn.description} within {self._client.request_timeout_s:g} s"))
         return None
@@ -310,7 +317,6 @@ class Producer:
             wait = max(0.0, float(exc.details.get("retry_after_s", self.retry_backoff_s[0])))
             with self.lock:
                 self._throttled += 1
-                self._throttle_policy = exc.details.get("policy") or self._throttle_policy
                 if b.throttled_s + wait > self.throttle_wait_max_s:
                     self._count_failure(len(b.rows), exc)
                     self._acc.fail(b, exc)
@@ -363,6 +369,18 @@ class Producer:
     def _notify_space(self) -> None:
         if self.space is not None:
             self.space.notify_all()
+
+
+class _Answered:
+    """One batch's part of a produce_batches answer, shaped as a whole answer (``result()``) for ``_settle``."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    def result(self) -> dict[str, Any]:
+        return self.body
 
 
 class _NoLock:

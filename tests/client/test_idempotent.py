@@ -22,7 +22,7 @@ def lose_an_answer(monkeypatch, after: int) -> None:
     def send(self, pieces):
         nonlocal seen
         _, code, body = decode_response(b"".join(bytes(p) for p in pieces)[4:])
-        if code == 0 and isinstance(body, dict) and "base_offset" in body:
+        if code == 0 and isinstance(body, dict) and ("base_offset" in body or "results" in body):
             seen += 1
             if seen == after:  # stored, and the answer never leaves
                 self.stream.socket.shutdown(socket.SHUT_RDWR)
@@ -69,7 +69,7 @@ async def test_an_answer_that_never_comes_times_out_and_the_batch_is_stored_once
 
     def send(self, pieces):
         _, code, body = decode_response(b"".join(bytes(p) for p in pieces)[4:])
-        if code == 0 and isinstance(body, dict) and "base_offset" in body and not held:
+        if code == 0 and isinstance(body, dict) and ("base_offset" in body or "results" in body) and not held:
             held.append((self, pieces, body))  # stored, and its answer held back until the retry is through
             return
         original(self, pieces)
@@ -89,7 +89,7 @@ async def test_an_answer_that_never_comes_times_out_and_the_batch_is_stored_once
         async with c.consumer("held", auto_offset_reset="earliest") as cons:
             got = await drain(cons, 2)
             got += await cons.getmany(timeout_s=0.2)
-    assert held[0][2]["base_offset"] == 0
+    assert held[0][2]["base_offset"] == 0  # a lone awaited send is a produce of its own
     assert (first.offset, second.offset) == (0, 1)  # the retry was recognised, not stored again
     assert 0.3 <= waited < 5 and stats.retries == 1 and stats.records_failed == 0
     assert [r.value for r in got] == [b"a", b"b"]

@@ -1,0 +1,65 @@
+# The producer sends the batches it has ready for many partitions as one produce_batches request (one frame, one
+# answer, as Kafka's producer sends one ProduceRequest per broker), settles each batch by its own result (a batch
+# throttled in the same request as stored ones is retried alone), and keeps each partition's order when a batch
+# too large to copy goes in a request of its own between small ones.
+from __future__ import annotations
+
+import trio
+
+from clientkit import drain
+
+
+async def test_ready_batches_of_many_partitions_go_as_one_request_each_with_its_offsets(broker, client, monkeypatch):
+    from millpond.broker.server.loop import RequestLoop
+
+    seen: list[str] = []
+    step = RequestLoop._step
+
+    def counting(self, conn, cid, call, what, size=0):
+        seen.append(what)
+        return step(self, conn, cid, call, what, size)
+
+    monkeypatch.setattr(RequestLoop, "_step", counting)
+    await client.create_topic("many", partitions=16)
+    async with client.producer(linger_s=0.05) as p:
+        handles = [p.send("many", b"%d" % i, partition=i % 16) for i in range(16 * 20)]
+    metas = [await h for h in handles]
+    assert seen.count("ProduceBatches") == 1 and seen.count("Produce") == 0  # 16 batches, one request
+    for part in range(16):
+        assert [m.offset for m in metas if m.partition == part] == list(range(20))
+    async with client.consumer("many", auto_offset_reset="earliest") as cons:
+        got = await drain(cons, 16 * 20)
+    assert sorted(int(r.value) for r in got) == list(range(16 * 20))
+
+
+async def test_a_batch_throttled_beside_stored_ones_is_retried_alone_and_all_arrive_once(broker, client):
+    await client.create_topic("free")
+    await client.create_topic("capped")
+    await client.set_limit("cap", scope="topic:capped", unit="records", rate=200, burst=10)
+    async with client.producer(linger_s=0.02, retry_backoff_s=(0.001, 0.01)) as p:
+        free = [p.send("free", b"f%d" % i) for i in range(50)]
+        capped = [p.send("capped", b"c%d" % i) for i in range(50)]
+        with trio.fail_after(10):
+            free_metas = [await h for h in free]
+            capped_metas = [await h for h in capped]
+    stats = p.statistics()
+    assert stats.throttled >= 1 and stats.records_failed == 0
+    assert [m.offset for m in free_metas] == list(range(50))
+    assert [m.offset for m in capped_metas] == list(range(50))  # retried in order, stored once
+
+
+async def test_a_large_batch_between_small_ones_keeps_each_partitions_order(broker, client):
+    await client.create_topic("mixed", partitions=2)
+    big = b"x" * 100_000  # a batch over the piece size goes alone, never copied into a shared frame
+    async with client.producer(linger_s=0.02) as p:
+        handles = []
+        for i in range(6):
+            handles.append(p.send("mixed", b"s%d" % i, partition=0))
+            handles.append(p.send("mixed", big + b"%d" % i if i % 2 else b"t%d" % i, partition=1))
+    metas = [await h for h in handles]
+    assert [m.offset for m in metas if m.partition == 0] == list(range(6))
+    assert [m.offset for m in metas if m.partition == 1] == list(range(6))
+    async with client.consumer("mixed", auto_offset_reset="earliest") as cons:
+        got = await drain(cons, 12)
+    ones = [r.value for r in sorted(got, key=lambda r: r.offset) if r.partition == 1]
+    assert ones == [big + b"%d" % i if i % 2 else b"t%d" % i for i in range(6)]
