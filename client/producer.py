@@ -50,7 +50,8 @@ class Producer:
     per partition in flight) a batch past ``linger_s`` also waits for the answer in flight. ``linger_s=0`` waits on
     no clock: a partial batch goes once its partition has nothing in flight (the answer in flight is the batching
     window), which gives the lowest end-to-end latency under ``fsync="always"``.
-    Leaving the block flushes (if it exits by an exception, unsent records fail with that exception instead).
+    Leaving the block flushes (``close()``; ``close(timeout_s=...)`` bounds the wait); leaving it by an exception
+    waits for nothing: records not yet acknowledged fail with that exception.
     ``send()`` never waits, so a loop that never awaits buffers everything in memory; await a handle or
     ``flush()`` now and then to bound it.
 
@@ -98,6 +99,7 @@ class Producer:
         self._tg: Any = None
         self._sent = self._failed = self._batches = self._retries = self._throttled = 0
         self._throttle_wait_s = 0.0
+        self._throttle_policy: str | None = None
         self._last_error: BaseException | None = None
         self.space = threading.Condition(self.lock) if _threaded else None
 
@@ -140,7 +142,49 @@ class Producer:
         return ProducerStatistics(records_sent=self._sent, records_failed=self._failed, batches_sent=self._batches,
                                   retries=self._retries, records_buffered=self._acc.records_buffered,
                                   last_error=self._last_error, throttled=self._throttled,
-                                  throttle_wait_s=self._throttle_wait_s, batches_split=self._acc.splits)
+                                  throttle_wait_s=self._throttle_wait_s, batches_split=self._acc.splits,
+                                  throttle_policy=self._throttle_policy)
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Flush and stop, waiting at most ``timeout_s`` seconds (None: until every record is settled). Records
+        not acknowledged by then fail with ``TimeoutError`` (in their handles and ``statistics()``); one already
+        on its way may still be stored. Leaving ``async with`` is ``close()``; closing twice does nothing."""
+        if self._tg is None:
+            return
+        try:
+            if timeout_s is None:
+                await self.flush()
+            else:
+                with anyio.move_on_after(max(0.0, timeout_s)):
+                    await self.flush()
+                self.abandon(TimeoutError(f"producer closed: not acknowledged within {timeout_s:g} s"))
+        finally:
+            await self._stop()
+
+    def abandon(self, error: BaseException) -> int:
+        """Fail every record not yet acknowledged with ``error``, those in flight too (their late answers are
+        dropped; such a batch may still be stored). Returns how many records failed."""
+        with self.lock:
+            before = self._acc.records_buffered
+            self._acc.abort(error)
+            requests, self._requests = self._requests, deque()
+            for request in requests:
+                b = request[1]
+                if b is not None:  # unanswered (several batches may share one request: each is failed)
+                    request[2].cancel(request[3])
+                    request[1] = None
+                    self._acc.fail(b, error)
+            failed = before - self._acc.records_buffered
+            self._count_failure(failed, error)
+            self._notify_space()
+        return failed
+
+    async def _stop(self) -> None:
+        tg, self._tg = self._tg, None
+        tg.cancel_scope.cancel()
+        if self._twake is not None:
+            self._twake.set()  # release the worker thread the sender was sleeping in
+        await tg.__aexit__(None, None, None)
 
     async def __aenter__(self) -> Producer:
         if self.idempotent:
@@ -152,17 +196,14 @@ class Producer:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
-        try:
-            if exc is None:
-                await self.flush()
-            else:
-                with self.lock:
-                    self._acc.abort(exc if isinstance(exc, Exception) else MillpondError("producer closed"))
-        finally:
-            self._tg.cancel_scope.cancel()
-            if self._twake is not None:
-                self._twake.set()  # release the worker thread the sender was sleeping in
-            await self._tg.__aexit__(None, None, None)
+        if exc is None:
+            await self.close()
+        elif self._tg is not None:
+            # leaving on an exception never waits: what is not acknowledged fails with it
+            try:
+                self.abandon(exc if isinstance(exc, Exception) else MillpondError("producer closed"))
+            finally:
+                await self._stop()
         return None
 
     # ---- the sender task ----
@@ -287,6 +328,8 @@ class Producer:
 
     def _answered(self, request: list[Any], response: Any, error: BaseException | None) -> None:
         b = request[1]
+        if b is None:
+            return  # abandoned
         request[1] = None
         self._settle(b, response, error)
 
@@ -317,6 +360,7 @@ class Producer:
             wait = max(0.0, float(exc.details.get("retry_after_s", self.retry_backoff_s[0])))
             with self.lock:
                 self._throttled += 1
+                self._throttle_policy = exc.details.get("policy") or self._throttle_policy
                 if b.throttled_s + wait > self.throttle_wait_max_s:
                     self._count_failure(len(b.rows), exc)
                     self._acc.fail(b, exc)
