@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from examples import event_sourcing, group_rebalance, order_emails, rate_limits
+from examples import cqrs, event_sourcing, group_rebalance, order_emails, rate_limits, video_fanout
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNABLE = ("order_emails", "event_sourcing", "group_rebalance", "rate_limits")
+RUNNABLE = ("order_emails", "video_fanout", "event_sourcing", "cqrs", "group_rebalance", "rate_limits")
 
 
 async def test_order_emails_poll_and_push_deliver_each_email_once_and_dead_letter_the_bad_one(autojump_clock):
@@ -37,6 +37,23 @@ async def test_order_emails_poll_and_push_deliver_each_email_once_and_dead_lette
     assert any(re.match(r"\s+emails sent\s+5\s+5$", line) for line in lines)
 
 
+async def test_video_fanout_reaches_three_queues_once_each_and_the_filter_keeps_only_raw_formats(autojump_clock):
+    lines: list[str] = []
+    out = await video_fanout.run(say=lines.append)
+    every = [video_id for video_id, *_ in video_fanout.UPLOADS]
+    raw_formats = [video_id for video_id, _, fmt, _ in video_fanout.UPLOADS if fmt in ("mov", "avi")]
+    assert raw_formats == ["v1", "v3", "v6"]
+    assert sorted(out.compressed) == raw_formats  # the filter policy on the format header
+    assert sorted(out.notified) == every and sorted(out.analysed) == every  # once each, none lost
+    assert out.subscriptions == {"compress": (3, 4), "notify-subscribers": (7, 0), "analytics": (7, 0)}
+    assert out.processed == {"compress": 3, "notify-subscribers": 7, "analytics": 7}
+    assert out.left == {"compress": 0, "notify-subscribers": 0, "analytics": 0}
+    assert out.formats == {"mov": 2, "avi": 1, "mp4": 2, "webm": 2}
+    assert out.minutes == sum(seconds // 60 for *_, seconds in video_fanout.UPLOADS) == 50
+    assert out.followers_notified == 2 * 87 + 2 * 5400 + 3 * 1200
+    assert sum("[compress]" in line for line in lines) == 3
+
+
 async def test_event_sourcing_hydrates_balances_and_a_snapshot_replays_only_what_follows(autojump_clock):
     lines: list[str] = []
     r = await event_sourcing.run(say=lines.append)
@@ -50,6 +67,37 @@ async def test_event_sourcing_hydrates_balances_and_a_snapshot_replays_only_what
     assert r.balances_full == r.balances_from_snapshot == {"alice": 70, "bob": 155, "carol": 5, "dave": 7}
     assert any("9 events replayed; balances: alice 100, bob 55, carol 5" in line for line in lines)
     assert "  the same state" in lines
+
+
+def expected_stock() -> tuple[dict[str, tuple[int, int]], int]:
+    """The CQRS example's commands folded by hand: (available, reserved) per SKU, and the rejected count."""
+    available: dict[str, int] = {}
+    reserved: dict[str, int] = {}
+    rejected = 0
+    for c in cqrs.commands():
+        sku, n = c["sku"], c["quantity"]
+        if c["type"] == "AddStock":
+            available[sku] = available.get(sku, 0) + n
+        elif available.get(sku, 0) >= n:
+            available[sku] -= n
+            reserved[sku] = reserved.get(sku, 0) + n
+        else:
+            rejected += 1
+    return {sku: (available[sku], reserved.get(sku, 0)) for sku in available}, rejected
+
+
+async def test_cqrs_projects_every_accepted_command_into_sqlite_and_measures_the_lag():
+    lines: list[str] = []
+    r = await cqrs.run(say=lines.append)
+    stock, rejected = expected_stock()
+    assert (r.accepted, r.rejected) == (cqrs.COMMANDS - rejected, rejected) and rejected > 0
+    assert r.projected == r.accepted  # each event applied once, none lost
+    assert r.write_side == r.read_model == stock
+    assert len(r.lags_ms) == r.accepted and all(lag >= 0 for lag in r.lags_ms)
+    assert 0 <= r.p50_ms <= r.p99_ms <= max(r.lags_ms) < 5000
+    assert 0 <= r.ahead <= r.accepted and 0 <= r.stale_reads <= r.accepted
+    assert any(line.startswith("eventual consistency") and f"p50 {r.p50_ms:.2f} ms" in line for line in lines)
+    assert "it matches the write side" in lines
 
 
 async def test_group_rebalance_hands_the_dead_workers_partitions_over_and_loses_nothing(autojump_clock):
@@ -106,7 +154,9 @@ def test_each_example_runs_as_the_readme_says(name):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     last = {"order_emails": "the order service never waits for it",
+            "video_fanout": "follower notifications",
             "event_sourcing": "the same state",
+            "cqrs": "it matches the write side",
             "group_rebalance": "per worker: worker-1",
             "rate_limits": "agree with these counts"}[name]
     assert last in done.stdout.strip().splitlines()[-1]
