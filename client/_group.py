@@ -30,6 +30,8 @@ log = logging.getLogger("millpond.client.group")
 TopicPartition = tuple[str, int]
 Callback = Callable[[frozenset[TopicPartition]], "Awaitable[None] | None"]
 RESETS = ("earliest", "latest", "error")
+COMMIT_TRIES = 3  # a commit crossed by this many epoch changes in a row is surfaced
+FENCED = (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError, FencedMemberEpochError)
 
 
 class MemberState(enum.Enum):
@@ -103,6 +105,7 @@ class MemberCore:
         self.pulling = 0  # pulls in progress: a consumer waiting for records is polling
         self._backoff = retry_backoff_s[0]
         self.error: MillpondError | None = None  # fatal: the application must see it
+        self.losses = 0  # times every partition was lost or given up: a commit begun before one is never retried
 
     # -- what to do next ---------------------------------------------------------------------------------------
     def due(self, now: float) -> Action | None:
@@ -193,7 +196,19 @@ class MemberCore:
         return self._lose_all()
 
     def _lose_all(self) -> Step:
+        self.losses += 1
         return Step(revoke=self.owned, lost=True) if self.owned else NOTHING
+
+    def may_retry_commit(self, partitions: Iterable[TopicPartition], losses: int) -> bool:
+        """Whether a commit refused with STALE_MEMBER_EPOCH is retried with the broker's epoch: only while this
+        member still holds every partition in it and lost none since it began (a heartbeat answer with a new epoch
+        crossed it; KIP-848 clients retry such a commit with the new epoch)."""
+        return self.state is MemberState.MEMBER and self.losses == losses and frozenset(partitions) <= self.owned
+
+    def heartbeat_now(self, now: float) -> None:
+        """Report at once (partitions could not be taken: the coordinator hands them out again)."""
+        if self.state is MemberState.MEMBER:
+            self.next_heartbeat_at = now
 
     # -- the driver reports what it did ------------------------------------------------------------------------
     def revoked(self, partitions: Iterable[TopicPartition], now: float) -> None:
@@ -309,6 +324,9 @@ class GroupMember:
             await self._revoke(step.revoke, commit=not step.lost and cons.enable_auto_commit, processed=True)
         if step.assign:
             starts = await self._starts(step.assign)
+            if starts is None:  # fenced while taking them: not taken; the next heartbeat settles who has them
+                self.core.heartbeat_now(anyio.current_time())
+                return
             cons._add(starts)
             self.core.assigned(step.assign)
             await _call(self.on_assigned, step.assign)
@@ -323,10 +341,20 @@ class GroupMember:
         cons._drop(partitions)
         self.core.revoked(partitions, anyio.current_time())
 
-    async def _starts(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int | str]:
-        """Committed offsets (offset_fetch), else the reset rule; "error" is raised when the app pulls."""
-        body = await self._client.request("offset_fetch", {"group": self.core.group,
-                                                           "partitions": [list(tp) for tp in sorted(partitions)]})
+    async def _starts(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int | str] | None:
+        """Committed offsets (offset_fetch), else the reset rule; "error" is raised when the app pulls. With
+        ``earliest``/``latest`` the broker resolves the rule for partitions never committed and commits the result
+        before answering, so the group's start is fixed when it first reads a partition (a member that dies before
+        committing hands over that start, not a later end). None: fenced meanwhile, take nothing."""
+        core = self.core
+        request: dict[str, Any] = {"group": core.group, "partitions": [list(tp) for tp in sorted(partitions)]}
+        if self.auto_offset_reset != "error":
+            request.update(reset=self.auto_offset_reset, member_id=core.member_id, member_epoch=core.member_epoch)
+        try:
+            body = await self._client.request("offset_fetch", request)
+        except FENCED as exc:
+            log.info("consumer group %s: partitions not taken: %s", core.group, exc)
+            return None
         starts: dict[TopicPartition, int | str] = {tp: self.auto_offset_reset for tp in partitions}
         for t, p, offset, _meta in body["offsets"]:
             if (t, p) in starts and offset >= 0:
@@ -335,18 +363,31 @@ class GroupMember:
 
     # -- commits -----------------------------------------------------------------------------------------------
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit now, fenced by this member's epoch. Raises the broker's refusal (``NotPartitionOwnerError``,
-        ``StaleMemberEpochError``, ``UnknownMemberIdError``...) or ``RuntimeError`` if not in the group."""
+        """Commit now, fenced by this member's epoch. A commit that crossed a heartbeat answer with a new epoch
+        (STALE_MEMBER_EPOCH) is sent again with the epoch the broker names while the member still holds every
+        partition in it and lost none meanwhile, as KIP-848 clients do. Raises the broker's refusal
+        (``NotPartitionOwnerError``, ``UnknownMemberIdError``, ``StaleMemberEpochError`` after ``COMMIT_TRIES``
+        epoch changes in a row...) or ``UnknownMemberIdError`` if not in the group."""
         if not offsets:
             return
-        if self.core.state is not MemberState.MEMBER:
-            raise UnknownMemberIdError(f"not a member of consumer group {self.core.group!r} now; nothing committed")
-        await self._client.request("offset_commit", self.core.commit_body(offsets))
+        core = self.core
+        if core.state is not MemberState.MEMBER:
+            raise UnknownMemberIdError(f"not a member of consumer group {core.group!r} now; nothing committed")
+        body, losses = core.commit_body(offsets), core.losses
+        for attempt in range(COMMIT_TRIES):
+            try:
+                await self._client.request("offset_commit", body)
+                return
+            except StaleMemberEpochError as exc:
+                epoch = exc.details.get("member_epoch")
+                if attempt + 1 == COMMIT_TRIES or type(epoch) is not int or not core.may_retry_commit(offsets, losses):
+                    raise
+                body = {**body, "member_epoch": epoch}
 
     async def _commit_quietly(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self.commit(offsets)
-        except (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError, FencedMemberEpochError) as exc:
+        except FENCED as exc:
             log.info("consumer group %s: auto-commit refused: %s", self.core.group, exc)
         except MillpondError as exc:
             log.warning("consumer group %s: auto-commit failed: %s", self.core.group, exc)

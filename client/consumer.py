@@ -322,9 +322,10 @@ class Consumer:
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         """Commit synchronously: ``offsets`` ``{(topic, partition): next offset to read}``, or by default the
         position of every partition this member owns (everything handed out so far, as Kafka's commitSync).
-        Returns once the commit is durable. Raises ``NotPartitionOwnerError`` / ``StaleMemberEpochError`` /
-        ``UnknownMemberIdError`` if the group refuses it (e.g. the partition moved: a zombie cannot commit), and
-        ``RuntimeError`` for a consumer without a group."""
+        Returns once the commit is durable; one that crossed a new member epoch is sent again with it while this
+        member still holds the partitions. Raises ``NotPartitionOwnerError`` / ``UnknownMemberIdError`` if the
+        group refuses it (e.g. the partition moved: a zombie cannot commit), ``StaleMemberEpochError`` only after
+        three epoch changes in a row, and ``RuntimeError`` for a consumer without a group."""
         if self._member is None:
             raise RuntimeError("commit() needs a consumer group: client.consumer(topics, group=...)")
         await self._member.commit(self._offsets() if offsets is None else

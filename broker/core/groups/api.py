@@ -67,6 +67,11 @@ class OffsetCommit:
 class OffsetFetch:
     group: str
     partitions: tuple[TopicPartition, ...] | None = None  # None: every committed partition
+    # A member taking partitions: those never committed get the reset rule ("earliest"/"latest") resolved and
+    # committed at once, fenced like the member's own commit, so the group's start never moves again.
+    reset: str | None = None
+    member_id: str | None = None
+    member_epoch: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +170,33 @@ class GroupApi:
         return self.when_durable(at, lambda: Answer(None))
 
     def fetch_offsets(self, req: OffsetFetch, ctx: Context) -> Outcome:
+        """Committed offsets (-1: never committed). With ``reset``, a member's fetch for the partitions it is
+        taking fixes the group's start in each one never committed: the reset rule is resolved now (``earliest``:
+        log start, ``latest``: high watermark) and committed with the member's epoch before the answer, which then
+        carries it. So a hand-over or a restart finds the start committed and never resolves it again (a
+        ``latest`` resolved later would skip what was produced in between). Raises ``InvalidRequestError`` and
+        the errors of ``GroupCoordinator.commit`` (nothing committed then)."""
         found = self.coordinator.fetch_offsets(req.group, req.partitions)
+        if req.reset is not None:
+            if req.reset not in ("earliest", "latest"):
+                raise InvalidRequestError(f"offset_fetch: reset must be 'earliest' or 'latest', got {req.reset!r}")
+            if req.partitions is None or req.member_id is None:
+                raise InvalidRequestError("offset_fetch: reset needs the member's member_id, member_epoch and "
+                                          "partitions")
+            missing = sorted({TopicPartition(t, p) for t, p in req.partitions} - found.keys())
+            if missing:
+                offsets: dict[tuple[str, int], Any] = {}
+                for topic in sorted({tp.topic for tp in missing}):
+                    offsets.update(resolve_reset(self.log, topic, req.reset,
+                                                 [tp.partition for tp in missing if tp.topic == topic]))
+                at = self.coordinator.commit(req.group, req.member_id, req.member_epoch, offsets, ctx.now_ms)
+                found = self.coordinator.fetch_offsets(req.group, req.partitions)
+                answer = self._offsets_answer(req, found)
+                return self.when_durable(at, lambda: answer)
+        return self._offsets_answer(req, found)
+
+    @staticmethod
+    def _offsets_answer(req: OffsetFetch, found: dict[TopicPartition, Any]) -> Answer:
         rows = [CommittedOffset(tp.topic, tp.partition, c.offset, c.metadata) for tp, c in sorted(found.items())]
         if req.partitions is not None:
             have = {(r.topic, r.partition) for r in rows}
