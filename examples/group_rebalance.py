@@ -101,7 +101,7 @@ async def run_worker(address: Any, topic: str, group: str, worker: Worker, task_
                 raise
 
 
-async def assignment(client: Any, group: str, members: int, say: Callable[[str], Any]) -> dict[str, list[int]]:
+async def assignment(client: Any, group: str, members: int) -> dict[str, list[int]]:
     """Wait until the group is stable with ``members`` members owning every partition; the assignment by worker."""
     with trio.fail_after(120):
         while True:
@@ -146,7 +146,7 @@ async def run(address: str | None = None, *, say: Callable[[str], Any] = print) 
         async with trio.open_nursery() as nursery:
             for w in workers.values():
                 await nursery.start(run_worker, where, topic, group, w)
-            before = await assignment(client, group, len(WORKERS), say)
+            before = await assignment(client, group, len(WORKERS))
             show(say, f"group {group} on {topic} ({PARTITIONS} partitions), three workers:", before)
 
             await produce(client, topic, 0, BEFORE)
@@ -161,7 +161,7 @@ async def run(address: str | None = None, *, say: Callable[[str], Any] = print) 
                 f"(it had processed {len(victim.processed)} records)")
             await produce(client, topic, BEFORE, DURING)
             say(f"{DURING} more records produced while the broker still waits for {VICTIM}'s session to time out")
-            after = await assignment(client, group, len(WORKERS) - 1, say)
+            after = await assignment(client, group, len(WORKERS) - 1)
             rebalance_s = trio.current_time() - killed_at
             show(say, f"after {rebalance_s:.1f} s (session timeout {SESSION_TIMEOUT_S:g} s) the survivors own "
                       "every partition:", after)

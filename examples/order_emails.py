@@ -1,6 +1,6 @@
 """Order service and email worker: decoupling with a queue, polled and pushed.
 
-What it shows: the order service records an order, sends an "order placed" message to a queue and returns at once;
+What it shows: the order service takes an order, sends an "order placed" message to a queue and returns at once;
 sending the confirmation email (slow, and sometimes failing) is an email worker's job. The same orders are handled
 twice, side by side:
 
@@ -84,7 +84,7 @@ async def send_email(to: str, order_id: int, say: Callable[[str], Any], mode: st
 
 async def place_order(queue: Any, order_id: int, email: str, item: str, mode: Mode,
                       say: Callable[[str], Any]) -> None:
-    """The order service: record the order, queue the email, return. It never waits for the mail server."""
+    """The order service: queue the confirmation email and return. It never waits for the mail server."""
     started = time.perf_counter()
     await queue.send(json.dumps({"order": order_id, "email": email, "item": item}).encode(),
                      attributes={"event": "order placed"})
