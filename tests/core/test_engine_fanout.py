@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from millpond.broker.core.fanout.api import (
     DescribeSubscription,
@@ -42,7 +43,9 @@ def produce(engine, topic, partition, *records, now=0.0):
 
 
 def run(engine, now=1.0, turns=1000):
-    """Tick while the engine says work is due (as the server's timer does)."""
+    """Tick while the engine says work is due (as the server's timer does, having taken the keys the last engine
+    call woke)."""
+    engine.take_woken()
     for _ in range(turns):
         if engine.next_deadline() > now:
             return
@@ -288,15 +291,32 @@ def test_a_deleted_target_queue_counts_failed_and_deleting_the_topic_removes_its
     assert answer(never, ListSubscriptions()).subscriptions == ()
 
 
-def test_one_turn_looks_at_a_bounded_number_of_records(never):
+def test_one_turn_looks_at_a_bounded_number_of_records_for_subscriptions(never):
     never.fanout.pump.records_per_turn = 100
     answer(never, Subscribe("t", "a", raw=True))
+    answer(never, Subscribe("t", "b", raw=True))
     produce(never, "t", 0, *[b"%d" % i for i in range(250)])
+    never.take_woken()
     never.tick(ctx(1.0))
-    assert len(never.queues.manager.queues["a"].messages) == 100
+    counts = lambda: [len(never.queues.manager.queues[q].messages) for q in ("a", "b")]
+    assert counts() == [50, 50]  # 100 (record, subscription) pairs
     assert never.next_deadline() == -math.inf  # more waits: the timer comes back at once
     run(never)
-    assert len(never.queues.manager.queues["a"].messages) == 250
+    assert counts() == [250, 250]
+    assert [int(m.body) for m in receive_all(never, "b")] == list(range(250))
+
+
+def test_a_topic_deleted_and_created_again_is_read_afresh(never):
+    answer(never, Subscribe("t", "a", raw=True))
+    produce(never, "t", 0, b"old-0", b"old-1")
+    run(never)
+    answer(never, DeleteTopic("t"))
+    answer(never, CreateTopic("t", 1))
+    answer(never, Subscribe("t", "b", raw=True))
+    produce(never, "t", 0, b"new-0", b"new-1", b"new-2")
+    run(never)
+    assert [m.body for m in receive_all(never, "a")] == [b"old-0", b"old-1"]
+    assert [m.body for m in receive_all(never, "b")] == [b"new-0", b"new-1", b"new-2"]
 
 
 # -- restarts ---------------------------------------------------------------------------------------------------
@@ -312,8 +332,10 @@ def _setup_always(tmp_path, n=20):
     settled(engine, CreateQueue("b"))
     subs = [settled(engine, Subscribe("t", q, raw=True, filter_policy='{"n": [{"numeric": ["<", 15]}]}'
                                       if q == "b" else None)) for q in ("a", "b")]
-    handle(engine, Produce("t", 0, encode_batch([(T0_MS, None, b"%d" % i, [("n", b"%d" % i)]) for i in range(n)])))
-    flush(engine)
+    if n:
+        handle(engine, Produce("t", 0, encode_batch([(T0_MS, None, b"%d" % i, [("n", b"%d" % i)])
+                                                     for i in range(n)])))
+        flush(engine)
     return engine, subs
 
 
@@ -349,7 +371,7 @@ def test_restart_after_the_queue_sends_before_the_cursor_save_duplicates_nothing
     run(engine)  # sends journaled; the cursors wait for them to be durable
     subs_log = engine.log.topics[SUBSCRIPTIONS_TOPIC].partitions[0]
     end = subs_log.log_end_offset
-    assert engine.fanout.subs.waiting()
+    assert engine.fanout.subs.pending
     flush(engine)  # the sends are durable; the cursor save is not written yet
     assert subs_log.log_end_offset == end
     _check(_restart(engine, tmp_path), subs)
@@ -391,4 +413,57 @@ def test_subscriptions_survive_a_restart(tmp_path):
     engine = _restart(engine, tmp_path, abandon=False)
     listed = settled(engine, ListSubscriptions(), 10.0).subscriptions
     assert sorted(listed, key=lambda s: s.queue) == sorted(subs, key=lambda s: s.queue)
+    engine.close()
+
+
+def test_cursors_are_journaled_at_most_once_a_second_per_subscription(never):
+    answer(never, Subscribe("t", "a"))
+    answer(never, Subscribe("t", "b"))
+    subs_log = never.log.topics[SUBSCRIPTIONS_TOPIC].partitions[0]
+    end = subs_log.log_end_offset
+    for i in range(20):  # 20 turns within one second
+        produce(never, "t", 0, b"x", now=1.0 + i / 40)
+        run(never, 1.0 + i / 40)
+    assert subs_log.log_end_offset == end + 2  # one save each, at the first turn
+    run(never, 2.0)  # a second later the newest positions are saved
+    assert subs_log.log_end_offset == end + 4 and not never.fanout.subs.pending
+    assert never.fanout.next_deadline() == math.inf
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.sampled_from(["produce", "tick", "flush", "restart", "kill"]), max_size=30),
+       per_turn=st.integers(1, 9))
+def test_any_interleaving_of_turns_fsyncs_restarts_and_kills_delivers_each_record_once(tmp_path_factory, steps,
+                                                                                      per_turn):
+    path = tmp_path_factory.mktemp("fanout")
+    engine, subs = _setup_always(path, n=0)
+    engine.fanout.pump.records_per_turn = per_turn
+    n, now = 0, 1.0
+    for step in steps:
+        now += 0.3
+        if step == "produce":
+            handle(engine, Produce("t", 0, encode_batch([(T0_MS, None, b"%d" % i, [("n", b"%d" % i)])
+                                                         for i in range(n, n + 3)])), now)
+            n += 3
+        elif step == "tick":
+            engine.take_woken()
+            engine.tick(ctx(now))
+        elif step == "flush":
+            flush(engine)
+        else:
+            engine.abandon() if step == "kill" else engine.close()
+            engine = make_engine(path, opened_at=now, fsync="always")
+            engine.fanout.pump.records_per_turn = per_turn
+    for _ in range(100):
+        flush(engine)
+        engine.take_woken()
+        if engine.fanout.next_deadline() > now + 2:
+            break
+        now += 1.0
+        engine.tick(ctx(now))
+    take = lambda q: settled(engine, ReceiveMessages(q, max_messages=1000, wait_s=0.0), now).messages
+    assert sorted(int(m.body) for m in take("a")) == list(range(n))
+    assert sorted(int(m.body) for m in take("b")) == [i for i in range(n) if i < 15]
+    da, db = (settled(engine, DescribeSubscription(s.id), now) for s in subs)
+    assert (da.delivered, da.filtered_out, db.delivered, db.filtered_out) == (n, 0, min(n, 15), max(0, n - 15))
     engine.close()

@@ -17,7 +17,6 @@ from millpond.broker.core.fanout.subscriptions import QUEUE_TARGET, Subscription
 from millpond.broker.core.log import LogManager, PartitionLog, is_internal_topic
 from millpond.broker.core.outcomes import Answer, Context, Outcome
 from millpond.broker.core.queues.api import QueueApi
-from millpond.broker.core.queues.journal import QUEUES_TOPIC
 from millpond.broker.wire.errors import InvalidParameterValueError, UnknownTopicOrPartitionError
 
 START_END, START_BEGINNING = "end", "beginning"
@@ -118,7 +117,6 @@ class FanoutApi:
         self.subs = Subscriptions()
         self.journal = SubscriptionJournal(log)
         self.pump = Pump(log, self.subs, queues.manager, **pump)
-        self._save_due = False
 
     def handlers(self) -> dict[type, Callable[[Any, Context], Outcome]]:
         return {Subscribe: self.subscribe, Unsubscribe: self.unsubscribe, ListSubscriptions: self.list,
@@ -136,36 +134,39 @@ class FanoutApi:
 
     # -- driving ------------------------------------------------------------------------------------------------
     def woken(self, keys: set[Hashable]) -> None:
-        """Keys the engine woke: a subscribed partition's high watermark moved (records to deliver), the queues'
-        journal became durable (cursors to save)."""
+        """Keys the engine woke: a subscribed partition's high watermark moved (records to deliver)."""
         by_topic = self.subs.by_topic
         if not by_topic:
             return
         for key in keys:
-            if type(key) is tuple and len(key) == 3 and key[0] == "log":
-                if key[1] in by_topic:
-                    self.pump.dirty[(key[1], key[2])] = None
-                elif key[1] == QUEUES_TOPIC:
-                    self._save_due = True
+            if type(key) is tuple and len(key) == 3 and key[0] == "log" and key[1] in by_topic:
+                self.pump.dirty[(key[1], key[2])] = None
+
+    def _sends_durable(self) -> float:
+        plog = self.queues.journal.plog
+        return math.inf if plog is None else plog.high_watermark
 
     def next_deadline(self) -> float:
-        if self.pump.dirty or (self._save_due and self.subs.waiting()):
+        """Now while records wait; else the next retry of a paused subscription or cursor save due (the queues'
+        journal becoming durable moves the server's timer: it asks again after every fsync)."""
+        if self.pump.dirty:
             return -math.inf
-        return self.pump.retry_at()
+        retry = self.pump.retry_at()
+        return min(retry, self.subs.save_at(self._sends_durable())) if self.subs.pending else retry
 
     def tick(self, ctx: Context) -> None:
         """One bounded turn of delivery, then journal the sends and save the cursors whose sends are durable."""
-        self._save_due = False
         self.pump.resume_due(ctx.now)
         moved = self.pump.turn(ctx.now, ctx.now_ms) if self.pump.dirty else []
         end = self.queues.journal.append(self.queues.manager.take_events(), ctx.now, ctx.now_ms)
         for s in moved:
             self.subs.progressed(s, end)
-        plog = self.queues.journal.plog
-        self.subs.save(end if plog is None else plog.high_watermark)
+        if self.subs.pending:
+            self.subs.save(self._sends_durable(), ctx.now)
         self.journal.append(self.subs.take_events(), ctx.now_ms)
 
     def topic_deleted(self, topic: str, now_ms: int) -> None:
+        self.pump.forget(topic)
         for s in self.subs.topic_deleted(topic):
             self.queues.manager.forget_origin(s.id)
         self.journal.append(self.subs.take_events(), now_ms)

@@ -6,7 +6,9 @@
 # Pure: `now`/`now_ms` handed in; must not know about storage, waiting, clocks or protocols.
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 from typing import Any, Iterable
 
 from millpond.broker.core.fanout.delivery import delivery_message_id, envelope, group_id, raw_message
@@ -16,8 +18,11 @@ from millpond.broker.core.queues.manager import QueueManager
 from millpond.broker.wire.batch import Record, decode_records
 from millpond.broker.wire.errors import MillpondError, QueueFullError
 
-RECORDS_PER_TURN = 4096  # records one turn looks at, over every partition: the loop's other work waits no longer
+# (record, subscription) pairs one turn looks at, over every partition: a turn of sends costs ~10-40 ms, then the
+# loop's other work runs
+RECORDS_PER_TURN = 1024
 READ_BYTES = 1 << 20  # bytes read from a partition at a time
+CACHED_PARTITIONS = 8  # partitions whose last decoded read is kept for the next turns
 RETRY_S = 0.5  # a subscription whose queue is full tries again after this long (monotonic s)
 
 log = logging.getLogger("millpond.fanout")
@@ -25,7 +30,8 @@ log = logging.getLogger("millpond.fanout")
 
 class Pump:
     """Delivers records of ``log`` to the queues of ``subs`` through ``queues``. ``dirty`` holds the
-    ``(topic, partition)`` pairs that may have records to deliver; ``turn`` works some off."""
+    ``(topic, partition)`` pairs that may have records to deliver; ``turn`` works some off: at most
+    ``records_per_turn`` looks at a record for a subscription (at least one record per partition it reads)."""
 
     def __init__(self, log_manager: LogManager, subs: Subscriptions, queues: QueueManager, *,
                  records_per_turn: int = RECORDS_PER_TURN, retry_s: float = RETRY_S) -> None:
@@ -35,6 +41,9 @@ class Pump:
         self.records_per_turn = records_per_turn
         self.retry_s = retry_s
         self.dirty: dict[tuple[str, int], None] = {}  # insertion ordered: partitions take turns
+        self.paused: dict[str, Subscription] = {}  # waiting for their paused_until
+        # (topic, partition) -> the records of its last read: a turn uses a slice of a read, the next turns the rest
+        self._cache: dict[tuple[str, int], list[Record]] = {}
 
     def mark_topic(self, topic: str) -> None:
         t = self.log.topics.get(topic)
@@ -43,7 +52,7 @@ class Pump:
                 self.dirty[(topic, p)] = None
 
     def turn(self, now: float, now_ms: int) -> list[Subscription]:
-        """Deliver up to ``records_per_turn`` records; returns the subscriptions whose cursors moved."""
+        """One bounded turn of delivery; returns the subscriptions whose cursors moved."""
         budget = self.records_per_turn
         moved: dict[str, Subscription] = {}
         for key in list(self.dirty):
@@ -68,21 +77,40 @@ class Pump:
                 continue
             start = min(s.cursors.get(p, 0) for s in behind)
             try:
-                records = decode_records(plog.read(start, READ_BYTES, hw), topic, p, start)
+                records = self._read(key, plog, start, hw)
             except MillpondError as exc:
                 log.error("fan-out of %s/%d at offset %d: %s; trying again later", topic, p, start, exc)
                 for s in behind:
-                    s.paused_until = now + self.retry_s
+                    self._pause(s, now)
                 continue
-            records = [r for r in records if r.offset < hw][:budget]
+            records = records[:max(1, budget // len(behind))]
             if not records:
                 continue
-            budget -= len(records)
+            budget -= len(records) * len(behind)
             for s in behind:
                 if self._deliver(s, p, records, now, now_ms):
                     moved[s.id] = s
             self.dirty[key] = None  # looked at again next turn: more records, or nothing and it is dropped
         return list(moved.values())
+
+    def _read(self, key: tuple[str, int], plog: Any, start: int, hw: int) -> list[Record]:
+        """The records of ``plog`` from ``start`` below ``hw`` that one read gives (from the cache when the last read
+        holds ``start``). Raises ``MillpondError`` (a damaged batch)."""
+        cached = self._cache.get(key)
+        if cached and cached[0].offset <= start <= cached[-1].offset:
+            return cached[bisect.bisect_left(cached, start, key=lambda r: r.offset):]
+        self._cache.pop(key, None)
+        records = [r for r in decode_records(plog.read(start, READ_BYTES, hw), key[0], key[1], start) if r.offset < hw]
+        if records:
+            self._cache[key] = records
+            if len(self._cache) > CACHED_PARTITIONS:
+                del self._cache[next(iter(self._cache))]
+        return records
+
+    def forget(self, topic: str) -> None:
+        """Drop what is cached of a topic (deleted: a new one of the same name starts again at offset 0)."""
+        for key in [k for k in self._cache if k[0] == topic]:
+            del self._cache[key]
 
     def _deliver(self, s: Subscription, p: int, records: Iterable[Record], now: float, now_ms: int) -> bool:
         """Deliver ``records`` (offset order) from ``s``'s cursor on; returns whether the cursor moved."""
@@ -103,7 +131,7 @@ class Pump:
                     s.delivered += 1
                     s.last_lag_ms = now_ms - rec.timestamp_ms
                 except QueueFullError:
-                    s.paused_until = now + self.retry_s  # never dropped: the same record is tried again
+                    self._pause(s, now)  # never dropped: the same record is tried again
                     break
                 except MillpondError as exc:
                     if not self._dead_letter(s, rec, exc, now, now_ms):
@@ -113,14 +141,15 @@ class Pump:
         return cur != before
 
     def _send(self, s: Subscription, queue: str, rec: Record, raw: bool, now: float, now_ms: int) -> None:
-        q = self.queues.queue(queue, now)
+        q = self.queues.queues.get(queue)  # send() raises UNKNOWN_QUEUE for a missing one
+        fifo = q is not None and q.fifo
         mid = delivery_message_id(s.id, rec.topic, rec.partition, rec.offset)
         if raw:
             body, attributes = raw_message(rec)
         else:
             body, attributes = envelope(rec, s.id), None
         self.queues.send(queue, body, now, now_ms, attributes=attributes,
-                         group_id=group_id(rec.key) if q.fifo else None, dedup_id=mid if q.fifo else None,
+                         group_id=group_id(rec.key) if fifo else None, dedup_id=mid if fifo else None,
                          message_id=mid, origin=(s.id, rec.partition, rec.offset))
 
     def _dead_letter(self, s: Subscription, rec: Record, exc: MillpondError, now: float, now_ms: int) -> bool:
@@ -133,7 +162,7 @@ class Pump:
                 self._send(s, dlq, rec, False, now, now_ms)
                 s.dead_lettered += 1
             except QueueFullError:
-                s.paused_until = now + self.retry_s
+                self._pause(s, now)
                 return False
             except MillpondError as again:
                 log.warning("subscription %s: record %s/%d@%d dropped (%s; dead-letter queue %r: %s)", s.id,
@@ -141,17 +170,20 @@ class Pump:
         s.failed += 1
         return True
 
+    def _pause(self, s: Subscription, now: float) -> None:
+        s.paused_until = now + self.retry_s
+        self.paused[s.id] = s
+
     def retry_at(self) -> float:
-        """The earliest time a paused subscription with records waiting tries again (``inf``: none)."""
-        return min((s.paused_until for s in self.subs.by_id.values() if s.paused_until != -float("inf")),
-                   default=float("inf"))
+        """The earliest time a paused subscription tries again (``inf``: none)."""
+        return min((s.paused_until for s in self.paused.values()), default=math.inf)
 
     def resume_due(self, now: float) -> None:
-        for s in self.subs.by_id.values():
-            if s.paused_until != -float("inf") and s.paused_until <= now:
-                s.paused_until = -float("inf")
+        for s in [s for s in self.paused.values() if s.paused_until <= now]:
+            del self.paused[s.id]
+            s.paused_until = -math.inf
+            if self.subs.by_id.get(s.id) is s:
                 self.mark_topic(s.topic)
-
 
 def lag(log_manager: LogManager, s: Subscription, now_ms: int) -> tuple[list[tuple[int, int, int]], int, Any]:
     """``([(partition, cursor, high watermark)], records behind, seconds behind or None)``: seconds from the

@@ -20,6 +20,7 @@ from millpond.broker.wire.errors import (
 SUBSCRIPTIONS_PER_TOPIC_MAX = 200  # as SNS's filter policies per topic
 SUBSCRIPTIONS_MAX = 1_000  # per broker (SNS: 10,000 filter policies per account); each may hold 256 KiB of policy
 CHECKPOINTS_MAX = 16  # cursor positions waiting for their queue sends to be durable, per subscription
+SAVE_INTERVAL_S = 1.0  # a subscription's cursors are journaled at most this often (monotonic s)
 QUEUE_TARGET = "queue"
 Event = tuple  # ("sub", record, cursors) | ("unsub", id) | ("cursor", id, cursors, delivered, filtered, failed, dlq)
 
@@ -42,7 +43,7 @@ class Subscription:
 
     __slots__ = ("id", "topic", "target", "filter_policy", "scope", "raw", "dead_letter_queue", "created_ms",
                  "policy", "cursors", "saved", "delivered", "filtered", "failed", "dead_lettered", "paused_until",
-                 "last_lag_ms", "checkpoints")
+                 "last_lag_ms", "checkpoints", "saved_at")
 
     def __init__(self, id: str, topic: str, target: Target, filter_policy: str | None, scope: str, raw: bool,
                  dead_letter_queue: str | None, created_ms: int) -> None:
@@ -61,6 +62,7 @@ class Subscription:
         self.paused_until = -math.inf
         self.last_lag_ms: int | None = None
         self.checkpoints: deque[tuple[int, dict[int, int], tuple[int, int, int, int]]] = deque()
+        self.saved_at = -math.inf  # when the cursors were last journaled (monotonic s)
 
     def settings(self) -> tuple[Any, ...]:
         return (self.topic, self.target, self.filter_policy, self.scope, self.raw, self.dead_letter_queue)
@@ -90,6 +92,8 @@ class Subscriptions:
         self.per_topic_max = per_topic_max
         self.total_max = total_max
         self.events: list[Event] = []
+        self.pending: dict[str, Subscription] = {}  # those with checkpoints waiting
+        self.save_interval_s = SAVE_INTERVAL_S
 
     def take_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -118,6 +122,7 @@ class Subscriptions:
             self.by_topic.setdefault(s.topic, {})[s.id] = s
         elif kind == "unsub":
             s = self.by_id.pop(event[1], None)
+            self.pending.pop(event[1], None)
             if s is not None:
                 mine = self.by_topic[s.topic]
                 del mine[s.id]
@@ -183,23 +188,33 @@ class Subscriptions:
         s.checkpoints.append((needs, dict(s.cursors), s.counters()))
         if len(s.checkpoints) > CHECKPOINTS_MAX:
             s.checkpoints.popleft()
+        self.pending[s.id] = s
 
-    def save(self, durable: int) -> None:
-        """Journal the newest position of each subscription whose sends are durable up to ``durable``."""
-        for s in self.by_id.values():
-            latest = None
+    def save_at(self, durable: int) -> float:
+        """When ``save`` next has a position to journal, given the target's journal is durable up to ``durable``
+        (``inf``: none until more of it is durable)."""
+        return min((s.saved_at + self.save_interval_s for s in self.pending.values()
+                    if s.checkpoints[0][0] <= durable), default=math.inf)
+
+    def save(self, durable: int, now: float) -> None:
+        """Journal the newest position of each subscription whose sends are durable up to ``durable`` and whose
+        last save is ``save_interval_s`` old (a position not saved costs nothing but looking at its records again
+        after a restart: the queues' fan-out marks keep what was sent from being sent twice)."""
+        for s in list(self.pending.values()):
+            if s.checkpoints[0][0] > durable or now < s.saved_at + self.save_interval_s:
+                continue
+            latest = s.checkpoints.popleft()
             while s.checkpoints and s.checkpoints[0][0] <= durable:
                 latest = s.checkpoints.popleft()
-            if latest is not None:  # appended, not applied: the live cursors may be ahead of it
-                self.events.append(("cursor", s.id, sorted(latest[1].items()), *latest[2]))
-                s.saved = latest[1]
-
-    def waiting(self) -> bool:
-        """Whether some position waits to be saved."""
-        return any(s.checkpoints for s in self.by_id.values())
+            # appended, not applied: the live cursors may be ahead of it
+            self.events.append(("cursor", s.id, sorted(latest[1].items()), *latest[2]))
+            s.saved = latest[1]
+            s.saved_at = now
+            if not s.checkpoints:
+                del self.pending[s.id]
 
 
 __all__ = [
-    "CHECKPOINTS_MAX", "QUEUE_TARGET", "SUBSCRIPTIONS_MAX", "SUBSCRIPTIONS_PER_TOPIC_MAX", "Event", "Subscription",
-    "Subscriptions", "Target",
+    "CHECKPOINTS_MAX", "QUEUE_TARGET", "SAVE_INTERVAL_S", "SUBSCRIPTIONS_MAX", "SUBSCRIPTIONS_PER_TOPIC_MAX", "Event",
+    "Subscription", "Subscriptions", "Target",
 ]

@@ -1,10 +1,13 @@
 # The subscriptions' state (subscriptions.py) alone: events replay to the same state, bounds, idempotent subscribe,
-# and cursor checkpoints saved only once the sends they cover are durable, at most CHECKPOINTS_MAX waiting.
+# and cursor checkpoints saved only once the sends they cover are durable, at most once a second, at most
+# CHECKPOINTS_MAX waiting.
 from __future__ import annotations
+
+import math
 
 import pytest
 
-from millpond.broker.core.fanout.subscriptions import CHECKPOINTS_MAX, Subscriptions, Target
+from millpond.broker.core.fanout.subscriptions import CHECKPOINTS_MAX, SAVE_INTERVAL_S, Subscriptions, Target
 from millpond.broker.wire.errors import (
     InvalidParameterValueError,
     TooManySubscriptionsError,
@@ -26,7 +29,7 @@ def test_events_replay_to_the_same_state():
     s.cursors[0] = 9
     s.delivered, s.filtered = 3, 1
     live.progressed(s, needs=40)
-    live.save(durable=40)
+    live.save(durable=40, now=0.0)
     live.unsubscribe("s2")
     events = live.take_events()
     assert [e[0] for e in events] == ["sub", "sub", "cursor", "unsub"]
@@ -69,7 +72,7 @@ def test_unknown_ids_are_refused():
             subs.get(bad)
 
 
-def test_a_checkpoint_is_saved_only_once_its_sends_are_durable():
+def test_a_checkpoint_is_saved_only_once_its_sends_are_durable_and_at_most_once_a_second():
     subs = Subscriptions()
     s, _ = subscribe(subs)
     subs.take_events()
@@ -77,13 +80,19 @@ def test_a_checkpoint_is_saved_only_once_its_sends_are_durable():
     subs.progressed(s, needs=100)
     s.cursors[0] = 20
     subs.progressed(s, needs=200)
-    subs.save(durable=99)
-    assert subs.take_events() == [] and subs.waiting()
-    subs.save(durable=150)
+    assert subs.save_at(99) == math.inf
+    subs.save(durable=99, now=0.0)
+    assert subs.take_events() == [] and subs.pending
+    assert subs.save_at(150) == -math.inf  # never saved: due at once
+    subs.save(durable=150, now=0.0)
     assert subs.take_events() == [("cursor", "s1", [(0, 10)], 0, 0, 0, 0)]
     assert s.cursors == {0: 20}  # the live position runs ahead of the saved one
-    subs.save(durable=200)
-    assert subs.take_events() == [("cursor", "s1", [(0, 20)], 0, 0, 0, 0)] and not subs.waiting()
+    assert subs.save_at(200) == SAVE_INTERVAL_S
+    subs.save(durable=200, now=SAVE_INTERVAL_S / 2)
+    assert subs.take_events() == []
+    subs.save(durable=200, now=SAVE_INTERVAL_S)
+    assert subs.take_events() == [("cursor", "s1", [(0, 20)], 0, 0, 0, 0)] and not subs.pending
+    assert subs.save_at(10**9) == math.inf
 
 
 def test_waiting_checkpoints_are_bounded():
@@ -93,7 +102,7 @@ def test_waiting_checkpoints_are_bounded():
         s.cursors[0] = i
         subs.progressed(s, needs=i)
     assert len(s.checkpoints) == CHECKPOINTS_MAX
-    subs.save(durable=10**9)
+    subs.save(durable=10**9, now=0.0)
     assert subs.take_events()[-1][2] == [(0, CHECKPOINTS_MAX * 4 - 1)]
 
 
