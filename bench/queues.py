@@ -5,8 +5,9 @@
 # the send of that batch size left), push delivery with a prefetch window (a queue filled first, not measured), and
 # the long-poll wake-up latency (a receiver process parked in a long poll, one message sent, send call to receipt).
 # Every row checks its messages: each sent one held by the broker, each received exactly once, or the run aborts.
-# Then the issue's goals as [met]/[MISSED] lines. Owns the row order, the checks and the report; must not know a
-# client library (bench.targets.*_queues drive those).
+# `--against REV` / `--target millpond@REV` add millpond at git revisions (bench.targets.revision_queues), taking
+# turns with this tree at each fsync mode. Then the issue's goals as [met]/[MISSED] lines. Owns the row order, the
+# checks and the report; must not know a client library (bench.targets.*_queues drive those).
 from __future__ import annotations
 
 import argparse
@@ -44,6 +45,10 @@ RATE_MEANING = ("messages/s: send from the first request to the last acknowledge
                 "acknowledgement; receive+delete = one receive call to its delete's acknowledgement; wake-up = send "
                 "call to receipt by a receiver process parked in a long poll (HDR, every round).")
 
+RATIO_MEANING = ("ratio: the run's millpond (this tree) over the row's target, median over median: a peer against "
+                 "millpond at fsync=always, a millpond revision against this tree at the same fsync mode; "
+                 "messages/s > 1 means this tree is faster; for the wake-up (p50) < 1 means its latency is lower.")
+
 
 class Goal:
     """One of issue 11's goals, checked on the median of a millpond row at fsync=always."""
@@ -63,10 +68,6 @@ def run(args: argparse.Namespace) -> int:
     """The `queues` workload from the bench command line: ``--fsync`` (default always), ``--peers``, ``--repeat``,
     ``--duration-s`` / ``--count`` (per send row; the wake-up's rounds), ``--record-bytes`` (message body, default
     100), ``--warmup-s``, ``--broker``, ``--json``, ``--no-progress``."""
-    if args.against or args.target != "millpond":
-        print("millpond bench: queues runs this tree's millpond (with --peers beside it); --target and --against "
-              "are for the topic workloads", file=sys.stderr)
-        return 2
     try:
         doc = measure(args)
     except BenchAborted as exc:
@@ -88,37 +89,61 @@ def measure(args: argparse.Namespace, note: Callable[[str], None] | None = None,
     body_bytes = args.record_bytes or 100
     if body_bytes < queue_kit.BODY_BYTES_MIN:
         raise BenchAborted(f"queues: --record-bytes must be at least {queue_kit.BODY_BYTES_MIN}")
-    names = ["millpond"] + peer_names(args.peers)
-    progress = Progress(len(ROWS) * repeat * (len(modes) + len(names) - 1), enabled=not args.no_progress)
+    names = target_names(args)
+    ours = [n for n in names if targets.is_millpond(n)]
+    progress = Progress(len(ROWS) * repeat * (len(modes) * len(ours) + len(names) - len(ours)),
+                        enabled=not args.no_progress)
     say = note or progress.note
     skipped: dict[str, str] = {}
-    live = []
     for name in names:
         why = _missing(name)
         if why:
             skipped[name] = why
             say(f"skipping {name}: {why}")
-        else:
-            live.append(name)
     rows: list[dict[str, Any]] = []
     about: dict[str, dict[str, str]] = {}
-    for _ in range(repeat):
-        for name in live:
-            if name in skipped:
-                continue
-            target = queue_kit.get(name)
-            about.setdefault(name, target.describe())
-            for mode in (modes if name == "millpond" else (modes[0],)):
-                try:
-                    with target.server(mode, args.broker if name == "millpond" else None) as server:
-                        rows += run_rows(target, server, args, body_bytes, progress, skipped)
-                except PeerUnavailable as exc:
-                    skipped[name] = str(exc)
-                    say(f"skipping {name}: {exc}")
+
+    def one(name: str, mode: str) -> None:
+        if name in skipped:
+            return
+        target = _get(name)
+        about.setdefault(name, target.describe())
+        try:
+            if _is_revision(name):
+                progress.step(f"{name} fsync={mode}: every row in a child process")
+                got = target.rows(mode, args)
+                progress.done(f"{len(got)} rows")
+                rows.extend(got)
+                return
+            with target.server(mode, args.broker if name == "millpond" else None) as server:
+                rows.extend(run_rows(target, server, args, body_bytes, progress, skipped))
+        except PeerUnavailable as exc:
+            skipped[name] = str(exc)
+            say(f"skipping {name}: {exc}")
+
+    for r in range(repeat):
+        for k, mode in enumerate(modes):  # this tree and revisions take turns, the order turning (A B, B A)
+            shift = (r + k) % len(ours) if ours else 0
+            for name in ours[shift:] + ours[:shift]:
+                one(name, mode)
+        for name in names:
+            if name not in ours:
+                one(name, modes[0])  # a peer's durability is its own: once per repeat
     summary = summarize(rows)
     return {"workload": "queues", "machine": machine.describe(), "repeat": repeat, "body_bytes": body_bytes,
             "in_flight": IN_FLIGHT, "prefetch": PREFETCH, "results": summary, "about": about, "skipped": skipped,
             "goals": goals(summary), "command": _command(args)}
+
+
+def target_names(args: argparse.Namespace) -> list[str]:
+    """``--target`` (default millpond; ``millpond@REV``: a git revision), the revisions of ``--against`` (as
+    ``millpond@<short commit>``), then the peers."""
+    from millpond.bench.cli import _revision_label, _split_names
+
+    names = [_revision_label(n) for n in _split_names(args.target)]
+    names += [n for n in (_revision_label(targets.REVISION_PREFIX + r) for r in _split_names(args.against or ""))
+              if n not in names]
+    return names + [n for n in peer_names(args.peers) if n not in names]
 
 
 def peer_names(peers: str | None) -> list[str]:
@@ -131,10 +156,22 @@ def peer_names(peers: str | None) -> list[str]:
     return targets.peer_targets([n.strip() for n in peers.split(",") if n.strip()])
 
 
+def _is_revision(name: str) -> bool:
+    return name.startswith(targets.REVISION_PREFIX)
+
+
+def _get(name: str) -> Any:
+    if _is_revision(name):
+        from millpond.bench.targets import revision_queues
+
+        return revision_queues.RevisionQueues(name[len(targets.REVISION_PREFIX):])
+    return queue_kit.get(name)
+
+
 def _missing(name: str) -> str | None:
-    if name not in queue_kit.QUEUE_TARGETS:
+    if name not in queue_kit.QUEUE_TARGETS and not _is_revision(name):
         return f"no queue loop for {name} in this benchmark"
-    return queue_kit.get(name).missing()
+    return _get(name).missing()
 
 
 def run_rows(target: Any, server: Any, args: argparse.Namespace, body_bytes: int, progress: Progress,
@@ -326,7 +363,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 11's goals on millpond's fsync=always rows: the three thresholds, then ahead of RabbitMQ on every row
     (messages/s higher; for the wake-up, p50 lower). A goal whose rows did not run is not listed."""
-    ours = {g["row"]: g for g in summary if g["target"] == "millpond" and g["fsync"] == "always"}
+    first = base_target(summary)
+    ours = {g["row"]: g for g in summary if g["target"] == first and g["fsync"] == "always"}
     peer = {g["row"]: g for g in summary if g["target"] == AHEAD_OF}
     out = []
     for goal in GOALS:
@@ -360,16 +398,13 @@ def table(doc: dict[str, Any]) -> str:
     head = ["row", "target", "fsync", "messages/s", "MB/s", "p50 ms", "p99 ms", "max ms", "ratio"]
     body = []
     order = {label: i for i, label in enumerate(ROWS)}
-    base = {(g["row"], g["fsync"]): g for g in summary if g["target"] == "millpond"}
-    always = {g["row"]: g for g in summary if g["target"] == "millpond" and g["fsync"] == "always"}
-    for g in sorted(summary, key=lambda g: (order.get(g["row"], 99), g["target"] != "millpond")):
+    for g in sorted(summary, key=lambda g: (order.get(g["row"], 99), not targets.is_millpond(g["target"]))):
         body.append([g["row"], g["target"], g["fsync"], report.cell(g["messages_per_s"], "{:,.0f}"),
                      report.cell(g["mb_per_s"], "{:,.1f}"), report.cell(g["p50_ms"], "{:.2f}"),
                      report.cell(g["p99_ms"], "{:.2f}"), report.cell(g["max_ms"], "{:.2f}"),
-                     _ratio(g, always.get(g["row"]) or base.get((g["row"], g["fsync"])))])
+                     _ratio(g, counterpart(g, summary))])
     lines += report._columns(head, body, left=3)
-    lines += ["", RATE_MEANING, "ratio: millpond (fsync=always where it ran) / peer, median over median: "
-              "messages/s > 1 means millpond is faster; for the wake-up (p50) < 1 means millpond's is lower."]
+    lines += ["", RATE_MEANING, RATIO_MEANING]
     cpu = [f"  {g['target']} {g['row']} ({g['fsync']}): broker CPU {g['server_cpu_us_per_message']['median']:.1f} "
            f"µs/message" for g in summary if g["server_cpu_us_per_message"]["median"] is not None]
     if cpu:
@@ -382,8 +417,26 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def base_target(summary: list[dict[str, Any]]) -> str | None:
+    """The millpond the run is about: this tree if it ran, else the first revision (``--target millpond@REV``)."""
+    ours = [g["target"] for g in summary if targets.is_millpond(g["target"])]
+    return "millpond" if "millpond" in ours else next(iter(ours), None)
+
+
+def counterpart(g: dict[str, Any], summary: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row of the run's millpond that ``g`` is compared with: for a revision, the same row at the same fsync
+    mode; for a peer, the same row at fsync=always (else the first mode that ran); None for the run's own rows."""
+    first = base_target(summary)
+    if g["target"] == first:
+        return None
+    same = [m for m in summary if m["target"] == first and m["row"] == g["row"]]
+    if targets.is_millpond(g["target"]):
+        return next((m for m in same if m["fsync"] == g["fsync"]), None)
+    return next((m for m in same if m["fsync"] == "always"), same[0] if same else None)
+
+
 def _ratio(g: dict[str, Any], ours: dict[str, Any] | None) -> str:
-    if g["target"] == "millpond" or ours is None:
+    if ours is None:
         return "-"
     figure = "p50_ms" if g["row"] == "long-poll wake-up" else "messages_per_s"
     a, b = ours[figure]["median"], g[figure]["median"]
@@ -421,19 +474,17 @@ def markdown(doc: dict[str, Any] | None) -> list[str]:
     lines += [f"- {name}: {about['server']}; {about['client']}; {about['durability']}"
               for name, about in doc["about"].items() if name != "millpond"]
     lines += [f"- **{name} not measured**: {why}" for name, why in doc["skipped"].items()]
-    lines += ["", "| row | target | durability | messages/s | MB/s | p50 ms | p99 ms | max ms | millpond/peer |",
+    lines += ["", "| row | target | durability | messages/s | MB/s | p50 ms | p99 ms | max ms | ratio |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     order = {label: i for i, label in enumerate(ROWS)}
     summary = doc["results"]
-    always = {g["row"]: g for g in summary if g["target"] == "millpond" and g["fsync"] == "always"}
-    for g in sorted(summary, key=lambda g: (order.get(g["row"], 99), g["target"] != "millpond")):
-        durability = f"fsync={g['fsync']}" if g["target"] == "millpond" else g["fsync"]
+    for g in sorted(summary, key=lambda g: (order.get(g["row"], 99), not targets.is_millpond(g["target"]))):
+        durability = f"fsync={g['fsync']}" if targets.is_millpond(g["target"]) else g["fsync"]
         lines.append("| " + " | ".join([g["row"], g["target"], durability] + [
             report.cell(g[n], f) for n, f in (("messages_per_s", "{:,.0f}"), ("mb_per_s", "{:,.1f}"),
                                               ("p50_ms", "{:.2f}"), ("p99_ms", "{:.2f}"), ("max_ms", "{:.2f}"))]
-            + [_ratio(g, always.get(g["row"]))]) + " |")
-    lines += ["", RATE_MEANING + " millpond/peer: millpond at fsync=always over the peer, median over median "
-              "(wake-up: p50, < 1 means millpond's is lower).", ""]
+            + [_ratio(g, counterpart(g, summary))]) + " |")
+    lines += ["", RATE_MEANING + " " + RATIO_MEANING, ""]
     if doc["goals"]:
         lines += [f"**Machine:** {machine.one_line(mach)}. Goals on millpond's fsync=always rows:", "",
                   "| goal | value | needs | |", "|---|---:|---|---|"]

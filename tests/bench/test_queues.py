@@ -127,9 +127,25 @@ def test_a_peer_without_a_queue_loop_is_skipped_with_one_line(capsys):
     assert doc["skipped"] == {"nats": "no queue loop for nats in this benchmark"}
 
 
-def test_revisions_are_refused_with_a_line(capsys):
-    assert main(["bench", "queues", "--against", "HEAD"]) == 2
-    assert "--target and --against are for the topic workloads" in capsys.readouterr().err
+def test_a_revision_runs_every_row_beside_this_tree_with_its_own_broker_and_client(capsys):
+    doc = bench_queues(capsys, "--peers", "none", "--against", "HEAD")
+    (name,) = {g["target"] for g in doc["results"]} - {"millpond"}
+    assert name.startswith("millpond@") and len(name) == len("millpond@") + 7
+    rows = rows_of(doc, name)
+    assert set(rows) == {(r, "always") for r in queues.ROWS}
+    assert all(g["messages"]["median"] == MESSAGES for g in rows.values())
+    mine = rows_of(doc, "millpond")
+    for key, g in rows.items():
+        assert queues.counterpart(g, doc["results"]) is mine[key]  # this tree / revision, like with like
+    assert [g["goal"] for g in doc["goals"]] == [goal.text for goal in queues.GOALS]  # judged on this tree
+
+
+def test_a_revision_without_queues_is_skipped_with_its_error(capsys):
+    before_queues = "6b34ef3"  # the parent of the commit that gave the client its queues
+    doc = bench_queues(capsys, "--peers", "none", "--against", before_queues)
+    assert doc["skipped"] == {f"millpond@{before_queues}": f"millpond@{before_queues} could not run the queue rows: "
+                              "AttributeError: 'Client' object has no attribute 'create_queue'"}
+    assert {g["target"] for g in doc["results"]} == {"millpond"}
 
 
 # ---- goals ----
