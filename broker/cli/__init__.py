@@ -22,6 +22,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from millpond import __version__
 
     parser.add_argument("--version", action="version", version=f"millpond {__version__}")
+    parser.add_argument("--broker", "-b", dest="global_broker", metavar="HOST:PORT",
+                        help="broker address for the command that follows (as its own --broker; default "
+                             "$MILLPOND_BROKER, else 127.0.0.1:7420)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMANDS if only is None else (only,):
         try:
@@ -36,9 +39,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    first = next((w for w in words if not w.startswith("-")), None)
+    first = _command_word(words)
     parser = build_parser(first if first in _COMMANDS else None)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(words)
+    if unknown:  # under the usage of the (sub)command it was given to, not millpond's
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    resolve_broker(args)
     if args.command != "serve":
         # SIGTERM (kill, timeout, a supervisor) stops a client command like Ctrl-C: a consumer commits and leaves
         # its group, a producer stops; instead of dying with a group member left behind until its session lapses.
@@ -51,6 +57,39 @@ def main(argv: list[str] | None = None) -> int:
         # `millpond consume ... | head` closes stdout early; that is not an error (and nothing more to flush).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _command_word(words: list[str]) -> str | None:
+    """The subcommand's name: the first word that is no option and no value of -b/--broker."""
+    skip = False
+    for w in words:
+        if skip:
+            skip = False
+        elif w in ("-b", "--broker"):
+            skip = True
+        elif not w.startswith("-"):
+            return w
+    return None
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the deepest subcommand ``args`` names (``millpond topics create``: create's)."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = None if sub is None else getattr(args, sub.dest, None)
+        if name not in (sub.choices if sub is not None else {}):
+            return parser
+        parser = sub.choices[name]
+
+
+def resolve_broker(args: argparse.Namespace) -> None:
+    """A command's own --broker, else one given before the command, else $MILLPOND_BROKER (client commands)."""
+    if getattr(args, "broker", "") is None:
+        args.broker = args.global_broker
+        if args.broker is None and getattr(args, "client_command", False):
+            from millpond.broker.cli._clientcmd import DEFAULT_ADDRESS
+
+            args.broker = os.environ.get("MILLPOND_BROKER") or DEFAULT_ADDRESS
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -13,8 +13,11 @@ DEFAULT_ADDRESS = "127.0.0.1:7420"
 
 
 def add_client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", "-b", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
-                   help=f"broker address (default {DEFAULT_ADDRESS})")
+    # None: the one given before the command, else $MILLPOND_BROKER, else the default (resolved by main())
+    p.add_argument("--broker", "-b", metavar="HOST:PORT",
+                   help=f"broker address (default $MILLPOND_BROKER, else {DEFAULT_ADDRESS}); may come before "
+                        f"the command too")
+    p.set_defaults(client_command=True)
     p.add_argument("--client-id", default="millpond-cli", help="client id sent in the handshake")
 
 

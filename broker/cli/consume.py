@@ -11,9 +11,12 @@ import base64
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from millpond.broker.cli._clientcmd import add_client_args, guarded
+from millpond.broker.cli._progress import LiveLine, Rate
+from millpond.broker.cli._records import compile_format, key_separated, parse_offset
 from millpond.client.errors import CorruptRangeError, NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
 from millpond.client.sync import connect
 
@@ -32,8 +35,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max", "-c", type=int, metavar="N", help="exit after N records")
     p.add_argument("--json", action="store_true", help="one JSON object per record: topic, partition, offset, "
                    "timestamp_ms, key, value, headers (bytes: UTF-8 string, else {\"base64\": ...})")
+    p.add_argument("--offset", "-o", metavar="SPEC", help="where to start (as kcat -o): beginning, end, an "
+                   "offset N, -N (N records before the end), s@TIMESTAMP_MS (the first record at or after it); with "
+                   "--group only beginning or end, for partitions the group has not committed")
+    p.add_argument("--format", "-f", metavar="FMT", help="print each record as FMT (as kcat -f): %%t topic, %%p "
+                   "partition, %%o offset, %%k key, %%s value, %%h headers (name=value,...), %%T timestamp (epoch "
+                   "ms), %%K / %%S key / value length, %%%% a percent sign; \\n \\t \\r escapes; no newline "
+                   "is added. E.g. -f '%%p %%o %%k=%%s\\n'")
+    p.add_argument("--key-separator", "-K", metavar="SEP", help="print the key, SEP, then the value (as kcat -K; "
+                   "no key: an empty one)")
     p.add_argument("--exit-at-end", "-e", action="store_true", help="exit once the end of the log as of start "
-                                                                    "is reached")
+                   "is reached (with --group: of every partition this member owns, as of its assignment)")
     p.add_argument("--skip-corrupt", action="store_true", help="continue past records the broker reports damaged "
                    "on disk, reporting each skipped range on stderr (default: print the records before them, then "
                    "exit with the error naming the range)")
@@ -60,28 +72,78 @@ def _render(records: list, as_json: bool) -> bytes:
     return b"".join(r.value + b"\n" for r in records)
 
 
+def _renderer(args: argparse.Namespace) -> Any:
+    """records -> bytes, as the flags say (one of --json, --format, --key-separator; else raw values)."""
+    chosen = [flag for flag, on in (("--json", args.json), ("--format", args.format is not None),
+                                     ("--key-separator", args.key_separator is not None)) if on]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(chosen)} each say how to print a record: give one")
+    if args.format is not None:
+        return compile_format(args.format)
+    if args.key_separator is not None:
+        return compile_format(key_separated(args.key_separator))
+    return lambda records: _render(records, args.json)
+
+
+class _Tally:
+    """Records printed, for the live line on a terminal and the summary line at the end (both on stderr)."""
+
+    def __init__(self, topic: str) -> None:
+        self.records = 0
+        self.started = time.monotonic()
+        rate = Rate()
+        self.live = LiveLine(sys.stderr, lambda: f"consume {topic}: {self.records:,} records  "
+                                                 f"{rate(self.records):,.0f}/s")
+
+    def close(self) -> None:
+        self.live.stop()
+        print(f"consumed {self.records} records in {time.monotonic() - self.started:.3f} s", file=sys.stderr,
+              flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     # skipped ranges are reported here, on stderr, once each (not again by the client's log line)
     logging.getLogger("millpond.client").addHandler(logging.NullHandler())
+    render = _renderer(args)
+    offset = parse_offset(args.offset) if args.offset is not None else None
+    if offset is not None and args.from_beginning:
+        raise ValueError("--from-beginning is -o beginning: give one")
+    if args.group is not None and offset is not None and offset[0] not in ("beginning", "end"):
+        raise ValueError("with --group, -o takes beginning or end (where partitions the group has not committed "
+                         "start); the group's committed offsets decide the rest")
+    tally = _Tally(args.topic)
     try:
-        return _run(args)
+        return _run(args, render, offset, tally)
     except CorruptRangeError as exc:
         d = exc.details
         raise CorruptRangeError(
             f"offsets {d['first_offset']}-{d['last_offset']} of {d['topic']}/{d['partition']} are damaged on disk; "
             f"the next readable offset is {d['next_offset']} (--skip-corrupt continues past them)", **d) from None
+    finally:
+        tally.close()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _start_at(c: Any, cons: Any, parts: list[tuple[str, int]], offset: tuple[str, int]) -> None:
+    """Move each partition to where ``-o`` says (an offset past either end is clamped to it)."""
+    kind, n = offset
+    if kind == "timestamp":
+        cons.seek_to_timestamp(n, *parts)
+        return
+    for tp in parts:
+        start, end = c.list_offsets(tp[0], tp[1], "earliest")[0], c.list_offsets(tp[0], tp[1], "latest")[0]
+        at = {"beginning": start, "end": end, "offset": n, "from_end": end - n}[kind]
+        cons.seek(tp[0], tp[1], min(max(at, start), end))
+
+
+def _run(args: argparse.Namespace, render: Any, offset: tuple[str, int] | None, tally: _Tally) -> int:
     out = sys.stdout.buffer
     remaining = args.max
-    if args.group is not None and (args.partition is not None or args.exit_at_end):
-        raise ValueError("--group reads the partitions the group assigns: it does not combine with --partition "
-                         "or --exit-at-end")
+    if args.group is not None and args.partition is not None:
+        raise ValueError("--group reads the partitions the group assigns: it does not combine with --partition")
     if remaining is not None and remaining <= 0:
         return 0
     if args.group is not None:
-        return _run_group(args, out, remaining)
+        return _run_group(args, out, remaining, render, offset, tally)
     with connect(args.broker, client_id=args.client_id) as c:
         desc = c.describe_topic(args.topic)  # raises UnknownTopicOrPartitionError with a clear message
         parts = [(args.topic, args.partition)] if args.partition is not None else \
@@ -89,6 +151,8 @@ def _run(args: argparse.Namespace) -> int:
         reset = "earliest" if args.from_beginning else "latest"
         with c.consumer(auto_offset_reset=reset, skip_corrupt=args.skip_corrupt) as cons:
             cons.assign(parts)
+            if offset is not None:
+                _start_at(c, cons, parts, offset)
             ends: dict[tuple[str, int], int] = {}
             if args.exit_at_end:
                 for tp in parts:  # the end as of start: stop there even if producers keep going
@@ -102,8 +166,9 @@ def _run(args: argparse.Namespace) -> int:
             wait_s = 0.5 if args.exit_at_end and args.skip_corrupt else None
             while True:
                 records = cons.getmany(max_records=remaining, timeout_s=wait_s)
-                out.write(_render(records, args.json))
+                out.write(render(records))
                 out.flush()
+                tally.records += len(records)
                 if remaining is not None:
                     remaining -= len(records)
                     if remaining <= 0:
@@ -130,7 +195,8 @@ def _report_skipped(cons: Any, reported: int, ends: dict[tuple[str, int], int]) 
     return len(skipped)
 
 
-def _run_group(args: argparse.Namespace, out: Any, remaining: int | None) -> int:
+def _run_group(args: argparse.Namespace, out: Any, remaining: int | None, render: Any,
+               offset: tuple[str, int] | None, tally: _Tally) -> int:
     """Consume as a group member; commit what is printed: after each batch, and in on_revoked for partitions
     leaving this member (so their next owner starts right after what was printed here)."""
     printed: dict[tuple[str, int], int] = {}  # next offset to read, per partition, of what reached stdout
@@ -147,11 +213,15 @@ def _run_group(args: argparse.Namespace, out: Any, remaining: int | None) -> int
 
     with connect(args.broker, client_id=args.client_id) as c:
         c.describe_topic(args.topic)  # raises UnknownTopicOrPartitionError with a clear message
-        reset = "earliest" if args.from_beginning else "latest"
+        reset = "earliest" if args.from_beginning or (offset is not None and offset[0] == "beginning") else "latest"
+
+        def end_of(tp: tuple[str, int]) -> int:
+            return c.list_offsets(tp[0], tp[1], "latest")[0]
+
         with c.consumer(args.topic, group=args.group, auto_offset_reset=reset, enable_auto_commit=False,
                         on_revoked=on_revoked, skip_corrupt=args.skip_corrupt) as cons:
             try:
-                _consume_group(cons, out, remaining, printed, args.json)
+                _consume_group(cons, out, remaining, printed, render, tally, end_of if args.exit_at_end else None)
             finally:
                 # Ctrl-C or SIGTERM may land while a commit is on its way: commit what was printed once more,
                 # so the next member starts right after it; then leaving the block leaves the group.
@@ -165,14 +235,18 @@ def _run_group(args: argparse.Namespace, out: Any, remaining: int | None) -> int
     return 0
 
 
-def _consume_group(cons: Any, out: Any, remaining: int | None, printed: dict[tuple[str, int], int],
-                   as_json: bool) -> int | None:
-    """Print batches and commit each once printed, until ``remaining`` records (forever if None)."""
+def _consume_group(cons: Any, out: Any, remaining: int | None, printed: dict[tuple[str, int], int], render: Any,
+                   tally: _Tally, end_of: Any) -> int | None:
+    """Print batches and commit each once printed, until ``remaining`` records (forever if None), or with
+    ``end_of`` (-e) until every partition this member owns is read up to its end as of its assignment."""
     reported = 0
+    ends: dict[tuple[str, int], int] = {}
     while remaining is None or remaining > 0:
-        records = cons.getmany(max_records=remaining, timeout_s=None)
-        out.write(_render(records, as_json))
+        # with -e, wake now and then: the assignment may change, or reach its end, with no record arriving
+        records = cons.getmany(max_records=remaining, timeout_s=None if end_of is None else 0.2)
+        out.write(render(records))
         out.flush()
+        tally.records += len(records)
         reported = _report_skipped(cons, reported, {})
         batch: dict[tuple[str, int], int] = {}
         for r in records:
@@ -186,4 +260,18 @@ def _consume_group(cons: Any, out: Any, remaining: int | None, printed: dict[tup
             pass  # revoked meanwhile: on_revoked committed what was printed
         if remaining is not None:
             remaining -= len(records)
+        if end_of is not None and _owned_at_end(cons, ends, end_of):
+            break
     return remaining
+
+
+def _owned_at_end(cons: Any, ends: dict[tuple[str, int], int], end_of: Any) -> bool:
+    """Whether this member owns partitions and has read each up to its end as of when it was assigned here
+    (``ends``, kept across calls: taken on a partition's arrival, dropped when it leaves)."""
+    owned = cons.assignment()
+    for tp in [tp for tp in ends if tp not in owned]:
+        del ends[tp]
+    for tp in owned:
+        if tp not in ends:
+            ends[tp] = end_of(tp)
+    return bool(owned) and all(cons.position(*tp) >= end for tp, end in ends.items())

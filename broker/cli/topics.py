@@ -1,4 +1,4 @@
-# `millpond topics create|list|describe|delete`: topic admin from the shell, through the blocking client.
+# `millpond topics create|list|describe|delete|add-partitions`: topic admin from the shell, through the blocking client.
 # Knows argparse and output formatting; the protocol is the client's business.
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from millpond.client.sync import connect
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("topics", help="create, list, describe and delete topics",
-                       description="Create, list, describe and delete topics.")
+    p = sub.add_parser("topics", help="create, list, describe, delete and grow topics",
+                       description="Create, list, describe, delete and grow topics.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     c = actions.add_parser("create", help="create a topic")
@@ -31,7 +31,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     rm = actions.add_parser("delete", help="delete a topic and its data")
     rm.add_argument("name")
-    for sp in (c, ls, d, rm):
+
+    grow = actions.add_parser("add-partitions", help="grow a topic to more partitions",
+                              description="Grow a topic to --partitions in total (never fewer); consumer groups "
+                                          "reading it rebalance and take the new ones. Keys map to partitions by "
+                                          "the count, so a key's new records may land in another partition.")
+    grow.add_argument("name")
+    grow.add_argument("--partitions", "-p", type=int, required=True, metavar="TOTAL",
+                      help="the partition count after growing (kafka-topics --alter --partitions)")
+    for sp in (c, ls, d, rm, grow):
         add_client_args(sp)
     p.set_defaults(func=guarded("topics", run))
 
@@ -66,4 +74,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "delete":
             c.delete_topic(args.name)
             print(f"deleted topic {args.name}")
+        elif args.action == "add-partitions":
+            total = c.add_partitions(args.name, args.partitions)
+            print(f"topic {args.name} has {total} partition(s)")
     return 0

@@ -2,6 +2,8 @@
 # `limits set slow` example), headers, and lines that cannot be sent.
 from __future__ import annotations
 
+import os
+import pty
 import re
 import selectors
 import signal
@@ -94,3 +96,70 @@ def test_a_second_signal_aborts_at_once(daemon, tmp_path):
     assert m, err
     stored = log_values(daemon, "logs")
     assert len(stored) >= int(m.group(2)) and stored == [b"%d" % i for i in range(1, len(stored) + 1)]
+
+
+def read_terminal(fd: int, until: bytes | None = None, timeout_s: float = 30) -> bytes:
+    """What a process wrote to the terminal ``fd`` (the main side of a pseudo-terminal): up to ``until`` (after
+    its escape sequences are taken out), or until its other end is closed."""
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(max(0.0, deadline - time.monotonic())):
+                break
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the other end is closed: all read
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if until is not None and until in plain(seen):
+                break
+    return seen
+
+
+def plain(data: bytes) -> bytes:
+    return re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", data)
+
+
+def test_a_live_line_on_a_terminal_then_the_summary(daemon, tmp_path):
+    assert mp("topics", "create", "t", "-b", daemon).returncode == 0
+    assert mp("limits", "set", "slow", "--scope", "client:app-*", "--rate", "1000", "--burst", "100",
+              "-b", daemon).returncode == 0
+    main, terminal = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "millpond.broker.cli", "produce", "t", "--client-id", "app-1",
+                             "-b", daemon], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=terminal, env=env)
+    os.close(terminal)
+    try:
+        proc.stdin.write(b"".join(b"%d\n" % i for i in range(2000)))  # 2 s at the policy's rate
+        proc.stdin.close()
+        seen = read_terminal(main)
+        proc.wait(30)
+    finally:
+        os.close(main)
+        proc.stdout.close()
+    assert proc.returncode == 0
+    text = plain(seen).decode()
+    assert re.search(r"produce t: [\d,]+ records +[\d,]+/s +throttled [\d.]+ s by policy slow", text), text
+    assert re.search(r"produced 2000 records in [\d.]+ s, throttled [\d.]+ s by policy slow\r?\n", text), text
+
+    main, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "millpond.broker.cli", "consume", "t", "--max", "2001", "-b",
+                             daemon], stdout=subprocess.PIPE, stderr=terminal, env=env)
+    os.close(terminal)
+    try:
+        read_terminal(main, until=b"consume t: 0 records")  # following the end: nothing printed yet
+        with connect(daemon) as c:
+            c.publish("t", b"one more")
+        seen = read_terminal(main, until=b"consume t: 1 records")
+        proc.send_signal(signal.SIGINT)  # it follows the topic until Ctrl-C
+        seen += read_terminal(main)
+        proc.wait(30)
+    finally:
+        os.close(main)
+        proc.stdout.close()
+    assert proc.returncode == 130
+    assert re.search(rb"consumed 1 records in [\d.]+ s\r?\n", plain(seen)), seen
