@@ -93,7 +93,7 @@ _TABLE: list[tuple[int, str, bool, str, str]] = [
     (66, "QUEUE_FULL", True, "QueueFullError", "The queue holds queue_messages_max messages (the broker's bound on a queue's depth); retry once some are deleted or expired."),
     (67, "RESOURCE_NOT_FOUND", False, "ResourceNotFoundError", "No redrive task with this handle (as SQS ResourceNotFoundException)."),
     (70, "UNKNOWN_SUBSCRIPTION", False, "UnknownSubscriptionError", "No subscription with this id: a push subscription open on this connection (never opened, unsubscribed, or its queue was deleted), or a topic's fan-out subscription (never created, unsubscribed, or its topic was deleted)."),
-    (71, "TOO_MANY_SUBSCRIPTIONS", False, "TooManySubscriptionsError", "The most subscriptions allowed are open: 100 push subscriptions per connection (unsubscribe one or use another connection), or 200 fan-out subscriptions per topic and 1,000 per broker (unsubscribe one)."),
+    (71, "TOO_MANY_SUBSCRIPTIONS", False, "TooManySubscriptionsError", "The most subscriptions allowed are open: 100 push subscriptions per connection (unsubscribe one or use another connection), or 200 fan-out subscriptions per topic, 1,000 per broker, 16 MiB of their filter policies together (unsubscribe one)."),
 ]
 
 ERRORS: dict[int, ErrorKind] = {}

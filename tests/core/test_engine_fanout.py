@@ -226,7 +226,8 @@ def test_a_full_queue_pauses_the_subscription_and_it_resumes_without_loss(tmp_pa
     produce(engine, "t", 0, *[b"%d" % i for i in range(5)])
     run(engine, 1.0)
     d = answer(engine, DescribeSubscription(s.id), 1.0)
-    assert (d.delivered, d.paused, d.lag) == (3, True, 2)
+    assert (d.delivered, d.paused, d.lag, d.lag_s, d.last_delivery_lag_s) == (3, True, 2, 1.0, 1.0)
+    assert [(c.partition, c.cursor, c.high_watermark, c.lag) for c in d.partitions] == [(0, 3, 5, 2)]
     retry = engine.next_deadline()
     assert 1.0 < retry <= 2.0
     first = receive_all(engine, "a", 1.5)

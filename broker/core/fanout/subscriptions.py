@@ -19,6 +19,7 @@ from millpond.broker.wire.errors import (
 
 SUBSCRIPTIONS_PER_TOPIC_MAX = 200  # as SNS's filter policies per topic
 SUBSCRIPTIONS_MAX = 1_000  # per broker (SNS: 10,000 filter policies per account); each may hold 256 KiB of policy
+POLICY_BYTES_TOTAL_MAX = 16 * 1024 * 1024  # filter policy text of every subscription together (each up to 256 KiB)
 CHECKPOINTS_MAX = 16  # cursor positions waiting for their queue sends to be durable, per subscription
 SAVE_INTERVAL_S = 1.0  # a subscription's cursors are journaled at most this often (monotonic s)
 QUEUE_TARGET = "queue"
@@ -93,6 +94,8 @@ class Subscriptions:
         self.total_max = total_max
         self.events: list[Event] = []
         self.pending: dict[str, Subscription] = {}  # those with checkpoints waiting
+        self.policy_bytes = 0  # of every subscription's filter policy text
+        self.policy_bytes_max = POLICY_BYTES_TOTAL_MAX
         self.save_interval_s = SAVE_INTERVAL_S
 
     def take_events(self) -> list[Event]:
@@ -120,10 +123,12 @@ class Subscriptions:
             s.saved = dict(s.cursors)
             self.by_id[s.id] = s
             self.by_topic.setdefault(s.topic, {})[s.id] = s
+            self.policy_bytes += _policy_bytes(s.filter_policy)
         elif kind == "unsub":
             s = self.by_id.pop(event[1], None)
             self.pending.pop(event[1], None)
             if s is not None:
+                self.policy_bytes -= _policy_bytes(s.filter_policy)
                 mine = self.by_topic[s.topic]
                 del mine[s.id]
                 if not mine:
@@ -145,7 +150,8 @@ class Subscriptions:
         subscription (``created`` False); other settings raise ``InvalidParameterValueError``. The filter policy
         (JSON text, ``None``: every record) is compiled here, so an invalid one raises
         ``InvalidParameterValueError`` naming the bad part (filter_policy.py). Raises
-        ``TooManySubscriptionsError`` past ``per_topic_max`` subscriptions of a topic or ``total_max`` in all."""
+        ``TooManySubscriptionsError`` past ``per_topic_max`` subscriptions of a topic, ``total_max`` in all, or
+        ``policy_bytes_max`` bytes of filter policy text in all."""
         candidate = Subscription(sub_id, topic, target, filter_policy, scope, raw, dead_letter_queue, now_ms)
         for s in self.by_topic.get(topic, {}).values():
             if s.target == target:
@@ -162,6 +168,11 @@ class Subscriptions:
             raise TooManySubscriptionsError(
                 f"the broker has {self.total_max} subscriptions, the most it may have (subscriptions_max)",
                 subscriptions_max=self.total_max)
+        size = _policy_bytes(filter_policy)
+        if self.policy_bytes + size > self.policy_bytes_max:
+            raise TooManySubscriptionsError(
+                f"the subscriptions' filter policies hold {self.policy_bytes} bytes; this one's {size} would pass "
+                f"their bound ({self.policy_bytes_max} bytes together)", policy_bytes_max=self.policy_bytes_max)
         self.emit(("sub", candidate.to_record(), sorted(cursors.items())))
         return self.by_id[sub_id], True
 
@@ -214,7 +225,11 @@ class Subscriptions:
                 del self.pending[s.id]
 
 
+def _policy_bytes(policy: str | None) -> int:
+    return 0 if policy is None else len(policy.encode())
+
+
 __all__ = [
-    "CHECKPOINTS_MAX", "QUEUE_TARGET", "SAVE_INTERVAL_S", "SUBSCRIPTIONS_MAX", "SUBSCRIPTIONS_PER_TOPIC_MAX", "Event",
+    "CHECKPOINTS_MAX", "POLICY_BYTES_TOTAL_MAX", "QUEUE_TARGET", "SAVE_INTERVAL_S", "SUBSCRIPTIONS_MAX", "SUBSCRIPTIONS_PER_TOPIC_MAX", "Event",
     "Subscription", "Subscriptions", "Target",
 ]

@@ -65,6 +65,20 @@ def test_bounds_per_topic_and_per_broker():
     subscribe(subs, "d", topic="v", target=Target("queue", "4"))
 
 
+def test_filter_policy_text_is_bounded_in_all():
+    subs = Subscriptions()
+    policy = '{"k": ["%s"]}' % ("x" * 1000)
+    subs.policy_bytes_max = 2 * len(policy) + 10
+    subscribe(subs, "a", target=Target("queue", "1"), policy=policy)
+    subscribe(subs, "b", target=Target("queue", "2"), policy=policy)
+    with pytest.raises(TooManySubscriptionsError, match="filter policies hold 2022 bytes; this one's 1011"):
+        subscribe(subs, "c", target=Target("queue", "3"), policy=policy)
+    subscribe(subs, "c", target=Target("queue", "3"))  # no policy: no bytes
+    subs.unsubscribe("a")
+    assert subs.policy_bytes == len(policy)
+    subscribe(subs, "d", target=Target("queue", "4"), policy=policy)
+
+
 def test_unknown_ids_are_refused():
     subs = Subscriptions()
     for bad in ("nope", 7, None):
