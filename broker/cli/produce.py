@@ -81,6 +81,8 @@ class _Feed:
         self.failed_later = 0  # records handed over that failed (reported with their lines)
         self.pending: deque[tuple[int, Any]] = deque()
         self.error: str | None = None  # the reason reading stopped early, if a line failed
+        self.error_line = 0
+        self.read = 0  # lines read when reading ended
 
     def run(self, stream: Any) -> None:
         args = self.args
@@ -111,12 +113,13 @@ class _Feed:
                 raise KeyboardInterrupt
             if failure is not None:
                 if self.failed(lineno, failure):
-                    return
+                    break
                 continue
             self.lines += 1
             pending.append((lineno, handle))
             if lineno % CHECK_EVERY == 0 and self.settle(BUFFERED_MAX):
-                return
+                break
+        self.read = lineno
 
     def failed(self, lineno: int, exc: BaseException) -> bool:
         """Report line ``lineno``; True if reading stops there (--on-error stop)."""
@@ -125,7 +128,7 @@ class _Feed:
             self.skipped += 1
             print(f"millpond produce: {reason}: skipped", file=sys.stderr, flush=True)
             return False
-        self.error = reason
+        self.error, self.error_line = reason, lineno
         return True
 
     def settle(self, keep: int) -> bool:
@@ -203,8 +206,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     if feed.error is not None:
-        return fail("produce", f"{feed.error}; stopped there: {stats.records_sent} record(s) before it "
-                               f"acknowledged (--on-error skip goes on past such lines)")
+        if feed.read == feed.error_line:
+            where = f"stopped there: {stats.records_sent} record(s) before it acknowledged"
+        else:  # its answer came once later lines were sent too
+            where = f"stopped after line {feed.read}: {stats.records_sent} record(s) acknowledged"
+        return fail("produce", f"{feed.error}; {where} (--on-error skip goes on past such lines)")
     if stats.records_failed > feed.failed_later:
         return fail("produce", f"{stats.records_failed} of {feed.lines} record(s) failed: {stats.last_error}")
     return 0

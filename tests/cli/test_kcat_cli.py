@@ -148,3 +148,25 @@ def test_a_line_too_large_in_the_middle(daemon, on_error):
         expected = b"a\nb\nc\nd\n"
     assert re.search(rf"produced {len(expected.splitlines())} records in [\d.]+ s\n", err)
     assert mp("consume", "big", "-o", "beginning", "-e", *b).stdout == expected
+
+
+@pytest.mark.parametrize("on_error", ["stop", "skip"])
+def test_a_line_a_limit_policy_never_admits(daemon, on_error):
+    b = ["-b", daemon]
+    assert mp("topics", "create", "cost", *b).returncode == 0
+    r = mp("limits", "set", "small", "--scope", "client:app-*", "--unit", "bytes", "--algorithm", "token_bucket",
+           "--rate", "1000000", "--burst", "500", *b)
+    assert r.returncode == 0, r.stderr
+    lines = [b"a", b"b", b"x" * 1000, b"c"]
+    args = [] if on_error == "stop" else ["--on-error", "skip"]
+    # refused by the broker, not at send(): found once its answer is in, after the lines behind it were sent
+    r = mp("produce", "cost", "--client-id", "app-1", *args, *b, stdin=b"\n".join(lines) + b"\n")
+    err = r.stderr.decode()
+    reason = "line 3: costs more than limit policy 'small' ever admits (500 bytes; millpond limits set small ...)"
+    if on_error == "stop":
+        assert r.returncode == 1
+        assert f"millpond produce: {reason}; stopped after line 4: 3 record(s) acknowledged" in err, err
+    else:
+        assert r.returncode == 0 and f"millpond produce: {reason}: skipped" in err, err
+    assert re.search(r"produced 3 records in [\d.]+ s\n", err), err
+    assert mp("consume", "cost", "-o", "beginning", "-e", *b).stdout == b"a\nb\nc\n"
