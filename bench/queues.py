@@ -26,7 +26,7 @@ from millpond.bench.targets.queue_kit import QueueOutcome, QueuePlan
 from millpond.bench.workloads import BenchAborted
 
 DEFAULT_DURATION_S = 2.0  # per send row and for the wake-up rounds
-COUNT_MAX = 500_000  # messages per send row at most (millpond's default queue bound is 1,000,000)
+COUNT_MAX = QueuePlan.count_max  # messages per send row at most (millpond's default queue bound is 1,000,000)
 IN_FLIGHT = 32  # requests outstanding at once in the send and receive rows, for every target
 PREFETCH = 100  # the push window, messages
 WAKE_GAP_S = 0.003  # between a wake-up receipt and the next send: the receiver is parked again by then

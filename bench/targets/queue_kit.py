@@ -40,7 +40,7 @@ class QueuePlan:
     ``batch``). A send runs until ``count`` messages or, without a count, ``duration_s`` seconds; a receive or a
     push runs until ``count`` messages (what the queue was filled with) or fails after ``timeout_s``.
     ``prefetch``: the push window in messages. ``body_bytes``: at least 16 (a wake-up body's stamp and sequence
-    number)."""
+    number). A send without a count stops at ``count_max`` messages even before ``duration_s``."""
 
     body_bytes: int
     batch: int = 1
@@ -49,6 +49,7 @@ class QueuePlan:
     duration_s: float | None = None
     prefetch: int = 100
     timeout_s: float = 60.0
+    count_max: int = 500_000  # a time-bounded send stops here too (millpond's default queue bound is 1,000,000)
 
 
 @dataclass
@@ -81,10 +82,11 @@ class Bodies:
 class Claims:
     """The send side's sequence numbers, handed out ``batch`` at a time to however many concurrent senders: an
     empty range once ``count`` are claimed or, without a count, once ``duration_s`` has passed since the first
-    claim."""
+    claim or ``count_max`` are claimed."""
 
     def __init__(self, plan: QueuePlan) -> None:
-        self.count, self.duration_s = plan.count, plan.duration_s
+        self.count = plan.count if plan.count is not None else plan.count_max
+        self.duration_s = None if plan.count is not None else plan.duration_s
         self.next = 0
         self.first = 0.0
 
@@ -92,9 +94,9 @@ class Claims:
         now = time.perf_counter()
         if not self.next:
             self.first = now
-        elif self.count is None and self.duration_s is not None and now - self.first >= self.duration_s:
+        elif self.duration_s is not None and now - self.first >= self.duration_s:
             return range(0)
-        stop = self.next + n if self.count is None else min(self.count, self.next + n)
+        stop = min(self.count, self.next + n)
         got = range(self.next, stop)
         self.next = max(self.next, stop)
         return got

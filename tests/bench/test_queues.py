@@ -41,6 +41,11 @@ def test_claims_without_a_count_stop_after_the_duration():
     assert claims.claim(1) == range(0)
 
 
+def test_claims_without_a_count_stop_at_the_bound_before_the_duration():
+    claims = Claims(QueuePlan(body_bytes=16, batch=10, duration_s=3600.0, count_max=15))
+    assert [claims.claim(10) for _ in range(3)] == [range(0, 10), range(10, 15), range(15, 15)]
+
+
 def test_seen_accepts_each_message_once_and_names_a_repeat_or_a_stranger():
     bodies, seen = Bodies(20), Seen(3)
     assert len(bodies.body(2)) == 20
