@@ -29,7 +29,7 @@ class SubscriptionJournal:
 
     def open(self, subs: Subscriptions, now_ms: int) -> None:
         """Create the topic if missing, then replay it into ``subs`` (empty). An undecodable record is skipped and
-        logged; a stored batch failing its CRC stops the replay there (logged) rather than the broker."""
+        logged; so is a damaged range of the topic (docs/data-safety.md): only the events stored there are lost."""
         if self._logman is None:
             return
         topic = self._logman.topics.get(SUBSCRIPTIONS_TOPIC)
@@ -40,11 +40,14 @@ class SubscriptionJournal:
         offset, applied = plog.log_start_offset, 0
         while offset < plog.log_end_offset:
             try:
-                records = decode_records(plog.read(offset, _REPLAY_CHUNK_BYTES), SUBSCRIPTIONS_TOPIC, 0, offset)
+                data, damaged = plog.read_intact(offset, _REPLAY_CHUNK_BYTES)
+                records = decode_records(data, SUBSCRIPTIONS_TOPIC, 0, offset)
             except MillpondError as exc:
                 self._log.error("replay of %s stopped at offset %d: %s", SUBSCRIPTIONS_TOPIC, offset, exc)
                 break
-            if not records:
+            if damaged is not None:  # the events stored there are lost; those after it still count
+                self._log.error("replay of %s skipped a damaged range: %s", SUBSCRIPTIONS_TOPIC, damaged.message)
+            elif not records:
                 break
             for rec in records:
                 try:
@@ -56,7 +59,7 @@ class SubscriptionJournal:
                     self._log.warning("%s: skipping undecodable record at offset %d: %s", SUBSCRIPTIONS_TOPIC,
                                       rec.offset, exc)
             applied += len(records)
-            offset = records[-1].offset + 1
+            offset = damaged.details["next_offset"] if damaged is not None else records[-1].offset + 1
         subs.take_events()
         self._log.info("replayed %d record(s) of %s: %d subscription(s)", applied, SUBSCRIPTIONS_TOPIC,
                        len(subs.by_id))

@@ -53,7 +53,7 @@ class OffsetStore:
         """Create the internal topic if it is missing, then replay it. ``now_ms``: wall clock, ms since the epoch.
 
         Undecodable records (which only a bug or a hand-made write could produce) are skipped and logged; a stored
-        batch failing its CRC stops the replay there (logged) rather than stopping the broker.
+        damaged range of the topic (docs/data-safety.md) is skipped and logged: only the commits stored there are lost.
         """
         if self._logman is None:
             return
@@ -67,16 +67,20 @@ class OffsetStore:
         offset, applied = plog.log_start_offset, 0
         while offset < plog.log_end_offset:
             try:
-                data = plog.read(offset, _REPLAY_CHUNK_BYTES)
+                data, damaged = plog.read_intact(offset, _REPLAY_CHUNK_BYTES)
                 records = decode_records(data, OFFSETS_TOPIC, 0, offset)
             except MillpondError as exc:
                 self._log.error("replay of %s stopped at offset %d: %s", OFFSETS_TOPIC, offset, exc)
                 break
-            if not records:
-                break
             for rec in records:
                 self._apply(rec.key, rec.value, rec.offset)
             applied += len(records)
+            if damaged is not None:  # the commits stored there are lost; those after it still count
+                self._log.error("replay of %s skipped a damaged range: %s", OFFSETS_TOPIC, damaged.message)
+                offset = damaged.details["next_offset"]
+                continue
+            if not records:
+                break
             offset = records[-1].offset + 1
         self._log.info("replayed %d record(s) of %s: %d consumer group(s)", applied, OFFSETS_TOPIC, len(self._offsets))
 

@@ -262,6 +262,15 @@ class PartitionLog:
         error.data = exc.data  # type: ignore[attr-defined]
         return error
 
+    def read_intact(self, offset: int, max_bytes: int, upto: int | None = None) -> tuple[bytes | memoryview, Any]:
+        """``read`` for the broker's own readers (journal replays), stepping over damage: ``(data, damaged)``, where
+        ``damaged`` is None or the ``CorruptRangeError`` the read stopped at (``data`` then holds the intact batches
+        before it; continue at its ``details["next_offset"]``). Raises as ``read`` does otherwise."""
+        try:
+            return self.read(offset, max_bytes, upto), None
+        except CorruptRangeError as exc:
+            return exc.data, exc  # type: ignore[attr-defined]
+
     def offset_for_timestamp(self, timestamp_ms: int, upto: int | None = None) -> tuple[int, int] | None:
         """Kafka's ListOffsets rule: ``(offset, timestamp_ms)`` of the first record in offset order whose timestamp
         is >= ``timestamp_ms``, or None if there is none below ``upto`` (default: the log end).

@@ -58,8 +58,8 @@ class QueueJournal:
 
     def open(self, manager: QueueManager, now: float, now_ms: int) -> None:
         """Create the topic if missing, then replay it into ``manager`` (which must be empty) and run the timers
-        due at ``now``. An undecodable record is skipped and logged; a stored batch failing its CRC stops the replay
-        there (logged) rather than the broker."""
+        due at ``now``. An undecodable record is skipped and logged; so is a damaged range of the topic
+        (docs/data-safety.md): only the events stored there are lost."""
         if self._logman is None:
             return
         topic = self._logman.topics.get(QUEUES_TOPIC)
@@ -69,11 +69,14 @@ class QueueJournal:
         offset, applied = plog.log_start_offset, 0
         while offset < plog.log_end_offset:
             try:
-                records = decode_records(plog.read(offset, _REPLAY_CHUNK_BYTES), QUEUES_TOPIC, 0, offset)
+                data, damaged = plog.read_intact(offset, _REPLAY_CHUNK_BYTES)
+                records = decode_records(data, QUEUES_TOPIC, 0, offset)
             except MillpondError as exc:
                 self._log.error("replay of %s stopped at offset %d: %s", QUEUES_TOPIC, offset, exc)
                 break
-            if not records:
+            if damaged is not None:  # the events stored there are lost; those after it still count
+                self._log.error("replay of %s skipped a damaged range: %s", QUEUES_TOPIC, damaged.message)
+            elif not records:
                 break
             for rec in records:
                 try:
@@ -82,7 +85,7 @@ class QueueJournal:
                     self._log.warning("%s: skipping undecodable record at offset %d: %s", QUEUES_TOPIC, rec.offset,
                                       exc)
             applied += len(records)
-            offset = records[-1].offset + 1
+            offset = damaged.details["next_offset"] if damaged is not None else records[-1].offset + 1
         manager.take_events()
         manager.tick(now)
         self._log.info("replayed %d record(s) of %s: %d queue(s)", applied, QUEUES_TOPIC, len(manager.queues))
