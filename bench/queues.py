@@ -280,15 +280,16 @@ def _rounds(count: int | None, duration_s: float) -> Iterator[int]:
 
 
 def _timed(server: Any, call: Callable[[], QueueOutcome], what: str, body_bytes: int) -> dict[str, Any]:
-    cpu0 = server.cpu_s()
+    cpu0, client0 = server.cpu_s(), time.process_time()
     out = _checked(call(), what)
-    cpu1 = server.cpu_s()
+    cpu1, client1 = server.cpu_s(), time.process_time()
     wall = out.last - out.first
     return {"messages": out.messages, "wall_s": wall,
             "messages_per_s": out.messages / wall if wall > 0 else None,
             "mb_per_s": out.messages * body_bytes / 1e6 / wall if wall > 0 else None,
             **stats.latency_figures(stats.merge([out.latency_hdr])),
-            "server_cpu_us_per_message": _per_message_us(cpu0, cpu1, out.messages)}
+            "server_cpu_us_per_message": _per_message_us(cpu0, cpu1, out.messages),
+            "client_cpu_us_per_message": _per_message_us(client0, client1, out.messages)}
 
 
 def _checked(out: QueueOutcome, what: str) -> QueueOutcome:
@@ -344,7 +345,7 @@ def _reap(child: subprocess.Popen) -> None:
 
 # ---- summary and report ----
 FIGURES = ("messages_per_s", "mb_per_s", "p50_ms", "p99_ms", "max_ms", "messages", "wall_s",
-           "server_cpu_us_per_message")
+           "server_cpu_us_per_message", "client_cpu_us_per_message")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -405,8 +406,7 @@ def table(doc: dict[str, Any]) -> str:
                      _ratio(g, counterpart(g, summary))])
     lines += report._columns(head, body, left=3)
     lines += ["", RATE_MEANING, RATIO_MEANING]
-    cpu = [f"  {g['target']} {g['row']} ({g['fsync']}): broker CPU {g['server_cpu_us_per_message']['median']:.1f} "
-           f"µs/message" for g in summary if g["server_cpu_us_per_message"]["median"] is not None]
+    cpu = ["  " + line for line in cpu_lines(summary)]
     if cpu:
         lines += [""] + cpu
     if doc["goals"]:
@@ -433,6 +433,16 @@ def counterpart(g: dict[str, Any], summary: list[dict[str, Any]]) -> dict[str, A
     if targets.is_millpond(g["target"]):
         return next((m for m in same if m["fsync"] == g["fsync"]), None)
     return next((m for m in same if m["fsync"] == "always"), same[0] if same else None)
+
+
+def cpu_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """``target row (fsync): broker CPU x µs/message, client CPU y µs/message`` for each row that has them (the
+    client's: this process's CPU in the row's call, all of its work on the row's messages)."""
+    return [f"{g['target']} {g['row']} ({g['fsync']}): " + ", ".join(
+        f"{who} CPU {g[name]['median']:.1f} µs/message" for who, name in (
+            ("broker", "server_cpu_us_per_message"), ("client", "client_cpu_us_per_message"))
+        if g.get(name, {}).get("median") is not None)
+        for g in summary if g["server_cpu_us_per_message"]["median"] is not None]
 
 
 def _ratio(g: dict[str, Any], ours: dict[str, Any] | None) -> str:
@@ -484,7 +494,8 @@ def markdown(doc: dict[str, Any] | None) -> list[str]:
             report.cell(g[n], f) for n, f in (("messages_per_s", "{:,.0f}"), ("mb_per_s", "{:,.1f}"),
                                               ("p50_ms", "{:.2f}"), ("p99_ms", "{:.2f}"), ("max_ms", "{:.2f}"))]
             + [_ratio(g, counterpart(g, summary))]) + " |")
-    lines += ["", RATE_MEANING + " " + RATIO_MEANING, ""]
+    lines += ["", RATE_MEANING + " " + RATIO_MEANING, "", "CPU per message (medians):", ""]
+    lines += [f"- {line}" for line in cpu_lines(summary)] + [""]
     if doc["goals"]:
         lines += [f"**Machine:** {machine.one_line(mach)}. Goals on millpond's fsync=always rows:", "",
                   "| goal | value | needs | |", "|---|---:|---|---|"]

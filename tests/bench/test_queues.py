@@ -75,6 +75,7 @@ def test_every_row_runs_against_millpond_at_each_fsync_mode_and_counts_every_mes
         assert g["messages"]["median"] == MESSAGES, row
         if row in STEADY_ROWS:
             assert g["messages_per_s"]["median"] > 0
+            assert g["client_cpu_us_per_message"]["median"] > 0 and g["server_cpu_us_per_message"]["median"] >= 0
             assert g["mb_per_s"]["median"] == pytest.approx(MESSAGES * 50 / 1e6 / g["wall_s"]["median"])
     for row in ("send batch 1", "send batch 10", "receive+delete batch 1", "receive+delete batch 10",
                 "long-poll wake-up"):
