@@ -2,7 +2,8 @@
 
     from millpond import connect, open_broker
 
-``async with open_broker(...) as b`` runs the broker inside a Trio program; ``millpond serve`` runs it as a daemon;
+``async with open_broker(...) as b`` runs the broker inside a Trio program, ``with run_broker(...) as b`` in a
+background thread (asyncio programs, plain scripts); ``millpond serve`` runs it as a daemon;
 ``connect("HOST:PORT")`` is the async client (``millpond.client.sync`` the blocking one).
 """
 # The package root: the public names, loaded lazily so `import millpond` costs nothing and the client never pulls
@@ -15,6 +16,7 @@ _LAZY = {
     "connect": "millpond.client",
     "Client": "millpond.client",
     "open_broker": "millpond.broker.server.embedded",
+    "run_broker": "millpond.broker.server.embedded",
     "serve_broker": "millpond.broker.server.embedded",
     "Broker": "millpond.broker.server.embedded",
 }

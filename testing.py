@@ -17,7 +17,7 @@ def millpond_config() -> dict[str, Any]:
 @pytest.fixture
 async def millpond_broker(millpond_config: dict[str, Any]) -> AsyncIterator[Any]:
     """A broker on a free loopback port with a temporary data directory, removed afterwards. ``.address`` is
-    ``(host, port)``. Trio tests only (pytest-trio)."""
+    ``"HOST:PORT"`` (``.host``, ``.port``: its parts). Trio tests only (pytest-trio)."""
     from millpond.broker.server.embedded import open_broker
 
     async with open_broker(None, **millpond_config) as b:

@@ -38,7 +38,7 @@ ALLOW: dict[str, set[str]] = {
                            "millpond.broker.wire", "millpond.broker.core"},
     # the server: Trio, the engine's public API, the codecs; never a core's internals
     "broker/server": {"trio", "sortedcontainers", "os", "time", "pathlib", "shutil", "tempfile", "resource", "errno",
-                      "socket", "millpond.broker.config", "millpond.broker.wire", "millpond.broker.server",
+                      "socket", "threading", "millpond.broker.config", "millpond.broker.wire", "millpond.broker.server",
                       "millpond.broker.core.engine", "millpond.broker.core.outcomes"},
     # a codec translates to the cores' request and answer types
     "broker/server/frontends": {"msgpack", "millpond.broker.config", "millpond.broker.wire",

@@ -5,8 +5,8 @@ import pytest
 
 
 async def test_broker_and_client_fixtures_produce_and_consume(millpond_broker, millpond_client):
-    host, port = millpond_broker.address
-    assert host == "127.0.0.1" and port > 0
+    b = millpond_broker
+    assert b.host == "127.0.0.1" and b.port > 0 and b.address == f"127.0.0.1:{b.port}"
     await millpond_client.create_topic("orders", partitions=2)
     async with millpond_client.producer(linger_s=0) as producer:
         handle = producer.send("orders", b"order-1", key=b"customer-7")

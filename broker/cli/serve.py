@@ -86,9 +86,8 @@ async def _serve(broker) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(broker.serve)
-            host, port = broker.address  # type: ignore[misc]
             # One machine-readable line on stdout too, for scripts that started us with --port 0.
-            print(f"millpond listening on {host}:{port}", flush=True)
+            print(f"millpond listening on {broker.address}", flush=True)
             async for signum in signals:
                 logging.getLogger("millpond").info("received %s, shutting down", signal.Signals(signum).name)
                 await broker.shutdown()

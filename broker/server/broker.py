@@ -42,7 +42,10 @@ class Broker:
         self.log = self.engine.log  # for tests and statistics: the topics and their partitions
         self.loop = RequestLoop(self.engine, NativeCodec(config), fsync=config.fsync,
                                 fsync_interval_s=config.fsync_interval_ms / 1000)
-        self.address: tuple[str, int] | None = None
+        # where it listens once serving: "HOST:PORT" as connect() and the CLI take it, and its two parts
+        self.address: str | None = None
+        self.host: str | None = None
+        self.port: int | None = None
         self.connections: set[Connection] = set()
         self._stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -67,7 +70,8 @@ class Broker:
             self._listener = await Listener.open(self.config.host, self.config.port,
                                                  connections_max=self.config.connections_max,
                                                  fds_reserved=self.config.fds_reserved)
-            self.address = self._listener.address
+            self.host, self.port = self._listener.address
+            self.address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         try:
             ctx = Context(wall_ms(), trio.current_time())
             await run_blocking(lambda: self._open(ctx))
@@ -81,8 +85,8 @@ class Broker:
                 await nursery.start(self.loop.run)
                 if self._listener is not None:
                     nursery.start_soon(self._listener.serve, self._connection_task, nursery)
-                    log.info("millpond listening on %s:%d (data dir %s, fsync=%s)", self.address[0],
-                             self.address[1], self.data_dir, self.config.fsync)
+                    log.info("millpond listening on %s (data dir %s, fsync=%s)", self.address, self.data_dir,
+                             self.config.fsync)
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):

@@ -102,7 +102,7 @@ async def test_closing_a_subscribers_connection_returns_its_messages_at_once():
         q = c.queue("q")
         for i in range(8):
             await q.send(b"m%d" % i)
-        stream = await trio.open_tcp_stream(*broker.address)
+        stream = await trio.open_tcp_stream(broker.host, broker.port)
         raw = RawClient(stream)
         await raw.ok("hello", {"protocol_version": 1, "client_id": "leaving"})
         await raw.send("queue_subscribe", {"queue": "q", "subscription": 1, "prefetch": 5})

@@ -141,7 +141,7 @@ async def _run_broker(data_dir, port, stop: trio.Event, *, task_status=trio.TASK
     from millpond.broker.server.embedded import open_broker
 
     async with open_broker(data_dir, port=port, fsync="never") as b:
-        task_status.started(b.address[1])
+        task_status.started(b.port)
         await stop.wait()
 
 

@@ -456,13 +456,13 @@ def hello_and_fetches(n: int, topic: str = "t", max_bytes: int = MB) -> bytes:
 async def test_a_peer_resetting_after_pipelined_fetches_does_not_stop_open_broker(tmp_path):
     # The reproduction: one 1 MB record; hello and 50 fetches of it, 50 ms, close. It used to end the broker.
     async with open_broker(tmp_path / "d", fsync="never") as b:
-        c = await trio.open_tcp_stream(*b.address)
+        c = await trio.open_tcp_stream(b.host, b.port)
         raw = RawClient(c)
         await raw.ok("hello", {"protocol_version": 1, "client_id": "ok"})
         await raw.ok("create_topic", {"name": "t"})
         await raw.ok("produce", {"topic": "t", "partition": 0, "batch": one_mb_batch()})
         for round_ in range(10):
-            hostile = await trio.open_tcp_stream(*b.address)
+            hostile = await trio.open_tcp_stream(b.host, b.port)
             await hostile.send_all(hello_and_fetches(50))
             if round_ % 2:
                 await hostile.receive_some(100)  # reset mid-answer
@@ -521,17 +521,17 @@ async def test_accept_errors_are_logged_and_survived(autojump_clock, caplog):
 
 async def test_connections_max_refuses_with_a_slot_kept_for_loopback(tmp_path):
     async with open_broker(tmp_path / "d", fsync="never", connections_max=3) as b:
-        held = [await trio.open_tcp_stream(*b.address) for _ in range(3)]
+        held = [await trio.open_tcp_stream(b.host, b.port) for _ in range(3)]
         for s in held:
             await s.send_all(encode_request(1, "hello", {"protocol_version": 1, "client_id": "x"}))
             assert decode_response(next(FrameDecoder().feed(await s.receive_some(1000))))[1] == 0
-        extra = await trio.open_tcp_stream(*b.address)
+        extra = await trio.open_tcp_stream(b.host, b.port)
         with trio.fail_after(5):
             assert await extra.receive_some(10) == b""  # refused: closed at once
         await held.pop().aclose()
         with trio.fail_after(5):
             while True:  # the slot is free again once the broker has seen the close
-                s = await trio.open_tcp_stream(*b.address)
+                s = await trio.open_tcp_stream(b.host, b.port)
                 await s.send_all(encode_request(1, "hello", {"protocol_version": 1, "client_id": "x"}))
                 try:
                     data = await s.receive_some(1000)

@@ -160,14 +160,14 @@ async def test_a_subscriber_that_never_reads_holds_its_window_only_and_others_ar
 
 async def test_peers_resetting_mid_delivery_do_not_stop_the_broker_and_hand_their_messages_back(tmp_path):
     async with open_broker(tmp_path / "d", fsync="never") as b:
-        c = await trio.open_tcp_stream(*b.address)
+        c = await trio.open_tcp_stream(b.host, b.port)
         raw = RawClient(c)
         await raw.ok("hello", {"protocol_version": 1, "client_id": "ok"})
         await raw.ok("create_queue", {"name": "q", "visibility_timeout_ms": 3_600_000})
         for i in range(50):
             await raw.ok("send_message", {"queue": "q", "body": bytes([i]) * 100_000})
         for round_ in range(10):
-            hostile = await trio.open_tcp_stream(*b.address)
+            hostile = await trio.open_tcp_stream(b.host, b.port)
             out = [encode_request(1, "hello", {"protocol_version": 1, "client_id": "hostile"})]
             out += [encode_request(2 + i, "queue_subscribe", {"queue": "q", "subscription": i, "prefetch": 10})
                     for i in range(5)]

@@ -1,0 +1,59 @@
+# README.md's Python snippets run as a reader would paste them: the async one under Trio and under asyncio, the
+# blocking one, and the thread-embedded broker, each as a plain script in a subprocess.
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from millpond.client.sync import connect
+
+pytestmark = pytest.mark.slow
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+
+
+def block(*words: str) -> str:
+    found = [b for b in BLOCKS if all(w in b for w in words)]
+    assert len(found) == 1, words
+    return found[0]
+
+
+def run(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "snippet.py"
+    path.write_text(script)
+    done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # and quietly: no warning, no log line
+    return done
+
+
+@pytest.mark.parametrize("runner", ["trio", "asyncio"])
+def test_the_async_snippet(daemon, tmp_path, runner):
+    script = block("trio.run(main)", "await producer.send").replace("127.0.0.1:7420", daemon)
+    if runner == "asyncio":
+        script = "import asyncio\n" + script.replace("trio.run(main)", "asyncio.run(main())")
+    out = run(script, tmp_path).stdout.splitlines()
+    with connect(daemon) as c:
+        d = c.describe_topic("orders")
+        assert len(d.partitions) == 3 and d.records == 10_001
+    first = out[0].split()
+    assert len(out) == 2 and int(first[1]) == 0 and out[1].split()[1:] == ["0", "b'customer-7'", "b'{\"id\":", "1}'"]
+
+
+def test_the_blocking_snippet(daemon, tmp_path):
+    (tmp_path / "numbers.txt").write_bytes(b"".join(b"%d\n" % i for i in range(1, 101)))
+    with connect(daemon) as c:
+        c.create_topic("orders")
+    script = block("millpond.client.sync import connect", "numbers.txt").replace("127.0.0.1:7420", daemon)
+    out = run(script, tmp_path).stdout.splitlines()
+    assert out == [repr(b"%d" % i) for i in range(1, 11)]
+
+
+def test_the_thread_embedded_broker_runs_in_a_plain_script_and_under_asyncio(tmp_path):
+    out = run(block("run_broker("), tmp_path).stdout
+    assert out == "['jobs']\n"
