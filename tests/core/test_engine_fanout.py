@@ -21,7 +21,7 @@ from millpond.broker.core.fanout.delivery import NO_KEY_GROUP, delivery_message_
 from millpond.broker.core.log.api import CreateTopic, DeleteTopic, Produce
 from millpond.broker.core.outcomes import Answer, Wait
 from millpond.broker.core.queues.api import CreateQueue, DeleteMessage, DeleteQueue, ReceiveMessages
-from millpond.broker.wire.batch import encode_batch
+from millpond.broker.wire.batch import encode_batch, iter_batches
 from millpond.broker.wire.errors import (
     InvalidParameterValueError,
     TooManySubscriptionsError,
@@ -467,4 +467,31 @@ def test_any_interleaving_of_turns_fsyncs_restarts_and_kills_delivers_each_recor
     assert sorted(int(m.body) for m in take("b")) == [i for i in range(n) if i < 15]
     da, db = (settled(engine, DescribeSubscription(s.id), now) for s in subs)
     assert (da.delivered, da.filtered_out, db.delivered, db.filtered_out) == (n, 0, min(n, 15), max(0, n - 15))
+    engine.close()
+
+
+def test_records_damaged_on_disk_are_stepped_over_and_counted_failed(tmp_path):
+    engine = make_engine(tmp_path, fsync="never")
+    answer(engine, CreateTopic("t", 1))
+    answer(engine, CreateQueue("a"))
+    answer(engine, CreateQueue("b"))
+    early = answer(engine, Subscribe("t", "b", raw=True))
+    for b in range(5):  # five batches of four records
+        produce(engine, "t", 0, *[b"%d" % (b * 4 + i) for i in range(4)])
+    run(engine)  # "b" has them all before the damage
+    engine.close()
+    [segment] = sorted((tmp_path / "topics" / "t" / "0").glob("*.log"))
+    pos, h = list(iter_batches(segment.read_bytes()))[2]  # the third batch: offsets 8-11
+    with open(segment, "r+b") as f:
+        f.seek(pos + h.size - 3)
+        byte = f.read(1)
+        f.seek(pos + h.size - 3)
+        f.write(bytes([byte[0] ^ 0x5A]))
+    engine = make_engine(tmp_path, opened_at=5.0, fsync="never")
+    late = answer(engine, Subscribe("t", "a", raw=True, start="beginning"), 5.0)
+    run(engine, 6.0)
+    assert [int(m.body) for m in receive_all(engine, "a", 6.0)] == [*range(8), *range(12, 20)]
+    d = answer(engine, DescribeSubscription(late.id), 6.0)
+    assert (d.delivered, d.failed, d.lag) == (16, 4, 0)
+    assert answer(engine, DescribeSubscription(early.id), 6.0).failed == 0
     engine.close()

@@ -77,11 +77,16 @@ class Pump:
                 continue
             start = min(s.cursors.get(p, 0) for s in behind)
             try:
-                records = self._read(key, plog, start, hw)
+                records, damaged = self._read(key, plog, start, hw)
             except MillpondError as exc:
                 log.error("fan-out of %s/%d at offset %d: %s; trying again later", topic, p, start, exc)
                 for s in behind:
                     self._pause(s, now)
+                continue
+            if not records and damaged is not None:
+                self._step_over(behind, p, damaged)
+                moved.update((s.id, s) for s in behind)
+                self.dirty[key] = None
                 continue
             records = records[:max(1, budget // len(behind))]
             if not records:
@@ -93,19 +98,34 @@ class Pump:
             self.dirty[key] = None  # looked at again next turn: more records, or nothing and it is dropped
         return list(moved.values())
 
-    def _read(self, key: tuple[str, int], plog: Any, start: int, hw: int) -> list[Record]:
-        """The records of ``plog`` from ``start`` below ``hw`` that one read gives (from the cache when the last read
-        holds ``start``). Raises ``MillpondError`` (a damaged batch)."""
+    def _read(self, key: tuple[str, int], plog: Any, start: int, hw: int) -> tuple[list[Record], Any]:
+        """``(records, damaged)``: the records of ``plog`` from ``start`` below ``hw`` that one read gives (from the
+        cache when the last read holds ``start``), and the ``CorruptRangeError`` of a quarantined range the read
+        stopped at (None: none). Raises ``MillpondError`` (a batch that does not decode)."""
         cached = self._cache.get(key)
         if cached and cached[0].offset <= start <= cached[-1].offset:
-            return cached[bisect.bisect_left(cached, start, key=lambda r: r.offset):]
+            return cached[bisect.bisect_left(cached, start, key=lambda r: r.offset):], None
         self._cache.pop(key, None)
-        records = [r for r in decode_records(plog.read(start, READ_BYTES, hw), key[0], key[1], start) if r.offset < hw]
+        data, damaged = plog.read_intact(start, READ_BYTES, hw)
+        records = [r for r in decode_records(data, key[0], key[1], start) if r.offset < hw]
         if records:
             self._cache[key] = records
             if len(self._cache) > CACHED_PARTITIONS:
                 del self._cache[next(iter(self._cache))]
-        return records
+        return records, damaged
+
+    def _step_over(self, behind: list[Subscription], p: int, damaged: Any) -> None:
+        """Records damaged on disk (quarantined, never served: DESIGN section 4) cannot be delivered: each
+        subscription's cursor moves past them and counts them failed (delivered, those its queue already holds)."""
+        nxt = int(damaged.details["next_offset"])
+        log.error("fan-out steps over damaged records: %s", damaged.message)
+        for s in behind:
+            cur = s.cursors.get(p, 0)
+            if cur < nxt:
+                sent = max(0, min(nxt, self.queues.origin_next(s.id, p)) - cur)
+                s.delivered += sent
+                s.failed += nxt - cur - sent
+                s.cursors[p] = nxt
 
     def forget(self, topic: str) -> None:
         """Drop what is cached of a topic (deleted: a new one of the same name starts again at offset 0)."""
