@@ -479,12 +479,12 @@ def markdown(doc: dict[str, Any] | None) -> list[str]:
                         f"1 and 10, push delivery (prefetch {PREFETCH}) and the long-poll wake-up, beside RabbitMQ "
                         "and Redis where installed; `millpond bench results` includes it.", ""]
     mach = doc["machine"]
-    lines += [f"**Machine:** {machine.one_line(mach)}. Command: `{doc['command']}`; {doc['repeat']} repeat(s), "
-              f"{doc['body_bytes']:,} B bodies.", ""]
+    lines += [f"Command: `{doc['command']}`; {doc['repeat']} repeat(s), {doc['body_bytes']:,} B bodies.", ""]
     lines += [f"- {name}: {about['server']}; {about['client']}; {about['durability']}"
               for name, about in doc["about"].items() if name != "millpond"]
     lines += [f"- **{name} not measured**: {why}" for name, why in doc["skipped"].items()]
-    lines += ["", "| row | target | durability | messages/s | MB/s | p50 ms | p99 ms | max ms | ratio |",
+    lines += ["", f"**Machine:** {machine.one_line(mach)}.", "",
+              "| row | target | durability | messages/s | MB/s | p50 ms | p99 ms | max ms | ratio |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     order = {label: i for i, label in enumerate(ROWS)}
     summary = doc["results"]

@@ -176,3 +176,26 @@ def test_goals_judge_millpond_at_fsync_always_and_each_row_against_rabbitmq():
                    ("send batch 10: ahead of RabbitMQ durable (messages_per_s), fsync=always", True),
                    ("receive+delete batch 10: ahead of RabbitMQ durable (messages_per_s), fsync=always", False),
                    ("long-poll wake-up: ahead of RabbitMQ durable (p50_ms), fsync=always", False)]
+
+
+# ---- full, results and RESULTS.md ----
+
+def test_full_runs_queues_at_both_fsync_modes_and_results_md_gets_its_section():
+    from millpond.bench import cli, report, results
+
+    args = cli.build_parser().parse_args(["full", "--peers", "none", "--count", "20", "--warmup-s", "0",
+                                          "--no-progress"])
+    doc = cli._own_report("queues", args)
+    assert {(g["row"], g["fsync"]) for g in doc["results"]} == {(r, m) for r in queues.ROWS
+                                                                for m in ("always", "never")}
+    page = results.render({**report.document("full", doc["machine"], [], 1), "queues": doc})
+    section = page[page.index("## Queues (issue 11)"):]
+    assert "| send batch 10 | millpond | fsync=always |" in section
+    assert "| send batch 10 >= 100,000 messages/s, fsync=always |" in section
+    tables = [i for i, line in enumerate(section.splitlines()) if line.startswith("| row") or line.startswith(
+        "| goal")]
+    for i in tables:  # the machine is stated above every table
+        above = section.splitlines()[:i]
+        assert any(line.startswith("**Machine:**") for line in above[-4:])
+    empty = results.render(report.document("full", doc["machine"], [], 1))
+    assert f"`{queues.RESULTS_COMMAND}`" in empty[empty.index("## Queues (issue 11)"):]
