@@ -29,15 +29,16 @@ class Rate:
 
 class LiveLine:
     """Redraws ``text()`` on ``stream`` every REFRESH_S seconds from a thread of its own while ``stream`` is a
-    terminal; ``note(line)`` prints a line above it; ``stop()`` clears it. Off a terminal it draws nothing."""
+    terminal (and ``enabled``); ``note(line)`` prints a line above it; ``stop()`` clears it. Off a terminal it
+    draws nothing."""
 
-    def __init__(self, stream: Any, text: Callable[[], str]) -> None:
+    def __init__(self, stream: Any, text: Callable[[], str], enabled: bool = True) -> None:
         self.stream = stream
         self.text = text
         self.live: Any = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
-        self.tty = stream.isatty()
+        self.tty = enabled and stream.isatty()
         if not self.tty:
             return
         try:
@@ -47,8 +48,10 @@ class LiveLine:
             self._thread = threading.Thread(target=self._redraw, name="millpond-progress", daemon=True)
             self._thread.start()
         else:
+            # stdout is the command's own (records): rich must not take it over
             self.live = Live(get_renderable=self._renderable, console=Console(file=stream),
-                             refresh_per_second=1 / REFRESH_S, transient=True)
+                             refresh_per_second=1 / REFRESH_S, transient=True, redirect_stdout=False,
+                             redirect_stderr=False)
             self.live.start()
 
     def _renderable(self) -> Any:

@@ -92,8 +92,9 @@ class _Tally:
         self.records = 0
         self.started = time.monotonic()
         rate = Rate()
+        # records printed on the same terminal would tear the live line: only when they go elsewhere
         self.live = LiveLine(sys.stderr, lambda: f"consume {topic}: {self.records:,} records  "
-                                                 f"{rate(self.records):,.0f}/s")
+                                                 f"{rate(self.records):,.0f}/s", enabled=not sys.stdout.isatty())
 
     def close(self) -> None:
         self.live.stop()
