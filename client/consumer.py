@@ -32,7 +32,7 @@ _log = logging.getLogger("millpond.client")
 
 
 class _Part:
-    __slots__ = ("position", "fetch_offset", "reset", "epoch", "processed", "paused", "corrupt")
+    __slots__ = ("position", "fetch_offset", "reset", "epoch", "processed", "paused", "corrupt", "skip_to")
 
     def __init__(self, reset: str | int) -> None:
         self.position: int | None = None  # next offset the application will get
@@ -42,6 +42,7 @@ class _Part:
         self.processed: int | None = None  # position when the application last came back for more (auto-commit)
         self.paused = False  # being revoked: no more fetches, no more records handed out
         self.corrupt: MillpondError | None = None  # damage met: raised once the records before it are handed out
+        self.skip_to: int | None = None  # damage skipped: the position once the records before it are handed out
 
     def at(self, offset: int) -> None:
         self.position = self.fetch_offset = self.processed = offset
@@ -87,6 +88,7 @@ class Consumer:
         self.retry_backoff_s = retry_backoff_s
         self.skip_corrupt = skip_corrupt
         self.skipped: list[tuple[str, int, int, int]] = []  # damaged ranges continued past (skip_corrupt)
+        self._skips = 0  # partitions with a skip_to not yet settled
         self._parts: dict[TopicPartition, _Part] = {}
         self._fetch_round = 0  # rotates which partition a fetch names first (the broker fills them in order)
         self._topics: list[str] = []  # subscribed names still to expand into partitions
@@ -191,7 +193,9 @@ class Consumer:
 
     def _moved(self, tp: TopicPartition, st: _Part) -> None:
         st.epoch += 1
-        st.corrupt = None
+        if st.skip_to is not None:
+            self._skips -= 1
+        st.corrupt = st.skip_to = None
         self._purge(tp)
         self._poke()
 
@@ -226,6 +230,8 @@ class Consumer:
             st = self._parts.get(tp)
             if st is not None:
                 st.position = off + 1
+        if self._skips:
+            self._settle_skips()
         return out
 
     def __aiter__(self) -> Consumer:
@@ -240,7 +246,24 @@ class Consumer:
         if st is not None:
             st.position = r.offset + 1
             self._last = st
+        if self._skips:
+            self._settle_skips()
         return r
+
+    def _settle_skips(self) -> None:
+        """Move each position past a skipped damaged range once every record before it has been handed out."""
+        pending = {(r.topic, r.partition) for r in self._ready}
+        pending.update(c[0] for res in self._results for c in res)
+        left = 0
+        for tp, st in self._parts.items():
+            if st.skip_to is not None:
+                if tp in pending:
+                    left += 1
+                    continue
+                if st.position is not None and st.position < st.skip_to:
+                    st.position = st.skip_to
+                st.skip_to = None
+        self._skips = left  # counted afresh: partitions dropped meanwhile took theirs with them
 
     async def _pull(self, timeout_s: float | None, buffered_ok: bool = False) -> None:
         """Wait until records are ready in ``_ready``, or ``timeout_s`` passes (None: no limit). Raises the
@@ -280,7 +303,9 @@ class Consumer:
                 if st is not None and st.epoch == epoch:
                     self._ready.extend(records)
             self._changed.set()  # room for the next prefetch
-        if not self._ready:  # every record before a damaged range is out: now its error
+        if not self._ready:  # every record before a damaged range is out: now its error, or the skip
+            if self._skips:
+                self._settle_skips()
             for st in self._parts.values():
                 if st.corrupt is not None:
                     err, st.corrupt = st.corrupt, None
@@ -473,7 +498,10 @@ class Consumer:
             self.skipped.append((tp[0], tp[1], first, last))
             _log.warning("%s/%s: skipped damaged offsets %d-%d (%s)", tp[0], tp[1], first, last,
                          details.get("message", "CORRUPT_RANGE"))
-            st.fetch_offset = nxt
+            if st.skip_to is None:
+                self._skips += 1
+            st.fetch_offset = st.skip_to = nxt
+            self._data.set()  # a pull moves the position past it once the records before it are out
             return
         st.corrupt = CorruptRangeError(
             f"{details.get('message', f'{tp[0]}/{tp[1]}: offsets {first}-{last} are damaged')}; seek({tp[0]!r}, "

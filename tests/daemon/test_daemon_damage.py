@@ -28,10 +28,11 @@ def value(offset: int) -> bytes:
     return b"rec-%05d" % offset
 
 
-def flip_second_batch(segment: Path) -> tuple[int, int]:
-    """Flip a byte inside the records of the segment's second batch; returns its offsets (first, last)."""
+def flip_batch(segment: Path, which: int) -> tuple[int, int]:
+    """Flip a byte inside the records of the segment's batch ``which`` (an index); returns its offsets (first,
+    last)."""
     raw = bytearray(segment.read_bytes())
-    (_, _), (pos, h) = list(iter_batches(bytes(raw)))[:2]
+    pos, h = list(iter_batches(bytes(raw)))[which]
     raw[pos + h.size - 3] ^= 0x40
     segment.write_bytes(bytes(raw))
     return h.base_offset, h.base_offset + h.record_count - 1
@@ -42,9 +43,9 @@ def mp(port: int, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=60)
 
 
-@pytest.mark.parametrize("stop, where", [(signal.SIGKILL, "active"), (signal.SIGTERM, "active"),
-                                         (signal.SIGTERM, "closed")])
-def test_damaged_segment_after_a_stop_is_routed_around(daemon, stop, where):
+@pytest.mark.parametrize("stop, where, which", [(signal.SIGKILL, "active", 1), (signal.SIGTERM, "active", 1),
+                                                (signal.SIGTERM, "closed", 1), (signal.SIGKILL, "active", -1)])
+def test_damaged_segment_after_a_stop_is_routed_around(daemon, stop, where, which):
     d = daemon()
     c = d.client()
     c.ok("create_topic", {"name": "t", "partitions": 1, "config": {"segment_bytes": 4096}})
@@ -58,7 +59,7 @@ def test_damaged_segment_after_a_stop_is_routed_around(daemon, stop, where):
     d.stop(stop)
     segments = sorted((d.data_dir / "topics" / "t" / "0").glob("*.log"))
     assert len(segments) >= 3
-    first, last = flip_second_batch(segments[-1] if where == "active" else segments[0])
+    first, last = flip_batch(segments[-1] if where == "active" else segments[0], which)
     expected = [value(o) for o in range(end) if not first <= o <= last]
 
     d2 = daemon(data_dir=d.data_dir)
@@ -91,9 +92,10 @@ def test_damaged_segment_after_a_stop_is_routed_around(daemon, stop, where):
         with client.consumer(auto_offset_reset="earliest", skip_corrupt=True) as cons:
             cons.assign([("t", 0)])
             got = []
-            while len(got) < len(expected):
+            while len(got) < len(expected) or not cons.skipped:
                 got += [r.value for r in cons.getmany(timeout_s=10)]
             assert got == expected and cons.skipped == [("t", 0, first, last)]
+            assert cons.position("t", 0) == end  # past the skipped range, even when nothing follows it
 
     r = mp(port, "consume", "t", "--from-beginning", "-e")
     assert r.returncode == 1
