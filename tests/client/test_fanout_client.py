@@ -1,13 +1,15 @@
 # Fan-out through the client over loopback TCP: publish with headers to a topic with three queue subscriptions (one
 # filtered), every queue receives exactly what it should; subscribe, list, describe, unsubscribe; the blocking twin
-# against the broker subprocess.
+# and the client under asyncio (keyed publishes into a FIFO queue) against the broker subprocess.
 from __future__ import annotations
 
+import asyncio
 import json
 
 import trio
 
 from millpond.broker.server.embedded import open_broker
+from millpond.broker.wire.partitioner import partition_for_key
 from millpond.client import SubscriptionDescription, SubscriptionInfo, connect
 from millpond.client.errors import (
     InvalidParameterValueError,
@@ -114,3 +116,26 @@ def test_the_blocking_client_subscribes_publishes_and_describes(daemon):
         assert (d.delivered, d.partitions[0].cursor) == (1, meta.offset + 1)
         c.unsubscribe(s.id)
         assert c.subscriptions() == []
+
+
+def test_the_client_under_asyncio_publishes_with_keys_to_a_fifo_queue_in_per_key_order(daemon):
+    async def main():
+        async with connect(daemon, client_id="aio-fanout") as c:
+            await c.create_topic("keyed", partitions=3)
+            await c.create_queue("ordered.fifo")
+            await c.subscribe("keyed", queue="ordered.fifo", raw=True)
+            metas = [await c.publish("keyed", b"%d" % i, key=b"k%d" % (i % 4)) for i in range(40)]
+            assert [m.partition for m in metas[:4]] == [partition_for_key(b"k%d" % i, 3) for i in range(4)]
+            q = c.queue("ordered.fifo")
+            got: dict[str, list[int]] = {}
+            async with asyncio.timeout(20):
+                while sum(map(len, got.values())) < 40:
+                    msgs = await q.receive(10, wait_s=1.0)
+                    for m in msgs:
+                        got.setdefault(m.group_id, []).append(int(m.body))
+                    for m in msgs:
+                        await q.delete(m)
+            return got
+
+    got = asyncio.run(main())
+    assert got == {f"k{k}": list(range(k, 40, 4)) for k in range(4)}
