@@ -26,6 +26,20 @@ class TopicDefaults:
     segment_ms: int = 7 * DAY_MS
     index_interval_bytes: int = 4096
 
+    def __post_init__(self) -> None:
+        # The ranges of broker/core/log/topic_config.py, checked at load: a bad default would otherwise surface
+        # only when a topic is created.
+        for name, low in (("partitions", 1), ("retention_ms", -1), ("retention_bytes", -1), ("segment_bytes", 1024),
+                          ("segment_ms", 1), ("index_interval_bytes", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidConfigError(f"topic_defaults.{name} must be an integer, got {value!r}")
+            if value < low:
+                bound = ">= 0, or -1 for no limit (keep forever)" if low == -1 else f">= {low}"
+                raise InvalidConfigError(f"topic_defaults.{name} must be {bound}, got {value}")
+        if self.segment_bytes > 2**31 - 1 or self.index_interval_bytes > 2**31 - 1:
+            raise InvalidConfigError("topic_defaults.segment_bytes and index_interval_bytes must be < 2 GiB")
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:

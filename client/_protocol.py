@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from millpond.broker.wire.errors import ConnectionClosedError, InvalidRequestError, MillpondError, from_wire
+from millpond.broker.wire.errors import (
+    ConnectionClosedError,
+    InvalidConfigError,
+    InvalidRequestError,
+    MillpondError,
+    from_wire,
+)
 from millpond.broker.wire.frames import FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION, FrameDecoder, decode_response, encode_request, encode_request_parts
 
 from millpond.client.types import BrokerLimits, PartitionDescription, TopicDescription
@@ -129,11 +135,16 @@ class ClientProtocol:
 # --- request bodies and answer parsing (units: Python seconds -> wire milliseconds) ---
 
 
-def _seconds_to_ms(value: float | None) -> int | None:
+def _seconds_to_ms(value: float | None, name: str, *, forever: bool = False) -> int | None:
+    """Seconds as wire milliseconds; with ``forever``, -1 stays -1 (keep forever, as Kafka's retention.ms). Any
+    other negative raises ``InvalidConfigError`` naming ``name`` (it used to mean "forever" silently)."""
     if value is None:
         return None
+    if forever and value == -1:
+        return -1
     if value < 0:
-        return -1  # negative means unlimited, as on the wire
+        also = ", or -1 to keep forever" if forever else ""
+        raise InvalidConfigError(f"{name} must be >= 0 seconds{also}, got {value!r}", key=name)
     return int(round(value * 1000))
 
 
@@ -147,10 +158,10 @@ def create_topic_body(
 ) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for key, value in (
-        ("retention_ms", _seconds_to_ms(retention_s)),
+        ("retention_ms", _seconds_to_ms(retention_s, "retention_s", forever=True)),
         ("retention_bytes", retention_bytes),
         ("segment_bytes", segment_bytes),
-        ("segment_ms", _seconds_to_ms(segment_s)),
+        ("segment_ms", _seconds_to_ms(segment_s, "segment_s")),
     ):
         if value is not None:
             config[key] = int(value)

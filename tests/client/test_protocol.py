@@ -78,8 +78,9 @@ def test_fail_all_gives_retriable_connection_closed():
 
 
 def test_create_topic_body_converts_seconds_to_ms():
-    assert create_topic_body("t", 2, 1.5, 1000, None, -1) == {
-        "name": "t", "partitions": 2, "config": {"retention_ms": 1500, "retention_bytes": 1000, "segment_ms": -1}}
+    assert create_topic_body("t", 2, 1.5, 1000, None, 0.25) == {
+        "name": "t", "partitions": 2, "config": {"retention_ms": 1500, "retention_bytes": 1000, "segment_ms": 250}}
+    assert create_topic_body("t", 1, -1, None, None, None)["config"] == {"retention_ms": -1}  # keep forever
     assert create_topic_body("t", 1, None, None, None, None) == {"name": "t", "partitions": 1}
 
 

@@ -1,9 +1,10 @@
 # The file implementation of the topic-level Storage (store.py): <data_dir>/broker.lock and <data_dir>/topics/, one
 # directory per topic with its sealed metadata and one directory per partition; creations built under ~staging and
-# renamed into place, deletions renamed to ~trash first, so a crash never leaves half a topic visible. Every method
-# blocks (startup or a worker thread). Must not know about producers, high watermarks, clocks or the wire protocol.
+# renamed into place, marked as creating until their partitions opened, deletions renamed to ~trash first, so a
+# crash or a failed creation never leaves half a topic visible. Every method blocks (startup or a worker thread). Must not know about producers, high watermarks, clocks or the wire protocol.
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -29,6 +30,9 @@ OLD_FORMATS = {1: "millpond's pre-release batch format (a 56-byte header, CRC-32
 # '~' is not a topic-name character, so these never collide with a topic directory.
 STAGING = "~staging"  # topics being created: complete, then renamed into place
 TRASH = "~trash"  # topics being deleted: renamed here first, so a crash never leaves half a topic visible
+# In a topic's directory from its staging until its partitions are open: a topic whose creation was never answered.
+# A start finding it removes the topic (as a creation that failed does at once).
+CREATING = "creating"
 
 
 class FileStorage:
@@ -53,11 +57,18 @@ class FileStorage:
                     shutil.rmtree(entry.path, ignore_errors=True)
             names = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("~"))
         except OSError as exc:
-            raise StorageError(f"cannot open data directory {self.data_dir}: {exc}") from None
+            raise StorageError(f"cannot open data directory {self.data_dir}: {_dir_problem(exc)}") from None
         found = []
         old: dict[int, list[str]] = {}
-        for name in names:
+        for i, name in enumerate(names):
             directory = self.root / name
+            if os.path.exists(directory / CREATING):
+                self._log.warning("removing topic %s: its creation did not finish (never answered)", name)
+                try:
+                    self.remove_topic(name, -1 - i)()  # negative: never a ticket of this process
+                except StorageError as exc:
+                    self._log.error("skipping topic directory %s: %s", directory, exc.message)
+                continue
             try:
                 raw = read_file(directory / META_FILE)
                 body = unseal(raw) if raw is not None else None
@@ -92,7 +103,7 @@ class FileStorage:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StorageError(f"cannot open data directory {self.data_dir}: {exc.strerror or exc}") from None
+            raise StorageError(f"cannot open data directory {self.data_dir}: {_dir_problem(exc)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -112,6 +123,7 @@ class FileStorage:
         staging = self.root / STAGING / str(ticket)
         try:
             staging.mkdir()
+            write_file(staging / CREATING, b"", fsync=True)
             _make_partition_dirs(staging, range(partitions))
             write_atomic(staging / META_FILE, _sealed_meta(name, partitions, config))
             os.rename(staging, final)
@@ -120,6 +132,14 @@ class FileStorage:
         except (OSError, StorageError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise StorageError(f"cannot create topic {name!r}: {exc}") from None
+
+    def created(self, name: str) -> None:
+        directory = self.root / name
+        try:
+            os.unlink(directory / CREATING)
+            fsync_dir(directory)
+        except OSError as exc:
+            raise StorageError(f"cannot finish creating topic {name!r}: {exc.strerror or exc}") from None
 
     def add_partitions(self, name: str, current: int, total: int, config: TopicConfig) -> None:
         """New partition directories first, the metadata rewritten atomically after: a crash in between leaves the
@@ -133,6 +153,15 @@ class FileStorage:
             write_atomic(directory / META_FILE, _sealed_meta(name, total, config))
         except (OSError, StorageError) as exc:
             raise StorageError(f"cannot add partitions to topic {name!r}: {exc}") from None
+
+    def remove_partitions(self, name: str, current: int, total: int, config: TopicConfig) -> None:
+        directory = self.root / name
+        try:
+            write_atomic(directory / META_FILE, _sealed_meta(name, current, config))
+        except StorageError as exc:
+            raise StorageError(f"cannot undo adding partitions to topic {name!r}: {exc.message}") from None
+        for p in range(current, total):  # no longer counted: strays, replaced by the next try if left
+            shutil.rmtree(directory / str(p), ignore_errors=True)
 
     def remove_topic(self, name: str, ticket: int) -> Callable[[], None]:
         trash = self.root / TRASH / str(ticket)
@@ -154,6 +183,17 @@ class FileStorage:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+
+def _dir_problem(exc: OSError) -> str:
+    """What went wrong making or entering a directory, in words: "File exists" alone does not say that the path
+    the broker needs as a directory is a file."""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        path = exc.filename if exc.filename is not None else "a path"
+        if exc.errno == errno.EEXIST or os.path.exists(path):
+            return f"{path} is a file, not a directory (give a directory, or a path to create one at)"
+        return f"a part of {path} is a file, not a directory"
+    return exc.strerror or str(exc)
 
 
 def _sealed_meta(name: str, partitions: int, config: TopicConfig) -> bytes:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import struct
 import threading
@@ -18,6 +19,7 @@ _CRC = struct.Struct(">I")
 _save_lock = threading.Lock()  # atomic writes one at a time: they share tmp names, and the version check below
 _saved: dict[str, int] = {}  # path -> version of the newest versioned save on disk
 _versions = itertools.count(1)  # next() on a count is atomic under the GIL
+_log = logging.getLogger("millpond.log")
 
 
 def seal(body: bytes) -> bytes:
@@ -80,7 +82,9 @@ def write_atomic(path: Path, data: bytes, *, version: int | None = None) -> bool
             os.replace(tmp, path)
             fsync_dir(path.parent)
         except OSError as exc:
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+            error = StorageError(f"cannot write {path}: {exc.strerror or exc}")
+            _log.error("%s", error.message)  # e.g. a full disk: whoever is answered, the operator sees it here
+            raise error from None
         if version is not None:
             _saved[key] = version
     return True

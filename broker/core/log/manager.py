@@ -177,7 +177,7 @@ class LogManager:
     def finish_create_topic(self, pending: PendingTopic, result: Topic | BaseException) -> Topic:
         """On the loop: register the built topic, or release the name and raise ``StorageError``."""
         self._pending.pop(pending.name, None)
-        topic = self._result(result, f"cannot create topic {pending.name!r}")
+        topic = self._failed(result, f"cannot create topic {pending.name!r}")
         self.topics[topic.name] = topic
         self._log.info("created topic %s with %d partition(s), config %s", topic.name, len(topic.partitions),
                        topic.config.to_wire())
@@ -203,7 +203,7 @@ class LogManager:
     def finish_add_partitions(self, pending: PendingPartitions, result: list[PartitionLog] | BaseException) -> Topic:
         """On the loop: add the built partitions to the topic, or release it and raise ``StorageError``."""
         self._pending.pop(pending.name, None)
-        added = self._result(result, f"cannot add partitions to topic {pending.name!r}")
+        added = self._failed(result, f"cannot add partitions to topic {pending.name!r}")
         pending.topic.partitions.extend(added)
         self._log.info("topic %s grew from %d to %d partitions", pending.name, pending.current, pending.total)
         return pending.topic
@@ -228,8 +228,19 @@ class LogManager:
             for log in pending.topic.partitions:
                 log.resume()
             self.topics[pending.name] = pending.topic
-            self._result(result, f"cannot delete topic {pending.name!r}")
+            self._failed(result, f"cannot delete topic {pending.name!r}")
         self._log.info("deleted topic %s", pending.name)
+
+    def _failed(self, result: Any, what: str) -> Any:
+        """``_result``, a storage failure named by ``what`` and logged: the answer alone would leave the operator
+        no trace of it."""
+        try:
+            return self._result(result, what)
+        except StorageError as exc:
+            if not exc.message.startswith(what):  # e.g. "cannot open big/3: ...": say what it was for
+                exc = StorageError(f"{what}: {exc.message}", **exc.details)
+            self._log.error("%s", exc.message)
+            raise exc from None
 
     @staticmethod
     def _result(result: Any, what: str) -> Any:

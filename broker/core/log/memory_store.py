@@ -149,7 +149,13 @@ class MemoryStorage:
     def create_topic(self, name: str, partitions: int, config: TopicConfig, ticket: int) -> None:
         pass
 
+    def created(self, name: str) -> None:
+        pass
+
     def add_partitions(self, name: str, current: int, total: int, config: TopicConfig) -> None:
+        pass
+
+    def remove_partitions(self, name: str, current: int, total: int, config: TopicConfig) -> None:
         pass
 
     def remove_topic(self, name: str, ticket: int) -> Callable[[], None]:

@@ -52,6 +52,7 @@ class PartitionLog:
         self._suspended: PartitionStore | None = None
         self._log = logger
         self.producers = ProducerStates()
+        self._failures = 0  # storage failures in a row: an episode's first is logged, and its end
         self._snapshots = snapshots
         self._jobs = jobs if jobs is not None else []
 
@@ -64,7 +65,13 @@ class PartitionLog:
         return len(self.store.segments)
 
     def _storage_error(self, what: str, exc: OSError) -> StorageError:
-        return StorageError(f"cannot {what} {self.topic}/{self.partition}: {exc.strerror or exc}")
+        """The error to answer, logged when it starts an episode (a full disk fails every produce: one line, not
+        one per request; the first success logs how many there were)."""
+        error = StorageError(f"cannot {what} {self.topic}/{self.partition}: {exc.strerror or exc}")
+        self._failures += 1
+        if self._failures == 1:
+            self._log.error("%s (further failures here are counted until one succeeds)", error.message)
+        return error
 
     # -- opening ---------------------------------------------------------------------------------------------------
 
@@ -170,6 +177,10 @@ class PartitionLog:
         except OSError as exc:
             raise self._storage_error("append to", exc) from None
         self.log_end_offset = end
+        if self._failures:
+            self._log.warning("%s/%s: appends succeed again after %d storage failure(s)", self.topic, self.partition,
+                              self._failures)
+            self._failures = 0
         self.size_bytes += len(blob)
         if pid >= 0:
             self.producers.record(pid, header.producer_epoch, header.base_sequence, header.record_count, base)

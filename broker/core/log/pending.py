@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from millpond.broker.core.log.store import Storage, SyncPart
+from millpond.broker.wire.errors import StorageError
 
 if TYPE_CHECKING:
     from millpond.broker.core.log.manager import Topic
@@ -62,10 +63,23 @@ class PendingTopic:
         self._open = open_partitions
 
     def build(self) -> "Topic":
-        """Blocking: directories, files, metadata, rename, fsync, then opening the partitions. Raises
-        ``StorageError`` (nothing is left on disk but what the next start removes)."""
+        """Blocking: directories, files, metadata, rename, fsync, then opening the partitions, then marking the
+        creation final. Raises ``StorageError`` or ``OSError``; a creation that fails after the rename (e.g. the
+        partitions' files do not fit the open-file limit) is removed again, so nothing is left on disk but what
+        the next start removes."""
         self._storage.create_topic(self.name, self.partitions, self.topic.config, self._ticket)
-        self.topic.partitions.extend(self._open(self.topic, range(self.partitions)))
+        try:
+            self.topic.partitions.extend(self._open(self.topic, range(self.partitions)))
+            self._storage.created(self.name)
+        except BaseException:
+            for log in self.topic.partitions:
+                log.store.close_quietly()
+            self.topic.partitions.clear()
+            try:
+                self._storage.remove_topic(self.name, self._ticket)()
+            except (OSError, StorageError):
+                pass  # still marked as creating: the next start removes it
+            raise
         return self.topic
 
 
@@ -84,9 +98,17 @@ class PendingPartitions:
         self._open = open_partitions
 
     def build(self) -> list["PartitionLog"]:
-        """Blocking: new partition directories, then the metadata, then opening them. Raises ``StorageError``."""
+        """Blocking: new partition directories, then the metadata, then opening them. Raises ``StorageError`` or
+        ``OSError``; if they cannot be opened the count goes back and they are removed."""
         self._storage.add_partitions(self.name, self.current, self.total, self.topic.config)
-        return self._open(self.topic, range(self.current, self.total))
+        try:
+            return self._open(self.topic, range(self.current, self.total))
+        except BaseException:
+            try:
+                self._storage.remove_partitions(self.name, self.current, self.total, self.topic.config)
+            except (OSError, StorageError):
+                pass  # counted but empty: the next start opens them
+            raise
 
 
 class PendingDelete:

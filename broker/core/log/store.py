@@ -138,8 +138,16 @@ class Storage(Protocol):
         """Store a new topic durably and atomically (``ticket``: a number unique in this process, for scratch
         names)."""
 
+    def created(self, name: str) -> None:
+        """The new topic's partitions are open: make its creation final (until then a start removes it, and a
+        creation that fails removes it with ``remove_topic``)."""
+
     def add_partitions(self, name: str, current: int, total: int, config: TopicConfig) -> None:
         """Store partitions ``current..total-1`` of ``name`` and then its new count, atomically."""
+
+    def remove_partitions(self, name: str, current: int, total: int, config: TopicConfig) -> None:
+        """Undo ``add_partitions`` whose partitions could not be opened: the count back to ``current`` first,
+        then partitions ``current..total-1`` removed."""
 
     def remove_topic(self, name: str, ticket: int) -> Callable[[], None]:
         """Make the topic's removal durable (it never comes back after a crash); returns the blocking rest of the

@@ -77,6 +77,9 @@ class TopicConfig:
             low, high = _BOUNDS[key]
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InvalidConfigError(f"topic config {key} must be an integer, got {value!r}", key=key)
+            if low == -1 and value < -1:
+                raise InvalidConfigError(f"topic config {key} must be >= 0, or -1 for no limit (keep forever), got "
+                                         f"{value}", key=key)
             if not low <= value <= high:
                 raise InvalidConfigError(f"topic config {key}={value} is out of range {low}..{high}", key=key)
         return cls(**values)
