@@ -99,6 +99,8 @@ class Producer:
         self._tg: Any = None
         self._sent = self._failed = self._batches = self._retries = self._throttled = 0
         self._throttle_wait_s = 0.0
+        self._throttle_time_s = 0.0
+        self._throttled_until = 0.0  # when the latest THROTTLED wait ends (clock of self._now)
         self._throttle_policy: str | None = None
         self._last_error: BaseException | None = None
         self.space = threading.Condition(self.lock) if _threaded else None
@@ -142,7 +144,8 @@ class Producer:
         return ProducerStatistics(records_sent=self._sent, records_failed=self._failed, batches_sent=self._batches,
                                   retries=self._retries, records_buffered=self._acc.records_buffered,
                                   last_error=self._last_error, throttled=self._throttled,
-                                  throttle_wait_s=self._throttle_wait_s, batches_split=self._acc.splits,
+                                  throttle_wait_s=self._throttle_wait_s, throttle_time_s=self._throttle_time_s,
+                                  batches_split=self._acc.splits,
                                   throttle_policy=self._throttle_policy)
 
     async def close(self, timeout_s: float | None = None) -> None:
@@ -367,6 +370,9 @@ class Producer:
                 else:
                     b.throttled_s += wait
                     self._throttle_wait_s += wait
+                    now = self._now()  # waits begin in time order: their union grows by what sticks out
+                    self._throttle_time_s += max(0.0, now + wait - max(now, self._throttled_until))
+                    self._throttled_until = max(self._throttled_until, now + wait)
                     self._acc.retry_later(b, self._now() + wait)
         except OutOfOrderSequenceError:
             with self.lock:  # a batch ahead of it failed: it goes again, alone, once that one is through

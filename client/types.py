@@ -83,6 +83,7 @@ class ProducerStatistics:
     last_error: BaseException | None
     throttled: int = 0  # THROTTLED answers received (each batch waited retry_after_s and was sent again)
     throttle_wait_s: float = 0.0  # seconds waited on THROTTLED answers, summed over batches
+    throttle_time_s: float = 0.0  # seconds in which some batch waited on a THROTTLED answer (wall clock)
     batches_split: int = 0  # batches split to fit a limit policy's max cost (COST_EXCEEDS_LIMIT)
     throttle_policy: str | None = None  # the limit policy of the most recent THROTTLED answer
 

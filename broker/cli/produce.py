@@ -171,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
             def line() -> str:
                 st = p.statistics()
                 text = f"produce {args.topic}: {st.records_sent:,} records  {rate(st.records_sent):,.0f}/s"
-                if st.throttle_wait_s:
-                    text += f"  throttled {st.throttle_wait_s:.1f} s by policy {st.throttle_policy}"
+                if st.throttle_time_s:
+                    text += f"  throttled {st.throttle_time_s:.1f} s by policy {st.throttle_policy}"
                 return text
 
             live = LiveLine(sys.stderr, line)
@@ -197,8 +197,8 @@ def run(args: argparse.Namespace) -> int:
                 feed.settle(0)  # every record is settled now: report the lines that failed
             stats = p.statistics()
     elapsed = time.monotonic() - started
-    throttled = f", throttled {stats.throttle_wait_s:.1f} s by policy {stats.throttle_policy}" \
-        if stats.throttle_wait_s else ""
+    throttled = f", throttled {stats.throttle_time_s:.1f} s by policy {stats.throttle_policy}" \
+        if stats.throttle_time_s else ""
     print(f"produced {stats.records_sent} records in {elapsed:.3f} s{throttled}", file=sys.stderr)
     if stop.signal is not None:
         print(f"millpond produce: {'aborted' if aborted else 'stopped'} by {stop.signal}: {feed.lines} record(s) "

@@ -120,6 +120,7 @@ def test_leaving_an_async_block_by_an_exception_waits_for_nothing(daemon, runner
 def test_blocking_close_with_a_timeout_is_bounded(daemon):
     throttle(daemon)
     with sync_connect(daemon, client_id="app-1") as c:
+        opened = time.monotonic()
         p = c.producer()
         handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
         handles[-1].result(10)  # through the burst: throttled from now on
@@ -129,7 +130,11 @@ def test_blocking_close_with_a_timeout_is_bounded(daemon):
         took = time.monotonic() - start
         p.close(timeout_s=0.5)
         stats = p.statistics()
+        lived = time.monotonic() - opened
     assert took < 1.5, took
+    # several batches wait out THROTTLED at once: the wall-clock time is their union, not their sum
+    assert stats.throttle_policy == "slow" and 0 < stats.throttle_time_s <= lived + 0.5
+    assert stats.throttle_wait_s >= stats.throttle_time_s - 1e-6
     acked, errors = outcomes(handles)
     check(daemon, stats, acked, errors, TimeoutError)
 
