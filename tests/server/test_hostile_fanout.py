@@ -53,6 +53,10 @@ async def test_malformed_fanout_requests_get_errors_and_the_broker_keeps_serving
          errors.InvalidParameterValueError, "filter_policy_scope"),
         ("subscribe", {"topic": "__millpond_subscriptions", "queue": "q"}, errors.UnknownTopicOrPartitionError,
          "__millpond_subscriptions"),
+        ("subscribe", {"topic": "t" * 100_000, "queue": "q"}, errors.UnknownTopicOrPartitionError, "unknown topic"),
+        ("subscribe", {"topic": "t", "queue": "q" * 100_000}, errors.UnknownQueueError, "does not exist"),
+        ("subscribe", {"topic": "t", "queue": "q", "dead_letter_queue": "d" * 100_000}, errors.UnknownQueueError,
+         "does not exist"),
         ("unsubscribe", {"id": 7}, errors.InvalidRequestError, "id"),
         ("unsubscribe", {"id": "x" * 10_000}, errors.UnknownSubscriptionError, "no subscription"),
         ("describe_subscription", {}, errors.InvalidRequestError, "id"),
@@ -62,6 +66,6 @@ async def test_malformed_fanout_requests_get_errors_and_the_broker_keeps_serving
         code, answer = await c.call(api, body)
         assert (code, answer["name"]) == (error.code, error.name), (api, body.keys(), answer)
         assert text in answer["message"], answer["message"]
-        assert len(answer["message"]) < 1000
+        assert len(answer["message"]) < 1000 and len(str(answer)) < 2000
     assert (await c.ok("list_subscriptions", {}))["subscriptions"] == []
     assert (await c.ok("subscribe", {"topic": "t", "queue": "q"}))["topic"] == "t"

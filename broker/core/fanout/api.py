@@ -17,7 +17,7 @@ from millpond.broker.core.fanout.subscriptions import QUEUE_TARGET, Subscription
 from millpond.broker.core.log import LogManager, PartitionLog, is_internal_topic
 from millpond.broker.core.outcomes import Answer, Context, Outcome
 from millpond.broker.core.queues.api import QueueApi
-from millpond.broker.wire.errors import InvalidParameterValueError, UnknownTopicOrPartitionError
+from millpond.broker.wire.errors import InvalidParameterValueError, UnknownQueueError, UnknownTopicOrPartitionError
 
 START_END, START_BEGINNING = "end", "beginning"
 
@@ -183,10 +183,10 @@ class FanoutApi:
         ``TooManySubscriptionsError``."""
         topic = self.log.topics.get(req.topic)
         if topic is None or is_internal_topic(req.topic):
-            raise UnknownTopicOrPartitionError(f"subscribe: unknown topic {req.topic!r}", topic=req.topic)
-        self.queues.manager.queue(req.queue, ctx.now)
-        if req.dead_letter_queue is not None:
-            self.queues.manager.queue(req.dead_letter_queue, ctx.now)
+            raise UnknownTopicOrPartitionError(f"subscribe: unknown topic {req.topic[:250]!r}", topic=req.topic[:250])
+        for name in (req.queue, req.dead_letter_queue):
+            if name is not None and name not in self.queues.manager.queues:
+                raise UnknownQueueError(f"subscribe: queue {name[:250]!r} does not exist", queue=name[:250])
         cursors = {}
         for plog in topic.partitions:
             cursors[plog.partition] = self._start(plog, req.start)

@@ -1,9 +1,10 @@
 # Fan-out delivery into queues: one turn reads the durable records (below the high watermark) of the partitions that
 # have news, in offset order, once per partition for every subscription behind on it, and sends each matching record
-# into its subscription's queue, with a bound on the records one turn looks at so the event loop is never held long.
-# Exactly once into a queue: each send carries its origin (subscription, partition, offset), journaled with the
-# message (queues/manager.py `origin_next`), and a record below that mark is counted delivered, not sent again.
-# Pure: `now`/`now_ms` handed in; must not know about storage, waiting, clocks or protocols.
+# into its subscription's queue, with a bound on the (record, subscription) pairs one turn looks at so the event loop
+# is never held long. Exactly once into a queue: each send carries its origin (subscription, partition, offset),
+# journaled with the message (queues/manager.py `origin_next`), and a record below that mark is counted delivered,
+# not sent again. Sans-IO: `now`/`now_ms` handed in, its only IO the log's reads through the LogManager; must not
+# know about waiting, clocks or protocols.
 from __future__ import annotations
 
 import bisect
