@@ -310,8 +310,11 @@ class Client:
                       key: bytes | str | None = None, timestamp_ms: int | None = None) -> RecordMetadata:
         """Append one record to ``topic`` (a produce; SNS's Publish): every subscription whose filter policy
         matches it delivers it to its queue. ``headers`` are what filter policies on ``MessageAttributes`` read;
-        a ``key`` picks the partition (as the producer) and is a FIFO queue's message group; str is sent as UTF-8.
-        Answered once the record is durable. Raises ``UnknownTopicOrPartitionError``, ``RecordTooLargeError``."""
+        a ``key`` picks the partition (as the producer; none: a random one) and is a FIFO queue's message group; str
+        is sent as UTF-8; ``timestamp_ms`` (epoch ms) defaults to now. One produce request, answered once the record
+        is durable; not retried when the connection fails meanwhile (the record may or may not be stored). Raises
+        ``UnknownTopicOrPartitionError``, ``RecordTooLargeError``, ``TypeError`` (a value, key or header that is
+        neither bytes nor str)."""
         stamp = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
         for attempt in (0, 1):
             count = self._partition_counts.get(topic)
