@@ -87,7 +87,8 @@ class Client:
                  request_timeout_s: float, reconnect_backoff_s: tuple[float, float],
                  reconnect_timeout_s: float) -> None:
         self._tg = tg
-        self.address = (host, port)
+        self.host, self.port = host, port
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # as connect() takes it
         self.client_id = client_id
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
@@ -127,7 +128,7 @@ class Client:
                 return self._conn  # another task reconnected while we waited
             if self._closed:
                 raise ConnectionClosedError("client is closed")
-            host, port = self.address
+            host, port = self.host, self.port
             delay, delay_max = self.reconnect_backoff_s
             deadline = anyio.current_time() + self.reconnect_timeout_s
             while True:

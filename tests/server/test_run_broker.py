@@ -19,13 +19,16 @@ def test_a_broker_in_a_thread_serves_blocking_and_asyncio_clients(tmp_path):
         assert isinstance(b, ThreadedBroker)
         assert b.host == "127.0.0.1" and b.port > 0 and b.address == f"127.0.0.1:{b.port}"
         assert b.data_dir == tmp_path / "data" and b.broker.config.fsync == "never"
-        with sync_connect(b.address) as c:
+        with sync_connect(b.address) as c, sync_connect((b.host, b.port)) as by_parts:
+            # every address the user sees is "HOST:PORT", however it was given
+            assert c.address == by_parts.address == b.address
             c.create_topic("t")
             with c.producer() as p:
                 p.send("t", b"one")
 
         async def main() -> list[bytes]:
             async with connect(b.address) as c:
+                assert (c.address, c.host, c.port) == (b.address, b.host, b.port)
                 async with c.consumer("t", auto_offset_reset="earliest") as cons:
                     return [r.value for r in await cons.getmany(timeout_s=5)]
 
