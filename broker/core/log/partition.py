@@ -25,7 +25,7 @@ class PartitionLog:
     parked before a failure answers STORAGE_ERROR). Read these attributes; never assign them.
 
     Built by ``LogManager``; ``open`` recovers the store before anything else is called. ``snapshots``: where the
-    idempotent producers' state is snapshotted at each roll and at close (``producer_snapshots.FileSnapshots``;
+    idempotent producers' state is snapshotted at each roll (``producer_snapshots.FileSnapshots``;
     None for a store that never restarts), written by ``Job``s queued on ``jobs``.
     """
 
@@ -365,8 +365,9 @@ class PartitionLog:
             self._suspended.close_quietly()
 
     def close(self) -> None:
-        """Blocking: sync everything, write index files, snapshot the producer state at the log end (the next
-        start replays nothing), close the store. Idempotent. Raises ``StorageError``."""
+        """Blocking: sync everything, write index files, close the store. Idempotent. Raises ``StorageError``.
+        (No producer state snapshot here: the next start replays the active segment after the last roll's one,
+        which keeps a shutdown of many partitions free of two fsyncs each.)"""
         try:
             self.store.close()
         except OSError as exc:
@@ -375,13 +376,6 @@ class PartitionLog:
             raise self._storage_error("close", exc) from None
         self.mark_durable(self.log_end_offset)
         self._rolled.discard(self)
-        if self._snapshots is not None and self._suspended is None:
-            offset = self.log_end_offset
-            try:
-                self._snapshots.save(offset, producer_snapshots.encode(offset, self.producers.to_plain()))
-            except (OSError, StorageError) as exc:  # only a longer replay at the next start
-                self._log.warning("%s/%s: cannot write the producer state snapshot at offset %d: %s",
-                                  self.topic, self.partition, offset, exc)
 
     def close_quietly(self) -> None:
         """Close the store without syncing (used on error paths and to simulate a crash)."""

@@ -1,8 +1,8 @@
 # Producer state snapshots of one partition directory, as Kafka's ProducerStateManager keeps them: a file
 # 00000000000000001234.snapshot holding the idempotent producers' recent batches as of offset 1234 (taken when a
-# segment rolls and when the partition closes), so a restart rebuilds the state from the newest snapshot plus the
-# batches after it instead of from the last segment alone. Every function blocks (a worker thread, or start and
-# close). Owns only the .snapshot files; must not know about segments, producers' rules or the wire protocol.
+# segment rolls), so a restart rebuilds the state from the newest snapshot plus the batches after it instead of
+# from the last segment alone. Every function blocks (a worker thread, or start). Owns only the .snapshot files;
+# must not know about segments, producers' rules or the wire protocol.
 from __future__ import annotations
 
 import os
