@@ -10,7 +10,6 @@ import hashlib
 import math
 import re
 import secrets
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -27,6 +26,7 @@ from millpond.broker.core.queues.attributes import (
     check_seconds,
     message_size,
 )
+from millpond.broker.core.queues.ids import MessageIds
 from millpond.broker.core.queues.queue import IN_FLIGHT, VISIBLE, Message, Queue
 from millpond.broker.core.queues.redrive import MoveTasks
 from millpond.broker.wire.errors import (
@@ -72,6 +72,10 @@ class QueueManager:
         self.events: list[Event] = []
         self._deadlines: SortedSet = SortedSet()  # (deadline, name) per queue with a timer
         self._deadline_of: dict[str, float] = {}
+        # queues whose deadline may have moved: rescheduled once, when the deadlines are next read (next_deadline,
+        # tick), rather than once per message of a batch
+        self._stale: set[str] = set()
+        self._ids = MessageIds()
         self.tasks = MoveTasks(self)  # dead-letter redrive tasks, each driven by its DLQ's timer
         # fan-out's exactly-once check: subscription id -> partition -> next record offset already sent (journaled
         # with the send itself, so a crash between the send and the subscription's cursor save cannot duplicate)
@@ -84,31 +88,39 @@ class QueueManager:
     # -- time -----------------------------------------------------------------------------------------------------
     def next_deadline(self) -> float:
         """When ``tick`` next has work (monotonic seconds; ``inf``: nothing scheduled)."""
+        if self._stale:
+            self._reschedule_stale()
         return self._deadlines[0][0] if self._deadlines else math.inf
 
     def tick(self, now: float) -> None:
         """Run every queue's timers due at ``now`` (visibility timeouts and delays ending, retention, the
         deduplication window, redrive tasks' moves), waking the queues where a message became visible."""
+        self._reschedule_stale()
         while self._deadlines and self._deadlines[0][0] <= now:
             self._advance(self.queues[self._deadlines[0][1]], now, step=True)
+            self._reschedule_stale()
 
     def _advance(self, q: Queue, now: float, step: bool = False) -> Queue:
         if q.advance(now):
             self.wake(q.name)
         if step:  # moves only from tick, so a refused request never leaves moves unwritten behind it
             self.tasks.step(q, now)
-        self._reschedule(q)
+        self._stale.add(q.name)
         return q
 
-    def _reschedule(self, q: Queue) -> None:
-        old = self._deadline_of.pop(q.name, None)
-        if old is not None:
-            self._deadlines.discard((old, q.name))
-        if self.queues.get(q.name) is q:
-            d = min(q.next_deadline(), self.tasks.deadline(q))
-            if d != math.inf:
-                self._deadline_of[q.name] = d
-                self._deadlines.add((d, q.name))
+    def _reschedule_stale(self) -> None:
+        """Put each queue whose timers changed since the last call back in ``_deadlines`` at its next deadline."""
+        stale, self._stale = self._stale, set()
+        for name in stale:
+            old = self._deadline_of.pop(name, None)
+            if old is not None:
+                self._deadlines.discard((old, name))
+            q = self.queues.get(name)
+            if q is not None:
+                d = min(q.next_deadline(), self.tasks.deadline(q))
+                if d != math.inf:
+                    self._deadline_of[name] = d
+                    self._deadlines.add((d, name))
 
     def queue(self, name: str, now: float) -> Queue:
         """Queue ``name`` with its timers run to ``now``. Raises ``UnknownQueueError``."""
@@ -164,7 +176,7 @@ class QueueManager:
             self.tasks.apply(event, q, now)
         else:
             raise ValueError(f"unknown queue event {kind!r}")
-        self._reschedule(q)
+        self._stale.add(name)
 
     # -- queues ---------------------------------------------------------------------------------------------------
     def create(self, name: str, attrs: QueueAttributes, now: float, now_ms: int) -> Queue:
@@ -229,8 +241,9 @@ class QueueManager:
         raise what a send would raise now, store nothing (answers ``("", None)``). Raises
         ``UnknownQueueError``, ``InvalidParameterValueError``, ``MissingParameterError``, ``QueueFullError``.
 
-        Fan-out's sends give ``message_id`` (instead of a random one) and ``origin`` ``(subscription id, partition,
-        offset)``, journaled with the message: ``origin_next`` then answers past that offset."""
+        A message id is a UUID string from ids.py, unique across restarts. Fan-out's sends give ``message_id``
+        and ``origin`` ``(subscription id, partition, offset)``, journaled with the message: ``origin_next`` then
+        answers past that offset."""
         q = self.queue(name, now)
         attributes = check_message_attributes(attributes or {})
         if not body:
@@ -270,7 +283,7 @@ class QueueManager:
         if check_only:
             return "", None
         delay = q.attrs.delay_s if delay_s is None else delay_s
-        seq, mid = q.next_seq, message_id or str(uuid.uuid4())
+        seq, mid = q.next_seq, message_id or self._ids.next()
         event: Event = ("send", name, seq, mid, bytes(body), attributes, now_ms, now, now + delay, group_id, dedup_id,
                         None)
         self.emit(event if origin is None else (*event, list(origin)), now)
