@@ -108,6 +108,16 @@ MALFORMED = [
     ("delete_message", {"queue": "q"}, "delete_message: missing field 'receipt_handle'"),
     ("change_visibility", {"queue": "q", "receipt_handle": "h"}, "missing field 'visibility_timeout_ms'"),
     ("delete_message_batch", {"queue": "q", "entries": [[1, 2]]}, "field 'entries'\\[0\\] must be a map"),
+    ("send_message_batch", {"queue": "q", "entries": [{"id": "a", "body": b"x"}, {"id": "b", "body": b"y",
+                                                                                   "group_id": 7}]},
+     "field 'entries'\\[1\\].group_id must be string or null, got integer"),
+    ("change_visibility_batch", {"queue": "q", "entries": [{"id": "a", "receipt_handle": "h",
+                                                             "visibility_timeout_ms": 5},
+                                                            {"id": "b", "receipt_handle": "h",
+                                                             "visibility_timeout_ms": -1}]},
+     "field 'entries'\\[1\\].visibility_timeout_ms must be >= 0, got -1"),
+    ("send_message", {"queue": "q", "body": b"x", "delay_ms": 1.5}, "field 'delay_ms' must be integer or null, got"
+                                                                    " number"),
     ("receive_messages", [], "body of 'receive_messages' must be a map"),
 ]
 

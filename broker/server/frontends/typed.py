@@ -74,9 +74,12 @@ def _checker(tp: Any) -> _Check:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        options = [_checker(a) for a in args]
+        options = [_checker(a) for a in args if a is not _NONE]
+        optional = _NONE in args
 
         def check_union(v: Any, where: str) -> Any:
+            if v is None and optional:
+                return None
             for option in options:
                 try:
                     return option(v, where)
@@ -96,7 +99,12 @@ def _checker(tp: Any) -> _Check:
         def check_tuple(v: Any, where: str) -> tuple:
             if type(v) not in (list, tuple):
                 raise _Bad(f"{where} must be {_describe(tp)}, got {_type_name(v)}")
-            return tuple(item(x, f"{where}[{i}]") for i, x in enumerate(v))
+            try:
+                return tuple([item(x, "") for x in v])
+            except _Bad:  # again, to name the item (names are built only for a message)
+                for i, x in enumerate(v):
+                    item(x, f"{where}[{i}]")
+                raise
         return check_tuple
     if origin is dict:
         key, value = (_checker(a) for a in args)
@@ -163,18 +171,26 @@ class RequestSchema:
             raise _Bad(f"{where} must be a map, got {_type_name(body)}")
         kwargs = {}
         for name, wire, check, default, seconds in self._fields:
-            field = f"{where}.{wire}" if where else f"field {wire!r}"  # nested: "field 'entries'[0].body"
             if wire not in body:
                 if default is dataclasses.MISSING:
-                    raise _Bad(f"missing {field}")
+                    raise _Bad(f"missing {_field_name(where, wire)}")
                 continue
-            value = check(body[wire], field)
+            value = body[wire]
+            try:
+                value = check(value, "")
+            except _Bad:  # again, to name the field (names are built only for a message)
+                check(value, _field_name(where, wire))
+                raise
             if seconds and value is not None:
                 if value < 0:
-                    raise _Bad(f"{field} must be >= 0, got {value}")
+                    raise _Bad(f"{_field_name(where, wire)} must be >= 0, got {value}")
                 value = value / 1000
             kwargs[name] = value
         return self.cls(**kwargs)
+
+
+def _field_name(where: str, wire: str) -> str:
+    return f"{where}.{wire}" if where else f"field {wire!r}"  # nested: "field 'entries'[0].body"
 
 
 def to_plain(value: Any) -> Any:
