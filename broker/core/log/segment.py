@@ -374,19 +374,23 @@ class Segment:
             last = expect + h[last_at]
             if start < 0:
                 if last < offset:
-                    expect = last + 1
-                    p += n
-                    continue
-                if not take_first and (expect >= upto or n > budget):
+                    if p >= verify_end:
+                        expect = last + 1
+                        p += n
+                        continue
+                    # below the offset asked, but its last offset delta decides where the walk goes: check it
+                elif not take_first and (expect >= upto or n > budget):
                     return b"", False
-                start = p
+                else:
+                    start = p
             elif expect >= upto or p + n - start > budget:
                 return view[start - buf_at : p - buf_at], False  # a view: the fetch path copies no data
             if p + n > buf_end:
-                buf = os.pread(fd, max(p + n, min(size, p + readahead)) - start, start)
+                keep = start if start >= 0 else p
+                buf = os.pread(fd, max(p + n, min(size, p + readahead)) - keep, keep)
                 view = memoryview(buf)
-                buf_at = start
-                buf_end = start + len(buf)
+                buf_at = keep
+                buf_end = keep + len(buf)
                 if p + n > buf_end:
                     k = self._found(p, expect, "segment file shorter than its size")
                     next_damage = p
@@ -438,13 +442,14 @@ class Segment:
                 k = self._found(pos, expect, "batch header breaks offset continuity or length")
                 continue
             n = h[1] + LENGTH_PREFIX_BYTES
+            # every batch walked is checked, the ones skipped too: a damaged offset delta would misplace the walk
+            if pos + n > buf_at + len(buf):
+                buf = os.pread(self.fd, max(n, min(size - pos, SCAN_CHUNK_BYTES)), pos)
+                buf_at = pos
+            if len(buf) - (pos - buf_at) < n or not fmt.crc_ok(buf, pos - buf_at, n, h):
+                k = self._found(pos, expect, "batch failed its CRC check")
+                continue
             if h[fmt.MAX_TS_AT] >= timestamp_ms:
-                if pos + n > buf_at + len(buf):
-                    buf = os.pread(self.fd, max(n, min(size - pos, SCAN_CHUNK_BYTES)), pos)
-                    buf_at = pos
-                if len(buf) - (pos - buf_at) < n or not fmt.crc_ok(buf, pos - buf_at, n, h):
-                    k = self._found(pos, expect, "batch failed its CRC check")
-                    continue
                 yield buf[pos - buf_at : pos - buf_at + n]
             expect += h[fmt.LAST_DELTA_AT] + 1
             pos += n
