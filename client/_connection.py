@@ -55,7 +55,8 @@ class Connection:
     async def open(cls, tg: TaskGroup, host: str, port: int, client_id: str, timeout_s: float) -> Connection:
         """Connect, start the reader/writer tasks in ``tg`` and complete the handshake.
 
-        Raises ``ConnectionClosedError`` ("cannot connect to HOST:PORT: <reason>") or the hello's error.
+        Raises ``ConnectionClosedError`` ("cannot connect to HOST:PORT: <reason>", also when what listens there
+        does not answer the handshake as a millpond broker within ``timeout_s`` seconds) or the hello's error.
         """
         desc = f"{host}:{port}"
         try:
@@ -73,6 +74,14 @@ class Connection:
         try:
             response = await conn._exchange(cid, [data], timeout_s)
             conn.protocol.handshake_done(response)
+        except (RequestTimedOutError, ConnectionClosedError) as exc:
+            # something listens there, but it does not speak millpond (a web server waits silently, others send
+            # bytes that are no frame): say so, not just that a request timed out or a frame was too large
+            await conn.aclose("handshake failed")
+            why = f"no answer to the handshake within {timeout_s:g} s" if isinstance(exc, RequestTimedOutError) \
+                else f"the handshake failed ({exc.message})"
+            raise ConnectionClosedError(f"cannot connect to {desc}: {why}; is it a millpond broker?",
+                                        address=desc) from None
         except BaseException:
             await conn.aclose("handshake failed")
             raise

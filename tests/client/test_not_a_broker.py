@@ -1,0 +1,73 @@
+# Connecting to something that listens but is no millpond broker (a web server waiting for its request, a server
+# that greets with its own banner): one clear error naming the address, soon, not REQUEST_TIMED_OUT or
+# FRAME_TOO_LARGE; the CLI prints it as one line.
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from millpond.client.errors import ConnectionClosedError
+from millpond.client.sync import connect
+
+
+class Listener:
+    """A loopback server that greets each connection with ``banner`` (maybe nothing) and then holds it open."""
+
+    def __init__(self, banner: bytes) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.banner = banner
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed: the test is over
+                return
+            conn.sendall(self.banner)
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize(("banner", "why"), [
+    (b"", "no answer to the handshake within 0.5 s"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", r"the handshake failed \(.*FRAME_TOO_LARGE"),
+    (b"HTTP/1.1 400 Bad Request\r\n\r\n", r"the handshake failed \(.*FRAME_TOO_LARGE"),
+])
+def test_something_else_listening_is_named_as_such(banner, why):
+    server = Listener(banner)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosedError) as info:
+            connect(server.address, connect_timeout_s=0.5)
+        assert time.monotonic() - started < 5
+        assert info.value.message.startswith(f"cannot connect to {server.address}: ")
+        assert info.value.message.endswith("; is it a millpond broker?")
+        assert re.search(why, info.value.message), info.value.message
+    finally:
+        server.close()
+
+
+def test_the_cli_says_it_in_one_line():
+    server = Listener(b"SSH-2.0-OpenSSH_9.6\r\n")
+    try:
+        r = subprocess.run([sys.executable, "-m", "millpond.broker.cli", "topics", "list", "-b", server.address],
+                           capture_output=True, timeout=60)
+    finally:
+        server.close()
+    assert r.returncode == 1
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"millpond topics: cannot connect to {server.address}: ")
+    assert lines[0].endswith("is it a millpond broker?")
