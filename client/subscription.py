@@ -1,7 +1,8 @@
 # The client's side of push delivery (docs/protocol.md "Push delivery"): `Queue.subscribe(prefetch=N)` opens a
 # subscription on the client's current connection and keeps one `queue_deliver` parked at the broker, so messages
 # arrive as soon as they are visible and the window has room; `msg.ack()` / `msg.nack(delay_s=)` settle them on
-# the same connection. Must not know the broker's insides: speaks only the protocol's maps.
+# the same connection; `msg.ack()`s made together are gathered into one `queue_ack` request (see `_ack_gathered`).
+# Must not know the broker's insides: speaks only the protocol's maps.
 from __future__ import annotations
 
 import itertools
@@ -10,8 +11,9 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
-from millpond.broker.wire.errors import MillpondError, UnknownSubscriptionError
+from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, UnknownSubscriptionError
 from millpond.client.queues import QueueMessage, _failure
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ __all__ = ["PushedMessage", "Subscription", "SubscriptionStatistics"]
 
 DELIVER_WAIT_S = 20.0  # how long one parked deliver waits before it is answered empty and sent again
 _IDS = itertools.count(1)  # unique in the process, so unique on every connection
+ACK_HANDLES_MAX = 1000  # receipt handles in one gathered queue_ack request (the protocol's bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +36,17 @@ class PushedMessage(QueueMessage):
     async def ack(self) -> None:
         """Delete the message (AMQP basic.ack; SQS DeleteMessage) and free its place in the window. Raises
         ``ReceiptHandleInvalidError``, or on FIFO queues ``InvalidParameterValueError`` once its visibility timeout
-        ended; ``ConnectionClosedError`` if the subscription's connection is gone (the message was handed back)."""
-        await self.subscription._settle_one("queue_ack", self, {})
+        ended; ``ConnectionClosedError`` if the subscription's connection is gone (the message was handed back).
+
+        Acks made together (in one turn of the event loop, or while an earlier gathered ack is on its way) go in
+        one request; each returns once its own delete is durable, with its own error if it was refused."""
+        await self.subscription._ack_gathered(self)
 
     async def nack(self, delay_s: float = 0.0) -> None:
         """Make the message visible again after ``delay_s`` seconds (0-43,200; 0: at once; AMQP basic.nack with
         requeue, SQS ChangeMessageVisibility) and free its place in the window. Raises as ``ack``, and
-        ``InvalidParameterValueError`` past 12 hours since the delivery."""
+        ``InvalidParameterValueError`` past 12 hours since the delivery. Acks gathered before it are sent first."""
+        await self.subscription._send_gathered_acks()
         await self.subscription._settle_one("queue_nack", self, {"delay_ms": round(delay_s * 1000)})
 
 
@@ -84,6 +91,9 @@ class Subscription:
         self._counts = {"delivered": 0, "acked": 0, "nacked": 0}
         self._broker_unacked = 0
         self._broker_unacked_max = 0
+        self._acks: deque[_PendingAck] = deque()  # made by msg.ack(), not yet sent
+        self._ack_sender_running = False
+        self._ack_sender_idle = anyio.Event()
 
     def __repr__(self) -> str:
         return f"Subscription({self.queue.name!r}, prefetch={self.prefetch})"
@@ -120,10 +130,14 @@ class Subscription:
         """Unsubscribe (idempotent): the messages not yet settled are visible again at once."""
         if self._done:
             return
-        self._done = True
+        self._done = True  # acks made from now on are requests of their own
         self._buffer.clear()
         self._arrived.set()
         conn = self._conn
+        with anyio.CancelScope(shield=True):
+            await self._send_gathered_acks()  # before the unsubscribe, so those messages are deleted, not released
+            if self._ack_sender_running:
+                await self._ack_sender_idle.wait()
         if conn is None or conn.closed:
             return
         with anyio.CancelScope(shield=True):
@@ -184,13 +198,67 @@ class Subscription:
     # -- ack and nack -----------------------------------------------------------------------------------------------
     async def ack(self, *messages: QueueMessage | str) -> list[MillpondError | None]:
         """Delete 1-1,000 messages in one request and free their places in the window; returns, in order, None
-        or the error refusing that one."""
+        or the error refusing that one. Acks gathered from ``msg.ack()`` before it are sent first."""
+        await self._send_gathered_acks()
         return await self._settle("queue_ack", messages, {})
 
     async def nack(self, *messages: QueueMessage | str, delay_s: float = 0.0) -> list[MillpondError | None]:
         """Make 1-1,000 messages visible again after ``delay_s`` (0: at once) and free their places; returns as
         ``ack``."""
+        await self._send_gathered_acks()
         return await self._settle("queue_nack", messages, {"delay_ms": round(delay_s * 1000)})
+
+    async def _ack_gathered(self, message: QueueMessage) -> None:
+        """``msg.ack()``: queued for the ack sender task, which sends what gathered in one request; returns once
+        that request's answer says this delete is durable (or raises its error). Outside the subscription's
+        block (not entered, or closing) the ack is a request of its own."""
+        if self._tg is None or self._done:
+            await self._settle_one("queue_ack", message, {})
+            return
+        pending = _PendingAck(message.receipt_handle)
+        self._acks.append(pending)
+        if not self._ack_sender_running:
+            self._ack_sender_running = True
+            self._ack_sender_idle = anyio.Event()
+            self._tg.start_soon(self._ack_sender)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    async def _ack_sender(self) -> None:
+        try:
+            await anyio.lowlevel.checkpoint()  # the acks made in this turn of the event loop join the first request
+            while self._acks:
+                await self._send_gathered_acks(1)
+        finally:
+            while self._acks:  # only when cancelled: the subscription's tasks ended
+                p = self._acks.popleft()
+                p.error = ConnectionClosedError("the subscription ended before the ack was sent")
+                p.done.set()
+            self._ack_sender_running = False
+            self._ack_sender_idle.set()
+
+    async def _send_gathered_acks(self, requests: int | None = None) -> None:
+        """Send the gathered acks (``requests`` requests of up to ``ACK_HANDLES_MAX`` at most; None: all) and
+        hand each waiting ack its answer. A request's error is each of its acks' error; cancelled, its acks get
+        ``ConnectionClosedError`` (the subscription ended before the answer came)."""
+        while self._acks and requests != 0:
+            batch = [self._acks.popleft() for _ in range(min(len(self._acks), ACK_HANDLES_MAX))]
+            try:
+                errors: list[MillpondError | None] = await self._settle(
+                    "queue_ack", tuple(p.handle for p in batch), {})
+            except MillpondError as exc:
+                errors = [exc] * len(batch)
+            except BaseException:
+                for p in batch:
+                    p.error = ConnectionClosedError("the subscription ended before the ack was answered")
+                    p.done.set()
+                raise
+            for p, error in zip(batch, errors):
+                p.error = error
+                p.done.set()
+            if requests is not None:
+                requests -= 1
 
     async def _settle_one(self, api: str, message: QueueMessage, extra: dict[str, Any]) -> None:
         [error] = await self._settle(api, (message,), extra)
@@ -216,3 +284,14 @@ class Subscription:
         return SubscriptionStatistics(self.prefetch, c["delivered"], c["acked"], c["nacked"],
                                       c["delivered"] - c["acked"] - c["nacked"], self._broker_unacked,
                                       self._broker_unacked_max)
+
+
+class _PendingAck:
+    """One ``msg.ack()`` waiting in a gathered request: its handle, then its answer (``error`` None: deleted)."""
+
+    __slots__ = ("handle", "done", "error")
+
+    def __init__(self, handle: str) -> None:
+        self.handle = handle
+        self.done = anyio.Event()
+        self.error: MillpondError | None = None
