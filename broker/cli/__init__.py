@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(first if first in _COMMANDS else None)
     args, unknown = parser.parse_known_args(words)
     if unknown:  # under the usage of the (sub)command it was given to, not millpond's
-        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+        before = unknown[0] in words and words.index(unknown[0]) < words.index(args.command)
+        (parser if before else _innermost(parser, args)).error(f"unrecognized arguments: {' '.join(unknown)}")
     resolve_broker(args)
     if args.command != "serve":
         # SIGTERM (kill, timeout, a supervisor) stops a client command like Ctrl-C: a consumer commits and leaves
