@@ -342,70 +342,78 @@ class Segment:
         buf_end = pos + len(buf)
         start = -1
         p = pos
-        while p < size or p == next_damage:
-            if p == next_damage:
-                d = damage[k]
-                if start >= 0 and (d.first == d.end or d.first >= upto):
-                    return view[start - buf_at : p - buf_at], False  # contiguous bytes only; the next read steps on
-                if d.first == d.end or d.end <= offset:
-                    p += d.nbytes  # before what was asked (or no offsets): step over
-                    expect = d.end
-                    k += 1
-                    next_damage = damage[k].position if k < len(damage) else _NO_DAMAGE
-                    continue
-                data = view[start - buf_at : p - buf_at] if start >= 0 else b""
-                raise SegmentCorrupt(d.first, d.position, d.reason, d.end, data)
-            if p + header_bytes > buf_end:
-                keep = start if start >= 0 else p
-                buf = os.pread(fd, max(p + header_bytes, min(size, p + readahead)) - keep, keep)
-                view = memoryview(buf)
-                buf_at = keep
-                buf_end = keep + len(buf)
+        while True:
+            # the batch loop runs up to the next quarantined range (or the end) with one comparison a batch
+            stop = next_damage if next_damage < size else size
+            while p < stop:
                 if p + header_bytes > buf_end:
-                    k = self._found(p, expect, "segment file shorter than its size")
-                    next_damage = p
-                    continue
-            h = unpack(buf, p - buf_at)
-            n = h[1] + LENGTH_PREFIX_BYTES
-            if h[0] != expect or h[1] < min_length or p + n > size:
-                k = self._found(p, expect, "batch header breaks offset continuity or length")
-                next_damage = p
-                continue
-            last = expect + h[last_at]
-            if start < 0:
-                if last < offset:
-                    if p >= verify_end:
-                        expect = last + 1
-                        p += n
+                    keep = start if start >= 0 else p
+                    buf = os.pread(fd, max(p + header_bytes, min(size, p + readahead)) - keep, keep)
+                    view = memoryview(buf)
+                    buf_at = keep
+                    buf_end = keep + len(buf)
+                    if p + header_bytes > buf_end:
+                        k = self._found(p, expect, "segment file shorter than its size")
+                        next_damage = stop = p
                         continue
-                    # below the offset asked, but its last offset delta decides where the walk goes: check it
-                elif not take_first and (expect >= upto or n > budget):
-                    return b"", False
-                else:
-                    start = p
-            elif expect >= upto or p + n - start > budget:
-                return view[start - buf_at : p - buf_at], False  # a view: the fetch path copies no data
-            if p + n > buf_end:
-                keep = start if start >= 0 else p
-                buf = os.pread(fd, max(p + n, min(size, p + readahead)) - keep, keep)
-                view = memoryview(buf)
-                buf_at = keep
-                buf_end = keep + len(buf)
+                h = unpack(buf, p - buf_at)
+                n = h[1] + LENGTH_PREFIX_BYTES
+                if h[0] != expect or h[1] < min_length or p + n > size:
+                    k = self._found(p, expect, "batch header breaks offset continuity or length")
+                    next_damage = stop = p
+                    continue
+                last = expect + h[last_at]
+                if start < 0:
+                    if last < offset:
+                        if p >= verify_end:
+                            expect = last + 1
+                            p += n
+                            continue
+                        # below the offset asked, but its last offset delta decides where the walk goes: check it
+                    elif not take_first and (expect >= upto or n > budget):
+                        return b"", False
+                    else:
+                        start = p
+                elif expect >= upto or p + n - start > budget:
+                    return view[start - buf_at : p - buf_at], False  # a view: the fetch path copies no data
                 if p + n > buf_end:
-                    k = self._found(p, expect, "segment file shorter than its size")
-                    next_damage = p
+                    keep = start if start >= 0 else p
+                    buf = os.pread(fd, max(p + n, min(size, p + readahead)) - keep, keep)
+                    view = memoryview(buf)
+                    buf_at = keep
+                    buf_end = keep + len(buf)
+                    if p + n > buf_end:
+                        k = self._found(p, expect, "segment file shorter than its size")
+                        next_damage = stop = p
+                        if start == p:
+                            start = -1
+                        continue
+                q = p - buf_at
+                if p < verify_end and crc(view[q + crc_start : q + n]) != h[crc_at]:  # crc_ok inlined: the hot path
+                    k = self._found(p, expect, "batch failed its CRC check")
+                    next_damage = stop = p
                     if start == p:
                         start = -1
                     continue
-            q = p - buf_at
-            if p < verify_end and crc(view[q + crc_start : q + n]) != h[crc_at]:  # crc_ok inlined: the hot path
-                k = self._found(p, expect, "batch failed its CRC check")
-                next_damage = p
-                if start == p:
-                    start = -1
+                expect = last + 1
+                p += n
+            if p != next_damage:
+                if p >= size:
+                    break
+                k = self._damage_from(p)  # not reached on a range's own position: take the next one after p
+                next_damage = damage[k].position if k < len(damage) else _NO_DAMAGE
                 continue
-            expect = last + 1
-            p += n
+            d = damage[k]
+            if start >= 0 and (d.first == d.end or d.first >= upto):
+                return view[start - buf_at : p - buf_at], False  # contiguous bytes only; the next read steps on
+            if d.first == d.end or d.end <= offset:
+                p += d.nbytes  # before what was asked (or no offsets): step over
+                expect = d.end
+                k += 1
+                next_damage = damage[k].position if k < len(damage) else _NO_DAMAGE
+                continue
+            data = view[start - buf_at : p - buf_at] if start >= 0 else b""
+            raise SegmentCorrupt(d.first, d.position, d.reason, d.end, data)
         if start < 0:
             return b"", True
         if start == buf_at and p == buf_end:
