@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 import anyio
 from anyio.abc import TaskGroup
@@ -203,9 +203,11 @@ class Client:
     # ---- factories ----
     def producer(self, *, linger_s: float = 0.005, batch_bytes: int = 1048576, delivery_timeout_s: float = 120.0,
                  retry_backoff_s: tuple[float, float] = (0.05, 1.0), throttle_wait_max_s: float = 60.0,
-                 idempotent: bool = True, max_in_flight: int = 5, compression: str | None = None) -> Producer:
+                 idempotent: bool = True, max_in_flight: int = 5, compression: str | None = None,
+                 on_throttled: Callable[[str | None, float], Any] | None = None) -> Producer:
         """A batching producer; use as ``async with c.producer() as p:`` (leaving it flushes). See ``Producer``
-        (``throttle_wait_max_s``: seconds a batch may wait on THROTTLED answers before its records fail).
+        (``throttle_wait_max_s``: seconds a batch may wait on THROTTLED answers before its records fail;
+        ``on_throttled(policy, retry_after_s)``: called on each THROTTLED answer, on the event loop).
 
         ``idempotent`` (default, as Kafka's enable.idempotence): the broker recognises a resent batch and stores
         it once, and refuses one that would land out of order, so up to ``max_in_flight`` (1-5) batches per
@@ -217,7 +219,8 @@ class Client:
         naming the extra) compresses each batch as Kafka's producers do; the broker stores it as sent."""
         return Producer(self, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
                         retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s,
-                        idempotent=idempotent, max_in_flight=max_in_flight, compression=compression)
+                        idempotent=idempotent, max_in_flight=max_in_flight, compression=compression,
+                        on_throttled=on_throttled)
 
     # ---- limit policies (issue 4; docs/protocol.md "Limits") ----
     async def set_limit(self, name: str, *, scope: str = "client:*", unit: str = "records",
@@ -335,9 +338,14 @@ class Client:
             return RecordMetadata(topic, int(answer["partition"]), int(answer["base_offset"]), stamp)
         raise AssertionError("unreachable")
 
-    async def subscribe(self, topic: str, *, queue: str, filter_policy: Mapping[str, Any] | str | None = None,
+    async def subscribe(self, topic: str, *, queue: str | None = None, url: str | None = None,
+                        filter_policy: Mapping[str, Any] | str | None = None,
                         filter_policy_scope: str = "MessageAttributes", raw: bool = False,
-                        dead_letter_queue: str | None = None, start: str | int = "end") -> SubscriptionInfo:
+                        dead_letter_queue: str | None = None, start: str | int = "end",
+                        attempts_max: int | None = None, min_delay_s: float | None = None,
+                        max_delay_s: float | None = None, total_s: float | None = None,
+                        timeout_s: float | None = None, concurrency_max: int | None = None,
+                        rate_per_second: float | None = None) -> SubscriptionInfo:
         """Subscribe ``queue`` to ``topic`` (SNS Subscribe with an SQS endpoint): each record appended from
         ``start`` on (``"end"``: new records only, ``"beginning"``: every record kept, or an int: the first
         record at or after that timestamp in epoch ms) that matches ``filter_policy`` (SNS's syntax, a dict or
@@ -346,9 +354,21 @@ class Client:
         message attributes. Records the queue refuses go to ``dead_letter_queue`` (an envelope). The same queue
         subscribed again with the same settings answers the existing subscription. Raises
         ``UnknownTopicOrPartitionError``, ``UnknownQueueError``, ``InvalidParameterValueError`` (an invalid
-        filter policy, naming the bad part), ``TooManySubscriptionsError``."""
+        filter policy, naming the bad part), ``TooManySubscriptionsError``.
+
+        With ``url`` instead of ``queue`` (SNS's http/https protocol) each record is POSTed to that URL, at least
+        once (an endpoint must be idempotent by the ``x-millpond-message-id`` header, as SNS's): a 2xx answer
+        delivers; other answers and timeouts are retried up to ``attempts_max`` requests in all, ``min_delay_s``
+        doubling up to ``max_delay_s`` apart with jitter, within ``total_s`` of the first, then the record goes to
+        ``dead_letter_queue`` (defaults: SNS's HTTP/S policy, 4 attempts 20 s apart, 15 s ``timeout_s`` per
+        request); at most ``concurrency_max`` requests in flight (default 4) and ``rate_per_second`` started per
+        second (SNS's maxReceivesPerSecond; default no limit). The URL's host must be in the broker's
+        ``webhook_allow`` list (loopback by default), else ``InvalidParameterValueError``."""
+        delivery = {"attempts_max": attempts_max, "min_delay_s": min_delay_s, "max_delay_s": max_delay_s,
+                    "total_s": total_s, "timeout_s": timeout_s, "concurrency_max": concurrency_max,
+                    "rate_per_second": rate_per_second}
         return parse_info(await self.request("subscribe", subscribe_body(
-            topic, queue, filter_policy, filter_policy_scope, raw, dead_letter_queue, start)))
+            topic, queue, filter_policy, filter_policy_scope, raw, dead_letter_queue, start, url, delivery)))
 
     async def unsubscribe(self, subscription_id: str) -> None:
         """Remove a subscription; delivery stops. Raises ``UnknownSubscriptionError``."""

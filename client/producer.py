@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
 import anyio.to_thread
@@ -56,7 +56,9 @@ class Producer:
     ``flush()`` now and then to bound it.
 
     Limit policies (docs/protocol.md "Limits"; issue 4): a batch answered ``THROTTLED`` waits
-    ``details.retry_after_s`` and is sent again, first in its partition so order holds; once a batch would wait more
+    ``details.retry_after_s`` and is sent again, first in its partition so order holds (``on_throttled(policy,
+    retry_after_s)``, if given, is called then, on the event loop: it must not block; ``statistics()`` counts the
+    time throttled); once a batch would wait more
     than ``throttle_wait_max_s`` seconds in total, its records fail with ``ThrottledError``. A batch answered
     ``COST_EXCEEDS_LIMIT`` (more ``details.unit`` than ``details.max_cost``) is split into pieces that fit, sent in
     order, and later batches of that topic are built to fit; only a single record that alone costs too much fails,
@@ -66,7 +68,7 @@ class Producer:
     def __init__(self, client: Client, *, linger_s: float, batch_bytes: int, delivery_timeout_s: float,
                  retry_backoff_s: tuple[float, float], throttle_wait_max_s: float = 60.0,
                  idempotent: bool = True, max_in_flight: int = 5, compression: str | None = None,
-                 _threaded: bool = False) -> None:
+                 on_throttled: Callable[[str | None, float], Any] | None = None, _threaded: bool = False) -> None:
         if linger_s < 0 or batch_bytes < 1:
             raise ValueError("linger_s must be >= 0 and batch_bytes >= 1")
         if not 1 <= max_in_flight <= 5:
@@ -76,6 +78,7 @@ class Producer:
         codec = compression_id(compression)  # before anything starts: a missing codec names the extra to install
         self._client = client
         self.throttle_wait_max_s = float(throttle_wait_max_s)
+        self.on_throttled = on_throttled
         self.delivery_timeout_s = delivery_timeout_s
         self.retry_backoff_s = retry_backoff_s
         self._threaded = _threaded
@@ -374,6 +377,11 @@ class Producer:
                     self._throttle_time_s += max(0.0, now + wait - max(now, self._throttled_until))
                     self._throttled_until = max(self._throttled_until, now + wait)
                     self._acc.retry_later(b, self._now() + wait)
+            if self.on_throttled is not None:
+                try:
+                    self.on_throttled(exc.details.get("policy"), wait)
+                except Exception:
+                    pass  # the caller's callback failing must not leave the batch unsettled
         except OutOfOrderSequenceError:
             with self.lock:  # a batch ahead of it failed: it goes again, alone, once that one is through
                 self._acc.retry_later(b, self._now())

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import anyio.to_thread
 from anyio.from_thread import start_blocking_portal
@@ -336,17 +336,19 @@ class SyncProducer:
     """``send()`` appends in the caller's thread and returns a ``SyncRecordHandle``; ``flush()`` blocks until
     everything sent so far is acknowledged or failed; ``close(timeout_s=None)`` (leaving ``with``) flushes, and
     leaving ``with`` by an exception fails what is not acknowledged with it, at once. ``send()`` blocks
-    while more than ``max_buffered_records`` records await acknowledgement (backpressure)."""
+    while more than ``max_buffered_records`` records await acknowledgement (backpressure). ``on_throttled`` runs
+    in the client's event-loop thread: it must return quickly."""
 
     def __init__(self, sc: SyncClient, *, linger_s: float = 0.005, batch_bytes: int = 1048576,
                  delivery_timeout_s: float = 120.0, retry_backoff_s: tuple[float, float] = (0.05, 1.0),
                  max_buffered_records: int = 1_000_000, throttle_wait_max_s: float = 60.0, idempotent: bool = True,
-                 max_in_flight: int = 5, compression: str | None = None) -> None:
+                 max_in_flight: int = 5, compression: str | None = None,
+                 on_throttled: Callable[[str | None, float], Any] | None = None) -> None:
         portal = self._portal = sc._portal
         self._p: Producer = portal.call(lambda: Producer(
             sc._client, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
             retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s, idempotent=idempotent,
-            max_in_flight=max_in_flight, compression=compression, _threaded=True))
+            max_in_flight=max_in_flight, compression=compression, on_throttled=on_throttled, _threaded=True))
         # One portal task enters and exits the producer: its task group must open and close in the same task.
         self._cm = portal.wrap_async_context_manager(self._p)
         self._cm.__enter__()

@@ -68,7 +68,7 @@ def check(daemon: str, stats, acked: int, errors: list[BaseException], kind: typ
 
 async def _async_close(daemon: str, now) -> tuple:
     async with connect(daemon, client_id="app-1") as c:
-        p = c.producer()
+        p = c.producer(on_throttled=lambda policy, retry_after_s: 1 / 0)  # a failing callback changes nothing
         await p.__aenter__()
         handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
         await handles[-1]  # through the burst: throttled from now on
@@ -121,7 +121,8 @@ def test_blocking_close_with_a_timeout_is_bounded(daemon):
     throttle(daemon)
     with sync_connect(daemon, client_id="app-1") as c:
         opened = time.monotonic()
-        p = c.producer()
+        told: list[tuple] = []
+        p = c.producer(on_throttled=lambda policy, retry_after_s: told.append((policy, retry_after_s)))
         handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
         handles[-1].result(10)  # through the burst: throttled from now on
         handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, N)]
@@ -135,6 +136,9 @@ def test_blocking_close_with_a_timeout_is_bounded(daemon):
     # several batches wait out THROTTLED at once: the wall-clock time is their union, not their sum
     assert stats.throttle_policy == "slow" and 0 < stats.throttle_time_s <= lived + 0.5
     assert stats.throttle_wait_s >= stats.throttle_time_s - 1e-6
+    # the callback heard every THROTTLED answer that was waited out
+    assert len(told) == stats.throttled and {policy for policy, _ in told} == {"slow"}
+    assert abs(sum(s for _, s in told) - stats.throttle_wait_s) < 1e-6
     acked, errors = outcomes(handles)
     check(daemon, stats, acked, errors, TimeoutError)
 
