@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"produced {stats.records_sent} records in {elapsed:.3f} s{throttled}", file=sys.stderr)
     if stop.signal is not None:
         print(f"millpond produce: {'aborted' if aborted else 'stopped'} by {stop.signal}: {feed.lines} record(s) "
-              f"read, {stats.records_sent} acknowledged, {feed.lines - stats.records_sent} not sent",
+              f"read, {stats.records_sent} acknowledged, {feed.lines - stats.records_sent} not acknowledged",
               file=sys.stderr)
         return 130
     if feed.error is not None:

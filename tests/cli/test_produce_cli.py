@@ -69,7 +69,7 @@ def test_a_signal_stops_a_throttled_produce_within_bounds(daemon, tmp_path, sign
     text = err.decode()
     name = signal.Signals(signum).name
     assert f"{name}: stopped reading after" in text
-    m = re.search(rf"stopped by {name}: (\d+) record\(s\) read, (\d+) acknowledged, (\d+) not sent", text)
+    m = re.search(rf"stopped by {name}: (\d+) record\(s\) read, (\d+) acknowledged, (\d+) not acknowledged\n", text)
     assert m, text
     read, acked, unsent = map(int, m.groups())
     assert 300 <= acked < read <= LINES and unsent == read - acked
