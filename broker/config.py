@@ -92,6 +92,11 @@ class BrokerConfig:
     default_limit_records_per_s: int = 5_000_000
     # Messages one queue may hold (visible, in flight and delayed); a send past it is refused with QUEUE_FULL.
     queue_messages_max: int = 1_000_000
+    # Hosts a webhook subscription may reach: host names and CIDRs (docs/fanout.md "Webhooks"); loopback only by
+    # default. A listed name must resolve, at each delivery, to a listed network or a public address.
+    webhook_allow: tuple = ("127.0.0.0/8", "::1/128", "localhost")
+    # Webhook requests in flight over the broker (each holds a worker thread while it waits; trio lends 40).
+    webhook_requests_max: int = 16
 
     def __post_init__(self) -> None:
         for name, kind in (("host", str), ("port", int), ("fsync", str), ("shutdown_grace_s", (int, float)),
@@ -106,7 +111,8 @@ class BrokerConfig:
             raise InvalidConfigError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}")
         for name in ("frame_bytes_max", "batch_bytes_max", "fetch_bytes_max", "requests_in_flight_max",
                      "connections_max", "partitions_max", "fsync_interval_ms", "retention_check_interval_ms",
-                     "connection_outbox_bytes_max", "outbox_bytes_total_max", "queue_messages_max"):
+                     "connection_outbox_bytes_max", "outbox_bytes_total_max", "queue_messages_max",
+                     "webhook_requests_max"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -122,6 +128,10 @@ class BrokerConfig:
         if not isinstance(self.limits, (tuple, list)):
             raise InvalidConfigError("limits must be an array of tables ([[limits]])")
         object.__setattr__(self, "limits", tuple(self.limits))
+        allow = self.webhook_allow
+        if not isinstance(allow, (tuple, list)) or not all(isinstance(e, str) for e in allow):
+            raise InvalidConfigError(f"webhook_allow must be an array of host names and CIDRs, got {allow!r}")
+        object.__setattr__(self, "webhook_allow", tuple(allow))
         plugins = self.limit_algorithms
         if not isinstance(plugins, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in plugins.items()):
             raise InvalidConfigError(f"limit_algorithms must be a table of name = \"package.module:Class\", got {plugins!r}")

@@ -13,20 +13,41 @@ from millpond.broker.wire.partitioner import partition_for_key
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """A webhook subscription's delivery policy (SNS's HTTP/S DeliveryPolicy): ``attempts_max`` requests per record
+    (the first included), retries ``min_delay_s`` doubling up to ``max_delay_s`` apart (less up to ``jitter`` of
+    it), none starting more than ``total_s`` after the first attempt, ``timeout_s`` per request,
+    ``concurrency_max`` requests in flight, ``rate_per_second`` requests started per second at most (None: no
+    limit)."""
+
+    attempts_max: int
+    min_delay_s: float
+    max_delay_s: float
+    total_s: float
+    timeout_s: float
+    concurrency_max: int
+    rate_per_second: float | None
+    jitter: float
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionInfo:
     """A topic's subscription: ``id`` (names it in ``unsubscribe`` and ``describe_subscription``), ``topic``,
-    ``queue`` (its target), ``filter_policy`` (JSON text, None: every record), ``filter_policy_scope``
-    (``"MessageAttributes"``: record headers, or ``"MessageBody"``: the JSON value), ``raw`` (SNS's raw message
-    delivery), ``dead_letter_queue``, ``created_ms`` (wall-clock ms)."""
+    ``queue`` (its target queue, or None for a webhook), ``filter_policy`` (JSON text, None: every record),
+    ``filter_policy_scope`` (``"MessageAttributes"``: record headers, or ``"MessageBody"``: the JSON value),
+    ``raw`` (SNS's raw message delivery), ``dead_letter_queue``, ``created_ms`` (wall-clock ms); a webhook's
+    ``url`` and ``delivery`` policy (None for a queue)."""
 
     id: str
     topic: str
-    queue: str
+    queue: str | None
     filter_policy: str | None
     filter_policy_scope: str
     raw: bool
     dead_letter_queue: str | None
     created_ms: int
+    url: str | None = None
+    delivery: DeliveryPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +78,30 @@ class SubscriptionDescription:
     paused: bool
 
 
-def subscribe_body(topic: str, queue: str, filter_policy: Mapping[str, Any] | str | None, filter_policy_scope: str,
-                   raw: bool, dead_letter_queue: str | None, start: str | int) -> dict[str, Any]:
+def subscribe_body(topic: str, queue: str | None, filter_policy: Mapping[str, Any] | str | None,
+                   filter_policy_scope: str, raw: bool, dead_letter_queue: str | None, start: str | int,
+                   url: str | None = None, delivery: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``filter_policy`` a dict (sent as its JSON text) or JSON text; ``start`` ``"end"``, ``"beginning"`` or a
-    record timestamp in epoch ms (int). Raises ``TypeError`` for other types."""
+    record timestamp in epoch ms (int); ``delivery``: a webhook's policy fields given (None values left out;
+    ``x_s`` seconds sent as ``x_ms``). Raises ``TypeError`` for other types."""
     if filter_policy is not None and not isinstance(filter_policy, (str, Mapping)):
         raise TypeError(f"filter_policy must be a dict or JSON text, got {type(filter_policy).__name__}")
     if isinstance(start, bool) or not isinstance(start, (str, int)):
         raise TypeError(f"start must be 'end', 'beginning' or a timestamp in epoch ms (int), got {start!r}")
-    body: dict[str, Any] = {"topic": topic, "queue": queue, "filter_policy_scope": filter_policy_scope, "raw": raw,
-                            "start": start}
+    body: dict[str, Any] = {"topic": topic, "filter_policy_scope": filter_policy_scope, "raw": raw, "start": start}
+    if queue is not None:
+        body["queue"] = queue
+    if url is not None:
+        body["url"] = url
+    for name, value in (delivery or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+        if name.endswith("_s"):
+            body[name[:-2] + "_ms"] = round(value * 1000)
+        else:
+            body[name] = value
     if filter_policy is not None:
         body["filter_policy"] = filter_policy if isinstance(filter_policy, str) else json.dumps(dict(filter_policy))
     if dead_letter_queue is not None:
@@ -75,9 +110,15 @@ def subscribe_body(topic: str, queue: str, filter_policy: Mapping[str, Any] | st
 
 
 def parse_info(b: Mapping[str, Any]) -> SubscriptionInfo:
-    return SubscriptionInfo(str(b["id"]), str(b["topic"]), str(b["queue"]), b.get("filter_policy"),
-                            str(b["filter_policy_scope"]), bool(b["raw"]), b.get("dead_letter_queue"),
-                            int(b["created_ms"]))
+    d = b.get("delivery")
+    delivery = None if d is None else DeliveryPolicy(
+        int(d["attempts_max"]), int(d["min_delay_ms"]) / 1000, int(d["max_delay_ms"]) / 1000,
+        int(d["total_ms"]) / 1000, int(d["timeout_ms"]) / 1000, int(d["concurrency_max"]), d.get("rate_per_second"),
+        float(d["jitter"]))
+    queue = b.get("queue")
+    return SubscriptionInfo(str(b["id"]), str(b["topic"]), None if queue is None else str(queue),
+                            b.get("filter_policy"), str(b["filter_policy_scope"]), bool(b["raw"]),
+                            b.get("dead_letter_queue"), int(b["created_ms"]), b.get("url"), delivery)
 
 
 def parse_description(b: Mapping[str, Any]) -> SubscriptionDescription:
@@ -109,5 +150,5 @@ def publish_body(topic: str, value: bytes | str, headers: Mapping[str, bytes | s
             "batch": encode_batch([(timestamp_ms, k, _bytes("value", value), hs)])}
 
 
-__all__ = ["PartitionCursor", "SubscriptionDescription", "SubscriptionInfo", "parse_description", "parse_info",
+__all__ = ["DeliveryPolicy", "PartitionCursor", "SubscriptionDescription", "SubscriptionInfo", "parse_description", "parse_info",
            "publish_body", "subscribe_body"]

@@ -14,6 +14,7 @@ from typing import Any, Callable, Hashable
 from millpond import __version__
 from millpond.broker.config import BrokerConfig
 from millpond.broker.core.fanout.api import FanoutApi
+from millpond.broker.core.fanout.webhook import AllowList
 from millpond.broker.core.groups import GroupConfig, GroupCoordinator, OffsetStore
 from millpond.broker.core.groups.api import GroupApi
 from millpond.broker.core.limits.api import LimitApi, check_policies
@@ -92,7 +93,12 @@ class Engine:
                                messages_max=config.queue_messages_max)
         self._handlers: dict[type, Callable[[Any, Context], Outcome]] = {Hello: self._hello}
         self.push = PushApi(self.queues, wake=self._woken.add)
-        self.fanout = FanoutApi(log_manager, self.queues, when_durable=self.log_api.when_durable)
+        try:
+            allow = AllowList.parse(config.webhook_allow)
+        except ValueError as exc:
+            raise InvalidConfigError(str(exc)) from None
+        self.fanout = FanoutApi(log_manager, self.queues, when_durable=self.log_api.when_durable,
+                                webhook_allow=allow, webhook_requests_max=config.webhook_requests_max)
         for api in (self.log_api, group_api, self.limits, self.queues, self.push, self.fanout):
             self._handlers.update(api.handlers())
 
@@ -110,6 +116,7 @@ class Engine:
 
     def close(self) -> None:
         """Fsync and close every store (blocking; call at the end)."""
+        self.fanout.close()
         self.log.close()
 
     def abandon(self) -> None:
@@ -155,8 +162,8 @@ class Engine:
         return woken
 
     def take_jobs(self) -> list[Job]:
-        """Background work handed out since the last call, to run in worker threads."""
-        return self.log.take_jobs()
+        """Background work handed out since the last call, to run in worker threads (webhook requests too)."""
+        return self.log.take_jobs() + self.fanout.take_jobs()
 
     def next_deadline(self) -> float:
         """When ``tick`` next has work (monotonic seconds; ``inf``: nothing scheduled)."""

@@ -39,7 +39,14 @@ async def test_malformed_fanout_requests_get_errors_and_the_broker_keeps_serving
     deep = "[" * 100_000
     huge = json.dumps({"k": ["x" * 300_000]})
     cases = [
-        ("subscribe", {"topic": "t"}, errors.InvalidRequestError, "queue"),
+        ("subscribe", {"topic": "t"}, errors.InvalidParameterValueError, "give a queue or a url"),
+        ("subscribe", {"topic": "t", "url": 5}, errors.InvalidRequestError, "url"),
+        ("subscribe", {"topic": "t", "url": "http://" + "a" * 100_000}, errors.InvalidParameterValueError, "2,048"),
+        ("subscribe", {"topic": "t", "url": "http://10.0.0.1/x"}, errors.InvalidParameterValueError, "webhook_allow"),
+        ("subscribe", {"topic": "t", "url": "http://127.0.0.1/x", "min_delay_ms": -1}, errors.InvalidRequestError,
+         "min_delay_ms"),
+        ("subscribe", {"topic": "t", "url": "http://127.0.0.1/x", "attempts_max": 10**9},
+         errors.InvalidParameterValueError, "attempts_max"),
         ("subscribe", {"topic": "t", "queue": "q", "start": 1.5}, errors.InvalidRequestError, "start"),
         ("subscribe", {"topic": "t", "queue": "q", "start": -5}, errors.InvalidParameterValueError, "start"),
         ("subscribe", {"topic": "t", "queue": "q", "raw": "yes"}, errors.InvalidRequestError, "raw"),

@@ -3,7 +3,8 @@
 # into its subscription's queue, with a bound on the (record, subscription) pairs one turn looks at so the event loop
 # is never held long. Exactly once into a queue: each send carries its origin (subscription, partition, offset),
 # journaled with the message (queues/manager.py `origin_next`), and a record below that mark is counted delivered,
-# not sent again. Sans-IO: `now`/`now_ms` handed in, its only IO the log's reads through the LogManager; must not
+# not sent again. Webhook subscriptions take their records into their delivery state instead (webhook.py; the
+# requests are the fan-out api's jobs), as many as their window holds. Sans-IO: `now`/`now_ms` handed in, its only IO the log's reads through the LogManager; must not
 # know about waiting, clocks or protocols.
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ import logging
 import math
 from typing import Any, Iterable
 
-from millpond.broker.core.fanout.delivery import delivery_message_id, envelope, group_id, raw_message
+from millpond.broker.core.fanout.delivery import (
+    delivery_message_id,
+    envelope,
+    group_id,
+    raw_message,
+    record_message_id,
+)
 from millpond.broker.core.fanout.subscriptions import Subscription, Subscriptions
+from millpond.broker.core.fanout.webhook import Delivery
 from millpond.broker.core.log import LogManager
 from millpond.broker.core.queues.manager import QueueManager
 from millpond.broker.wire.batch import Record, decode_records
@@ -43,6 +51,7 @@ class Pump:
         self.retry_s = retry_s
         self.dirty: dict[tuple[str, int], None] = {}  # insertion ordered: partitions take turns
         self.paused: dict[str, Subscription] = {}  # waiting for their paused_until
+        self.active: dict[str, Subscription] = {}  # webhook subscriptions holding records not settled
         # (topic, partition) -> the records of its last read: a turn uses a slice of a read, the next turns the rest
         self._cache: dict[tuple[str, int], list[Record]] = {}
 
@@ -72,11 +81,16 @@ class Pump:
                 cur = s.cursors.get(p, 0)
                 if cur < plog.log_start_offset:  # retention removed records before they were delivered
                     s.cursors[p] = cur = plog.log_start_offset
+                w = s.webhook
+                if w is not None:  # a webhook's window full: it waits for settled records, the others go on
+                    cur = w.look_from(p, cur)
+                    if not w.has_room():
+                        continue
                 if cur < hw and s.paused_until <= now:
                     behind.append(s)
             if not behind:
                 continue
-            start = min(s.cursors.get(p, 0) for s in behind)
+            start = min(_look_from(s, p) for s in behind)
             try:
                 records, damaged = self._read(key, plog, start, hw)
             except MillpondError as exc:
@@ -121,6 +135,14 @@ class Pump:
         nxt = int(damaged.details["next_offset"])
         log.error("fan-out steps over damaged records: %s", damaged.message)
         for s in behind:
+            w = s.webhook
+            if w is not None:
+                cur = w.look_from(p, s.cursors.get(p, 0))
+                if cur < nxt:
+                    s.failed += nxt - cur
+                    w.passed(p, nxt)
+                    s.cursors[p] = w.cursor(p, s.cursors.get(p, 0))
+                continue
             cur = s.cursors.get(p, 0)
             if cur < nxt:
                 sent = max(0, min(nxt, self.queues.origin_next(s.id, p)) - cur)
@@ -135,6 +157,8 @@ class Pump:
 
     def _deliver(self, s: Subscription, p: int, records: Iterable[Record], now: float, now_ms: int) -> bool:
         """Deliver ``records`` (offset order) from ``s``'s cursor on; returns whether the cursor moved."""
+        if s.webhook is not None:
+            return self._take(s, p, records)
         cur = before = s.cursors.get(p, 0)
         mark = self.queues.origin_next(s.id, p)
         policy = s.policy
@@ -161,7 +185,49 @@ class Pump:
         s.cursors[p] = cur
         return cur != before
 
-    def _send(self, s: Subscription, queue: str, rec: Record, raw: bool, now: float, now_ms: int) -> None:
+    def _take(self, s: Subscription, p: int, records: Iterable[Record]) -> bool:
+        """A webhook subscription takes the matching ``records`` from where it looks on into its delivery state
+        (filtered ones are passed over), as many as its window holds; returns whether its cursor moved."""
+        w = s.webhook
+        assert w is not None
+        before = s.cursors.get(p, 0)
+        cur = w.look_from(p, before)
+        policy = s.policy
+        for rec in records:
+            offset = rec.offset
+            if offset < cur:
+                continue
+            if not w.has_room():
+                break
+            if policy is not None and not policy.matches(rec.headers.items() if rec.headers else (), rec.value):
+                s.filtered += 1
+            else:
+                body = bytes(rec.value or b"") if s.raw else envelope(rec, s.id)
+                w.take(Delivery(p, offset, record_message_id(rec.topic, p, offset), body, rec))
+                self.active[s.id] = s
+            cur = offset + 1
+            w.passed(p, cur)
+        s.cursors[p] = w.cursor(p, before)
+        return s.cursors[p] != before
+
+    def dead_letter(self, s: Subscription, rec: Record, now: float, now_ms: int) -> bool:
+        """A webhook delivery out of attempts: into the dead-letter queue as an envelope (as SNS), or dropped
+        without one; counted failed. Returns False when the dead-letter queue is full (try again later)."""
+        dlq = s.dead_letter_queue
+        if dlq is not None:
+            try:
+                self._send(s, dlq, rec, False, now, now_ms, origin=False)
+                s.dead_lettered += 1
+            except QueueFullError:
+                return False
+            except MillpondError as exc:
+                log.warning("subscription %s: record %s/%d@%d dropped (dead-letter queue %r: %s)", s.id, rec.topic,
+                            rec.partition, rec.offset, dlq, exc)
+        s.failed += 1
+        return True
+
+    def _send(self, s: Subscription, queue: str, rec: Record, raw: bool, now: float, now_ms: int, *,
+              origin: bool = True) -> None:
         q = self.queues.queues.get(queue)  # send() raises UNKNOWN_QUEUE for a missing one
         fifo = q is not None and q.fifo
         mid = delivery_message_id(s.id, rec.topic, rec.partition, rec.offset)
@@ -171,7 +237,7 @@ class Pump:
             body, attributes = envelope(rec, s.id), None
         self.queues.send(queue, body, now, now_ms, attributes=attributes,
                          group_id=group_id(rec.key) if fifo else None, dedup_id=mid if fifo else None,
-                         message_id=mid, origin=(s.id, rec.partition, rec.offset))
+                         message_id=mid, origin=(s.id, rec.partition, rec.offset) if origin else None)
 
     def _dead_letter(self, s: Subscription, rec: Record, exc: MillpondError, now: float, now_ms: int) -> bool:
         """A record its queue refuses (the queue deleted, the message too large, headers no queue attributes can
@@ -205,6 +271,12 @@ class Pump:
             s.paused_until = -math.inf
             if self.subs.by_id.get(s.id) is s:
                 self.mark_topic(s.topic)
+
+
+def _look_from(s: Subscription, p: int) -> int:
+    cur = s.cursors.get(p, 0)
+    return cur if s.webhook is None else s.webhook.look_from(p, cur)
+
 
 def lag(log_manager: LogManager, s: Subscription, now_ms: int) -> tuple[list[tuple[int, int, int]], int, Any]:
     """``([(partition, cursor, high watermark)], records behind, seconds behind or None)``: seconds from the

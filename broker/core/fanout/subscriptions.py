@@ -1,5 +1,5 @@
 # A topic's subscriptions (issue 12; SNS Subscribe/Unsubscribe): each delivers the topic's records to one target,
-# today a queue, with an optional filter policy, raw delivery on or off and an optional dead-letter queue, and keeps
+# a queue or a webhook (webhook.py), with an optional filter policy, raw delivery on or off and an optional dead-letter queue, and keeps
 # a cursor per partition (the next offset it will look at) and counters. Every change is an event (subscribed,
 # unsubscribed, cursor saved) kept in `events` for journal.py to append; replay applies the same events. Pure: takes
 # `now` (monotonic s) and `now_ms` (wall-clock ms); must not know about the log, the queues, storage or protocols.
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from millpond.broker.core.fanout.filter_policy import FilterPolicy, compile_policy
+from millpond.broker.core.fanout.webhook import DeliveryPolicy, WebhookState
 from millpond.broker.wire.errors import (
     InvalidParameterValueError,
     TooManySubscriptionsError,
@@ -28,7 +29,8 @@ Event = tuple  # ("sub", record, cursors) | ("unsub", id) | ("cursor", id, curso
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a subscription delivers: ``kind`` ``"queue"`` (``name`` a queue). A webhook is another kind."""
+    """Where a subscription delivers: ``kind`` ``"queue"`` (``name`` a queue) or ``"webhook"`` (``name`` its
+    URL)."""
 
     kind: str
     name: str
@@ -40,14 +42,15 @@ class Subscription:
     ``delivered`` into the target, ``filtered`` out by the policy, ``failed`` (not delivered to the target: moved to
     the dead-letter queue, counted in ``dead_lettered`` too, or dropped). ``paused_until``: monotonic s before
     which delivery is not tried again (the target was full); ``last_lag_ms``: publish to "in the queue" of the last
-    delivered record (wall-clock ms, from the record's timestamp)."""
+    delivered record (wall-clock ms, from the record's timestamp). A webhook subscription has its ``delivery``
+    policy and its ``webhook`` state (webhook.py); its cursor is the first record of the partition not settled."""
 
     __slots__ = ("id", "topic", "target", "filter_policy", "scope", "raw", "dead_letter_queue", "created_ms",
                  "policy", "cursors", "saved", "delivered", "filtered", "failed", "dead_lettered", "paused_until",
-                 "last_lag_ms", "checkpoints", "saved_at")
+                 "last_lag_ms", "checkpoints", "saved_at", "delivery", "webhook")
 
     def __init__(self, id: str, topic: str, target: Target, filter_policy: str | None, scope: str, raw: bool,
-                 dead_letter_queue: str | None, created_ms: int) -> None:
+                 dead_letter_queue: str | None, created_ms: int, delivery: DeliveryPolicy | None = None) -> None:
         self.id = id
         self.topic = topic
         self.target = target
@@ -64,22 +67,30 @@ class Subscription:
         self.last_lag_ms: int | None = None
         self.checkpoints: deque[tuple[int, dict[int, int], tuple[int, int, int, int]]] = deque()
         self.saved_at = -math.inf  # when the cursors were last journaled (monotonic s)
+        self.delivery = delivery
+        self.webhook = None if delivery is None else WebhookState(delivery)
 
     def settings(self) -> tuple[Any, ...]:
-        return (self.topic, self.target, self.filter_policy, self.scope, self.raw, self.dead_letter_queue)
+        return (self.topic, self.target, self.filter_policy, self.scope, self.raw, self.dead_letter_queue,
+                self.delivery)
 
     def counters(self) -> tuple[int, int, int, int]:
         return self.delivered, self.filtered, self.failed, self.dead_lettered
 
     def to_record(self) -> dict[str, Any]:
-        return {"id": self.id, "topic": self.topic, "kind": self.target.kind, "target": self.target.name,
-                "filter_policy": self.filter_policy, "scope": self.scope, "raw": self.raw,
-                "dead_letter_queue": self.dead_letter_queue, "created_ms": self.created_ms}
+        out = {"id": self.id, "topic": self.topic, "kind": self.target.kind, "target": self.target.name,
+               "filter_policy": self.filter_policy, "scope": self.scope, "raw": self.raw,
+               "dead_letter_queue": self.dead_letter_queue, "created_ms": self.created_ms}
+        if self.delivery is not None:
+            out["delivery"] = self.delivery.to_record()
+        return out
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> "Subscription":
+        delivery = r.get("delivery")
         return cls(r["id"], r["topic"], Target(r["kind"], r["target"]), r["filter_policy"], r["scope"], r["raw"],
-                   r["dead_letter_queue"], r["created_ms"])
+                   r["dead_letter_queue"], r["created_ms"],
+                   None if delivery is None else DeliveryPolicy(**delivery))
 
 
 class Subscriptions:
@@ -144,7 +155,8 @@ class Subscriptions:
 
     # -- requests -----------------------------------------------------------------------------------------------
     def subscribe(self, sub_id: str, topic: str, target: Target, filter_policy: str | None, scope: str, raw: bool,
-                  dead_letter_queue: str | None, cursors: dict[int, int], now_ms: int) -> tuple[Subscription, bool]:
+                  dead_letter_queue: str | None, cursors: dict[int, int], now_ms: int,
+                  delivery: DeliveryPolicy | None = None) -> tuple[Subscription, bool]:
         """Subscribe ``target`` to ``topic`` starting at ``cursors``; returns ``(subscription, created)``. As SNS
         Subscribe, subscribing the same target to the same topic again with the same settings answers the existing
         subscription (``created`` False); other settings raise ``InvalidParameterValueError``. The filter policy
@@ -152,13 +164,15 @@ class Subscriptions:
         ``InvalidParameterValueError`` naming the bad part (filter_policy.py). Raises
         ``TooManySubscriptionsError`` past ``per_topic_max`` subscriptions of a topic, ``total_max`` in all, or
         ``policy_bytes_max`` bytes of filter policy text in all."""
-        candidate = Subscription(sub_id, topic, target, filter_policy, scope, raw, dead_letter_queue, now_ms)
+        candidate = Subscription(sub_id, topic, target, filter_policy, scope, raw, dead_letter_queue, now_ms,
+                                 delivery)
         for s in self.by_topic.get(topic, {}).values():
             if s.target == target:
                 if s.settings() != candidate.settings():
                     raise InvalidParameterValueError(
                         f"{target.kind} {target.name!r} is already subscribed to topic {topic!r} ({s.id}) with other "
-                        "settings; unsubscribe it first", parameter="queue", subscription=s.id)
+                        "settings; unsubscribe it first", parameter="url" if target.kind != QUEUE_TARGET else "queue",
+                        subscription=s.id)
                 return s, False
         if len(self.by_topic.get(topic, ())) >= self.per_topic_max:
             raise TooManySubscriptionsError(
