@@ -42,25 +42,29 @@ class HttpPoster:
             parts = httpx.URL(url)
             host = parts.host
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            address = self._resolve(host, port)
+            addresses = self._resolve(host, port)
         except PermissionError as exc:
             return HttpResult(None, str(exc), permanent=True)
         except (OSError, httpx.InvalidURL, ValueError) as exc:
             return HttpResult(None, f"cannot resolve the webhook host: {exc}")
-        target = parts.copy_with(host=address)
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         headers = {**headers, "Host": parts.netloc.decode("ascii")}
-        try:
-            answer = self._client.post(target, content=body, headers=headers, timeout=timeout_s,
-                                       extensions=extensions)
-        except httpx.TimeoutException:
-            return HttpResult(None, f"no answer within {timeout_s:g} s")
-        except httpx.HTTPError as exc:
-            return HttpResult(None, f"{type(exc).__name__}: {exc}"[:300])
+        for i, address in enumerate(addresses):  # the next address only when this one cannot be reached
+            try:
+                answer = self._client.post(parts.copy_with(host=address), content=body, headers=headers,
+                                           timeout=timeout_s, extensions=extensions)
+                break
+            except httpx.ConnectError as exc:
+                if i == len(addresses) - 1:
+                    return HttpResult(None, f"ConnectError: {exc}"[:300])
+            except httpx.TimeoutException:
+                return HttpResult(None, f"no answer within {timeout_s:g} s")
+            except httpx.HTTPError as exc:
+                return HttpResult(None, f"{type(exc).__name__}: {exc}"[:300])
         return HttpResult(answer.status_code, "" if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}")
 
-    def _resolve(self, host: str, port: int) -> str:
-        """The first address of ``host``, every address it resolves to being allowed. Raises
+    def _resolve(self, host: str, port: int) -> list[str]:
+        """The addresses of ``host``, every one of them allowed. Raises
         ``PermissionError`` naming a refused address, ``OSError`` when it does not resolve."""
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
@@ -69,7 +73,7 @@ class HttpPoster:
                 raise PermissionError(f"webhook host {host!r} resolves to {text}, which webhook_allow does not allow")
         if not addresses:
             raise OSError(f"{host!r} resolves to no address")
-        return addresses[0]
+        return addresses
 
     def close(self) -> None:
         self._client.close()
