@@ -181,8 +181,9 @@ class SyncClient:
         return self._portal.call(lambda: self._client.publish(topic, value, **options))
 
     def subscribe(self, topic: str, **options: Any) -> SubscriptionInfo:
-        """See ``Client.subscribe`` (``queue``, ``filter_policy``, ``filter_policy_scope``, ``raw``,
-        ``dead_letter_queue``, ``start``)."""
+        """See ``Client.subscribe`` (``queue`` or ``url``, ``filter_policy``, ``filter_policy_scope``, ``raw``,
+        ``dead_letter_queue``, ``start``; a webhook's ``attempts_max``, ``min_delay_s``, ``max_delay_s``,
+        ``total_s``, ``timeout_s``, ``concurrency_max``, ``rate_per_second``)."""
         return self._portal.call(lambda: self._client.subscribe(topic, **options))
 
     def unsubscribe(self, subscription_id: str) -> None:
