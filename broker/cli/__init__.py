@@ -34,7 +34,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(sub)
+    for command in sub.choices.values():
+        _broker_between(command)
     return parser
+
+
+def _broker_between(parser: argparse.ArgumentParser) -> None:
+    """-b/--broker between a command and its action too (``millpond topics -b HOST:PORT list``)."""
+    inner = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if inner is None:
+        return
+    # SUPPRESS: unless given here, it leaves alone a -b given before the command
+    parser.add_argument("--broker", "-b", dest="global_broker", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                        help="broker address for the action that follows (as its own --broker)")
+    for action in inner.choices.values():
+        _broker_between(action)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ def fill(daemon: str, topic: str, n: int, partitions: int = 1) -> None:
 def test_the_broker_before_the_command_and_from_the_environment(daemon):
     assert mp("-b", daemon, "topics", "create", "a").returncode == 0
     assert mp("--broker", daemon, "topics", "list").stdout == b"a\n"
+    assert mp("topics", "-b", daemon, "list").stdout == b"a\n"  # between the command and its action
+    assert mp("-b", daemon, "groups", "list").returncode == 0  # and one before is not lost on the way
     env = {**os.environ, "MILLPOND_BROKER": daemon}
     r = subprocess.run([sys.executable, "-m", "millpond.broker.cli", "topics", "list"], env=env,
                        capture_output=True, timeout=60)
