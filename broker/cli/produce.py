@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
                     text += f"  throttled {st.throttle_time_s:.1f} s by policy {st.throttle_policy}"
                 return text
 
-            live = LiveLine(sys.stderr, line)
+            live = LiveLine(sys.stderr, line, enabled=not sys.stdin.isatty())  # not over lines being typed
             aborted = False
             try:
                 try:
