@@ -19,7 +19,7 @@ from millpond.client import errors
 from millpond.client._accumulator import RecordHandle
 from millpond.client._client import DEFAULT_ADDRESS, Client, connect
 from millpond.client.consumer import Consumer
-from millpond.client.fanout import PartitionCursor, SubscriptionDescription, SubscriptionInfo
+from millpond.client.fanout import DeliveryPolicy, PartitionCursor, SubscriptionDescription, SubscriptionInfo
 from millpond.client.limits import LimitPolicy, LimitStatistics
 from millpond.client.producer import Producer
 from millpond.client.queues import Queue, QueueInfo, QueueMessage, SendResult
@@ -46,6 +46,7 @@ __all__ = [
     "Consumer",
     "LimitPolicy",
     "LimitStatistics",
+    "DeliveryPolicy",
     "PartitionCursor",
     "PartitionDescription",
     "Producer",

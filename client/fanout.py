@@ -150,5 +150,5 @@ def publish_body(topic: str, value: bytes | str, headers: Mapping[str, bytes | s
             "batch": encode_batch([(timestamp_ms, k, _bytes("value", value), hs)])}
 
 
-__all__ = ["DeliveryPolicy", "PartitionCursor", "SubscriptionDescription", "SubscriptionInfo", "parse_description", "parse_info",
-           "publish_body", "subscribe_body"]
+__all__ = ["DeliveryPolicy", "PartitionCursor", "SubscriptionDescription", "SubscriptionInfo", "parse_description",
+           "parse_info", "publish_body", "subscribe_body"]

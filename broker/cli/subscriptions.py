@@ -1,6 +1,6 @@
-# `millpond subscriptions create|list|describe|delete` (a topic's fan-out to queues and webhooks) and `millpond publish TOPIC
-# VALUE --header k=v --key K` (one record): fan-out from the shell, through the blocking client. Knows argparse and
-# output formatting; the protocol is the client's business.
+# `millpond subscriptions create|list|describe|delete` (a topic's fan-out to queues and webhooks) and
+# `millpond publish TOPIC VALUE --header k=v --key K` (one record): fan-out from the shell, through the blocking
+# client. Knows argparse and output formatting; the protocol is the client's business.
 from __future__ import annotations
 
 import argparse

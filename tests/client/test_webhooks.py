@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from millpond.broker.server.embedded import open_broker
-from millpond.client import connect
+from millpond.client import DeliveryPolicy, connect
 from millpond.client.errors import InvalidParameterValueError
 from tests.webhookkit import Hook
 
@@ -21,7 +21,8 @@ async def test_a_webhook_failing_twice_gets_the_record_on_the_third_attempt_with
         async with open_broker(tmp_path, fsync="always") as b, connect(b.address) as c:
             await c.create_topic("prices", partitions=1)
             s = await c.subscribe("prices", url=url, min_delay_s=0.05, max_delay_s=0.2)
-            assert (s.url, s.queue, s.delivery.attempts_max, s.delivery.min_delay_s) == (url, None, 4, 0.05)
+            assert (s.url, s.queue) == (url, None)
+            assert s.delivery == DeliveryPolicy(4, 0.05, 0.2, 3600.0, 15.0, 4, None, 0.2)
             meta = await c.publish("prices", '{"sku": 7}', headers={"region": "eu"}, key="sku-7")
             await hook.wait_for(3)
             with trio.fail_after(5):

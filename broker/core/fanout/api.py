@@ -343,9 +343,10 @@ class FanoutApi:
         return Answer(value) if plog is None else self.when_durable(plog, end, lambda: Answer(value))
 
     def subscribe(self, req: Subscribe, ctx: Context) -> Outcome:
-        """Raises ``UnknownTopicOrPartitionError``, ``UnknownQueueError``, ``InvalidParameterValueError`` (the
-        filter policy, ``start``, settings differing from an existing subscription of the queue),
-        ``TooManySubscriptionsError``."""
+        """Raises ``UnknownTopicOrPartitionError``, ``UnknownQueueError``, ``InvalidParameterValueError`` (neither
+        or both of ``queue`` and ``url``; a URL refused by ``check_url``: not http(s), user info, too long, its host
+        not in ``webhook_allow``; a delivery policy field out of range or given with a queue; the filter policy,
+        ``start``, settings differing from an existing subscription of the target), ``TooManySubscriptionsError``."""
         topic = self.log.topics.get(req.topic)
         if topic is None or is_internal_topic(req.topic):
             raise UnknownTopicOrPartitionError(f"subscribe: unknown topic {req.topic[:250]!r}", topic=req.topic[:250])

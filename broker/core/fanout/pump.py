@@ -4,8 +4,8 @@
 # is never held long. Exactly once into a queue: each send carries its origin (subscription, partition, offset),
 # journaled with the message (queues/manager.py `origin_next`), and a record below that mark is counted delivered,
 # not sent again. Webhook subscriptions take their records into their delivery state instead (webhook.py; the
-# requests are the fan-out api's jobs), as many as their window holds. Sans-IO: `now`/`now_ms` handed in, its only IO the log's reads through the LogManager; must not
-# know about waiting, clocks or protocols.
+# requests are the fan-out api's jobs), as many as their window holds. Sans-IO: `now`/`now_ms` handed in, its only
+# IO the log's reads through the LogManager; must not know about waiting, clocks or protocols.
 from __future__ import annotations
 
 import bisect

@@ -1,8 +1,9 @@
 # A topic's subscriptions (issue 12; SNS Subscribe/Unsubscribe): each delivers the topic's records to one target,
-# a queue or a webhook (webhook.py), with an optional filter policy, raw delivery on or off and an optional dead-letter queue, and keeps
-# a cursor per partition (the next offset it will look at) and counters. Every change is an event (subscribed,
-# unsubscribed, cursor saved) kept in `events` for journal.py to append; replay applies the same events. Pure: takes
-# `now` (monotonic s) and `now_ms` (wall-clock ms); must not know about the log, the queues, storage or protocols.
+# a queue or a webhook (webhook.py), with an optional filter policy, raw delivery on or off and an optional
+# dead-letter queue, and keeps a cursor per partition (the next offset it will look at) and counters. Every change
+# is an event (subscribed, unsubscribed, cursor saved) kept in `events` for journal.py to append; replay applies the
+# same events. Pure: takes `now` (monotonic s) and `now_ms` (wall-clock ms); must not know about the log, the
+# queues, storage or protocols.
 from __future__ import annotations
 
 import math

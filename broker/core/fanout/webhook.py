@@ -24,6 +24,7 @@ TIMEOUT_S = 15.0  # SNS: the endpoint must answer within 15 s
 JITTER = 0.2  # a retry's delay is its backoff delay less up to this fraction of it
 CONCURRENCY_MAX = 4  # requests in flight per subscription
 WINDOW = 256  # records one webhook subscription holds taken and not settled, over its partitions
+WINDOW_BYTES = 4 * 1024 * 1024  # and their bytes (request bodies and record values)
 LOOPBACK = ("127.0.0.0/8", "::1/128", "localhost")  # the broker's default allow-list
 
 
@@ -203,10 +204,13 @@ class Delivery:
 class WebhookState:
     """A webhook subscription's records taken and not settled, per partition in offset order; ``taken``:
     partition -> the next offset to look at (the cursor is the first unsettled offset, or ``taken``);
-    ``in_flight`` requests; ``next_start``: the earliest time the next request may start (``rate_per_second``)."""
+    ``in_flight`` requests; ``next_start``: the earliest time the next request may start (``rate_per_second``).
+    At most ``window`` records and ``window_bytes`` bytes are held (one record at least, however large)."""
 
     policy: DeliveryPolicy
     window: int = WINDOW
+    window_bytes: int = WINDOW_BYTES
+    held_bytes: int = 0
     pending: dict[int, dict[int, Delivery]] = field(default_factory=dict)
     taken: dict[int, int] = field(default_factory=dict)
     held: int = 0
@@ -218,11 +222,12 @@ class WebhookState:
         return max(self.taken.get(partition, cursor), cursor)
 
     def has_room(self) -> bool:
-        return self.held < self.window
+        return self.held < self.window and self.held_bytes < self.window_bytes
 
     def take(self, d: Delivery) -> None:
         self.pending.setdefault(d.partition, {})[d.offset] = d
         self.held += 1
+        self.held_bytes += _size(d)
 
     def passed(self, partition: int, offset: int) -> None:
         """Every offset of ``partition`` below ``offset`` has been looked at (taken, filtered out or skipped)."""
@@ -233,6 +238,7 @@ class WebhookState:
         mine = self.pending.get(d.partition)
         if mine is not None and mine.pop(d.offset, None) is d:
             self.held -= 1
+            self.held_bytes -= _size(d)
             if not mine:
                 del self.pending[d.partition]
 
@@ -287,6 +293,11 @@ class WebhookState:
         return max(due, self.next_start) if due < math.inf else math.inf
 
 
+def _size(d: Delivery) -> int:
+    value = getattr(d.record, "value", None)
+    return len(d.body) + (len(value) if value else 0)
+
+
 def request_headers(topic: str, subscription: str, message_id: str, partition: int, offset: int, attempt: int,
                     raw: bool, user_agent: str) -> dict[str, str]:
     """The headers of a webhook POST, shaped as SNS's ``x-amz-sns-*`` in millpond's names: the message type, the
@@ -306,6 +317,6 @@ def request_headers(topic: str, subscription: str, message_id: str, partition: i
 
 __all__ = [
     "ATTEMPTS_MAX", "AllowList", "CONCURRENCY_MAX", "Delivery", "DeliveryPolicy", "Endpoint", "JITTER", "LOOPBACK",
-    "MAX_DELAY_S", "MIN_DELAY_S", "TIMEOUT_S", "TOTAL_S", "WEBHOOK_TARGET", "WINDOW", "WebhookState", "backoff_s",
-    "check_url", "request_headers", "retry_at",
+    "MAX_DELAY_S", "MIN_DELAY_S", "TIMEOUT_S", "TOTAL_S", "WEBHOOK_TARGET", "WINDOW", "WINDOW_BYTES", "WebhookState",
+    "backoff_s", "check_url", "request_headers", "retry_at",
 ]

@@ -226,6 +226,17 @@ def test_the_window_bounds_the_records_held():
     assert not w.has_room() and w.held == 3
 
 
+def test_the_window_bounds_the_bytes_held_too():
+    w = WebhookState(DeliveryPolicy(), window_bytes=10)
+    d = Delivery(0, 0, "m", b"123456", None)
+    w.take(d)
+    assert w.has_room() and w.held_bytes == 6
+    w.take(Delivery(0, 1, "m", b"12345", None))
+    assert not w.has_room() and w.held_bytes == 11
+    w.settle(d)
+    assert w.has_room() and w.held_bytes == 5
+
+
 def test_request_headers_name_the_topic_subscription_and_message_id():
     h = request_headers("orders", "sub-1", "mid-9", 2, 41, 3, False, "millpond/0.1.0")
     assert h == {"Content-Type": "text/plain; charset=UTF-8", "User-Agent": "millpond/0.1.0",
