@@ -165,3 +165,25 @@ def test_a_live_line_on_a_terminal_then_the_summary(daemon, tmp_path):
         proc.stdout.close()
     assert proc.returncode == 130
     assert re.search(rb"consumed 1 records in [\d.]+ s\r?\n", plain(seen)), seen
+
+
+def test_no_live_line_over_lines_typed_at_the_terminal(daemon):
+    assert mp("topics", "create", "typed", "-b", daemon).returncode == 0
+    main, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "millpond.broker.cli", "produce", "typed", "-b", daemon],
+                            stdin=terminal, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    try:
+        os.write(main, b"one\ntwo\n")
+        with connect(daemon) as c:
+            wait_for(lambda: c.list_offsets("typed", 0, "latest")[0] == 2)
+        seen = read_terminal(main, timeout_s=1.5)  # three times the live line's refresh: it would have shown
+        os.write(main, b"\x04")  # Ctrl-D
+        seen += read_terminal(main)
+        proc.wait(30)
+    finally:
+        os.close(main)
+        proc.stdout.close()
+    assert proc.returncode == 0
+    text = plain(seen)
+    assert re.search(rb"produced 2 records in [\d.]+ s", text) and b"produce typed:" not in text, text
