@@ -1,5 +1,5 @@
 # Message ids (broker/core/queues/ids.py: a UUID string, a random part per start and a counter) and the queues'
-# timer: rescheduled once when the deadlines are read, not per message, and still exact.
+# timer: rescheduled once when the deadlines are read, not per message, and still exact, retention included.
 from __future__ import annotations
 
 import math
@@ -69,3 +69,32 @@ def test_the_deadline_after_a_batch_of_changes_is_the_earliest_timer_left():
     assert kit.m.next_deadline() == 700.5  # r's message, sent at 0.5, kept 700 s
     kit.m.tick(700.5)
     assert kit.counts("r", 700.5) == (0, 0, 0) and kit.m.next_deadline() == math.inf
+
+
+def test_retention_after_many_deletes_is_exact():
+    kit = Kit()
+    q = kit.create("q", retention_s=100.0, visibility_timeout_s=1000.0)
+    kit.send("q", b"first", now=0.0)
+    kit.send("q", b"second", now=10.0)
+    [first] = kit.receive("q", 11.0)
+    kit.m.delete_message("q", first.receipt_handle, 11.0)
+    assert kit.m.next_deadline() == 110.0  # the deleted message's retention is no deadline
+    for i in range(0, 3000, 100):
+        for j in range(100):
+            kit.send("q", b"m%d" % (i + j), now=20.0)
+        for d in kit.receive("q", 20.0, 100):
+            kit.m.delete_message("q", d.receipt_handle, 20.0)
+    kit.send("q", b"last", now=30.0)
+    # each round took the oldest 100 ("second" in the first): m2999 (sent at 20) and "last" are left
+    assert kit.counts("q", 30.0) == (2, 0, 0)
+    assert kit.m.next_deadline() == 120.0
+    kit.m.tick(119.9)
+    assert kit.counts("q", 119.9) == (2, 0, 0)
+    kit.m.tick(120.0)
+    assert kit.counts("q", 120.0) == (1, 0, 0) and kit.m.next_deadline() == 130.0
+    assert [d.body for d in kit.receive("q", 120.0)] == [b"last"]
+    kit.m.tick(129.9)
+    assert kit.counts("q", 129.9) == (0, 1, 0)
+    kit.m.tick(130.0)  # retention ends in flight too
+    assert kit.counts("q", 130.0) == (0, 0, 0) and kit.m.next_deadline() == math.inf
+    assert len(q.messages) == 0
