@@ -2,22 +2,23 @@
 # out (run here by hand, through a scripted poster in place of http.py's): retries at the backoff's times with the
 # same message id, the dead-letter queue after the last attempt, a permanent failure dead-lettered at once, the
 # concurrency bound, the rate, a slow endpoint not holding back another subscription, the broker-wide bound, the
-# cursor over settled records only, redelivery after a restart, and the allow-list at subscribe time.
+# cursor over settled records only, redelivery after a restart, the allow-list at subscribe time, a result for a
+# subscription gone meanwhile, and a full dead-letter queue tried again.
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from millpond.broker.core.fanout.api import DescribeSubscription, ListSubscriptions, Subscribe
+from millpond.broker.core.fanout.api import DescribeSubscription, ListSubscriptions, Subscribe, Unsubscribe
 from millpond.broker.core.fanout.delivery import record_message_id
 from millpond.broker.core.fanout.http import HttpResult
 from millpond.broker.core.log.api import CreateTopic
-from millpond.broker.core.queues.api import CreateQueue
+from millpond.broker.core.queues.api import CreateQueue, DeleteMessage, SendMessage
 from millpond.broker.wire.errors import InvalidConfigError, InvalidParameterValueError
 
 from enginekit import answer, flush, make_engine
-from test_engine_fanout import bodies, produce, run
+from test_engine_fanout import bodies, produce, receive_all, run
 
 OK, FAIL, TIMEOUT = HttpResult(200), HttpResult(500, "HTTP 500"), HttpResult(None, "no answer within 15 s")
 
@@ -280,3 +281,38 @@ def test_a_filtered_webhook_gets_only_matching_records_and_its_cursor_passes_the
     d = answer(engine, DescribeSubscription(s.id), 1.0)
     assert (d.delivered, d.filtered_out, d.partitions[0].cursor) == (2, 1, 3)
     assert d.last_delivery_lag_s == 1.0
+
+
+def test_a_result_for_a_subscription_gone_meanwhile_is_dropped(engine):
+    engine.fanout.poster = poster = Poster({A: [OK]})
+    s = answer(engine, Subscribe("t", url=A))
+    produce(engine, "t", 0, b"x")
+    held = step(engine, 1.0, hold=(A,))
+    assert len(held) == 1 and engine.fanout.in_flight == 1
+    answer(engine, Unsubscribe(s.id), 1.5)
+    for job, result in held:
+        job.done(result)
+    step(engine, 2.0)
+    assert engine.fanout.in_flight == 0 and engine.fanout.pump.active == {}
+    assert len(poster.calls) == 1 and answer(engine, ListSubscriptions("t"), 2.0).subscriptions == ()
+
+
+def test_a_full_dead_letter_queue_is_tried_again_until_it_has_room(tmp_path):
+    e = make_engine(tmp_path, fsync="never", queue_messages_max=1)
+    answer(e, CreateTopic("t", 1))
+    answer(e, CreateQueue("dlq"))
+    answer(e, SendMessage("dlq", b"already here"))
+    e.fanout.poster = Poster({A: [FAIL]})
+    s = answer(e, Subscribe("t", url=A, dead_letter_queue="dlq", attempts_max=1))
+    produce(e, "t", 0, b"doomed")
+    step(e, 1.0)
+    d = answer(e, DescribeSubscription(s.id), 1.0)
+    assert (d.failed, d.dead_lettered, d.partitions[0].cursor) == (0, 0, 0)  # held until the queue has room
+    assert e.fanout.next_deadline() == 1.5
+    [old] = receive_all(e, "dlq", 1.2)
+    answer(e, DeleteMessage("dlq", old.receipt_handle), 1.2)
+    step(e, 1.5)
+    assert [b["Message"] for b in bodies(e, "dlq", 1.6)] == ["doomed"]
+    d = answer(e, DescribeSubscription(s.id), 1.6)
+    assert (d.failed, d.dead_lettered, d.partitions[0].cursor) == (1, 1, 1)
+    e.close()
