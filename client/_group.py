@@ -345,14 +345,18 @@ class GroupMember:
         """Committed offsets (offset_fetch), else the reset rule; "error" is raised when the app pulls. With
         ``earliest``/``latest`` the broker resolves the rule for partitions never committed and commits the result
         before answering, so the group's start is fixed when it first reads a partition (a member that dies before
-        committing hands over that start, not a later end). None: fenced meanwhile, take nothing."""
+        committing hands over that start, not a later end). None: fenced meanwhile or a retriable error (the start
+        not durable), take nothing now."""
         core = self.core
         request: dict[str, Any] = {"group": core.group, "partitions": [list(tp) for tp in sorted(partitions)]}
         if self.auto_offset_reset != "error":
             request.update(reset=self.auto_offset_reset, member_id=core.member_id, member_epoch=core.member_epoch)
         try:
             body = await self._client.request("offset_fetch", request)
-        except FENCED as exc:
+        except MillpondError as exc:
+            if not (isinstance(exc, FENCED) or exc.retriable):  # e.g. a deleted topic: the application sees it
+                raise
+            # fenced meanwhile, or the start could not be made durable: the coordinator hands them out again
             log.info("consumer group %s: partitions not taken: %s", core.group, exc)
             return None
         starts: dict[TopicPartition, int | str] = {tp: self.auto_offset_reset for tp in partitions}

@@ -8,8 +8,13 @@ from __future__ import annotations
 import pytest
 import trio
 
-from millpond.broker.wire.errors import FencedMemberEpochError, StaleMemberEpochError
-from millpond.client._group import COMMIT_TRIES, GroupMember, MemberCore, MemberState
+from millpond.broker.wire.errors import (
+    FencedMemberEpochError,
+    StaleMemberEpochError,
+    StorageError,
+    UnknownTopicOrPartitionError,
+)
+from millpond.client._group import COMMIT_TRIES, Action, GroupMember, MemberCore, MemberState
 from millpond.client.errors import NotPartitionOwnerError
 
 from clientkit import drain
@@ -132,3 +137,39 @@ async def test_a_stale_commit_is_retried_only_for_partitions_still_held_by_the_s
     assert core.may_retry_commit({("t", 0), ("t", 1)}, losses) is (change == "owned")
     assert core.may_retry_commit({("t", 0)}, losses) is (change in ("owned", "not-owned"))
     assert core.state is (MemberState.POLL_EXPIRED if change == "left" else MemberState.MEMBER)
+
+
+class FailingFetch:
+    """A client whose offset_fetch fails with ``error``."""
+
+    def __init__(self, error) -> None:
+        self.error = error
+        self.bodies: list[dict] = []
+
+    async def request(self, api, body, **kw):
+        self.bodies.append(body)
+        raise self.error
+
+
+@pytest.mark.parametrize("error, taken_later", [
+    (StorageError("cannot append to __millpond_offsets/0: No space left on device"), True),
+    (StaleMemberEpochError("stale", member_epoch=9), True),
+    (NotPartitionOwnerError("not yours"), True),
+    (UnknownTopicOrPartitionError("gone"), False),
+])
+async def test_partitions_whose_start_cannot_be_fixed_are_not_taken_and_asked_for_again(error, taken_later):
+    core = member_owning([], trio.current_time())
+    member = GroupMember(FailingFetch(error), consumer=None, core=core,  # type: ignore[arg-type]
+                         auto_offset_reset="latest", on_assigned=None, on_revoked=None)
+    later = trio.current_time() + 100  # the answer's own next heartbeat would be far off
+    step = core.answered({"member_id": "m", "member_epoch": 4, "assignment": [["t", 0]],
+                          "heartbeat_interval_ms": 1000}, later)
+    assert step.assign == frozenset({("t", 0)})
+    if not taken_later:
+        with pytest.raises(UnknownTopicOrPartitionError):
+            await member._apply(step)
+        return
+    await member._apply(step)
+    assert core.owned == frozenset() and core.due(trio.current_time()) is Action.HEARTBEAT  # at once, not later
+    assert member._client.bodies == [{"group": "g", "partitions": [["t", 0]], "reset": "latest", "member_id": "m",
+                                      "member_epoch": 4}]
