@@ -13,6 +13,7 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from millpond.broker.core.log import faults
 from millpond.broker.core.log.batch_format import BatchFormat
 from millpond.broker.core.log.files import fsync_dir
 from millpond.broker.core.log.recovery import load_damage, save_damage, scan
@@ -79,6 +80,8 @@ class FileSyncPart:
     def run(self) -> None:
         for fd in self.fds:
             _datasync(fd)
+        if faults.armed:
+            faults.hit("fsync")
         for seg in self.rolled:  # the .log is durable now, so an index describing it may be written
             try:
                 contents = seg.index_contents()
@@ -225,6 +228,8 @@ class FilePartitionStore:
     def append(self, stamp: bytes, body: memoryview, base: int, end: int, max_ts: int, now_ms: int) -> None:
         seg = self.segments[-1]
         seg.append(stamp, body, base, end, max_ts, now_ms)
+        if faults.armed:
+            faults.hit("append")
         if self._spare_fd < 0 and not self._spare_asked and not self._closed and not self.retired:
             config = self.config
             if 2 * seg.size >= config.segment_bytes or 2 * (now_ms - (seg.rolling_ms or now_ms)) >= config.segment_ms:
@@ -264,6 +269,8 @@ class FilePartitionStore:
                 self._log.warning("%s: cannot use the spare segment file: %s", self.label, exc)
         if new is None:
             new = Segment.create(self.directory, base, interval, self.fmt)
+        if faults.armed:
+            faults.hit("roll")
         self.segments.append(new)
         self._bases.append(base)
         self._unsynced.append(old)

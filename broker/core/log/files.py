@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
+from millpond.broker.core.log import faults
 from millpond.broker.wire.errors import StorageError
 
 _CRC = struct.Struct(">I")
@@ -79,6 +80,8 @@ def write_atomic(path: Path, data: bytes, *, version: int | None = None) -> bool
             return False
         try:
             write_file(tmp, data, fsync=True)
+            if faults.armed:
+                faults.hit(path.suffix[1:])  # "snapshot": a producer state snapshot written, not yet in place
             os.replace(tmp, path)
             fsync_dir(path.parent)
         except OSError as exc:

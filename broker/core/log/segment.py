@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Iterator
 
+from millpond.broker.core.log import faults
 from millpond.broker.core.log.batch_format import LENGTH_PREFIX_BYTES, BatchFormat
 from millpond.broker.core.log.files import read_file, seal, unseal, write_file
 from millpond.broker.core.log.recovery import find_damage
@@ -467,6 +468,8 @@ def write_index_contents(stem: Path, contents: tuple[int, bytes, bytes]) -> None
     """Write what ``Segment.index_contents`` gave as ``stem``'s .index/.timeindex. Raises OSError."""
     _, index, timeindex = contents
     write_file(stem.with_suffix(".index"), index, fsync=False)
+    if faults.armed:
+        faults.hit("index")
     write_file(stem.with_suffix(".timeindex"), timeindex, fsync=False)
 
 
