@@ -22,7 +22,8 @@ from millpond.bench.plans import FSYNC_MODES, Params
 from millpond.bench.progress import Progress
 
 PROFILES = ("quick", "full", "compare", "results")
-WORKLOADS = tuple(workloads.WORKLOADS) + ("limits", "queues")  # own reports: bench/limits_workload.py, queues.py
+# limits, queues and fanout have reports of their own: bench/limits_workload.py, queues.py, fanout.py
+WORKLOADS = tuple(workloads.WORKLOADS) + ("limits", "queues", "fanout")
 ALIASES = {"send-await": "send_await"}
 DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0, "send_await": 3.0, "group_consume": 3.0,
                       "rebalance": 3.0, "soak": 20.0}
@@ -113,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
         from millpond.bench import queues
 
         return queues.run(args)
+    if args.workload == "fanout":
+        from millpond.bench import fanout
+
+        return fanout.run(args)
     if args.workload == "results" and args.from_json:
         doc = json.loads(Path(args.from_json).read_text())
         out = results.write(doc, args.out, command=f"millpond bench results --from-json {args.from_json}")

@@ -26,7 +26,10 @@ RUN_TIMEOUT_S = 900
 
 
 class RevisionQueues:
-    """``millpond@REV`` in the queues benchmark: ``rows(mode, args)`` runs every row in a child process."""
+    """``millpond@REV`` in the queues benchmark: ``rows(mode, args)`` runs every row in a child process. The fan-out
+    benchmark's revisions are the same with ``workload`` "fanout"."""
+
+    workload, rows_name = "queues", "queue"  # the bench command the child runs; its rows, in the skip line
 
     def __init__(self, rev: str) -> None:
         self.rev = rev
@@ -46,8 +49,9 @@ class RevisionQueues:
     def rows(self, mode: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         """Every row at fsync ``mode``, one repeat, as this target's rows. Raises PeerUnavailable with the child's
         last error line when the revision cannot run them (e.g. its client has no queues)."""
-        argv = [sys.executable, "-P", "-m", "millpond.bench", "queues", "--peers", "none", "--fsync", mode, "--json",
-                "--no-progress", "--warmup-s", str(args.warmup_s), "--record-bytes", str(args.record_bytes or 100)]
+        argv = [sys.executable, "-P", "-m", "millpond.bench", self.workload, "--peers", "none", "--fsync", mode,
+                "--json", "--no-progress", "--warmup-s", str(args.warmup_s),
+                "--record-bytes", str(args.record_bytes or 100)]
         if args.count:
             argv += ["--count", str(args.count)]
         elif args.duration_s:
@@ -60,7 +64,7 @@ class RevisionQueues:
             raise PeerUnavailable(f"{self.name}: no result after {RUN_TIMEOUT_S} s") from exc
         if out.returncode != 0 or not out.stdout.strip().startswith("{"):
             lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
-            raise PeerUnavailable(f"{self.name} could not run the queue rows: "
+            raise PeerUnavailable(f"{self.name} could not run the {self.rows_name} rows: "
                                   f"{lines[-1][:400] if lines else f'exit status {out.returncode}'}")
         doc = json.loads(out.stdout)
         return [{"target": self.name, "row": g["row"], "fsync": g["fsync"], "figures": figs}
