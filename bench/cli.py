@@ -158,6 +158,10 @@ def run(args: argparse.Namespace) -> int:
             from millpond.bench import queues
 
             print("\n" + queues.table(extra["queues"]))
+        if "fanout" in extra:
+            from millpond.bench import fanout
+
+            print("\n" + fanout.table(extra["fanout"]))
     return _plot(summary, args.plot)
 
 
@@ -190,12 +194,14 @@ def fsync_modes(text: str | None) -> tuple[str, ...]:
 
 
 def _own_report(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """A workload with a report of its own (limits, queues), run after the steps with the same options."""
-    from millpond.bench import limits_workload, queues
+    """A workload with a report of its own (limits, queues, fanout), run after the steps with the same options."""
+    from millpond.bench import fanout, limits_workload, queues
 
     note = (lambda text: None) if args.no_progress else (lambda text: print(text, file=sys.stderr, flush=True))
     if name == "queues":  # full and results: both fsync modes unless --fsync says otherwise
         return queues.measure(args, note, modes=fsync_modes(args.fsync) or ("always", "never"))
+    if name == "fanout":  # the same
+        return fanout.measure(args, note, modes=fsync_modes(args.fsync) or ("always", "never"))
     assert name == "limits", name
     return limits_workload.measure(args, note)
 

@@ -1,9 +1,9 @@
 # Named runs: which workloads, at which sizes and fsync modes. `quick` is the README's main job (about 30 s),
 # `full` every workload: produce, consume and e2e at 100 B and 1 KiB and the awaited single-record send at 100 B,
-# for fsync always and never, then the consumer group ones and a short soak (the `limits` and `queues` workloads,
-# which have reports of their own, are added by the command line), `compare` the workloads the peers share (the same ones but groups and
-# soak) at each fsync mode asked for. Which targets run is the command line's business. Must not know how a
-# workload is measured.
+# for fsync always and never, then the consumer group ones and a short soak (the `limits`, `queues` and `fanout`
+# workloads, which have reports of their own, are added by the command line), `compare` the workloads the peers
+# share (the same ones but groups and soak) at each fsync mode asked for. Which targets run is the command line's
+# business. Must not know how a workload is measured.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -14,7 +14,7 @@ SIZES = (100, 1024)
 RATED = ("e2e", "soak")  # workloads that send at a fixed rate (part of their label)
 FULL_SOAK_S = 10.0
 # workloads with a report of their own (not steps) that `full` and `results` run after their steps
-FULL_REPORTS = ("limits", "queues")
+FULL_REPORTS = ("limits", "queues", "fanout")
 
 
 @dataclass(frozen=True)

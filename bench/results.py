@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from millpond.bench import queues, report
+from millpond.bench import fanout, queues, report
 
 OWN_SECTIONS = ("rebalance", "soak")  # workloads with a table of their own, not in the per-fsync-mode tables
 DEFAULT = str(Path(__file__).resolve().parent / "RESULTS.md")
@@ -61,6 +61,7 @@ def render(doc: dict[str, Any], *, command: str = "millpond bench results") -> s
     if doc.get("limits"):
         lines += _limits(doc["limits"])
     lines += queues.markdown(doc.get("queues"))
+    lines += fanout.markdown(doc.get("fanout"))
     checked = doc.get("goals") or []
     if checked:
         lines += ["## Goals (issues 2, 5 and 8)", "", _machine_line(mach, "as named in each row's step"), "",

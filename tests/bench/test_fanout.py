@@ -182,3 +182,19 @@ def test_the_results_section_renders_a_run_or_names_the_command_that_fills_it(ca
             assert any(above.startswith("**Machine:**") for above in lines[max(0, i - 4):i])
     empty = "\n".join(fanout.markdown(None))
     assert f"`{fanout.RESULTS_COMMAND}`" in empty and "| row" not in empty
+
+
+def test_full_runs_fanout_at_both_fsync_modes_and_results_md_gets_its_section():
+    from millpond.bench import cli, profiles, report, results
+
+    assert "fanout" in profiles.FULL_REPORTS
+    args = cli.build_parser().parse_args(["full", "--peers", "none", "--count", "20", "--warmup-s", "0",
+                                          "--no-progress"])
+    doc = cli._own_report("fanout", args)
+    assert {(g["row"], g["fsync"]) for g in doc["results"]} == {(r, m) for r in fanout.ROWS
+                                                                for m in ("always", "never")}
+    page = results.render({**report.document("full", doc["machine"], [], 1), "fanout": doc})
+    section = page[page.index("## Fan-out (issue 12)"):]
+    assert "| fan-out to 3 | millpond | fsync=never |" in section
+    empty = results.render(report.document("full", doc["machine"], [], 1))
+    assert f"`{fanout.RESULTS_COMMAND}`" in empty[empty.index("## Fan-out (issue 12)"):]
