@@ -18,6 +18,7 @@ from millpond.broker.wire.errors import (
     CorruptRangeError,
     MillpondError,
     OffsetOutOfRangeError,
+    RequestTimedOutError,
     UnknownTopicOrPartitionError,
 )
 
@@ -437,19 +438,39 @@ class Consumer:
         self._fetch_round += 1
         k = self._fetch_round % len(asked)
         asked = asked[k:] + asked[:k]
-        body = None
-        with anyio.CancelScope() as scope:
-            self._fetch_scope = scope
+        # The answer is applied by the connection's reader as it arrives (the application wakes from there, with
+        # no hop through this task); this task only waits to plan the next fetch.
+        conn = await self._client._connection()
+        positions = {tp: (off, epoch) for tp, off, epoch in asked}
+        done = anyio.Event()
+        failed: list[BaseException] = []
+
+        def answered(response: Any, error: BaseException | None) -> None:
             try:
-                body = await self._client.request(
-                    "fetch", {"partitions": [[t, p, off] for (t, p), off, _ in asked], "max_bytes": self.fetch_bytes,
-                              "max_wait_ms": self.max_wait_ms},
-                    timeout_s=self._client.request_timeout_s + self.max_wait_ms / 1000)
-            finally:
-                self._fetch_scope = None
-        if body is None:
-            return True  # cancelled by a seek or reassignment: plan again
-        self._apply(body, {tp: (off, epoch) for tp, off, epoch in asked})
+                if error is not None:
+                    raise error
+                self._apply(response.result(), positions)
+            except Exception as exc:  # raised in this task below, as an awaited request would have
+                failed.append(exc)
+            done.set()
+
+        cid = conn.begin_callback("fetch", {"partitions": [[t, p, off] for (t, p), off, _ in asked],
+                                            "max_bytes": self.fetch_bytes, "max_wait_ms": self.max_wait_ms}, answered)
+        timeout_s = self._client.request_timeout_s + self.max_wait_ms / 1000
+        try:
+            with anyio.CancelScope() as scope:
+                self._fetch_scope = scope
+                await conn.send_queued()
+                with anyio.move_on_after(timeout_s):
+                    await done.wait()
+        finally:
+            self._fetch_scope = None
+            if not done.is_set():
+                conn.cancel(cid)  # cancelled by a seek or reassignment, or timed out: its answer is dropped
+        if failed:
+            raise failed[0]
+        if not done.is_set() and not scope.cancelled_caught:
+            raise RequestTimedOutError(f"no answer from {conn.description} within {timeout_s:g} s")
         return True
 
     def _apply(self, body: dict[str, Any], asked: dict[TopicPartition, tuple[int, int]]) -> None:
