@@ -63,9 +63,11 @@ class Queue:
         self.messages: dict[int, Message] = {}
         self.next_seq = 1
         self.counts = [0, 0, 0]  # by state: delayed, visible, in flight
-        self._timers: SortedSet = SortedSet()  # (visible_at, seq) of delayed and in-flight messages
-        self._expiry: SortedSet = SortedSet()  # (enqueued_at + retention_s, seq)
-        self._ready: SortedSet = SortedSet()  # standard queues: seqs of visible messages
+        # sorted lists rather than sets: each message is in each at most once by construction (placed once per
+        # state, unplaced before it changes), and a list's add skips the set's bookkeeping on the hot path
+        self._timers: SortedList = SortedList()  # (visible_at, seq) of delayed and in-flight messages
+        self._expiry: SortedList = SortedList()  # (enqueued_at + retention_s, seq)
+        self._ready: SortedList = SortedList()  # standard queues: seqs of visible messages
         self._groups: dict[str, _Group] = {}  # FIFO queues
         self._available: SortedSet = SortedSet()  # FIFO: (head seq, group) of groups that can deliver now
         self._dedup: dict[str, tuple[float, str, int]] = {}  # FIFO: dedup id -> (expires_at, message id, seq)
@@ -182,7 +184,7 @@ class Queue:
         them at the next ``advance``, as SQS)."""
         old, self.attrs, self.modified_ms = self.attrs, attrs, modified_ms
         if attrs.retention_s != old.retention_s:
-            self._expiry = SortedSet((m.enqueued_at + attrs.retention_s, m.seq) for m in self.messages.values())
+            self._expiry = SortedList((m.enqueued_at + attrs.retention_s, m.seq) for m in self.messages.values())
 
     # -- structures -----------------------------------------------------------------------------------------------
     def _remove(self, seq: int) -> None:
