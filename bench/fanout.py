@@ -367,7 +367,7 @@ def markdown(doc: dict[str, Any] | None) -> list[str]:
         return lines + [f"Not measured in this run: `{RESULTS_COMMAND}` measures fan-out to 1, 3 and 10 queue "
                         "subscriptions (records in, messages into the queues per second) and the publish-to-queue "
                         "latency, beside RabbitMQ (fanout exchange) and Redis Streams (consumer groups) where "
-                        "installed.", ""]
+                        "installed; `millpond bench results` includes it.", ""]
     mach = doc["machine"]
     summary = doc["results"]
     lines += [f"Command: `{doc['command']}`; {doc['repeat']} repeat(s), {doc['record_bytes']:,} B records.", ""]
