@@ -7,11 +7,26 @@
 #     [project.entry-points."millpond.limits"]
 #     capped_leaky_bucket = "examples.limits_plugin:CappedLeakyBucket"
 #
-# Must not know about the broker beyond that interface.
+# The class must not know about the broker beyond that interface. Run as a script, the module is also an example
+# of the plug-in in use, through the public client only (the docstring of `demo` says what it shows):
+#
+#     PYTHONPATH=. python examples/limits_plugin.py          # an embedded broker on Trio's virtual clock
+#     PYTHONPATH=. python examples/limits_plugin.py --broker 127.0.0.1:7420    # in real time (~40 s), a broker
+#         # started as: PYTHONPATH=. millpond serve --limit-algorithm capped=examples.limits_plugin:CappedLeakyBucket
+#
+# (PYTHONPATH=. from the repository's root: the broker imports the plug-in as examples.limits_plugin.)
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import secrets
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
 
+import trio
+import trio.testing
+
+from millpond import connect, open_broker
 from millpond.broker.core.limits.base import (
     DEFAULT_MAX_KEYS,
     NS_PER_S,
@@ -23,6 +38,7 @@ from millpond.broker.core.limits.base import (
     refused,
     seconds_to_ns,
 )
+from millpond.client.errors import ThrottledError
 
 
 class CappedLeakyBucket(KeyedAlgorithm):
@@ -75,3 +91,153 @@ class CappedLeakyBucket(KeyedAlgorithm):
 
     def is_fresh(self, state: Any, now_ns: int) -> bool:
         return state[0] <= now_ns * self._p and (state[1] < now_ns // self.period_ns or state[2] == 0)
+
+
+# -- the plug-in in use -------------------------------------------------------------------------------------------
+
+PLUGIN = "examples.limits_plugin:CappedLeakyBucket"
+OPERATOR_TABLE = {"capped": PLUGIN}  # the config file's [limit_algorithms] table, as open_broker takes it
+PLAN = {"rate": 5, "burst": 5, "cap": 20, "period_s": 10}  # 5 requests/s, bursts of 5, 20 per (shrunk) "day"
+OFFER_FIRST_MS, OFFER_EVERY_MS, OFFER_UNTIL_MS = 25, 101, 12_000  # the eager producer: about 10 requests/s for 12 s
+PATIENT_RECORDS = 25
+
+
+@asynccontextmanager
+async def broker_address(address: str | None) -> AsyncIterator[Any]:
+    """The broker to use: ``address`` if given (its operator registered ``capped``), else an embedded one whose
+    operator (this program) registers it: ``limit_algorithms`` is the config file's ``[limit_algorithms]``."""
+    if address:
+        yield address
+    else:
+        async with open_broker(None, fsync="never", limit_algorithms=OPERATOR_TABLE) as broker:
+            yield broker.address
+
+
+@dataclass
+class Outcome:
+    admitted: list[int] = field(default_factory=list)  # the eager producer: ms after a period start
+    throttled: list[int] = field(default_factory=list)
+    retry_after_s: list[float] = field(default_factory=list)  # what each refusal said
+    broker_admitted: int = 0  # the policy's own counters (millpond limits list), both producers
+    broker_throttled: int = 0
+    patient_sent: int = 0  # the patient producer: records acknowledged
+    patient_s: float = 0.0  # how long its records took, first send to last acknowledgement
+    patient_throttled: int = 0  # THROTTLED answers it waited out
+    patient_throttle_time_s: float = 0.0
+    patient_policy: str | None = None
+
+    def per_second(self) -> list[tuple[int, int]]:
+        seconds = -(-OFFER_UNTIL_MS // 1000)
+        return [(sum(1 for t in self.admitted if t // 1000 == s), sum(1 for t in self.throttled if t // 1000 == s))
+                for s in range(seconds)]
+
+    def per_period(self) -> list[int]:
+        period_ms = PLAN["period_s"] * 1000
+        return [sum(1 for t in self.admitted if t // period_ms == p) for p in range(-(-OFFER_UNTIL_MS // period_ms))]
+
+
+async def period_start(client_for: Callable[[str], Any], topic: str, suffix: str) -> float:
+    """The start of the plug-in's next period on this client's clock: a probe policy with a cap of 1 refuses the
+    second request with retry_after = the time left in the period (its bucket wait, 1 ms, is shorter)."""
+    name = "probe" + suffix
+    async with client_for(name) as client:
+        await client.set_limit(name, scope="client:" + name, unit="requests", algorithm="capped", rate=1000,
+                               burst=1, cap=1, period_s=PLAN["period_s"])
+        async with client.producer(linger_s=0, idempotent=False, throttle_wait_max_s=0) as producer:
+            while True:
+                try:
+                    await producer.send(topic, b"probe")
+                except ThrottledError as exc:
+                    start = trio.current_time() + float(exc.details["retry_after_s"])
+                    break
+        await client.delete_limit(name)
+    return start
+
+
+async def demo(address: str | None = None, *, say: Callable[[str], Any] = print) -> Outcome:
+    """A custom limiter, registered by the operator and used by producers.
+
+    The operator registers ``CappedLeakyBucket`` as ``capped`` (here the embedded broker's ``limit_algorithms``,
+    the config file's ``[limit_algorithms]`` table; ``millpond serve --limit-algorithm`` for a daemon). An admin
+    then sets a policy naming it, as for a built-in: plan ``capped`` on every ``app-*`` client, counted in requests,
+    rate 5/s, burst 5 and a cap of 20 per period of 10 s (a day, shrunk so the example ends).
+
+    1. ``app-eager`` offers a request every 101 ms (about 10 per second) for 12 s from a period's start and gives up
+       on a refused one (as an HTTP client taking a 429). The algorithm implies: 9 in the first second (5 of burst,
+       then the rate), 5 a second after that, the cap reached early in second 3, nothing more until the next period
+       at 10 s, where the bucket has drained: 9 again, then 5 a second. Per second admitted/throttled is printed.
+    2. ``app-patient`` sends 25 records one at a time from the next period's start with the producer's defaults: it
+       waits out each retry-after. 5 go at once, 15 more at the rate, and the 21st waits for the next period: all
+       25 stored after 10 s, nearly all of it throttled (``producer.statistics()``).
+    """
+    out = Outcome()
+    async with broker_address(address) as where, connect(where, client_id="admin") as admin:
+        suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
+        topic, policy = "plan-traffic" + suffix, "plan" + suffix
+        await admin.create_topic(topic)
+        applied = await admin.set_limit(policy, scope=f"client:app-*{suffix}", unit="requests", algorithm="capped",
+                                        **PLAN)
+        say(f"operator: limit algorithm capped = {PLUGIN}")
+        say(f"policy {applied.name}: {applied.algorithm} on client:app-*{suffix}, {applied.unit}, "
+            + ", ".join(f"{k}={v}" for k, v in PLAN.items()))
+
+        def client_for(client_id: str) -> Any:
+            return connect(where, client_id=client_id)
+
+        start = await period_start(client_for, topic, suffix)
+        say(f"a period starts {start - trio.current_time():.2f} s from now (found from a retry-after)")
+        async with client_for("app-eager" + suffix) as client:
+            async with client.producer(linger_s=0, idempotent=False, throttle_wait_max_s=0) as producer:
+                for at in range(OFFER_FIRST_MS, OFFER_UNTIL_MS, OFFER_EVERY_MS):
+                    await trio.sleep_until(start + at / 1000)
+                    try:
+                        await producer.send(topic, b"request")
+                        out.admitted.append(at)
+                    except ThrottledError as exc:
+                        out.throttled.append(at)
+                        out.retry_after_s.append(float(exc.details["retry_after_s"]))
+
+        say(f"\napp-eager: a request every {OFFER_EVERY_MS} ms, a refused one given up")
+        say(f"  {'second':<8}{'admitted':<10}{'throttled':<10}")
+        for s, (a, t) in enumerate(out.per_second()):
+            say(f"  {s:<8}{a:<10}{t:<10}")
+        say(f"  admitted {len(out.admitted)}, throttled {len(out.throttled)}; per period "
+            + ", ".join(f"{n} of cap {PLAN['cap']}" for n in out.per_period())
+            + f"; the longest retry-after {max(out.retry_after_s):.2f} s (the cap: until the next period)")
+
+        patient_start = start + PLAN["period_s"] * 2  # the next period's start
+        async with client_for("app-patient" + suffix) as client:
+            async with client.producer(linger_s=0) as producer:
+                await trio.sleep_until(patient_start)
+                for i in range(PATIENT_RECORDS):
+                    await producer.send(topic, b"record %d" % i)
+                    out.patient_sent += 1
+                out.patient_s = trio.current_time() - patient_start
+                stats = producer.statistics()
+        out.patient_throttled, out.patient_policy = stats.throttled, stats.throttle_policy
+        out.patient_throttle_time_s = stats.throttle_time_s
+        say(f"\napp-patient: {out.patient_sent} records sent one at a time, each retry-after waited out")
+        say(f"  all {out.patient_sent} stored in {out.patient_s:.2f} s; {out.patient_throttled} THROTTLED answers "
+            f"(policy {out.patient_policy}), throttled for {out.patient_throttle_time_s:.2f} s")
+
+        [stats_of] = [p.stats for p in await admin.list_limits() if p.name == policy]
+        out.broker_admitted, out.broker_throttled = stats_of.admitted, stats_of.throttled
+        await admin.delete_limit(policy)
+    say(f"the policy's counters (millpond limits list): admitted {out.broker_admitted}, throttled "
+        f"{out.broker_throttled} requests, both producers")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A custom limit algorithm, registered by the operator, shaping "
+                                                 "two producers.")
+    parser.add_argument("--broker", metavar="HOST:PORT",
+                        help=f"a running broker whose operator registered capped={PLUGIN} (default: embedded)")
+    args = parser.parse_args(argv)
+    # embedded: the broker and the producers share Trio's virtual clock, which skips ahead whenever all wait
+    clock = None if args.broker else trio.testing.MockClock(autojump_threshold=0)
+    trio.run(demo, args.broker, clock=clock)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@
 # lists every example.
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from examples import cqrs, event_sourcing, group_rebalance, order_emails, rate_limits, video_fanout
+from examples import (cache_invalidation, capacity, cqrs, event_sourcing, group_rebalance, limits_plugin, order_emails,
+                      rate_limits, video_fanout)
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNABLE = ("order_emails", "video_fanout", "event_sourcing", "cqrs", "group_rebalance", "rate_limits")
+RUNNABLE = ("order_emails", "video_fanout", "event_sourcing", "cqrs", "group_rebalance", "rate_limits",
+            "cache_invalidation", "limits_plugin", "capacity")
 
 
 async def test_order_emails_poll_and_push_deliver_each_email_once_and_dead_letter_the_bad_one(autojump_clock):
@@ -147,10 +150,85 @@ async def test_rate_limits_measure_the_five_algorithms_on_the_same_traffic(autoj
     assert "the broker's policy counters (millpond limits list) agree with these counts" in lines
 
 
+async def test_cache_invalidation_evicts_once_per_price_change_and_the_read_after_is_fresh():
+    lines: list[str] = []
+    out = await cache_invalidation.run(say=lines.append)
+    changes = cache_invalidation.CHANGES
+    assert out.evicted_per_change == [1] * len(changes)  # the repeat of the lost answer was ignored
+    assert out.duplicates == 1 and out.delivered == len(changes)
+    assert len(set(out.message_ids)) == len(changes)
+    old = {"sku-1": 3999, "sku-2": 2450}
+    expected_before = []
+    for sku, cents in changes:  # before the eviction: the old price from the cache, the database already new
+        expected_before.append((old[sku], "hit", cents))
+        old[sku] = cents
+    assert out.reads_before == expected_before
+    assert out.reads_after == [(cents, "miss", cents) for _, cents in changes]  # fresh, loaded from the database
+    assert len(out.publish_to_eviction_ms) == len(changes) and all(0 < ms < 5000 for ms in out.publish_to_eviction_ms)
+    assert sum("stale)" in line for line in lines) == sum("fresh)" in line for line in lines) == len(changes)
+    assert f"evictions per change: [1, 1, 1]; repeats ignored by message id: 1 ({out.message_ids[1]}, attempt 2)" \
+        in [line.strip() for line in lines]
+    assert lines[-1].startswith("publish to eviction: median ")
+
+
+async def test_limits_plugin_registered_by_the_operator_throttles_producers_as_the_algorithm_implies(autojump_clock):
+    lines: list[str] = []
+    out = await limits_plugin.demo(say=lines.append)
+    # rate 5/s, burst 5, cap 20 per 10 s; a request every 101 ms from a period's start, for 12 s
+    assert out.per_second() == [(9, 1), (5, 5), (5, 5), (1, 9)] + [(0, 10)] * 3 + [(0, 9)] + [(0, 10)] * 2 \
+        + [(9, 1), (5, 5)]
+    assert out.per_period() == [20, 14]  # the cap, then the new period's first 2 s
+    assert (len(out.admitted), len(out.throttled)) == (34, 85)
+    assert 6 < max(out.retry_after_s) < 7  # refused at ~3.1 s by the cap: wait until the period ends
+    # the patient producer: 5 at once, 15 at the rate, the rest once the next period starts 10 s later
+    assert out.patient_sent == limits_plugin.PATIENT_RECORDS == 25
+    assert 10.0 <= out.patient_s < 10.1 and out.patient_throttle_time_s > 9.9
+    assert out.patient_throttled >= 16 and out.patient_policy == "plan"  # records 6 to 21 each refused at least once
+    assert out.broker_admitted == 34 + 25 and out.broker_throttled == 85 + out.patient_throttled
+    assert any(re.match(r"\s+3\s+1\s+9\s*$", line) for line in lines)
+    assert lines[0] == "operator: limit algorithm capped = examples.limits_plugin:CappedLeakyBucket"
+
+
+def test_capacity_arithmetic_with_a_stubbed_measured_rate():
+    def stub(rate: float):
+        return lambda payload_bytes: capacity.Measured(rate, rate * payload_bytes / 10**6, "given: stub")
+
+    lines: list[str] = []
+    est, plan = capacity.run(capacity.Load(8_640_000, 10, 3, 1000, 7), stub(10_000), say=lines.append)
+    assert est == capacity.Estimate(events_per_day=86_400_000, avg_events_per_s=1000.0, peak_events_per_s=3000.0,
+                                    avg_mb_per_s=1.0, peak_mb_per_s=3.0, gb_per_day=86.4, storage_gb=604.8,
+                                    storage_tb=0.6048, storage_bytes=604_800_000_000)
+    assert plan == capacity.Plan(measured_records_per_s=10_000, usable_per_process=5000.0, processes_for_rate=1,
+                                 processes_for_storage=1, processes=1, peak_share=0.6, move_to=None,
+                                 users_per_process=14_400_000)
+    assert "  rate       average 1,000.0 events/s, peak 3,000.0 events/s" in lines
+    assert "  storage    86.4 GB/day; 604.8 GB = 0.60 TB for 7 days (one copy: Kafka's usual replication factor " \
+           "3 keeps three)" in lines
+    assert lines[-1] == "verdict: 1 millpond process carries this load, at 60% of the planned rate at the peak"
+
+    _, plan = capacity.run(capacity.Load(8_640_000, 10, 3, 1000, 7), stub(2000), say=lines.append)
+    assert (plan.processes_for_rate, plan.processes, plan.peak_share, plan.move_to) == (3, 3, 1.0, None)
+    assert lines[-1].startswith("verdict: 3 millpond processes carry this load, at 100% ")
+
+    # 4.32e9 events/day: 50,000/s on average, 200,000/s at the peak; 500 B each, kept 30 days: 64.8 TB
+    lines.clear()
+    est, plan = capacity.run(capacity.Load(43_200_000, 100, 4, 500, 30), stub(80_000), say=lines.append)
+    assert (est.avg_events_per_s, est.peak_events_per_s, est.avg_mb_per_s, est.peak_mb_per_s) == (50_000, 200_000,
+                                                                                                 25.0, 100.0)
+    assert (est.gb_per_day, est.storage_tb) == (2160.0, 64.8)
+    assert (plan.usable_per_process, plan.processes_for_rate, plan.processes_for_storage) == (40_000, 5, 17)
+    assert plan.processes == 17 > capacity.PROCESSES_MAX and plan.move_to == capacity.DISTRIBUTED["log"]
+    assert "Apache Kafka or Redpanda" in lines[-1] and lines[-1].startswith("verdict: 17 processes, past the 4 ")
+    _, plan = capacity.run(capacity.Load(43_200_000, 100, 4, 500, 30, kind="queue"), stub(80_000), say=lines.append)
+    assert "Amazon SQS and SNS" in plan.move_to and "Amazon SQS and SNS" in lines[-1]
+
+
 @pytest.mark.parametrize("name", RUNNABLE)
 def test_each_example_runs_as_the_readme_says(name):
+    # the plug-in is imported by the broker as examples.limits_plugin: the README runs it with PYTHONPATH=.
+    env = {**os.environ, "PYTHONPATH": "."} if name == "limits_plugin" else None
     done = subprocess.run([sys.executable, f"examples/{name}.py"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     last = {"order_emails": "the order service never waits for it",
@@ -158,7 +236,10 @@ def test_each_example_runs_as_the_readme_says(name):
             "event_sourcing": "the same state",
             "cqrs": "it matches the write side",
             "group_rebalance": "per worker: worker-1",
-            "rate_limits": "agree with these counts"}[name]
+            "rate_limits": "agree with these counts",
+            "cache_invalidation": "publish to eviction: median",
+            "limits_plugin": "the policy's counters (millpond limits list): admitted 59",
+            "capacity": "verdict: 1 millpond process carries this load"}[name]
     assert last in done.stdout.strip().splitlines()[-1]
 
 
@@ -167,4 +248,4 @@ def test_the_readme_lists_every_example_with_its_command():
     for name in RUNNABLE:
         assert f"python examples/{name}.py" in readme, name
     on_disk = {p.stem for p in (ROOT / "examples").glob("*.py")}
-    assert on_disk == set(RUNNABLE) | {"limits_plugin"}
+    assert on_disk == set(RUNNABLE)
