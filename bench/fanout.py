@@ -35,7 +35,8 @@ _ids = itertools.count(1)
 
 RATE_MEANING = ("records/s: published, from the first publish to the last acknowledgement; messages/s: delivered "
                 "into the queues (records x queues), from the first publish until every queue was seen holding every "
-                f"record (depths read every {fanout_kit.POLL_S * 1000:g} ms after the last acknowledgement; Redis: "
+                f"record (after the last acknowledgement, one queue's depth read every {fanout_kit.POLL_S * 1000:g} ms "
+                "until it holds them all, then the next; Redis: "
                 "until each group's reader had read every entry). Latency: publish call to receipt by a receiver "
                 "process waiting on one subscribed queue (millpond: a long-polling receive; RabbitMQ: a consumer "
                 "with prefetch 1; Redis: XREADGROUP BLOCK), one record at a time (HDR, every round).")
