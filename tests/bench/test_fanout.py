@@ -82,6 +82,11 @@ def test_a_row_whose_queues_hold_other_than_the_records_published_aborts_the_run
             "published") in captured.err
 
 
+def test_records_too_small_for_the_latency_stamp_abort_before_anything_runs(capsys):
+    assert main(["bench", "fanout", "--count", "5", "--record-bytes", "15", "--peers", "none", *TINY]) == 1
+    assert "ABORTED, no figures reported: fanout: --record-bytes must be at least 16" in capsys.readouterr().err
+
+
 def test_the_table_prints_each_goal_as_met_or_missed(capsys):
     assert main(["bench", "fanout", "--count", "20", "--peers", "none", "--warmup-s", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
