@@ -45,8 +45,9 @@ FAULT_WAIT_S = 5.0  # a fault point not reached by then: the broker is killed th
 class Figures:
     kills: int = 0
     random_kills: int = 0
-    fault_kills: dict[str, int] = field(default_factory=lambda: collections.Counter())
+    fault_kills: collections.Counter = field(default_factory=collections.Counter)
     faults_not_reached: int = 0
+    recovery_kills: int = 0  # of the fault point kills, those during a start (recovery), before it listened
     checks: int = 0
     records_acknowledged: int = 0
     records_checked: int = 0
@@ -69,7 +70,8 @@ class Figures:
     def summary(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.fault_kills.items())) or "none"
         return (f"kills {self.kills} (random {self.random_kills}; at fault points: {faults}; fault point not reached "
-                f"in time, killed there and then: {self.faults_not_reached}); checks {self.checks} "
+                f"in time, killed there and then: {self.faults_not_reached}; during recovery, before listening: "
+                f"{self.recovery_kills}); checks {self.checks} "
                 f"({self.full_checks} of every record); records "
                 f"acknowledged {self.records_acknowledged}, record checks {self.records_checked}; commits "
                 f"acknowledged {self.commits_acknowledged}, commit checks {self.commits_checked}; lost {self.lost}, "
@@ -119,7 +121,9 @@ class Broker:
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
-    def start(self, fault: str | None = None) -> None:
+    def start(self, fault: str | None = None) -> bool:
+        """Start the broker (armed with ``fault``, ``POINT:N``); False if it killed itself at that point before
+        it listened (recovery writes index files and snapshots too)."""
         env = dict(os.environ)
         env.pop("MILLPOND_CRASH_AT", None)
         if fault is not None:
@@ -140,10 +144,16 @@ class Broker:
             if line.startswith("millpond listening on "):
                 self.proc = proc
                 self.port = int(line.rsplit(":", 1)[1])
-                return
-            proc.kill()
-            proc.wait()
-            proc.stdout.close()
+                return True
+            if ready and not line:  # it ended before listening
+                rc = proc.wait()
+                proc.stdout.close()
+                if fault is not None and rc == -signal.SIGKILL:
+                    return False
+            else:
+                proc.kill()
+                proc.wait()
+                proc.stdout.close()
             if time.monotonic() > deadline:  # e.g. the port still held: tried again until the deadline
                 raise RuntimeError(f"the broker did not start: {line!r}; see {self.log}")
             time.sleep(0.1)
@@ -348,7 +358,8 @@ def _check_quietly(port: int, ledger: Ledger, figures: Figures, full: bool) -> N
         pass  # the broker died under the check (its fault point): the next check covers what this one would
 
 
-def run(kills: int, data_dir: Path, *, seed: int = 1, fault_share: float = 0.5, round_s: tuple[float, float] = (0.3, 1.2),
+def run(kills: int, data_dir: Path, *, seed: int = 1, fault_share: float = 0.5,
+        round_s: tuple[float, float] = (0.3, 1.2),
         time_budget_s: float | None = None, full_every: int = 1, every_point_first: bool = False,
         progress: Any = None) -> Figures:
     """Kill the broker ``kills`` times (or until ``time_budget_s`` passes), checking after every start (every
@@ -390,7 +401,11 @@ def run(kills: int, data_dir: Path, *, seed: int = 1, fault_share: float = 0.5, 
             if figures.kills <= len(FAULTS) * every_point_first or rng.random() < fault_share:
                 point = next(points)
                 armed = f"{point}:{rng.randint(*FAULTS[point])}"
-            broker.start(armed)
+            while not broker.start(armed):  # killed at its fault point while recovering: started again, unarmed
+                figures.kills += 1
+                figures.recovery_kills += 1
+                figures.fault_kills[armed.partition(":")[0]] += 1
+                armed = None
             _check_quietly(broker.port, ledger, figures, figures.kills % full_every == 0)
             with ledger.lock:
                 figures.records_acknowledged = len(ledger.records)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_sigkill_at_random_moments_and_at_every_fault_point_loses_and_reuses_nothing(tmp_path):
     figures = run(22, tmp_path, seed=10, fault_share=0.4, round_s=(0.3, 0.9), time_budget_s=100,
                   full_every=1, every_point_first=True)
-    assert figures.kills == 22
+    assert figures.kills >= 22  # more if a start armed with a fault point died in its recovery: counted, restarted
     assert set(FAULTS) == set(POINTS)
     assert {p: figures.fault_kills[p] >= 1 for p in POINTS} == {p: True for p in POINTS}  # each point reached
     assert figures.random_kills >= 5
