@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from millpond.broker.server.embedded import open_broker
 from millpond.broker.server.frontends.native import REQUESTS
 from millpond.broker.wire.batch import CRC_START, decode_records, encode_batch
-from millpond.broker.wire.frames import FrameDecoder, decode_response, encode_frame, encode_request
+from millpond.broker.wire.errors import FrameTooLargeError, InvalidRequestError
+from millpond.broker.wire.frames import FrameDecoder, decode_request, decode_response, encode_frame, encode_request
 
 from crc32c import crc32c
 
@@ -365,3 +366,53 @@ def test_no_input_crashes_hangs_or_disturbs_another_connection(broker):
     assert sum(TRIED.values()) == 200 and set(TRIED) == {"requests", "batches", "envelopes", "raw", "truncated",
                                                          "oversized", "noise"}
     assert broker.internal_errors == []
+
+
+def _reference_frames(data: bytes, limit: int) -> tuple[list[bytes], bool]:
+    """The whole frames at the start of ``data``, and whether a length prefix past ``limit`` stops them."""
+    frames, pos = [], 0
+    while len(data) - pos >= 4:
+        (n,) = struct.unpack_from(">I", data, pos)
+        if n > limit:
+            return frames, True
+        if pos + 4 + n > len(data):
+            break
+        frames.append(data[pos + 4: pos + 4 + n])
+        pos += 4 + n
+    return frames, False
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.binary(max_size=300) | st.builds(lambda r: encode_frame(list(r))[4:], REQUEST), max_size=6),
+       st.binary(max_size=40), st.lists(st.integers(1, 64), min_size=1, max_size=20))
+def test_the_frame_decoder_takes_any_bytes_split_anywhere(bodies, tail, cuts):
+    """Frames of any bodies (requests among them) followed by any bytes, fed in pieces of any sizes: the decoder
+    gives exactly the whole frames a reference parse of the bytes gives, raises FRAME_TOO_LARGE where a length
+    prefix passes the bound (and again on every later call), and each frame's envelope decodes or raises
+    INVALID_REQUEST, nothing else."""
+    limit = 200
+    data = b"".join(struct.pack(">I", len(b)) + b for b in bodies) + tail
+    want, too_large = _reference_frames(data, limit)
+    decoder = FrameDecoder(limit)
+    got: list[bytes] = []
+    raised = False
+    pos = 0
+    for size in itertools.cycle(cuts):
+        if pos >= len(data) or raised:
+            break
+        decoder.feed(data[pos: pos + size])
+        pos += size
+        try:
+            for frame in iter(decoder.next_frame, None):
+                got.append(frame)
+        except FrameTooLargeError:
+            raised = True
+            with pytest.raises(FrameTooLargeError):
+                decoder.next_frame()
+    assert (got, raised) == (want, too_large)
+    for frame in got:
+        try:
+            cid, api, body = decode_request(frame)
+        except InvalidRequestError:
+            continue
+        assert type(cid) is int and cid >= 0 and type(api) is str and type(body) is dict
