@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from millpond.broker.wire.batch import decode_records, encode_batch
-from millpond.broker.wire.errors import MillpondError
+from millpond.broker.wire.errors import CorruptBatchError, CorruptRangeError, MillpondError
 from millpond.broker.wire.frames import FrameDecoder, decode_response, encode_request
 from millpond.client import sync
 
@@ -38,7 +38,8 @@ START_TIMEOUT_S = 30
 FAULTS = {"append": (1, 400), "fsync": (1, 150), "roll": (1, 4), "index": (1, 4), "snapshot": (1, 3)}
 WINDOW, PAUSE_S = 100, 0.02  # each producer: records sent before awaiting their acknowledgements, then a pause
 TAIL_RECORDS = 5000  # a tail check reads each partition from this far below the previous check's high watermark
-FAULT_WAIT_S = 5.0  # a fault point not reached by then: the broker is killed there and then (a random kill)
+FAULT_WAIT_S = 5.0
+STALL_KILLS = 6  # a producer with no record acknowledged over this many kills in a row is stalled (a failure)  # a fault point not reached by then: the broker is killed there and then (a random kill)
 
 
 @dataclass
@@ -60,12 +61,14 @@ class Figures:
     commits_lost: int = 0
     plain_resent: int = 0  # non-idempotent records stored twice after a lost answer: allowed, counted
     client_errors: int = 0
+    stalls: int = 0  # a producer that had nothing acknowledged for STALL_KILLS kills in a row
     problems: list[str] = field(default_factory=list)
     full_checks: int = 0
     high_watermarks: dict[tuple[str, int], int] = field(default_factory=dict)  # as the last check saw them
 
     def failures(self) -> int:
-        return self.lost + self.duplicated + self.corrupt_reads + self.offsets_reused + self.commits_lost
+        return (self.lost + self.duplicated + self.corrupt_reads + self.offsets_reused + self.commits_lost
+                + self.stalls)
 
     def summary(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.fault_kills.items())) or "none"
@@ -76,7 +79,7 @@ class Figures:
                 f"acknowledged {self.records_acknowledged}, record checks {self.records_checked}; commits "
                 f"acknowledged {self.commits_acknowledged}, commit checks {self.commits_checked}; lost {self.lost}, "
                 f"duplicated {self.duplicated}, corrupt reads {self.corrupt_reads}, offsets reused "
-                f"{self.offsets_reused}, commits lost {self.commits_lost}; non-idempotent records stored twice "
+                f"{self.offsets_reused}, commits lost {self.commits_lost}, producers stalled {self.stalls}; non-idempotent records stored twice "
                 f"after a lost answer (allowed) {self.plain_resent}; client errors survived {self.client_errors}")
 
 
@@ -186,7 +189,10 @@ class Ledger:
         self.records: dict[tuple[str, int, int], bytes] = {}  # (topic, partition, offset) -> value
         self.commits: dict[tuple[str, int], int] = {}  # (topic, partition) -> highest acknowledged commit
         self.commit_acks = 0
+        self.acks: collections.Counter = collections.Counter()  # topic -> records acknowledged
         self.errors = 0
+        self.corrupt = 0  # wrong or damaged records served to the group members
+        self.problems: list[str] = []
 
     def snapshot(self) -> tuple[dict, dict]:
         with self.lock:
@@ -218,6 +224,7 @@ def producer_load(port: int, ledger: Ledger, stop: threading.Event, topic: str, 
                             continue
                         with ledger.lock:
                             ledger.records[(topic, meta.partition, meta.offset)] = value
+                            ledger.acks[topic] += 1
                     stop.wait(PAUSE_S)  # paced: a long run's ledger stays in memory and its checks stay short
         except Exception:
             with ledger.lock:
@@ -226,7 +233,9 @@ def producer_load(port: int, ledger: Ledger, stop: threading.Event, topic: str, 
 
 
 def member_load(port: int, ledger: Ledger, stop: threading.Event, name: str) -> None:
-    """A consumer group member: read, commit what was read (explicit offsets), note each acknowledged commit."""
+    """A consumer group member: read (a record at an acknowledged offset must hold the acknowledged value; a
+    damaged batch or range served is a corrupt read), commit what was read (explicit offsets), note each
+    acknowledged commit."""
     while not stop.is_set():
         try:
             with _connect(port, name) as c, c.consumer(list(TOPICS), group=GROUP, auto_offset_reset="earliest",
@@ -235,8 +244,14 @@ def member_load(port: int, ledger: Ledger, stop: threading.Event, name: str) -> 
                 while not stop.is_set():
                     records = cons.getmany(max_records=500, timeout_s=0.3)
                     offsets: dict[tuple[str, int], int] = {}
-                    for r in records:
-                        offsets[(r.topic, r.partition)] = r.offset + 1
+                    with ledger.lock:
+                        for r in records:
+                            offsets[(r.topic, r.partition)] = r.offset + 1
+                            want = ledger.records.get((r.topic, r.partition, r.offset))
+                            if want is not None and want != r.value:
+                                ledger.corrupt += 1
+                                ledger.problems.append(f"{name} read {r.value!r} at {r.topic}/{r.partition} offset "
+                                                       f"{r.offset}, acknowledged {want!r}")
                     if not offsets:
                         continue
                     cons.commit(offsets)
@@ -245,6 +260,11 @@ def member_load(port: int, ledger: Ledger, stop: threading.Event, name: str) -> 
                         for tp, o in offsets.items():
                             if o > ledger.commits.get(tp, -1):
                                 ledger.commits[tp] = o
+        except (CorruptRangeError, CorruptBatchError) as exc:
+            with ledger.lock:
+                ledger.corrupt += 1
+                ledger.problems.append(f"{name}: {exc}")
+            stop.wait(0.1)
         except Exception:  # the broker went away mid-call, a rebalance refused a commit: join again
             with ledger.lock:
                 ledger.errors += 1
@@ -385,6 +405,7 @@ def run(kills: int, data_dir: Path, *, seed: int = 1, fault_share: float = 0.5,
     started = time.monotonic()
     points = itertools.cycle(FAULTS)
     armed: str | None = None  # the fault point the running broker was started with
+    seen, idle = collections.Counter(), collections.Counter()  # per topic: acks at the last kill, kills without one
     try:
         while figures.kills < kills and (time_budget_s is None or time.monotonic() - started < time_budget_s):
             if armed is not None:
@@ -408,6 +429,14 @@ def run(kills: int, data_dir: Path, *, seed: int = 1, fault_share: float = 0.5,
                 armed = None
             _check_quietly(broker.port, ledger, figures, figures.kills % full_every == 0)
             with ledger.lock:
+                for topic in TOPICS:
+                    n = ledger.acks[topic]
+                    idle[topic] = 0 if n > seen[topic] else idle[topic] + 1
+                    seen[topic] = n
+                    if idle[topic] == STALL_KILLS:
+                        figures.stalls += 1
+                        figures.problems.append(f"the {topic} producer had nothing acknowledged over {STALL_KILLS} "
+                                                f"kills (kill {figures.kills})")
                 figures.records_acknowledged = len(ledger.records)
                 figures.commits_acknowledged = ledger.commit_acks
                 figures.client_errors = ledger.errors
@@ -436,6 +465,8 @@ def run(kills: int, data_dir: Path, *, seed: int = 1, fault_share: float = 0.5,
     figures.records_acknowledged = len(ledger.records)
     figures.commits_acknowledged = ledger.commit_acks
     figures.client_errors = ledger.errors
+    figures.corrupt_reads += ledger.corrupt
+    figures.problems.extend(ledger.problems)
     return figures
 
 

@@ -27,7 +27,7 @@ def test_sigkill_at_random_moments_and_at_every_fault_point_loses_and_reuses_not
     assert figures.records_acknowledged > 10_000 and figures.commits_acknowledged > 20
     assert figures.records_checked >= figures.records_acknowledged and figures.commits_checked > 0
     assert (figures.lost, figures.duplicated, figures.corrupt_reads, figures.offsets_reused,
-            figures.commits_lost) == (0, 0, 0, 0, 0), figures.problems
+            figures.commits_lost, figures.stalls) == (0, 0, 0, 0, 0, 0), figures.problems
     assert figures.problems == []
 
 
