@@ -38,8 +38,8 @@ START_TIMEOUT_S = 30
 FAULTS = {"append": (1, 400), "fsync": (1, 150), "roll": (1, 4), "index": (1, 4), "snapshot": (1, 3)}
 WINDOW, PAUSE_S = 100, 0.02  # each producer: records sent before awaiting their acknowledgements, then a pause
 TAIL_RECORDS = 5000  # a tail check reads each partition from this far below the previous check's high watermark
-FAULT_WAIT_S = 5.0
-STALL_KILLS = 6  # a producer with no record acknowledged over this many kills in a row is stalled (a failure)  # a fault point not reached by then: the broker is killed there and then (a random kill)
+FAULT_WAIT_S = 5.0  # a fault point not reached by then: the broker is killed there and then (a random kill)
+STALL_KILLS = 6  # a producer with no record acknowledged over this many kills in a row is stalled (a failure)
 
 
 @dataclass
