@@ -12,6 +12,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 import types
 import typing
 from pathlib import Path
@@ -347,11 +348,11 @@ def test_no_input_crashes_hangs_or_disturbs_another_connection(broker):
                 assert [a[1] for a in answers] == [4], answers
         finally:
             bad.close()
-        # another connection: a produce and a fetch of what it produced
+        # another connection: a produce and a fetch of what it produced (timestamped now: retention keeps it)
         checked["n"] += 1
         value = b"round trip %d" % checked["n"]
         base = good.ok("produce", {"topic": ROUND_TRIP_TOPIC, "partition": 0,
-                                   "batch": encode_batch([(1_700_000_000_000, None, value, None)])})["base_offset"]
+                                   "batch": encode_batch([(time.time_ns() // 1_000_000, None, value, None)])})["base_offset"]
         [[_, _, code, _, _, fetched, *_]] = good.ok("fetch", {"partitions": [[ROUND_TRIP_TOPIC, 0, base]],
                                                               "max_wait_ms": 0})["partitions"]
         assert code == 0 and [r.value for r in decode_records(fetched, ROUND_TRIP_TOPIC, 0, base)][:1] == [value]
