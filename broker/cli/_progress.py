@@ -91,12 +91,17 @@ class Stop:
         self.signal: str | None = None
         self.count = 0
         self.deferred = False
+        # Called on the second signal instead of raising, if set: it must end the process (os._exit). A second
+        # KeyboardInterrupt can land inside the cleanup the first one started and leave it waiting forever.
+        self.abort: Callable[[], None] | None = None
         self._old: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.count += 1
         if self.signal is None:
             self.signal = signal.Signals(signum).name
+        if self.count > 1 and self.abort is not None:
+            self.abort()
         if self.count > 1 or not self.deferred:
             raise KeyboardInterrupt
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import deque
@@ -156,6 +157,16 @@ class _Feed:
         return False
 
 
+def _summary(stats: Any, started: float, signalled: str | None, aborted: bool, lines: int) -> None:
+    elapsed = time.monotonic() - started
+    throttled = f", throttled {stats.throttle_time_s:.1f} s by policy {stats.throttle_policy}" \
+        if stats.throttle_time_s else ""
+    print(f"produced {stats.records_sent} records in {elapsed:.3f} s{throttled}", file=sys.stderr)
+    if signalled is not None:
+        print(f"millpond produce: {'aborted' if aborted else 'stopped'} by {signalled}: {lines} record(s) read, "
+              f"{stats.records_sent} acknowledged, {lines - stats.records_sent} not acknowledged", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with connect(args.broker, client_id=args.client_id) as c:
@@ -168,6 +179,13 @@ def run(args: argparse.Namespace) -> int:
             feed = _Feed(args, p, stop)
             rate = Rate()
 
+            def abort() -> None:
+                """The second signal: say what was acknowledged and end now, whatever the cleanup is doing."""
+                live.stop()
+                _summary(p.statistics(), started, stop.signal, True, feed.lines)
+                sys.stderr.flush()
+                os._exit(130)
+
             def line() -> str:
                 st = p.statistics()
                 text = f"produce {args.topic}: {st.records_sent:,} records  {rate(st.records_sent):,.0f}/s"
@@ -176,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
                 return text
 
             live = LiveLine(sys.stderr, line, enabled=not sys.stdin.isatty())  # not over lines being typed
+            stop.abort = abort
             aborted = False
             try:
                 try:
@@ -196,14 +215,8 @@ def run(args: argparse.Namespace) -> int:
             if not aborted and stop.signal is None:
                 feed.settle(0)  # every record is settled now: report the lines that failed
             stats = p.statistics()
-    elapsed = time.monotonic() - started
-    throttled = f", throttled {stats.throttle_time_s:.1f} s by policy {stats.throttle_policy}" \
-        if stats.throttle_time_s else ""
-    print(f"produced {stats.records_sent} records in {elapsed:.3f} s{throttled}", file=sys.stderr)
+    _summary(stats, started, stop.signal, aborted, feed.lines)
     if stop.signal is not None:
-        print(f"millpond produce: {'aborted' if aborted else 'stopped'} by {stop.signal}: {feed.lines} record(s) "
-              f"read, {stats.records_sent} acknowledged, {feed.lines - stats.records_sent} not acknowledged",
-              file=sys.stderr)
         return 130
     if feed.error is not None:
         if feed.read == feed.error_line:

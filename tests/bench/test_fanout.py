@@ -61,7 +61,8 @@ def test_every_row_runs_against_millpond_at_each_fsync_mode_and_every_queue_hold
     for (row, _), g in mine.items():
         if row != fanout.LATENCY_ROW:
             assert g["messages_per_s"]["median"] == pytest.approx(g["messages"]["median"] / g["wall_s"]["median"])
-            assert g["server_cpu_us_per_message"]["median"] > 0
+            # measured, in whole clock ticks of the broker process (10 ms): a row this small may read 0
+            assert g["server_cpu_us_per_message"]["median"] >= 0 and g["client_cpu_us_per_message"]["median"] > 0
     assert [g["goal"] for g in doc["goals"]] == [goal.text for goal in fanout.GOALS]  # no RabbitMQ in this run
     assert doc["skipped"] == {} and doc["subscriptions"] == [1, 3, 10]
 
