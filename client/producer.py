@@ -382,9 +382,14 @@ class Producer:
                     self.on_throttled(exc.details.get("policy"), wait)
                 except Exception:
                     pass  # the caller's callback failing must not leave the batch unsettled
-        except OutOfOrderSequenceError:
-            with self.lock:  # a batch ahead of it failed: it goes again, alone, once that one is through
-                self._acc.retry_later(b, self._now())
+        except OutOfOrderSequenceError as exc:
+            now = self._now()
+            with self.lock:
+                if now - b.created < self.delivery_timeout_s:
+                    self._acc.retry_later(b, now)  # a batch ahead of it failed: it goes again once that one is through
+                else:  # the broker keeps refusing it (its producer state lost?): never retried forever
+                    self._count_failure(len(b.rows), exc)
+                    self._acc.fail(b, exc)
         except CostExceedsLimitError as exc:
             with self.lock:
                 n_failed = self._acc.split(b, str(exc.details.get("unit", "")), int(exc.details.get("max_cost", 0)),

@@ -119,3 +119,24 @@ async def test_idempotent_producer_pipelines_batches_of_one_partition(client):
                 peak = max(peak, p._acc._in_flight.get(("pipe", 0), 0))
                 await trio.sleep(0)
     assert 2 <= peak <= 5 and p._acc.producer_id >= 0
+
+
+async def test_a_batch_refused_out_of_order_for_ever_fails_after_delivery_timeout_s(broker, client, monkeypatch):
+    """A broker that keeps answering OUT_OF_ORDER_SEQUENCE (its producer state lost) is not retried for ever: the
+    batch fails with that error once it is delivery_timeout_s old."""
+    from millpond.broker.core.log.api import Produce
+    from millpond.broker.wire.errors import OutOfOrderSequenceError
+
+    await client.create_topic("ooo")
+
+    def refuse(req, ctx):
+        raise OutOfOrderSequenceError("expected sequence 7")
+
+    monkeypatch.setitem(broker.engine._handlers, Produce, refuse)
+    async with client.producer(linger_s=0, delivery_timeout_s=0.5) as p:
+        handle = p.send("ooo", b"x")
+        t0 = trio.current_time()
+        with trio.fail_after(10), pytest.raises(OutOfOrderSequenceError, match="expected sequence 7"):
+            await handle
+        waited = trio.current_time() - t0
+    assert 0.5 <= waited < 5 and p.statistics().records_failed == 1
