@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from millpond.bench import machine, payload, queues, report, stats, targets
 from millpond.bench.progress import Progress
-from millpond.bench.targets import PeerUnavailable, fanout_kit, queue_kit
+from millpond.bench.targets import fanout_kit, queue_kit
 from millpond.bench.targets.fanout_kit import BoundedPlan
 from millpond.bench.workloads import BenchAborted
 
@@ -84,45 +84,9 @@ def measure(args: argparse.Namespace, note: Callable[[str], None] | None = None,
     if record_bytes < queue_kit.BODY_BYTES_MIN:
         raise BenchAborted(f"fanout: --record-bytes must be at least {queue_kit.BODY_BYTES_MIN}")
     names = queues.target_names(args)
-    ours = [n for n in names if targets.is_millpond(n)]
-    progress = Progress(len(ROWS) * repeat * (len(modes) * len(ours) + len(names) - len(ours)),
-                        enabled=not args.no_progress)
-    say = note or progress.note
-    skipped: dict[str, str] = {}
-    for name in names:
-        why = _missing(name)
-        if why:
-            skipped[name] = why
-            say(f"skipping {name}: {why}")
-    rows: list[dict[str, Any]] = []
-    about: dict[str, dict[str, str]] = {}
-
-    def one(name: str, mode: str) -> None:
-        if name in skipped:
-            return
-        target = _get(name)
-        about.setdefault(name, target.describe())
-        try:
-            if _is_revision(name):
-                progress.step(f"{name} fsync={mode}: every row in a child process")
-                got = target.rows(mode, args)
-                progress.done(f"{len(got)} rows")
-                rows.extend(got)
-                return
-            with target.server(mode, args.broker if name == "millpond" else None) as server:
-                rows.extend(run_rows(target, server, args, record_bytes, progress))
-        except PeerUnavailable as exc:
-            skipped[name] = str(exc)
-            say(f"skipping {name}: {exc}")
-
-    for r in range(repeat):
-        for k, mode in enumerate(modes):  # this tree and revisions take turns, the order turning (A B, B A)
-            shift = (r + k) % len(ours) if ours else 0
-            for name in ours[shift:] + ours[:shift]:
-                one(name, mode)
-        for name in names:
-            if name not in ours:
-                one(name, modes[0])  # a peer's durability is its own: once per repeat
+    rows, about, skipped = queues.run_targets(
+        args, names, modes, repeat, len(ROWS), _get, _missing, note,
+        lambda target, server, progress, skipped: run_rows(target, server, args, record_bytes, progress))
     summary = summarize(rows)
     return {"workload": "fanout", "machine": machine.describe(), "repeat": repeat, "record_bytes": record_bytes,
             "subscriptions": list(SUBSCRIPTIONS), "results": summary, "about": about, "skipped": skipped,

@@ -90,13 +90,32 @@ def measure(args: argparse.Namespace, note: Callable[[str], None] | None = None,
     if body_bytes < queue_kit.BODY_BYTES_MIN:
         raise BenchAborted(f"queues: --record-bytes must be at least {queue_kit.BODY_BYTES_MIN}")
     names = target_names(args)
+    rows, about, skipped = run_targets(
+        args, names, modes, repeat, len(ROWS), _get, _missing, note,
+        lambda target, server, progress, skipped: run_rows(target, server, args, body_bytes, progress, skipped))
+    summary = summarize(rows)
+    return {"workload": "queues", "machine": machine.describe(), "repeat": repeat, "body_bytes": body_bytes,
+            "in_flight": IN_FLIGHT, "prefetch": PREFETCH, "results": summary, "about": about, "skipped": skipped,
+            "goals": goals(summary), "command": _command(args)}
+
+
+def run_targets(args: argparse.Namespace, names: list[str], modes: tuple[str, ...], repeat: int, rows_per_run: int,
+                get: Callable[[str], Any], missing: Callable[[str], str | None],
+                note: Callable[[str], None] | None,
+                run_server: Callable[[Any, Any, Progress, dict[str, str]], list[dict[str, Any]]],
+                ) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], dict[str, str]]:
+    """Run every target (``names``) ``repeat`` times: this tree and revisions at each fsync mode of ``modes``,
+    taking turns in an order that turns (A B, B A); a peer once per repeat (its durability is its own).
+    ``run_server(target, server, progress, skipped)`` runs the rows against one started server; a revision runs
+    its rows in a child process. Returns the rows, each target's description, and the targets skipped and why
+    (``missing(name)`` before anything runs, or ``PeerUnavailable`` while running)."""
     ours = [n for n in names if targets.is_millpond(n)]
-    progress = Progress(len(ROWS) * repeat * (len(modes) * len(ours) + len(names) - len(ours)),
+    progress = Progress(rows_per_run * repeat * (len(modes) * len(ours) + len(names) - len(ours)),
                         enabled=not args.no_progress)
     say = note or progress.note
     skipped: dict[str, str] = {}
     for name in names:
-        why = _missing(name)
+        why = missing(name)
         if why:
             skipped[name] = why
             say(f"skipping {name}: {why}")
@@ -106,33 +125,30 @@ def measure(args: argparse.Namespace, note: Callable[[str], None] | None = None,
     def one(name: str, mode: str) -> None:
         if name in skipped:
             return
-        target = _get(name)
+        target = get(name)
         about.setdefault(name, target.describe())
         try:
-            if _is_revision(name):
+            if name.startswith(targets.REVISION_PREFIX):
                 progress.step(f"{name} fsync={mode}: every row in a child process")
                 got = target.rows(mode, args)
                 progress.done(f"{len(got)} rows")
                 rows.extend(got)
                 return
             with target.server(mode, args.broker if name == "millpond" else None) as server:
-                rows.extend(run_rows(target, server, args, body_bytes, progress, skipped))
+                rows.extend(run_server(target, server, progress, skipped))
         except PeerUnavailable as exc:
             skipped[name] = str(exc)
             say(f"skipping {name}: {exc}")
 
     for r in range(repeat):
-        for k, mode in enumerate(modes):  # this tree and revisions take turns, the order turning (A B, B A)
+        for k, mode in enumerate(modes):
             shift = (r + k) % len(ours) if ours else 0
             for name in ours[shift:] + ours[:shift]:
                 one(name, mode)
         for name in names:
             if name not in ours:
-                one(name, modes[0])  # a peer's durability is its own: once per repeat
-    summary = summarize(rows)
-    return {"workload": "queues", "machine": machine.describe(), "repeat": repeat, "body_bytes": body_bytes,
-            "in_flight": IN_FLIGHT, "prefetch": PREFETCH, "results": summary, "about": about, "skipped": skipped,
-            "goals": goals(summary), "command": _command(args)}
+                one(name, modes[0])
+    return rows, about, skipped
 
 
 def target_names(args: argparse.Namespace) -> list[str]:
