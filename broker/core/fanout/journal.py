@@ -11,12 +11,11 @@ import msgpack
 
 from millpond.broker.core.fanout.subscriptions import Event, Subscriptions
 from millpond.broker.core.log import LogManager, PartitionLog
-from millpond.broker.wire.batch import decode_records, encode_batch, read_header
-from millpond.broker.wire.errors import MillpondError
+from millpond.broker.core.log.internal import open_internal, replay
+from millpond.broker.wire.batch import Record, encode_batch, read_header
 
 SUBSCRIPTIONS_TOPIC = "__millpond_subscriptions"
 SUBSCRIPTIONS_TOPIC_CONFIG = {"retention_ms": -1, "retention_bytes": -1}  # kept forever: replay needs every record
-_REPLAY_CHUNK_BYTES = 1 << 20
 
 
 class SubscriptionJournal:
@@ -32,34 +31,19 @@ class SubscriptionJournal:
         logged; so is a damaged range of the topic (docs/data-safety.md): only the events stored there are lost."""
         if self._logman is None:
             return
-        topic = self._logman.topics.get(SUBSCRIPTIONS_TOPIC)
-        if topic is None:
-            topic = self._logman.create_topic(SUBSCRIPTIONS_TOPIC, 1, dict(SUBSCRIPTIONS_TOPIC_CONFIG), now_ms,
-                                              internal=True)
-        self.plog = plog = topic.partitions[0]
-        offset, applied = plog.log_start_offset, 0
-        while offset < plog.log_end_offset:
+        self.plog = plog = open_internal(self._logman, SUBSCRIPTIONS_TOPIC, SUBSCRIPTIONS_TOPIC_CONFIG, now_ms)
+
+        def apply(rec: Record) -> None:
             try:
-                data, damaged = plog.read_intact(offset, _REPLAY_CHUNK_BYTES)
-                records = decode_records(data, SUBSCRIPTIONS_TOPIC, 0, offset)
-            except MillpondError as exc:
-                self._log.error("replay of %s stopped at offset %d: %s", SUBSCRIPTIONS_TOPIC, offset, exc)
-                break
-            if damaged is not None:  # the events stored there are lost; those after it still count
-                self._log.error("replay of %s skipped a damaged range: %s", SUBSCRIPTIONS_TOPIC, damaged.message)
-            elif not records:
-                break
-            for rec in records:
-                try:
-                    event = msgpack.unpackb(rec.value, raw=False)
-                    if not isinstance(event, list) or not event or not isinstance(event[0], str):
-                        raise ValueError(f"not a subscription event: {event!r}"[:200])
-                    subs.apply(tuple(event))
-                except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
-                    self._log.warning("%s: skipping undecodable record at offset %d: %s", SUBSCRIPTIONS_TOPIC,
-                                      rec.offset, exc)
-            applied += len(records)
-            offset = damaged.details["next_offset"] if damaged is not None else records[-1].offset + 1
+                event = msgpack.unpackb(rec.value, raw=False)
+                if not isinstance(event, list) or not event or not isinstance(event[0], str):
+                    raise ValueError(f"not a subscription event: {event!r}"[:200])
+                subs.apply(tuple(event))
+            except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
+                self._log.warning("%s: skipping undecodable record at offset %d: %s", SUBSCRIPTIONS_TOPIC,
+                                  rec.offset, exc)
+
+        applied = replay(plog, apply, self._log)
         subs.take_events()
         self._log.info("replayed %d record(s) of %s: %d subscription(s)", applied, SUBSCRIPTIONS_TOPIC,
                        len(subs.by_id))

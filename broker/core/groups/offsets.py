@@ -11,14 +11,14 @@ import msgpack
 
 from millpond.broker.core.groups.types import AtTimestamp, Committed, TopicPartition
 from millpond.broker.core.log import LogManager, PartitionLog
-from millpond.broker.wire.batch import decode_records, encode_batch, read_header
-from millpond.broker.wire.errors import InvalidRequestError, MillpondError, UnknownTopicOrPartitionError
+from millpond.broker.core.log.internal import open_internal, replay
+from millpond.broker.wire.batch import encode_batch, read_header
+from millpond.broker.wire.errors import InvalidRequestError, UnknownTopicOrPartitionError
 
 OFFSETS_TOPIC = "__millpond_offsets"
 # One partition: every commit of every group in one total order, so replay is a single pass. Kept forever (no
 # time or size retention would be safe without compaction; the latest record per key is what counts).
 OFFSETS_TOPIC_CONFIG = {"retention_ms": -1, "retention_bytes": -1}
-_REPLAY_CHUNK_BYTES = 1 << 20
 _OFFSET_KEY = "o"  # key ["o", group, topic, partition] -> value {"offset", "metadata", "ts"}
 _GROUP_KEY = "g"  # key ["g", group] -> empty value: a tombstone erasing every earlier record of the group
 _TOPIC_KEY = "t"  # a deleted topic: its offsets are dropped from every group (as Kafka does)
@@ -57,31 +57,8 @@ class OffsetStore:
         """
         if self._logman is None:
             return
-        topic = self._logman.topics.get(OFFSETS_TOPIC)
-        if topic is None:
-            topic = self._logman.create_topic(OFFSETS_TOPIC, 1, dict(OFFSETS_TOPIC_CONFIG), now_ms, internal=True)
-        self._plog = topic.partitions[0]
-        self._replay(self._plog)
-
-    def _replay(self, plog: PartitionLog) -> None:
-        offset, applied = plog.log_start_offset, 0
-        while offset < plog.log_end_offset:
-            try:
-                data, damaged = plog.read_intact(offset, _REPLAY_CHUNK_BYTES)
-                records = decode_records(data, OFFSETS_TOPIC, 0, offset)
-            except MillpondError as exc:
-                self._log.error("replay of %s stopped at offset %d: %s", OFFSETS_TOPIC, offset, exc)
-                break
-            for rec in records:
-                self._apply(rec.key, rec.value, rec.offset)
-            applied += len(records)
-            if damaged is not None:  # the commits stored there are lost; those after it still count
-                self._log.error("replay of %s skipped a damaged range: %s", OFFSETS_TOPIC, damaged.message)
-                offset = damaged.details["next_offset"]
-                continue
-            if not records:
-                break
-            offset = records[-1].offset + 1
+        self._plog = open_internal(self._logman, OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIG, now_ms)
+        applied = replay(self._plog, lambda rec: self._apply(rec.key, rec.value, rec.offset), self._log)
         self._log.info("replayed %d record(s) of %s: %d consumer group(s)", applied, OFFSETS_TOPIC, len(self._offsets))
 
     def _apply(self, key: bytes | None, value: bytes, at: int) -> None:

@@ -20,13 +20,12 @@ import logging
 import msgpack
 
 from millpond.broker.core.log import LogManager, PartitionLog
+from millpond.broker.core.log.internal import open_internal, replay
 from millpond.broker.core.queues.manager import Event, QueueManager
-from millpond.broker.wire.batch import decode_records, encode_batch, read_header
-from millpond.broker.wire.errors import MillpondError
+from millpond.broker.wire.batch import Record, encode_batch, read_header
 
 QUEUES_TOPIC = "__millpond_queues"
 QUEUES_TOPIC_CONFIG = {"retention_ms": -1, "retention_bytes": -1}  # kept forever: replay needs every record
-_REPLAY_CHUNK_BYTES = 1 << 20
 # the positions of the monotonic times in each kind of event (stored as wall-clock ms)
 _TIMES = {"send": (7, 8), "recv": (4, 5), "vis": (3,)}
 _pack = msgpack.Packer(use_bin_type=True).pack  # one packer, not one per record (packb's); a call never releases the GIL
@@ -66,30 +65,15 @@ class QueueJournal:
         (docs/data-safety.md): only the events stored there are lost."""
         if self._logman is None:
             return
-        topic = self._logman.topics.get(QUEUES_TOPIC)
-        if topic is None:
-            topic = self._logman.create_topic(QUEUES_TOPIC, 1, dict(QUEUES_TOPIC_CONFIG), now_ms, internal=True)
-        self.plog = plog = topic.partitions[0]
-        offset, applied = plog.log_start_offset, 0
-        while offset < plog.log_end_offset:
+        self.plog = plog = open_internal(self._logman, QUEUES_TOPIC, QUEUES_TOPIC_CONFIG, now_ms)
+
+        def apply(rec: Record) -> None:
             try:
-                data, damaged = plog.read_intact(offset, _REPLAY_CHUNK_BYTES)
-                records = decode_records(data, QUEUES_TOPIC, 0, offset)
-            except MillpondError as exc:
-                self._log.error("replay of %s stopped at offset %d: %s", QUEUES_TOPIC, offset, exc)
-                break
-            if damaged is not None:  # the events stored there are lost; those after it still count
-                self._log.error("replay of %s skipped a damaged range: %s", QUEUES_TOPIC, damaged.message)
-            elif not records:
-                break
-            for rec in records:
-                try:
-                    manager.apply(_from_record(rec.value, now, now_ms), now)
-                except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
-                    self._log.warning("%s: skipping undecodable record at offset %d: %s", QUEUES_TOPIC, rec.offset,
-                                      exc)
-            applied += len(records)
-            offset = damaged.details["next_offset"] if damaged is not None else records[-1].offset + 1
+                manager.apply(_from_record(rec.value, now, now_ms), now)
+            except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
+                self._log.warning("%s: skipping undecodable record at offset %d: %s", QUEUES_TOPIC, rec.offset, exc)
+
+        applied = replay(plog, apply, self._log)
         manager.take_events()
         manager.tick(now)
         self._log.info("replayed %d record(s) of %s: %d queue(s)", applied, QUEUES_TOPIC, len(manager.queues))
