@@ -169,7 +169,7 @@ def latency(target: Any, server: Any, record_bytes: int, count: int | None, dura
     address = server.address
     fan = target.setup(address, f"bench-latency-{next(_ids)}", 1)
     job = {"target": target.name, "address": address, "fan": fan}
-    child = subprocess.Popen([sys.executable, "-m", "millpond.bench.fanout_waiter", json.dumps(job)],
+    child = subprocess.Popen([sys.executable, "-m", "millpond.bench.queue_waiter", json.dumps(job)],
                              stdout=subprocess.PIPE, text=True)
     hist = stats.new_histogram()
     try:

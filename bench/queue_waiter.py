@@ -1,13 +1,15 @@
-# The receiver of the queues benchmark's long-poll wake-up, in its own process (its own GIL, as a real worker):
-# `python -m millpond.bench.queue_waiter '<json>'`. Prints "ready" once connected, then "us N" for each message (the
-# µs from its send call to its receipt), and at the end one JSON line `{"error": ...}`: the sender's last message
-# (sequence number -1) ends it. Knows the queue target interface, nothing of how figures are summarised.
+# The receiver of the queues benchmark's long-poll wake-up and of the fan-out benchmark's publish-to-queue latency,
+# in its own process (its own GIL, as a real worker): `python -m millpond.bench.queue_waiter '<json>'`, the job
+# naming a queue (`"queue"`) or a fan-out (`"fan"`). Prints "ready" once connected, then "us N" for each message
+# (the µs from its send or publish call to its receipt), and at the end one JSON line `{"error": ...}`: the
+# sender's last message (sequence number -1) ends it. Knows the queue and fan-out target interfaces, nothing of how
+# figures are summarised.
 from __future__ import annotations
 
 import json
 import sys
 
-from millpond.bench.targets import queue_kit
+from millpond.bench.targets import fanout_kit, queue_kit
 
 
 def main(argv: list[str]) -> int:
@@ -20,7 +22,10 @@ def main(argv: list[str]) -> int:
         print(f"us {latency_us:.1f}", flush=True)
 
     try:
-        error = queue_kit.get(job["target"]).wake_receive(job["address"], job["queue"], ready, report)
+        if "fan" in job:
+            error = fanout_kit.get(job["target"]).latency_receive(job["address"], job["fan"], ready, report)
+        else:
+            error = queue_kit.get(job["target"]).wake_receive(job["address"], job["queue"], ready, report)
     except Exception as exc:  # reported to the parent, which aborts the run loudly
         error = f"receiver failed: {exc!r}"
     print(json.dumps({"error": error}), flush=True)
