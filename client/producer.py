@@ -386,7 +386,9 @@ class Producer:
             now = self._now()
             with self.lock:
                 if now - b.created < self.delivery_timeout_s:
-                    self._acc.retry_later(b, now)  # a batch ahead of it failed: it goes again once that one is through
+                    # a batch ahead of it failed: it goes again once that one is through (at once the first time;
+                    # refused again, with the retry backoff, so a broker that keeps refusing is not hammered)
+                    self._acc.retry_later(b, now + (self._backoff(b) if b.attempts > 1 else 0.0))
                 else:  # the broker keeps refusing it (its producer state lost?): never retried forever
                     self._count_failure(len(b.rows), exc)
                     self._acc.fail(b, exc)
@@ -399,9 +401,8 @@ class Producer:
             now = self._now()
             with self.lock:
                 if exc.retriable and now - b.created < self.delivery_timeout_s:
-                    lo, hi = self.retry_backoff_s
                     self._retries += 1
-                    self._acc.retry_later(b, now + min(hi, lo * 2 ** (b.attempts - 1)) * (0.5 + random.random() / 2))
+                    self._acc.retry_later(b, now + self._backoff(b))
                 else:
                     if isinstance(exc, UnknownTopicOrPartitionError):
                         self._acc.forget_topic(b.topic)
@@ -423,6 +424,11 @@ class Producer:
         with self.lock:
             self._notify_space()
         self._on_wake()
+
+    def _backoff(self, b: Batch) -> float:
+        """Seconds before ``b`` goes again: ``retry_backoff_s`` doubling per attempt up to its cap, with jitter."""
+        lo, hi = self.retry_backoff_s
+        return min(hi, lo * 2 ** min(b.attempts - 1, 32)) * (0.5 + random.random() / 2)
 
     def _count_failure(self, n: int, exc: BaseException) -> None:
         self._failed += n

@@ -8,7 +8,7 @@ import trio
 from clientkit import drain
 
 
-async def test_a_fetch_answer_that_never_comes_is_asked_again_after_the_timeout(broker, monkeypatch):
+async def test_a_fetch_answer_that_never_comes_is_asked_again_after_the_timeout(broker, monkeypatch, autojump_clock):
     from millpond.broker.server.connection import Connection
     from millpond.broker.wire.frames import decode_response
     from millpond.client import connect
@@ -39,7 +39,7 @@ async def test_a_fetch_answer_that_never_comes_is_asked_again_after_the_timeout(
     assert waited >= 0.3 + 0.1
 
 
-async def test_a_seek_while_a_fetch_is_parked_drops_its_answer(client):
+async def test_a_seek_while_a_fetch_is_parked_drops_its_answer(client, autojump_clock):
     await client.create_topic("s")
     async with client.producer() as p:
         for i in range(3):

@@ -57,7 +57,7 @@ async def test_a_lost_answer_stores_the_batch_once_only_when_idempotent(client, 
             assert sorted(set(values)) == list(range(part, n, 2))
 
 
-async def test_an_answer_that_never_comes_times_out_and_the_batch_is_stored_once(broker, monkeypatch):
+async def test_an_answer_that_never_comes_times_out_and_the_batch_is_stored_once(broker, monkeypatch, autojump_clock):
     """The broker stores a batch and holds its answer (the connection stays up): after ``request_timeout_s`` the
     producer gives up on that request, sends the batch again and is answered with the first offsets."""
     from millpond.broker.server.connection import Connection
@@ -121,7 +121,7 @@ async def test_idempotent_producer_pipelines_batches_of_one_partition(client):
     assert 2 <= peak <= 5 and p._acc.producer_id >= 0
 
 
-async def test_a_batch_refused_out_of_order_for_ever_fails_after_delivery_timeout_s(broker, client, monkeypatch):
+async def test_a_batch_refused_out_of_order_for_ever_fails_after_delivery_timeout_s(broker, client, monkeypatch, autojump_clock):
     """A broker that keeps answering OUT_OF_ORDER_SEQUENCE (its producer state lost) is not retried for ever: the
     batch fails with that error once it is delivery_timeout_s old."""
     from millpond.broker.core.log.api import Produce
