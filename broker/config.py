@@ -12,33 +12,54 @@ from millpond.broker.wire.errors import InvalidConfigError
 
 FSYNC_MODES = ("always", "interval", "never")
 STORAGE_KINDS = ("file", "memory")
-DAY_MS = 24 * 3600 * 1000
+DAY_S = 24 * 3600.0
+
+# Keys that used to be milliseconds: each is refused with its new name, in a config file and in keyword arguments
+# (DESIGN §6: seconds, float, in every config key; milliseconds only on the wire).
+RENAMED_KEYS = {"fsync_interval_ms": "fsync_interval_s", "retention_check_interval_ms": "retention_check_interval_s",
+                "retention_ms": "retention_s", "segment_ms": "segment_s"}
 
 
 @dataclass(frozen=True, slots=True)
 class TopicDefaults:
-    """Defaults for topics created without their own config. Wire and file units: milliseconds and bytes."""
+    """Defaults for topics created without their own config. Units: seconds (float) and bytes; -1 = no limit for
+    the two retention settings (Kafka's ``retention.ms`` / ``retention.bytes`` and ``segment.ms``, in seconds)."""
 
     partitions: int = 1
-    retention_ms: int = 7 * DAY_MS  # as Kafka retention.ms; -1 = keep forever
-    retention_bytes: int = -1  # per partition, as Kafka retention.bytes; -1 = unlimited
+    retention_s: float = 7 * DAY_S  # -1 = keep forever
+    retention_bytes: int = -1  # per partition; -1 = unlimited
     segment_bytes: int = 64 * 1024 * 1024
-    segment_ms: int = 7 * DAY_MS
+    segment_s: float = 7 * DAY_S
     index_interval_bytes: int = 4096
 
     def __post_init__(self) -> None:
         # The ranges of broker/core/log/topic_config.py, checked at load: a bad default would otherwise surface
         # only when a topic is created.
-        for name, low in (("partitions", 1), ("retention_ms", -1), ("retention_bytes", -1), ("segment_bytes", 1024),
-                          ("segment_ms", 1), ("index_interval_bytes", 0)):
+        for name, low in (("partitions", 1), ("retention_bytes", -1), ("segment_bytes", 1024),
+                          ("index_interval_bytes", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InvalidConfigError(f"topic_defaults.{name} must be an integer, got {value!r}")
             if value < low:
                 bound = ">= 0, or -1 for no limit (keep forever)" if low == -1 else f">= {low}"
                 raise InvalidConfigError(f"topic_defaults.{name} must be {bound}, got {value}")
+        for name in ("retention_s", "segment_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+                raise InvalidConfigError(f"topic_defaults.{name} must be a number of seconds, got {value!r}")
+        if self.retention_s != -1 and self.retention_s < 0:
+            raise InvalidConfigError(f"topic_defaults.retention_s must be >= 0 seconds, or -1 to keep forever, got "
+                                     f"{self.retention_s}")
+        if self.segment_s < 0.001:
+            raise InvalidConfigError(f"topic_defaults.segment_s must be >= 0.001 seconds, got {self.segment_s}")
         if self.segment_bytes > 2**31 - 1 or self.index_interval_bytes > 2**31 - 1:
             raise InvalidConfigError("topic_defaults.segment_bytes and index_interval_bytes must be < 2 GiB")
+
+    def to_wire(self) -> dict[str, int]:
+        """The topic config map in wire units (``retention_ms``, ``segment_ms``: milliseconds; sizes in bytes)."""
+        return {"retention_ms": -1 if self.retention_s == -1 else round(self.retention_s * 1000),
+                "retention_bytes": self.retention_bytes, "segment_bytes": self.segment_bytes,
+                "segment_ms": round(self.segment_s * 1000), "index_interval_bytes": self.index_interval_bytes}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +67,7 @@ class BrokerConfig:
     """Everything ``millpond serve`` and ``open_broker`` accept.
 
     ``data_dir=None`` (embedded only) means a temporary directory removed on exit. ``fsync``: ``"always"`` acks a
-    produce after the grouped fsync that covers it; ``"interval"`` fsyncs every ``fsync_interval_ms``; ``"never"``
+    produce after the grouped fsync that covers it; ``"interval"`` fsyncs every ``fsync_interval_s`` seconds; ``"never"``
     leaves flushing to the OS. ``storage``: ``"file"`` keeps topics under ``data_dir/topics`` (locked by
     ``data_dir/broker.lock``); ``"memory"`` keeps them in memory only: no topic files and no lock (two memory
     brokers share nothing), everything gone when the broker stops.
@@ -57,7 +78,7 @@ class BrokerConfig:
     port: int = 7420
     fsync: str = "always"
     storage: str = "file"
-    fsync_interval_ms: int = 100
+    fsync_interval_s: float = 0.1
     frame_bytes_max: int = 16 * 1024 * 1024
     batch_bytes_max: int = 8 * 1024 * 1024
     fetch_bytes_max: int = 8 * 1024 * 1024
@@ -79,7 +100,7 @@ class BrokerConfig:
     # below 1 MiB), so many slow readers together cost about this, plus one answer each.
     outbox_bytes_total_max: int = 256 * 1024 * 1024
     partitions_max: int = 1024
-    retention_check_interval_ms: int = 60_000
+    retention_check_interval_s: float = 60.0  # how often time and size retention run
     shutdown_grace_s: float = 5.0
     topic_defaults: TopicDefaults = field(default_factory=TopicDefaults)
     # Limit policies from the config file ([[limits]] tables; see broker/core/limits/policy.py for the keys).
@@ -100,7 +121,8 @@ class BrokerConfig:
 
     def __post_init__(self) -> None:
         for name, kind in (("host", str), ("port", int), ("fsync", str), ("shutdown_grace_s", (int, float)),
-                           ("handshake_timeout_s", (int, float)), ("idle_timeout_s", (int, float))):
+                           ("handshake_timeout_s", (int, float)), ("idle_timeout_s", (int, float)),
+                           ("fsync_interval_s", (int, float)), ("retention_check_interval_s", (int, float))):
             value = getattr(self, name)
             if not isinstance(value, kind) or isinstance(value, bool):
                 want = "a string" if kind is str else "a number" if kind != int else "an integer"
@@ -110,12 +132,14 @@ class BrokerConfig:
         if not isinstance(self.storage, str) or self.storage not in STORAGE_KINDS:
             raise InvalidConfigError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}")
         for name in ("frame_bytes_max", "batch_bytes_max", "fetch_bytes_max", "requests_in_flight_max",
-                     "connections_max", "partitions_max", "fsync_interval_ms", "retention_check_interval_ms",
-                     "connection_outbox_bytes_max", "outbox_bytes_total_max", "queue_messages_max",
+                     "connections_max", "partitions_max", "connection_outbox_bytes_max", "outbox_bytes_total_max", "queue_messages_max",
                      "webhook_requests_max"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("fsync_interval_s", "retention_check_interval_s"):
+            if not getattr(self, name) >= 0.001:
+                raise InvalidConfigError(f"{name} must be >= 0.001 seconds, got {getattr(self, name)!r}")
         for name in ("handshake_timeout_s", "idle_timeout_s"):
             if getattr(self, name) < 0:
                 raise InvalidConfigError(f"{name} must be >= 0 seconds (0 turns it off), got {getattr(self, name)!r}")
@@ -156,6 +180,10 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
+        if key in RENAMED_KEYS:
+            new = RENAMED_KEYS[key]
+            raise InvalidConfigError(f"config key '{where}{key}' (milliseconds) is now '{where}{new}', in seconds "
+                                     f"(a float): e.g. {where}{new} = {_example_s(key, value)}")
         if key not in known:
             raise InvalidConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(known))}")
         if key == "topic_defaults":
@@ -164,13 +192,18 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
             value = _build(TopicDefaults, value, "topic_defaults.")
         elif key == "data_dir":
             value = Path(value)
-        elif cls is TopicDefaults and (not isinstance(value, int) or isinstance(value, bool)):
-            raise InvalidConfigError(f"{where}{key} must be an integer, got {value!r}")
         kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise InvalidConfigError(f"bad config in {where or 'top level'}: {exc}") from None
+
+
+def _example_s(key: str, value: Any) -> str:
+    """The old millisecond ``value`` in seconds, for the renamed key's message (its default if not a number)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "-1" if value == -1 and key == "retention_ms" else f"{value / 1000:g}"
+    return "0.1" if key == "fsync_interval_ms" else "60"
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> BrokerConfig:

@@ -16,7 +16,8 @@ from millpond.broker.wire.errors import ConnectionClosedError, ThrottledError, U
 from millpond.client._connection import Connection
 from millpond.client.consumer import Consumer
 from millpond.client.producer import Producer
-from millpond.client._protocol import create_topic_body, offset_spec, parse_address, parse_topic_description
+from millpond.client._protocol import (create_topic_body, offset_spec, parse_address, parse_topic_description,
+                                       topic_config_from_wire)
 from millpond.client._group import Callback
 from millpond.client.limits import LimitPolicy, parse_policy, policy_body
 from millpond.client.queues import Queue, QueueInfo, parse_queue_info, queue_attributes_body
@@ -170,12 +171,13 @@ class Client:
                            segment_s: float | None = None) -> dict[str, Any]:
         """Create a topic. Durations in seconds (negative = unlimited), sizes in bytes; ``None`` = broker default.
 
-        Returns the broker's answer ``{"name", "partitions", "config"}`` (config in wire units, ms).
+        Returns ``{"name", "partitions", "config"}``, ``config`` as in ``TopicDescription`` (seconds and bytes).
         Raises ``TopicAlreadyExistsError``, ``InvalidTopicNameError``, ``InvalidPartitionsError``,
         ``InvalidConfigError``.
         """
-        return await self.request("create_topic", create_topic_body(
+        answer = await self.request("create_topic", create_topic_body(
             name, partitions, retention_s, retention_bytes, segment_bytes, segment_s))
+        return {**answer, "config": topic_config_from_wire(answer.get("config"))}
 
     async def delete_topic(self, name: str) -> None:
         """Delete a topic and its data. Raises ``UnknownTopicOrPartitionError``."""

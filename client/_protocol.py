@@ -171,6 +171,18 @@ def create_topic_body(
     return body
 
 
+def topic_config_from_wire(config: dict[str, Any] | None) -> dict[str, Any]:
+    """A topic's wire config for the Python API: ``x_ms`` milliseconds become ``x_s`` seconds (float; -1 stays -1,
+    no limit), byte sizes stay as they are."""
+    out: dict[str, Any] = {}
+    for key, value in (config or {}).items():
+        if key.endswith("_ms"):
+            out[key[:-3] + "_s"] = -1 if value == -1 else int(value) / 1000
+        else:
+            out[key] = value
+    return out
+
+
 def parse_topic_description(body: dict[str, Any]) -> TopicDescription:
     parts = tuple(
         PartitionDescription(
@@ -183,7 +195,8 @@ def parse_topic_description(body: dict[str, Any]) -> TopicDescription:
         )
         for p in sorted(body["partitions"], key=lambda p: p["partition"])
     )
-    return TopicDescription(name=body["name"], config=dict(body.get("config") or {}), partitions=parts)
+    return TopicDescription(name=body["name"], config=topic_config_from_wire(body.get("config")),
+                            partitions=parts)
 
 
 def offset_spec(spec: str | int) -> str | int:

@@ -35,7 +35,7 @@ class SubscriptionInfo:
     """A topic's subscription: ``id`` (names it in ``unsubscribe`` and ``describe_subscription``), ``topic``,
     ``queue`` (its target queue, or None for a webhook), ``filter_policy`` (JSON text, None: every record),
     ``filter_policy_scope`` (``"MessageAttributes"``: record headers, or ``"MessageBody"``: the JSON value),
-    ``raw`` (SNS's raw message delivery), ``dead_letter_queue``, ``created_ms`` (wall-clock ms); a webhook's
+    ``raw`` (SNS's raw message delivery), ``dead_letter_queue``, ``created_s`` (wall-clock epoch seconds, float); a webhook's
     ``url`` and ``delivery`` policy (None for a queue)."""
 
     id: str
@@ -45,7 +45,7 @@ class SubscriptionInfo:
     filter_policy_scope: str
     raw: bool
     dead_letter_queue: str | None
-    created_ms: int
+    created_s: float
     url: str | None = None
     delivery: DeliveryPolicy | None = None
 
@@ -118,7 +118,7 @@ def parse_info(b: Mapping[str, Any]) -> SubscriptionInfo:
     queue = b.get("queue")
     return SubscriptionInfo(str(b["id"]), str(b["topic"]), None if queue is None else str(queue),
                             b.get("filter_policy"), str(b["filter_policy_scope"]), bool(b["raw"]),
-                            b.get("dead_letter_queue"), int(b["created_ms"]), b.get("url"), delivery)
+                            b.get("dead_letter_queue"), int(b["created_ms"]) / 1000, b.get("url"), delivery)
 
 
 def parse_description(b: Mapping[str, Any]) -> SubscriptionDescription:

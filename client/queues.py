@@ -24,7 +24,8 @@ _ATTRIBUTES = ("visibility_timeout_s", "delay_s", "retention_s", "message_bytes_
 @dataclass(frozen=True, slots=True)
 class QueueMessage:
     """One received message: ``receipt_handle`` deletes it or changes its visibility (this delivery only);
-    ``receive_count`` counts this delivery; ``sent_ms``/``first_receive_ms``: wall-clock epoch ms;
+    ``receive_count`` counts this delivery; ``sent_ms``/``first_receive_ms``: wall-clock epoch ms, timestamps of the
+    message as a record's (SQS's SentTimestamp and ApproximateFirstReceiveTimestamp are epoch ms too);
     ``sequence_number``: FIFO queues only; ``dead_letter_source``: the queue it was moved from, in a DLQ."""
 
     message_id: str
@@ -51,7 +52,9 @@ class SendResult:
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
-    """A queue's attributes (seconds, bytes) and its message counts (visible, in flight, delayed)."""
+    """A queue's attributes (seconds, bytes) and its message counts (visible, in flight, delayed); ``created_s``,
+    ``modified_s``: when it was created and its attributes last changed, wall-clock epoch seconds (float; SQS's
+    CreatedTimestamp and LastModifiedTimestamp are epoch seconds)."""
 
     name: str
     fifo: bool
@@ -66,8 +69,8 @@ class QueueInfo:
     messages_visible: int
     messages_in_flight: int
     messages_delayed: int
-    created_ms: int
-    modified_ms: int
+    created_s: float
+    modified_s: float
 
 
 def _ms(seconds: float) -> int:

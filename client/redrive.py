@@ -20,8 +20,8 @@ class MoveTask:
     """A redrive task, as SQS ListMessageMoveTasks shows one. ``status``: ``"RUNNING"``, ``"COMPLETED"``,
     ``"CANCELLED"`` or ``"FAILED"`` (then ``failure_reason``); ``source``: the dead-letter queue; ``destination``
     and ``messages_per_second`` None when the start did not give them (each message went back to its own source;
-    500 messages/s); ``messages_to_move``: what the queue held when the task started; ``started_ms``: wall-clock
-    epoch ms."""
+    500 messages/s); ``messages_to_move``: what the queue held when the task started; ``started_s``: wall-clock
+    epoch seconds (float)."""
 
     task_handle: str
     status: str
@@ -31,7 +31,7 @@ class MoveTask:
     messages_moved: int
     messages_to_move: int
     failure_reason: str | None
-    started_ms: int
+    started_s: float
 
     @property
     def running(self) -> bool:
@@ -47,7 +47,8 @@ class MoveTask:
 
 
 def _task(body: dict[str, Any]) -> MoveTask:
-    return MoveTask(**{f.name: body[f.name] for f in fields(MoveTask)})
+    values = {f.name: body[f.name] for f in fields(MoveTask) if f.name != "started_s"}
+    return MoveTask(**values, started_s=int(body["started_ms"]) / 1000)
 
 
 async def start(queue: Queue, to: str | None, messages_per_second: int | None) -> str:

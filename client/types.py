@@ -55,7 +55,8 @@ class PartitionDescription:
 
 @dataclass(frozen=True, slots=True)
 class TopicDescription:
-    """``describe_topic`` answer. ``config`` is the wire config (``retention_ms``, ``segment_bytes``...; -1 = unlimited)."""
+    """``describe_topic`` answer. ``config``: ``retention_s``, ``segment_s`` (seconds), ``retention_bytes``,
+    ``segment_bytes``, ``index_interval_bytes`` (bytes); -1 = unlimited."""
 
     name: str
     config: dict[str, Any]

@@ -27,6 +27,8 @@ def test_the_config_example_is_a_valid_config(tmp_path):
     finally:
         engine.close()
     assert tomllib.loads(block)["topic_defaults"]["segment_bytes"] == 67108864
+    assert (config.fsync_interval_s, config.topic_defaults.retention_s, config.topic_defaults.segment_s) == (
+        0.1, 604_800, 604_800)
 
 
 def test_every_millpond_command_in_the_readme_parses():

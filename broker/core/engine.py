@@ -111,7 +111,7 @@ class Engine:
         self.queues.open(ctx)
         self.fanout.open(ctx)  # after the queues: it reads their fan-out marks
         self.limits.open()
-        self._retention_at = ctx.now + self.config.retention_check_interval_ms / 1000
+        self._retention_at = ctx.now + self.config.retention_check_interval_s
         self._sweep_at = ctx.now + LIMITS_SWEEP_INTERVAL_S
 
     def close(self) -> None:
@@ -180,7 +180,7 @@ class Engine:
         self.queues.tick(ctx)  # visibility timeouts and delays ending, retention, FIFO deduplication windows
         self.fanout.tick(ctx)  # one bounded turn of fan-out delivery (next_deadline says now while more waits)
         if now >= self._retention_at:
-            self._retention_at = now + self.config.retention_check_interval_ms / 1000
+            self._retention_at = now + self.config.retention_check_interval_s
             deleted = self.log.enforce_retention(ctx.now_ms)
             if deleted:
                 log.info("retention deleted %d segment(s)", deleted)

@@ -23,7 +23,7 @@ def test_negative_seconds_are_refused_and_minus_one_keeps_forever(daemon):
     assert mp("topics", "list", *b).stdout.split() == []
     r = mp("topics", "create", "t", "--retention-s=-1", *b)
     assert r.returncode == 0, r.stderr
-    assert json.loads(mp("topics", "describe", "t", "--json", *b).stdout)["config"]["retention_ms"] == -1
+    assert json.loads(mp("topics", "describe", "t", "--json", *b).stdout)["config"]["retention_s"] == -1
 
 
 def test_serve_on_a_data_directory_that_is_a_file_says_so(tmp_path):

@@ -35,7 +35,7 @@ def test_keys_partition_json_and_max(daemon):
         (1, 0, "a", "1"), (1, 1, "b", {"base64": "/w=="}), (1, 2, None, "nokey")]
     assert all(isinstance(x["timestamp_ms"], int) and x["topic"] == "kv" for x in rows)
     d = json.loads(mp("topics", "describe", "kv", "--json", *b).stdout)
-    assert [p["log_end_offset"] for p in d["partitions"]] == [0, 3] and d["config"]["retention_ms"] == 60_000
+    assert [p["log_end_offset"] for p in d["partitions"]] == [0, 3] and d["config"]["retention_s"] == 60.0
     assert json.loads(mp("topics", "list", "--json", *b).stdout) == ["kv"]
     assert mp("topics", "delete", "kv", *b).returncode == 0
     assert mp("topics", "list", *b).stdout == b""

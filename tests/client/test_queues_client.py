@@ -103,3 +103,23 @@ def test_the_blocking_client_mirrors_the_queue_api(daemon):
         q.purge()
         assert c.queue_attributes("q").messages_visible == 0 and c.list_queues() == ["dlq", "q"]
         c.delete_queue("q")
+
+
+async def test_wall_clock_times_of_queues_subscriptions_and_redrives_are_epoch_seconds(client):
+    import time
+
+    before = time.time()
+    info = await client.create_queue("dlq")
+    await client.create_topic("t")
+    sub = await client.subscribe("t", queue="dlq")
+    await client.create_queue("src", dead_letter_queue="dlq", max_receive_count=1)
+    await client.queue("dlq").start_redrive()
+    [task] = await client.queue("dlq").redrive_tasks()
+    after = time.time()
+    # floats of seconds since the epoch (SQS's CreatedTimestamp is epoch seconds), not the wire's milliseconds
+    for seconds in (info.created_s, info.modified_s, sub.created_s, task.started_s):
+        assert isinstance(seconds, float) and before - 1 <= seconds <= after + 1
+    # a message's own timestamps stay epoch milliseconds, as a record's timestamp_ms
+    await client.queue("src").send(b"x")
+    [m] = await client.queue("src").receive(wait_s=0.0)
+    assert isinstance(m.sent_ms, int) and before * 1000 - 1000 <= m.sent_ms <= time.time() * 1000 + 1000

@@ -19,11 +19,13 @@ from clientkit import drain
 
 
 async def test_admin_round_trip(client):
-    await client.create_topic("orders", partitions=3, retention_s=3600, segment_bytes=1 << 20)
+    answer = await client.create_topic("orders", partitions=3, retention_s=3600, segment_bytes=1 << 20)
+    assert answer["config"] == {"retention_s": 3600.0, "retention_bytes": -1, "segment_bytes": 1 << 20,
+                                "segment_s": 604_800.0, "index_interval_bytes": 4096}  # seconds, not the wire's ms
     assert "orders" in await client.list_topics()
     d = await client.describe_topic("orders")
     assert [p.partition for p in d.partitions] == [0, 1, 2]
-    assert d.config["retention_ms"] == 3_600_000 and d.config["segment_bytes"] == 1 << 20
+    assert d.config["retention_s"] == 3600.0 and d.config["segment_bytes"] == 1 << 20
     assert all(p.log_end_offset == 0 and p.high_watermark == 0 for p in d.partitions)
     assert await client.metadata(["orders", "nope"]) == {"orders": 3}
     with pytest.raises(TopicAlreadyExistsError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from millpond.broker.config import TopicDefaults
@@ -59,11 +59,11 @@ class TopicConfig:
 
     @classmethod
     def from_wire(cls, config: dict[str, Any] | None, defaults: TopicDefaults) -> "TopicConfig":
-        """Build from a wire/file map laid over ``defaults``.
+        """Build from a wire/file map laid over ``defaults`` (the broker's config, in seconds: converted here).
 
         Raises ``InvalidConfigError`` naming the key: unknown key, non-integer value, or value out of range.
         """
-        values = {f.name: getattr(defaults, f.name) for f in fields(cls)}
+        values = defaults.to_wire()
         if config is not None:
             if not isinstance(config, dict):
                 raise InvalidConfigError(f"topic config must be a map, got {type(config).__name__}")

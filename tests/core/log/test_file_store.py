@@ -141,7 +141,7 @@ def test_a_roll_renames_the_spare_file_made_in_the_background(env, monkeypatch):
 
 
 def test_retention_forgets_segments_at_once_and_removes_their_files_in_jobs(env):
-    manager = env.open(segment_bytes=1024, retention_ms=1000)
+    manager = env.open(segment_bytes=1024, retention_s=1)
     manager.create_topic("t", 1, None, T0)
     log = manager.partition("t", 0)
     for i in range(9):

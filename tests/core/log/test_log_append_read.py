@@ -71,7 +71,7 @@ def test_batch_bigger_than_segment_bytes_gets_a_segment_of_its_own(anyenv):
 
 
 def test_roll_by_age_counts_from_the_first_append(anyenv):
-    manager = anyenv.open(segment_ms=60_000)
+    manager = anyenv.open(segment_s=60)
     manager.create_topic("t", 1, None, T0)
     log = manager.partition("t", 0)
     append(log, [b"a"], now_ms=T0)
@@ -87,7 +87,7 @@ def test_roll_by_age_counts_from_the_first_append(anyenv):
 
 
 def test_empty_active_segment_never_rolls(anyenv):
-    manager = anyenv.open(segment_ms=10)
+    manager = anyenv.open(segment_s=0.01)
     manager.create_topic("t", 1, None, T0)
     log = manager.partition("t", 0)
     append(log, [b"a"], now_ms=T0 + 1_000_000)

@@ -103,73 +103,27 @@ def test_growth_whose_partitions_cannot_open_is_undone(env, monkeypatch, k):
     assert len(again.topics["t"].partitions) == 5
 
 
-# -- finding 9: storage failures are logged --------------------------------------------------------------------
-def test_a_full_disk_is_logged_once_per_episode_and_its_end_too(env, monkeypatch, caplog):
-    m = env.open()
-    m.create_topic("t", 1, None, T0)
-    log = m.partition("t", 0)
-    append(log, [b"a"])
-    with monkeypatch.context() as patch:
-        patch.setattr(file_store.Segment, "append", lambda *a, **k: (_ for _ in ()).throw(ENOSPC))
-        for _ in range(3):
-            with pytest.raises(StorageError, match="No space left on device"):
-                append(log, [b"b"])
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert errors == ["cannot append to t/0: No space left on device (further failures here are counted until one "
-                      "succeeds)"]
-    assert append(log, [b"c"]) == 1 and value_at(log, 1) == b"c"
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
-        "t/0: appends succeed again after 3 storage failure(s)"]
-
-
-def test_a_settings_file_that_cannot_be_written_is_logged(tmp_path, caplog, monkeypatch):
-    from millpond.broker.core.log import files
-
-    fail_on_call(monkeypatch, files.os, "replace", 1, ENOSPC)
-    with pytest.raises(StorageError, match="No space left on device"):
-        files.save_record(tmp_path / "x.record", {"a": 1})
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
-        f"cannot write {tmp_path / 'x.record'}: No space left on device"]
-
-
-@pytest.mark.parametrize("shape", ["data-dir-is-a-file", "topics-is-a-file", "a-parent-is-a-file"])
-def test_a_data_directory_that_is_a_file_is_named_as_such(tmp_path, shape):
-    from logkit import LogEnv
-
-    if shape == "data-dir-is-a-file":
-        (tmp_path / "data").write_text("x")
-        where, words = tmp_path / "data", f"{tmp_path / 'data'} is a file, not a directory"
-    elif shape == "topics-is-a-file":
-        (tmp_path / "data").mkdir()
-        (tmp_path / "data" / "topics").write_text("x")
-        where, words = tmp_path / "data", f"{tmp_path / 'data' / 'topics'} is a file, not a directory"
-    else:
-        (tmp_path / "file").write_text("x")
-        where, words = tmp_path / "file" / "data", f"a part of {tmp_path / 'file' / 'data'} is a file"
-    with pytest.raises(StorageError) as info:
-        LogEnv(where).open()
-    assert info.value.message == f"cannot open data directory {where}: " + words + (
-        " (give a directory, or a path to create one at)" if "is a file, not" in words else ", not a directory")
-
-
 # -- finding 9: a negative retention other than -1 is refused, never read as "forever" ---------------------------
-@pytest.mark.parametrize("key", ["retention_ms", "retention_bytes"])
+@pytest.mark.parametrize("key, wire_key, scale", [("retention_s", "retention_ms", 1000),
+                                                  ("retention_bytes", "retention_bytes", 1)])
 @pytest.mark.parametrize("value, ok", [(-1, True), (0, True), (5, True), (-2, False), (-5000, False)])
-def test_retention_below_minus_one_is_refused_everywhere_it_is_given(tmp_path, key, value, ok):
+def test_retention_below_minus_one_is_refused_everywhere_it_is_given(tmp_path, key, wire_key, scale, value, ok):
     from millpond.broker.config import TopicDefaults, load_config
     from millpond.broker.core.log.topic_config import TopicConfig
     from millpond.broker.wire.errors import InvalidConfigError
 
     config = tmp_path / "m.toml"
     config.write_text(f"[topic_defaults]\n{key} = {value}\n")
+    wire = value if value == -1 else value * scale
     if ok:
         assert getattr(load_config(config).topic_defaults, key) == value
-        assert getattr(TopicConfig.from_wire({key: value}, TopicDefaults()), key) == value
+        assert getattr(TopicConfig.from_wire(None, load_config(config).topic_defaults), wire_key) == wire
+        assert getattr(TopicConfig.from_wire({wire_key: wire}, TopicDefaults()), wire_key) == wire
         return
-    with pytest.raises(InvalidConfigError, match=f"topic_defaults.{key} must be >= 0, or -1 for no limit"):
+    with pytest.raises(InvalidConfigError, match=f"topic_defaults.{key} must be >= 0.*-1"):
         load_config(config)
-    with pytest.raises(InvalidConfigError, match=f"topic config {key} must be >= 0, or -1 for no limit"):
-        TopicConfig.from_wire({key: value}, TopicDefaults())
+    with pytest.raises(InvalidConfigError, match=f"topic config {wire_key} must be >= 0, or -1 for no limit"):
+        TopicConfig.from_wire({wire_key: wire}, TopicDefaults())
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -189,8 +143,8 @@ def test_the_client_refuses_negative_seconds_instead_of_meaning_forever(field, v
 
 @pytest.mark.parametrize("bad, words", [({"segment_bytes": 5}, "segment_bytes must be >= 1024"),
                                         ({"partitions": 0}, "partitions must be >= 1"),
-                                        ({"segment_ms": 0}, "segment_ms must be >= 1"),
-                                        ({"retention_ms": "forever"}, "retention_ms must be an integer")])
+                                        ({"segment_s": 0}, "segment_s must be >= 0.001 seconds"),
+                                        ({"retention_s": "forever"}, "retention_s must be a number of seconds")])
 def test_topic_defaults_are_checked_when_the_config_loads(bad, words):
     from millpond.broker.config import load_config
     from millpond.broker.wire.errors import InvalidConfigError

@@ -148,7 +148,7 @@ def test_a_snapshot_beyond_the_log_end_is_removed_not_trusted(env):
 
 
 def test_retention_forgets_producers_whose_batches_are_gone_and_keeps_the_others(env):
-    m = env.open(segment_bytes=SEG, retention_ms=1000)
+    m = env.open(segment_bytes=SEG, retention_s=1)
     m.create_topic("t", 1, None, T0)
     log = m.partition("t", 0)
     log.append(*idem(b"q" * SEG, Q, 0, ts=T0 - 10_000), T0)  # Q writes once, long ago, alone in the first segment
@@ -156,7 +156,7 @@ def test_retention_forgets_producers_whose_batches_are_gone_and_keeps_the_others
     flush(m)
     assert log.enforce_retention(T0 + 500) == 1 and log.log_start_offset == 1
     m.close()
-    log = env.open(segment_bytes=SEG, retention_ms=1000).partition("t", 0)
+    log = env.open(segment_bytes=SEG, retention_s=1).partition("t", 0)
     assert log.log_start_offset == 1
     check_retries(log, sent)
     log.append(*idem(b"q", Q, 5), T0)  # Q is forgotten: any sequence is taken, as Kafka's for an unknown producer

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from millpond.broker.wire.batch import decode_records, iter_batches
 from logkit import STORAGES, T0, LogEnv, append, flush
 
-CONFIG = dict(segment_bytes=1024, index_interval_bytes=150, segment_ms=1000)
+CONFIG = dict(segment_bytes=1024, index_interval_bytes=150, segment_s=1)
 
 appends = st.tuples(
     st.just("append"),

@@ -77,7 +77,7 @@ def fill(env, **config):
 
 def test_retention_by_time_deletes_old_segments_and_moves_log_start(anyenv):
     env = anyenv
-    manager, log = fill(env, retention_ms=DAY_MS)
+    manager, log = fill(env, retention_s=DAY_MS / 1000)
     segment_bytes = log.store.segments[0].size
     # Segment 0's largest timestamp is T0+3: it goes once now - (T0+3) > one day.
     assert manager.enforce_retention(T0 + 3 + DAY_MS) == 0
@@ -101,7 +101,7 @@ def test_retention_by_time_deletes_old_segments_and_moves_log_start(anyenv):
 
 def test_retention_deleting_everything_rolls_an_empty_segment_and_keeps_counting(anyenv):
     env = anyenv
-    manager, log = fill(env, retention_ms=DAY_MS)
+    manager, log = fill(env, retention_s=DAY_MS / 1000)
     assert manager.enforce_retention(T0 + 10 * DAY_MS) == 4
     assert (log.log_start_offset, log.log_end_offset, log.segment_count, log.size_bytes) == (16, 16, 1, 0)
     assert bases(log) == [16]
@@ -115,14 +115,14 @@ def test_retention_deleting_everything_rolls_an_empty_segment_and_keeps_counting
     manager.close()
     if not env.files:
         return
-    reopened = env.open(retention_ms=DAY_MS).partition("t", 0)
+    reopened = env.open(retention_s=DAY_MS / 1000).partition("t", 0)
     assert (reopened.log_start_offset, reopened.log_end_offset) == (16, 17)
     assert value_at(reopened, 16) == b"next"
 
 
 def test_retention_by_size_deletes_oldest_while_the_rest_still_fits(anyenv):
     env = anyenv
-    manager, log = fill(env, retention_ms=-1)
+    manager, log = fill(env, retention_s=-1)
     seg = log.store.segments[0].size
     log.config = log.config.__class__(**{**log.config.to_wire(), "retention_bytes": 2 * seg})
     assert manager.enforce_retention(T0 + 100 * DAY_MS) == 2  # total - segment >= limit: 4s-s >= 2s, 3s-s >= 2s
@@ -146,7 +146,7 @@ def test_retention_by_size_set_at_creation(anyenv):
 
 def test_retention_keeps_what_is_not_yet_durable_under_always(anyenv):
     env = anyenv
-    manager, log = fill(env, retention_ms=DAY_MS, fsync_mode="always", retention_bytes=-1)
+    manager, log = fill(env, retention_s=DAY_MS / 1000, fsync_mode="always", retention_bytes=-1)
     if env.files:
         assert log.high_watermark == 0 and manager.enforce_retention(T0 + 100 * DAY_MS) == 0  # rolls sync nothing
         log.mark_durable(12)  # as if a plan had covered the first three segments; the active one is not yet
@@ -161,6 +161,6 @@ def test_retention_keeps_what_is_not_yet_durable_under_always(anyenv):
 
 def test_unlimited_retention_deletes_nothing(anyenv):
     env = anyenv
-    manager, log = fill(env, retention_ms=-1, retention_bytes=-1)
+    manager, log = fill(env, retention_s=-1, retention_bytes=-1)
     assert manager.enforce_retention(T0 + 10_000 * DAY_MS) == 0
     assert log.log_start_offset == 0

@@ -61,7 +61,7 @@ def test_longest_name_and_every_allowed_character_are_accepted(anyenv):
 
 
 def test_topic_config_from_wire_applies_defaults_and_round_trips():
-    defaults = TopicDefaults(retention_ms=1000, segment_bytes=4096)
+    defaults = TopicDefaults(retention_s=1, segment_bytes=4096)  # seconds in the config, ms on the wire
     config = TopicConfig.from_wire({"retention_bytes": 10_000, "segment_ms": 60_000}, defaults)
     assert config == TopicConfig(
         retention_ms=1000, retention_bytes=10_000, segment_bytes=4096, segment_ms=60_000, index_interval_bytes=4096
@@ -119,18 +119,18 @@ def test_create_existing_topic_is_refused(anyenv):
 
 
 def test_topic_metadata_survives_reopen(env):
-    manager = env.open(retention_ms=5000)
+    manager = env.open(retention_s=5)
     manager.create_topic("orders", 3, {"segment_bytes": 2048, "retention_bytes": 99_999}, T0)
     manager.create_topic("events", 1, None, T0)
     append(manager.partition("orders", 2), [b"a", b"b"])
     manager.close()
     manager.close()  # idempotent
-    reopened = env.open(retention_ms=1)  # the stored config wins over changed defaults
+    reopened = env.open(retention_s=0.001)  # the stored config wins over changed defaults
     orders = reopened.topics["orders"]
     assert orders.name == "orders"
     assert [p.partition for p in orders.partitions] == [0, 1, 2]
     assert orders.config == TopicConfig(
-        retention_ms=5000, retention_bytes=99_999, segment_bytes=2048, segment_ms=TopicDefaults().segment_ms,
+        retention_ms=5000, retention_bytes=99_999, segment_bytes=2048, segment_ms=TopicDefaults().to_wire()["segment_ms"],
         index_interval_bytes=4096,
     )
     assert reopened.topics["events"].config.retention_ms == 5000
