@@ -67,8 +67,8 @@ class BrokerConfig:
     """Everything ``millpond serve`` and ``open_broker`` accept.
 
     ``data_dir=None`` (embedded only) means a temporary directory removed on exit. ``fsync``: ``"always"`` acks a
-    produce after the grouped fsync that covers it; ``"interval"`` fsyncs every ``fsync_interval_s`` seconds; ``"never"``
-    leaves flushing to the OS. ``storage``: ``"file"`` keeps topics under ``data_dir/topics`` (locked by
+    produce after the grouped fsync that covers it; ``"interval"`` fsyncs every ``fsync_interval_s`` seconds;
+    ``"never"`` leaves flushing to the OS. ``storage``: ``"file"`` keeps topics under ``data_dir/topics`` (locked by
     ``data_dir/broker.lock``); ``"memory"`` keeps them in memory only: no topic files and no lock (two memory
     brokers share nothing), everything gone when the broker stops.
     """

@@ -84,7 +84,7 @@ class Consumer:
             raise ValueError(f"auto_offset_reset must be 'earliest', 'latest' or 'error', got {auto_offset_reset!r}")
         self._client = client
         self.auto_offset_reset = auto_offset_reset
-        self.max_wait_ms = int(max_wait_s * 1000)
+        self.max_wait_s = max_wait_s
         self.fetch_bytes = fetch_bytes
         self.retry_backoff_s = retry_backoff_s
         self.skip_corrupt = skip_corrupt
@@ -455,8 +455,9 @@ class Consumer:
             done.set()
 
         cid = conn.begin_callback("fetch", {"partitions": [[t, p, off] for (t, p), off, _ in asked],
-                                            "max_bytes": self.fetch_bytes, "max_wait_ms": self.max_wait_ms}, answered)
-        timeout_s = self._client.request_timeout_s + self.max_wait_ms / 1000
+                                            "max_bytes": self.fetch_bytes,
+                                            "max_wait_ms": round(self.max_wait_s * 1000)}, answered)
+        timeout_s = self._client.request_timeout_s + self.max_wait_s
         try:
             with anyio.CancelScope() as scope:
                 self._fetch_scope = scope

@@ -35,8 +35,8 @@ class SubscriptionInfo:
     """A topic's subscription: ``id`` (names it in ``unsubscribe`` and ``describe_subscription``), ``topic``,
     ``queue`` (its target queue, or None for a webhook), ``filter_policy`` (JSON text, None: every record),
     ``filter_policy_scope`` (``"MessageAttributes"``: record headers, or ``"MessageBody"``: the JSON value),
-    ``raw`` (SNS's raw message delivery), ``dead_letter_queue``, ``created_s`` (wall-clock epoch seconds, float); a webhook's
-    ``url`` and ``delivery`` policy (None for a queue)."""
+    ``raw`` (SNS's raw message delivery), ``dead_letter_queue``, ``created_s`` (wall-clock epoch seconds, float);
+    a webhook's ``url`` and ``delivery`` policy (None for a queue)."""
 
     id: str
     topic: str
