@@ -392,7 +392,7 @@ class Client:
         return [GroupListing(str(g["group"]), str(g["state"]), int(g["members"])) for g in body["groups"]]
 
     async def describe_group(self, group: str) -> GroupDescription:
-        """State, generation, members (client id, host, assignment) and, per partition, committed offset, end
+        """State, group epoch, members (client id, host, assignment) and, per partition, committed offset, end
         offset and lag. Raises ``UnknownGroupError``, ``InvalidGroupIdError``."""
         return parse_group_description(await self.request("describe_group", {"group": group}))
 

@@ -103,7 +103,7 @@ class GroupListing:
 
 @dataclass(frozen=True, slots=True)
 class GroupMemberDescription:
-    """A member of a described consumer group. ``member_epoch``: the generation it has reached; ``state``: its
+    """A member of a described consumer group. ``member_epoch``: the group epoch it has reached (KIP-848); ``state``: its
     reconciliation state (KIP-848: ``stable``, ``unrevoked_partitions``, ``unreleased_partitions``,
     ``left_temporarily``); ``assignment``: partitions it owns now; ``revoking``: told to give up, not yet confirmed."""
 
@@ -133,8 +133,8 @@ class GroupPartitionOffsets:
 
 @dataclass(frozen=True, slots=True)
 class GroupDescription:
-    """``describe_group`` answer. ``group_epoch``: the generation, bumped on every change of members,
-    subscriptions or partition counts. ``state``: ``empty``, ``reconciling`` or ``stable``."""
+    """``describe_group`` answer. ``group_epoch`` (KIP-848's term; the classic protocol's generation): bumped on
+    every change of members, subscriptions or partition counts. ``state``: ``empty``, ``reconciling`` or ``stable``."""
 
     group: str
     state: str

@@ -73,12 +73,13 @@ def _describe(d: Any, as_json: bool) -> None:
         doc["lag"] = d.lag
         print(json.dumps(doc, indent=2))
         return
-    print(f"consumer group {d.group}: {d.state}, generation {d.group_epoch}, assignor {d.assignor}, "
+    # KIP-848's terms, as the JSON's group_epoch and member_epoch
+    print(f"consumer group {d.group}: {d.state}, group epoch {d.group_epoch}, assignor {d.assignor}, "
           f"{len(d.members)} member(s), lag {d.lag}")
     for m in d.members:
         parts = ", ".join(f"{t}/{p}" for t, p in m.assignment) or "-"
         static = f" instance {m.group_instance_id}" if m.group_instance_id else ""
-        print(f"  member {m.member_id}{static} client {m.client_id} host {m.host} epoch {m.member_epoch} "
+        print(f"  member {m.member_id}{static} client {m.client_id} host {m.host} member epoch {m.member_epoch} "
               f"{m.state}: {parts}")
     owners = {tp: m.member_id for m in d.members for tp in m.assignment}
     print(f"{'topic':<20} {'partition':>9} {'committed':>12} {'end':>12} {'lag':>10}  owner")

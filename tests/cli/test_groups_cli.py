@@ -34,7 +34,7 @@ def test_consume_as_a_group_member_commits_what_it_printed_then_groups_admin(dae
     assert all(o["committed_offset"] == o["end_offset"] for o in d["offsets"])
     assert sum(o["committed_offset"] for o in d["offsets"]) == 10
     text = mp("groups", "describe", "g", *b).stdout.decode()
-    assert text.startswith("consumer group g: empty, generation") and "lag 0" in text
+    assert text.startswith(f"consumer group g: empty, group epoch {d['group_epoch']}, ") and "lag 0" in text
 
     r = mp("groups", "reset-offsets", "g", "--topic", "logs", "--to-earliest", "--json", *b)
     assert json.loads(r.stdout) == [{"topic": "logs", "partition": 0, "offset": 0},
@@ -98,3 +98,18 @@ def test_describe_piped_into_head_exits_quietly(daemon):
     r = subprocess.run(f"{sys.executable} -m broker.cli topics list {' '.join(b)} | head -1", shell=True,
                        capture_output=True, timeout=60)
     assert r.stdout == b"t0\n" and r.stderr == b""
+
+
+def test_describe_names_each_epoch_as_its_json_field_does(capsys):
+    from millpond.broker.cli.groups import _describe
+    from millpond.client.types import GroupDescription, GroupMemberDescription, GroupPartitionOffsets
+
+    member = GroupMemberDescription("m-1", None, "app", "10.0.0.1", 6, "stable", ("logs",), (("logs", 0),), ())
+    d = GroupDescription("g", "stable", 7, "uniform", (member,),
+                         (GroupPartitionOffsets("logs", 0, 3, "", 5, 2),))
+    _describe(d, as_json=False)
+    text = capsys.readouterr().out
+    assert "group epoch 7," in text and "member epoch 6 stable" in text and "generation" not in text
+    _describe(d, as_json=True)
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["group_epoch"], doc["members"][0]["member_epoch"]) == (7, 6)
