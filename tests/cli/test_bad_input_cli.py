@@ -34,3 +34,19 @@ def test_serve_on_a_data_directory_that_is_a_file_says_so(tmp_path):
         assert r.returncode == 1 and r.stderr.decode().startswith(
             f"millpond serve: cannot open data directory {where}: {words}"), r.stderr
         assert b"Traceback" not in r.stderr and len(r.stderr.decode().strip().splitlines()) == 1
+
+
+def test_serve_on_a_taken_port_fails_before_touching_the_data_directory(tmp_path):
+    import socket
+
+    from millpond import run_broker
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        r = mp("serve", "--data-dir", str(tmp_path / "data"), "--port", str(port))
+        assert r.returncode == 1
+        assert r.stderr.decode() == f"millpond serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+        with pytest.raises(OSError):
+            run_broker(tmp_path / "embedded", port=port)
+    # neither the data directory nor the offsets topic was made for a broker that never listened
+    assert not (tmp_path / "data").exists() and not (tmp_path / "embedded").exists()
