@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from typing import Any, Callable
 
 import anyio
@@ -16,6 +17,9 @@ from millpond.broker.wire.frames import PIECE_BYTES_MIN
 from millpond.client._protocol import ClientProtocol, Response
 
 READ_BYTES = 256 * 1024
+# A broker answers the hello at once (one round trip, no disk); what stays silent longer is something else (a web
+# server waiting for its request line), said after this rather than after the whole connect timeout.
+HANDSHAKE_TIMEOUT_S = 2.0
 
 
 class _Slot:
@@ -55,8 +59,9 @@ class Connection:
     async def open(cls, tg: TaskGroup, host: str, port: int, client_id: str, timeout_s: float) -> Connection:
         """Connect, start the reader/writer tasks in ``tg`` and complete the handshake.
 
-        Raises ``ConnectionClosedError`` ("cannot connect to HOST:PORT: <reason>", also when what listens there
-        does not answer the handshake as a millpond broker within ``timeout_s`` seconds) or the hello's error.
+        Raises ``ConnectionClosedError`` ("cannot connect to HOST:PORT: <reason>": a host name that does not resolve,
+        a refused connection, no connection within ``timeout_s`` seconds, or something listening there that does
+        not answer the handshake as a millpond broker within ``HANDSHAKE_TIMEOUT_S``) or the hello's error.
         """
         desc = f"{host}:{port}"
         try:
@@ -66,19 +71,20 @@ class Connection:
             raise ConnectionClosedError(f"cannot connect to {desc}: timed out after {timeout_s:g} s",
                                         address=desc) from None
         except OSError as exc:
-            raise ConnectionClosedError(f"cannot connect to {desc}: {_reason(exc)}", address=desc) from None
+            raise ConnectionClosedError(f"cannot connect to {desc}: {_reason(exc, host)}", address=desc) from None
         conn = cls(stream, ClientProtocol(client_id), desc)
         tg.start_soon(conn._reader)
         tg.start_soon(conn._writer)
         cid, data = conn.protocol.hello()
+        handshake_s = min(timeout_s, HANDSHAKE_TIMEOUT_S)
         try:
-            response = await conn._exchange(cid, [data], timeout_s)
+            response = await conn._exchange(cid, [data], handshake_s)
             conn.protocol.handshake_done(response)
         except (RequestTimedOutError, ConnectionClosedError) as exc:
             # something listens there, but it does not speak millpond (a web server waits silently, others send
             # bytes that are no frame): say so, not just that a request timed out or a frame was too large
             await conn.aclose("handshake failed")
-            why = f"no answer to the handshake within {timeout_s:g} s" if isinstance(exc, RequestTimedOutError) \
+            why = f"no answer to the handshake within {handshake_s:g} s" if isinstance(exc, RequestTimedOutError) \
                 else f"the handshake failed ({exc.message})"
             raise ConnectionClosedError(f"cannot connect to {desc}: {why}; is it a millpond broker?",
                                         address=desc) from None
@@ -235,8 +241,11 @@ class Connection:
         await self._stream.aclose()
 
 
-def _reason(exc: OSError) -> str:
-    """``connection refused`` rather than anyio's "All connection attempts failed" wrapper."""
+def _reason(exc: OSError, host: str) -> str:
+    """``connection refused`` rather than anyio's "All connection attempts failed" wrapper; a name lookup that
+    failed names the host (getaddrinfo's codes are no errno: os.strerror(-2) says "Unknown error -2")."""
+    if isinstance(exc, socket.gaierror):
+        return f"host name {host!r} does not resolve ({exc.strerror})"
     cause = exc.__cause__
     if isinstance(cause, BaseExceptionGroup) and cause.exceptions and isinstance(cause.exceptions[0], OSError):
         exc = cause.exceptions[0]
