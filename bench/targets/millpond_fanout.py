@@ -14,9 +14,9 @@ import trio
 from millpond.bench.targets import Tick
 from millpond.bench.targets import millpond as topic_target
 from millpond.bench.targets.fanout_kit import POLL_S, BoundedPlan, FanoutOutcome
-from millpond.bench.targets.queue_kit import wake_body, wake_latency_us
+from millpond.bench.targets.millpond_queues import wake_receive
+from millpond.bench.targets.queue_kit import wake_body
 
-WAKE_WAIT_S = 20.0  # the latency receiver's long poll (SQS's longest)
 
 
 class MillpondFanout:
@@ -58,7 +58,7 @@ class MillpondFanout:
 
     def latency_receive(self, address: str, fan: dict[str, Any], ready: Callable[[], None],
                         report: Callable[[float], None]) -> str:
-        return trio.run(_latency_receive, address, fan["queues"][0], ready, report)
+        return trio.run(wake_receive, address, fan["queues"][0], ready, report, "bench-fanout-receiver")
 
     def latency_send(self, address: str, fan: dict[str, Any], rounds: Iterator[int], body_bytes: int, gap_s: float,
                      received: Callable[[], None]) -> str:
@@ -119,28 +119,6 @@ async def _check(address: str, fan: dict[str, Any], records: int) -> str:
                 return (f"subscription {sub}: {d.delivered} delivered, {d.failed} failed, {d.lag} behind, "
                         f"{records} records were published")
     return ""
-
-
-async def _latency_receive(address: str, queue: str, ready: Callable[[], None],
-                           report: Callable[[float], None]) -> str:
-    """Long-poll the subscribed queue for one message at a time: report the µs since its record's publish was
-    called, delete it in the background and long-poll again at once, until the record numbered -1."""
-    from millpond.client import connect
-
-    async with connect(address, client_id="bench-fanout-receiver") as c:
-        q = c.queue(queue)
-        await q.attributes()  # connected, and the queue is there: what is measured next is the delivery
-        ready()
-        async with trio.open_nursery() as n:
-            while True:
-                got = await q.receive(1, wait_s=WAKE_WAIT_S)
-                if not got:
-                    return f"no message within the {WAKE_WAIT_S:g} s long poll"
-                latency_us, seq = wake_latency_us(got[0].body)
-                n.start_soon(q.delete, got[0])
-                if seq < 0:
-                    return ""
-                report(latency_us)
 
 
 async def _latency_send(address: str, topic: str, rounds: Iterator[int], body_bytes: int, gap_s: float,

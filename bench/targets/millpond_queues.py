@@ -53,7 +53,7 @@ class MillpondQueues:
 
     def wake_receive(self, address: str, queue: str, ready: Callable[[], None],
                      report: Callable[[float], None]) -> str:
-        return trio.run(_wake_receive, address, queue, ready, report)
+        return trio.run(wake_receive, address, queue, ready, report, "bench-queue-wake-receiver")
 
     def wake_send(self, address: str, queue: str, rounds: Iterator[int], body_bytes: int, gap_s: float,
                   received: Callable[[], None]) -> str:
@@ -208,13 +208,14 @@ async def _push(address: str, queue: str, plan: QueuePlan, tick: Tick) -> QueueO
     return QueueOutcome(state["acked"], first, state["last"] or time.perf_counter(), b"", state["error"])
 
 
-async def _wake_receive(address: str, queue: str, ready: Callable[[], None],
-                        report: Callable[[float], None]) -> str:
-    """Long-poll for one message at a time: report the µs since its send was called, delete it in the background
-    and long-poll again at once, until the message numbered -1 (the sender's last)."""
+async def wake_receive(address: str, queue: str, ready: Callable[[], None], report: Callable[[float], None],
+                       client_id: str) -> str:
+    """Long-poll for one message at a time: report the µs since its send (or its record's publish) was called,
+    delete it in the background and long-poll again at once, until the message numbered -1 (the sender's last).
+    Used for the queues' wake-up and the fan-out's publish-to-queue latency."""
     from millpond.client import connect
 
-    async with connect(address, client_id="bench-queue-wake-receiver") as c:
+    async with connect(address, client_id=client_id) as c:
         q = c.queue(queue)
         await q.attributes()  # connected, and the queue is there: what is measured next is the wake-up
         ready()
