@@ -1,8 +1,8 @@
 # Turning results into the terminal table and the JSON document: median and min-max over repeats, the machine
 # and fsync mode (and each peer's durability) above the table, the ratio millpond/peer for each figure of each
 # peer measured in the run, the ratio this tree / revision for each figure of a millpond revision measured beside
-# it (`--against REV`) at the same fsync mode, reference figures from peers.md labelled as such, the goals checked.
-# Must not know how anything was measured.
+# it (`--against REV`) at the same fsync mode, and the goals, each judged on figures of the run itself. Must not know
+# how anything was measured.
 from __future__ import annotations
 
 from typing import Any
@@ -63,7 +63,7 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for peer in filter(is_peer, summary):
         for m in (g for g in ours if match_key(g) == match_key(peer)):
             entry: dict[str, Any] = {"workload": peer["workload"], "record": peer["record"],
-                                     "rate_per_s": peer.get("rate_per_s"), "millpond_step": m["step"],
+                                     "record_bytes": peer.get("record_bytes"), "rate_per_s": peer.get("rate_per_s"), "millpond_step": m["step"],
                                      "millpond_target": m["target"],
                                      "millpond_fsync": m["fsync"], "peer": peer["target"], "peer_step": peer["step"],
                                      "peer_durability": peer["fsync"]}
@@ -145,12 +145,6 @@ def document(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], 
         "ratios": ratios(summary),
         "revision_ratios": revision_ratios(summary),
         "skipped": skipped or {},
-        "reference": {
-            "source": reference.SOURCE,
-            "measured_in_this_run": False,
-            "figures": [{"peer": p, "workload": w, "record_bytes": s, **f}
-                        for (p, w, s), f in reference.FIGURES.items()],
-        },
         "goals": goals(summary),
     }
 
@@ -199,24 +193,43 @@ def table(profile: str, mach: dict[str, Any], summary: list[dict[str, Any]], rep
     if extra:
         lines += [""] + extra
     lines += soak_lines(summary)
-    lines += ["", f"For scale, peers measured on another machine, NOT in this run ({reference.SOURCE}); for ratios "
-                  "measured side by side run `millpond bench compare`:"]
-    for (peer, w, s), f in reference.FIGURES.items():
-        for name, value in f.items():
-            unit = "rec/s" if name == "records_per_s" else "ms " + name.split("_")[0]
-            lines.append(f"  {peer} {w} {s:,} B: {value:,.2f} {unit}".replace(".00 rec/s", " rec/s"))
     checked = goals(summary)
-    if checked:
-        lines += ["", "targets (against the figures above, so only a rough guide on this machine):"]
+    waiting = unjudged(summary)
+    if checked or waiting:
+        lines += ["", "goals (judged on this run's rows only):"]
         for goal in checked:
             lines.append(f"  [{'met' if goal['met'] else 'MISSED'}] {goal['goal']}: {goal['figure']} = "
                          f"{goal['value']:,.2f} (needs {goal['op']} {goal['threshold']:,})")
+        for text, why in waiting:
+            lines.append(f"  [not judged] {text}: {why}")
     return "\n".join(lines)
+
+
+def _peer_pairs(goal: reference.PeerGoal, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in ratios(summary)
+            if (r["workload"], r["record_bytes"], r["millpond_fsync"], r["peer"]) == (
+                goal.workload, goal.record_bytes, goal.fsync, goal.peer)
+            and r["rate_per_s"] is None and r[goal.figure] is not None]
+
+
+def unjudged(summary: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(goal, why)`` for each goal of reference.PEER_GOALS the run has the millpond row for but no peer row beside
+    it: such a goal is judged only side by side, never against a figure from elsewhere."""
+    first = base(summary)
+    out = []
+    for goal in reference.PEER_GOALS:
+        ours = any(g["target"] == first and (g["workload"], g.get("record_bytes"), g["fsync"]) == (
+            goal.workload, goal.record_bytes, goal.fsync) for g in summary)
+        if ours and not _peer_pairs(goal, summary):
+            out.append((goal.text, f"needs the {goal.peer} row measured in the same run (millpond bench compare "
+                                   f"--peers {goal.peer})"))
+    return out
 
 
 def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each goal of reference.GOALS checked on the median of each matching row of the run's millpond (``base``),
-    then each of reference.REVISION_GOALS on the ratio it / revision of each matching pair of rows."""
+    each of reference.PEER_GOALS on the ratio millpond / peer of each matching pair measured in the run, then each
+    of reference.REVISION_GOALS on the ratio it / revision of each matching pair of rows."""
     out = []
     first = base(summary)
     for goal in reference.GOALS:
@@ -228,6 +241,11 @@ def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 v = g[goal.figure]["median"]
                 out.append({"goal": goal.text, "step": g["step"], "figure": goal.figure, "value": v, "op": goal.op,
                             "threshold": goal.threshold, "met": _meets(v, goal.op, goal.threshold)})
+    for goal in reference.PEER_GOALS:
+        for r in _peer_pairs(goal, summary):
+            out.append({"goal": goal.text, "step": f"{r['millpond_step']} / {r['peer_step']}",
+                        "figure": f"{goal.figure} ratio", "value": r[goal.figure], "op": goal.op,
+                        "threshold": goal.threshold, "met": _meets(r[goal.figure], goal.op, goal.threshold)})
     for workload, size, name, op, threshold, text in reference.REVISION_GOALS:
         for r in revision_ratios(summary):
             if (r["workload"] == workload and r.get("record_bytes") == size and r[name] is not None

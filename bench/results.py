@@ -70,10 +70,6 @@ def render(doc: dict[str, Any], *, command: str = "millpond bench results") -> s
             lines.append(f"| {g['goal']} | {g['step']} | {g['figure']} | {g['value']:,.2f} | {g['op']} "
                          f"{g['threshold']:,} | {'met' if g['met'] else '**missed**'} |")
         lines.append("")
-    ref = doc.get("reference")
-    if ref:
-        lines += [f"Reference figures in `millpond bench` output come from {ref['source']}; they are not measured "
-                  "in the run and do not appear in these tables.", ""]
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 # The NATS JetStream peer: `nats-server -js` (Debian package) on a free 127.0.0.1 port with a temporary store
-# directory, file storage, one replica; driven by nats-py the way peers.md measured it: publish_async with the acks
-# awaited per 1000 (send_await: one publish awaited at a time), a durable pull consumer fetching 1000 at a time
+# directory, file storage, one replica; driven by nats-py as bench/peers/README.md describes: publish_async with the
+# acks awaited per 1000 (send_await: one publish awaited at a time), a durable pull consumer fetching 1000 at a time
 # with one ack per message, and for e2e a durable push consumer (a pull fetch of more than one lingers until its
 # batch fills, which would measure that timeout, not the broker). A topic is one stream with one subject; one
 # partition only. Must not know how figures are summarised.
@@ -52,7 +52,7 @@ class NatsJetStream:
                       f"{peerproc.BATCH_RECORDS} (send_await: one publish awaited at a time), pull fetch "
                       f"{peerproc.BATCH_RECORDS}; e2e: push consumer",
             "durability": "JetStream file storage, R1: the server syncs its files on a timer (every 2 min by "
-                          "default), not before the ack; peers.md saw no fsync in a 30k-record run",
+                          "default), not before the ack; no fsync seen in a 30k-record run (bench/peers/README.md)",
         }
 
     @contextmanager

@@ -19,7 +19,7 @@ from millpond.bench import stats
 from millpond.bench.targets import PeerUnavailable
 
 INSTALL_HINT = "see bench/peers/README.md"
-BATCH_RECORDS = 1000  # records per pipeline / publish-confirm batch / fetch, as in peers.md
+BATCH_RECORDS = 1000  # records per pipeline / publish-confirm batch / fetch, as bench/peers/README.md describes
 SBIN = ("/usr/sbin", "/usr/lib/rabbitmq/bin")  # Debian puts some servers here, outside a normal user's PATH
 
 

@@ -1,6 +1,6 @@
 # The RabbitMQ peer: `rabbitmq-server` (Debian package) started as a plain process of ours (not the system service)
 # with its own node name, ports, epmd and data directory under a temporary directory; driven by pika's
-# SelectConnection the way peers.md measured it: a durable classic queue, persistent messages, publisher confirms
+# SelectConnection as bench/peers/README.md describes: a durable classic queue, persistent messages, publisher confirms
 # awaited per 1000; basic_consume with prefetch 1000 and a multiple-ack every 500; for e2e one ack per message and a
 # producer paced by ioloop timers. Start-up takes seconds and is bounded: a node that does not come up is skipped
 # with a message. A topic is one queue; one partition only. Must not know how figures are summarised.
@@ -54,7 +54,7 @@ class RabbitMQ:
             "client": f"pika {peerproc.package_version('pika')} SelectConnection, confirms awaited per "
                       f"{peerproc.BATCH_RECORDS}, prefetch {PREFETCH}, ack every {ACK_EVERY} (e2e: every message)",
             "durability": "durable classic queue, persistent messages, publisher confirms: a confirm follows the "
-                          "write to disk (peers.md saw 57 fsyncs for 20k records)",
+                          "write to disk (57 fsyncs seen for 20k records, bench/peers/README.md)",
         }
 
     @contextmanager

@@ -1,5 +1,5 @@
 # The Redis Streams peer: `redis-server` (Debian package) started on a free 127.0.0.1 port with a temporary
-# directory, driven by redis-py with hiredis the way peers.md measured it: XADD pipelined 1000 at a time,
+# directory, driven by redis-py with hiredis as bench/peers/README.md describes: XADD pipelined 1000 at a time,
 # XREADGROUP COUNT 1000 with the XACK of the previous batch pipelined with the next read; send_await: one XADD
 # round trip at a time. Three durability variants: the default configuration (no AOF, RDB snapshots, nothing
 # fsynced before the ack), `appendonly yes, appendfsync everysec` (fsync once a second on a timer, not before the
@@ -213,7 +213,7 @@ class RedisStreams:
                                  error=error)
 
     def e2e_consume(self, address: str, topic: str, plan: E2EPlan, ready: Callable[[], None]) -> E2EConsumeOutcome:
-        """XREADGROUP BLOCK 100 ms COUNT 1000 and one XACK per batch, as peers.md did."""
+        """XREADGROUP BLOCK 100 ms COUNT 1000 and one XACK per batch (bench/peers/README.md)."""
         r = _client(address)
         group = "bench-e2e"
         r.xgroup_create(topic, group, id="$", mkstream=True)

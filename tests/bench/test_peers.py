@@ -201,7 +201,39 @@ def test_table_puts_peers_beside_millpond_with_ratios_and_durability():
     assert "skipped nats: nats-server not found" in out
     ratio_line = next(line for line in out.splitlines() if "redis (rdb, no fsync)" in line and "4.00x" in line)
     assert ratio_line.startswith("produce") and "0.50x" in ratio_line
-    assert "[met] 3x Redis Streams produce" in out  # goals read millpond rows only
+    # judged on the ratio of the two rows measured side by side: 400,000 / 100,000
+    assert "[met] 3x Redis Streams produce: records_per_s ratio = 4.00 (needs >= 3.0)" in out
+    assert "[met] 3x Redis Streams consume: records_per_s ratio = 4.00 (needs >= 3.0)" in out
+
+
+@pytest.mark.parametrize("rows, produce_line", [
+    # the peer's row in the run: the ratio decides, whatever millpond's own figure
+    ([_row("millpond", "produce", 100, "always", 250_000), _row("redis", "produce", 100, "rdb, no fsync", 100_000)],
+     "[MISSED] 3x Redis Streams produce: records_per_s ratio = 2.50 (needs >= 3.0)"),
+    ([_row("millpond", "produce", 100, "always", 90_000), _row("redis", "produce", 100, "rdb, no fsync", 20_000)],
+     "[met] 3x Redis Streams produce: records_per_s ratio = 4.50 (needs >= 3.0)"),
+    # no peer row (the quick bench): not judged, never against a figure from elsewhere
+    ([_row("millpond", "produce", 100, "always", 50_000)],
+     "[not judged] 3x Redis Streams produce: needs the redis row measured in the same run (millpond bench compare "
+     "--peers redis)"),
+    # a peer row at another size or millpond at another fsync mode is no pair for the goal
+    ([_row("millpond", "produce", 100, "never", 900_000), _row("redis", "produce", 100, "rdb, no fsync", 1_000)],
+     None),
+])
+def test_a_peer_goal_is_judged_only_on_the_ratio_measured_in_the_same_run(rows, produce_line):
+    summary = report.summarize(rows)
+    out = report.table("quick", MACHINE, summary, 1)
+    lines = [line.strip() for line in out.splitlines() if "3x Redis Streams produce" in line]
+    assert lines == ([] if produce_line is None else [produce_line])
+    judged = [g for g in report.goals(summary) if g["goal"] == "3x Redis Streams produce"]
+    if produce_line is None or "not judged" in produce_line:
+        assert judged == []
+    else:
+        assert [(g["value"], g["met"]) for g in judged] == [
+            (pytest.approx(rows[0]["figures"]["records_per_s"] / rows[1]["figures"]["records_per_s"]),
+             "[met]" in produce_line)]
+    assert "peers.md" not in out and "NOT in this run" not in out
+    assert "peers.md" not in results.render(report.document("quick", MACHINE, summary, 1))
 
 
 def _doc():
