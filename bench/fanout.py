@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from millpond.bench import machine, payload, queues, report, stats, targets
 from millpond.bench.progress import Progress
 from millpond.bench.targets import fanout_kit, queue_kit
 from millpond.bench.targets.fanout_kit import BoundedPlan
-from millpond.bench.workloads import BenchAborted
+from millpond.bench.workloads import BenchAborted, bench_name
 
 DEFAULT_DURATION_S = 2.0  # of publishing per fan-out row, and for the latency rounds
 COUNT_MAX = 200_000  # records per fan-out row at most: 10 queues hold 2,000,000 messages then
@@ -31,7 +30,6 @@ SUBSCRIPTIONS = (1, 3, 10)
 LATENCY_ROW = "publish-to-queue latency"
 ROWS = tuple(f"fan-out to {n}" for n in SUBSCRIPTIONS) + (LATENCY_ROW,)
 ROW_TIMEOUT_S = 120.0  # for the queues to catch up after the last publish
-_ids = itertools.count(1)
 
 RATE_MEANING = ("records/s: published, from the first publish to the last acknowledgement; messages/s: delivered "
                 "into the queues (records x queues), from the first publish until every queue was seen holding every "
@@ -153,7 +151,7 @@ def run_rows(target: Any, server: Any, args: argparse.Namespace, record_bytes: i
 def fan_out(target: Any, address: str, n: int, plan: BoundedPlan, tick: Callable[[int], None],
             what: str) -> fanout_kit.FanoutOutcome:
     """One fan-out to ``n`` fresh queues, its counts checked: every queue holds exactly the records published."""
-    fan = target.setup(address, f"bench-fanout{n}-{next(_ids)}", n)
+    fan = target.setup(address, bench_name(f"fanout{n}"), n)
     got = target.fan_out(address, fan, plan, tick, ROW_TIMEOUT_S)
     _require(not got.error, f"{target.name} {what}: {got.error}")
     _require(got.records > 0, f"{target.name} {what}: no record went through")
@@ -167,7 +165,7 @@ def latency(target: Any, server: Any, record_bytes: int, count: int | None, dura
     receiver's report, pauses WAKE_GAP_S, and again: ``count`` rounds or as many as fit in ``duration_s``.
     Latency: publish call to receipt."""
     address = server.address
-    fan = target.setup(address, f"bench-latency-{next(_ids)}", 1)
+    fan = target.setup(address, bench_name("latency"), 1)
     job = {"target": target.name, "address": address, "fan": fan}
     child = subprocess.Popen([sys.executable, "-m", "millpond.bench.queue_waiter", json.dumps(job)],
                              stdout=subprocess.PIPE, text=True)

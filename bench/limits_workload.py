@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from millpond.bench import limits_micro, machine, payload, targets
 from millpond.bench.plans import ProducePlan
-from millpond.bench.workloads import BenchAborted, _check_produced, _topic
+from millpond.bench.workloads import BenchAborted, _check_produced, bench_name
 
 DEFAULT_DURATION_S = 2.0
 DEFAULT_PAIRS = 3
@@ -51,7 +51,7 @@ def produce_on_off(address: str, *, pairs: int, duration_s: float, record_bytes:
                                    "mix them in")
 
     def one_run(duration: float) -> dict[str, float]:
-        topic = _topic("limits")
+        topic = bench_name("limits")
         target.create_topic(address, topic, 1)
         cpu0 = server.cpu_s()
         out = target.produce(address, topic, ProducePlan(values=vals, count=None, duration_s=duration,

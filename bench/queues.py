@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import selectors
 import subprocess
@@ -23,7 +22,7 @@ from millpond.bench import machine, report, stats, targets
 from millpond.bench.progress import Progress
 from millpond.bench.targets import PeerUnavailable, queue_kit
 from millpond.bench.targets.queue_kit import QueueOutcome, QueuePlan
-from millpond.bench.workloads import BenchAborted
+from millpond.bench.workloads import BenchAborted, bench_name
 
 DEFAULT_DURATION_S = 2.0  # per send row and for the wake-up rounds
 COUNT_MAX = QueuePlan.count_max  # messages per send row at most (millpond's default queue bound is 1,000,000)
@@ -34,7 +33,6 @@ WAKE_ROUNDS_MAX = 5_000
 READY_TIMEOUT_S = 30.0
 ROW_TIMEOUT_S = 120.0
 PEERS = ("redis", "redis-aof", "rabbitmq")  # with --peers absent; redis-aof-always when named
-_ids = itertools.count(1)
 
 ROWS = ("send batch 1", "receive+delete batch 1", "send batch 10", "receive+delete batch 10",
         f"push prefetch {PREFETCH}", "long-poll wake-up")
@@ -315,7 +313,7 @@ def _checked(out: QueueOutcome, what: str) -> QueueOutcome:
 
 
 def _queue(target: Any, address: str, kind: str) -> str:
-    name = f"bench-{kind}-{next(_ids)}"
+    name = bench_name(kind)
     target.create(address, name)
     return name
 

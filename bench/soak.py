@@ -15,7 +15,7 @@ from typing import Any
 from millpond.bench import payload, stats, targets, workloads
 from millpond.bench.plans import E2EPlan, Params
 from millpond.bench.progress import Progress
-from millpond.bench.workloads import BenchAborted, Figures, _check_produced, _require, _settled, _topic
+from millpond.bench.workloads import BenchAborted, Figures, _check_produced, _require, _settled, bench_name
 
 MEMBERS = 3
 PARTITIONS_MIN = 6
@@ -41,8 +41,8 @@ def soak(target: Any, server: Any, params: Params, progress: Progress) -> Figure
     _require(0 < duration <= DURATION_S_MAX, f"soak: --duration-s must be in (0, {DURATION_S_MAX:g}]")
     params = replace(params, partitions=max(params.partitions, PARTITIONS_MIN))
     address = server.address
-    topic = _topic("soak")
-    group = f"bench-soak-{next(workloads._topic_ids)}"
+    topic = bench_name("soak")
+    group = workloads.bench_name("soak")
     target.create_topic(address, topic, params.partitions)
     vals = payload.values(params.record_bytes, params.payload_file, stamped=True)
     rates = [len(r) for r in _split_range(params.rate_per_s, params.producers)]

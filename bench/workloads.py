@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import secrets
 import selectors
 import subprocess
 import sys
@@ -23,6 +24,9 @@ from millpond.bench.progress import Progress
 
 READY_TIMEOUT_S = 30
 SPAWN_LEAD_S = 2.0  # producer processes start this long after being asked: enough to import and connect
+# What a run creates (topics, groups, queues) is named with a token of the run as well as a counter, so runs of
+# several bench processes against one --broker never collide (the counter alone starts at 1 in each).
+RUN_TOKEN = secrets.token_hex(3)
 _topic_ids = itertools.count(1)
 
 
@@ -42,8 +46,10 @@ class Filled:
 Figures = dict[str, Any]
 
 
-def _topic(kind: str) -> str:
-    return f"bench-{kind}-{next(_topic_ids)}"
+def bench_name(kind: str) -> str:
+    """``bench-KIND-TOKEN-N``: a topic, group or queue name no other bench run against the same broker uses."""
+    return f"bench-{kind}-{RUN_TOKEN}-{next(_topic_ids)}"
+
 
 
 def _span(progress: Progress, params: Params, total: int | None) -> Callable[[int], None]:
@@ -66,10 +72,10 @@ def produce(target: Any, server: Any, params: Params, progress: Progress) -> tup
     """Records/s and MB/s from the first send to the last ack, and sampled ack latency, for N producers."""
     vals = payload.values(params.record_bytes, params.payload_file)
     address = server.address
-    topic = _topic("produce")
+    topic = bench_name("produce")
     target.create_topic(address, topic, params.partitions)
     if params.warmup_s > 0:  # a separate topic: warm connections, code paths and broker caches, not counted
-        warm = _topic("warmup")
+        warm = bench_name("warmup")
         target.create_topic(address, warm, params.partitions)
         out = target.produce(address, warm, _produce_plan(params, vals, None, params.warmup_s), lambda n: None)
         _check_produced(target, address, warm, [out], None)
@@ -109,7 +115,7 @@ def consume(target: Any, server: Any, params: Params, progress: Progress, filled
         progress.update(0.0, "filling the topic (not measured)", force=True)
         _, filled = produce(target, server, params, Progress(1, enabled=False))
     if params.warmup_s > 0:  # read something else first: connection, decoder and page cache warm
-        warm = _topic("warmup")
+        warm = bench_name("warmup")
         target.create_topic(address, warm, params.partitions)
         vals = payload.values(params.record_bytes, params.payload_file)
         out = target.produce(address, warm, _produce_plan(params, vals, None, params.warmup_s / 2), lambda n: None)
@@ -145,7 +151,7 @@ def e2e(target: Any, server: Any, params: Params, progress: Progress) -> Figures
     warmup = int(rate * params.warmup_s)
     total = warmup + measured
     timeout_s = total / rate + 30
-    topic = _topic("e2e")
+    topic = bench_name("e2e")
     target.create_topic(address, topic, params.partitions)
     job = {"target": target.name, "address": address, "topic": topic, "count": total, "warmup": warmup,
            "rate_per_s": rate, "timeout_s": timeout_s}
@@ -197,10 +203,10 @@ def send_await(target: Any, server: Any, params: Params, progress: Progress) -> 
     Every send is timed (HDR); records/s from the first send to the last ack; the broker must hold every record."""
     vals = payload.values(params.record_bytes, params.payload_file)
     address = server.address
-    topic = _topic("send-await")
+    topic = bench_name("send-await")
     target.create_topic(address, topic, params.partitions)
     if params.warmup_s > 0:  # a separate topic: connection, code paths and the broker warm, not counted
-        warm = _topic("warmup")
+        warm = bench_name("warmup")
         target.create_topic(address, warm, params.partitions)
         out = target.send_await(address, warm, _produce_plan(params, vals, None, params.warmup_s), lambda n: None)
         _check_produced(target, address, warm, [out], None)
@@ -348,7 +354,7 @@ def group_consume(target: Any, server: Any, params: Params, progress: Progress) 
     progress.update(0.0, "filling the topic (not measured)", force=True)
     _, filled = produce(target, server, params, Progress(1, enabled=False))
     address = server.address
-    group = f"bench-group-{next(_topic_ids)}"
+    group = bench_name("group")
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("q", 0)
     start_at = time.perf_counter() + SPAWN_LEAD_S
@@ -389,10 +395,10 @@ def rebalance(target: Any, server: Any, params: Params, progress: Progress) -> F
     from millpond.client.sync import connect
 
     address = server.address
-    topic = _topic("rebalance")
+    topic = bench_name("rebalance")
     partitions = max(params.partitions, GROUP_PARTITIONS_MIN)
     target.create_topic(address, topic, partitions)
-    group = f"bench-rebalance-{next(_topic_ids)}"
+    group = bench_name("rebalance")
     ctx = multiprocessing.get_context("spawn")
     deaths: list[float] = []
     joins: list[float] = []
