@@ -172,6 +172,7 @@ class Accumulator:
         self.records_buffered = 0
         self._fit: dict[str, tuple[int, int]] = {}  # topic -> (records_max, bytes_max) learnt from COST_EXCEEDS_LIMIT
         self.splits = 0
+        self._planned_due: float | None = None  # the time of the sender's next turn, as ``ready`` last told it
 
     # ---- the hot path ----
     def append(self, topic: str, value: bytes, key: bytes | None = None, headers: dict[str, bytes] | None = None,
@@ -249,7 +250,11 @@ class Accumulator:
         if q is None:
             q = self._queues[tp] = deque()
         q.append(b)
-        self._wake()
+        due = self._planned_due
+        if b.eager or due is None or due > b.created + self.linger_s:
+            # The sender plans again only if this batch is due before the turn it has planned: with many
+            # partitions a batch opens at almost every send, and a wake each time costs more than the batch.
+            self._wake()
         return b
 
     def _seal(self, tp: tuple[str, int], b: Batch, wake: bool = True) -> None:
@@ -375,6 +380,7 @@ class Accumulator:
             self._in_flight[tp] = flying
             if due is not None and (deadline is None or due < deadline):
                 deadline = due
+        self._planned_due = deadline
         return out, deadline
 
     def complete(self, b: Batch, base_offset: int) -> bool:

@@ -210,6 +210,29 @@ def test_an_idle_partitions_first_record_is_ready_at_once():
     assert [(b.partition, len(b.rows)) for b in ready] == [(0, 1)] and deadline is None
 
 
+def test_a_batch_opened_before_the_senders_planned_turn_wakes_it_and_a_later_one_does_not():
+    # With many partitions a batch opens at almost every send: the sender is woken only when the new batch is due
+    # before the turn it planned (or it planned none), never to learn a later deadline it will reach anyway.
+    acc, clock, wakes = make(linger_s=0.005, counts={"t": 8})
+    acc.append("t", b"a", partition=0)
+    acc.ready(clock.t)  # partition 0 in flight
+    acc.append("t", b"b", partition=1)  # not eager: the producer has something pending
+    assert wakes and acc.ready(clock.t) == ([], clock.t + 0.005)  # planned: partition 1 at its linger
+    del wakes[:]
+    clock.t += 0.001
+    for p in range(2, 8):
+        acc.append("t", b"c", partition=p)  # due later than the planned turn
+    assert wakes == []
+    clock.t += 0.004  # the planned turn: partition 1 goes, the others are planned for their own linger
+    ready, deadline = acc.ready(clock.t)
+    assert [b.partition for b in ready] == [1] and deadline == pytest.approx(100.006)
+    clock.t = deadline
+    assert sorted(b.partition for b in acc.ready(clock.t)[0]) == [2, 3, 4, 5, 6, 7]
+    assert acc.ready(clock.t) == ([], None)  # nothing planned: the next batch opened wakes the sender
+    acc.append("t", b"d", partition=1)
+    assert wakes
+
+
 def test_records_sent_meanwhile_join_the_batch_until_the_sender_takes_it():
     # "At once" is the sender's next turn: a loop that sends without yielding fills the first batch, which then
     # goes as one (not one record alone, with every later record in the answers' shadow).
