@@ -45,7 +45,8 @@ EXTRA = "compression"  # the optional extra that installs snappy, lz4 and zstd (
 
 
 class Record(NamedTuple):
-    """One record as a consumer sees it. ``timestamp_ms`` is wall-clock milliseconds since the epoch (CreateTime)."""
+    """One record as a consumer sees it. ``timestamp_ms`` is wall-clock milliseconds since the epoch (CreateTime).
+    ``headers``: a dict, or the list of ``(name, value)`` pairs where ``decode_records`` was asked for them."""
 
     topic: str
     partition: int
@@ -265,14 +266,19 @@ def iter_batches(data: bytes | memoryview) -> Iterator[tuple[int, BatchHeader]]:
         pos = nxt
 
 
-def decode_records(data: bytes | memoryview, topic: str, partition: int, min_offset: int = 0) -> list[Record]:
+def decode_records(data: bytes | memoryview, topic: str, partition: int, min_offset: int = 0, *,
+                   header_pairs: bool = False) -> list[Record]:
     """Decode every record of every whole batch in ``data`` with ``offset >= min_offset`` (compressed batches are
-    decompressed). Raises ``CorruptBatchError`` if a batch's CRC-32C fails or its records do not decode (a fetch
-    never yields silently damaged records), ``UnsupportedCompressionTypeError`` if its codec is not installed."""
+    decompressed). A record's headers are a dict (a name given more than once keeps its last value), or with
+    ``header_pairs`` the list of ``(name, value)`` pairs in stored order, every repeat kept (Kafka allows a name
+    more than once; fan-out's filter policies and deliveries read them all). Raises ``CorruptBatchError`` if a
+    batch's CRC-32C fails or its records do not decode (a fetch never yields silently damaged records),
+    ``UnsupportedCompressionTypeError`` if its codec is not installed."""
     out: list[Record] = []
     extend = out.extend
     new = tuple.__new__  # a NamedTuple's own __new__ costs a Python frame per record
     mv = memoryview(data)
+    headers_of = list if header_pairs else dict
     for pos, h in iter_batches(mv):
         end = pos + h.batch_length + LENGTH_PREFIX_BYTES
         base = h.base_offset
@@ -285,11 +291,11 @@ def decode_records(data: bytes | memoryview, topic: str, partition: int, min_off
         try:  # one pass, no intermediate rows: the consumer's hot path
             if base >= min_offset:
                 extend([new(Record, (topic, partition, r.offset, r.timestamp, r.key, r.value,
-                                     dict(hd) if (hd := r.headers) else None))
+                                     headers_of(hd) if (hd := r.headers) else None))
                         for r in _Reader(bytes(mv[pos:end]))])
             else:
                 extend([new(Record, (topic, partition, r.offset, r.timestamp, r.key, r.value,
-                                     dict(hd) if (hd := r.headers) else None))
+                                     headers_of(hd) if (hd := r.headers) else None))
                         for r in _Reader(bytes(mv[pos:end])) if r.offset >= min_offset])
         except Exception as exc:
             raise CorruptBatchError(f"batch at offset {base} of {topic}/{partition} does not decode ({exc})") from None

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from millpond.broker.core.fanout.delivery import (
     delivery_message_id,
+    delivery_message_ids,
     envelope,
     group_id,
     raw_message,
@@ -23,7 +24,7 @@ from millpond.broker.core.fanout.delivery import (
 from millpond.broker.core.fanout.subscriptions import Subscription, Subscriptions
 from millpond.broker.core.fanout.webhook import Delivery
 from millpond.broker.core.log import LogManager
-from millpond.broker.core.queues.manager import QueueManager
+from millpond.broker.core.queues.manager import Outgoing, QueueManager
 from millpond.broker.wire.batch import Record, decode_records
 from millpond.broker.wire.errors import MillpondError, QueueFullError
 
@@ -122,7 +123,7 @@ class Pump:
             return cached[bisect.bisect_left(cached, start, key=lambda r: r.offset):], None
         self._cache.pop(key, None)
         data, damaged = plog.read_intact(start, READ_BYTES, hw)
-        records = [r for r in decode_records(data, key[0], key[1], start) if r.offset < hw]
+        records = [r for r in decode_records(data, key[0], key[1], start, header_pairs=True) if r.offset < hw]
         if records:
             self._cache[key] = records
             if len(self._cache) > CACHED_PARTITIONS:
@@ -156,34 +157,84 @@ class Pump:
             del self._cache[key]
 
     def _deliver(self, s: Subscription, p: int, records: Iterable[Record], now: float, now_ms: int) -> bool:
-        """Deliver ``records`` (offset order) from ``s``'s cursor on; returns whether the cursor moved."""
+        """Deliver ``records`` (offset order) from ``s``'s cursor on; returns whether the cursor moved. The
+        records to send go to the queue in batches (one ``send_batch`` call, in order); a record the queue
+        refuses is handled before anything after it is sent (dead-lettered, or the subscription pauses there)."""
         if s.webhook is not None:
             return self._take(s, p, records)
         cur = before = s.cursors.get(p, 0)
         mark = self.queues.origin_next(s.id, p)
-        policy = s.policy
+        policy, raw, sub_id = s.policy, s.raw, s.id
+        target = self.queues.queues.get(s.target.name)  # send_batch raises UNKNOWN_QUEUE for a missing one
+        fifo = target is not None and target.fifo
+        ids = delivery_message_ids(sub_id, s.topic, p)
+        new = tuple.__new__
+        run: list[tuple[Record, Any]] = []  # (record, None: sent before | False: filtered out | its Outgoing)
         for rec in records:
             offset = rec.offset
             if offset < cur:
                 continue
             if offset < mark:  # sent before a restart that came before the cursor was saved
-                s.delivered += 1
-            elif policy is not None and not policy.matches(rec.headers.items() if rec.headers else (), rec.value):
-                s.filtered += 1
-            else:
-                try:
-                    self._send(s, s.target.name, rec, s.raw, now, now_ms)
-                    s.delivered += 1
-                    s.last_lag_ms = now_ms - rec.timestamp_ms
-                except QueueFullError:
-                    self._pause(s, now)  # never dropped: the same record is tried again
+                run.append((rec, None))
+                continue
+            if policy is not None and not policy.matches(rec.headers or (), rec.value):
+                run.append((rec, False))
+                continue
+            mid = ids(offset)
+            try:
+                body, attributes = raw_message(rec) if raw else (envelope(rec, sub_id), None)
+            except MillpondError as exc:  # no message can be made of it: what comes before goes first
+                go_on, cur = self._flush(s, run, cur, now, now_ms)
+                run = []
+                if not go_on or not self._dead_letter(s, rec, exc, now, now_ms):
                     break
-                except MillpondError as exc:
-                    if not self._dead_letter(s, rec, exc, now, now_ms):
-                        break
-            cur = offset + 1
+                cur = offset + 1
+                continue
+            run.append((rec, new(Outgoing, (body, attributes, None, group_id(rec.key) if fifo else None,
+                                            mid if fifo else None, mid, (sub_id, p, offset)))))
+        else:
+            cur = self._flush(s, run, cur, now, now_ms)[1]
         s.cursors[p] = cur
         return cur != before
+
+    def _flush(self, s: Subscription, run: list[tuple[Record, Any]], cur: int, now: float,
+               now_ms: int) -> tuple[bool, int]:
+        """Send the messages of ``run`` to ``s``'s queue and count every record of it, in order; ``(go on, the
+        cursor after the last record settled)``. A refused message stops the batch there: a full queue pauses the
+        subscription (the record is tried again), any other refusal dead-letters it and the rest is sent after."""
+        while run:
+            entries = [out for _, out in run if out]
+            if entries:
+                try:
+                    results = self.queues.send_batch(s.target.name, entries, now, now_ms, stop_at_error=True)
+                except MillpondError as exc:  # the queue is gone
+                    results = [exc]
+            else:
+                results = []
+            i = 0
+            for k, (rec, out) in enumerate(run):
+                if out is None:
+                    s.delivered += 1
+                elif out is False:
+                    s.filtered += 1
+                else:
+                    result = results[i]
+                    i += 1
+                    if isinstance(result, MillpondError):
+                        if isinstance(result, QueueFullError):
+                            self._pause(s, now)  # never dropped: the same record is tried again
+                            return False, cur
+                        if not self._dead_letter(s, rec, result, now, now_ms):
+                            return False, cur
+                        cur = rec.offset + 1
+                        run = run[k + 1:]  # not sent yet: stop_at_error
+                        break
+                    s.delivered += 1
+                    s.last_lag_ms = now_ms - rec.timestamp_ms
+                cur = rec.offset + 1
+            else:
+                return True, cur
+        return True, cur
 
     def _take(self, s: Subscription, p: int, records: Iterable[Record]) -> bool:
         """A webhook subscription takes the matching ``records`` from where it looks on into its delivery state
@@ -199,7 +250,7 @@ class Pump:
                 continue
             if not w.has_room():
                 break
-            if policy is not None and not policy.matches(rec.headers.items() if rec.headers else (), rec.value):
+            if policy is not None and not policy.matches(rec.headers or (), rec.value):
                 s.filtered += 1
             else:
                 body = bytes(rec.value or b"") if s.raw else envelope(rec, s.id)

@@ -11,7 +11,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 from sortedcontainers import SortedSet
 
@@ -32,6 +32,7 @@ from millpond.broker.core.queues.redrive import MoveTasks
 from millpond.broker.wire.errors import (
     InvalidConfigError,
     InvalidParameterValueError,
+    MillpondError,
     MissingParameterError,
     QueueAlreadyExistsError,
     QueueFullError,
@@ -58,6 +59,19 @@ class Delivery:
     dedup_id: str | None
     sequence_number: int | None  # FIFO queues: the message's place in the queue
     dead_letter_source: str | None  # DeadLetterQueueSourceArn: the queue it was moved from
+
+
+class Outgoing(NamedTuple):
+    """One message for ``QueueManager.send_batch``: ``send``'s arguments. Build it positionally on hot paths
+    (a NamedTuple's keywords cost a Python call)."""
+
+    body: bytes
+    attributes: dict[str, Any] | None = None
+    delay_s: float | None = None  # standard queues; None: the queue's delay
+    group_id: str | None = None
+    dedup_id: str | None = None
+    message_id: str | None = None  # None: a new one from ids.py
+    origin: tuple[str, int, int] | None = None  # fan-out: (subscription id, partition, offset)
 
 
 class QueueManager:
@@ -148,8 +162,7 @@ class QueueManager:
             _, _, seq, mid, body, attributes, sent_ms, enqueued_at, visible_at, group_id, dedup_id, source = event[:12]
             if len(event) > 12:  # sent by a fan-out subscription: (subscription id, partition, offset)
                 sub, partition, offset = event[12]
-                marks = self.origins.setdefault(sub, {})
-                marks[partition] = max(marks.get(partition, 0), offset + 1)
+                self._mark(sub, partition, offset + 1)
             q.apply_send(Message(seq, mid, body, attributes, sent_ms, enqueued_at, visible_at, group_id, dedup_id,
                                  source), now)
             if visible_at <= now:
@@ -244,15 +257,103 @@ class QueueManager:
         A message id is a UUID string from ids.py, unique across restarts. Fan-out's sends give ``message_id``
         and ``origin`` ``(subscription id, partition, offset)``, journaled with the message: ``origin_next`` then
         answers past that offset."""
+        entry = Outgoing(body, attributes, delay_s, group_id, dedup_id, message_id, origin)
+        if check_only:
+            self._admissible(self.queue(name, now), entry)
+            return "", None
+        result = self.send_batch(name, (entry,), now, now_ms)[0]
+        if isinstance(result, MillpondError):
+            raise result
+        return result
+
+    def send_batch(self, name: str, entries: Sequence[Outgoing], now: float, now_ms: int, *,
+                   stop_at_error: bool = False) -> list[tuple[str, int | None] | MillpondError]:
+        """Store several messages in order, each as ``send`` would (as SQS SendMessageBatch: an answer per entry,
+        a refused entry does not stop the others); returns, per entry, ``(message id, sequence number or None)``
+        or the ``MillpondError`` refusing it. ``stop_at_error``: nothing after the first refused entry is looked
+        at (the list ends with that error), so a caller that must keep order (fan-out) can handle it and go on.
+        One call runs the queue's timers once, wakes its waiters once and moves its deadline once. Raises
+        ``UnknownQueueError`` (nothing stored)."""
         q = self.queue(name, now)
-        attributes = check_message_attributes(attributes or {})
+        fifo = q.fifo
+        events = self.events
+        messages = q.messages
+        results: list[tuple[str, int | None] | MillpondError] = []
+        append = results.append
+        default_delay, bytes_max, depth_max = q.attrs.delay_s, q.attrs.message_bytes_max, self.messages_max
+        visible = False
+        run: list[Any] | None = None  # [subscription, partition, next offset] of the fan-out marks to set
+        for e in entries:
+            body, attributes, delay_s, group_id, dedup_id, mid, origin = e
+            if (fifo or attributes or delay_s is not None or group_id is not None or dedup_id is not None or not body
+                    or len(body) > bytes_max or len(messages) >= depth_max):
+                try:
+                    attributes, dedup_id, duplicate = self._admissible(q, e)
+                except MillpondError as exc:
+                    append(exc)
+                    if stop_at_error:
+                        break
+                    continue
+                if duplicate is not None:
+                    append(duplicate)
+                    continue
+            else:  # the common case, checked above: a body within bounds, nothing else
+                attributes = {}
+            seq = q.next_seq
+            if mid is None:
+                mid = self._ids.next()
+            body = bytes(body)
+            visible_at = now + (default_delay if delay_s is None else delay_s)
+            if origin is None:
+                event: Event = ("send", name, seq, mid, body, attributes, now_ms, now, visible_at, group_id,
+                                dedup_id, None)
+            else:
+                event = ("send", name, seq, mid, body, attributes, now_ms, now, visible_at, group_id, dedup_id,
+                         None, list(origin))
+                sub, partition, offset = origin
+                if run is None or run[0] != sub or run[1] != partition:
+                    if run is not None:
+                        self._mark(run[0], run[1], run[2])
+                    run = [sub, partition, offset + 1]
+                elif offset >= run[2]:
+                    run[2] = offset + 1
+            # the same change apply() makes of the event, without reading it back
+            q.apply_send(Message(seq, mid, body, attributes, now_ms, now, visible_at, group_id, dedup_id, None), now)
+            events.append(event)
+            append((mid, seq if fifo else None))
+            if visible_at <= now:
+                visible = True
+        if run is not None:
+            self._mark(run[0], run[1], run[2])
+        if visible:
+            self.wake(name)
+        self._stale.add(name)
+        return results
+
+    def _mark(self, sub: str, partition: int, next_offset: int) -> None:
+        """Fan-out subscription ``sub`` has sent records of ``partition`` below ``next_offset``."""
+        marks = self.origins.get(sub)
+        if marks is None:
+            marks = self.origins[sub] = {}
+        if marks.get(partition, 0) < next_offset:
+            marks[partition] = next_offset
+
+    def _admissible(self, q: Queue, e: Outgoing) -> tuple[dict[str, Any], str | None, tuple[str, int] | None]:
+        """``(attributes, deduplication id, duplicate)`` of a message ``q`` would take now: ``duplicate`` is the
+        ``(message id, seq)`` a FIFO deduplication id was sent with within 5 minutes (then nothing is stored).
+        Raises what ``send`` raises."""
+        body, attributes = e.body, e.attributes
         if not body:
             raise InvalidParameterValueError("the message body must not be empty", parameter="body")
-        size = message_size(body, attributes)
+        if attributes:
+            size = message_size(body, check_message_attributes(attributes))
+        else:
+            attributes, size = {}, len(body)
         if size > q.attrs.message_bytes_max:
             raise InvalidParameterValueError(
                 f"message must be shorter than {q.attrs.message_bytes_max} bytes, got {size} (body and attributes)",
                 parameter="body")
+        delay_s, group_id, dedup_id = e.delay_s, e.group_id, e.dedup_id
         if delay_s is not None:
             check_seconds("delay_s", delay_s, DELAY_S_MAX)
         if group_id is not None:
@@ -265,29 +366,23 @@ class QueueManager:
                     f"value {delay_s:g} for parameter delay_s is invalid: a FIFO queue takes the queue's delay only",
                     parameter="delay_s")
             if group_id is None:
-                raise MissingParameterError(f"queue {name!r} is FIFO: a message needs a group_id", parameter="group_id")
+                raise MissingParameterError(f"queue {q.name!r} is FIFO: a message needs a group_id",
+                                            parameter="group_id")
             if dedup_id is None:
                 if not q.attrs.content_based_deduplication:
                     raise InvalidParameterValueError(
-                        f"queue {name!r} is FIFO without content-based deduplication: a message needs a dedup_id",
+                        f"queue {q.name!r} is FIFO without content-based deduplication: a message needs a dedup_id",
                         parameter="dedup_id")
                 dedup_id = hashlib.sha256(body).hexdigest()
             duplicate = q.duplicate_of(dedup_id)
             if duplicate is not None:
-                return ("", None) if check_only else (duplicate[0], duplicate[1])
+                return attributes, dedup_id, duplicate
         elif dedup_id is not None:
             raise InvalidParameterValueError("dedup_id is valid on FIFO queues only", parameter="dedup_id")
         if len(q.messages) >= self.messages_max:
-            raise QueueFullError(f"queue {name!r} holds {len(q.messages)} messages, its bound (queue_messages_max)",
-                                 queue=name, messages_max=self.messages_max)
-        if check_only:
-            return "", None
-        delay = q.attrs.delay_s if delay_s is None else delay_s
-        seq, mid = q.next_seq, message_id or self._ids.next()
-        event: Event = ("send", name, seq, mid, bytes(body), attributes, now_ms, now, now + delay, group_id, dedup_id,
-                        None)
-        self.emit(event if origin is None else (*event, list(origin)), now)
-        return mid, seq if q.fifo else None
+            raise QueueFullError(f"queue {q.name!r} holds {len(q.messages)} messages, its bound (queue_messages_max)",
+                                 queue=q.name, messages_max=self.messages_max)
+        return attributes, dedup_id, None
 
     def origin_next(self, subscription: str, partition: int) -> int:
         """The offset after the last record of ``partition`` that fan-out subscription ``subscription`` sent into
@@ -411,4 +506,4 @@ class QueueManager:
         return q.counts[VISIBLE], q.counts[IN_FLIGHT], q.counts[0]
 
 
-__all__ = ["Delivery", "Event", "QueueManager"]
+__all__ = ["Delivery", "Event", "Outgoing", "QueueManager"]

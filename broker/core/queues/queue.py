@@ -5,6 +5,8 @@
 # clocks or any protocol.
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from typing import Any, Iterator
 
 from sortedcontainers import SortedList, SortedSet
@@ -66,8 +68,17 @@ class Queue:
         # sorted lists rather than sets: each message is in each at most once by construction (placed once per
         # state, unplaced before it changes), and a list's add skips the set's bookkeeping on the hot path
         self._timers: SortedList = SortedList()  # (visible_at, seq) of delayed and in-flight messages
-        self._expiry: SortedList = SortedList()  # (enqueued_at + retention_s, seq)
-        self._ready: SortedList = SortedList()  # standard queues: seqs of visible messages
+        # (enqueued_at + retention_s, seq) of every message: those stored in that order (every send: `now` and
+        # the seq only grow) are appended to a deque, the others (dead letters keep their first enqueue time) go
+        # to a sorted list. The deque's rows of removed messages are dropped lazily (when met at its head, or all
+        # at once when they outnumber the messages): a send costs an append, not a sorted insert.
+        self._expiring: deque[tuple[float, int]] = deque()
+        self._expiry: SortedList = SortedList()
+        # standard queues, the visible messages: those never received since they were sent visible, in seq order
+        # (a deque: appended by sends, taken from the front by receives; a row whose message was removed or
+        # received since is stale, dropped when met), and the others (visible again, or delayed until now)
+        self._fresh: deque[int] = deque()
+        self._ready: SortedList = SortedList()
         self._groups: dict[str, _Group] = {}  # FIFO queues
         self._available: SortedSet = SortedSet()  # FIFO: (head seq, group) of groups that can deliver now
         self._dedup: dict[str, tuple[float, str, int]] = {}  # FIFO: dedup id -> (expires_at, message id, seq)
@@ -84,7 +95,18 @@ class Queue:
         for timers in (self._timers, self._expiry, self._dedup_expiry):
             if timers:
                 d = min(d, timers[0][0])
-        return d
+        head = self._expiring_head()
+        return d if head is None else min(d, head[0])
+
+    def _expiring_head(self) -> tuple[float, int] | None:
+        """The first row of ``_expiring`` whose message is still stored (stale rows before it dropped)."""
+        rows, messages = self._expiring, self.messages
+        while rows:
+            row = rows[0]
+            if row[1] in messages:
+                return row
+            rows.popleft()
+        return None
 
     def advance(self, now: float) -> bool:
         """Run what is due at ``now``: messages past retention are dropped (in flight or not, as SQS), delays and
@@ -92,6 +114,8 @@ class Queue:
         forgotten. Returns True if a message became visible (long polls may now be answered)."""
         while self._expiry and self._expiry[0][0] <= now:
             self._remove(self._expiry[0][1])
+        while (head := self._expiring_head()) is not None and head[0] <= now:
+            self._remove(head[1])
         while self._dedup_expiry and self._dedup_expiry[0][0] <= now:
             _, dedup_id = self._dedup_expiry.pop(0)
             del self._dedup[dedup_id]
@@ -115,8 +139,13 @@ class Queue:
         the oldest head first, each group's messages in order while they are visible (as SQS, which fills a
         receive from one group first): a group with a message in flight delivers nothing."""
         if not self.fifo:
-            for seq in self._ready:
-                yield self.messages[seq]
+            messages = self.messages
+            fresh = (m for seq in self._fresh
+                     if (m := messages.get(seq)) is not None and m.receive_count == 0 and m.state == VISIBLE)
+            if not self._ready:
+                yield from fresh
+            else:
+                yield from heapq.merge((messages[seq] for seq in self._ready), fresh, key=_seq)
             return
         for _, group_id in self._available:
             for seq in self._groups[group_id].seqs:
@@ -129,22 +158,37 @@ class Queue:
     def apply_send(self, m: Message, now: float) -> None:
         """Store ``m`` (seq given by the sender). A FIFO message with a deduplication id, sent here rather than
         moved here as a dead letter, holds its id for 5 minutes from ``enqueued_at``."""
-        self.messages[m.seq] = m
-        self.next_seq = max(self.next_seq, m.seq + 1)
-        self._expiry.add((m.enqueued_at + self.attrs.retention_s, m.seq))
-        if self.fifo:
-            group = self._groups.get(m.group_id or "")
-            if group is None:
-                group = self._groups[m.group_id or ""] = _Group()
-            group.seqs.add(m.seq)
-            if m.dedup_id is not None and m.source is None:
-                # a live send never repeats an id still held; a replay may, once the older one's window is over
-                old = self._dedup.get(m.dedup_id)
-                if old is not None:
-                    self._dedup_expiry.discard((old[0], m.dedup_id))
-                expires = m.enqueued_at + DEDUP_WINDOW_S
-                self._dedup[m.dedup_id] = (expires, m.message_id, m.seq)
-                self._dedup_expiry.add((expires, m.dedup_id))
+        seq = m.seq
+        self.messages[seq] = m
+        if seq >= self.next_seq:
+            self.next_seq = seq + 1
+        row = (m.enqueued_at + self.attrs.retention_s, seq)
+        rows = self._expiring
+        if not rows or rows[-1] <= row:
+            rows.append(row)
+        else:
+            self._expiry.add(row)
+        if not self.fifo:
+            fresh = self._fresh
+            if m.visible_at <= now and (not fresh or fresh[-1] < seq):
+                m.state = VISIBLE
+                self.counts[VISIBLE] += 1
+                fresh.append(seq)
+            else:
+                self._place(m, VISIBLE if m.visible_at <= now else DELAYED)
+            return
+        group = self._groups.get(m.group_id or "")
+        if group is None:
+            group = self._groups[m.group_id or ""] = _Group()
+        group.seqs.add(m.seq)
+        if m.dedup_id is not None and m.source is None:
+            # a live send never repeats an id still held; a replay may, once the older one's window is over
+            old = self._dedup.get(m.dedup_id)
+            if old is not None:
+                self._dedup_expiry.discard((old[0], m.dedup_id))
+            expires = m.enqueued_at + DEDUP_WINDOW_S
+            self._dedup[m.dedup_id] = (expires, m.message_id, m.seq)
+            self._dedup_expiry.add((expires, m.dedup_id))
         self._place(m, VISIBLE if m.visible_at <= now else DELAYED)
 
     def apply_receive(self, seq: int, receive_count: int, visible_at: float, received_at: float,
@@ -174,7 +218,8 @@ class Queue:
         Sequence numbers are not reused."""
         self.messages.clear()
         self.counts = [0, 0, 0]
-        for s in (self._timers, self._expiry, self._ready, self._available, self._dedup_expiry):
+        for s in (self._timers, self._expiring, self._expiry, self._fresh, self._ready, self._available,
+                  self._dedup_expiry):
             s.clear()
         self._groups.clear()
         self._dedup.clear()
@@ -184,13 +229,18 @@ class Queue:
         them at the next ``advance``, as SQS)."""
         old, self.attrs, self.modified_ms = self.attrs, attrs, modified_ms
         if attrs.retention_s != old.retention_s:
-            self._expiry = SortedList((m.enqueued_at + attrs.retention_s, m.seq) for m in self.messages.values())
+            self._expiring = deque(sorted((m.enqueued_at + attrs.retention_s, m.seq) for m in self.messages.values()))
+            self._expiry = SortedList()
 
     # -- structures -----------------------------------------------------------------------------------------------
     def _remove(self, seq: int) -> None:
         m = self.messages.pop(seq)
         self._unplace(m)
-        self._expiry.discard((m.enqueued_at + self.attrs.retention_s, seq))
+        if self._expiry:
+            self._expiry.discard((m.enqueued_at + self.attrs.retention_s, seq))
+        if len(self._expiring) > 2 * len(self.messages) + 1024:  # stale rows outnumber the messages: drop them
+            messages = self.messages
+            self._expiring = deque(row for row in self._expiring if row[1] in messages)
         if self.fifo:
             key = m.group_id or ""
             group = self._groups[key]
@@ -205,11 +255,25 @@ class Queue:
         self.counts[m.state] -= 1
         if m.state == VISIBLE:
             if not self.fifo:
+                fresh = self._fresh
+                if m.receive_count == 0 and fresh:
+                    while fresh and fresh[0] != m.seq and not self._is_fresh(fresh[0]):
+                        fresh.popleft()  # stale rows before it
+                    if fresh and fresh[0] == m.seq:
+                        fresh.popleft()
+                        return
+                    if len(fresh) > 2 * self.counts[VISIBLE] + 1024:  # stale rows outnumber the visible: drop them
+                        self._fresh = deque(seq for seq in fresh if self._is_fresh(seq))
+                # a row of m left in _fresh (rare: not at its head) is stale once m is removed or received
                 self._ready.discard(m.seq)
         else:
             self._timers.discard((m.visible_at, m.seq))
         if self.fifo and m.state == IN_FLIGHT:
             self._groups[m.group_id or ""].in_flight -= 1
+
+    def _is_fresh(self, seq: int) -> bool:
+        m = self.messages.get(seq)
+        return m is not None and m.receive_count == 0 and m.state == VISIBLE
 
     def _place(self, m: Message, state: int) -> None:
         m.state = state
@@ -236,6 +300,10 @@ class Queue:
             if entry is not None:
                 self._available.add(entry)
             group.entry = entry
+
+
+def _seq(m: Message) -> int:
+    return m.seq
 
 
 __all__ = ["DELAYED", "IN_FLIGHT", "Message", "Queue", "VISIBLE"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import uuid
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -12,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from millpond.broker.core.fanout.delivery import (
     NO_KEY_GROUP,
     delivery_message_id,
+    delivery_message_ids,
     envelope,
     group_id,
     iso_timestamp,
@@ -72,3 +74,42 @@ def test_fifo_groups_from_keys():
 def test_timestamps_read_as_the_standard_calendar_does(ms):
     t = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=ms)
     assert iso_timestamp(ms) == t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40), st.integers(min_value=0, max_value=10_000),
+       st.integers(min_value=0, max_value=2**63 - 1))
+def test_message_ids_are_uuid5s_of_the_records_place(subscription, topic, partition, offset):
+    # the ids are journaled and used as FIFO deduplication ids: they must stay exactly uuid.uuid5's
+    namespace = uuid.UUID("6f1c2a4e-1d0b-5c7e-9a43-8e2f5b7d9c10")
+    expected = str(uuid.uuid5(namespace, f"{subscription}\x00{topic}\x00{partition}\x00{offset}"))
+    assert delivery_message_id(subscription, topic, partition, offset) == expected
+    assert delivery_message_ids(subscription, topic, partition)(offset) == expected
+    assert record_message_id(topic, partition, offset) == str(uuid.uuid5(namespace,
+                                                                         f"{topic}\x00{partition}\x00{offset}"))
+
+
+REPEATED = [("kind", b"a"), ("tag", b"x"), ("kind", b"b"), ("none", None), ("kind", b"c")]
+
+
+def test_a_repeated_header_is_one_string_array_attribute_of_the_envelope_in_order():
+    env = json.loads(envelope(rec(headers=REPEATED), "sub"))
+    assert env["MessageAttributes"] == {"kind": {"Type": "String.Array", "Value": '["a","b","c"]'},
+                                        "tag": {"Type": "String", "Value": "x"}}
+    assert list(env["MessageAttributes"]) == ["kind", "tag"]  # first-seen order
+    # a name repeated with a value that is not UTF-8: every value of it in base64
+    env = json.loads(envelope(rec(headers=[("b", b"\xff"), ("b", b"ok")]), "sub"))
+    assert env["MessageAttributes"]["b"]["Type"] == "Binary.Array"
+    assert [base64.b64decode(v) for v in json.loads(env["MessageAttributes"]["b"]["Value"])] == [b"\xff", b"ok"]
+    # a name repeated with no value but once is a plain attribute
+    env = json.loads(envelope(rec(headers=[("k", None), ("k", b"v")]), "sub"))
+    assert env["MessageAttributes"] == {"k": {"Type": "String", "Value": "v"}}
+
+
+def test_a_repeated_header_is_one_raw_attribute_holding_its_values_in_order():
+    assert raw_message(rec(b"body", headers=REPEATED)) == (b"body", {"kind": '["a","b","c"]', "tag": "x"})
+    body, attributes = raw_message(rec(b"body", headers=[("b", b"\xff"), ("b", b"\x00")]))
+    assert [base64.b64decode(v) for v in json.loads(attributes["b"])] == [b"\xff", b"\x00"]
+    assert type(attributes["b"]) is bytes
+    # the same record read as a dict (a name once) gives the plain attributes it always did
+    assert raw_message(rec(b"body", headers={"kind": b"a", "tag": b"x"})) == (b"body", {"kind": "a", "tag": "x"})
