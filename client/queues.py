@@ -151,7 +151,9 @@ class Queue:
                       visibility_timeout_s: float | None = None) -> list[QueueMessage]:
         """Up to ``max_messages`` (1-1,000; SQS: 10) messages, each hidden for the queue's visibility timeout or
         ``visibility_timeout_s``. Long polls up to ``wait_s`` (0-20 s; None: the queue's ``receive_wait_s``),
-        answering as soon as one message is receivable; an empty list when none came."""
+        answering as soon as one message is receivable; an empty list when none came. Under a receive limit
+        policy (docs/protocol.md "Limits") it may get fewer than ``max_messages``; one answered THROTTLED waits
+        ``retry_after_s`` and asks again, raising ``ThrottledError`` only past the request's timeout."""
         body: dict[str, Any] = {"queue": self.name, "max_messages": max_messages}
         if wait_s is not None:
             body["wait_ms"] = _ms(wait_s)

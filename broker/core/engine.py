@@ -89,7 +89,8 @@ class Engine:
                               wake=self._woken.add)
         group_api = GroupApi(log_manager, self.groups, self.offsets, self._when_offsets_durable)
         self.queues = QueueApi(log_manager, wake=self._woken.add, when_durable=self.log_api.when_durable,
-                               admit=self.limits.admit, bytes_max=config.fetch_bytes_max,
+                               admit=self.limits.admit, receivable=self.limits.receivable,
+                               received=self.limits.received, bytes_max=config.fetch_bytes_max,
                                messages_max=config.queue_messages_max)
         self._handlers: dict[type, Callable[[Any, Context], Outcome]] = {Hello: self._hello}
         self.push = PushApi(self.queues, wake=self._woken.add)

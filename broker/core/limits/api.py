@@ -125,6 +125,21 @@ class LimitApi:
             raise refusal(decision)
         return decision.delay_ns / 1e9
 
+    def receivable(self, ctx: Context, *, queue: str, wanted: int) -> int:
+        """How many messages (1 to ``wanted``) a receive from ``queue`` may hand out now under the ``receive``
+        policies (scopes ``client:ID``, ``queue:NAME``, ``global``), charging nothing; see
+        ``PolicySet.receivable``. Raises ``ThrottledError`` (details ``retry_after_s``) when not one may go now,
+        ``LimitPolicyFailedError``."""
+        n, decision = self.policies.receivable(int(ctx.now * 1e9), client_id=ctx.client_id, queue=queue,
+                                               wanted=wanted)
+        if n <= 0:
+            raise refusal(decision)
+        return n
+
+    def received(self, ctx: Context, *, queue: str, records: int) -> None:
+        """Charge an answered receive (one request, ``records`` messages) to the ``receive`` policies."""
+        self.policies.charge_receive(int(ctx.now * 1e9), client_id=ctx.client_id, queue=queue, records=records)
+
     # -- admin ---------------------------------------------------------------------------------------------------
     def set(self, req: LimitsSet, ctx: Context) -> Outcome:
         name = req.policy.get("name")

@@ -27,11 +27,15 @@ logger = logging.getLogger(__name__)
 SCOPES = ("client", "topic", "queue", "global")
 UNITS = ("requests", "records", "bytes")
 MODES = ("reject", "shape")
+# what a policy counts: writes (produce, queue send and send-batch) or receives (queue receive, push delivery)
+WRITE, RECEIVE = "write", "receive"
+OPERATIONS = (WRITE, RECEIVE)
+RECEIVE_UNITS = ("requests", "records")
 STATS_KEYS_MAX = 1000  # per policy: keys whose throttle counts are kept (least recently throttled dropped first)
 MATCH_CACHE_MAX = 10_000  # (client, topic, queue) triples whose matching policies are remembered
 UNLIMITED = Decision(True, 0, (1 << 63) - 1)  # the answer when no policy applies
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_POLICY_KEYS = ("name", "scope", "pattern", "unit", "algorithm", "mode", "params", "max_keys")
+_POLICY_KEYS = ("name", "scope", "pattern", "unit", "algorithm", "mode", "params", "max_keys", "operation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,11 @@ class Policy:
     registered (see ``registry.Algorithms``); ``params``: that algorithm's parameters, e.g. ``{"rate": 1000, "burst":
     100}``. ``mode``: ``reject`` answers THROTTLED with retry-after; ``shape`` delays the request instead (the
     leaky bucket's queue form). ``max_keys``: names tracked before LRU eviction (an evicted name is forgiven).
+    ``operation``: what the policy counts: ``write`` (the default: produces, queue sends and send-batches) or
+    ``receive`` (queue receives and push deliveries, per client or per queue: ``requests`` counts each answered
+    receive or push, ``records`` the messages it hands out; ``reject`` mode only: a receive is never held back,
+    it is answered THROTTLED, and a push waits). Scopes ``client`` and ``queue`` (and ``global``) apply to
+    receives; a ``topic`` policy never matches one.
     """
 
     name: str
@@ -56,6 +65,7 @@ class Policy:
     params: Mapping[str, Any] = field(default_factory=dict)
     mode: str = "reject"
     max_keys: int = DEFAULT_MAX_KEYS
+    operation: str = WRITE
 
     def __post_init__(self) -> None:
         name_ok = isinstance(self.name, str) and _NAME.fullmatch(self.name) and self.name not in (".", "..")
@@ -70,6 +80,19 @@ class Policy:
             raise InvalidConfigError(f"{where}: unit must be one of {', '.join(UNITS)}, got {_short(self.unit)}")
         if self.mode not in MODES:
             raise InvalidConfigError(f"{where}: mode must be one of {', '.join(MODES)}, got {_short(self.mode)}")
+        if self.operation not in OPERATIONS:
+            raise InvalidConfigError(f"{where}: operation must be one of {', '.join(OPERATIONS)}, got "
+                                     f"{_short(self.operation)}")
+        if self.operation == RECEIVE:
+            if self.unit not in RECEIVE_UNITS:
+                raise InvalidConfigError(f"{where}: a receive policy counts {' or '.join(RECEIVE_UNITS)} (messages), "
+                                         f"not {self.unit}")
+            if self.mode != "reject":
+                raise InvalidConfigError(f"{where}: a receive policy's mode is reject (a receive is answered "
+                                         f"THROTTLED, never held), got {_short(self.mode)}")
+            if self.scope == "topic":
+                raise InvalidConfigError(f"{where}: a receive policy's scope is client, queue or global (receives "
+                                         "read queues, not topics)")
         if not isinstance(self.params, Mapping) or not all(isinstance(k, str) for k in self.params):
             raise InvalidConfigError(f"{where}: params must be a table of named values, got {_short(self.params)}")
         try:
@@ -97,7 +120,7 @@ class Policy:
         """Plain data for the config file, the admin API and persistence; ``from_dict`` reads it back."""
         return {"name": self.name, "scope": self.scope, "pattern": self.pattern, "unit": self.unit,
                 "algorithm": self.algorithm, "mode": self.mode, "params": dict(self.params),
-                "max_keys": self.max_keys}
+                "max_keys": self.max_keys, "operation": self.operation}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
@@ -123,14 +146,15 @@ class Policy:
 class _Active:
     """One policy at run time: its limiter and its counters."""
 
-    __slots__ = ("policy", "name", "unit", "unit_index", "algorithm", "match", "admitted", "throttled", "delayed",
-                 "never_fits", "errors", "last_error", "throttled_by_key")
+    __slots__ = ("policy", "name", "unit", "unit_index", "operation", "algorithm", "match", "admitted", "throttled",
+                 "delayed", "never_fits", "errors", "last_error", "throttled_by_key")
 
     def __init__(self, policy: Policy, algorithm: Any) -> None:
         self.policy = policy
         self.name = policy.name
         self.unit = policy.unit
         self.unit_index = UNITS.index(policy.unit)
+        self.operation = policy.operation
         self.algorithm = algorithm
         self.match: Callable[[str], Any] | None = None  # None: matches every name
         if policy.pattern != "*":
@@ -188,7 +212,7 @@ class PolicySet:
     def __init__(self, policies: Iterable[Policy | Mapping[str, Any]] = (), algorithms: Algorithms | None = None) -> None:
         self.algorithms = algorithms or Algorithms()
         self._active: dict[str, _Active] = {}
-        self._cache: dict[tuple[str, str | None, str | None], tuple[tuple[_Active, Hashable], ...]] = {}
+        self._cache: dict[tuple[str, str | None, str | None, str], tuple[tuple[_Active, Hashable], ...]] = {}
         self._high_water_ns = -(1 << 62)
         for p in policies:
             self.set(p)
@@ -248,9 +272,9 @@ class PolicySet:
             now_ns = self._high_water_ns
         else:
             self._high_water_ns = now_ns
-        matches = self._cache.get((client_id, topic, queue))
+        matches = self._cache.get((client_id, topic, queue, WRITE))
         if matches is None:
-            matches = self._matching(client_id, topic, queue)
+            matches = self._matching(client_id, topic, queue, WRITE)
         if not matches:
             return UNLIMITED
         if len(matches) == 1:  # one policy: acquire directly, a refusal charges nothing anyway
@@ -300,10 +324,13 @@ class PolicySet:
             remaining = min(remaining, decision.remaining)
         return admitted(remaining, delay_ns)
 
-    def _matching(self, client_id: str, topic: str | None, queue: str | None) -> tuple[tuple[_Active, Hashable], ...]:
+    def _matching(self, client_id: str, topic: str | None, queue: str | None,
+                  operation: str) -> tuple[tuple[_Active, Hashable], ...]:
         names = {"client": client_id, "topic": topic, "queue": queue}
         found = []
         for active in self._active.values():
+            if active.operation != operation:
+                continue
             scope = active.policy.scope
             if scope == "global":
                 found.append((active, ""))
@@ -314,15 +341,73 @@ class PolicySet:
         result = tuple(found)
         if len(self._cache) >= MATCH_CACHE_MAX:
             self._cache.clear()
-        self._cache[(client_id, topic, queue)] = result
+        self._cache[(client_id, topic, queue, operation)] = result
         return result
+
+    def receivable(self, now_ns: int, *, client_id: str = "", queue: str, wanted: int) -> tuple[int, Decision]:
+        """How many messages (0 to ``wanted``) a receive may hand out now under the ``receive`` policies matching
+        the client and the queue, charging nothing: ``(wanted, UNLIMITED)`` when none applies; ``(0, refusal)``
+        when one cannot admit a request of one message now (the refusal as ``admit``'s, ``retry_after_ns`` the
+        longest); else at most what each ``records`` policy could admit at once (its ``remaining`` after one, plus
+        that one). The caller receives that many at most, then ``charge_receive``s what it handed out."""
+        matches = self._receive_matches(client_id, queue)
+        if not matches:
+            return wanted, UNLIMITED
+        now_ns = self._clock(now_ns)
+        worst: Decision | None = None
+        allowed = wanted
+        for active, key in matches:
+            try:
+                decision = active.algorithm.peek(key, 1, now_ns)
+            except Exception as exc:
+                return 0, active.failed(exc)
+            if not decision.allowed:
+                active.count_refusal(decision, key)
+                decision = decision._replace(policy=active.name, unit=active.unit)
+                if worst is None or _worse(decision, worst):
+                    worst = decision
+            elif active.unit_index == 1:
+                allowed = min(allowed, decision.remaining + 1)
+        if worst is not None:
+            return 0, worst
+        return allowed, UNLIMITED
+
+    def charge_receive(self, now_ns: int, *, client_id: str = "", queue: str, records: int) -> None:
+        """Charge an answered receive to the ``receive`` policies matching the client and the queue: one request,
+        ``records`` messages (at most what ``receivable`` allowed just before, so each is admitted; a limiter that
+        refuses it anyway, or raises, is counted as an error of its policy)."""
+        now_ns = self._clock(now_ns)
+        for active, key in self._receive_matches(client_id, queue):
+            cost = 1 if active.unit_index == 0 else records
+            if cost <= 0:
+                continue
+            try:
+                decision = active.algorithm.acquire(key, cost, now_ns)
+            except Exception as exc:
+                active.failed(exc)
+                continue
+            if decision[0]:
+                active.admitted += 1
+            else:
+                active.failed(RuntimeError(f"refused ({decision.reason}) a receive its peek admitted"))
+
+    def _clock(self, now_ns: int) -> int:
+        """``now_ns``, or the largest time seen before when it is below it (a clock never runs back)."""
+        if now_ns < self._high_water_ns:
+            return self._high_water_ns
+        self._high_water_ns = now_ns
+        return now_ns
+
+    def _receive_matches(self, client_id: str, queue: str) -> tuple[tuple[_Active, Hashable], ...]:
+        matches = self._cache.get((client_id, None, queue, RECEIVE))
+        return self._matching(client_id, None, queue, RECEIVE) if matches is None else matches
 
     def max_costs(self, *, client_id: str = "", topic: str | None = None,
                   queue: str | None = None) -> dict[str, int]:
         """The largest cost per unit that fits every policy matching these names (units without a bound are left
         out): what a producer must split its batches to, e.g. ``{"records": 100, "bytes": 65536}``."""
         result: dict[str, int] = {}
-        for active, _ in self._matching(client_id, topic, queue):
+        for active, _ in self._matching(client_id, topic, queue, WRITE):
             capacity = getattr(active.algorithm, "capacity", None)
             if active.unit != "requests" and isinstance(capacity, int):
                 result[active.unit] = min(capacity, result.get(active.unit, capacity))

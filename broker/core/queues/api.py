@@ -20,7 +20,7 @@ from millpond.broker.core.queues.attributes import (
     message_size,
 )
 from millpond.broker.core.queues.journal import QueueJournal
-from millpond.broker.core.queues.manager import Delivery, QueueManager
+from millpond.broker.core.queues.manager import Delivery, Outgoing, QueueManager
 from millpond.broker.core.queues.queue import Queue
 from millpond.broker.core.queues.redrive import MoveTask
 from millpond.broker.wire.errors import InvalidParameterValueError, InvalidRequestError, MillpondError
@@ -276,17 +276,23 @@ class QueueApi:
     """Answers the queue requests over one ``QueueManager`` journaled in ``log`` (None: memory only).
     ``when_durable(plog, offset, answer)`` holds an answer until the journal is durable up to ``offset``;
     ``wake`` wakes keys; ``admit(ctx, queue=, records=, nbytes=) -> delay_s`` is the limits' admission check
-    (raises when refused); ``bytes_max`` bounds the bodies and attributes of one receive's answer;
+    of a send (raises when refused); ``receivable(ctx, queue=, wanted=) -> int`` the messages a receive may take
+    now (raises ``ThrottledError`` when none) and ``received(ctx, queue=, records=)`` charges what it took (the
+    limits' receive policies); ``bytes_max`` bounds the bodies and attributes of one receive's answer;
     ``messages_max`` one queue's depth."""
 
     def __init__(self, log: LogManager | None, *, wake: Callable[[Hashable], None],
                  when_durable: Callable[[PartitionLog, int, Callable[[], Outcome]], Outcome],
-                 admit: Callable[..., float] = lambda ctx, **charge: 0.0, bytes_max: int = 8 * 1024 * 1024,
+                 admit: Callable[..., float] = lambda ctx, **charge: 0.0,
+                 receivable: Callable[..., int] = lambda ctx, *, queue, wanted: wanted,
+                 received: Callable[..., None] = lambda ctx, **charge: None, bytes_max: int = 8 * 1024 * 1024,
                  messages_max: int = 1_000_000) -> None:
         self.manager = QueueManager(lambda name: wake(queue_key(name)), messages_max=messages_max)
         self.journal = QueueJournal(log)
         self.when_durable = when_durable
         self.admit = admit
+        self.receivable = receivable
+        self.received = received
         self.bytes_max = bytes_max
         self._held_until: dict[tuple[str, str], float] = {}  # (queue, client id) -> end of its last shaped send
 
@@ -405,19 +411,23 @@ class QueueApi:
         return self._admitted(ctx, req.queue, len(req.entries), total, lambda ctx: self._send_entries(req, ctx))
 
     def _send_entries(self, req: SendMessageBatch, ctx: Context) -> Outcome:
+        results = self.manager.send_batch(
+            req.queue, [Outgoing(e.body, e.attributes, e.delay_s, e.group_id, e.dedup_id) for e in req.entries],
+            ctx.now, ctx.now_ms)
         sent, failed = [], []
-        for e in req.entries:
-            try:
-                mid, seq = self.manager.send(req.queue, e.body, ctx.now, ctx.now_ms, attributes=e.attributes,
-                                             delay_s=e.delay_s, group_id=e.group_id, dedup_id=e.dedup_id)
-                sent.append(SentEntry(e.id, mid, seq))
-            except MillpondError as exc:
-                failed.append(BatchFailure(e.id, exc.code, exc.name, exc.message))
+        for e, result in zip(req.entries, results):
+            if isinstance(result, MillpondError):
+                failed.append(BatchFailure(e.id, result.code, result.name, result.message))
+            else:
+                sent.append(SentEntry(e.id, result[0], result[1]))
         return self._durable(ctx, BatchSent(tuple(sent), tuple(failed)))
 
     def receive(self, req: ReceiveMessages, ctx: Context) -> Outcome:
         """As SQS ReceiveMessage with long polling: answered as soon as at least one message is receivable, or
-        with none after ``wait_s``; then once its receive counts and timeouts are durable."""
+        with none after ``wait_s``; then once its receive counts and timeouts are durable. The limits' receive
+        policies are asked before messages are taken (at the call, and when a long poll is woken) and charged the
+        answer: a client or queue past its rate is answered ``ThrottledError`` (``retry_after_s``) and takes
+        nothing; one near it gets fewer messages than ``max_messages``."""
         q = self.manager.queue(req.queue, ctx.now)
         if not 1 <= req.max_messages <= RECEIVE_MESSAGES_MAX:
             raise InvalidParameterValueError(
@@ -427,19 +437,26 @@ class QueueApi:
                                                                                  RECEIVE_WAIT_S_MAX)
         got = self._take(req, ctx)
         if got or wait_s <= 0:
-            return self._durable(ctx, Received(got))
+            return self._answer_receive(req, ctx, got)
         keys, until = (queue_key(req.queue),), ctx.now + wait_s
 
         def resume(ctx: Context, timed_out: bool) -> Outcome:
             got = self._take(req, ctx)
             if got or timed_out:
-                return self._durable(ctx, Received(got))
+                return self._answer_receive(req, ctx, got)
             return Wait(keys, until, resume)
 
         return Wait(keys, until, resume)
 
+    def _answer_receive(self, req: ReceiveMessages, ctx: Context, got: tuple[Delivery, ...]) -> Outcome:
+        self.received(ctx, queue=req.queue, records=len(got))
+        return self._durable(ctx, Received(got))
+
     def _take(self, req: ReceiveMessages, ctx: Context) -> tuple[Delivery, ...]:
-        got = self.manager.receive(req.queue, req.max_messages, ctx.now, ctx.now_ms,
+        q = self.manager.queue(req.queue, ctx.now)
+        # nothing visible: nothing to take, the limits need not be asked
+        wanted = self.receivable(ctx, queue=req.queue, wanted=req.max_messages) if q.counts[1] else req.max_messages
+        got = self.manager.receive(req.queue, wanted, ctx.now, ctx.now_ms,
                                    visibility_timeout_s=req.visibility_timeout_s,
                                    bytes_max=self.bytes_max if req.max_bytes is None else min(req.max_bytes,
                                                                                               self.bytes_max))

@@ -38,6 +38,7 @@ from millpond.broker.wire.errors import (
     InvalidParameterValueError,
     InvalidRequestError,
     MillpondError,
+    ThrottledError,
     TooManySubscriptionsError,
     UnknownQueueError,
     UnknownSubscriptionError,
@@ -263,30 +264,39 @@ class PushApi:
         """The next push of a subscription: as many visible messages as its window has room for (each a receive
         with the subscription's visibility timeout), answered as soon as there is one, or with none after
         ``wait_s`` (0-20 s, default 20), or ``ended`` when the subscription is over; then once the receives are
-        durable. FIFO queues keep group order as a receive does. Raises ``UnknownSubscriptionError``,
+        durable. FIFO queues keep group order as a receive does. The limits' receive policies count each push
+        as a receive (see ``QueueApi.receive``): one they throttle is held until its retry-after has passed, not
+        refused. Raises ``UnknownSubscriptionError``,
         ``UnknownQueueError`` (the queue was deleted: the subscription ends), ``InvalidParameterValueError``."""
         sub = self._find(req.connection, req.subscription)
         wait_s = RECEIVE_WAIT_S_MAX if req.wait_s is None else check_seconds("wait_s", req.wait_s,
                                                                               RECEIVE_WAIT_S_MAX)
-        got = self._take(sub, req, ctx)
-        if got or wait_s <= 0:
-            return self.queues._durable(ctx, Deliveries(got, len(sub.held)))
         keys = (queue_key(sub.queue), slots_key(sub.connection, sub.id))
         until = ctx.now + wait_s
+        got, retry_at = self._take(sub, req, ctx)
+        if got or wait_s <= 0:
+            return self._answer(sub, ctx, got)
 
         def resume(ctx: Context, timed_out: bool) -> Outcome:
             if sub.ended is not None:
                 if isinstance(sub.ended, MillpondError):
                     raise sub.ended
                 return Answer(Deliveries((), 0, ended=True))
-            got = self._take(sub, req, ctx)
-            if got or timed_out:
-                return self.queues._durable(ctx, Deliveries(got, len(sub.held)))
-            return Wait(keys, until, resume)
+            got, retry_at = self._take(sub, req, ctx)
+            if got or (timed_out and ctx.now >= until):  # not when woken for a throttle's end
+                return self._answer(sub, ctx, got)
+            return Wait(keys, min(until, retry_at), resume)
 
-        return Wait(keys, until, resume)
+        return Wait(keys, min(until, retry_at), resume)
 
-    def _take(self, sub: Subscription, req: QueueDeliver, ctx: Context) -> tuple[Delivery, ...]:
+    def _answer(self, sub: Subscription, ctx: Context, got: tuple[Delivery, ...]) -> Outcome:
+        self.queues.received(ctx, queue=sub.queue, records=len(got))
+        return self.queues._durable(ctx, Deliveries(got, len(sub.held)))
+
+    def _take(self, sub: Subscription, req: QueueDeliver, ctx: Context) -> tuple[tuple[Delivery, ...], float]:
+        """``(the messages pushed now, when to look again at the latest)``: the window's room, as many as the
+        limits' receive policies let go now; a subscription they throttle takes nothing and looks again once
+        the throttle's retry-after has passed (a push waits rather than fails)."""
         q = self._queue(sub)
         if q is None:
             error = UnknownQueueError(f"queue {sub.queue!r} was deleted: subscription {sub.id} ended",
@@ -296,14 +306,19 @@ class PushApi:
         self.manager.queue(sub.queue, ctx.now)  # its timers: a timed-out delivery frees its place
         room = sub.prefetch - len(self._holding(sub, q))
         if room <= 0:
-            return ()
+            return (), NEVER
+        if q.counts[1]:
+            try:
+                room = self.queues.receivable(ctx, queue=sub.queue, wanted=room)
+            except ThrottledError as exc:
+                return (), ctx.now + float(exc.details.get("retry_after_s", 0.0))
         bytes_max = self.queues.bytes_max if req.max_bytes is None else min(req.max_bytes, self.queues.bytes_max)
         got = self.manager.receive(sub.queue, room, ctx.now, ctx.now_ms,
                                    visibility_timeout_s=sub.visibility_timeout_s, bytes_max=bytes_max)
         self.queues._journal(ctx)  # dead letters moved while nothing was delivered are written too
         for d in got:
             sub.held[self.manager._handle(q, d.receipt_handle)[0]] = d.receive_count
-        return tuple(got)
+        return tuple(got), NEVER
 
     # -- ack and nack ---------------------------------------------------------------------------------------------
     def ack(self, req: QueueAck, ctx: Context) -> Outcome:
