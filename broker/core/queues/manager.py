@@ -283,10 +283,14 @@ class QueueManager:
         default_delay, bytes_max, depth_max = q.attrs.delay_s, q.attrs.message_bytes_max, self.messages_max
         visible = False
         run: list[Any] | None = None  # [subscription, partition, next offset] of the fan-out marks to set
+        stored: list[Message] = []  # not yet applied to the queue: one call applies them together
         for e in entries:
             body, attributes, delay_s, group_id, dedup_id, mid, origin = e
             if (fifo or attributes or delay_s is not None or group_id is not None or dedup_id is not None or not body
-                    or len(body) > bytes_max or len(messages) >= depth_max):
+                    or len(body) > bytes_max or len(messages) + len(stored) >= depth_max):
+                if stored:  # what is checked next sees the queue with them (its depth, FIFO duplicates)
+                    q.apply_sends(stored, now)
+                    stored = []
                 try:
                     attributes, dedup_id, duplicate = self._admissible(q, e)
                 except MillpondError as exc:
@@ -299,7 +303,7 @@ class QueueManager:
                     continue
             else:  # the common case, checked above: a body within bounds, nothing else
                 attributes = {}
-            seq = q.next_seq
+            seq = q.next_seq + len(stored)
             if mid is None:
                 mid = self._ids.next()
             body = bytes(body)
@@ -318,11 +322,13 @@ class QueueManager:
                 elif offset >= run[2]:
                     run[2] = offset + 1
             # the same change apply() makes of the event, without reading it back
-            q.apply_send(Message(seq, mid, body, attributes, now_ms, now, visible_at, group_id, dedup_id, None), now)
+            stored.append(Message(seq, mid, body, attributes, now_ms, now, visible_at, group_id, dedup_id, None))
             events.append(event)
             append((mid, seq if fifo else None))
             if visible_at <= now:
                 visible = True
+        if stored:
+            q.apply_sends(stored, now)
         if run is not None:
             self._mark(run[0], run[1], run[2])
         if visible:
