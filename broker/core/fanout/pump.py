@@ -108,8 +108,11 @@ class Pump:
             if not records:
                 continue
             budget -= len(records) * len(behind)
+            raws: list[Any] | None = None  # each record's raw message, made once for every raw subscription
             for s in behind:
-                if self._deliver(s, p, records, now, now_ms):
+                if s.raw and s.webhook is None and raws is None:
+                    raws = [_raw(rec) for rec in records]
+                if self._deliver(s, p, records, now, now_ms, raws if s.raw else None):
                     moved[s.id] = s
             self.dirty[key] = None  # looked at again next turn: more records, or nothing and it is dropped
         return list(moved.values())
@@ -156,10 +159,12 @@ class Pump:
         for key in [k for k in self._cache if k[0] == topic]:
             del self._cache[key]
 
-    def _deliver(self, s: Subscription, p: int, records: Iterable[Record], now: float, now_ms: int) -> bool:
+    def _deliver(self, s: Subscription, p: int, records: list[Record], now: float, now_ms: int,
+                 raws: list[Any] | None = None) -> bool:
         """Deliver ``records`` (offset order) from ``s``'s cursor on; returns whether the cursor moved. The
         records to send go to the queue in batches (one ``send_batch`` call, in order); a record the queue
-        refuses is handled before anything after it is sent (dead-lettered, or the subscription pauses there)."""
+        refuses is handled before anything after it is sent (dead-lettered, or the subscription pauses there).
+        ``raws``: the raw message of each record (``_raw``), shared by the raw subscriptions of one turn."""
         if s.webhook is not None:
             return self._take(s, p, records)
         cur = before = s.cursors.get(p, 0)
@@ -170,7 +175,7 @@ class Pump:
         ids = delivery_message_ids(sub_id, s.topic, p)
         new = tuple.__new__
         run: list[tuple[Record, Any]] = []  # (record, None: sent before | False: filtered out | its Outgoing)
-        for rec in records:
+        for i, rec in enumerate(records):
             offset = rec.offset
             if offset < cur:
                 continue
@@ -182,7 +187,13 @@ class Pump:
                 continue
             mid = ids(offset)
             try:
-                body, attributes = raw_message(rec) if raw else (envelope(rec, sub_id), None)
+                if raws is not None:
+                    made = raws[i]
+                    if isinstance(made, MillpondError):
+                        raise made
+                    body, attributes = made
+                else:
+                    body, attributes = raw_message(rec) if raw else (envelope(rec, sub_id), None)
             except MillpondError as exc:  # no message can be made of it: what comes before goes first
                 go_on, cur = self._flush(s, run, cur, now, now_ms)
                 run = []
@@ -322,6 +333,14 @@ class Pump:
             s.paused_until = -math.inf
             if self.subs.by_id.get(s.id) is s:
                 self.mark_topic(s.topic)
+
+
+def _raw(rec: Record) -> Any:
+    """``raw_message(rec)``, or the ``MillpondError`` it raises."""
+    try:
+        return raw_message(rec)
+    except MillpondError as exc:
+        return exc
 
 
 def _look_from(s: Subscription, p: int) -> int:

@@ -313,7 +313,7 @@ class QueueManager:
                                 dedup_id, None)
             else:
                 event = ("send", name, seq, mid, body, attributes, now_ms, now, visible_at, group_id, dedup_id,
-                         None, list(origin))
+                         None, origin)
                 sub, partition, offset = origin
                 if run is None or run[0] != sub or run[1] != partition:
                     if run is not None:
