@@ -515,15 +515,16 @@ class Accumulator:
     def pending_batches(self) -> list[Batch]:
         return [b for q in self._queues.values() for b in q]
 
-    def abort(self, error: BaseException) -> None:
-        """Fail everything not yet acknowledged (the producer is closing without flushing)."""
+    def abort(self, error: BaseException, *, in_flight: bool = False) -> None:
+        """Fail everything not yet acknowledged (the producer is closing without flushing); with ``in_flight``,
+        the batches marked sent too (the sender has stopped: no answer will settle them)."""
         for topic in list(self._parked):
             self.fail_topic(topic, error)
         self._open.clear()
         for tp, q in self._queues.items():
-            keep = [b for b in q if b.sent]  # their answers will still settle them
+            keep = [] if in_flight else [b for b in q if b.sent]  # their answers will still settle them
             for b in q:
-                if b.sent:
+                if b.sent and not in_flight:
                     continue
                 b.error = error
                 self.records_buffered -= len(b.rows)

@@ -98,6 +98,7 @@ class Client:
         self._conn: Connection | None = None
         self._connecting = anyio.Lock()
         self._closed = False
+        self._gone: str | None = None  # why watch() gave the broker up, if it did
         self.reconnects = 0
         self._partition_counts: dict[str, int] = {}  # publish's partition choice, per topic
 
@@ -123,15 +124,50 @@ class Client:
             return conn
         return await self._reconnect()
 
-    async def _reconnect(self, first: bool = False) -> Connection:
+    def watch(self, gone_after_s: float, on_gone: Callable[[str], None]) -> None:
+        """Call ``on_gone(reason)`` once, from the client's event loop, when the connection ends (its end of stream
+        or a reset, known at once) and cannot be opened again within ``gone_after_s`` seconds; ``reason`` names the
+        broker's address and why. For a program that must notice a broker that went away while it waits on
+        something else (``millpond produce`` reading its input); a broker back within the bound is used again.
+        Once given up, every request that needs a new connection fails at once with ``ConnectionClosedError``."""
+        self._tg.start_soon(self._watch, gone_after_s, on_gone)
+
+    async def _watch(self, gone_after_s: float, on_gone: Callable[[str], None]) -> None:
+        while not self._closed:
+            conn = self._conn
+            lost = "not connected"
+            if conn is not None:
+                await conn.closed_event.wait()
+                lost = conn.close_reason
+            if self._closed:
+                return
+            why = "no answer"
+            with anyio.move_on_after(gone_after_s):
+                try:
+                    await self._reconnect(timeout_s=gone_after_s)
+                    continue
+                except ConnectionClosedError as exc:
+                    why = exc.message.removeprefix(f"cannot connect to {self.host}:{self.port}: ")
+            if not self._closed:
+                reason = (f"lost the connection to the broker at {self.address} ({lost}) and could not connect "
+                          f"again within {gone_after_s:g} s ({why})")
+                try:
+                    on_gone(reason)  # first: the caller hears it from here before any request fails with it
+                finally:
+                    self._gone = reason
+            return
+
+    async def _reconnect(self, first: bool = False, timeout_s: float | None = None) -> Connection:
         async with self._connecting:
             if self._conn is not None and not self._conn.closed:
                 return self._conn  # another task reconnected while we waited
             if self._closed:
                 raise ConnectionClosedError("client is closed")
+            if self._gone is not None:  # watch() gave up on it: what is left (a leave, a commit) fails at once
+                raise ConnectionClosedError(self._gone)
             host, port = self.host, self.port
             delay, delay_max = self.reconnect_backoff_s
-            deadline = anyio.current_time() + self.reconnect_timeout_s
+            deadline = anyio.current_time() + (self.reconnect_timeout_s if timeout_s is None else timeout_s)
             while True:
                 try:
                     self._conn = await Connection.open(self._tg, host, port, self.client_id, self.connect_timeout_s)
@@ -143,6 +179,8 @@ class Client:
                         raise
                 await anyio.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, delay_max)
+                if self._gone is not None:
+                    raise ConnectionClosedError(self._gone)
 
     async def request(self, api: str, body: dict[str, Any], *, timeout_s: float | None = None,
                       retry_throttled: bool = True) -> Any:

@@ -157,15 +157,17 @@ class Producer:
         on its way may still be stored. Leaving ``async with`` is ``close()``; closing twice does nothing."""
         if self._tg is None:
             return
+        error = None if timeout_s is None else TimeoutError(
+            f"producer closed: not acknowledged within {timeout_s:g} s")
         try:
-            if timeout_s is None:
+            if error is None:
                 await self.flush()
             else:
                 with anyio.move_on_after(max(0.0, timeout_s)):
                     await self.flush()
-                self.abandon(TimeoutError(f"producer closed: not acknowledged within {timeout_s:g} s"))
+                self.abandon(error)
         finally:
-            await self._stop()
+            await self._stop(error)
 
     def abandon(self, error: BaseException) -> int:
         """Fail every record not yet acknowledged with ``error``, those in flight too (their late answers are
@@ -185,12 +187,20 @@ class Producer:
             self._notify_space()
         return failed
 
-    async def _stop(self) -> None:
+    async def _stop(self, error: BaseException | None = None) -> None:
         tg, self._tg = self._tg, None
         tg.cancel_scope.cancel()
         if self._twake is not None:
             self._twake.set()  # release the worker thread the sender was sleeping in
         await tg.__aexit__(None, None, None)
+        # A batch the sender had taken but not yet written (waiting for a connection to a broker that is gone)
+        # gets no answer now: it fails rather than leave its handles unsettled.
+        with self.lock:
+            before = self._acc.records_buffered
+            error = error or MillpondError("producer closed before the batch was sent")
+            self._acc.abort(error, in_flight=True)
+            self._count_failure(before - self._acc.records_buffered, error)
+            self._notify_space()
 
     async def __aenter__(self) -> Producer:
         if self.idempotent:
@@ -206,10 +216,11 @@ class Producer:
             await self.close()
         elif self._tg is not None:
             # leaving on an exception never waits: what is not acknowledged fails with it
+            error = exc if isinstance(exc, Exception) else MillpondError("producer closed")
             try:
-                self.abandon(exc if isinstance(exc, Exception) else MillpondError("producer closed"))
+                self.abandon(error)
             finally:
-                await self._stop()
+                await self._stop(error)
         return None
 
     # ---- the sender task ----

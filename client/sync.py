@@ -93,6 +93,10 @@ class SyncClient:
     def close(self) -> None:
         self._stack.close()
 
+    def watch(self, gone_after_s: float, on_gone: Callable[[str], None]) -> None:
+        """See ``Client.watch``: ``on_gone(reason)`` is called from the client's own thread."""
+        self._portal.call(self._client.watch, gone_after_s, on_gone)
+
     def __enter__(self) -> SyncClient:
         return self
 
@@ -401,10 +405,12 @@ class SyncProducer:
                 for ev in events:
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
                     if not ev.wait(left):
-                        self._portal.call(self._p.abandon, TimeoutError(
-                            f"producer closed: not acknowledged within {timeout_s:g} s"))
-                        again = False
-                        break
+                        error = TimeoutError(f"producer closed: not acknowledged within {timeout_s:g} s")
+                        self._portal.call(self._p.abandon, error)
+                        # as leaving on an exception, which never waits: a graceful close would wait for a batch
+                        # still on its way, retried until delivery_timeout_s when the broker is gone
+                        self._cm.__exit__(TimeoutError, error, None)
+                        return
         except BaseException as exc:
             self._cm.__exit__(type(exc), exc, exc.__traceback__)
             raise

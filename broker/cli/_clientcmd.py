@@ -8,6 +8,11 @@ from typing import Callable
 
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError
 
+# A broker whose connection ended and that does not take a new one within this is gone: produce and consume say
+# so and exit, rather than retrying for the client's reconnect and delivery timeouts (minutes). A restart within it
+# is waited out.
+BROKER_GONE_S = 5.0
+
 # The client's default, spelt here so building the parser (and `millpond serve`) never imports the client.
 DEFAULT_ADDRESS = "127.0.0.1:7420"
 

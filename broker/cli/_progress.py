@@ -1,5 +1,6 @@
 # A live progress line on stderr for the streaming commands (produce, consume): rich's Live on a terminal (the
-# `cli` extra; a plain redrawn line without it), nothing otherwise, and a signal-driven stop for `produce`.
+# `cli` extra; a plain redrawn line without it), nothing otherwise, and a signal-driven stop for `produce` and
+# `consume` (Ctrl-C, SIGTERM, or the broker going away).
 # Knows the terminal, threads and signals; what the line says is the caller's.
 from __future__ import annotations
 
@@ -85,16 +86,31 @@ class LiveLine:
 class Stop:
     """SIGINT and SIGTERM while installed (``with Stop() as stop:``): the first sets ``stop.signal`` (its name)
     and raises KeyboardInterrupt unless ``stop.deferred`` (a section that must not be cut in the middle checks
-    ``stop.signal`` after it instead); the second always raises KeyboardInterrupt, to abort at once."""
+    ``stop.stopping`` after it instead); the second always raises KeyboardInterrupt, to abort at once.
+    ``broker_gone(reason)``, from any thread, stops the main thread the same way wherever it waits (reading input,
+    waiting on the broker), with ``stop.gone`` the reason."""
 
     def __init__(self) -> None:
         self.signal: str | None = None
+        self.gone: str | None = None
         self.count = 0
         self.deferred = False
         # Called on the second signal instead of raising, if set: it must end the process (os._exit). A second
         # KeyboardInterrupt can land inside the cleanup the first one started and leave it waiting forever.
         self.abort: Callable[[], None] | None = None
         self._old: dict[int, Any] = {}
+        self._main = threading.main_thread().ident
+
+    @property
+    def stopping(self) -> bool:
+        return self.signal is not None or self.gone is not None
+
+    def broker_gone(self, reason: str) -> None:
+        """Stop as a first signal would, because the broker went away: a signal to the main thread itself, so a
+        read blocked on stdin or a wait on the client returns at once (EINTR) and raises there."""
+        if self.gone is None and self.signal is None:
+            self.gone = reason
+            signal.pthread_kill(self._main, GONE_SIGNAL)
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.count += 1
@@ -105,11 +121,19 @@ class Stop:
         if self.count > 1 or not self.deferred:
             raise KeyboardInterrupt
 
+    def _gone_handler(self, signum: int, frame: Any) -> None:
+        if not self.deferred:
+            raise KeyboardInterrupt
+
     def __enter__(self) -> Stop:
         for s in (signal.SIGINT, signal.SIGTERM):
             self._old[s] = signal.signal(s, self._handler)
+        self._old[GONE_SIGNAL] = signal.signal(GONE_SIGNAL, self._gone_handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for s, old in self._old.items():
             signal.signal(s, old)
+
+
+GONE_SIGNAL = signal.SIGUSR1  # what broker_gone sends the main thread: no user sends it to a millpond command

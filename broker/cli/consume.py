@@ -2,7 +2,8 @@
 # (key, value, header values) appear as a string when they are valid UTF-8, else as {"base64": "..."}.
 # With --group G it reads as a consumer-group member and commits what it has printed. Records the broker reports
 # damaged on disk end it with the error (after printing the intact ones before them), or with --skip-corrupt are
-# skipped, each skipped range reported on stderr.
+# skipped, each skipped range reported on stderr. A broker that goes away ends it within BROKER_GONE_S, with the
+# count printed.
 # Knows argparse and stdout; fetching and positions are the client consumer's.
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import sys
 import time
 from typing import Any
 
-from millpond.broker.cli._clientcmd import add_client_args, guarded
-from millpond.broker.cli._progress import LiveLine, Rate
+from millpond.broker.cli._clientcmd import BROKER_GONE_S, add_client_args, fail, guarded
+from millpond.broker.cli._progress import LiveLine, Rate, Stop
 from millpond.broker.cli._records import compile_format, key_separated, parse_offset
-from millpond.client.errors import CorruptRangeError, NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError
+from millpond.client.errors import (ConnectionClosedError, CorruptRangeError, NotPartitionOwnerError,
+                                    StaleMemberEpochError, UnknownMemberIdError)
 from millpond.client.sync import connect
 
 
@@ -113,15 +115,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("with --group, -o takes beginning or end (where partitions the group has not committed "
                          "start); the group's committed offsets decide the rest")
     tally = _Tally(args.topic)
-    try:
-        return _run(args, render, offset, tally)
-    except CorruptRangeError as exc:
-        d = exc.details
-        raise CorruptRangeError(
-            f"offsets {d['first_offset']}-{d['last_offset']} of {d['topic']}/{d['partition']} are damaged on disk; "
-            f"the next readable offset is {d['next_offset']} (--skip-corrupt continues past them)", **d) from None
-    finally:
-        tally.close()
+    with Stop() as stop:
+        try:
+            return _run(args, render, offset, tally, stop)
+        except (KeyboardInterrupt, ConnectionClosedError):
+            if stop.gone is None:
+                raise
+        except CorruptRangeError as exc:
+            d = exc.details
+            raise CorruptRangeError(
+                f"offsets {d['first_offset']}-{d['last_offset']} of {d['topic']}/{d['partition']} are damaged on "
+                f"disk; the next readable offset is {d['next_offset']} (--skip-corrupt continues past them)",
+                **d) from None
+        finally:
+            tally.close()
+    return fail("consume", f"{stop.gone}; {tally.records} record(s) printed before")
 
 
 def _start_at(c: Any, cons: Any, parts: list[tuple[str, int]], offset: tuple[str, int]) -> None:
@@ -136,7 +144,7 @@ def _start_at(c: Any, cons: Any, parts: list[tuple[str, int]], offset: tuple[str
         cons.seek(tp[0], tp[1], min(max(at, start), end))
 
 
-def _run(args: argparse.Namespace, render: Any, offset: tuple[str, int] | None, tally: _Tally) -> int:
+def _run(args: argparse.Namespace, render: Any, offset: tuple[str, int] | None, tally: _Tally, stop: Stop) -> int:
     out = sys.stdout.buffer
     remaining = args.max
     if args.group is not None and args.partition is not None:
@@ -144,8 +152,9 @@ def _run(args: argparse.Namespace, render: Any, offset: tuple[str, int] | None, 
     if remaining is not None and remaining <= 0:
         return 0
     if args.group is not None:
-        return _run_group(args, out, remaining, render, offset, tally)
-    with connect(args.broker, client_id=args.client_id) as c:
+        return _run_group(args, out, remaining, render, offset, tally, stop)
+    with connect(args.broker, client_id=args.client_id, reconnect_timeout_s=BROKER_GONE_S) as c:
+        c.watch(BROKER_GONE_S, stop.broker_gone)
         desc = c.describe_topic(args.topic)  # raises UnknownTopicOrPartitionError with a clear message
         parts = [(args.topic, args.partition)] if args.partition is not None else \
             [(args.topic, p.partition) for p in desc.partitions]
@@ -197,7 +206,7 @@ def _report_skipped(cons: Any, reported: int, ends: dict[tuple[str, int], int]) 
 
 
 def _run_group(args: argparse.Namespace, out: Any, remaining: int | None, render: Any,
-               offset: tuple[str, int] | None, tally: _Tally) -> int:
+               offset: tuple[str, int] | None, tally: _Tally, stop: Stop) -> int:
     """Consume as a group member; commit what is printed: after each batch, and in on_revoked for partitions
     leaving this member (so their next owner starts right after what was printed here)."""
     printed: dict[tuple[str, int], int] = {}  # next offset to read, per partition, of what reached stdout
@@ -212,7 +221,8 @@ def _run_group(args: argparse.Namespace, out: Any, remaining: int | None, render
         for tp in partitions:
             printed.pop(tp, None)
 
-    with connect(args.broker, client_id=args.client_id) as c:
+    with connect(args.broker, client_id=args.client_id, reconnect_timeout_s=BROKER_GONE_S) as c:
+        c.watch(BROKER_GONE_S, stop.broker_gone)
         c.describe_topic(args.topic)  # raises UnknownTopicOrPartitionError with a clear message
         reset = "earliest" if args.from_beginning or (offset is not None and offset[0] == "beginning") else "latest"
 
@@ -228,7 +238,7 @@ def _run_group(args: argparse.Namespace, out: Any, remaining: int | None, render
                 # so the next member starts right after it; then leaving the block leaves the group.
                 owned = cons.assignment()
                 mine = {tp: off for tp, off in printed.items() if tp in owned}
-                if mine:
+                if mine and stop.gone is None:  # a broker gone takes no commit
                     try:
                         cons.commit(mine)
                     except (NotPartitionOwnerError, StaleMemberEpochError, UnknownMemberIdError):

@@ -1,7 +1,8 @@
 # `millpond produce TOPIC`: one record per stdin line (kcat -P style), binary-safe: stdin is read as bytes and
 # only the trailing b"\n" of each line is removed. The first Ctrl-C or SIGTERM stops reading and flushes what is
-# buffered for up to --stop-timeout-s, the second aborts at once; a line that cannot be sent is reported with its
-# number and what limits it. Knows argparse, stdin and signals; batching is the client producer's.
+# buffered for up to --stop-timeout-s, the second aborts at once; a broker that goes away ends it within
+# BROKER_GONE_S with the counts; a line that cannot be sent is reported with its number and what limits it. Knows
+# argparse, stdin and signals; batching is the client producer's.
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ import time
 from collections import deque
 from typing import Any
 
-from millpond.broker.cli._clientcmd import add_client_args, fail, guarded
+from millpond.broker.cli._clientcmd import BROKER_GONE_S, add_client_args, fail, guarded
 from millpond.broker.cli._progress import LiveLine, Rate, Stop
 from millpond.broker.wire.errors import CostExceedsLimitError, MillpondError, RecordTooLargeError, ThrottledError
 from millpond.client.sync import connect
@@ -110,7 +111,7 @@ class _Feed:
                 failure = None
             finally:
                 stop.deferred = False
-            if stop.signal is not None:
+            if stop.stopping:
                 raise KeyboardInterrupt
             if failure is not None:
                 if self.failed(lineno, failure):
@@ -169,12 +170,13 @@ def _summary(stats: Any, started: float, signalled: str | None, aborted: bool, l
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    with connect(args.broker, client_id=args.client_id) as c:
+    with connect(args.broker, client_id=args.client_id, reconnect_timeout_s=BROKER_GONE_S) as c:
         if args.topic not in c.metadata([args.topic]):
             return fail("produce", f"topic {args.topic!r} does not exist (create it with: millpond topics create "
                                    f"{args.topic})")
         parse_headers(args.header)  # a malformed -H is a usage error before anything is read
         with Stop() as stop:
+            c.watch(BROKER_GONE_S, stop.broker_gone)
             p = c.producer(linger_s=args.linger_s, max_buffered_records=2 * BUFFERED_MAX)
             feed = _Feed(args, p, stop)
             rate = Rate()
@@ -201,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
                     feed.run(sys.stdin.buffer)
                     p.flush()  # a first signal meanwhile bounds what is left, as one while reading does
                 except KeyboardInterrupt:
+                    if stop.gone is not None:
+                        raise  # nothing buffered can reach it now
                     buffered = p.statistics().records_buffered
                     live.note(f"millpond produce: {stop.signal or 'SIGINT'}: stopped reading after {feed.lines} "
                               f"record(s); sending {buffered} buffered for up to {args.stop_timeout_s:g} s "
@@ -210,12 +214,17 @@ def run(args: argparse.Namespace) -> int:
                     p.close()
             except KeyboardInterrupt:
                 aborted = True  # close() failed what was left
+                if stop.gone is not None:
+                    p.close(timeout_s=0)
             finally:
                 live.stop()
-            if not aborted and stop.signal is None:
+            if not aborted and not stop.stopping:
                 feed.settle(0)  # every record is settled now: report the lines that failed
             stats = p.statistics()
     _summary(stats, started, stop.signal, aborted, feed.lines)
+    if stop.gone is not None:
+        return fail("produce", f"{stop.gone}; {feed.lines} record(s) read, {stats.records_sent} acknowledged, "
+                               f"{feed.lines - stats.records_sent} not acknowledged")
     if stop.signal is not None:
         return 130
     if feed.error is not None:

@@ -158,3 +158,70 @@ def test_leaving_a_blocking_block_by_an_exception_waits_for_nothing(daemon):
     assert took < 0.5, took
     acked, errors = outcomes(handles)
     check(daemon, stats, acked, errors, Boom)
+
+
+# ---- a broker that is gone: close(timeout_s=...) and leaving by an exception still end, every handle settled ----
+
+def _killed_under(tmp_path, produce) -> None:
+    """Start a broker, let ``produce(address, kill)`` send to it and call ``kill()`` to SIGKILL it."""
+    import signal
+
+    from tests.daemonproc import start_daemon, stop_daemon
+
+    broker, port = start_daemon(tmp_path / "data", tmp_path / "broker.log")
+
+    def kill() -> None:
+        broker.send_signal(signal.SIGKILL)
+        broker.wait()
+
+    try:
+        with sync_connect(f"127.0.0.1:{port}") as admin:
+            admin.create_topic("t")
+        produce(f"127.0.0.1:{port}", kill)
+    finally:
+        stop_daemon(broker)
+
+
+def _gone_check(handles: list, stats, kind: type) -> None:
+    acked, errors = outcomes(handles)  # each settled: none left waiting for a connection that never comes
+    assert acked == stats.records_sent == 200 and len(errors) == stats.records_failed == len(handles) - 200
+    assert all(isinstance(e, kind) for e in errors) and stats.records_buffered == 0
+
+
+@pytest.mark.parametrize("how", ["close", "exception"])
+def test_a_blocking_producer_ends_when_the_broker_is_gone(tmp_path, how):
+    def produce(address: str, kill) -> None:
+        # reconnect attempts far longer than the close bound: the bound alone must end it
+        with sync_connect(address, reconnect_timeout_s=600) as c:
+            p = c.producer(delivery_timeout_s=600)
+            handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
+            handles[-1].result(10)
+            kill()
+            handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, 1200)]
+            if how == "close":
+                p.close(timeout_s=0.5)
+            else:
+                with pytest.raises(Boom), p:
+                    raise Boom()
+            _gone_check(handles, p.statistics(), TimeoutError if how == "close" else Boom)
+
+    _killed_under(tmp_path, produce)
+
+
+def test_an_async_producer_closes_within_its_bound_when_the_broker_is_gone(tmp_path):
+    async def produce_async(address: str, kill) -> None:
+        async with connect(address, reconnect_timeout_s=600) as c:
+            p = c.producer(delivery_timeout_s=600)
+            async with p:
+                handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
+                await handles[-1]
+                await trio.to_thread.run_sync(kill)
+                handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, 1200)]
+                await trio.sleep(0.2)  # the sender has taken a batch and waits for a connection
+                await p.close(timeout_s=0.5)
+            acked, errors = await async_outcomes(handles)
+            stats = p.statistics()
+            assert acked == stats.records_sent == 200 and len(errors) == stats.records_failed == 1000
+            assert all(isinstance(e, TimeoutError) for e in errors) and stats.records_buffered == 0
+
+    _killed_under(tmp_path, lambda address, kill: trio.run(produce_async, address, kill))
