@@ -9,10 +9,15 @@ import json
 import sys
 import time
 
-from millpond.broker.cli._clientcmd import add_client_args, guarded
+from millpond.broker.cli._clientcmd import add_client_args, fail, guarded
+from millpond.broker.wire.errors import InvalidParameterValueError, InvalidRequestError, MissingParameterError
 from millpond.client.sync import SyncQueue, connect
 
 SEND_BATCH = 10  # messages per send request (SQS's batch size)
+# Bodies per send request at most, well under the broker's 1 MiB for a batch's bodies and attributes together
+# (SQS SendMessageBatch's bound): a longer line goes in a request of its own, so a refusal names that line.
+SEND_BATCH_BYTES = 256 * 1024
+LINE_ERRORS = (InvalidParameterValueError, InvalidRequestError, MissingParameterError)  # about a line, not the queue
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +75,9 @@ def add_send_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("queue")
     s.add_argument("--group-id", help="FIFO: the message group of every message")
     s.add_argument("--delay-s", type=float, help="hide each message this long first")
+    s.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                   help="a line the queue refuses (empty, too large): stop after its batch (default) or skip it "
+                        "and go on; either way it is reported with its line number")
     add_client_args(s)
     s.set_defaults(func=guarded("send", run_send))
 
@@ -152,34 +160,65 @@ def redrive(q: SyncQueue, args: argparse.Namespace) -> None:
 def run_send(args: argparse.Namespace) -> int:
     started = time.monotonic()
     count = size = 0
+    stopped: str | None = None  # the refusal that ended reading (--on-error stop)
     extra = {k: v for k, v in (("group_id", args.group_id), ("delay_s", args.delay_s)) if v is not None}
     with connect(args.broker, client_id=args.client_id) as c:
         q = c.queue(args.queue)
         fifo = args.queue.endswith(".fifo")
-        attrs = c.queue_attributes(args.queue) if fifo else None  # raises UNKNOWN_QUEUE before reading stdin
-        batch: list[dict] = []
+        attrs = c.queue_attributes(args.queue)  # raises UNKNOWN_QUEUE before reading stdin
+        if fifo and args.group_id is None:  # every line would be refused: say it once, before reading
+            return fail("send", f"MISSING_PARAMETER: queue {args.queue!r} is FIFO: give --group-id (each message "
+                                "belongs to a message group)")
+        batch: list[tuple[int, dict]] = []  # (line number, entry)
 
-        def flush() -> None:
-            for result in q.send_batch(batch):
-                if isinstance(result, Exception):
-                    raise result
+        def flush() -> str | None:
+            """Send the batch and report each refused line; the first refusal, if reading stops there."""
+            nonlocal count, size
+            try:
+                results: list = q.send_batch([entry for _, entry in batch])
+            except LINE_ERRORS as exc:
+                if len(batch) > 1:
+                    raise
+                results = [exc]  # a request of one line: its refusal is that line's
+            first = None
+            for (lineno, entry), result in zip(batch, results):
+                if isinstance(result, Exception) and not isinstance(result, LINE_ERRORS):
+                    raise result  # the queue's, not the line's (deleted meanwhile, full): no line number
+                if not isinstance(result, Exception):
+                    count += 1
+                    size += len(entry["body"])
+                elif args.on_error == "skip":
+                    print(f"millpond send: line {lineno}: {result.name}: {result.message}: skipped",
+                          file=sys.stderr, flush=True)
+                elif first is None:
+                    first = (f"line {lineno}: {result.name}: {result.message}; stopped after line "
+                             f"{batch[-1][0]}, the last of its request")
             batch.clear()
+            return first
 
-        for n, line in enumerate(sys.stdin.buffer):
+        batch_bytes = 0
+        for n, line in enumerate(sys.stdin.buffer, start=1):
             if line.endswith(b"\n"):
                 line = line[:-1]
+            if batch and batch_bytes + len(line) > SEND_BATCH_BYTES:
+                stopped, batch_bytes = flush(), 0
+                if stopped is not None:
+                    break
             entry = {"body": line, **extra}
-            if fifo and attrs is not None and not attrs.content_based_deduplication:
+            if fifo and not attrs.content_based_deduplication:
                 entry["dedup_id"] = f"{started:.6f}-{n}"  # each line is a message of its own
-            batch.append(entry)
-            count += 1
-            size += len(line)
+            batch.append((n, entry))
+            batch_bytes += len(line)
             if len(batch) == SEND_BATCH:
-                flush()
-        if batch:
-            flush()
+                stopped, batch_bytes = flush(), 0
+                if stopped is not None:
+                    break
+        if batch and stopped is None:
+            stopped = flush()
     print(f"sent {count} message(s), {size} bytes, to {args.queue} in {time.monotonic() - started:.3f} s",
           file=sys.stderr)
+    if stopped is not None:
+        return fail("send", f"{stopped} (--on-error skip goes on past such lines)")
     return 0
 
 

@@ -53,3 +53,35 @@ def test_queues_admin_send_and_receive(daemon):
     assert r.returncode == 1 and r.stderr.startswith(b"millpond send: UNKNOWN_QUEUE")
     r = mp("receive", "f.fifo", "--max", "0", *b)
     assert r.returncode == 2 and b"--max" in r.stderr
+
+
+def _received(daemon: str, queue: str) -> list[bytes]:
+    r = mp("receive", queue, "--max", "100", "--wait-s", "0", "--broker", daemon)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+@pytest.mark.parametrize("queue", ["jobs", "jobs.fifo"])
+def test_a_line_the_queue_refuses_is_named_by_its_number(daemon, queue):
+    b = ["--broker", daemon]
+    assert mp("queues", "create", queue, *b).returncode == 0
+    fifo = ["--group-id", "g"] if queue.endswith(".fifo") else []
+    # 25 lines, the 12th empty: it is in the second request (lines 11-20); --on-error stop reads no further
+    lines = b"".join(b"m%d\n" % i if i != 12 else b"\n" for i in range(1, 26))
+    r = mp("send", queue, *fifo, *b, stdin=lines)
+    err = r.stderr.decode().splitlines()
+    assert r.returncode == 1, err
+    assert err[0].startswith("sent 19 message(s), 48 bytes, to " + queue)
+    assert err[1] == ("millpond send: line 12: INVALID_PARAMETER_VALUE: the message body must not be empty; "
+                      "stopped after line 20, the last of its request (--on-error skip goes on past such lines)")
+    assert sorted(_received(daemon, queue)) == sorted(b"m%d" % i for i in (*range(1, 12), *range(13, 21)))
+
+    # skip: every refused line reported, the rest sent, exit 0; a line past the batch bound goes alone
+    big = b"x" * (1024 * 1024 + 1)
+    r = mp("send", queue, *fifo, "--on-error", "skip", *b, stdin=b"a\n\nb\n" + big + b"\nc\n")
+    err = r.stderr.decode().splitlines()
+    assert r.returncode == 0, err
+    assert err[0] == "millpond send: line 2: INVALID_PARAMETER_VALUE: the message body must not be empty: skipped"
+    assert err[1].startswith("millpond send: line 4: ") and err[1].endswith(": skipped")
+    assert err[2].startswith("sent 3 message(s), 3 bytes, to " + queue)
+    assert sorted(_received(daemon, queue)) == [b"a", b"b", b"c"]
