@@ -1,7 +1,8 @@
 # The queues' requests and their handlers (SQS's API, in millpond's names and units): queues, attributes, purge,
-# send and send-batch (through the limits' admission check, as a produce), receive with long polling, delete and
-# change visibility by receipt handle, one at a time or in batches. Every change is journaled and answered once
-# durable; a receive with nothing to give waits on its queue's wake key. Sans-IO like every core: must not know about any wire protocol, sockets, clocks or trio.
+# send and send-batch (through the limits' admission check, as a produce), receive with long polling (bounded by
+# the limits' receive policies), delete and change visibility by receipt handle, one at a time or in batches. Every
+# change is journaled and answered once durable; a receive with nothing to give waits on its queue's wake key.
+# Sans-IO like every core: must not know about any wire protocol, sockets, clocks or trio.
 from __future__ import annotations
 
 import dataclasses
