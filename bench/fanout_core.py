@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -56,9 +57,35 @@ def answer(engine: Engine, request: Any, now: float) -> Any:
     return outcome.value
 
 
+class _GcTime:
+    """CPU seconds spent in the cyclic garbage collector's passes while installed (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.cpu_s = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.process_time()
+        else:
+            self.cpu_s += time.process_time() - self._start
+
+
 def fan_out(subscriptions: int, records: int) -> dict[str, Any]:
     """Produce ``records`` records to a topic with ``subscriptions`` raw queue subscriptions and tick until every
-    queue holds them all; CPU seconds of the ticks (delivery) and of the produces, and the messages delivered."""
+    queue holds them all; CPU seconds of the ticks (delivery), of the garbage collector's passes during the run
+    (mostly the delivery's: its full passes grow with the messages the queues hold), of the produces, and the
+    messages delivered."""
+    gc_time = _GcTime()
+    gc.callbacks.append(gc_time)
+    try:
+        out = _fan_out(subscriptions, records)
+    finally:
+        gc.callbacks.remove(gc_time)
+    return {**out, "gc_cpu_s": gc_time.cpu_s}
+
+
+def _fan_out(subscriptions: int, records: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="millpond-fanout-core-") as tmp:
         engine = engine_in(Path(tmp))
         try:
@@ -100,8 +127,9 @@ def run(*, records: int = 20_000, repeat: int = 3, subscriptions: tuple[int, ...
     for n in subscriptions:
         runs = [fan_out(n, records) for _ in range(repeat)]
         per_message = [r["deliver_cpu_s"] / r["messages"] * 1e6 for r in runs]
+        gc_share = [r["gc_cpu_s"] / r["deliver_cpu_s"] if r["deliver_cpu_s"] else 0.0 for r in runs]
         rows.append({"subscriptions": n, "records": records, "cpu_us_per_message": statistics.median(per_message),
-                     "runs_us": per_message})
+                     "runs_us": per_message, "gc_share": statistics.median(gc_share)})
     return {"python": platform.python_version(), "machine": platform.machine(), "rows": rows}
 
 
@@ -120,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fan-out, core only (raw delivery, {RECORD_BYTES} B records, fsync=never): CPU µs per delivered message")
     for row in doc["rows"]:
         runs = " ".join(f"{x:.2f}" for x in row["runs_us"])
-        print(f"  {row['subscriptions']:>2} subscription(s): {row['cpu_us_per_message']:6.2f}  (runs: {runs})")
+        print(f"  {row['subscriptions']:>2} subscription(s): {row['cpu_us_per_message']:6.2f}  (runs: {runs}; "
+              f"{row['gc_share']:.0%} in the garbage collector's passes)")
     return 0
 
 
