@@ -78,16 +78,18 @@ class FilterPolicy:
     repeat), ``value`` the record value (bytes). With the ``MessageAttributes`` scope only the headers are read,
     with ``MessageBody`` only the value. Never raises for headers and values of these types. ``policy`` is the
     policy's own copy (the caller's dict may change afterwards without effect), ``scope`` its scope,
-    ``combinations`` its SNS complexity (at most ``COMBINATIONS_MAX``).
+    ``combinations`` its SNS complexity (at most ``COMBINATIONS_MAX``); ``canonical`` the policy as JSON with
+    sorted keys and no spaces: two texts that parse to the same policy have the same one.
     """
 
-    __slots__ = ("scope", "policy", "combinations", "matches")
+    __slots__ = ("scope", "policy", "combinations", "matches", "canonical")
 
     def __init__(self, scope: str, policy: dict[str, Any], combinations: int, matches: Matcher) -> None:
         self.scope = scope
         self.policy = policy
         self.combinations = combinations
         self.matches = matches
+        self.canonical = json.dumps(policy, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def __repr__(self) -> str:
         return f"FilterPolicy(scope={self.scope!r}, policy={json.dumps(self.policy)})"

@@ -72,8 +72,9 @@ class Subscription:
         self.webhook = None if delivery is None else WebhookState(delivery)
 
     def settings(self) -> tuple[Any, ...]:
-        return (self.topic, self.target, self.filter_policy, self.scope, self.raw, self.dead_letter_queue,
-                self.delivery)
+        # the policy as parsed: whitespace or key order alone does not make another one
+        policy = None if self.policy is None else self.policy.canonical
+        return (self.topic, self.target, policy, self.scope, self.raw, self.dead_letter_queue, self.delivery)
 
     def counters(self) -> tuple[int, int, int, int]:
         return self.delivered, self.filtered, self.failed, self.dead_lettered

@@ -52,6 +52,27 @@ def test_subscribe_again_is_idempotent_and_other_settings_are_refused():
     assert len(subs.take_events()) == 1
 
 
+@pytest.mark.parametrize("again, same", [
+    ('{ "price": [{"numeric": [">", 10]}],\n  "kind": ["a", "b"] }', True),  # whitespace and key order only
+    ('{"kind":["a","b"],"price":[{"numeric":[">",10]}]}', True),
+    ('{"price":[{"numeric":[">",10]}],"kind":["a","b"]}', True),
+    ('{"kind": ["b", "a"], "price": [{"numeric": [">", 10]}]}', False),  # another list is another policy
+    ('{"kind": ["a"], "price": [{"numeric": [">", 10]}]}', False),
+    ('{"kind": ["a", "b"], "price": [{"numeric": [">=", 10]}]}', False),
+    (None, False),
+])
+def test_an_idempotent_subscribe_compares_the_parsed_filter_policy_not_its_text(again, same):
+    subs = Subscriptions()
+    s, _ = subscribe(subs, policy='{"kind": ["a", "b"], "price": [{"numeric": [">", 10]}]}')
+    if same:
+        assert subscribe(subs, "other-id", policy=again) == (s, False)
+        assert s.filter_policy == '{"kind": ["a", "b"], "price": [{"numeric": [">", 10]}]}'  # the first text kept
+    else:
+        with pytest.raises(InvalidParameterValueError, match="already subscribed .* with other settings"):
+            subscribe(subs, "other-id", policy=again)
+    assert len(subs.take_events()) == 1
+
+
 def test_bounds_per_topic_and_per_broker():
     subs = Subscriptions(per_topic_max=2, total_max=3)
     subscribe(subs, "a", target=Target("queue", "1"))
