@@ -23,7 +23,7 @@ def test_serve_sets_the_thresholds_before_it_starts(tmp_path):
     r = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(GC_THRESHOLDS)
-    assert GC_THRESHOLDS[0] > gc.get_threshold()[0]  # not the default: this process still has it
+    assert GC_THRESHOLDS != gc.get_threshold()  # not the default, which this process still has
 
 
 def test_an_embedded_broker_leaves_the_hosts_thresholds(tmp_path):
