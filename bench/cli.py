@@ -106,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"millpond bench: {problem}", file=sys.stderr)
         return 2
+    unreachable = _unreachable(args.broker)
+    if unreachable:
+        print(f"millpond bench: {unreachable}", file=sys.stderr)
+        return 1
     if args.workload == "limits":
         from millpond.bench import limits_workload
 
@@ -452,6 +456,23 @@ def _summary_line(f: dict) -> str:
     if f.get("p99_ms") is not None:
         text += f", p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms"
     return text
+
+
+def _unreachable(broker: str | None) -> str | None:
+    """Why ``--broker`` cannot be used (one line: the address and the reason), or None: asked once before any
+    workload starts, so a wrong address is not a traceback from deep inside one."""
+    if broker is None:
+        return None
+    from millpond.client.errors import ConnectionClosedError
+    from millpond.client.sync import connect
+
+    try:
+        with connect(broker, client_id="bench-admin"):
+            return None
+    except ConnectionClosedError as exc:
+        return exc.message
+    except ValueError as exc:  # not HOST:PORT, a port out of range
+        return str(exc)
 
 
 def _usage_problem(a: argparse.Namespace) -> str:

@@ -29,28 +29,19 @@ import secrets
 import statistics
 import threading
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import trio
 
-from millpond import connect, open_broker
+from millpond import connect
+
+from examplekit import broker_address, run_example  # examples/examplekit.py
 
 PRICES = {"sku-1": ("kettle", 3999), "sku-2": ("teapot", 2450), "sku-3": ("mug", 899)}  # cents
 CHANGES = [("sku-1", 3499), ("sku-2", 2750), ("sku-1", 3299)]  # (sku, new price in cents), in this order
 ANSWER_LOST = 1  # the index in CHANGES whose first delivery is answered 500 after the eviction
 EVICTION_WAIT_S = 10.0
-
-
-@asynccontextmanager
-async def broker_address(address: str | None) -> AsyncIterator[Any]:
-    """The broker to use: ``address`` if given, else an embedded one with a temporary data directory."""
-    if address:
-        yield address
-    else:
-        async with open_broker(None, fsync="always") as broker:
-            yield broker.address
 
 
 def money(cents: int) -> str:
@@ -170,7 +161,7 @@ async def run(address: str | None = None, *, say: Callable[[str], Any] = print) 
     server = endpoint.serve()
     url = f"http://127.0.0.1:{server.server_address[1]}/invalidate"
     try:
-        async with broker_address(address) as where, connect(where, client_id="pricing") as client:
+        async with broker_address(address, fsync="always") as where, connect(where, client_id="pricing") as client:
             suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
             topic = "price-changed" + suffix
             await client.create_topic(topic)
@@ -228,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Cache invalidation: a publish evicts a cached price by webhook.")
     parser.add_argument("--broker", metavar="HOST:PORT", help="a running broker on this machine (default: embedded)")
     args = parser.parse_args(argv)
-    trio.run(run, args.broker)
+    run_example("cache_invalidation", lambda: trio.run(run, args.broker))
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def bench(payload_bytes: int, broker: str | None = None, duration_s: float = BEN
     done = subprocess.run([sys.executable, "-m", "millpond.broker.cli", *args], capture_output=True, text=True,
                           timeout=120 + duration_s)
     if done.returncode != 0:
-        raise SystemExit(f"millpond bench failed ({done.returncode}): {done.stderr.strip()}")
+        raise SystemExit(f"capacity: millpond bench failed ({done.returncode}): {done.stderr.strip()}")
     [row] = json.loads(done.stdout)["results"]
     command = "millpond " + " ".join(a for a in args if a not in ("--json", "--no-progress"))
     return Measured(row["records_per_s"]["median"], row["mb_per_s"]["median"],

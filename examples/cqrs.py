@@ -22,27 +22,18 @@ import random
 import secrets
 import sqlite3
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import trio
 
-from millpond import connect, open_broker
+from millpond import connect
+
+from examplekit import broker_address, run_example  # examples/examplekit.py
 
 SKUS = ["kettle", "teapot", "mug", "tray", "strainer"]
 COMMANDS = 300
 PREFETCH = 50
-
-
-@asynccontextmanager
-async def broker_address(address: str | None) -> AsyncIterator[Any]:
-    """The broker to use: ``address`` if given, else an embedded one with a temporary data directory."""
-    if address:
-        yield address
-    else:
-        async with open_broker(None, fsync="never") as broker:
-            yield broker.address
 
 
 # -- the write side ---------------------------------------------------------------------------------------------------
@@ -163,7 +154,7 @@ async def run(address: str | None = None, *, say: Callable[[str], Any] = print) 
                     projected_event.set()
                 await message.ack()
 
-    async with broker_address(address) as where, connect(where, client_id="warehouse") as client:
+    async with broker_address(address, fsync="never") as where, connect(where, client_id="warehouse") as client:
         suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
         topic, queue = "stock-events" + suffix, "stock-projection" + suffix
         await client.create_topic(topic, partitions=len(SKUS))
@@ -223,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="CQRS: commands, events, a projection into SQLite, measured lag.")
     parser.add_argument("--broker", metavar="HOST:PORT", help="a running broker (default: an embedded one)")
     args = parser.parse_args(argv)
-    trio.run(run, args.broker)
+    run_example("cqrs", lambda: trio.run(run, args.broker))
 
 
 if __name__ == "__main__":

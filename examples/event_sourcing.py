@@ -16,25 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import trio
 
-from millpond import connect, open_broker
+from millpond import connect
+
+from examplekit import broker_address, run_example  # examples/examplekit.py
 
 PARTITIONS = 3
-
-
-@asynccontextmanager
-async def broker_address(address: str | None) -> AsyncIterator[Any]:
-    """The broker to use: ``address`` if given, else an embedded one with a temporary data directory."""
-    if address:
-        yield address
-    else:
-        async with open_broker(None, fsync="never") as broker:
-            yield broker.address
 
 
 # -- the domain: events and how they fold into state ----------------------------------------------------------------
@@ -111,7 +102,7 @@ async def replay(client: Any, topic: str, start: dict[int, int], balances: dict[
 
 
 async def run(address: str | None = None, *, say: Callable[[str], Any] = print) -> Result:
-    async with broker_address(address) as where, connect(where, client_id="bank") as client:
+    async with broker_address(address, fsync="never") as where, connect(where, client_id="bank") as client:
         suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
         topic, snapshots = "bank-events" + suffix, "bank-snapshots" + suffix
         await client.create_topic(topic, partitions=PARTITIONS)
@@ -179,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Event sourcing: bank accounts as events, hydration, snapshots.")
     parser.add_argument("--broker", metavar="HOST:PORT", help="a running broker (default: an embedded one)")
     args = parser.parse_args(argv)
-    trio.run(run, args.broker)
+    run_example("event_sourcing", lambda: trio.run(run, args.broker))
 
 
 if __name__ == "__main__":

@@ -18,14 +18,15 @@ from __future__ import annotations
 import argparse
 import secrets
 from collections import Counter
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import trio
 import trio.testing
 
-from millpond import connect, open_broker
+from millpond import connect
+
+from examplekit import broker_address, run_example  # examples/examplekit.py
 from millpond.client.errors import (
     ConnectionClosedError,
     NotPartitionOwnerError,
@@ -40,16 +41,6 @@ VICTIM = "worker-2"
 SESSION_TIMEOUT_S = 10.0
 USERS = 50  # record keys: one user's clicks stay in order in one partition
 BEFORE, DURING, AFTER = 300, 150, 300  # records produced before the kill, while the group is one short, after
-
-
-@asynccontextmanager
-async def broker_address(address: str | None) -> AsyncIterator[Any]:
-    """The broker to use: ``address`` if given, else an embedded one with a temporary data directory."""
-    if address:
-        yield address
-    else:
-        async with open_broker(None, fsync="never") as broker:
-            yield broker.address
 
 
 @dataclass
@@ -138,7 +129,7 @@ def show(say: Callable[[str], Any], title: str, owners: dict[str, list[int]]) ->
 
 
 async def run(address: str | None = None, *, say: Callable[[str], Any] = print) -> Result:
-    async with broker_address(address) as where, connect(where, client_id="admin") as client:
+    async with broker_address(address, fsync="never") as where, connect(where, client_id="admin") as client:
         suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
         topic, group = "clicks" + suffix, "click-counters" + suffix
         await client.create_topic(topic, partitions=PARTITIONS)
@@ -190,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # embedded: the broker and the workers share Trio's virtual clock, which skips ahead whenever all wait
     clock = None if args.broker else trio.testing.MockClock(autojump_threshold=0)
-    trio.run(run, args.broker, clock=clock)
+    run_example("group_rebalance", lambda: trio.run(run, args.broker, clock=clock))
 
 
 if __name__ == "__main__":

@@ -18,15 +18,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import secrets
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import trio
 import trio.testing
 
-from millpond import connect, open_broker
+from millpond import connect
 from millpond.broker.core.limits.base import (
     DEFAULT_MAX_KEYS,
     NS_PER_S,
@@ -102,17 +102,6 @@ OFFER_FIRST_MS, OFFER_EVERY_MS, OFFER_UNTIL_MS = 25, 101, 12_000  # the eager pr
 PATIENT_RECORDS = 25
 
 
-@asynccontextmanager
-async def broker_address(address: str | None) -> AsyncIterator[Any]:
-    """The broker to use: ``address`` if given (its operator registered ``capped``), else an embedded one whose
-    operator (this program) registers it: ``limit_algorithms`` is the config file's ``[limit_algorithms]``."""
-    if address:
-        yield address
-    else:
-        async with open_broker(None, fsync="never", limit_algorithms=OPERATOR_TABLE) as broker:
-            yield broker.address
-
-
 @dataclass
 class Outcome:
     admitted: list[int] = field(default_factory=list)  # the eager producer: ms after a period start
@@ -170,8 +159,11 @@ async def demo(address: str | None = None, *, say: Callable[[str], Any] = print)
        waits out each retry-after. 5 go at once, 15 more at the rate, and the 21st waits for the next period: all
        25 stored after 10 s, nearly all of it throttled (``producer.statistics()``).
     """
+    from examplekit import broker_address  # here, not at the top: the broker imports this module for its class
+
     out = Outcome()
-    async with broker_address(address) as where, connect(where, client_id="admin") as admin:
+    async with broker_address(address, fsync="never", limit_algorithms=OPERATOR_TABLE) as where, \
+            connect(where, client_id="admin") as admin:
         suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
         topic, policy = "plan-traffic" + suffix, "plan" + suffix
         await admin.create_topic(topic)
@@ -228,15 +220,29 @@ async def demo(address: str | None = None, *, say: Callable[[str], Any] = print)
     return out
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its package is not there at all
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A custom limit algorithm, registered by the operator, shaping "
                                                  "two producers.")
     parser.add_argument("--broker", metavar="HOST:PORT",
                         help=f"a running broker whose operator registered capped={PLUGIN} (default: embedded)")
     args = parser.parse_args(argv)
+    from examplekit import run_example
+
+    if args.broker is None and not _importable("examples.limits_plugin"):
+        # the embedded broker imports the plug-in by its name, examples.limits_plugin, as an operator's would
+        raise SystemExit("limits_plugin: the broker imports the plug-in as examples.limits_plugin, which is not "
+                         "importable here: run it from the repository's root with PYTHONPATH=. "
+                         "(PYTHONPATH=. python examples/limits_plugin.py)")
     # embedded: the broker and the producers share Trio's virtual clock, which skips ahead whenever all wait
     clock = None if args.broker else trio.testing.MockClock(autojump_threshold=0)
-    trio.run(demo, args.broker, clock=clock)
+    run_example("limits_plugin", lambda: trio.run(demo, args.broker, clock=clock))
 
 
 if __name__ == "__main__":

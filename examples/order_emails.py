@@ -25,14 +25,15 @@ import json
 import secrets
 import statistics
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import trio
 import trio.testing
 
-from millpond import connect, open_broker
+from millpond import connect
+
+from examplekit import broker_address, run_example  # examples/examplekit.py
 
 ORDERS = [(1001, "ada@example.com", "a teapot"), (1002, "grace@example.com", "two mugs"),
           (1003, "nobody@invalid", "a kettle"), (1004, "alan@example.com", "a tray"),
@@ -42,16 +43,6 @@ VISIBILITY_TIMEOUT_S = 2.0  # poll: a failed email is tried again after this
 RETRY_DELAY_S = 1.0  # push: a nacked email is tried again after this
 MAX_RECEIVE_COUNT = 3  # then the message goes to the dead-letter queue
 PREFETCH = 4
-
-
-@asynccontextmanager
-async def broker_address(address: str | None) -> AsyncIterator[Any]:
-    """The broker to use: ``address`` if given, else an embedded one with a temporary data directory."""
-    if address:
-        yield address
-    else:
-        async with open_broker(None, fsync="never") as broker:
-            yield broker.address
 
 
 @dataclass
@@ -171,7 +162,7 @@ async def run_mode(client: Any, name: str, suffix: str, say: Callable[[str], Any
 
 
 async def run(address: str | None = None, *, say: Callable[[str], Any] = print) -> dict[str, Mode]:
-    async with broker_address(address) as where, connect(where, client_id="shop") as client:
+    async with broker_address(address, fsync="never") as where, connect(where, client_id="shop") as client:
         suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
         modes = {name: await run_mode(client, name, suffix, say) for name in ("poll", "push")}
     poll, push = modes["poll"], modes["push"]
@@ -196,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # embedded: the broker and the workers share Trio's virtual clock, which skips ahead whenever all wait
     clock = None if args.broker else trio.testing.MockClock(autojump_threshold=0)
-    trio.run(run, args.broker, clock=clock)
+    run_example("order_emails", lambda: trio.run(run, args.broker, clock=clock))
 
 
 if __name__ == "__main__":

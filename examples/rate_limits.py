@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import argparse
 import secrets
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import trio
 import trio.testing
 
-from millpond import connect, open_broker
+from millpond import connect
+
+from examplekit import broker_address, run_example  # examples/examplekit.py
 from millpond.client.errors import ThrottledError
 
 LIMIT = 10  # requests per second, for every algorithm
@@ -54,16 +55,6 @@ BURST_FROM_REST = (1950,)  # the moment of the first burst
 ACROSS_BOUNDARY = (1950, 2050)  # the moments of the boundary burst
 STATE_INTEGERS = {"leaky_bucket": "1 (TAT)", "token_bucket": "2 (tokens, time)", "fixed_window": "2 (window, count)",
                   "sliding_window": "3 (window, two counts)"}
-
-
-@asynccontextmanager
-async def broker_address(address: str | None) -> AsyncIterator[Any]:
-    """The broker to use: ``address`` if given, else an embedded one with a temporary data directory."""
-    if address:
-        yield address
-    else:
-        async with open_broker(None, fsync="never") as broker:
-            yield broker.address
 
 
 @dataclass
@@ -130,7 +121,7 @@ async def traffic(client_for: Callable[[str], Any], topic: str, run: Run, start:
 
 
 async def run(address: str | None = None, *, say: Callable[[str], Any] = print) -> dict[str, Run]:
-    async with broker_address(address) as where, connect(where, client_id="rl-admin") as admin:
+    async with broker_address(address, fsync="never") as where, connect(where, client_id="rl-admin") as admin:
         suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
         topic = "rl-traffic" + suffix
         await admin.create_topic(topic)
@@ -192,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # embedded: the broker and the producers share Trio's virtual clock, which skips ahead whenever all wait
     clock = None if args.broker else trio.testing.MockClock(autojump_threshold=0)
-    trio.run(run, args.broker, clock=clock)
+    run_example("rate_limits", lambda: trio.run(run, args.broker, clock=clock))
 
 
 if __name__ == "__main__":

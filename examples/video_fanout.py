@@ -20,14 +20,15 @@ import argparse
 import json
 import secrets
 from collections import Counter
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import trio
 import trio.testing
 
-from millpond import connect, open_broker
+from millpond import connect
+
+from examplekit import broker_address, run_example  # examples/examplekit.py
 
 UPLOADS = [  # (video id, channel, format, seconds long)
     ("v1", "cooking-with-ada", "mov", 312), ("v2", "cooking-with-ada", "mp4", 95),
@@ -37,16 +38,6 @@ UPLOADS = [  # (video id, channel, format, seconds long)
 FOLLOWERS = {"cooking-with-ada": 1200, "grace-talks": 87, "alan-plays": 5400}
 NEEDS_TRANSCODING = ["mov", "avi"]
 COMPRESS_FILTER = {"format": NEEDS_TRANSCODING}  # an SNS filter policy on the record headers
-
-
-@asynccontextmanager
-async def broker_address(address: str | None) -> AsyncIterator[Any]:
-    """The broker to use: ``address`` if given, else an embedded one with a temporary data directory."""
-    if address:
-        yield address
-    else:
-        async with open_broker(None, fsync="never") as broker:
-            yield broker.address
 
 
 @dataclass
@@ -85,7 +76,7 @@ async def run(address: str | None = None, *, say: Callable[[str], Any] = print) 
         out.formats[message.attributes["format"]] += 1
         out.minutes += video["seconds"] // 60
 
-    async with broker_address(address) as where, connect(where, client_id="video-site") as client:
+    async with broker_address(address, fsync="never") as where, connect(where, client_id="video-site") as client:
         suffix = "" if address is None else "-" + secrets.token_hex(3)  # a shared broker: fresh names per run
         topic = "video-uploaded" + suffix
         await client.create_topic(topic, partitions=3)
@@ -152,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # embedded: the broker and the workers share Trio's virtual clock, which skips ahead whenever all wait
     clock = None if args.broker else trio.testing.MockClock(autojump_threshold=0)
-    trio.run(run, args.broker, clock=clock)
+    run_example("video_fanout", lambda: trio.run(run, args.broker, clock=clock))
 
 
 if __name__ == "__main__":

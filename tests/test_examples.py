@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from examples import (cache_invalidation, capacity, cqrs, event_sourcing, group_rebalance, limits_plugin, order_emails,
-                      rate_limits, video_fanout)
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))  # as `python examples/NAME.py` has it: the examples import examplekit
+
+from examples import (cache_invalidation, capacity, cqrs, event_sourcing, group_rebalance, limits_plugin, order_emails,
+                      rate_limits, video_fanout)  # noqa: E402
+
 RUNNABLE = ("order_emails", "video_fanout", "event_sourcing", "cqrs", "group_rebalance", "rate_limits",
             "cache_invalidation", "limits_plugin", "capacity")
 
@@ -247,5 +249,26 @@ def test_the_readme_lists_every_example_with_its_command():
     readme = (ROOT / "README.md").read_text()
     for name in RUNNABLE:
         assert f"python examples/{name}.py" in readme, name
-    on_disk = {p.stem for p in (ROOT / "examples").glob("*.py")}
+    on_disk = {p.stem for p in (ROOT / "examples").glob("*.py")} - {"examplekit"}  # what they share, no example
     assert on_disk == set(RUNNABLE)
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_each_example_says_in_one_line_that_its_broker_cannot_be_reached(name):
+    env = {**os.environ, "PYTHONPATH": "."} if name == "limits_plugin" else None
+    done = subprocess.run([sys.executable, f"examples/{name}.py", "--broker", "127.0.0.1:1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1, done.stderr
+    # capacity hands --broker to `millpond bench`, which says it: one line either way, no traceback
+    prefix = "capacity: millpond bench failed (1): millpond bench: " if name == "capacity" else f"{name}: "
+    assert done.stderr == prefix + "cannot connect to 127.0.0.1:1: connection refused\n"
+
+
+def test_the_plugin_example_without_pythonpath_says_what_to_set():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "examples/limits_plugin.py"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 1
+    assert done.stderr == ("limits_plugin: the broker imports the plug-in as examples.limits_plugin, which is not "
+                           "importable here: run it from the repository's root with PYTHONPATH=. "
+                           "(PYTHONPATH=. python examples/limits_plugin.py)\n")

@@ -107,6 +107,17 @@ def test_runs_of_separate_processes_against_one_broker_do_not_collide():
     assert len(names) == len(set(names)) == 3  # one per run (consume fills its own), none reused
 
 
+@pytest.mark.parametrize("broker, why", [
+    ("127.0.0.1:1", "cannot connect to 127.0.0.1:1: connection refused"),
+    ("nohost.invalid:1", "cannot connect to nohost.invalid:1: host name 'nohost.invalid' does not resolve ("),
+    ("127.0.0.1:0", "broker port must be 1-65535, got 0"),
+])
+def test_a_broker_that_cannot_be_reached_is_one_line_before_anything_runs(capsys, broker, why):
+    assert main(["bench", "produce", "--broker", broker, *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"millpond bench: {why}") and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_bad_usage_exits_2(capsys):
     assert main(["bench", "produce", "--count", "0"]) == 2
     assert "--count" in capsys.readouterr().err
