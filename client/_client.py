@@ -265,12 +265,15 @@ class Client:
     # ---- limit policies (issue 4; docs/protocol.md "Limits") ----
     async def set_limit(self, name: str, *, scope: str = "client:*", unit: str = "records",
                         algorithm: str = "leaky_bucket", mode: str = "reject", max_keys: int | None = None,
-                        **params: Any) -> LimitPolicy:
+                        operation: str = "write", **params: Any) -> LimitPolicy:
         """Add or replace limit policy ``name``; the algorithm's parameters are keywords, e.g.
         ``await c.set_limit("slow", scope="client:app-*", rate=1000, burst=100)``. See ``client.limits``.
+        ``operation``: what it counts, ``"write"`` (produces and queue sends) or ``"receive"`` (queue receives and
+        push deliveries: scope client, queue or global, unit requests or records, mode reject).
         Returns the policy as applied (saved before the answer). Raises ``InvalidConfigError``."""
         answer = await self.request("limits_set", {"policy": policy_body(
-            name, scope=scope, unit=unit, algorithm=algorithm, mode=mode, max_keys=max_keys, params=params)})
+            name, scope=scope, unit=unit, algorithm=algorithm, mode=mode, max_keys=max_keys, params=params,
+            operation=operation)})
         return parse_policy(answer["policy"])
 
     async def list_limits(self) -> list[LimitPolicy]:

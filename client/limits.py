@@ -53,13 +53,14 @@ class LimitPolicy:
     params: dict[str, Any]
     max_keys: int
     stats: LimitStatistics | None = None
+    operation: str = "write"
 
 
 def policy_body(name: str, *, scope: str, unit: str, algorithm: str, mode: str, max_keys: int | None,
-                params: Mapping[str, Any]) -> dict[str, Any]:
+                params: Mapping[str, Any], operation: str = "write") -> dict[str, Any]:
     """The ``policy`` map of a ``limits_set`` request. ``max_keys=None``: the broker's default."""
     policy: dict[str, Any] = {"name": name, "scope": scope, "unit": unit, "algorithm": algorithm, "mode": mode,
-                              "params": dict(params)}
+                              "params": dict(params), "operation": operation}
     if max_keys is not None:
         policy["max_keys"] = int(max_keys)
     return policy
@@ -79,4 +80,5 @@ def parse_policy(data: Mapping[str, Any]) -> LimitPolicy:
             last_error=str(stats.get("last_error") or ""))
     return LimitPolicy(name=str(data["name"]), scope=str(data["scope"]), pattern=str(data.get("pattern", "*")),
                        unit=str(data["unit"]), algorithm=str(data["algorithm"]), mode=str(data["mode"]),
-                       params=dict(data.get("params") or {}), max_keys=int(data.get("max_keys", 0)), stats=parsed)
+                       params=dict(data.get("params") or {}), max_keys=int(data.get("max_keys", 0)), stats=parsed,
+                       operation=str(data.get("operation", "write")))

@@ -149,7 +149,8 @@ class SyncClient:
         return self._portal.call(self._client.add_partitions, topic, total)
 
     def set_limit(self, name: str, **options: Any) -> LimitPolicy:
-        """See ``Client.set_limit`` (``scope``, ``unit``, ``algorithm``, ``mode``, ``max_keys``, algorithm params)."""
+        """See ``Client.set_limit`` (``scope``, ``unit``, ``algorithm``, ``mode``, ``max_keys``, ``operation``,
+        algorithm params)."""
         return self._portal.call(lambda: self._client.set_limit(name, **options))
 
     def list_limits(self) -> list[LimitPolicy]:

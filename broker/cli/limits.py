@@ -12,6 +12,7 @@ from millpond.client.sync import connect
 
 UNITS = ("requests", "records", "bytes")
 MODES = ("reject", "shape")
+OPERATIONS = ("write", "receive")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mode", choices=MODES, default="reject",
                    help="reject: answer THROTTLED with a retry-after; shape: answer later (default reject)")
     s.add_argument("--max-keys", type=int, help="names tracked before LRU eviction (default: the broker's)")
+    s.add_argument("--operation", choices=OPERATIONS, default="write",
+                   help="what it counts: write (produces and queue sends, the default) or receive (queue receives "
+                        "and push deliveries; scope client, queue or global; unit requests or records; reject)")
 
     ls = actions.add_parser("list", help="policies with their throttle counts")
     ls.add_argument("--json", action="store_true", help="a JSON array (with every statistic) instead of a table")
@@ -58,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
                 if value is not None:
                     params[key] = value
             applied = c.set_limit(args.name, scope=args.scope, unit=args.unit, algorithm=args.algorithm,
-                                  mode=args.mode, max_keys=args.max_keys, **params)
+                                  mode=args.mode, max_keys=args.max_keys, operation=args.operation, **params)
             print(f"set limit policy {applied.name}: {applied.scope}:{applied.pattern} {applied.unit} "
-                  f"{applied.algorithm} {_params(applied.params)} {applied.mode}")
+                  f"{applied.algorithm} {_params(applied.params)} {applied.mode}"
+                  + (f" ({applied.operation})" if applied.operation != "write" else ""))
         elif args.action == "list":
             policies = c.list_limits()
             if args.json:
@@ -86,17 +91,17 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def print_table(policies: list[Any]) -> None:
-    header = ("name", "scope", "unit", "algorithm", "params", "mode", "admitted", "throttled", "delayed",
-              "never_fits", "keys")
+    header = ("name", "operation", "scope", "unit", "algorithm", "params", "mode", "admitted", "throttled",
+              "delayed", "never_fits", "keys")
     rows = [header]
     for p in policies:
         st = p.stats
-        rows.append((p.name, f"{p.scope}:{p.pattern}", p.unit, p.algorithm, _params(p.params), p.mode,
+        rows.append((p.name, p.operation, f"{p.scope}:{p.pattern}", p.unit, p.algorithm, _params(p.params), p.mode,
                      *(str(getattr(st, f, "")) if st else "-" for f in
                        ("admitted", "throttled", "delayed", "never_fits", "keys_tracked"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
-        print("  ".join(v.ljust(w) if i < 6 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip())
+        print("  ".join(v.ljust(w) if i < 7 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip())
     for p in policies:
         if p.stats and p.stats.throttled_by_key:
             top = sorted(p.stats.throttled_by_key.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
