@@ -108,7 +108,7 @@ class Stop:
     def broker_gone(self, reason: str) -> None:
         """Stop as a first signal would, because the broker went away: a signal to the main thread itself, so a
         read blocked on stdin or a wait on the client returns at once (EINTR) and raises there."""
-        if self.gone is None and self.signal is None:
+        if self.gone is None and self.signal is None and self._old:  # installed: its handler takes the signal
             self.gone = reason
             signal.pthread_kill(self._main, GONE_SIGNAL)
 
@@ -132,8 +132,10 @@ class Stop:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
+        old, self._old = self._old, {}
+        for s, handler in old.items():
+            # a broker_gone racing this exit must not meet the default action of its signal (ending the process)
+            signal.signal(s, signal.SIG_IGN if s == GONE_SIGNAL else handler)
 
 
 GONE_SIGNAL = signal.SIGUSR1  # what broker_gone sends the main thread: no user sends it to a millpond command
