@@ -27,6 +27,11 @@ class TopicDefaults:
 
     partitions: int = 1
     retention_s: float = 7 * DAY_S  # -1 = keep forever
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "TopicDefaults":
+        _refuse_renamed(kwargs, "topic_defaults.")
+        return object.__new__(cls)
+
     retention_bytes: int = -1  # per partition; -1 = unlimited
     segment_bytes: int = 64 * 1024 * 1024
     segment_s: float = 7 * DAY_S
@@ -75,6 +80,11 @@ class BrokerConfig:
 
     data_dir: Path | None = None
     host: str = "127.0.0.1"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "BrokerConfig":
+        _refuse_renamed(kwargs, "")
+        return object.__new__(cls)
+
     port: int = 7420
     fsync: str = "always"
     storage: str = "file"
@@ -179,11 +189,8 @@ class BrokerConfig:
 def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
+    _refuse_renamed(table, where)
     for key, value in table.items():
-        if key in RENAMED_KEYS:
-            new = RENAMED_KEYS[key]
-            raise InvalidConfigError(f"config key '{where}{key}' (milliseconds) is now '{where}{new}', in seconds "
-                                     f"(a float): e.g. {where}{new} = {_example_s(key, value)}")
         if key not in known:
             raise InvalidConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(known))}")
         if key == "topic_defaults":
@@ -197,6 +204,15 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
         return cls(**kwargs)
     except TypeError as exc:
         raise InvalidConfigError(f"bad config in {where or 'top level'}: {exc}") from None
+
+
+def _refuse_renamed(table: dict[str, Any], where: str) -> None:
+    """Raise ``InvalidConfigError`` naming the new key for a key that used to be milliseconds."""
+    for key, value in table.items():
+        if key in RENAMED_KEYS:
+            new = RENAMED_KEYS[key]
+            raise InvalidConfigError(f"config key '{where}{key}' (milliseconds) is now '{where}{new}', in seconds "
+                                     f"(a float): e.g. {where}{new} = {_example_s(key, value)}")
 
 
 def _example_s(key: str, value: Any) -> str:

@@ -98,3 +98,13 @@ def test_the_python_defaults_are_seconds():
     config = BrokerConfig()
     assert (config.fsync_interval_s, config.retention_check_interval_s) == (0.1, 60.0)
     assert (config.topic_defaults.retention_s, config.topic_defaults.segment_s) == (604_800.0, 604_800.0)
+
+
+@pytest.mark.parametrize("table, old, value, new, shown", OLD_KEYS)
+def test_an_old_millisecond_keyword_of_the_config_classes_names_its_new_one(table, old, value, new, shown):
+    cls = TopicDefaults if table else BrokerConfig
+    for make in (lambda: cls(**{old: value}), lambda: cls().replace(**{old: value}) if cls is BrokerConfig
+                 else cls(**{old: value})):
+        with pytest.raises(InvalidConfigError) as info:
+            make()
+        assert info.value.message == _message(table, old, new, shown)
