@@ -103,7 +103,9 @@ class MoveTasks:
                     f"a redrive task moves between queues of one type: {source!r} is "
                     f"{'FIFO' if q.fifo else 'standard'}, {destination!r} is not", parameter="destination")
         handle = f"{source}:{secrets.token_hex(8)}"
-        mgr.emit(("mvstart", source, handle, destination, rate, now_ms), now)
+        # with the count: a replay runs no timers between events, so the DLQ may still hold messages that had
+        # expired by the start
+        mgr.emit(("mvstart", source, handle, destination, rate, now_ms, len(q.messages)), now)
         return handle
 
     def cancel(self, handle: str, now: float) -> MoveTask:
@@ -185,8 +187,10 @@ class MoveTasks:
     def apply(self, event: tuple, q: Queue, now: float) -> None:
         kind = event[0]
         if kind == "mvstart":
-            _, _, handle, destination, rate, started_ms = event
+            handle, destination, rate, started_ms = event[2:6]
             task = MoveTask(handle, q, destination, rate, started_ms, now)
+            if len(event) > 6:  # journals written before the count was: the messages there at replay
+                task.to_move = event[6]
             self.running[q.name] = task
             kept = self.recent.setdefault(q.name, deque(maxlen=TASKS_KEPT))
             kept.appendleft(task)
