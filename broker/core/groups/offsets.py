@@ -1,23 +1,25 @@
 # Committed offsets, durable through the log: every commit is appended as keyed records to the internal topic
 # __millpond_offsets (as Kafka's __consumer_offsets: the latest record per key wins, a group tombstone erases a
-# group), and the in-memory table is rebuilt by replaying that topic on start. Owns the record layout of that topic.
+# group), and the in-memory table is rebuilt by replaying that topic on start; checkpoints (broker/core/log/internal.py)
+# restate the table as the same keyed records, so the topic holds about the live table rather than every commit
+# ever made. Owns the record layout of that topic.
 # Must not know about members, epochs, the wire protocol, clocks or trio; its only IO is through the LogManager.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import msgpack
 
 from millpond.broker.core.groups.types import AtTimestamp, Committed, TopicPartition
 from millpond.broker.core.log import LogManager, PartitionLog
-from millpond.broker.core.log.internal import open_internal, replay
-from millpond.broker.wire.batch import encode_batch, read_header
+from millpond.broker.core.log.internal import Checkpoints, RecordsWriter, open_internal
+from millpond.broker.wire.batch import Record, encode_batch, read_header
 from millpond.broker.wire.errors import InvalidRequestError, UnknownTopicOrPartitionError
 
 OFFSETS_TOPIC = "__millpond_offsets"
-# One partition: every commit of every group in one total order, so replay is a single pass. Kept forever (no
-# time or size retention would be safe without compaction; the latest record per key is what counts).
+# One partition: every commit of every group in one total order, so replay is a single pass. No time or size
+# retention (the latest record per key is what counts): only checkpoints delete its segments.
 OFFSETS_TOPIC_CONFIG = {"retention_ms": -1, "retention_bytes": -1}
 _OFFSET_KEY = "o"  # key ["o", group, topic, partition] -> value {"offset", "metadata", "ts"}
 _GROUP_KEY = "g"  # key ["g", group] -> empty value: a tombstone erasing every earlier record of the group
@@ -37,9 +39,12 @@ class OffsetStore:
     before the write may be acknowledged (under ``fsync="always"`` the server's grouped fsync moves it).
     """
 
-    def __init__(self, log: LogManager | None = None, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, log: LogManager | None = None, *, logger: logging.Logger | None = None,
+                 checkpoint: dict[str, Any] | None = None) -> None:
         self._logman = log
         self._plog: PartitionLog | None = None
+        self.checkpoints: Checkpoints | None = None
+        self._checkpoint = checkpoint or {}  # keyword arguments of Checkpoints
         self._log = logger or logging.getLogger("millpond.groups")
         self._offsets: dict[str, dict[TopicPartition, Committed]] = {}
         self._memory_end = 0
@@ -58,7 +63,13 @@ class OffsetStore:
         if self._logman is None:
             return
         self._plog = open_internal(self._logman, OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIG, now_ms)
-        applied = replay(self._plog, lambda rec: self._apply(rec.key, rec.value, rec.offset), self._log)
+        self.checkpoints = Checkpoints(self._plog, lambda: RecordsWriter(_table_records(self._offsets)),
+                                       logger=self._log, **self._checkpoint)
+
+        def apply(rec: Record) -> None:
+            self._apply(rec.key, rec.value, rec.offset)
+
+        applied = self.checkpoints.replay(apply, apply)  # a checkpoint's records are commits of the live table
         self._log.info("replayed %d record(s) of %s: %d consumer group(s)", applied, OFFSETS_TOPIC, len(self._offsets))
 
     def _apply(self, key: bytes | None, value: bytes, at: int) -> None:
@@ -103,13 +114,10 @@ class OffsetStore:
         """
         if not entries:
             return self._end()
-        records = [
-            (now_ms, _pack([_OFFSET_KEY, group, tp.topic, tp.partition]),
-             _pack({"offset": c.offset, "metadata": c.metadata, "ts": c.commit_timestamp_ms}), None)
-            for tp, c in sorted(entries.items())
-        ]
+        records = [(now_ms, *_commit_record(group, tp, c), None) for tp, c in sorted(entries.items())]
         end = self._append(records, now_ms)
         self._offsets.setdefault(group, {}).update(entries)
+        self._step(now_ms)
         return end
 
     def delete_group(self, group: str, now_ms: int) -> int:
@@ -119,6 +127,7 @@ class OffsetStore:
         """
         end = self._append([(now_ms, _pack([_GROUP_KEY, group]), _TOMBSTONE, None)], now_ms)
         self._offsets.pop(group, None)
+        self._step(now_ms)
         return end
 
     def delete_topic(self, topic: str, now_ms: int) -> int | None:
@@ -129,7 +138,13 @@ class OffsetStore:
             return None
         end = self._append([(now_ms, _pack([_TOPIC_KEY, topic]), _TOMBSTONE, None)], now_ms)
         self._forget_topic(topic)
+        self._step(now_ms)
         return end
+
+    def _step(self, now_ms: int) -> None:
+        """Checkpoint work, once the table holds what was just appended (internal.py)."""
+        if self.checkpoints is not None:
+            self.checkpoints.step(now_ms)
 
     def _forget_topic(self, topic: str) -> None:
         for group in list(self._offsets):
@@ -152,6 +167,20 @@ class OffsetStore:
         header = read_header(blob)
         base = self._plog.append(blob, header, now_ms)
         return base + header.record_count
+
+
+def _commit_record(group: str, tp: TopicPartition, c: Committed) -> tuple[bytes, bytes]:
+    return (_pack([_OFFSET_KEY, group, tp.topic, tp.partition]),
+            _pack({"offset": c.offset, "metadata": c.metadata, "ts": c.commit_timestamp_ms}))
+
+
+def _table_records(table: dict[str, dict[TopicPartition, Committed]]) -> Iterator[tuple[bytes, bytes]]:
+    """The committed offsets table as commits, for a checkpoint: each key present at the start, read again when
+    written (a key erased meanwhile is skipped; one committed meanwhile is in the events)."""
+    for group, tp in [(group, tp) for group, mine in table.items() for tp in mine]:
+        c = table.get(group, {}).get(tp)
+        if c is not None:
+            yield _commit_record(group, tp, c)
 
 
 def resolve_reset(

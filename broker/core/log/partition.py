@@ -328,16 +328,39 @@ class PartitionLog:
             return 0
         if doomed == len(segments):
             self._roll()
+        self._drop_oldest(doomed, "retention")
+        return doomed
+
+    def roll(self) -> None:
+        """Start a new segment at the log end unless the active one is empty, so the next offset is a segment's
+        first (internal topics' checkpoints, internal.py, begin there so the segments before them can go whole).
+        Raises ``StorageError`` (nothing changed)."""
+        if self.store.segments[-1].size:
+            self._roll()
+
+    def delete_segments_below(self, offset: int) -> int:
+        """Forget the oldest whole segments holding only offsets below ``offset`` (capped at the high watermark;
+        the active segment always stays); returns how many. The log start moves up to the first kept segment's
+        base, as Kafka's DeleteRecords moves it; the files go in background jobs."""
+        offset = min(offset, self.high_watermark)
+        segments = self.store.segments
+        doomed = 0
+        while doomed < len(segments) - 1 and segments[doomed].next_offset <= offset:
+            doomed += 1
+        if doomed:
+            self._drop_oldest(doomed, "a checkpoint")
+        return doomed
+
+    def _drop_oldest(self, doomed: int, why: str) -> None:
         self.store.drop_oldest(doomed)
         segments = self.store.segments
         self.log_start_offset = segments[0].base_offset
         self.producers.forget_below(self.log_start_offset)
         self.size_bytes = sum(s.size for s in segments)
         self._log.info(
-            "%s/%s: retention deleted %d segment(s); log start is now %d",
-            self.topic, self.partition, doomed, self.log_start_offset,
+            "%s/%s: %s deleted %d segment(s); log start is now %d",
+            self.topic, self.partition, why, doomed, self.log_start_offset,
         )
-        return doomed
 
     # -- deleting and closing --------------------------------------------------------------------------------------
 

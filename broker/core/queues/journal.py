@@ -13,22 +13,28 @@
 # Times: events hold monotonic seconds; the journal stores wall-clock ms (`now_ms + (t - now)`) and replay turns
 # them back against the clock of the new process, so a visibility timeout or a retention period keeps running
 # across a restart (time the broker was down counts).
-# Known limit: the topic keeps every record (no compaction or checkpoint yet), so replay time grows with history.
+# Checkpoints (broker/core/log/internal.py, records laid out by checkpoint.py) keep the topic about as long as the
+# live state, so a queue that saw 10 million messages sent and deleted and is empty now replays almost nothing.
 from __future__ import annotations
 
 import logging
+from typing import Any
+
 import msgpack
 
 from millpond.broker.core.log import LogManager, PartitionLog
-from millpond.broker.core.log.internal import open_internal, replay
+from millpond.broker.core.log.internal import Checkpoints, open_internal
+from millpond.broker.core.queues.checkpoint import ROWS_PER_RECORD, QueueStateWriter, load as load_checkpoint
 from millpond.broker.core.queues.manager import Event, QueueManager
 from millpond.broker.wire.batch import Record, encode_batch, read_header
 
 QUEUES_TOPIC = "__millpond_queues"
-QUEUES_TOPIC_CONFIG = {"retention_ms": -1, "retention_bytes": -1}  # kept forever: replay needs every record
+QUEUES_TOPIC_CONFIG = {"retention_ms": -1, "retention_bytes": -1}  # only checkpoints delete segments
 # the positions of the monotonic times in each kind of event (stored as wall-clock ms)
 _TIMES = {"send": (7, 8), "recv": (4, 5), "vis": (3,)}
 _pack = msgpack.Packer(use_bin_type=True).pack  # one packer, not one per record (packb's); a call never releases the GIL
+_ON_MESSAGE = ("recv", "vis")  # events that need their message to be there
+_UNDECODABLE = (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException)
 
 
 def _to_record(event: Event, now: float, now_ms: int) -> bytes:
@@ -51,13 +57,20 @@ def _from_record(value: bytes, now: float, now_ms: int) -> Event:
 
 
 class QueueJournal:
-    """Appends the manager's events to __millpond_queues and replays them. ``log=None``: memory only (nothing is
-    written; offsets returned are 0)."""
+    """Appends the manager's events to __millpond_queues, checkpoints the manager's state there and replays it.
+    ``log=None``: memory only (nothing is written; offsets returned are 0). ``checkpoint``: keyword arguments of
+    ``Checkpoints`` (``bytes_min``, ``factor``, ``step_bytes``); ``rows_per_record``: messages per checkpoint
+    record."""
 
-    def __init__(self, log: LogManager | None, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, log: LogManager | None, *, logger: logging.Logger | None = None,
+                 checkpoint: dict[str, Any] | None = None, rows_per_record: int = ROWS_PER_RECORD) -> None:
         self._logman = log
         self.plog: PartitionLog | None = None
+        self.checkpoints: Checkpoints | None = None
+        self._manager: QueueManager | None = None
         self._log = logger or logging.getLogger("millpond.queues")
+        self._checkpoint = checkpoint or {}
+        self._rows = rows_per_record
 
     def open(self, manager: QueueManager, now: float, now_ms: int) -> None:
         """Create the topic if missing, then replay it into ``manager`` (which must be empty) and run the timers
@@ -66,29 +79,53 @@ class QueueJournal:
         if self._logman is None:
             return
         self.plog = plog = open_internal(self._logman, QUEUES_TOPIC, QUEUES_TOPIC_CONFIG, now_ms)
+        self._manager = manager
+        self.checkpoints = cps = Checkpoints(plog, lambda: QueueStateWriter(manager, self._rows), logger=self._log,
+                                             **self._checkpoint)
 
         def apply(rec: Record) -> None:
             try:
-                manager.apply(_from_record(rec.value, now, now_ms), now)
-            except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
+                event = _from_record(rec.value, now, now_ms)
+                q = manager.queues.get(event[1])
+                if q is not None:
+                    # as the live call did first: its timers run to the event's time (a message past its retention
+                    # then is gone before a retention change or a redrive task's start is applied)
+                    q.advance(now + (rec.timestamp_ms - now_ms) / 1000)
+                    if event[0] in _ON_MESSAGE and event[2] not in q.messages:
+                        return  # its message is restated by a checkpoint record further on
+                manager.apply(event, now)
+            except _UNDECODABLE as exc:
                 self._log.warning("%s: skipping undecodable record at offset %d: %s", QUEUES_TOPIC, rec.offset, exc)
 
-        applied = replay(plog, apply, self._log)
+        def load(rec: Record) -> None:
+            try:
+                load_checkpoint(manager, rec.value, now, now_ms)
+            except _UNDECODABLE as exc:
+                self._log.warning("%s: skipping undecodable checkpoint record at offset %d: %s", QUEUES_TOPIC,
+                                  rec.offset, exc)
+
+        applied = cps.replay(apply, load)
         manager.take_events()
+        for name in list(manager.queues):
+            manager.queue(name, now)  # every queue's timers scheduled (restored ones, and those advanced above)
         manager.tick(now)
         self._log.info("replayed %d record(s) of %s: %d queue(s)", applied, QUEUES_TOPIC, len(manager.queues))
 
     def append(self, events: list[Event], now: float, now_ms: int) -> int:
-        """Append one request's events as one batch. Returns the offset the topic's high watermark must reach
-        before the request may be answered (the log end when there is nothing to write: what an answer depends
-        on may still be on its way to disk). Raises ``StorageError``."""
+        """Append one request's events as one batch, then a step of checkpoint work (internal.py). Returns the
+        offset the topic's high watermark must reach before the request may be answered (the log end when there
+        is nothing to write: what an answer depends on may still be on its way to disk). Raises
+        ``StorageError``."""
         plog = self.plog
         if plog is None:
             return 0
         if events:
             blob = encode_batch([(now_ms, None, _to_record(e, now, now_ms), None) for e in events])
             plog.append(blob, read_header(blob), now_ms)
-        return plog.log_end_offset
+        end = plog.log_end_offset
+        if not self._manager.events:  # type: ignore[union-attr]  # the state holds nothing unwritten
+            self.checkpoints.step(now_ms, now)  # type: ignore[union-attr]
+        return end
 
 
 __all__ = ["QUEUES_TOPIC", "QueueJournal"]
