@@ -99,6 +99,7 @@ class Client:
         self._connecting = anyio.Lock()
         self._closed = False
         self._gone: str | None = None  # why watch() gave the broker up, if it did
+        self._connect_error: ConnectionClosedError | None = None  # the last failed connect, for watch() to name
         self.reconnects = 0
         self._partition_counts: dict[str, int] = {}  # publish's partition choice, per topic
 
@@ -141,13 +142,16 @@ class Client:
                 lost = conn.close_reason
             if self._closed:
                 return
-            why = "no answer"
+            self._connect_error = None
             with anyio.move_on_after(gone_after_s):
                 try:
                     await self._reconnect(timeout_s=gone_after_s)
                     continue
-                except ConnectionClosedError as exc:
-                    why = exc.message.removeprefix(f"cannot connect to {self.host}:{self.port}: ")
+                except ConnectionClosedError:
+                    pass
+            # the last attempt's failure, whichever task made it (a group member's heartbeat may be reconnecting)
+            why = "no answer" if self._connect_error is None else self._connect_error.message.removeprefix(
+                f"cannot connect to {self.host}:{self.port}: ")
             if not self._closed:
                 reason = (f"lost the connection to the broker at {self.address} ({lost}) and could not connect "
                           f"again within {gone_after_s:g} s ({why})")
@@ -174,7 +178,8 @@ class Client:
                     if not first:
                         self.reconnects += 1
                     return self._conn
-                except ConnectionClosedError:
+                except ConnectionClosedError as exc:
+                    self._connect_error = exc
                     if first or anyio.current_time() + delay > deadline:
                         raise
                 await anyio.sleep(delay * (0.5 + random.random() / 2))
