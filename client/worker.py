@@ -43,6 +43,9 @@ BATCH_ENTRIES_MAX = 10  # a delete or visibility batch request's entries (as SQS
 RECEIVE_MAX = 1000  # one receive request's messages
 VISIBILITY_MAX_S = 43_200.0
 RELEASE_TIMEOUT_S = 10.0  # how long a stopping worker tries to make what it holds visible again
+# Each receive's long poll: a stop waits for the one under way (cancelling it would leave its messages hidden for
+# their visibility timeout), so it is short; an idle poller asks again every 2 s, a cheap request.
+WAIT_S_DEFAULT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +97,13 @@ def failed_ids(result: Any, batch: list[QueueMessage]) -> set[str]:
 class Worker:
     """A queue triggering a handler (see ``Queue.worker``). ``async with`` starts it; leaving the block (or
     ``stop()``) stops receiving, lets running handlers finish for up to ``shutdown_grace_s`` (then cancels them),
-    and makes every message it still holds visible again; a long poll under way ends first (up to ``wait_s``).
+    and makes every message it still holds visible again; a long poll under way ends first (up to ``wait_s``,
+    2 s by default: each receive long-polls at most that long, so a stop takes effect within it).
     Cancelling the block cancels the handlers at once and makes their messages visible again."""
 
     def __init__(self, queue: Queue, handler: Callable[[Any], Any], *, batch: bool = False, batch_size: int = 10,
                  batch_window_s: float = 0.0, concurrency: int = 1, visibility_timeout_s: float | None = None,
-                 wait_s: float = 20.0, heartbeat: bool = True, backoff_s: float | None = None,
+                 wait_s: float = WAIT_S_DEFAULT, heartbeat: bool = True, backoff_s: float | None = None,
                  backoff_max_s: float = 900.0, shutdown_grace_s: float = 30.0) -> None:
         fifo = queue.name.endswith(".fifo")
         if not 1 <= batch_size <= (10 if fifo else 10_000):

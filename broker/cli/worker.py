@@ -13,6 +13,7 @@ import sys
 from typing import Any, Callable
 
 from millpond.broker.cli._clientcmd import add_client_args, guarded
+from millpond.client.worker import WAIT_S_DEFAULT
 
 PROGRESS_TTY_S = 0.5  # how often the live line is redrawn
 
@@ -38,8 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--visibility-timeout-s", type=float, help="hide received messages this long (default: the "
                                                               "queue's); extended while a handler runs")
     p.add_argument("--backoff-s", type=float, help="hide a failed message this long, doubled per receive")
-    p.add_argument("--wait-s", type=float, default=2.0, help="long-poll wait of each receive, 0-20 (default 2: a "
-                                                             "stop waits for at most this)")
+    p.add_argument("--wait-s", type=float, default=WAIT_S_DEFAULT,
+                   help=f"long-poll wait of each receive, 0-20 (default {WAIT_S_DEFAULT:g}: a stop waits for at most "
+                        "this)")
     p.add_argument("--shutdown-grace-s", type=float, default=30.0, help="on stop, let running handlers finish for "
                                                                         "this long (default 30)")
     p.add_argument("--progress-interval-s", type=float, default=10.0, help="without a terminal, print a progress "

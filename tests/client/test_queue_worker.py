@@ -11,7 +11,7 @@ import trio
 
 from millpond.client import QueueMessage
 from millpond.client.sync import connect as sync_connect
-from millpond.client.worker import failed_ids
+from millpond.client.worker import WAIT_S_DEFAULT, failed_ids
 
 
 async def _send(q, bodies, **kw) -> None:
@@ -283,3 +283,15 @@ def test_the_blocking_worker(daemon):
         assert sorted(seen) == sorted(b"m%d" % i for i in range(30))
         info = q.attributes()
         assert (info.messages_visible, info.messages_in_flight) == (0, 0)
+
+
+async def test_leaving_an_idle_workers_block_takes_at_most_its_default_long_poll(client, autojump_clock):
+    # The long poll under way is waited for (cancelling it would hide what it brings for a visibility timeout),
+    # so it is short by default: leaving the block of a worker on an empty queue takes at most WAIT_S_DEFAULT.
+    await client.create_queue("idle")
+    q = client.queue("idle")
+    async with q.worker(lambda m: None, concurrency=4):
+        await trio.sleep(5.0)
+        left = trio.current_time()
+    assert 0 < trio.current_time() - left <= WAIT_S_DEFAULT + 0.1
+    assert WAIT_S_DEFAULT <= 2.0
