@@ -52,8 +52,13 @@ def throttled_produce(daemon: str, tmp_path) -> subprocess.Popen:
     with open(numbers, "rb") as stdin:
         proc = subprocess.Popen([sys.executable, "-m", "millpond.broker.cli", "produce", "logs", "--client-id",
                                  "app-1", "-b", daemon], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    with connect(daemon) as c:  # a few hundred through: the produce is under way and being throttled
-        wait_for(lambda: c.list_offsets("logs", 0, "latest")[0] >= 300)
+    try:
+        with connect(daemon) as c:  # a few hundred through: the produce is under way and being throttled
+            wait_for(lambda: c.list_offsets("logs", 0, "latest")[0] >= 300, timeout_s=60.0)  # a loaded machine
+    except BaseException:
+        proc.kill()  # never left running to fail a later test with its ResourceWarning
+        proc.communicate()
+        raise
     return proc
 
 
