@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from millpond.broker.cli._progress import caught, signal_exit
+
 # Subcommand modules, in the order `millpond --help` lists them.
 _COMMANDS = ("serve", "topics", "produce", "consume", "groups", "queues", "send", "receive", "worker",
              "subscriptions", "publish", "limits", "bench")
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        return signal_exit()
     except BrokenPipeError:
         # `millpond consume ... | head` closes stdout early; that is not an error (and nothing more to flush).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -108,6 +110,7 @@ def resolve_broker(args: argparse.Namespace) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    caught(signum)  # its exit status is 128 + its number
     raise KeyboardInterrupt
 
 

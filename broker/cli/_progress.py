@@ -83,6 +83,21 @@ class LiveLine:
             self.stream.flush()
 
 
+_caught = ["SIGINT"]  # the last stop signal a handler of this process caught
+
+
+def caught(signum: int) -> str:
+    """Note that signal ``signum`` stops the command (for ``signal_exit``); returns its name."""
+    _caught[0] = signal.Signals(signum).name
+    return _caught[0]
+
+
+def signal_exit(name: str | None = None) -> int:
+    """The shell's exit status for a command stopped by signal ``name`` (``"SIGINT"``, ``"SIGTERM"``; None: the
+    last one caught, SIGINT if none): 128 + its number, so 130 after Ctrl-C and 143 after SIGTERM."""
+    return 128 + signal.Signals[name or _caught[0]]
+
+
 class Stop:
     """SIGINT and SIGTERM while installed (``with Stop() as stop:``): the first sets ``stop.signal`` (its name)
     and raises KeyboardInterrupt unless ``stop.deferred`` (a section that must not be cut in the middle checks
@@ -114,8 +129,9 @@ class Stop:
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.count += 1
+        name = caught(signum)
         if self.signal is None:
-            self.signal = signal.Signals(signum).name
+            self.signal = name
         if self.count > 1 and self.abort is not None:
             self.abort()
         if self.count > 1 or not self.deferred:

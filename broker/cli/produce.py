@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from millpond.broker.cli._clientcmd import BROKER_GONE_S, add_client_args, fail, guarded
-from millpond.broker.cli._progress import LiveLine, Rate, Stop
+from millpond.broker.cli._progress import LiveLine, Rate, Stop, signal_exit
 from millpond.broker.wire.errors import CostExceedsLimitError, MillpondError, RecordTooLargeError, ThrottledError
 from millpond.client.sync import connect
 
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
                 live.stop()
                 _summary(p.statistics(), started, stop.signal, True, feed.lines)
                 sys.stderr.flush()
-                os._exit(130)
+                os._exit(signal_exit(stop.signal))
 
             def line() -> str:
                 st = p.statistics()
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("produce", f"{stop.gone}; {feed.lines} record(s) read, {stats.records_sent} acknowledged, "
                                f"{feed.lines - stats.records_sent} not acknowledged")
     if stop.signal is not None:
-        return 130
+        return signal_exit(stop.signal)
     if feed.error is not None:
         if feed.read == feed.error_line:
             where = f"stopped there: {stats.records_sent} record(s) before it acknowledged"

@@ -70,7 +70,7 @@ def test_a_signal_stops_a_throttled_produce_within_bounds(daemon, tmp_path, sign
     _, err = proc.communicate(timeout=30)
     took = time.monotonic() - signalled
     assert took < 5, (took, err)
-    assert proc.returncode == 130
+    assert proc.returncode == 128 + signum  # 130 after Ctrl-C, 143 after SIGTERM, as the shell reports them
     text = err.decode()
     name = signal.Signals(signum).name
     assert f"{name}: stopped reading after" in text
