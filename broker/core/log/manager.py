@@ -74,7 +74,7 @@ class LogManager:
             raise InvalidConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync_mode!r}")
         if storage not in STORAGE_KINDS:
             raise InvalidConfigError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {storage!r}")
-        self._log = logger or logging.getLogger("broker.core.log")
+        self._log = logger or logging.getLogger("millpond.log")
         # Memory storage uses no directory at all: no lock, no files (and so its owners, limit policies, none).
         self.data_dir = None if data_dir is None or storage == "memory" else Path(data_dir)
         if storage == "file":
@@ -180,7 +180,7 @@ class LogManager:
         topic = self._failed(result, f"cannot create topic {pending.name!r}")
         self.topics[topic.name] = topic
         self._log.info("created topic %s with %d partition(s), config %s", topic.name, len(topic.partitions),
-                       topic.config.to_wire())
+                       topic.config.describe())
         return topic
 
     def begin_add_partitions(self, name: str, total: int, now_ms: int) -> PendingPartitions:

@@ -86,3 +86,8 @@ class TopicConfig:
 
     def to_wire(self) -> dict[str, int]:
         return asdict(self)
+
+    def describe(self) -> str:
+        """For a person (the broker's log): times in seconds, as every setting outside the wire."""
+        return ", ".join(f"{k[:-3]}_s={'-1' if v < 0 else f'{v / 1000:g}'}" if k.endswith("_ms") else f"{k}={v}"
+                         for k, v in asdict(self).items())

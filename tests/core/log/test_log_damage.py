@@ -159,7 +159,7 @@ def test_corrupted_segment_matrix(tmp_path, name, caplog):
         else:
             lost = {seg[i][2] + k for i in lost_batches for k in range(PER_BATCH)}
         expected = [(o, value(o)) for o in range(end) if o not in lost]
-        with caplog.at_level(logging.INFO, logger="broker.core.log"):
+        with caplog.at_level(logging.INFO, logger="millpond.log"):
             for start in range(3):  # the first start recovers; the later ones must agree
                 caplog.clear()
                 manager = env.open(**OPTS)

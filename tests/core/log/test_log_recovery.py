@@ -88,7 +88,7 @@ def test_junk_after_the_last_batch_is_cut(tmp_path, clean, junk, caplog):
     good_end = tail.stat().st_size
     with open(tail, "ab") as f:
         f.write(junk)
-    with caplog.at_level(logging.WARNING, logger="broker.core.log"):
+    with caplog.at_level(logging.WARNING, logger="millpond.log"):
         try:
             check_recovered(env, tail, good_end, base + len(LAST_VALUES), all_values(base) + LAST_VALUES)
         finally:
@@ -100,7 +100,7 @@ def test_torn_tail_is_logged_with_bytes_and_position(tmp_path, caplog):
     env = LogEnv(tmp_path / "data")
     tail, good_end, _ = build(env, clean=False)
     os.truncate(tail, good_end + 30)
-    with caplog.at_level(logging.WARNING, logger="broker.core.log"):
+    with caplog.at_level(logging.WARNING, logger="millpond.log"):
         env.open()
     env.close_all()
     [message, summary] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -258,3 +258,15 @@ def test_a_second_broker_cannot_open_a_data_directory_in_use(env, tmp_path):
                        fsync_mode="never")
     third.open(T0)  # released by close (and by the OS when a broker dies)
     third.close()
+
+
+def test_the_log_says_a_created_topics_config_in_seconds(anyenv, caplog):
+    # seconds in everything a person reads (DESIGN); milliseconds only on the wire and in topic.json
+    assert TopicConfig(604_800_000, -1, 1 << 30, 1_500, 4096).describe() == (
+        "retention_s=604800, retention_bytes=-1, segment_bytes=1073741824, segment_s=1.5, index_interval_bytes=4096")
+    assert TopicConfig(-1, 10, 1024, 1, 0).describe().startswith("retention_s=-1, retention_bytes=10, ")
+    manager = anyenv.open()
+    with caplog.at_level("INFO", logger="millpond"):
+        manager.create_topic("t", 2, {"retention_ms": 3_600_000}, T0)
+    [line] = [r.getMessage() for r in caplog.records if "created topic" in r.getMessage()]
+    assert "retention_s=3600," in line and "_ms" not in line
