@@ -38,10 +38,12 @@ from millpond.client.types import (
     RecordMetadata,
     TopicDescription,
 )
+from millpond.client._seconds import refuse_ms, seconds_api
 
 DEFAULT_ADDRESS = "127.0.0.1:7420"
 
 
+@refuse_ms
 @asynccontextmanager
 async def connect(
     address: str | tuple[str, int] = DEFAULT_ADDRESS,
@@ -81,6 +83,7 @@ async def connect(
         raise error
 
 
+@seconds_api
 class Client:
     """An open client (see ``connect``). Methods are safe to call from many tasks at once; requests pipeline."""
 

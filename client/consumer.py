@@ -23,6 +23,7 @@ from millpond.broker.wire.errors import (
 )
 
 from millpond.client._group import Callback, GroupMember, MemberCore
+from millpond.client._seconds import seconds_api
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
@@ -50,6 +51,7 @@ class _Part:
         self.reset = None
 
 
+@seconds_api
 class Consumer:
     """Reads records; ``async with client.consumer("logs", auto_offset_reset="earliest") as cons:``.
 

@@ -31,11 +31,13 @@ from millpond.broker.wire.frames import PIECE_BYTES_MIN
 
 from millpond.client._accumulator import Accumulator, Batch, RecordHandle
 from millpond.client.types import ProducerStatistics
+from millpond.client._seconds import seconds_api
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
 
 
+@seconds_api
 class Producer:
     """Batching producer; ``async with client.producer(linger_s=0.005, batch_bytes=1048576) as p:``.
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from millpond.broker.wire.errors import MillpondError, from_wire
+from millpond.client._seconds import seconds_api
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
@@ -110,6 +111,7 @@ def _failure(f: dict[str, Any]) -> MillpondError:
     return from_wire(int(f["code"]), {"name": f["name"], "message": f["message"]})
 
 
+@seconds_api
 class Queue:
     """One queue of a client (``client.queue(name)``); cheap to make, holds no state but the name."""
 

@@ -35,6 +35,7 @@ from millpond.client.producer import Producer
 from millpond.client.queues import Queue, QueueInfo, QueueMessage, SendResult
 from millpond.client.subscription import Subscription, SubscriptionStatistics
 from millpond.client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
+from millpond.client._seconds import refuse_ms, seconds_api
 
 __all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncPushedMessage", "SyncQueue", "SyncRecordHandle",
            "SyncSubscription", "connect"]
@@ -68,6 +69,7 @@ def _interruptible(portal: Any, fn: Any, *args: Any) -> Any:
         raise
 
 
+@refuse_ms
 def connect(address: str | tuple[str, int] = DEFAULT_ADDRESS, **options: Any) -> SyncClient:
     """Connect now (errors raise here) and return a client: ``with connect("127.0.0.1:7420") as c: ...``.
 
@@ -76,6 +78,7 @@ def connect(address: str | tuple[str, int] = DEFAULT_ADDRESS, **options: Any) ->
     return SyncClient(address, **options)
 
 
+@seconds_api
 class SyncClient:
     """Blocking twin of ``client.Client``; every method may block for one round trip to the broker."""
 
@@ -215,6 +218,7 @@ class SyncClient:
         return SyncConsumer(self, topics, group=group, **options)
 
 
+@seconds_api
 class SyncQueue:
     """Blocking twin of ``client.queues.Queue``: the same methods, each one round trip (``receive`` up to its
     long poll); a long poll is cancelled with the caller (Ctrl-C)."""
@@ -296,6 +300,7 @@ class SyncPushedMessage(QueueMessage):
         self.subscription._settle_one("queue_nack", self, {"delay_ms": round(delay_s * 1000)})
 
 
+@seconds_api
 class SyncSubscription:
     """Blocking twin of ``client.subscription.Subscription``: iterate in a ``with`` block; waiting for the next
     message is cancelled with the caller (Ctrl-C); leaving the block unsubscribes."""
@@ -338,6 +343,7 @@ class SyncSubscription:
         self._portal.call(self._sub.close)
 
 
+@seconds_api
 class SyncProducer:
     """``send()`` appends in the caller's thread and returns a ``SyncRecordHandle``; ``flush()`` blocks until
     everything sent so far is acknowledged or failed; ``close(timeout_s=None)`` (leaving ``with``) flushes, and
@@ -433,6 +439,7 @@ class SyncProducer:
             self._cm.__exit__(exc_type, exc, tb)
 
 
+@seconds_api
 class SyncConsumer:
     """Blocking consumer: ``for record in consumer`` (forever) or ``getmany(max_records, timeout_s)``.
 

@@ -31,6 +31,7 @@ import anyio
 from millpond.broker.wire.errors import MillpondError, UnknownQueueError
 
 from millpond.client.queues import QueueMessage
+from millpond.client._seconds import seconds_api
 
 if TYPE_CHECKING:
     from millpond.client.queues import Queue
@@ -94,6 +95,7 @@ def failed_ids(result: Any, batch: list[QueueMessage]) -> set[str]:
     return set(items)
 
 
+@seconds_api
 class Worker:
     """A queue triggering a handler (see ``Queue.worker``). ``async with`` starts it; leaving the block (or
     ``stop()``) stops receiving, lets running handlers finish for up to ``shutdown_grace_s`` (then cancels them),
@@ -342,6 +344,7 @@ def _chunks(msgs: Iterable[QueueMessage]) -> list[list[QueueMessage]]:
     return [msgs[i:i + BATCH_ENTRIES_MAX] for i in range(0, len(msgs), BATCH_ENTRIES_MAX)]
 
 
+@seconds_api
 class SyncWorker:
     """Blocking twin of ``Worker`` (``SyncQueue.worker``): the handler is a plain function, run in worker threads.
     ``with q.worker(handler) as w:`` runs it in the background until the block ends (then stops it as ``Worker``
