@@ -3,6 +3,7 @@
 # Runs under Trio or asyncio (anyio). Must not know the broker's internals: it speaks only broker.wire.
 from __future__ import annotations
 
+import functools
 import random
 import time
 from contextlib import asynccontextmanager
@@ -43,9 +44,39 @@ from millpond.client._seconds import refuse_ms, seconds_api
 DEFAULT_ADDRESS = "127.0.0.1:7420"
 
 
-@refuse_ms
+MISUSE = ("connect() gives an async context manager: use `async with connect(...) as c:` in a Trio or asyncio "
+          "program; in a plain script, use the blocking client: `with millpond.client.sync.connect(...) as c:`")
+
+
+class _Connecting:
+    """What ``connect()`` returns: only ``async with`` opens it; any other use says how to."""
+
+    __slots__ = ("_cm",)
+
+    def __init__(self, cm: Any) -> None:
+        self._cm = cm
+
+    async def __aenter__(self) -> Client:
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc)
+
+    def __enter__(self) -> None:
+        raise TypeError(MISUSE)
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def __await__(self) -> Any:
+        raise TypeError(MISUSE)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"{name!r}: {MISUSE}")
+
+
 @asynccontextmanager
-async def connect(
+async def _open(
     address: str | tuple[str, int] = DEFAULT_ADDRESS,
     *,
     client_id: str = "millpond-python",
@@ -81,6 +112,12 @@ async def connect(
             tg.cancel_scope.cancel()
     if error is not None:
         raise error
+
+
+@refuse_ms
+@functools.wraps(_open, assigned=("__doc__", "__module__", "__annotations__"))  # its signature, our name
+def connect(*args: Any, **kwargs: Any) -> _Connecting:
+    return _Connecting(_open(*args, **kwargs))
 
 
 @seconds_api
