@@ -19,7 +19,7 @@ from millpond.broker.cli._clientcmd import BROKER_GONE_S, add_client_args, fail,
 from millpond.broker.cli._progress import LiveLine, Rate, Stop
 from millpond.broker.cli._records import compile_format, key_separated, parse_offset
 from millpond.client.errors import (ConnectionClosedError, CorruptRangeError, NotPartitionOwnerError,
-                                    StaleMemberEpochError, UnknownMemberIdError)
+                                    StaleMemberEpochError, UnknownMemberIdError, UnknownTopicOrPartitionError)
 from millpond.client.sync import connect
 
 
@@ -98,10 +98,11 @@ class _Tally:
         self.live = LiveLine(sys.stderr, lambda: f"consume {topic}: {self.records:,} records  "
                                                  f"{rate(self.records):,.0f}/s", enabled=not sys.stdout.isatty())
 
-    def close(self) -> None:
+    def close(self, summary: bool = True) -> None:
         self.live.stop()
-        print(f"consumed {self.records} records in {time.monotonic() - self.started:.3f} s", file=sys.stderr,
-              flush=True)
+        if summary:
+            print(f"consumed {self.records} records in {time.monotonic() - self.started:.3f} s", file=sys.stderr,
+                  flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,12 +116,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("with --group, -o takes beginning or end (where partitions the group has not committed "
                          "start); the group's committed offsets decide the rest")
     tally = _Tally(args.topic)
+    summary = False  # an error before anything was read is said alone, without "consumed 0 records"
     with Stop() as stop:
         try:
-            return _run(args, render, offset, tally, stop)
+            code = _run(args, render, offset, tally, stop)
+            summary = True
+            return code
         except (KeyboardInterrupt, ConnectionClosedError):
+            summary = True
             if stop.gone is None:
                 raise
+        except UnknownTopicOrPartitionError as exc:
+            if exc.details.get("topic", args.topic) != args.topic:
+                raise
+            summary = tally.records > 0
+            if tally.records:
+                return fail("consume", f"topic {args.topic!r} was deleted while it was read; {tally.records} "
+                                       "record(s) printed before")
+            return fail("consume", f"topic {args.topic!r} does not exist (create it with: millpond topics create "
+                                   f"{args.topic})")
         except CorruptRangeError as exc:
             d = exc.details
             raise CorruptRangeError(
@@ -128,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 f"disk; the next readable offset is {d['next_offset']} (--skip-corrupt continues past them)",
                 **d) from None
         finally:
-            tally.close()
+            tally.close(summary or tally.records > 0)
     return fail("consume", f"{stop.gone}; {tally.records} record(s) printed before")
 
 
