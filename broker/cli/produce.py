@@ -171,9 +171,14 @@ def _summary(stats: Any, started: float, signalled: str | None, aborted: bool, l
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with connect(args.broker, client_id=args.client_id, reconnect_timeout_s=BROKER_GONE_S) as c:
-        if args.topic not in c.metadata([args.topic]):
+        counts = c.metadata([args.topic])
+        if args.topic not in counts:
             return fail("produce", f"topic {args.topic!r} does not exist (create it with: millpond topics create "
                                    f"{args.topic})")
+        if args.partition is not None and not 0 <= args.partition < counts[args.topic]:
+            return fail("produce", f"topic {args.topic!r} has partitions 0-{counts[args.topic] - 1}, not "
+                                   f"{args.partition} (add some with: millpond topics add-partitions {args.topic} "
+                                   f"--partitions N)")
         parse_headers(args.header)  # a malformed -H is a usage error before anything is read
         with Stop() as stop:
             c.watch(BROKER_GONE_S, stop.broker_gone)

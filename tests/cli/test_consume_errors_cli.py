@@ -1,5 +1,5 @@
-# `millpond consume` failing before it read anything says only the error (no "consumed 0 records" line before or
-# after it), and a missing topic gets the same advice as `produce` gives.
+# `millpond consume` and `produce` failing before anything was read say only the error (no "consumed 0 records"
+# line beside it); a missing topic gets the same advice from both, a partition the topic lacks is caught up front.
 from __future__ import annotations
 
 import pytest
@@ -21,3 +21,12 @@ def test_a_usage_error_is_not_followed_by_a_summary(daemon):
     assert mp("topics", "create", "t", "-b", daemon).returncode == 0
     r = mp("consume", "t", "--group", "g", "-o", "-2", "-b", daemon)
     assert r.returncode != 0 and b"consumed" not in r.stderr, r.stderr
+
+
+def test_produce_to_a_partition_the_topic_lacks_is_one_line_before_reading(daemon):
+    assert mp("topics", "create", "edge", "--partitions", "2", "-b", daemon).returncode == 0
+    r = mp("produce", "edge", "-p", "5", "-b", daemon, stdin=b"x\n")
+    assert r.returncode == 1
+    assert r.stderr.decode().splitlines() == [
+        "millpond produce: topic 'edge' has partitions 0-1, not 5 (add some with: millpond topics add-partitions "
+        "edge --partitions N)"]
