@@ -34,6 +34,8 @@ def guarded(command: str, body: Callable[[argparse.Namespace], int]) -> Callable
         try:
             return body(args)
         except ConnectionClosedError as exc:
+            if exc.message.startswith("cannot connect to ") and exc.message.endswith(": connection refused"):
+                return fail(command, f"{exc.message} (is a broker running there? millpond serve starts one)")
             return fail(command, exc.message)
         except MillpondError as exc:
             return fail(command, f"{exc.name}: {exc.message}")

@@ -44,7 +44,8 @@ def test_keys_partition_json_and_max(daemon):
 def test_expected_errors_are_one_line_without_traceback(daemon):
     r = mp("topics", "list", "--broker", "127.0.0.1:1")
     assert r.returncode != 0
-    assert r.stderr.decode().strip() == "millpond topics: cannot connect to 127.0.0.1:1: connection refused"
+    assert r.stderr.decode().strip() == ("millpond topics: cannot connect to 127.0.0.1:1: connection refused (is a "
+                                         "broker running there? millpond serve starts one)")
     r = mp("consume", "nope", "-e", "--broker", daemon)
     assert r.returncode != 0 and b"Traceback" not in r.stderr and b"nope" in r.stderr
     r = mp("produce", "nope", "--broker", daemon, stdin=b"x\n")

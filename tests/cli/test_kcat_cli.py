@@ -42,7 +42,8 @@ def test_the_broker_before_the_command_and_from_the_environment(daemon):
                         daemon], env={**env, "MILLPOND_BROKER": "127.0.0.1:1"}, capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout == b"a\n"
     r = mp("-b", "127.0.0.1:1", "topics", "list")
-    assert r.stderr.decode().strip() == "millpond topics: cannot connect to 127.0.0.1:1: connection refused"
+    assert r.stderr.decode().strip() == ("millpond topics: cannot connect to 127.0.0.1:1: connection refused (is a "
+                                         "broker running there? millpond serve starts one)")
 
 
 def test_an_unknown_option_is_reported_under_the_subcommands_usage(daemon):
