@@ -95,6 +95,11 @@ def _new_member_id() -> str:
     return uuid.uuid4().hex
 
 
+# What a refusal calls the operation (the ops' values are the transition table's names, not a user's words).
+_ASKED = {Op.ADMIN_COMMIT: "setting offsets without a member (reset-offsets)", Op.MEMBER_COMMIT: "commit",
+          Op.FETCH_OFFSETS: "fetching offsets", Op.DELETE: "deleting the group"}
+
+
 class GroupCoordinator:
     """Every consumer group of one broker. See the package docstring for the calls the server makes and when.
 
@@ -133,15 +138,16 @@ class GroupCoordinator:
         verdict = TRANSITIONS[(self.state(gid), op)]
         if verdict is not None:
             state = self.state(gid)
+            what = _ASKED.get(op, op.value)
             if state is GroupState.DEAD:  # users never see "dead": to them the group does not exist
-                raise verdict(f"{op.value} refused: no consumer group {gid!r} (no members, no committed offsets)",
+                raise verdict(f"{what} refused: no consumer group {gid!r} (no members, no committed offsets)",
                               group_id=gid)
             if verdict is GroupNotEmptyError:
                 members = len(self._groups[gid].members)
                 raise verdict(
-                    f"{op.value} refused: consumer group {gid!r} has {members} member(s); stop them first (a "
+                    f"{what} refused: consumer group {gid!r} has {members} member(s); stop them first (a "
                     f"member that died is expired after its session timeout)", group_id=gid, members=members)
-            raise verdict(f"{op.value} refused: consumer group {gid!r} is {state.value}", group_id=gid)
+            raise verdict(f"{what} refused: consumer group {gid!r} is {state.value}", group_id=gid)
         return gid, self._groups.get(gid)
 
     def _member(self, group: Group | None, member_id: object) -> Member:

@@ -134,9 +134,13 @@ def test_commit_metadata_and_validation():
 def test_reset_and_delete_only_without_members():
     h = stable_group()
     before = snapshot(h.coord)
-    with pytest.raises(GroupNotEmptyError):
+    members = len(h.coord._groups["g"].members)
+    with pytest.raises(GroupNotEmptyError) as refused:
         h.coord.reset_offsets("g", {("t", 0): 0}, MS)
-    with pytest.raises(GroupNotEmptyError):
+    # in the user's words, not the transition table's (admin_commit)
+    assert refused.value.message.startswith(f"setting offsets without a member (reset-offsets) refused: consumer "
+                                            f"group 'g' has {members} member(s); stop them first")
+    with pytest.raises(GroupNotEmptyError, match="^GROUP_NOT_EMPTY: deleting the group refused: consumer group 'g'"):
         h.coord.delete_group("g", MS)
     assert snapshot(h.coord) == before
     h.coord.leave("g", "m1", now=2.0)
