@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group", "-g", metavar="G", help="read as a member of consumer group G: only the partitions "
                    "the group assigns, from its committed offsets (else --from-beginning or the end); each printed "
                    "batch is committed once printed, and on exit")
-    p.add_argument("--max", "-c", type=int, metavar="N", help="exit after N records")
+    p.add_argument("--max", "-c", type=_count, metavar="N", help="exit after N records (1 or more)")
     p.add_argument("--json", action="store_true", help="one JSON object per record: topic, partition, offset, "
                    "timestamp_ms, key, value, headers (bytes: UTF-8 string, else {\"base64\": ...})")
     p.add_argument("--offset", "-o", metavar="SPEC", help="where to start (as kcat -o): beginning, end, an "
@@ -103,6 +103,16 @@ class _Tally:
         if summary:
             print(f"consumed {self.records} records in {time.monotonic() - self.started:.3f} s", file=sys.stderr,
                   flush=True)
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:

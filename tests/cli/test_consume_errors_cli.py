@@ -30,3 +30,9 @@ def test_produce_to_a_partition_the_topic_lacks_is_one_line_before_reading(daemo
     assert r.stderr.decode().splitlines() == [
         "millpond produce: topic 'edge' has partitions 0-1, not 5 (add some with: millpond topics add-partitions "
         "edge --partitions N)"]
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "x"])
+def test_max_takes_one_or_more(daemon, n):
+    r = mp("consume", "t", "--max", n, "-b", daemon)
+    assert r.returncode == 2 and b"usage: millpond consume" in r.stderr and b"--max" in r.stderr, r.stderr
