@@ -162,10 +162,17 @@ def _start_at(c: Any, cons: Any, parts: list[tuple[str, int]], offset: tuple[str
     if kind == "timestamp":
         cons.seek_to_timestamp(n, *parts)
         return
+    clamped = []
     for tp in parts:
         start, end = c.list_offsets(tp[0], tp[1], "earliest")[0], c.list_offsets(tp[0], tp[1], "latest")[0]
         at = {"beginning": start, "end": end, "offset": n, "from_end": end - n}[kind]
+        if kind == "offset" and not start <= at <= end:
+            clamped.append(f"{tp[0]}/{tp[1]} {'ends at' if at > end else 'starts at'} {end if at > end else start}")
         cons.seek(tp[0], tp[1], min(max(at, start), end))
+    if clamped:  # as kcat says so: the offset asked is not there, where reading starts instead
+        more = f" and {len(clamped) - 5} more" if len(clamped) > 5 else ""
+        print(f"millpond consume: offset {n} is out of range: {', '.join(clamped[:5])}{more}; reading from there",
+              file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, render: Any, offset: tuple[str, int] | None, tally: _Tally, stop: Stop) -> int:

@@ -36,3 +36,14 @@ def test_produce_to_a_partition_the_topic_lacks_is_one_line_before_reading(daemo
 def test_max_takes_one_or_more(daemon, n):
     r = mp("consume", "t", "--max", n, "-b", daemon)
     assert r.returncode == 2 and b"usage: millpond consume" in r.stderr and b"--max" in r.stderr, r.stderr
+
+
+def test_an_offset_out_of_range_is_said_and_reading_starts_at_the_nearest_end(daemon):
+    assert mp("topics", "create", "few", "-b", daemon).returncode == 0
+    assert mp("produce", "few", "-b", daemon, stdin=b"a\nb\nc\n").returncode == 0
+    r = mp("consume", "few", "-o", "5000000", "-e", "-b", daemon)
+    assert r.returncode == 0 and r.stdout == b""
+    assert "millpond consume: offset 5000000 is out of range: few/0 ends at 3; reading from there" in \
+        r.stderr.decode().splitlines()
+    r = mp("consume", "few", "-o", "1", "-e", "-b", daemon)  # in range: nothing said
+    assert r.stdout == b"b\nc\n" and b"out of range" not in r.stderr
