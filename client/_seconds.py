@@ -10,7 +10,9 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 
-def _check(where: str, seconds: frozenset[str], kwargs: dict[str, Any]) -> None:
+def check(where: str, seconds: frozenset[str] | set[str], kwargs: dict[str, Any]) -> None:
+    """Raise ``TypeError`` if ``kwargs`` has ``x_ms`` where ``x_s`` is in ``seconds`` (naming ``x_s`` and the value in
+    seconds)."""
     for key in kwargs:
         if key.endswith("_ms") and key[:-3] + "_s" in seconds:
             new, value = key[:-3] + "_s", kwargs[key]
@@ -29,14 +31,14 @@ def refuse_ms(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         async def checked_async(*args: Any, **kwargs: Any) -> Any:
             if kwargs:
-                _check(where, seconds, kwargs)
+                check(where, seconds, kwargs)
             return await fn(*args, **kwargs)
         return checked_async  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def checked(*args: Any, **kwargs: Any) -> Any:
         if kwargs:
-            _check(where, seconds, kwargs)
+            check(where, seconds, kwargs)
         return fn(*args, **kwargs)
     return checked
 
@@ -49,4 +51,4 @@ def seconds_api(cls: type[T]) -> type[T]:
     return cls
 
 
-__all__ = ["refuse_ms", "seconds_api"]
+__all__ = ["check", "refuse_ms", "seconds_api"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+import weakref
 from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
@@ -35,6 +36,7 @@ from millpond.client.producer import Producer
 from millpond.client.queues import Queue, QueueInfo, QueueMessage, SendResult
 from millpond.client.subscription import Subscription, SubscriptionStatistics
 from millpond.client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
+from millpond.client._seconds import check as check_ms
 from millpond.client._seconds import refuse_ms, seconds_api
 
 __all__ = ["SyncClient", "SyncConsumer", "SyncProducer", "SyncPushedMessage", "SyncQueue", "SyncRecordHandle",
@@ -92,9 +94,24 @@ class SyncClient:
             self._stack.close()
             raise
         self.address = self._client.address
+        # A client never closed (no `with`, no close()) would keep the script from exiting: its loop thread runs
+        # until closed, and the interpreter joins it. Close it as the main thread ends, before that join, as
+        # concurrent.futures does for its own workers.
+        ref = weakref.ref(self)
+        at_exit = threading._register_atexit  # type: ignore[attr-defined]
+        at_exit(lambda: (c := ref()) is not None and c._close_at_exit())
 
     def close(self) -> None:
         self._stack.close()
+
+    def _close_at_exit(self) -> None:
+        """The script ended with this client open: close it, and cancel what it still runs (a producer or consumer
+        left open would otherwise be waited for)."""
+        ended = SystemExit(0)
+        try:
+            self._stack.__exit__(SystemExit, ended, None)  # an exception: the portal cancels what remains
+        except SystemExit:
+            pass
 
     def watch(self, gone_after_s: float, on_gone: Callable[[str], None]) -> None:
         """See ``Client.watch``: ``on_gone(reason)`` is called from the client's own thread."""
@@ -452,6 +469,7 @@ class SyncConsumer:
     group_iter_batch_records = 500
 
     def __init__(self, sc: SyncClient, topics: str | Iterable[str] | None, **options: Any) -> None:
+        check_ms("SyncClient.consumer", {o for o in _CONSUMER_OPTIONS if o.endswith("_s")}, options)
         self._portal = sc._portal
         unknown = set(options) - _CONSUMER_OPTIONS
         if unknown:

@@ -31,6 +31,9 @@ def bare(cls):
      "SyncProducer() takes 'linger_s' in seconds, not 'linger_ms' in milliseconds (linger_s=0.005)"),
     (lambda: bare(SyncConsumer).getmany(timeout_ms=100),
      "SyncConsumer.getmany() takes 'timeout_s' in seconds, not 'timeout_ms' in milliseconds (timeout_s=0.1)"),
+    (lambda: bare(SyncClient).consumer("t", group="g", session_timeout_ms=1000),
+     "SyncClient.consumer() takes 'session_timeout_s' in seconds, not 'session_timeout_ms' in milliseconds "
+     "(session_timeout_s=1)"),
     (lambda: sync_connect("127.0.0.1:1", connect_timeout_ms=500),
      "connect() takes 'connect_timeout_s' in seconds, not 'connect_timeout_ms' in milliseconds "
      "(connect_timeout_s=0.5)"),
