@@ -49,6 +49,11 @@ def guarded(command: str, body: Callable[[argparse.Namespace], int]) -> Callable
     return run
 
 
+def missing_topic(command: str, topic: str) -> int:
+    """``fail`` for a topic that does not exist, with how to create it (as every command that reads or writes one)."""
+    return fail(command, f"topic {topic!r} does not exist (create it with: millpond topics create {topic})")
+
+
 def fail(command: str, message: str, code: int = 1) -> int:
     print(f"millpond {command}: {message}", file=sys.stderr)
     return code

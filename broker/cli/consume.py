@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from millpond.broker.cli._clientcmd import BROKER_GONE_S, add_client_args, fail, guarded
+from millpond.broker.cli._clientcmd import BROKER_GONE_S, add_client_args, fail, guarded, missing_topic
 from millpond.broker.cli._progress import LiveLine, Rate, Stop
 from millpond.broker.cli._records import compile_format, key_separated, parse_offset
 from millpond.client.errors import (ConnectionClosedError, CorruptRangeError, NotPartitionOwnerError,
@@ -143,8 +143,7 @@ def run(args: argparse.Namespace) -> int:
             if tally.records:
                 return fail("consume", f"topic {args.topic!r} was deleted while it was read; {tally.records} "
                                        "record(s) printed before")
-            return fail("consume", f"topic {args.topic!r} does not exist (create it with: millpond topics create "
-                                   f"{args.topic})")
+            return missing_topic("consume", args.topic)
         except CorruptRangeError as exc:
             d = exc.details
             raise CorruptRangeError(

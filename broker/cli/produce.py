@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Any
 
-from millpond.broker.cli._clientcmd import BROKER_GONE_S, add_client_args, fail, guarded
+from millpond.broker.cli._clientcmd import BROKER_GONE_S, add_client_args, fail, guarded, missing_topic
 from millpond.broker.cli._progress import LiveLine, Rate, Stop, signal_exit
 from millpond.broker.wire.errors import CostExceedsLimitError, MillpondError, RecordTooLargeError, ThrottledError
 from millpond.client.sync import connect
@@ -173,8 +173,7 @@ def run(args: argparse.Namespace) -> int:
     with connect(args.broker, client_id=args.client_id, reconnect_timeout_s=BROKER_GONE_S) as c:
         counts = c.metadata([args.topic])
         if args.topic not in counts:
-            return fail("produce", f"topic {args.topic!r} does not exist (create it with: millpond topics create "
-                                   f"{args.topic})")
+            return missing_topic("produce", args.topic)
         if args.partition is not None and not 0 <= args.partition < counts[args.topic]:
             return fail("produce", f"topic {args.topic!r} has partitions 0-{counts[args.topic] - 1}, not "
                                    f"{args.partition} (add some with: millpond topics add-partitions {args.topic} "
