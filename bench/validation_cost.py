@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
+
+from millpond.bench.targets.peerproc import free_port, port_open
 
 VARIANTS = ("full check", "header+CRC only")
 # The broker with its batch check cut down to the header parse and the CRC-32C; everything else as `serve`.
@@ -41,12 +42,6 @@ GROUP = 64  # records sent between yields to the client's tasks, as `millpond be
 BUFFERED_MAX = 200_000  # records buffered ahead of the acknowledgements before the loop waits for them
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -56,15 +51,15 @@ def _cpu_s(pid: int) -> float:
 class _Broker:
     def __init__(self, code: str, fsync: str) -> None:
         self.dir = tempfile.TemporaryDirectory(prefix="millpond-validation-")
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "serve", "--data-dir", self.dir.name, "--host", "127.0.0.1",
              "--port", str(self.port), "--fsync", fsync], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
+                if port_open(self.port):
+                    return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"broker did not start: {self.proc.stderr.read().decode()[-2000:]}") from None
