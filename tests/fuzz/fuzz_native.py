@@ -179,7 +179,7 @@ def _value(fdp: atheris.FuzzedDataProvider, tp: Any, depth: int = 0) -> Any:
     if origin is tuple:
         return [_value(fdp, args[0], depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 3))]
     if origin is dict:
-        return {_value(fdp, args[0], depth + 1): _value(fdp, args[1], depth + 1)
+        return {_hashable(_value(fdp, args[0], depth + 1)): _value(fdp, args[1], depth + 1)
                 for _ in range(fdp.ConsumeIntInRange(0, 3))}
     if tp is type(None):
         return None
@@ -189,6 +189,16 @@ def _value(fdp: atheris.FuzzedDataProvider, tp: Any, depth: int = 0) -> Any:
         hints = typing.get_type_hints(tp)
         return [_value(fdp, hints[f], depth + 1) for f in tp._fields]
     return None
+
+
+def _hashable(key: Any) -> Any:
+    """A map key as msgpack would give it to Python: a decoded map or array key becomes its repr (the wire allows
+    any key; a Python dict does not)."""
+    try:
+        hash(key)
+    except TypeError:
+        return repr(key)
+    return key
 
 
 def _body(fdp: atheris.FuzzedDataProvider, cls: type, depth: int = 0) -> dict[str, Any]:
