@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from millpond.broker.wire.batch import HEADER_BYTES, encode_rows
 from millpond.broker.wire.errors import RecordTooLargeError, UnknownTopicOrPartitionError
@@ -134,6 +134,9 @@ class RecordHandle:
             b = self._follow()
             if not b.eager:
                 b.hurry()
+            owner = b.owner
+            if not b.sent and owner is not None and owner.send_inline is not None and not b.event.is_set():
+                await owner.send_inline()  # the awaiting task writes the request itself: no hop to the sender
             await b.event.wait()
             if not b.routed:  # a routed placeholder means the record moved to a real batch: wait on that one
                 return self._outcome()
@@ -173,6 +176,8 @@ class Accumulator:
         self._fit: dict[str, tuple[int, int]] = {}  # topic -> (records_max, bytes_max) learnt from COST_EXCEEDS_LIMIT
         self.splits = 0
         self._planned_due: float | None = None  # the time of the sender's next turn, as ``ready`` last told it
+        # Set by a producer whose awaiting tasks may send ready batches themselves (``RecordHandle``'s await)
+        self.send_inline: Callable[[], Awaitable[None]] | None = None
 
     # ---- the hot path ----
     def append(self, topic: str, value: bytes, key: bytes | None = None, headers: dict[str, bytes] | None = None,

@@ -6,10 +6,13 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 from typing import Any, Callable
 
 import anyio
-from anyio.abc import SocketStream, TaskGroup
+import anyio.lowlevel
+import sniffio
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, RequestTimedOutError
 from millpond.broker.wire.frames import PIECE_BYTES_MIN
@@ -17,6 +20,7 @@ from millpond.broker.wire.frames import PIECE_BYTES_MIN
 from millpond.client._protocol import ClientProtocol, Response
 
 READ_BYTES = 256 * 1024
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16  # pieces one writev takes
 # A broker answers the hello at once (one round trip, no disk); what stays silent longer is something else (a web
 # server waiting for its request line), said after this rather than after the whole connect timeout.
 HANDSHAKE_TIMEOUT_S = 2.0
@@ -43,7 +47,8 @@ class _Callback:
 class Connection:
     """A live, handshaken connection. ``request()`` may be called by many tasks at once (pipelining)."""
 
-    def __init__(self, stream: SocketStream, protocol: ClientProtocol, description: str) -> None:
+    def __init__(self, stream: SocketStream, protocol: ClientProtocol, description: str,
+                 busy_poll_s: float = 0.0) -> None:
         self._stream = stream
         self.protocol = protocol
         self.description = description
@@ -54,9 +59,21 @@ class Connection:
         self.closed = False
         self.close_reason = ""
         self.closed_event = anyio.Event()
+        self.busy_poll_s = busy_poll_s
+        self._poll_until = 0.0
+        self.polling = False  # ``_busy_poll`` keeps the event loop from sleeping now
+        self._poll_wakeup: anyio.Event | None = anyio.Event() if busy_poll_s > 0 else None
+        # Under Trio the socket is ours alone (no transport buffers in front of it): requests are written to it at
+        # once with writev and answers read with one recv per wake, so a request costs no task switch and no
+        # extra system call. asyncio's transport owns its socket: there every byte goes through the stream.
+        self._sock: socket.socket | None = None
+        extra = getattr(stream, "extra", None)  # a stream that is no socket stream (tests) has none
+        if extra is not None and sniffio.current_async_library() == "trio":
+            self._sock = extra(SocketAttribute.raw_socket, None)
 
     @classmethod
-    async def open(cls, tg: TaskGroup, host: str, port: int, client_id: str, timeout_s: float) -> Connection:
+    async def open(cls, tg: TaskGroup, host: str, port: int, client_id: str, timeout_s: float,
+                   busy_poll_s: float = 0.0) -> Connection:
         """Connect, start the reader/writer tasks in ``tg`` and complete the handshake.
 
         Raises ``ConnectionClosedError`` ("cannot connect to HOST:PORT: <reason>": a host name that does not resolve,
@@ -72,9 +89,11 @@ class Connection:
                                         address=desc) from None
         except OSError as exc:
             raise ConnectionClosedError(f"cannot connect to {desc}: {_reason(exc, host)}", address=desc) from None
-        conn = cls(stream, ClientProtocol(client_id), desc)
+        conn = cls(stream, ClientProtocol(client_id), desc, busy_poll_s)
         tg.start_soon(conn._reader)
         tg.start_soon(conn._writer)
+        if conn._poll_wakeup is not None:
+            tg.start_soon(conn._busy_poll)
         cid, data = conn.protocol.hello()
         handshake_s = min(timeout_s, HANDSHAKE_TIMEOUT_S)
         try:
@@ -134,6 +153,8 @@ class Connection:
         switch less on every request's path); a write already in progress takes it along instead."""
         if self._sending or not self._out:
             return
+        if self._sock is not None and not self.closed and self._write_now():
+            return
         self._sending = True
         try:
             with anyio.CancelScope(shield=True):  # a request is never left half written
@@ -160,6 +181,46 @@ class Connection:
         finally:
             self._sending = False
 
+    def send_queued_nowait(self) -> None:
+        """``send_queued`` without waiting: what the socket takes now goes now (Trio); the rest, or everything
+        under asyncio, goes from the writer task."""
+        if self._sending or not self._out:
+            return
+        if self._sock is not None and not self.closed and self._write_now():
+            return
+        self._wake_writer.set()
+
+    def awaiting_answer(self) -> None:
+        """A task now waits for the answer to a request just written: keep the event loop polling for it for up
+        to ``busy_poll_s`` (``_busy_poll``). Not for requests nobody awaits, nor long polls."""
+        poll = self._poll_wakeup
+        if poll is not None:
+            self._poll_until = time.perf_counter() + self.busy_poll_s
+            if not poll.is_set():
+                poll.set()
+
+    def _write_now(self) -> bool:
+        """Write the queue with writev without waiting; True if all of it went. What the socket did not take
+        stays queued, in order, for ``send_queued``'s waiting path; a failed socket is met there too."""
+        out = self._out
+        if len(out) > _IOV_MAX:
+            return False
+        try:
+            n = os.writev(self._sock.fileno(), out)
+        except OSError:
+            return False
+        for i, piece in enumerate(out):
+            size = len(piece)
+            if n < size:
+                rest = out[i:]
+                if n:
+                    rest[0] = memoryview(piece)[n:]  # type: ignore[call-overload]
+                self._out = rest
+                return False
+            n -= size
+        self._out = []
+        return True
+
     async def finish(self, begun: tuple[int, "_Slot"], timeout_s: float) -> Any:
         """Wait for the answer of a ``begin``; raises as ``request``."""
         cid, slot = begun
@@ -175,6 +236,7 @@ class Connection:
     async def _exchange(self, cid: int, data: bytes, timeout_s: float) -> Response:
         slot = self._queue(cid, data, wake=False)
         await self.send_queued()
+        self.awaiting_answer()
         return await self._wait(cid, slot, timeout_s)
 
     async def _wait(self, cid: int, slot: "_Slot", timeout_s: float) -> Response:
@@ -193,7 +255,7 @@ class Connection:
     async def _reader(self) -> None:
         reason = "closed by the broker"
         try:
-            receive = self._stream.receive
+            receive = self._stream.receive if self._sock is None else self._receive_raw
             feed = self.protocol.receive
             slots = self._slots
             while True:
@@ -217,6 +279,38 @@ class Connection:
             with anyio.CancelScope(shield=True):
                 await self.aclose(reason)
 
+    async def _receive_raw(self, max_bytes: int) -> bytes:
+        """Trio: wait until readable, then one recv (the stream would try a recv first, and find nothing: the
+        reader runs when it has taken every whole answer). Raises ``anyio.EndOfStream`` at the end of stream."""
+        sock = self._sock
+        while True:
+            await anyio.wait_readable(sock)
+            try:
+                data = sock.recv(max_bytes)
+            except BlockingIOError:
+                continue
+            except OSError as exc:  # a reset: the broker went away, as the stream says it
+                raise anyio.BrokenResourceError from exc
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    async def _busy_poll(self) -> None:
+        """Keep the event loop polling, not sleeping, while a task awaits an answer, for up to ``busy_poll_s``
+        after the request: an answer that comes back within it meets a running process, not one waking from
+        sleep (see the broker's ``busy_poll_s``). Yields the CPU at each turn to processes with work to do."""
+        clock = time.perf_counter
+        checkpoint = anyio.lowlevel.checkpoint
+        yield_cpu = os.sched_yield
+        while not self.closed:
+            self.polling = True
+            while self._slots and clock() < self._poll_until and not self.closed:
+                yield_cpu()  # a process with work to do on this core goes first
+                await checkpoint()
+            self.polling = False
+            wakeup = self._poll_wakeup = anyio.Event()
+            await wakeup.wait()
+
     async def _writer(self) -> None:
         while not self.closed:
             await self._wake_writer.wait()
@@ -238,6 +332,8 @@ class Connection:
                 slot.error = err
                 slot.event.set()
         self.closed_event.set()
+        if self._poll_wakeup is not None:
+            self._poll_wakeup.set()  # the busy poll task ends
         await self._stream.aclose()
 
 

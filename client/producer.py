@@ -51,7 +51,8 @@ class Producer:
     nobody, gather for up to ``linger_s``, so a busy producer's batches fill. With ``idempotent=False`` (one batch
     per partition in flight) a batch past ``linger_s`` also waits for the answer in flight. ``linger_s=0`` waits on
     no clock: a partial batch goes once its partition has nothing in flight (the answer in flight is the batching
-    window), which gives the lowest end-to-end latency under ``fsync="always"``.
+    window), which gives the lowest end-to-end latency under ``fsync="always"``; and a record sent while nothing is
+    pending is written by the ``send()`` call itself (non-blocking), not at the sender's next turn.
     Leaving the block flushes (``close()``; ``close(timeout_s=...)`` bounds the wait); leaving it by an exception
     waits for nothing: records not yet acknowledged fail with that exception.
     ``send()`` never waits, so a loop that never awaits buffers everything in memory; await a handle or
@@ -109,6 +110,10 @@ class Producer:
         self._throttle_policy: str | None = None
         self._last_error: BaseException | None = None
         self.space = threading.Condition(self.lock) if _threaded else None
+        self._beginning = False  # a task is between taking batches from ``ready`` and queueing their requests
+        if not _threaded:  # tasks that await records take the sender's turn (the event loop's thread only)
+            self._acc.send_inline = self._send_inline
+        self._send_now = not _threaded and self._acc.linger_s == 0
 
     def _on_wake(self) -> None:
         if self._twake is not None:
@@ -126,7 +131,15 @@ class Producer:
         record alone exceeds the broker's ``batch_bytes_max``; ``UnknownTopicOrPartitionError`` for a partition
         the topic is known not to have. A topic that does not exist fails the handle, not the call.
         """
-        return self._acc.append(topic, value, key, headers, partition, timestamp_ms)
+        handle = self._acc.append(topic, value, key, headers, partition, timestamp_ms)
+        if self._send_now and handle._batch.eager:
+            # linger_s=0 and nothing pending: the record goes from this call, its request written without waiting
+            # for a task switch (non-blocking; what the socket does not take goes from the writer task). With a
+            # linger the sender's next turn takes it, with whatever else is sent before this task yields.
+            conn = self._take_turn()
+            if conn is not None:
+                conn.send_queued_nowait()
+        return handle
 
     async def flush(self) -> None:
         """Send everything queued so far, now, and wait until each batch is acknowledged or has failed.
@@ -254,6 +267,31 @@ class Producer:
                     await self._wake.wait()
             self._wake = anyio.Event()
 
+    def _take_turn(self) -> Any:
+        """A sender turn taken by the calling task, synchronously: ready batches' requests are queued on the live
+        connection, which is returned (None: no live connection, or the sender is between ``ready`` and queueing
+        its requests, whose order must hold: a partition's batches are written in sequence)."""
+        if self._beginning or self._tg is None:
+            return None
+        conn = self._client._conn
+        if conn is None or conn.closed:
+            return None
+        with self.lock:
+            batches, _ = self._acc.ready(self._now())
+        self._on_wake()  # the sender plans its next turn again (``ready`` moved it)
+        if batches:
+            self._queue_batches(conn, batches)
+        return conn
+
+    async def _send_inline(self) -> None:
+        """The turn of a task that awaits a record (``await producer.send(...)``): ready batches are written from
+        it at once, so an awaited send pays no task switch before its request leaves, and the event loop polls
+        for the answer (``connect(busy_poll_s=...)``)."""
+        conn = self._take_turn()
+        if conn is not None:
+            await conn.send_queued()
+            conn.awaiting_answer()
+
     async def _fetch_metadata(self, topics: list[str]) -> None:
         try:
             try:
@@ -281,12 +319,20 @@ class Producer:
         """Write the produce requests of ``batches`` in order, now: several batches of one partition in flight must
         reach the broker in sequence order. Each answer settles its batch in the connection's reader, with no task
         of its own (an awaited send pays no task switch and no task start for its answer)."""
+        self._beginning = True
         try:
             conn = await self._client._connection()
         except MillpondError as exc:
             for b in batches:
                 self._settle(b, None, exc)
             return
+        finally:
+            self._beginning = False
+        self._queue_batches(conn, batches)
+        await conn.send_queued()  # written from this task: no hop to the connection's writer task
+
+    def _queue_batches(self, conn: Any, batches: list[Batch]) -> None:
+        """Queue the produce requests of ``batches`` on ``conn``, in order, without writing them."""
         deadline = self._now() + self._client.request_timeout_s
         group: list[tuple[Batch, bytearray]] = []  # small batches in a row go as one produce_batches request
         for b in batches:
@@ -298,7 +344,6 @@ class Producer:
             group = []
             self._begin_group(conn, [(b, blob)], deadline)  # a large batch alone: sent as it is, never copied
         self._begin_group(conn, group, deadline)
-        await conn.send_queued()  # written from this task: no hop to the connection's writer task
 
     def _begin_group(self, conn: Any, group: list[tuple[Batch, bytearray]], deadline: float) -> None:
         """One request for ``group``: ``produce`` for one batch, ``produce_batches`` for several (one frame, one

@@ -85,6 +85,8 @@ class SyncClient:
     """Blocking twin of ``client.Client``; every method may block for one round trip to the broker."""
 
     def __init__(self, address: str | tuple[str, int], **options: Any) -> None:
+        # The loop thread never busy-polls here: it would hold the GIL the caller's other threads need.
+        options.setdefault("busy_poll_s", 0.0)
         self._stack = ExitStack()
         self._portal = self._stack.enter_context(start_blocking_portal("trio"))
         try:

@@ -39,7 +39,7 @@ ALLOW: dict[str, set[str]] = {
     # ...whose one HTTP call (a webhook POST) is made here, only inside a Job's work in a worker thread
     "broker/core/fanout/http.py": {"httpx", "socket", "millpond.broker.core.fanout"},
     # the server: Trio, the engine's public API, the codecs; never a core's internals
-    "broker/server": {"trio", "sortedcontainers", "os", "time", "pathlib", "shutil", "tempfile", "resource", "errno",
+    "broker/server": {"trio", "sortedcontainers", "os", "sys", "time", "pathlib", "shutil", "tempfile", "resource", "errno",
                       "socket", "threading", "millpond.broker.config", "millpond.broker.wire", "millpond.broker.server",
                       "millpond.broker.core.engine", "millpond.broker.core.outcomes"},
     # a codec translates to the cores' request and answer types
@@ -50,7 +50,7 @@ ALLOW: dict[str, set[str]] = {
                                 "millpond.broker.core.limits.api", "millpond.broker.core.queues.api",
                                 "millpond.broker.core.queues.push", "millpond.broker.core.fanout.api"},
     # the client speaks the wire protocol and never sees the broker's insides
-    "client": {"anyio", "msgpack", "os", "socket", "threading", "time", "weakref", "millpond.broker.wire",
+    "client": {"anyio", "sniffio", "msgpack", "os", "socket", "threading", "time", "weakref", "millpond.broker.wire",
                "millpond.client"},
 }
 # Modules imported only inside a function or under TYPE_CHECKING are not arrows of the layer and are not checked.
@@ -112,7 +112,7 @@ def test_the_allowlists_name_real_modules():
     for layer, names in ALLOW.items():
         for name in names:
             top = name.split(".")[0]
-            third_party = {"millpond", "msgpack", "sortedcontainers", "trio", "anyio", "aiokafka", "crc32c", "httpx"}
+            third_party = {"millpond", "msgpack", "sortedcontainers", "trio", "anyio", "sniffio", "aiokafka", "crc32c", "httpx"}
             assert top in stdlib or top in third_party, (layer, name)
 
 

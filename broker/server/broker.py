@@ -41,7 +41,7 @@ class Broker:
         self.engine = Engine.for_directory(config, self.data_dir)
         self.log = self.engine.log  # for tests and statistics: the topics and their partitions
         self.loop = RequestLoop(self.engine, NativeCodec(config), fsync=config.fsync,
-                                fsync_interval_s=config.fsync_interval_s)
+                                fsync_interval_s=config.fsync_interval_s, busy_poll_s=config.busy_poll_s or 0.0)
         # where it listens once serving: "HOST:PORT" as connect() and the CLI take it, and its two parts
         self.address: str | None = None
         self.host: str | None = None
