@@ -39,7 +39,7 @@ ALLOW: dict[str, set[str]] = {
     # ...whose one HTTP call (a webhook POST) is made here, only inside a Job's work in a worker thread
     "broker/core/fanout/http.py": {"httpx", "socket", "millpond.broker.core.fanout"},
     # the server: Trio, the engine's public API, the codecs; never a core's internals
-    "broker/server": {"trio", "sortedcontainers", "os", "sys", "time", "pathlib", "shutil", "tempfile", "resource", "errno",
+    "broker/server": {"trio", "sortedcontainers", "os", "time", "pathlib", "shutil", "tempfile", "resource", "errno",
                       "socket", "threading", "millpond.broker.config", "millpond.broker.wire", "millpond.broker.server",
                       "millpond.broker.core.engine", "millpond.broker.core.outcomes"},
     # a codec translates to the cores' request and answer types

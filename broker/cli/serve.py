@@ -21,10 +21,6 @@ from millpond.broker.wire.errors import InvalidConfigError, MillpondError
 GC_THRESHOLDS = (700, 10, 100)
 # Seconds the daemon keeps polling after each request (BrokerConfig.busy_poll_s; embedded brokers: 0)
 SERVE_BUSY_POLL_S = 0.0005
-# The daemon's GIL switch interval (CPython's default is 5 ms): a worker thread finishing an fsync gets the GIL
-# from the polling event loop within this, so the loop keeps polling while fsyncs run (an awaited send with
-# fsync="always": about 150 us less here). Its own threads only: an embedded broker leaves its host's settings.
-SWITCH_INTERVAL_S = 0.00005
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"millpond serve: {exc.message}", file=sys.stderr)
         return 2
     gc.set_threshold(*GC_THRESHOLDS)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         trio.run(_serve, broker)
     except BaseException as exc:  # noqa: B902  (startup failures arrive wrapped in exception groups)

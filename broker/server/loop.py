@@ -8,7 +8,6 @@ import itertools
 import logging
 import math
 import os
-import sys
 import time
 from typing import Any, Callable, Hashable
 
@@ -28,10 +27,6 @@ from millpond.broker.wire.errors import (
 )
 
 log = logging.getLogger("millpond.server")
-
-
-# A switch interval at most this short lets a worker thread take the GIL from a polling loop soon enough.
-POLL_SWITCH_INTERVAL_S = 0.0001
 
 
 def wall_ms() -> int:
@@ -320,13 +315,11 @@ class RequestLoop:
         clock = time.perf_counter
         checkpoint = trio.lowlevel.checkpoint
         yield_cpu = os.sched_yield
-        # While a worker thread runs (an fsync plan, offloaded work) polling holds the GIL the thread needs to hand
-        # its result back: it would wait up to the interpreter's switch interval (5 ms by default) each time. The
-        # daemon shortens that interval (millpond serve); elsewhere the poll stands aside while threads run.
-        threads = [0] if sys.getswitchinterval() <= POLL_SWITCH_INTERVAL_S else _threads_running
         while True:
+            # Not while a worker thread runs (an fsync plan, offloaded work): polling would hold the GIL the thread
+            # needs to hand its result back, for up to the interpreter's switch interval (5 ms) each time.
             self.polling = True
-            while clock() < self._poll_until and not self.stopping and not threads[0]:
+            while clock() < self._poll_until and not self.stopping and not _threads_running[0]:
                 yield_cpu()  # a process with work to do on this core goes first (clients on a busy machine)
                 await checkpoint()
             self.polling = False

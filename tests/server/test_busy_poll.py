@@ -1,20 +1,18 @@
 # The busy poll (BrokerConfig.busy_poll_s, connect(busy_poll_s=...)): after a request the broker's event loop keeps
-# polling for busy_poll_s of wall time, then sleeps; it stands aside while a worker thread runs, unless the switch
-# interval is the daemon's (then the thread still gets the GIL and its answer goes out); it is off at 0 and
+# polling for busy_poll_s of wall time, then sleeps; it stands aside while a worker thread runs; it is off at 0 and
 # under a virtual clock; `millpond serve` polls by default and an embedded broker does not. The async client polls
 # while a task awaits an answer, never during a long poll, and stops once the answer is in. Real time throughout
 # (polling is bounded by the wall clock); no timing is asserted, only whether the loop polls.
 from __future__ import annotations
 
 import functools
-import sys
 import threading
 
 import pytest
 import trio
 import trio.testing
 
-from millpond.broker.cli.serve import SERVE_BUSY_POLL_S, SWITCH_INTERVAL_S, daemon_config
+from millpond.broker.cli.serve import SERVE_BUSY_POLL_S, daemon_config
 from millpond.broker.config import BrokerConfig
 from millpond.broker.core.outcomes import Answer, Offload
 from millpond.broker.server.embedded import open_broker
@@ -83,38 +81,6 @@ async def test_the_busy_poll_stands_aside_while_a_worker_thread_runs(nursery):
     loop.on_frame(conn, b"2:a")
     await trio.sleep(0.05)
     assert loop.statistics()["polling"] is True
-
-
-@pytest.fixture
-def short_switch_interval():
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    yield
-    sys.setswitchinterval(before)
-
-
-async def test_with_the_daemons_switch_interval_the_loop_polls_while_a_worker_thread_runs(
-        nursery, short_switch_interval):
-    started, release = threading.Event(), threading.Event()
-
-    def work():
-        started.set()
-        release.wait(10)
-        return sum(range(100_000))  # Python work after the wait: it needs the GIL from the polling loop
-
-    loop = await _loop(nursery, {"slow": lambda ctx: Offload(work, lambda ctx, result: Answer(result))},
-                       busy_poll_s=1.0)
-    conn = Conn()
-    loop.on_frame(conn, b"1:slow")
-    while not started.is_set():
-        await trio.sleep(0.005)
-    await trio.sleep(0.05)
-    assert loop.statistics()["polling"] is True
-    release.set()
-    with trio.fail_after(5):
-        while not conn.sent:
-            await trio.sleep(0.001)
-    assert conn.sent == [b"1=%d" % sum(range(100_000))]
 
 
 async def test_under_a_virtual_clock_the_loop_does_not_poll(nursery, autojump_clock):
