@@ -24,6 +24,11 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16  # pieces 
 # A broker answers the hello at once (one round trip, no disk); what stays silent longer is something else (a web
 # server waiting for its request line), said after this rather than after the whole connect timeout.
 HANDSHAKE_TIMEOUT_S = 2.0
+# Adaptive busy poll (Connection.awaiting_answer): poll only while at least this share of recent polls ended with
+# their answers in (weight of each new poll in that average); otherwise skip, and try one poll in this many.
+POLL_HITS_MIN = 0.5
+POLL_HITS_WEIGHT = 0.1
+POLL_PROBE_EVERY = 16
 
 
 class _Slot:
@@ -62,6 +67,8 @@ class Connection:
         self.busy_poll_s = busy_poll_s
         self._poll_until = 0.0
         self.polling = False  # ``_busy_poll`` keeps the event loop from sleeping now
+        self._poll_hits = 1.0  # moving average: 1 when polls end with their answers in, 0 when they run out
+        self._poll_skips = 0
         self._poll_wakeup: anyio.Event | None = anyio.Event() if busy_poll_s > 0 else None
         # Under Trio the socket is ours alone (no transport buffers in front of it): requests are written to it at
         # once with writev and answers read with one recv per wake, so a request costs no task switch and no
@@ -192,12 +199,19 @@ class Connection:
 
     def awaiting_answer(self) -> None:
         """A task now waits for the answer to a request just written: keep the event loop polling for it for up
-        to ``busy_poll_s`` (``_busy_poll``). Not for requests nobody awaits, nor long polls."""
+        to ``busy_poll_s`` (``_busy_poll``), unless answers lately came too late for that to pay (``_poll_hits``).
+        Not for requests nobody awaits."""
         poll = self._poll_wakeup
-        if poll is not None:
-            self._poll_until = time.perf_counter() + self.busy_poll_s
-            if not poll.is_set():
-                poll.set()
+        if poll is None:
+            return
+        if self._poll_hits < POLL_HITS_MIN:
+            self._poll_skips += 1
+            if self._poll_skips < POLL_PROBE_EVERY:
+                return
+            self._poll_skips = 0  # try again now and then: the broker may have become quick (fsync, load)
+        self._poll_until = time.perf_counter() + self.busy_poll_s
+        if not poll.is_set():
+            poll.set()
 
     def _write_now(self) -> bool:
         """Write the queue with writev without waiting; True if all of it went. What the socket did not take
@@ -308,6 +322,10 @@ class Connection:
                 yield_cpu()  # a process with work to do on this core goes first
                 await checkpoint()
             self.polling = False
+            # A poll the answers ended is a hit; one that ran out its window (answers slower than the window: a
+            # durable write, a long poll with nothing to read, many requests in flight) a miss.
+            hit = 1.0 if not self._slots else 0.0
+            self._poll_hits += (hit - self._poll_hits) * POLL_HITS_WEIGHT
             wakeup = self._poll_wakeup = anyio.Event()
             await wakeup.wait()
 

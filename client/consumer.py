@@ -464,6 +464,7 @@ class Consumer:
             with anyio.CancelScope() as scope:
                 self._fetch_scope = scope
                 await conn.send_queued()
+                conn.awaiting_answer()  # records may arrive within the poll window: meet them running
                 with anyio.move_on_after(timeout_s):
                     await done.wait()
         finally:

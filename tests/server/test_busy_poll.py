@@ -178,3 +178,26 @@ async def test_the_client_does_not_poll_when_busy_poll_is_0_nor_for_requests_nob
             while not done:
                 await trio.sleep(0.01)
         assert done == [None]
+
+
+async def test_the_client_stops_polling_when_answers_keep_coming_after_its_window_and_tries_again_later(nursery):
+    # answers take 0.1 s, the window is 20 ms: every poll runs out (a durable write, a long poll with nothing to read)
+    answered: list[str] = []
+    listeners = await nursery.start(functools.partial(
+        trio.serve_tcp, lambda s: _slow_broker(s, answered, 0.1), 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+
+    async def polled_while_awaiting(c) -> bool:
+        seen = []
+        async with trio.open_nursery() as n:
+            n.start_soon(c.request, "metadata", {"topics": []})
+            await trio.sleep(0.005)
+            seen.append(c._conn.polling)
+        return seen[0]
+
+    async with connect(f"127.0.0.1:{port}", busy_poll_s=0.02) as c:
+        assert await polled_while_awaiting(c) is True  # polls at first
+        polled = [await polled_while_awaiting(c) for _ in range(30)]
+    assert polled[:3] == [True, True, True]  # a few misses are tolerated...
+    assert polled[-10:].count(True) <= 1  # ...then it stops, trying one poll in 16 now and then
+    assert True in polled[10:]
