@@ -463,8 +463,7 @@ class Consumer:
         try:
             with anyio.CancelScope() as scope:
                 self._fetch_scope = scope
-                await conn.send_queued()
-                conn.awaiting_answer()  # records may arrive within the poll window: meet them running
+                await conn.send_queued()  # a long poll does not busy-poll: records come when they come
                 with anyio.move_on_after(timeout_s):
                     await done.wait()
         finally:
