@@ -97,8 +97,9 @@ async def _open(
     ``busy_poll_s``: while a task awaits an answer (``await producer.send(...)``, an admin request), the event loop
     keeps polling for it instead of sleeping, for at most this many seconds per request (0 turns it off): an
     answer that comes back meanwhile meets a running process, about a third off an awaited send's round trip on
-    loopback. Long polls (fetch, receive) and requests nobody awaits never poll, and polling pauses by itself while
-    answers keep coming later than the window (fsync="always", many requests in flight). The blocking client
+    loopback. A consumer's fetches and requests nobody awaits never poll, and polling pauses by itself while answers
+    keep coming later than the window (fsync="always", many requests in flight, a queue receive waiting for
+    messages). The blocking client
     (``millpond.client.sync``) does not poll: its loop thread would hold the GIL its caller's threads need.
     """
     host, port = parse_address(address)
