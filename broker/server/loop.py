@@ -315,16 +315,15 @@ class RequestLoop:
         clock = time.perf_counter
         checkpoint = trio.lowlevel.checkpoint
         yield_cpu = os.sched_yield
-        statistics = trio.lowlevel.current_statistics
         while True:
             # Not while a worker thread runs (an fsync plan, offloaded work): polling would hold the GIL the thread
             # needs to hand its result back, for up to the interpreter's switch interval (5 ms) each time.
             self.polling = True
             while clock() < self._poll_until and not self.stopping and not _threads_running[0]:
-                if not statistics().tasks_runnable:
-                    # Nothing else to run here: a process with work to do on this core goes first (clients on a
-                    # busy machine). With tasks to run the loop would not sleep anyway, and keeps its CPU.
-                    yield_cpu()
+                # A process with work to do on this core goes first (clients on a busy machine). Also when this
+                # loop has tasks to run: yielding only when idle measured worse end to end (e2e p99 at 5,000
+                # records/s 2.35 against 1.85 ms side by side, 3 processes on 2 cores).
+                yield_cpu()
                 await checkpoint()
             self.polling = False
             wakeup = self._poll_wakeup = trio.Event()
