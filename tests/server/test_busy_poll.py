@@ -139,11 +139,15 @@ async def _slow_broker(stream, answered: list, delay_s: float):
                 answered.append(api)
 
 
+async def _start_slow_broker(nursery, answered: list, delay_s: float) -> int:
+    listeners = await nursery.start(functools.partial(
+        trio.serve_tcp, lambda s: _slow_broker(s, answered, delay_s), 0, host="127.0.0.1"))
+    return listeners[0].socket.getsockname()[1]
+
+
 async def test_the_async_client_polls_while_a_task_awaits_an_answer_and_stops_once_it_is_in(nursery):
     answered: list[str] = []
-    listeners = await nursery.start(functools.partial(
-        trio.serve_tcp, lambda s: _slow_broker(s, answered, 0.3), 0, host="127.0.0.1"))
-    port = listeners[0].socket.getsockname()[1]
+    port = await _start_slow_broker(nursery, answered, 0.3)
     async with connect(f"127.0.0.1:{port}", busy_poll_s=1.0) as c:
         conn = c._conn
         await trio.sleep(0.05)
@@ -159,9 +163,7 @@ async def test_the_async_client_polls_while_a_task_awaits_an_answer_and_stops_on
 
 async def test_the_client_does_not_poll_when_busy_poll_is_0_nor_for_requests_nobody_awaits(nursery):
     answered: list[str] = []
-    listeners = await nursery.start(functools.partial(
-        trio.serve_tcp, lambda s: _slow_broker(s, answered, 0.3), 0, host="127.0.0.1"))
-    port = listeners[0].socket.getsockname()[1]
+    port = await _start_slow_broker(nursery, answered, 0.3)
     async with connect(f"127.0.0.1:{port}", busy_poll_s=0) as c:
         async with trio.open_nursery() as n:
             n.start_soon(c.request, "metadata", {"topics": []})
@@ -169,6 +171,7 @@ async def test_the_client_does_not_poll_when_busy_poll_is_0_nor_for_requests_nob
             assert c._conn.polling is False
     async with connect(f"127.0.0.1:{port}", busy_poll_s=1.0) as c:
         conn = c._conn
+        await trio.sleep(0.05)  # the handshake's poll has ended
         done = []
         conn.begin_callback("metadata", {"topics": []}, lambda response, error: done.append(error))
         await conn.send_queued()  # written, but no task awaits it (as the producer's sender and a long poll)
@@ -183,9 +186,7 @@ async def test_the_client_does_not_poll_when_busy_poll_is_0_nor_for_requests_nob
 async def test_the_client_stops_polling_when_answers_keep_coming_after_its_window_and_tries_again_later(nursery):
     # answers take 0.1 s, the window is 20 ms: every poll runs out (a durable write, a long poll with nothing to read)
     answered: list[str] = []
-    listeners = await nursery.start(functools.partial(
-        trio.serve_tcp, lambda s: _slow_broker(s, answered, 0.1), 0, host="127.0.0.1"))
-    port = listeners[0].socket.getsockname()[1]
+    port = await _start_slow_broker(nursery, answered, 0.1)
 
     async def polled_while_awaiting(c) -> bool:
         seen = []
