@@ -25,10 +25,11 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16  # pieces 
 # server waiting for its request line), said after this rather than after the whole connect timeout.
 HANDSHAKE_TIMEOUT_S = 2.0
 # Adaptive busy poll (Connection.awaiting_answer): poll only while at least this share of recent polls ended with
-# their answers in (weight of each new poll in that average); otherwise skip, and try one poll in this many.
+# their answers in (weight of each new poll in that average); otherwise pause, trying one poll every so often
+# (seconds: a rate of tries, not a share of requests, so a busy connection spends next to nothing on them).
 POLL_HITS_MIN = 0.5
 POLL_HITS_WEIGHT = 0.1
-POLL_PROBE_EVERY = 16
+POLL_PROBE_S = 0.1
 
 
 class _Slot:
@@ -68,7 +69,7 @@ class Connection:
         self._poll_until = 0.0
         self.polling = False  # ``_busy_poll`` keeps the event loop from sleeping now
         self._poll_hits = 1.0  # moving average: 1 when polls end with their answers in, 0 when they run out
-        self._poll_skips = 0
+        self._poll_probe_at = 0.0  # while polling pauses: the time of its next try (perf_counter)
         self._poll_wakeup: anyio.Event | None = anyio.Event() if busy_poll_s > 0 else None
         # Under Trio the socket is ours alone (no transport buffers in front of it): requests are written to it at
         # once with writev and answers read with one recv per wake, so a request costs no task switch and no
@@ -204,12 +205,13 @@ class Connection:
         poll = self._poll_wakeup
         if poll is None:
             return
+        now = time.perf_counter()
         if self._poll_hits < POLL_HITS_MIN:
-            self._poll_skips += 1
-            if self._poll_skips < POLL_PROBE_EVERY:
+            if now < self._poll_probe_at:
                 return
-            self._poll_skips = 0  # try again now and then: the broker may have become quick (fsync, load)
-        self._poll_until = time.perf_counter() + self.busy_poll_s
+            # try again now and then: answers may have become quick (another fsync mode, less load)
+            self._poll_probe_at = now + POLL_PROBE_S
+        self._poll_until = now + self.busy_poll_s
         if not poll.is_set():
             poll.set()
 
