@@ -135,8 +135,10 @@ class RecordHandle:
             if not b.eager:
                 b.hurry()
             owner = b.owner
-            if not b.sent and owner is not None and owner.send_inline is not None and not b.event.is_set():
-                await owner.send_inline()  # the awaiting task writes the request itself: no hop to the sender
+            if owner is not None and owner.send_inline is not None and not b.event.is_set():
+                # the awaiting task writes the request itself (no hop to the sender), or, its batch already in
+                # flight (written by a linger_s=0 send()), polls for the answer
+                await owner.send_inline()
             await b.event.wait()
             if not b.routed:  # a routed placeholder means the record moved to a real batch: wait on that one
                 return self._outcome()

@@ -174,3 +174,17 @@ async def test_with_a_linger_records_sent_before_the_task_yields_go_together(cli
         with trio.fail_after(10):
             assert [(await h).offset for h in handles] == list(range(1, 51))
         assert p.statistics().batches_sent - sent_before == 1
+
+
+async def test_awaiting_a_record_already_in_flight_polls_for_its_answer(client):
+    # linger_s=0: send() wrote it; the await that follows still keeps the loop polling for the answer
+    await client.create_topic("polled")
+    async with client.producer(linger_s=0) as p:
+        await p.send("polled", b"warm")
+        conn = client._conn
+        handle = p.send("polled", b"in flight")
+        assert handle._follow().sent
+        conn._poll_until = 0.0
+        with trio.fail_after(10):
+            assert (await handle).offset == 1
+        assert conn._poll_until > 0.0  # the await asked for a poll window
