@@ -58,8 +58,8 @@ class _Broker:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if port_open(self.port):
-                    return
+                port_open(self.port)  # raises OSError until the broker listens
+                return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"broker did not start: {self.proc.stderr.read().decode()[-2000:]}") from None

@@ -15,7 +15,7 @@ import sniffio
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, RequestTimedOutError
-from millpond.broker.wire.frames import PIECE_BYTES_MIN
+from millpond.broker.wire.frames import PIECE_BYTES_MIN, unwritten
 
 from millpond.client._protocol import ClientProtocol, Response
 
@@ -161,7 +161,7 @@ class Connection:
         switch less on every request's path); a write already in progress takes it along instead."""
         if self._sending or not self._out:
             return
-        if self._sock is not None and not self.closed and self._write_now():
+        if self._write_now():
             return
         self._sending = True
         try:
@@ -194,7 +194,7 @@ class Connection:
         under asyncio, goes from the writer task."""
         if self._sending or not self._out:
             return
-        if self._sock is not None and not self.closed and self._write_now():
+        if self._write_now():
             return
         self._wake_writer.set()
 
@@ -216,26 +216,17 @@ class Connection:
             poll.set()
 
     def _write_now(self) -> bool:
-        """Write the queue with writev without waiting; True if all of it went. What the socket did not take
-        stays queued, in order, for ``send_queued``'s waiting path; a failed socket is met there too."""
+        """Write the queue with writev without waiting (Trio's socket only); True if all of it went. What the socket
+        did not take stays queued, in order, for ``send_queued``'s waiting path; a failed socket is met there too."""
         out = self._out
-        if len(out) > _IOV_MAX:
+        if self._sock is None or self.closed or len(out) > _IOV_MAX:
             return False
         try:
             n = os.writev(self._sock.fileno(), out)
         except OSError:
             return False
-        for i, piece in enumerate(out):
-            size = len(piece)
-            if n < size:
-                rest = out[i:]
-                if n:
-                    rest[0] = memoryview(piece)[n:]  # type: ignore[call-overload]
-                self._out = rest
-                return False
-            n -= size
-        self._out = []
-        return True
+        self._out = unwritten(out, n)
+        return not self._out
 
     async def finish(self, begun: tuple[int, "_Slot"], timeout_s: float) -> Any:
         """Wait for the answer of a ``begin``; raises as ``request``."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import trio
 
 from millpond.broker.wire.errors import FrameTooLargeError
+from millpond.broker.wire.frames import unwritten
 
 if TYPE_CHECKING:
     from millpond.broker.config import BrokerConfig
@@ -394,19 +395,8 @@ class Connection:
             n = os.writev(self._fd, out)
         except OSError:
             return  # would block, or the socket failed: the writer task waits, or meets the error, as usual
-        sent = n
-        i = 0
-        for p in out:
-            size = p.nbytes if type(p) is memoryview else len(p)
-            if n < size:
-                break
-            n -= size
-            i += 1
-        rest = out[i:]
-        if n:
-            rest[0] = memoryview(rest[0])[n:]
-        self._out = rest
-        self._sent(sent)
+        self._out = unwritten(out, n)
+        self._sent(n)
 
     def _sent(self, n: int) -> None:
         """``n`` answer bytes left: make room (parked answers first, in order, then the reader)."""

@@ -399,7 +399,7 @@ async def _in_thread(work: Callable[[], Any]) -> Any:
         _threads_running[0] -= 1
 
 
-_threads_running = [0]  # worker threads running _in_thread work now (the busy poll stands aside meanwhile)
+_threads_running = [0]  # worker threads running _in_thread work now, process-wide as the GIL they need (the busy poll stands aside meanwhile)
 
 
 def _virtual_time() -> bool:

@@ -70,6 +70,22 @@ def encode_request_parts(correlation_id: int, api: str, body: dict[str, Any]) ->
 _BUFFERS = (bytes, bytearray)
 
 
+def unwritten(pieces: list[Any], n: int) -> list[Any]:
+    """What is left of ``pieces`` (bytes-like, sent in order) once their first ``n`` bytes are written, as a
+    partial ``writev`` leaves them: a piece written in part becomes a view of its rest, never a copy."""
+    i = 0
+    for p in pieces:
+        size = p.nbytes if type(p) is memoryview else len(p)
+        if n < size:
+            break
+        n -= size
+        i += 1
+    rest = pieces[i:]
+    if n:
+        rest[0] = memoryview(rest[0])[n:]
+    return rest
+
+
 def encode_response(correlation_id: int, code: int, body: Any) -> bytes:
     """A response frame: ``[correlation_id, code, body]``; code 0 is success, any other is an error table code."""
     return encode_frame([correlation_id, code, body])

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from millpond.broker.wire import errors
-from millpond.broker.wire.frames import FrameDecoder, decode_request, encode_frame, encode_request
+from millpond.broker.wire.frames import FrameDecoder, decode_request, encode_frame, encode_request, unwritten
 from millpond.broker.wire.partitioner import murmur2, partition_for_key
 
 
@@ -167,3 +167,14 @@ def test_frame_view_is_the_frame_and_holds_the_buffer_until_released():
         v.release()
     d.feed(frames[0][2:])
     assert bytes(d.next_frame_view()) == frames[0][4:]
+
+
+@pytest.mark.parametrize("n", range(0, 11))
+def test_unwritten_is_what_a_partial_writev_leaves_in_order_without_copies(n):
+    big = bytearray(b"4567")
+    pieces = [b"012", memoryview(big), b"", b"89A"]
+    rest = unwritten(pieces, n)
+    assert b"".join(bytes(p) for p in rest) == b"012456789A"[n:]
+    if rest and 3 < n < 7:  # the piece cut in the middle is a view of the caller's buffer, not a copy
+        assert isinstance(rest[0], memoryview) and rest[0].obj is big
+    assert unwritten(pieces, 10) == [] and pieces[1].obj is big  # the caller's list is left as it was
