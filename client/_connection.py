@@ -66,6 +66,7 @@ class Connection:
         self.close_reason = ""
         self.closed_event = anyio.Event()
         self.busy_poll_s = busy_poll_s
+        self._poll_clock = time.perf_counter  # wall time in seconds: it bounds the poll, whatever the loop's clock
         self._poll_until = 0.0
         self.polling = False  # ``_busy_poll`` keeps the event loop from sleeping now
         self._poll_hits = 1.0  # moving average: 1 when polls end with their answers in, 0 when they run out
@@ -205,7 +206,7 @@ class Connection:
         poll = self._poll_wakeup
         if poll is None:
             return
-        now = time.perf_counter()
+        now = self._poll_clock()
         if self._poll_hits < POLL_HITS_MIN:
             if now < self._poll_probe_at:
                 return
@@ -306,12 +307,11 @@ class Connection:
         """Keep the event loop polling, not sleeping, while a task awaits an answer, for up to ``busy_poll_s``
         after the request: an answer that comes back within it meets a running process, not one waking from
         sleep (see the broker's ``busy_poll_s``). Yields the CPU at each turn to processes with work to do."""
-        clock = time.perf_counter
         checkpoint = anyio.lowlevel.checkpoint
         yield_cpu = os.sched_yield
         while not self.closed:
             self.polling = True
-            while self._slots and clock() < self._poll_until and not self.closed:
+            while self._slots and self._poll_clock() < self._poll_until and not self.closed:
                 yield_cpu()  # a process with work to do on this core goes first
                 await checkpoint()
             self.polling = False

@@ -53,7 +53,7 @@ class RequestLoop:
     ``on_closed`` once; ``run`` (started in the broker's nursery) owns the timer, the flusher and worker tasks."""
 
     def __init__(self, engine: Engine, codec: Any, *, fsync: str, fsync_interval_s: float,
-                 busy_poll_s: float = 0.0) -> None:
+                 busy_poll_s: float = 0.0, poll_clock: Callable[[], float] = time.perf_counter) -> None:
         self.engine = engine
         self.codec = codec
         self.fsync = fsync
@@ -73,7 +73,8 @@ class RequestLoop:
         self._flush_done = trio.Event()
         self._flushing = False
         self.busy_poll_s = busy_poll_s
-        self._poll_until = 0.0  # perf_counter time the busy poll runs to
+        self._poll_clock = poll_clock  # wall time in seconds: it bounds the poll, which Trio's clock cannot
+        self._poll_until = 0.0  # _poll_clock time the busy poll runs to
         self._poll_wakeup: trio.Event | None = None  # set: the poller is (or is about to be) polling
         self.polling = False  # the busy poll is keeping the event loop from sleeping now
 
@@ -99,7 +100,7 @@ class RequestLoop:
         self.requests += 1
         poll = self._poll_wakeup
         if poll is not None:
-            self._poll_until = time.perf_counter() + self.busy_poll_s
+            self._poll_until = self._poll_clock() + self.busy_poll_s
             if not poll.is_set():
                 poll.set()
         session = self._session(conn)
@@ -312,7 +313,7 @@ class RequestLoop:
         microseconds of work much slower (caches, CPU idle states), and an awaited request pays that twice per
         round trip; polling is what brokers built for latency do between requests (Seastar's reactor). Wall
         time, not Trio's clock, bounds it."""
-        clock = time.perf_counter
+        clock = self._poll_clock
         checkpoint = trio.lowlevel.checkpoint
         yield_cpu = os.sched_yield
         while True:

@@ -1,16 +1,15 @@
 # The busy poll (BrokerConfig.busy_poll_s, connect(busy_poll_s=...)): after a request the broker's event loop keeps
 # polling for busy_poll_s of wall time, then sleeps; it stands aside while a worker thread runs; it is off at 0 and
 # under a virtual clock; `millpond serve` polls by default and an embedded broker does not. The async client polls
-# while a task awaits an answer, never during a long poll, and stops once the answer is in. Real time throughout
-# (polling is bounded by the wall clock); no timing is asserted, only whether the loop polls.
+# while a task awaits an answer, never for a request nobody awaits, stops once the answer is in, and pauses while
+# answers come after its window. The poll's wall clock is a fake the tests move; the loop runs a few turns between
+# steps (no sleeping); the fake broker answers when a test lets it.
 from __future__ import annotations
 
-import functools
 import threading
 
 import pytest
 import trio
-import trio.testing
 
 from millpond.broker.cli.serve import SERVE_BUSY_POLL_S, daemon_config
 from millpond.broker.config import BrokerConfig
@@ -25,25 +24,45 @@ from millpond.client import connect
 from tests.server.test_loop import Codec, Conn, Engine
 
 
-async def _loop(nursery, script, busy_poll_s):
-    loop = RequestLoop(Engine(script), Codec(), fsync="never", fsync_interval_s=1.0, busy_poll_s=busy_poll_s)
+class WallClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def turns(n: int = 20) -> None:
+    """Let every task run a few times (the poll task decides at each of its turns)."""
+    for _ in range(n):
+        await trio.lowlevel.checkpoint()
+
+
+async def _loop(nursery, script, busy_poll_s, clock=None):
+    loop = RequestLoop(Engine(script), Codec(), fsync="never", fsync_interval_s=1.0, busy_poll_s=busy_poll_s,
+                       poll_clock=clock or WallClock())
     await nursery.start(loop.run)
     return loop
 
 
 async def test_after_a_request_the_loop_polls_for_its_window_and_then_sleeps(nursery):
-    loop = await _loop(nursery, {"a": lambda ctx: Answer("A")}, busy_poll_s=1.0)
-    await trio.sleep(0.05)
+    clock = WallClock()
+    loop = await _loop(nursery, {"a": lambda ctx: Answer("A")}, busy_poll_s=1.0, clock=clock)
+    await turns()
     assert loop.statistics()["polling"] is False  # nothing served yet: asleep
     conn = Conn()
     loop.on_frame(conn, b"1:a")
     assert conn.sent == [b"1=A"]
-    await trio.sleep(0.05)
+    await turns()
     assert loop.statistics()["polling"] is True
-    await trio.sleep(1.2)  # the window (1 s of wall time from the request) is over
-    assert loop.statistics()["polling"] is False
+    clock.t += 0.999
+    await turns()
+    assert loop.statistics()["polling"] is True  # still within the window
+    clock.t += 0.002
+    await turns()
+    assert loop.statistics()["polling"] is False  # 1 s of wall time from the request: over
     loop.on_frame(conn, b"2:a")  # the next request opens a new window
-    await trio.sleep(0.05)
+    await turns()
     assert loop.statistics()["polling"] is True
 
 
@@ -52,7 +71,7 @@ async def test_a_loop_with_busy_poll_0_never_polls(nursery):
     conn = Conn()
     for cid in range(5):
         loop.on_frame(conn, b"%d:a" % cid)
-        await trio.sleep(0.01)
+        await turns()
         assert loop.statistics()["polling"] is False
     assert len(conn.sent) == 5
 
@@ -69,18 +88,17 @@ async def test_the_busy_poll_stands_aside_while_a_worker_thread_runs(nursery):
                                  "a": lambda ctx: Answer("A")}, busy_poll_s=1.0)
     conn = Conn()
     loop.on_frame(conn, b"1:slow")
-    while not started.is_set():
-        await trio.sleep(0.005)
-    await trio.sleep(0.05)
-    # within the window, but the worker thread needs the GIL to hand its result back
+    await trio.to_thread.run_sync(started.wait)
+    await turns()
+    # within the window (the clock stands still), but the worker thread needs the GIL to hand its result back
     assert loop.statistics()["polling"] is False
     release.set()
     with trio.fail_after(5):
-        while not conn.sent:
-            await trio.sleep(0.005)
+        while not conn.sent:  # the worker thread hands its result back
+            await trio.sleep(0.001)
     assert conn.sent == [b"1=W"]
     loop.on_frame(conn, b"2:a")
-    await trio.sleep(0.05)
+    await turns()
     assert loop.statistics()["polling"] is True
 
 
@@ -119,8 +137,9 @@ LIMITS = {"frame_bytes_max": 1 << 20, "batch_bytes_max": 1 << 19, "requests_in_f
           "partitions_max": 16, "fetch_bytes_max": 1 << 19}
 
 
-async def _slow_broker(stream, answered: list, delay_s: float):
-    """Answers the handshake at once and every other request after ``delay_s`` (a metadata-shaped empty map)."""
+async def _held_broker(stream, gate: trio.MemoryReceiveChannel):
+    """Answers the handshake at once and every other request once the test lets it through ``gate`` (a
+    metadata-shaped empty map)."""
     decoder = FrameDecoder(1 << 20)
     async with stream:
         while True:
@@ -134,72 +153,75 @@ async def _slow_broker(stream, answered: list, delay_s: float):
                 if api == "hello":
                     answer = {"broker_version": "test", "fsync": "never", "limits": LIMITS}
                 else:
-                    await trio.sleep(delay_s)
+                    await gate.receive()
                     answer = {"topics": {}}
                 await stream.send_all(encode_response(cid, 0, answer))
-                answered.append(api)
 
 
-async def _start_slow_broker(nursery, answered: list, delay_s: float) -> int:
-    listeners = await nursery.start(functools.partial(
-        trio.serve_tcp, lambda s: _slow_broker(s, answered, delay_s), 0, host="127.0.0.1"))
-    return listeners[0].socket.getsockname()[1]
+async def _client(nursery, busy_poll_s: float):
+    """A client of a held broker, its poll on a fake wall clock once the handshake is done, and the gate."""
+    let_through, gate = trio.open_memory_channel(100)
+    listeners = await nursery.start(trio.serve_tcp, lambda s: _held_broker(s, gate), 0)
+    port = listeners[0].socket.getsockname()[1]
+    return connect(f"127.0.0.1:{port}", busy_poll_s=busy_poll_s), let_through
+
+
+async def _request_polled(c, let_through, clock: WallClock | None = None, late_s: float = 0.0) -> bool:
+    """One awaited request: whether the client polled while waiting; its answer comes ``late_s`` of (fake) wall
+    time after it was sent."""
+    async with trio.open_nursery() as n:
+        n.start_soon(c.request, "metadata", {"topics": []})
+        await turns()
+        polled = c._conn.polling
+        if clock is not None:
+            clock.t += late_s
+            await turns()
+        await let_through.send(None)
+    return polled
 
 
 async def test_the_async_client_polls_while_a_task_awaits_an_answer_and_stops_once_it_is_in(nursery):
-    answered: list[str] = []
-    port = await _start_slow_broker(nursery, answered, 0.3)
-    async with connect(f"127.0.0.1:{port}", busy_poll_s=1.0) as c:
+    connecting, let_through = await _client(nursery, busy_poll_s=1.0)
+    async with connecting as c:
         conn = c._conn
-        await trio.sleep(0.05)
+        conn._poll_clock = WallClock()
+        await turns()
         assert conn.polling is False  # the handshake's poll ended with its answer
-        async with trio.open_nursery() as n:
-            n.start_soon(c.request, "metadata", {"topics": []})
-            await trio.sleep(0.1)
-            assert conn.polling is True  # answer due in 0.3 s: polling, not sleeping
-        assert answered[-1] == "metadata"
-        await trio.sleep(0.05)
+        assert await _request_polled(c, let_through) is True  # the answer is held: polling, not sleeping
+        await turns()
         assert conn.polling is False  # nothing awaited any more
 
 
 async def test_the_client_does_not_poll_when_busy_poll_is_0_nor_for_requests_nobody_awaits(nursery):
-    answered: list[str] = []
-    port = await _start_slow_broker(nursery, answered, 0.3)
-    async with connect(f"127.0.0.1:{port}", busy_poll_s=0) as c:
-        async with trio.open_nursery() as n:
-            n.start_soon(c.request, "metadata", {"topics": []})
-            await trio.sleep(0.1)
-            assert c._conn.polling is False
-    async with connect(f"127.0.0.1:{port}", busy_poll_s=1.0) as c:
+    connecting, let_through = await _client(nursery, busy_poll_s=0)
+    async with connecting as c:
+        assert await _request_polled(c, let_through) is False
+    connecting, let_through = await _client(nursery, busy_poll_s=1.0)
+    async with connecting as c:
         conn = c._conn
-        await trio.sleep(0.05)  # the handshake's poll has ended
+        await turns()  # the handshake's poll has ended
         done = []
         conn.begin_callback("metadata", {"topics": []}, lambda response, error: done.append(error))
         await conn.send_queued()  # written, but no task awaits it (as the producer's sender and a long poll)
-        await trio.sleep(0.1)
+        await turns()
         assert conn.polling is False
+        await let_through.send(None)
         with trio.fail_after(5):
             while not done:
-                await trio.sleep(0.01)
+                await trio.lowlevel.checkpoint()
         assert done == [None]
 
 
-async def test_the_client_stops_polling_when_answers_keep_coming_after_its_window_and_tries_again_later(
-        nursery, monkeypatch):
-    # answers take 50 ms, the window is 10 ms: every poll runs out (a durable write, a long poll with nothing to read)
-    monkeypatch.setattr(client_connection, "POLL_PROBE_S", 0.5)
-    answered: list[str] = []
-    port = await _start_slow_broker(nursery, answered, 0.05)
-
-    async def polled_while_awaiting(c) -> bool:
-        seen = []
-        async with trio.open_nursery() as n:
-            n.start_soon(c.request, "metadata", {"topics": []})
-            await trio.sleep(0.005)
-            seen.append(c._conn.polling)
-        return seen[0]
-
-    async with connect(f"127.0.0.1:{port}", busy_poll_s=0.01) as c:
-        polled = [await polled_while_awaiting(c) for _ in range(40)]  # about 2 s
-    assert polled[:3] == [True, True, True]  # polls at first, and a few misses are tolerated...
-    assert 1 <= polled[12:].count(True) <= 4  # ...then it pauses, trying one poll every 0.5 s
+async def test_the_client_stops_polling_when_answers_keep_coming_after_its_window_and_tries_again_later(nursery):
+    # every answer comes 21 ms after its request, the window is 10 ms: each poll runs out (a durable write, a long
+    # poll with nothing to read)
+    connecting, let_through = await _client(nursery, busy_poll_s=0.01)
+    clock = WallClock()
+    async with connecting as c:
+        c._conn._poll_clock = clock
+        polled = [await _request_polled(c, let_through, clock, late_s=0.021) for _ in range(30)]
+    # polls while at least half of the recent polls ended with their answer in (weight 0.1 each): 7 misses, then
+    # one try at once and one every POLL_PROBE_S (0.1 s: every 5th request here)
+    assert client_connection.POLL_PROBE_S == 0.1
+    assert polled[:8] == [True] * 8
+    assert polled[8:] == ([False] * 4 + [True]) * 4 + [False] * 2
