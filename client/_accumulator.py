@@ -2,7 +2,9 @@
 # partition choice (explicit, keyed murmur2, sticky), readiness by size / linger / flush, and the handles that
 # resolve to RecordMetadata. A batch goes (``ready``) when full, at flush, linger_s after it opened, or, if eager,
 # as soon as nothing of its partition is in flight: eager is a batch opened while the producer had nothing pending
-# (a lone send pays one round trip, not the linger) or one a caller awaits (``hurry``). So records sent while
+# (a lone send pays one round trip, not the linger) or one a caller awaits (``hurry``). Once one goes, every open
+# batch at least half its linger old goes with it (Kafka's drain): keyed records over 64 partitions then cost one
+# request per linger, not one per partition, and the broker's per-request work with it. So records sent while
 # batches are in flight gather behind them, and go with the answer only if someone waits for them: sending every
 # partial batch as an answer lands (linger 0) shrinks a busy producer's batches to one round trip's worth, and
 # every batch costs the broker. Per partition, up to max_in_flight batches are in flight (an idempotent producer's
@@ -347,10 +349,17 @@ class Accumulator:
         """Batches to send now (marked in flight), and the earliest time another may become ready (or None).
 
         In partition order, up to max_in_flight per partition: a sealed batch (full, flushed, split, or retried at
-        its time), an open one ``linger_s`` old, or an eager open one once nothing of its partition is in flight."""
-        out = []
+        its time), an open one ``linger_s`` old, or an eager open one once nothing of its partition is in flight;
+        and if any of those goes, the open batches at least ``linger_s / 2`` old, after them."""
+        out: list[Batch] = []
         deadline = None
         linger = self.linger_s
+        # Open batches held back only by their linger, at least half of it old: they go too if anything goes now
+        # (Kafka's drain takes every partition's batch once one is ready), so many partitions' batches share one
+        # request instead of each lingering out at its own moment, one small request after another.
+        drainable: list[tuple[tuple[str, int], Batch, int]] = []
+        drain_from = now - linger / 2
+        drain_due = None
         for tp, q in self._queues.items():
             if not q:
                 continue
@@ -367,28 +376,45 @@ class Accumulator:
                     break
                 if b is is_open:  # still gathering records (full, flushed, split and retried batches are sealed)
                     if now < b.created + linger and (flying or not b.eager):
-                        due = b.created + linger  # eager: or once the answers in flight arrive (they wake us)
+                        if b.created <= drain_from:
+                            drainable.append((tp, b, flying))
+                            if drain_due is None or b.created + linger < drain_due:
+                                drain_due = b.created + linger
+                        else:
+                            due = b.created + linger  # eager: or once the answers in flight arrive (they wake us)
                         break
                     if linger == 0 and flying and not b.eager:
                         break  # no linger: the answer in flight is the batching window (it wakes us)
                     self._seal(tp, b, wake=False)
-                epoch = self._epoch.get(tp, 0)
-                if b.base_seq < 0 or b.epoch != epoch:  # first send, or renumbered after a lost batch
-                    b.base_seq = self._next_seq.get(tp, 0)
-                    b.epoch = epoch
-                    b.blob = None
-                    self._next_seq[tp] = (b.base_seq + len(b.rows)) % SEQUENCE_WRAP
-                b.sent = True
-                b.attempts += 1
-                flying += 1
-                out.append(b)
+                flying = self._take(tp, b, flying, out)
                 if b.failed:
                     break
             self._in_flight[tp] = flying
             if due is not None and (deadline is None or due < deadline):
                 deadline = due
+        if drainable:
+            if out:
+                for tp, b, flying in drainable:
+                    self._seal(tp, b, wake=False)
+                    self._in_flight[tp] = self._take(tp, b, flying, out)
+            elif deadline is None or drain_due < deadline:  # type: ignore[operator]
+                deadline = drain_due
         self._planned_due = deadline
         return out, deadline
+
+    def _take(self, tp: tuple[str, int], b: Batch, flying: int, out: list[Batch]) -> int:
+        """Mark ``b`` in flight (numbered, for an idempotent producer) and add it to ``out``; returns ``flying``
+        for its partition, one more."""
+        epoch = self._epoch.get(tp, 0)
+        if b.base_seq < 0 or b.epoch != epoch:  # first send, or renumbered after a lost batch
+            b.base_seq = self._next_seq.get(tp, 0)
+            b.epoch = epoch
+            b.blob = None
+            self._next_seq[tp] = (b.base_seq + len(b.rows)) % SEQUENCE_WRAP
+        b.sent = True
+        b.attempts += 1
+        out.append(b)
+        return flying + 1
 
     def complete(self, b: Batch, base_offset: int) -> bool:
         """``b`` is stored from ``base_offset``. Returns whether its partition has batches waiting to be sent (the

@@ -213,7 +213,7 @@ def test_an_idle_partitions_first_record_is_ready_at_once():
 def test_a_batch_opened_before_the_senders_planned_turn_wakes_it_and_a_later_one_does_not():
     # With many partitions a batch opens at almost every send: the sender is woken only when the new batch is due
     # before the turn it planned (or it planned none), never to learn a later deadline it will reach anyway.
-    acc, clock, wakes = make(linger_s=0.005, counts={"t": 8})
+    acc, clock, wakes = make(linger_s=0.005, counts={"t": 9})
     acc.append("t", b"a", partition=0)
     acc.ready(clock.t)  # partition 0 in flight
     acc.append("t", b"b", partition=1)  # not eager: the producer has something pending
@@ -222,12 +222,16 @@ def test_a_batch_opened_before_the_senders_planned_turn_wakes_it_and_a_later_one
     clock.t += 0.001
     for p in range(2, 8):
         acc.append("t", b"c", partition=p)  # due later than the planned turn
+    clock.t += 0.002
+    acc.append("t", b"c", partition=8)
     assert wakes == []
-    clock.t += 0.004  # the planned turn: partition 1 goes, the others are planned for their own linger
+    # The planned turn: partition 1 goes, and the batches at least half their linger old go with it (Kafka's
+    # drain); partition 8, opened 2 ms ago, is planned for its own linger.
+    clock.t += 0.002
     ready, deadline = acc.ready(clock.t)
-    assert [b.partition for b in ready] == [1] and deadline == pytest.approx(100.006)
+    assert [b.partition for b in ready] == [1, 2, 3, 4, 5, 6, 7] and deadline == pytest.approx(100.008)
     clock.t = deadline
-    assert sorted(b.partition for b in acc.ready(clock.t)[0]) == [2, 3, 4, 5, 6, 7]
+    assert [b.partition for b in acc.ready(clock.t)[0]] == [8]
     assert acc.ready(clock.t) == ([], None)  # nothing planned: the next batch opened wakes the sender
     acc.append("t", b"d", partition=1)
     assert wakes
@@ -357,3 +361,54 @@ def test_after_abort_the_producer_is_idle_again():
     acc.append("t", b"b", partition=1)
     acc.abort(RuntimeError("closing"))
     assert acc.append("t", b"c", partition=2)._batch.eager
+
+
+def test_a_due_batch_drains_every_partitions_batch_half_its_linger_old_into_one_turn():
+    # Kafka's drain: once one batch is due, the others go with it, so 64 partitions' batches share one request per
+    # linger instead of each lingering out at its own moment. Only batches at least half their linger old: a batch
+    # never goes out smaller than half a linger's worth of records just because another is due.
+    acc, clock, _ = make(linger_s=0.010, counts={"t": 64})
+    acc.append("t", b"x", partition=63)
+    acc.ready(clock.t)  # something in flight: what follows is not eager
+    for p in range(63):
+        clock.t = 100.0 + p * 0.0001  # partition p opens at 100 s + p * 0.1 ms
+        acc.append("t", b"a", partition=p)
+    assert acc.ready(clock.t) == ([], pytest.approx(100.010))  # nothing due: nothing goes early
+    clock.t = 100.01005
+    ready, deadline = acc.ready(clock.t)
+    # due: partition 0; at least 5 ms old: the partitions opened by 100.00505, i.e. 0-50
+    assert [b.partition for b in ready] == list(range(51))
+    assert all(len(b.rows) == 1 for b in ready) and deadline == pytest.approx(100.0151)
+    assert acc.ready(clock.t) == ([], pytest.approx(100.0151))
+
+
+def test_the_drain_keeps_max_in_flight_and_the_order_of_a_partitions_batches():
+    acc, clock, _ = make(batch_bytes=200, linger_s=0.010, counts={"t": 4})
+    acc.max_in_flight = 1
+    acc.append("t", b"x", partition=1)
+    first = acc.ready(clock.t)[0]
+    assert [b.partition for b in first] == [1]  # partition 1 has its one batch in flight
+    acc.append("t", b"y", partition=1)
+    for _ in range(3):
+        acc.append("t", b"v" * 100, partition=0)  # partition 0: a record per batch, two full and an open one
+    acc.append("t", b"z", partition=2)
+    clock.t += 0.006
+    ready, _ = acc.ready(clock.t)
+    # partition 0's full batch is due; its open one cannot follow (one in flight at most), partition 1 waits for
+    # its answer, partition 2 (6 ms old) goes with the drain
+    assert [(b.partition, len(b.rows)) for b in ready] == [(0, 1), (2, 1)]
+    acc.complete(first[0], 0)
+    acc.complete(ready[0], 0)
+    again, _ = acc.ready(clock.t)  # partition 0's next full batch is due, and partition 1's goes with it
+    assert [(b.partition, [r[3] for r in b.rows]) for b in again] == [(0, [b"v" * 100]), (1, [b"y"])]
+    assert again[0].seq > ready[0].seq  # partition 0's batches in the order they opened
+
+
+def test_with_linger_0_the_drain_leaves_a_batch_behind_the_answer_in_flight():
+    acc, clock, _ = make(linger_s=0.0, counts={"t": 4})
+    acc.append("t", b"a", partition=0)
+    acc.append("t", b"b", partition=1)
+    assert [b.partition for b in acc.ready(clock.t)[0]] == [0, 1]
+    acc.append("t", b"c", partition=0)  # gathers behind partition 0's answer
+    acc.append("t", b"d", partition=2)  # nothing of partition 2 in flight: goes now
+    assert [b.partition for b in acc.ready(clock.t)[0]] == [2]
