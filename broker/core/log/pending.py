@@ -42,6 +42,14 @@ class SyncPlan:
             self.close()
         return None
 
+    def split(self, pieces: int) -> list["SyncPlan"]:
+        """The plan cut into at most ``pieces`` plans of whole partitions (round robin), to ``run`` in as many
+        threads at once: the filesystem commits concurrent fsyncs of many files together (ext4 here: a plan over 64
+        partitions took 15.6 ms in one thread, 5.5 ms split over 8; ``python -m millpond.bench.sync_plan``). Each
+        piece owns its parts' fds; ``synced`` still takes the whole plan."""
+        n = max(1, min(pieces, len(self.parts)))
+        return [SyncPlan(self.parts[i::n]) for i in range(n)] if n > 1 else [self]
+
     def close(self) -> None:
         """Release the fds without running (a plan the server will not run). Idempotent."""
         for _, part in self.parts:

@@ -198,3 +198,26 @@ def test_flush_makes_every_mode_and_storage_visible_up_to_the_log_end(anyenv):
         flush(manager)
         assert (log.log_end_offset, log.high_watermark) == (7, 7)
         assert manager.sync_plan() is None or mode == "never" and not anyenv.files
+
+
+def test_a_split_plan_gives_each_partition_to_one_piece_and_all_of_them_become_durable(env, fsyncs):
+    manager = env.open(fsync_mode="always", partitions_max=16)
+    manager.create_topic("t", 10, None, T0)
+    logs = [manager.partition("t", p) for p in range(10)]
+    for log in logs:
+        append(log, [b"a", b"b"])
+    plan = manager.sync_plan()
+    pieces = plan.split(4)
+    assert [len(piece.parts) for piece in pieces] == [3, 3, 2, 2]
+    covered = [plog for piece in pieces for plog, _ in piece.parts]
+    assert sorted(covered, key=id) == sorted(logs, key=id) and len(set(map(id, covered))) == 10
+    del fsyncs[:]
+    threads = [threading.Thread(target=piece.run) for piece in pieces]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fsyncs) == 10  # one data fsync per partition, none twice
+    assert sorted(manager.synced(plan, None), key=id) == sorted(logs, key=id)
+    assert [log.high_watermark for log in logs] == [2] * 10
+    assert plan.split(1) == [plan] and len(plan.split(64)) == 10  # never more pieces than partitions
