@@ -42,15 +42,16 @@ class _Waiter:
     """A request parked by a ``Wait``: in the key map and the timer list until woken, then queued on its
     connection until the connection has room for its answer."""
 
-    __slots__ = ("conn", "cid", "wait", "timer", "done", "size")
+    __slots__ = ("conn", "cid", "wait", "timer", "done", "size", "wake_gen")
 
-    def __init__(self, conn: Any, cid: int, wait: Wait, timer: tuple | None, size: int) -> None:
+    def __init__(self, conn: Any, cid: int, wait: Wait, timer: tuple | None, size: int, wake_gen: int) -> None:
         self.conn = conn
         self.cid = cid
         self.wait = wait
         self.timer = timer
         self.done = False
         self.size = size  # the request's frame bytes, counted on the connection while parked
+        self.wake_gen = wake_gen  # the loop's wake generation when it parked: it has seen every change before
 
 
 class RequestLoop:
@@ -72,7 +73,8 @@ class RequestLoop:
         self._seq = itertools.count()
         self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
-        self._pending: set[Hashable] = set()
+        self._pending: dict[Hashable, int] = {}  # key -> the wake generation that woke it
+        self._wake_gen = 0
         self._draining = False
         self._flush_wakeup = trio.Event()
         self._flush_done = trio.Event()
@@ -202,7 +204,7 @@ class RequestLoop:
     # -- the waiter map -----------------------------------------------------------------------------------------
     def _park(self, conn: Any, cid: int, wait: Wait, size: int) -> None:
         timer = (wait.until, next(self._seq), None) if wait.until < math.inf else None
-        w = _Waiter(conn, cid, wait, timer, size)
+        w = _Waiter(conn, cid, wait, timer, size, self._wake_gen)
         conn.hold(size)
         if timer is not None:
             timer = w.timer = (wait.until, timer[1], w)
@@ -243,18 +245,25 @@ class RequestLoop:
         w.conn.when_room(go)
 
     def wake(self, keys: set[Hashable]) -> None:
-        """Resume every waiter on any of ``keys`` (those they wake in turn are handled in the same pass)."""
+        """Resume every waiter on any of ``keys`` (those they wake in turn are handled in the same pass). A waiter
+        that parked after the change a key stands for (its wake generation is not older) has seen it and is not
+        resumed for it: a produce of 64 batches re-parks on 64 keys, and resuming it again for each of the other
+        keys of one fsync's wake would decide 64 times what it has just decided."""
         if not keys:
             return
-        self._pending |= keys
+        self._wake_gen += 1
+        gen = self._wake_gen
+        pending = self._pending
+        for key in keys:
+            pending[key] = gen
         if self._draining:
             return
         self._draining = True
         try:
-            while self._pending:
-                key = self._pending.pop()
+            while pending:
+                key, gen = pending.popitem()
                 for w in list(self._by_key.get(key, ())):
-                    if not w.done:
+                    if not w.done and w.wake_gen < gen:
                         self._resume(w, False)
         finally:
             self._draining = False

@@ -282,3 +282,50 @@ async def test_what_an_abandon_wakes_is_resumed_at_once(make):
     gone.closed = True
     loop.on_closed(gone)
     assert other.sent == [b"2=got it"]
+
+
+async def test_a_waiter_on_many_keys_decides_once_per_wake_not_once_per_key(make):
+    # A produce of 64 batches waits on 64 partition keys; an fsync wakes all 64. Re-parked after deciding, it has
+    # seen every change those keys stand for: it is not resumed again for the other 63 in the same pass.
+    keys = tuple(f"p{i}" for i in range(64))
+    decided = []
+
+    def resume(ctx, timed_out):
+        decided.append(1)
+        return Wait(keys, math.inf, resume) if len(decided) < 3 else Answer("done")
+
+    loop, engine = await make({"w": lambda ctx: Wait(keys, math.inf, resume)})
+    conn = Conn()
+    loop.on_frame(conn, b"1:w")
+    loop.wake(set(keys))
+    assert decided == [1] and conn.sent == []
+    loop.wake(set(keys[:10]))  # a later change: decided again, once
+    assert decided == [1, 1] and conn.sent == []
+    loop.wake({keys[5]})
+    assert decided == [1, 1, 1] and conn.sent == [b"1=done"]
+
+
+async def test_a_change_made_while_waking_wakes_a_waiter_that_re_parked_before_it(make):
+    # During one pass a resumed request changes what another waits for (and wakes its key): the other, re-parked
+    # earlier in the pass, has not seen that change, so it is resumed again.
+    state = {"ready": False}
+    order = []
+
+    def watcher(ctx, timed_out):
+        order.append("watcher")
+        return Answer("seen") if state["ready"] else Wait(("a", "b"), math.inf, watcher)
+
+    def maker(ctx, timed_out):
+        order.append("maker")
+        state["ready"] = True
+        engine.woken.add("a")
+        return Answer("made")
+
+    loop, engine = await make({"watch": lambda ctx: Wait(("a", "b"), math.inf, watcher),
+                               "make": lambda ctx: Wait(("b",), math.inf, maker)})
+    conn = Conn()
+    loop.on_frame(conn, b"1:watch")
+    loop.on_frame(conn, b"2:make")
+    loop.wake({"a", "b"})
+    assert conn.sent.count(b"1=seen") == 1 and b"2=made" in conn.sent
+    assert order.count("maker") == 1
