@@ -380,15 +380,37 @@ class Producer:
                     raise UnknownError(f"produce_batches answered {len(rows)} results for {len(requests)} batches")
             except Exception as exc:  # an error answer for the whole request, or an answer of the wrong shape
                 error = exc
-        for i, request in enumerate(requests):
-            if error is not None:
+        if error is not None:
+            for request in requests:
                 self._answered(request, None, error)
-                continue
-            _, _, code, base_offset, timestamp_ms, body = rows[i]
+            return
+        # Acknowledged batches settle together: one lock, one wake of the sender and one notice of buffer space
+        # per answer, not per batch (a drain of 64 partitions is answered 64 batches at once).
+        acked: list[tuple[Batch, int]] = []
+        for request, (_, _, code, base_offset, _, body) in zip(requests, rows):
             if code:
                 self._answered(request, None, from_wire(code, body))
-            else:
-                self._answered(request, _Answered({"base_offset": base_offset, "timestamp_ms": timestamp_ms}), None)
+                continue
+            if base_offset.__class__ is not int:  # an answer of the wrong shape: the general path fails the batch
+                self._answered(request, _Answered({"base_offset": base_offset}), None)
+                continue
+            b = request[1]
+            if b is not None:  # None: abandoned
+                request[1] = None
+                acked.append((b, base_offset))
+        if not acked:
+            return
+        more = False
+        with self.lock:
+            complete = self._acc.complete
+            for b, base_offset in acked:
+                self._sent += len(b.rows)
+                self._batches += 1
+                if complete(b, base_offset):
+                    more = True
+            self._notify_space()
+        if more:
+            self._on_wake()
 
     def _answered(self, request: list[Any], response: Any, error: BaseException | None) -> None:
         b = request[1]
@@ -419,7 +441,7 @@ class Producer:
         try:
             if error is not None:
                 raise error
-            body = response.result()
+            base_offset = int(response.result()["base_offset"])  # an answer of the wrong shape fails the batch
         except ThrottledError as exc:
             wait = max(0.0, float(exc.details.get("retry_after_s", self.retry_backoff_s[0])))
             with self.lock:
@@ -474,7 +496,7 @@ class Producer:
             with self.lock:
                 self._sent += len(b.rows)
                 self._batches += 1
-                more = self._acc.complete(b, int(body["base_offset"]))
+                more = self._acc.complete(b, base_offset)
                 self._notify_space()
             if more:  # the answer may let the partition's next batch go (nothing else changed for the sender)
                 self._on_wake()

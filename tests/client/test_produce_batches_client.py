@@ -63,3 +63,74 @@ async def test_a_large_batch_between_small_ones_keeps_each_partitions_order(brok
         got = await drain(cons, 12)
     ones = [r.value for r in sorted(got, key=lambda r: r.offset) if r.partition == 1]
     assert ones == [big + b"%d" % i if i % 2 else b"t%d" % i for i in range(6)]
+
+
+async def test_each_row_of_a_produce_batches_answer_settles_its_own_batch(broker, client, monkeypatch):
+    # Acknowledged rows settle together (one lock, one wake of the sender per answer); a row with an error code
+    # fails only its batch, and so does a row of the wrong shape (a base offset that is not an int).
+    from millpond.client.producer import Producer
+
+    original = Producer._answered_batches
+    rewritten: list[int] = []
+
+    class Rewritten:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def result(self):
+            return {"results": self.rows}
+
+    def rewrite(self, requests, response, error):
+        rows = [list(r) for r in response.result()["results"]]
+        for row in rows:
+            if row[1] == 1:
+                row[2], row[5] = 2, {"name": "INVALID_REQUEST", "message": "refused for the test"}
+            elif row[1] == 2:
+                row[3] = "not an offset"
+        rewritten.append(len(rows))
+        original(self, requests, Rewritten(rows), error)
+
+    monkeypatch.setattr(Producer, "_answered_batches", rewrite)
+    await client.create_topic("rows", partitions=4)
+    async with client.producer(linger_s=0.05, idempotent=False) as p:
+        await p.send("rows", b"first", partition=3)  # a lone record goes at once; the next four gather
+        handles = [p.send("rows", b"v%d" % i, partition=i) for i in range(4)]
+        await p.flush()  # all four in one request (awaiting one first would hurry it alone)
+        outcomes = []
+        for h in handles:
+            try:
+                outcomes.append((await h).offset)
+            except Exception as exc:
+                outcomes.append(type(exc).__name__)
+    assert rewritten == [4]
+    assert outcomes == [0, "InvalidRequestError", "ValueError", 1]
+
+
+async def test_a_produce_answer_of_the_wrong_shape_fails_its_batch_and_the_producer_goes_on(broker, client, monkeypatch):
+    from millpond.client.producer import Producer
+
+    original = Producer._answered
+    spoiled: list[bool] = []
+
+    class NoOffset:
+        def result(self):
+            return {"timestamp_ms": 0}
+
+    def spoil(self, request, response, error):
+        if error is None and not spoiled:
+            spoiled.append(True)
+            response = NoOffset()
+        original(self, request, response, error)
+
+    monkeypatch.setattr(Producer, "_answered", spoil)
+    await client.create_topic("shape", partitions=1)
+    async with client.producer(idempotent=False) as p:
+        first = p.send("shape", b"a")
+        try:
+            await first
+            outcome = "stored"
+        except KeyError:
+            outcome = "KeyError"
+        assert outcome == "KeyError" and spoiled == [True]
+        assert (await p.send("shape", b"b")).offset == 1  # the first was stored; only its answer was spoiled
+        assert p.statistics().records_failed == 1
