@@ -378,6 +378,8 @@ class Producer:
                 rows = response.result()["results"]
                 if len(rows) != len(requests):
                     raise UnknownError(f"produce_batches answered {len(rows)} results for {len(requests)} batches")
+                if not all(len(row) == 6 for row in rows):
+                    raise UnknownError("produce_batches answered a result row that is not 6 fields")
             except Exception as exc:  # an error answer for the whole request, or an answer of the wrong shape
                 error = exc
         if error is not None:

@@ -134,3 +134,40 @@ async def test_a_produce_answer_of_the_wrong_shape_fails_its_batch_and_the_produ
         assert outcome == "KeyError" and spoiled == [True]
         assert (await p.send("shape", b"b")).offset == 1  # the first was stored; only its answer was spoiled
         assert p.statistics().records_failed == 1
+
+
+async def test_a_produce_batches_answer_with_a_short_row_fails_its_batches_and_the_producer_goes_on(
+        broker, client, monkeypatch):
+    from millpond.client.producer import Producer
+
+    original = Producer._answered_batches
+    spoiled: list[bool] = []
+
+    class Short:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def result(self):
+            return {"results": self.rows}
+
+    def spoil(self, requests, response, error):
+        if error is None and not spoiled:
+            spoiled.append(True)
+            rows = [list(r) for r in response.result()["results"]]
+            rows[0] = rows[0][:3]
+            response = Short(rows)
+        original(self, requests, response, error)
+
+    monkeypatch.setattr(Producer, "_answered_batches", spoil)
+    await client.create_topic("short", partitions=2)
+    async with client.producer(linger_s=0.05, idempotent=False) as p:
+        handles = [p.send("short", b"v", partition=i) for i in range(2)]
+        await p.flush()
+        failed = []
+        for h in handles:
+            try:
+                await h
+            except Exception as exc:
+                failed.append(type(exc).__name__)
+        assert spoiled == [True] and failed == ["UnknownError", "UnknownError"]
+        assert (await p.send("short", b"w", partition=0)).offset == 1
