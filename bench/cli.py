@@ -31,9 +31,11 @@ DEFAULT_DURATION_S = {"produce": 3.0, "consume": 3.0, "e2e": 5.0, "send_await": 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("workload", nargs="?", default="quick", choices=PROFILES + WORKLOADS + tuple(ALIASES),
+                   metavar="WORKLOAD",
                    help="quick (default, about 30 s); full (every workload, installed peers included); compare "
                         "(millpond and --peers on the shared workloads); results (full, --repeat 3, written to "
-                        "bench/RESULTS.md); or one workload: " + ", ".join(WORKLOADS))
+                        "bench/RESULTS.md); or one workload: " + ", ".join(WORKLOADS)
+                        + "".join(f" ({alias} is {name})" for alias, name in ALIASES.items()))
     p.add_argument("--record-bytes", type=int, default=None, metavar="B",
                    help="value size in bytes (profiles: 100 and 1024; single workloads: 100)")
     p.add_argument("--count", type=int, metavar="N", help="records per run (wins over --duration-s)")
