@@ -325,7 +325,9 @@ class Pump:
 
     def retry_at(self) -> float:
         """The earliest time a paused subscription tries again (``inf``: none)."""
-        return min((s.paused_until for s in self.paused.values()), default=math.inf)
+        if not self.paused:  # asked after every request the broker answers
+            return math.inf
+        return min(s.paused_until for s in self.paused.values())
 
     def resume_due(self, now: float) -> None:
         for s in [s for s in self.paused.values() if s.paused_until <= now]:
