@@ -65,6 +65,16 @@ async def test_a_large_batch_between_small_ones_keeps_each_partitions_order(brok
     assert ones == [big + b"%d" % i if i % 2 else b"t%d" % i for i in range(6)]
 
 
+class Results:
+    """A produce_batches answer with the given result rows, as the producer's callback receives it."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def result(self):
+        return {"results": self.rows}
+
+
 async def test_each_row_of_a_produce_batches_answer_settles_its_own_batch(broker, client, monkeypatch):
     # Acknowledged rows settle together (one lock, one wake of the sender per answer); a row with an error code
     # fails only its batch, and so does a row of the wrong shape (a base offset that is not an int).
@@ -72,13 +82,6 @@ async def test_each_row_of_a_produce_batches_answer_settles_its_own_batch(broker
 
     original = Producer._answered_batches
     rewritten: list[int] = []
-
-    class Rewritten:
-        def __init__(self, rows):
-            self.rows = rows
-
-        def result(self):
-            return {"results": self.rows}
 
     def rewrite(self, requests, response, error):
         rows = [list(r) for r in response.result()["results"]]
@@ -88,7 +91,7 @@ async def test_each_row_of_a_produce_batches_answer_settles_its_own_batch(broker
             elif row[1] == 2:
                 row[3] = "not an offset"
         rewritten.append(len(rows))
-        original(self, requests, Rewritten(rows), error)
+        original(self, requests, Results(rows), error)
 
     monkeypatch.setattr(Producer, "_answered_batches", rewrite)
     await client.create_topic("rows", partitions=4)
@@ -143,19 +146,12 @@ async def test_a_produce_batches_answer_with_a_short_row_fails_its_batches_and_t
     original = Producer._answered_batches
     spoiled: list[bool] = []
 
-    class Short:
-        def __init__(self, rows):
-            self.rows = rows
-
-        def result(self):
-            return {"results": self.rows}
-
     def spoil(self, requests, response, error):
         if error is None and not spoiled:
             spoiled.append(True)
             rows = [list(r) for r in response.result()["results"]]
             rows[0] = rows[0][:3]
-            response = Short(rows)
+            response = Results(rows)
         original(self, requests, response, error)
 
     monkeypatch.setattr(Producer, "_answered_batches", spoil)
