@@ -300,7 +300,8 @@ class Client:
     def producer(self, *, linger_s: float = 0.005, batch_bytes: int = 1048576, delivery_timeout_s: float = 120.0,
                  retry_backoff_s: tuple[float, float] = (0.05, 1.0), throttle_wait_max_s: float = 60.0,
                  idempotent: bool = True, max_in_flight: int = 5, compression: str | None = None,
-                 on_throttled: Callable[[str | None, float], Any] | None = None) -> Producer:
+                 on_throttled: Callable[[str | None, float], Any] | None = None,
+                 metadata_max_age_s: float = 300.0) -> Producer:
         """A batching producer; use as ``async with c.producer() as p:`` (leaving it flushes). See ``Producer``
         (``throttle_wait_max_s``: seconds a batch may wait on THROTTLED answers before its records fail;
         ``on_throttled(policy, retry_after_s)``: called on each THROTTLED answer, on the event loop).
@@ -312,11 +313,15 @@ class Client:
 
         ``compression``: ``"gzip"`` (always there), ``"snappy"``, ``"lz4"`` or ``"zstd"`` (the ``compression``
         extra: ``pip install 'millpond[compression]'``; without it they raise ``UnsupportedCompressionTypeError``
-        naming the extra) compresses each batch as Kafka's producers do; the broker stores it as sent."""
+        naming the extra) compresses each batch as Kafka's producers do; the broker stores it as sent.
+
+        ``metadata_max_age_s`` (as Kafka's metadata.max.age.ms, 5 minutes): how often the partition counts of the
+        topics it sends to are asked again, so a topic that grew is used whole (keyed records then map by the new
+        count). Raises ``ValueError`` unless it is > 0."""
         return Producer(self, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
                         retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s,
                         idempotent=idempotent, max_in_flight=max_in_flight, compression=compression,
-                        on_throttled=on_throttled)
+                        on_throttled=on_throttled, metadata_max_age_s=metadata_max_age_s)
 
     # ---- limit policies (issue 4; docs/protocol.md "Limits") ----
     async def set_limit(self, name: str, *, scope: str = "client:*", unit: str = "records",

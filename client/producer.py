@@ -71,9 +71,12 @@ class Producer:
     def __init__(self, client: Client, *, linger_s: float, batch_bytes: int, delivery_timeout_s: float,
                  retry_backoff_s: tuple[float, float], throttle_wait_max_s: float = 60.0,
                  idempotent: bool = True, max_in_flight: int = 5, compression: str | None = None,
-                 on_throttled: Callable[[str | None, float], Any] | None = None, _threaded: bool = False) -> None:
+                 on_throttled: Callable[[str | None, float], Any] | None = None,
+                 metadata_max_age_s: float = 300.0, _threaded: bool = False) -> None:
         if linger_s < 0 or batch_bytes < 1:
             raise ValueError("linger_s must be >= 0 and batch_bytes >= 1")
+        if not metadata_max_age_s > 0:
+            raise ValueError(f"metadata_max_age_s must be > 0 seconds, got {metadata_max_age_s!r}")
         if not 1 <= max_in_flight <= 5:
             raise ValueError(f"max_in_flight must be 1-5 batches per partition, got {max_in_flight!r}")
         if not throttle_wait_max_s >= 0:
@@ -99,6 +102,10 @@ class Producer:
         self.idempotent = idempotent
         self._now = self._acc._now
         self._metadata_busy = False
+        # Partition counts are asked again this often (Kafka's metadata.max.age.ms): a topic that grew is seen, and
+        # keyed records then map by the new count.
+        self.metadata_max_age_s = float(metadata_max_age_s)
+        self._metadata_at = self._now()
         # [deadline, batch (None once answered), connection, correlation id] per produce request, in send order:
         # the timeout is the same for all, so the first unanswered one is the next to expire
         self._requests: deque[list[Any]] = deque()
@@ -247,8 +254,16 @@ class Producer:
             with self.lock:
                 batches, deadline = self._acc.ready(now)
                 topics = self._acc.topics_awaiting_metadata() if not self._metadata_busy else []
+                known = list(self._acc.counts) if self._acc.counts else []
             if batches:
                 await self._begin_batches(batches)
+            if known and not self._metadata_busy:
+                refresh = self._metadata_at + self.metadata_max_age_s
+                if now >= refresh:
+                    topics = list(dict.fromkeys(topics + known))
+                    self._metadata_at = now
+                    refresh = now + self.metadata_max_age_s
+                deadline = refresh if deadline is None else min(deadline, refresh)
             if topics:
                 self._metadata_busy = True
                 self._tg.start_soon(self._fetch_metadata, topics)

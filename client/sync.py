@@ -374,12 +374,14 @@ class SyncProducer:
                  delivery_timeout_s: float = 120.0, retry_backoff_s: tuple[float, float] = (0.05, 1.0),
                  max_buffered_records: int = 1_000_000, throttle_wait_max_s: float = 60.0, idempotent: bool = True,
                  max_in_flight: int = 5, compression: str | None = None,
-                 on_throttled: Callable[[str | None, float], Any] | None = None) -> None:
+                 on_throttled: Callable[[str | None, float], Any] | None = None,
+                 metadata_max_age_s: float = 300.0) -> None:
         portal = self._portal = sc._portal
         self._p: Producer = portal.call(lambda: Producer(
             sc._client, linger_s=linger_s, batch_bytes=batch_bytes, delivery_timeout_s=delivery_timeout_s,
             retry_backoff_s=retry_backoff_s, throttle_wait_max_s=throttle_wait_max_s, idempotent=idempotent,
-            max_in_flight=max_in_flight, compression=compression, on_throttled=on_throttled, _threaded=True))
+            max_in_flight=max_in_flight, compression=compression, on_throttled=on_throttled,
+            metadata_max_age_s=metadata_max_age_s, _threaded=True))
         # One portal task enters and exits the producer: its task group must open and close in the same task.
         self._cm = portal.wrap_async_context_manager(self._p)
         self._cm.__enter__()
