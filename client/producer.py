@@ -254,16 +254,14 @@ class Producer:
             with self.lock:
                 batches, deadline = self._acc.ready(now)
                 topics = self._acc.topics_awaiting_metadata() if not self._metadata_busy else []
-                known = list(self._acc.counts) if self._acc.counts else []
+                if not self._metadata_busy and self._acc.counts:
+                    refresh = self._metadata_at + self.metadata_max_age_s
+                    if now >= refresh:  # the known topics' counts are asked again with the awaited ones
+                        topics = list(dict.fromkeys(topics + list(self._acc.counts)))
+                        self._metadata_at, refresh = now, now + self.metadata_max_age_s
+                    deadline = refresh if deadline is None else min(deadline, refresh)
             if batches:
                 await self._begin_batches(batches)
-            if known and not self._metadata_busy:
-                refresh = self._metadata_at + self.metadata_max_age_s
-                if now >= refresh:
-                    topics = list(dict.fromkeys(topics + known))
-                    self._metadata_at = now
-                    refresh = now + self.metadata_max_age_s
-                deadline = refresh if deadline is None else min(deadline, refresh)
             if topics:
                 self._metadata_busy = True
                 self._tg.start_soon(self._fetch_metadata, topics)
@@ -401,8 +399,8 @@ class Producer:
             for request in requests:
                 self._answered(request, None, error)
             return
-        # Acknowledged batches settle together: one lock, one wake of the sender and one notice of buffer space
-        # per answer, not per batch (a drain of 64 partitions is answered 64 batches at once).
+        # Acknowledged batches settle together (_acknowledged), not one by one: a drain of 64 partitions is answered
+        # 64 batches at once.
         acked: list[tuple[Batch, int]] = []
         for request, (_, _, code, base_offset, _, body) in zip(requests, rows):
             if code:
@@ -415,19 +413,8 @@ class Producer:
             if b is not None:  # None: abandoned
                 request[1] = None
                 acked.append((b, base_offset))
-        if not acked:
-            return
-        more = False
-        with self.lock:
-            complete = self._acc.complete
-            for b, base_offset in acked:
-                self._sent += len(b.rows)
-                self._batches += 1
-                if complete(b, base_offset):
-                    more = True
-            self._notify_space()
-        if more:
-            self._on_wake()
+        if acked:
+            self._acknowledged(acked)
 
     def _answered(self, request: list[Any], response: Any, error: BaseException | None) -> None:
         b = request[1]
@@ -510,17 +497,26 @@ class Producer:
                 self._count_failure(len(b.rows), exc)
                 self._acc.fail(b, exc)
         else:
-            with self.lock:
-                self._sent += len(b.rows)
-                self._batches += 1
-                more = self._acc.complete(b, base_offset)
-                self._notify_space()
-            if more:  # the answer may let the partition's next batch go (nothing else changed for the sender)
-                self._on_wake()
+            self._acknowledged([(b, base_offset)])
             return
         with self.lock:
             self._notify_space()
         self._on_wake()
+
+    def _acknowledged(self, acked: list[tuple[Batch, int]]) -> None:
+        """Settle batches stored from their base offsets: one lock, one notice of space, and one wake of the sender
+        if an answer may let a partition's next batch go (nothing else changed for the sender)."""
+        more = False
+        with self.lock:
+            complete = self._acc.complete
+            for b, base_offset in acked:
+                self._sent += len(b.rows)
+                self._batches += 1
+                if complete(b, base_offset):
+                    more = True
+            self._notify_space()
+        if more:
+            self._on_wake()
 
     def _backoff(self, b: Batch) -> float:
         """Seconds before ``b`` goes again: ``retry_backoff_s`` doubling per attempt up to its cap, with jitter."""

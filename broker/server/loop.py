@@ -366,10 +366,7 @@ class RequestLoop:
         if plan is None:
             return
         try:
-            if len(plan.parts) < SYNC_SPLIT_MIN:
-                result = await _in_thread(plan.run)
-            else:
-                result = await _run_pieces(plan.split(SYNC_THREADS))
+            result = await _run_pieces(plan.split(SYNC_THREADS if len(plan.parts) >= SYNC_SPLIT_MIN else 1))
         except BaseException:
             plan.close()  # cancelled before it ran: give back its file descriptors
             raise
@@ -399,6 +396,8 @@ class RequestLoop:
 
 async def _run_pieces(pieces: list[Any]) -> Any:
     """Run the pieces of a split sync plan in as many worker threads at once; the first error, else None."""
+    if len(pieces) == 1:
+        return await _in_thread(pieces[0].run)
     results: list[Any] = [None] * len(pieces)
 
     async def run(i: int) -> None:
