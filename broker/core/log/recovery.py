@@ -5,6 +5,7 @@
 # and whose offsets are never reused. Must not know about topics, partitions, retention or fsync policy.
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from millpond.broker.wire.errors import StorageError
 if TYPE_CHECKING:
     from millpond.broker.core.log.segment import Segment
 
+_log = logging.getLogger("millpond.log")
 SCAN_CHUNK_BYTES = 1 << 20
 DAMAGE_SUFFIX = ".corrupt"  # <base>.corrupt: the segment's quarantined ranges (sealed msgpack)
 
@@ -45,22 +47,13 @@ class _Window:
         return pos - self.at
 
 
-def batch_at(seg: Segment, win: _Window, pos: int, low: int, high: int | None, exact: bool) -> tuple | None:
-    """The header of the whole, intact batch at ``pos`` whose base offset is ``low`` (``exact``) or in
-    ``low``..``high - 1`` (its last offset too), or None."""
+def intact_at(seg: Segment, win: _Window, pos: int) -> tuple | None:
+    """The header of the whole, intact batch at ``pos`` (sane fields, CRC), whatever its base offset says, or None."""
     fmt = seg.fmt
     rel = win.get(pos, fmt.header_bytes)
     if rel < 0:
         return None
     h = fmt.unpack(win.buf, rel)
-    base = h[0]
-    if exact:
-        if base != low:
-            return None
-    elif base < low or (high is not None and base >= high):
-        return None
-    if high is not None and base + h[fmt.COUNT_AT] > high:
-        return None
     n = h[1] + LENGTH_PREFIX_BYTES
     if h[1] < fmt.min_length or not fmt.sane(h):
         return None
@@ -70,24 +63,79 @@ def batch_at(seg: Segment, win: _Window, pos: int, low: int, high: int | None, e
     return h
 
 
-def resync(seg: Segment, win: _Window, start: int, low: int, high: int | None) -> tuple[int, tuple] | None:
-    """``(position, header)`` of the first intact batch at or after byte ``start`` whose offsets lie in
-    ``low``..``high - 1``, found by the format's sync marker then checked whole (CRC), or None."""
+def batch_at(seg: Segment, win: _Window, pos: int, low: int, high: int | None, exact: bool) -> tuple | None:
+    """The header of the whole, intact batch at ``pos`` whose base offset is ``low`` (``exact``) or in
+    ``low``..``high - 1`` (its last offset too), or None."""
+    fmt = seg.fmt
+    rel = win.get(pos, fmt.header_bytes)
+    if rel < 0:
+        return None
+    h = fmt.unpack(win.buf, rel)
+    base, count = h[0], h[fmt.COUNT_AT]
+    if exact:
+        if base != low:
+            return None
+    elif base < low or (high is not None and base >= high):
+        return None
+    if high is not None and base + count > high:
+        return None
+    return intact_at(seg, win, pos)
+
+
+# A record in a v2 batch takes at least 7 bytes (length, attributes, timestamp delta, offset delta, key length, value
+# length, header count: one byte each at their smallest): how many offsets a damaged byte range can have held.
+RECORD_BYTES_MIN = 7
+RUN_CHECK = 4  # intact batches after a resync point whose base offsets vote on where it starts
+
+
+def resync(seg: Segment, win: _Window, start: int, low: int, high: int | None) -> tuple[int, tuple, int] | None:
+    """``(position, header, base offset)`` of the first intact batch at or after byte ``start`` whose offsets lie in
+    ``low``..``high - 1``, found by the format's sync marker then checked whole (CRC), or None.
+
+    The base offset field lies outside the CRC (the broker stamps it), so one damaged field must not place a batch:
+    the base offset returned is the one most of the next ``RUN_CHECK`` contiguous intact batches agree on (each
+    votes with its own field minus the records before it; a run reaching the end of a closed segment also votes
+    with ``high``), among those the bytes skipped could have held (``RECORD_BYTES_MIN``); a batch no plausible
+    vote places is skipped."""
     fmt = seg.fmt
     marker, at = fmt.sync_marker, fmt.sync_at
     pos = start
+    skipped_from = start - 1
     while pos + fmt.header_bytes <= win.end:
         chunk = os.pread(seg.fd, min(SCAN_CHUNK_BYTES, win.end - pos - at), pos + at)
         if len(chunk) < len(marker):
             return None
         i = chunk.find(marker)
         while i >= 0:
-            h = batch_at(seg, win, pos + i, low, high, False)
+            q = pos + i
+            h = intact_at(seg, win, q)
             if h is not None:
-                return pos + i, h
+                base = _placed(seg, win, q, h, low, high, low + max(0, q - skipped_from) // RECORD_BYTES_MIN)
+                if base is not None:
+                    return q, h, base
             i = chunk.find(marker, i + 1)
         pos += len(chunk) - len(marker) + 1  # overlap: a marker across the chunk boundary is still found
     return None
+
+
+def _placed(seg: Segment, win: _Window, q: int, h: tuple, low: int, high: int | None, most: int) -> int | None:
+    """Where the run of intact batches from ``q`` starts by the vote ``resync`` describes, or None."""
+    count_at = seg.fmt.COUNT_AT
+    votes: dict[int, int] = {}
+    before, pos, run = 0, q, h
+    for _ in range(RUN_CHECK):
+        start = run[0] - before
+        votes[start] = votes.get(start, 0) + 1
+        before += run[count_at]
+        pos += run[1] + LENGTH_PREFIX_BYTES
+        run = intact_at(seg, win, pos)
+        if run is None:
+            break
+    if run is None and pos == win.end and high is not None:
+        votes[high - before] = votes.get(high - before, 0) + 1
+    fits = [(n, -start) for start, n in votes.items()
+            if low <= start <= most and (high is None or start + h[count_at] <= high)]
+    return -max(fits)[1] if fits else None
 
 
 def scan(seg: Segment, start_pos: int, start_offset: int, file_size: int, bound: int | None,
@@ -111,6 +159,14 @@ def scan(seg: Segment, start_pos: int, start_offset: int, file_size: int, bound:
     first_ts: int | None = None
     while pos < file_size:
         h = batch_at(seg, win, pos, expect, bound, True)
+        if h is None:
+            # Intact where the previous batch ended but stamped with another base offset: only that field (outside
+            # the CRC) is damaged, as offsets are dense in a segment; it is written back as it was.
+            h = intact_at(seg, win, pos)
+            if h is not None and (bound is None or expect + h[count_at] <= bound):
+                _restamp(seg, pos, h, expect)
+            else:
+                h = None
         if h is not None:
             n = h[1] + LENGTH_PREFIX_BYTES
             if pos == 0:
@@ -121,10 +177,10 @@ def scan(seg: Segment, start_pos: int, start_offset: int, file_size: int, bound:
             continue
         nxt = resync(seg, win, pos + 1, expect, bound)
         if nxt is not None:
-            q, h = nxt
-            found.append(Damage(expect, h[0], pos, q - pos, "batch failed its header or CRC check"))
+            q, h, base = nxt
+            found.append(Damage(expect, base, pos, q - pos, "batch failed its header or CRC check"))
             seg.since_index = seg.interval  # index the batch after the damage: lookups past it start there
-            expect, pos = h[0], q
+            expect, pos = base, q  # the batch at q is taken next (its field restamped if it was the damaged one)
             continue
         if bound is not None:
             found.append(Damage(expect, bound, pos, file_size - pos,
@@ -154,6 +210,13 @@ def scan(seg: Segment, start_pos: int, start_offset: int, file_size: int, bound:
     return found
 
 
+def _restamp(seg: Segment, pos: int, h: tuple, base: int) -> None:
+    """Write back the base offset field of the intact batch at ``pos`` (it read ``h[0]``), as the log stamped it."""
+    _log.warning("%s: batch at byte %d is intact but its base offset field read %d where %d belongs: rewritten",
+                 seg.stem, pos, h[0], base)
+    os.pwrite(seg.fd, seg.fmt.stamp(base, h[1]), pos)
+
+
 def find_damage(seg: Segment, pos: int, expect: int, reason: str) -> Damage:
     """A read met a bad batch at ``pos`` (holding ``expect``) inside ``seg``'s checked size: the damage up to the
     next intact batch, or to the segment's end (its offsets up to ``next_offset``). Blocking reads; once per
@@ -161,8 +224,8 @@ def find_damage(seg: Segment, pos: int, expect: int, reason: str) -> Damage:
     win = _Window(seg.fd, seg.size)
     nxt = resync(seg, win, pos + 1, expect, seg.next_offset)
     if nxt is not None:
-        q, h = nxt
-        return Damage(expect, h[0], pos, q - pos, reason)
+        q, _, base = nxt
+        return Damage(expect, base, pos, q - pos, reason)
     return Damage(expect, seg.next_offset, pos, seg.size - pos, reason)
 
 
