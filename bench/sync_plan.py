@@ -1,10 +1,11 @@
-# What one fsync="always" sync plan costs as the number of partitions it covers grows, run the two ways the request
-# loop can run it: in one worker thread, partition after partition, and split over up to SYNC_THREADS threads at
-# once (the loop's choice from SYNC_SPLIT_MIN partitions on). Each round appends one 4 KiB batch to every partition
+# What one fsync="always" sync plan costs as the number of partitions it covers grows, run the three ways the
+# request loop can run it: in one worker thread, partition after partition; split over up to SYNC_THREADS threads at
+# once (the loop's choice from SYNC_SPLIT_MIN partitions on under sync_method "fsync"); and one syncfs(2) of the
+# filesystem (sync_method "syncfs", and "auto" from SYNCFS_AUTO_MIN partitions; left out where not available). Each round appends one 4 KiB batch to every partition
 # of a topic on a real LogManager (a temporary data directory, or --dir), then times the plan from the call to its
 # end; the two ways alternate round by round in one run, so the machine's noise falls on both.
 # Run: python -m millpond.bench.sync_plan [--partitions 1,2,4,8,16,64] [--rounds 15] [--dir PATH] [--json]
-"""fsync="always" sync plan time by partition count, one thread against split over several, side by side."""
+"""fsync="always" sync plan time by partition count: one thread, split over several, one syncfs, side by side."""
 from __future__ import annotations
 
 import argparse
@@ -19,33 +20,41 @@ import trio
 
 from millpond.broker.config import TopicDefaults
 from millpond.broker.core.log import LogManager
+from millpond.broker.core.log.files import FilesystemSync
 from millpond.broker.server import loop
 from millpond.broker.wire.batch import check_batch, encode_batch
 
-WAYS = ("one thread", "split")
+WAYS = ("one thread", "split", "syncfs")
 T0 = 1_700_000_000_000
 
 
 async def _measure(data_dir: Path, partition_counts: list[int], rounds: int) -> dict[int, dict[str, list[float]]]:
     """Per partition count and way: the seconds each plan took, one per round."""
     manager = LogManager(data_dir, defaults=TopicDefaults(), batch_bytes_max=1 << 20,
-                         partitions_max=max(partition_counts), fsync_mode="always")
+                         partitions_max=max(partition_counts), fsync_mode="always", sync_method="fsync")
     manager.open(T0)
+    filesystem = FilesystemSync.open(data_dir, "auto")
+    if filesystem is not None:
+        filesystem.min_parts = 1
+    ways = WAYS if filesystem is not None else WAYS[:2]
     blob = encode_batch([(T0, None, b"x" * 4000, None)])
     header = check_batch(blob, 1 << 20)
     out: dict[int, dict[str, list[float]]] = {}
     try:
         for n in partition_counts:
             topic = manager.create_topic(f"p{n}", n, None, T0)
-            times: dict[str, list[float]] = {way: [] for way in WAYS}
+            times: dict[str, list[float]] = {way: [] for way in ways}
             for _ in range(rounds):
-                for way in WAYS:
+                for way in ways:
                     for log in topic.partitions:
                         log.append(blob, header, T0)
                     plan = manager.sync_plan()
                     assert plan is not None and len(plan.parts) == n
                     start = time.perf_counter()
-                    if way == "one thread":
+                    if way == "syncfs":
+                        plan.filesystem = filesystem
+                        error = await loop._in_thread(plan.run)
+                    elif way == "one thread":
                         error = await loop._in_thread(plan.run)
                     else:
                         error = await loop._run_pieces(plan.split(loop.SYNC_THREADS))
@@ -56,6 +65,8 @@ async def _measure(data_dir: Path, partition_counts: list[int], rounds: int) -> 
             out[n] = times
     finally:
         manager.close()
+        if filesystem is not None:
+            filesystem.close()
     return out
 
 
@@ -79,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"fsync=\"always\" sync plan, ms per plan, median of {args.rounds} (split: up to {loop.SYNC_THREADS} "
           f"threads; the loop splits from {loop.SYNC_SPLIT_MIN} partitions)")
-    print(f"{'partitions':>10}  {'one thread':>10}  {'split':>8}  {'ratio':>6}")
+    print(f"{'partitions':>10}  {'one thread':>10}  {'split':>8}  {'syncfs':>8}")
     for n, m in medians.items():
-        print(f"{n:>10}  {m['one thread']:>10.2f}  {m['split']:>8.2f}  {m['one thread'] / m['split']:>5.2f}x")
+        syncfs = f"{m['syncfs']:>8.2f}" if "syncfs" in m else f"{'-':>8}"
+        print(f"{n:>10}  {m['one thread']:>10.2f}  {m['split']:>8.2f}  {syncfs}")
     return 0
 
 

@@ -1,6 +1,7 @@
-# A fsync="always" sync plan over many partitions runs split over several worker threads at once (the filesystem
-# commits concurrent fsyncs together; bench/sync_plan.py), a small one in one thread; a failure in any piece fails
-# the whole plan, so nothing it covers is acknowledged as durable, and the producer's retry lands every record once.
+# A fsync="always" sync plan over many partitions runs split over several worker threads at once under sync_method
+# "fsync" (the filesystem commits concurrent fsyncs together; bench/sync_plan.py), a small one in one thread; under
+# "auto" one syncfs covers a plan over many partitions. A failure in any piece, or of the syncfs, fails the whole
+# plan, so nothing it covers is acknowledged as durable, and the producer's retry lands every record once.
 from __future__ import annotations
 
 import errno
@@ -9,7 +10,7 @@ import time
 
 import trio
 
-from millpond.broker.core.log import file_store
+from millpond.broker.core.log import file_store, files
 from millpond.broker.server import loop as request_loop
 from millpond.broker.server.embedded import open_broker
 from millpond.client import connect
@@ -25,7 +26,7 @@ class Running:
         self.fail_once = fail_once
         real = file_store.FileSyncPart.run
 
-        def run(part) -> None:
+        def run(part, data_synced: bool = False) -> None:
             with self.lock:
                 self.now += 1
                 self.most = max(self.most, self.now)
@@ -35,7 +36,7 @@ class Running:
                 time.sleep(hold_s)  # long enough for the other pieces to start
                 if fail:
                     raise OSError(errno.EIO, "Input/output error")
-                real(part)
+                real(part, data_synced)
             finally:
                 with self.lock:
                     self.now -= 1
@@ -53,7 +54,7 @@ async def _produce_to_every_partition(address: str, topic: str, partitions: int)
 
 async def test_a_plan_over_many_partitions_runs_in_several_threads_at_once(tmp_path, monkeypatch):
     running = Running(monkeypatch)
-    async with open_broker(tmp_path, fsync="always") as b:
+    async with open_broker(tmp_path, fsync="always", sync_method="fsync") as b:
         running.most = 0
         offsets = await _produce_to_every_partition(b.address, "t", 16)
         assert offsets == [0] * 16
@@ -65,14 +66,14 @@ async def test_a_plan_over_many_partitions_runs_in_several_threads_at_once(tmp_p
 
 async def test_a_plan_over_fewer_partitions_than_the_split_runs_in_one_thread(tmp_path, monkeypatch):
     running = Running(monkeypatch)
-    async with open_broker(tmp_path, fsync="always") as b:
+    async with open_broker(tmp_path, fsync="always", sync_method="fsync") as b:
         running.most = 0
         await _produce_to_every_partition(b.address, "t", request_loop.SYNC_SPLIT_MIN - 1)
         assert running.most == 1
 
 
 async def test_a_failed_piece_fails_the_plan_and_the_retried_records_land_once(tmp_path, monkeypatch):
-    async with open_broker(tmp_path, fsync="always") as b:
+    async with open_broker(tmp_path, fsync="always", sync_method="fsync") as b:
         async with connect(b.address) as c:
             await c.create_topic("t", partitions=16)
         running = Running(monkeypatch, fail_once=True)
@@ -85,3 +86,52 @@ async def test_a_failed_piece_fails_the_plan_and_the_retried_records_land_once(t
             d = await c.describe_topic("t")
             assert [p.log_end_offset for p in d.partitions] == [1] * 16  # stored once each: the retry was deduplicated
         assert b.loop.statistics()["fsyncs"] >= 2
+
+
+class Syncfs:
+    """FilesystemSync.sync wrapped (a stand-in for syncfs(2) where the system lacks it): calls counted, the first
+    failing when asked."""
+
+    def __init__(self, monkeypatch, fail_once: bool = False) -> None:
+        self.calls = 0
+        self.fail_once = fail_once
+        if files._syncfs_call() is None:
+            monkeypatch.setattr(files, "_syncfs_call", lambda: lambda fd: 0)
+
+        def sync(fs) -> None:
+            self.calls += 1
+            if self.fail_once:
+                self.fail_once = False
+                raise OSError(errno.EIO, "syncfs: Input/output error")
+
+        monkeypatch.setattr(files.FilesystemSync, "sync", sync)
+
+
+async def test_under_auto_one_syncfs_covers_a_plan_over_many_partitions(tmp_path, monkeypatch):
+    datasyncs = []
+    monkeypatch.setattr(file_store, "_datasync", datasyncs.append)
+    syncfs = Syncfs(monkeypatch)
+    Running(monkeypatch)  # each part held a while, so the partitions' appends gather into one plan meanwhile
+    async with open_broker(tmp_path, fsync="always") as b:  # sync_method "auto" is the default
+        syncfs.calls, datasyncs[:] = 0, []
+        assert await _produce_to_every_partition(b.address, "t", 16) == [0] * 16
+        assert syncfs.calls >= 1 and len(datasyncs) <= 16 - files.SYNCFS_AUTO_MIN  # the big plan fsynced no file
+        syncfs.calls = 0
+        assert await _produce_to_every_partition(b.address, "small", files.SYNCFS_AUTO_MIN - 1) == [0] * 3
+        assert syncfs.calls == 0 and len(datasyncs) >= files.SYNCFS_AUTO_MIN - 1  # a small plan fsyncs each file
+
+
+async def test_a_failed_syncfs_fails_the_plan_and_the_retried_records_land_once(tmp_path, monkeypatch):
+    async with open_broker(tmp_path, fsync="always") as b:
+        async with connect(b.address) as c:
+            await c.create_topic("t", partitions=16)
+        syncfs = Syncfs(monkeypatch, fail_once=True)
+        Running(monkeypatch)
+        async with connect(b.address) as c:
+            async with c.producer(linger_s=0.05) as p:
+                handles = [p.send("t", b"v%d" % i, partition=i) for i in range(16)]
+                assert [(await h).offset for h in handles] == [0] * 16
+                assert p.statistics().retries >= 1
+            assert syncfs.fail_once is False and syncfs.calls >= 2
+            d = await c.describe_topic("t")
+            assert [p.log_end_offset for p in d.partitions] == [1] * 16

@@ -64,11 +64,12 @@ class FileSyncPart:
     """A partition's share of a sync plan: dup'ed fds of the rolled segments (and of the last one when data is
     asked), the rolled segments whose index files follow their fsync, the directory if a roll changed it."""
 
-    __slots__ = ("end", "fds", "rolled", "directory", "dir_gen", "indexed", "label", "_log")
+    __slots__ = ("end", "fds", "rolled", "directory", "dir_gen", "indexed", "label", "device", "_log")
 
     def __init__(self, end: int, fds: list[int], rolled: list[Segment], directory: Path | None, dir_gen: int,
-                 label: str, logger: logging.Logger) -> None:
+                 label: str, device: int, logger: logging.Logger) -> None:
         self.end = end
+        self.device = device
         self.fds = fds
         self.rolled = rolled
         self.directory = directory
@@ -77,9 +78,10 @@ class FileSyncPart:
         self.label = label
         self._log = logger
 
-    def run(self) -> None:
-        for fd in self.fds:
-            _datasync(fd)
+    def run(self, data_synced: bool = False) -> None:
+        if not data_synced:
+            for fd in self.fds:
+                _datasync(fd)
         if faults.armed:
             faults.hit("fsync")
         for seg in self.rolled:  # the .log is durable now, so an index describing it may be written
@@ -121,6 +123,7 @@ class FilePartitionStore:
         self._spare_fd = -1
         self._spare_asked = False
         self._closed = False
+        self.device = -1  # st_dev of the directory's filesystem, known once open
         self.retired = False  # set on the loop while the partition's topic is being deleted: attach nothing new
         self._log = logger
 
@@ -135,6 +138,7 @@ class FilePartitionStore:
         its bytes kept and its offsets never given out again. One summary line per partition. Never refuses to
         start over damage. Raises OSError."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.device = os.stat(self.directory).st_dev
         bases, leftovers = _segment_files(self.directory)
         for path in leftovers:
             path.unlink(missing_ok=True)
@@ -377,7 +381,7 @@ class FilePartitionStore:
             raise
         end = active.next_offset if data else active.base_offset
         return FileSyncPart(end, fds, rolled, self.directory if dir_needed else None, self._dir_gen, self.label,
-                            self._log)
+                            self.device, self._log)
 
     def synced(self, part: FileSyncPart) -> bool:  # type: ignore[override]
         for seg, size in part.indexed:

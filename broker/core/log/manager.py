@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from millpond.broker.config import FSYNC_MODES, STORAGE_KINDS, TopicDefaults
+from millpond.broker.config import FSYNC_MODES, STORAGE_KINDS, SYNC_METHODS, TopicDefaults
 from millpond.broker.core.log.batch_format import V2, BatchFormat
 from millpond.broker.core.log.file_topics import LOCK_FILE, META_FILE, FileStorage
+from millpond.broker.core.log.files import FilesystemSync
 from millpond.broker.core.log.memory_store import MemoryStorage
 from millpond.broker.core.log.partition import PartitionLog
 from millpond.broker.core.log.pending import PendingDelete, PendingPartitions, PendingTopic, SyncPlan
@@ -67,11 +68,14 @@ class LogManager:
         partitions_max: int,
         fsync_mode: str,
         storage: str = "file",
+        sync_method: str = "auto",
         batch_format: BatchFormat = V2,
         logger: logging.Logger | None = None,
     ) -> None:
         if fsync_mode not in FSYNC_MODES:
             raise InvalidConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync_mode!r}")
+        if sync_method not in SYNC_METHODS:
+            raise InvalidConfigError(f"sync_method must be one of {', '.join(SYNC_METHODS)}, got {sync_method!r}")
         if storage not in STORAGE_KINDS:
             raise InvalidConfigError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {storage!r}")
         self._log = logger or logging.getLogger("millpond.log")
@@ -88,6 +92,8 @@ class LogManager:
         self.batch_bytes_max = batch_bytes_max
         self.partitions_max = partitions_max
         self.fsync_mode = fsync_mode
+        self.sync_method = sync_method
+        self._filesystem: FilesystemSync | None = None  # one syncfs for plans over many partitions (files.py)
         self.format = batch_format
         self.topics: dict[str, Topic] = {}
         self._pending: dict[str, str] = {}  # reserved names -> the operation in progress
@@ -106,7 +112,14 @@ class LogManager:
         if self._opened:
             raise RuntimeError("LogManager.open called twice")
         self._opened = True
-        for name, count, raw_config in self._storage.open():
+        opened = self._storage.open()
+        if self.storage == "file":
+            try:
+                self._filesystem = FilesystemSync.open(self.data_dir, self.sync_method)
+            except BaseException:
+                self._storage.close()
+                raise
+        for name, count, raw_config in opened:
             try:
                 validate_topic_name(name, internal=True)
                 config = TopicConfig.from_wire(raw_config, self.defaults)
@@ -309,7 +322,7 @@ class LogManager:
                 continue
             if part is not None:
                 parts.append((log, part))
-        return SyncPlan(parts) if parts else None
+        return SyncPlan(parts, self._filesystem) if parts else None
 
     def synced(self, plan: SyncPlan, error: OSError | None) -> list[PartitionLog]:
         """On the loop, after ``plan.run()`` returned ``error``: mark what became durable (under "always" the high
@@ -365,6 +378,7 @@ class LogManager:
                 log.close_quietly()
         self._jobs.clear()
         self._closed = True
+        self._close_filesystem()
         self._storage.close()
 
     def close(self) -> None:
@@ -382,9 +396,15 @@ class LogManager:
                 except StorageError as exc:
                     self._log.error("%s", exc)
                     first = first or exc
+        self._close_filesystem()
         self._storage.close()
         if first is not None:
             raise first
+
+    def _close_filesystem(self) -> None:
+        if self._filesystem is not None:
+            self._filesystem.close()
+            self._filesystem = None
 
 
 def _run(work: Any) -> Any:

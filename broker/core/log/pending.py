@@ -11,6 +11,7 @@ from millpond.broker.core.log.store import Storage, SyncPart
 from millpond.broker.wire.errors import StorageError
 
 if TYPE_CHECKING:
+    from millpond.broker.core.log.files import FilesystemSync
     from millpond.broker.core.log.manager import Topic
     from millpond.broker.core.log.partition import PartitionLog
 
@@ -18,24 +19,41 @@ if TYPE_CHECKING:
 class SyncPlan:
     """What one grouped sync covers: each partition's ``SyncPart`` (dup'ed fds of rolled segments and, unless
     fsync is "never", of the active one; rolled segments' index files; directory fsyncs) and the end offset it
-    reaches (``ends``). ``run`` in a worker thread, then ``LogManager.synced(plan, error)`` on the loop."""
+    reaches (``ends``). ``run`` in a worker thread, then ``LogManager.synced(plan, error)`` on the loop.
 
-    __slots__ = ("parts",)
+    With ``filesystem`` (``files.FilesystemSync``) and at least its ``min_parts`` partitions, one syncfs makes
+    every part on that filesystem durable at once, and the parts only write their index files and fsync their
+    directories (a part elsewhere still fsyncs its own files)."""
 
-    def __init__(self, parts: list[tuple["PartitionLog", SyncPart]]) -> None:
+    __slots__ = ("parts", "filesystem")
+
+    def __init__(self, parts: list[tuple["PartitionLog", SyncPart]], filesystem: "FilesystemSync | None" = None) -> None:
         self.parts = parts
+        self.filesystem = filesystem
 
     @property
     def ends(self) -> dict["PartitionLog", int]:
         """The offset below which each partition is durable once the plan ran without error."""
         return {plog: part.end for plog, part in self.parts}
 
+    @property
+    def whole_filesystem(self) -> bool:
+        """True when ``run`` makes the parts durable with one syncfs rather than one fsync per file."""
+        fs = self.filesystem
+        return fs is not None and len(self.parts) >= fs.min_parts
+
     def run(self) -> OSError | None:
         """Blocking: fsync everything in the plan; returns the first OSError (the rest is not attempted) or None.
         Closes the plan's fds either way. Touches no shared state."""
         try:
-            for _, part in self.parts:
-                part.run()
+            fs = self.filesystem
+            if fs is not None and len(self.parts) >= fs.min_parts:
+                fs.sync()
+                for _, part in self.parts:
+                    part.run(data_synced=part.device == fs.device)
+            else:
+                for _, part in self.parts:
+                    part.run()
         except OSError as exc:
             return exc
         finally:
@@ -46,8 +64,9 @@ class SyncPlan:
         """The plan cut into at most ``pieces`` plans of whole partitions (round robin), to ``run`` in as many
         threads at once: the filesystem commits concurrent fsyncs of many files together (ext4 here: a plan over 64
         partitions took 15.6 ms in one thread, 5.5 ms split over 8; ``python -m millpond.bench.sync_plan``). Each
-        piece owns its parts' fds; ``synced`` still takes the whole plan."""
-        n = max(1, min(pieces, len(self.parts)))
+        piece owns its parts' fds; ``synced`` still takes the whole plan. A plan that syncs the whole filesystem
+        is not split (one syncfs does it all)."""
+        n = 1 if self.whole_filesystem else max(1, min(pieces, len(self.parts)))
         return [SyncPlan(self.parts[i::n]) for i in range(n)] if n > 1 else [self]
 
     def close(self) -> None:

@@ -52,9 +52,11 @@ class SyncPart(Protocol):
     """One partition's share of a sync plan, built on the event loop, run in a worker thread. Owns dup'ed fds."""
 
     end: int  # once ``run`` succeeded, every offset below ``end`` is durable
+    device: int  # st_dev of the filesystem its files are on
 
-    def run(self) -> None:
-        """Blocking: fsync, write rolled segments' index files, fsync the directory. Raises OSError. Touches only
+    def run(self, data_synced: bool = False) -> None:
+        """Blocking: fsync (skipped with ``data_synced``: a syncfs of its filesystem made after the part was built
+        already did it), write rolled segments' index files, fsync the directory. Raises OSError. Touches only
         what it holds (its fds, immutable rolled segments), never the store."""
 
     def close(self) -> None:

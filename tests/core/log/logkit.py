@@ -24,14 +24,16 @@ class LogEnv:
         self.files = storage == "file"
         self.managers: list[LogManager] = []
 
-    def open(self, fsync_mode: str = "never", now_ms: int = T0, partitions_max: int = 8, **defaults: Any) -> LogManager:
+    def open(self, fsync_mode: str = "never", now_ms: int = T0, partitions_max: int = 8, sync_method: str = "fsync",
+             **defaults: Any) -> LogManager:
+        # sync_method "fsync" by default: these tests count and fault each file's fsync (syncfs: test_log_syncfs.py)
         # Opening again is a restart: the broker that had the directory is gone (and with it its lock).
         for earlier in self.managers:
             if not earlier._closed:
                 earlier.abandon()
         manager = LogManager(
             self.data_dir if self.files else None, defaults=TopicDefaults(**defaults), batch_bytes_max=BATCH_BYTES_MAX,
-            partitions_max=partitions_max, fsync_mode=fsync_mode, storage=self.storage,
+            partitions_max=partitions_max, fsync_mode=fsync_mode, storage=self.storage, sync_method=sync_method,
         )
         manager.open(now_ms)
         self.managers.append(manager)

@@ -1,0 +1,196 @@
+# Sync plans that make many partitions durable with one syncfs(2) of the data directory's filesystem (sync_method
+# "auto" from SYNCFS_AUTO_MIN partitions, "syncfs" from 2, "fsync" never): which plans use it, that the parts then
+# skip their own data fsyncs but still write index files and fsync their directories, that a failed syncfs
+# acknowledges nothing, and that a part on another filesystem still fsyncs its own files. The syncfs call is a
+# counting stand-in except in the tests of the real call (Linux 5.8+).
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+
+import pytest
+
+from millpond.broker.config import BrokerConfig
+from millpond.broker.core.log import files
+from millpond.broker.core.log.files import SYNCFS_AUTO_MIN, FilesystemSync
+from millpond.broker.wire.errors import InvalidConfigError, StorageError
+from logkit import T0, append
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Every os.fsync/os.fdatasync call, as ("fsync" | "fdatasync", fd)."""
+    calls: list[tuple[str, int]] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+
+        def counted(fd, real=real, name=name):
+            calls.append((name, fd))
+            return real(fd)
+
+        monkeypatch.setattr(os, name, counted)
+    return calls
+
+
+@pytest.fixture
+def syncfs(monkeypatch):
+    """A stand-in for libc's syncfs: records the fd it was given and answers ``syncfs.answer`` (0, or an errno)."""
+    class Fake:
+        answer = 0
+        calls: list[int] = []
+
+        def __call__(self, fd: int) -> int:
+            self.calls.append(fd)
+            return self.answer
+
+    fake = Fake()
+    fake.calls = []
+    monkeypatch.setattr(files, "_syncfs_call", lambda: fake)
+    return fake
+
+
+def in_thread(work):
+    out = []
+    t = threading.Thread(target=lambda: out.append(work()))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def topic_with_appends(manager, partitions: int, segment_rolls: bool = False):
+    manager.create_topic("t", partitions, None, T0)
+    logs = [manager.partition("t", p) for p in range(partitions)]
+    for log in logs:
+        for _ in range(3 if segment_rolls else 1):
+            append(log, [b"x" * 300])
+    return logs
+
+
+@pytest.mark.parametrize("method, partitions, whole", [
+    ("auto", SYNCFS_AUTO_MIN, True), ("auto", SYNCFS_AUTO_MIN - 1, False), ("auto", 16, True),
+    ("syncfs", 2, True), ("syncfs", 1, False), ("fsync", 16, False),
+])
+def test_which_plans_sync_the_whole_filesystem(env, fsyncs, syncfs, method, partitions, whole):
+    manager = env.open(fsync_mode="always", partitions_max=16, sync_method=method)
+    logs = topic_with_appends(manager, partitions)
+    plan = manager.sync_plan()
+    assert plan.whole_filesystem is whole
+    fsyncs.clear()
+    assert in_thread(plan.run) is None
+    assert len(syncfs.calls) == (1 if whole else 0)
+    assert len(fsyncs) == (0 if whole else partitions)  # one data fsync per partition, or none at all
+    assert sorted(manager.synced(plan, None), key=id) == sorted(logs, key=id)
+    assert [log.high_watermark for log in logs] == [1] * partitions
+
+
+def test_a_plan_over_the_whole_filesystem_is_not_split(env, syncfs):
+    manager = env.open(fsync_mode="always", partitions_max=16, sync_method="auto")
+    topic_with_appends(manager, 10)
+    plan = manager.sync_plan()
+    assert plan.split(8) == [plan]
+    plan.close()
+
+
+def test_parts_still_write_index_files_and_fsync_their_directories_after_the_syncfs(env, fsyncs, syncfs):
+    manager = env.open(fsync_mode="always", partitions_max=8, sync_method="auto", segment_bytes=1024)
+    logs = topic_with_appends(manager, 4, segment_rolls=True)
+    assert [log.segment_count for log in logs] == [2] * 4
+    plan = manager.sync_plan()
+    fsyncs.clear()
+    assert plan.run() is None
+    assert len(syncfs.calls) == 1
+    assert [kind for kind, _ in fsyncs] == ["fsync"] * 4  # only the four directories (a roll added a file to each)
+    manager.synced(plan, None)
+    assert [log.high_watermark for log in logs] == [3] * 4
+    for p in range(4):
+        rolled = env.segment_files("t", p)[0]
+        assert rolled.with_suffix(".index").exists() and rolled.with_suffix(".timeindex").exists()
+
+
+def test_a_failed_syncfs_acknowledges_nothing_and_the_next_plan_covers_it_all(env, syncfs):
+    manager = env.open(fsync_mode="always", partitions_max=8, sync_method="auto")
+    logs = topic_with_appends(manager, 5)
+    fds_before = len(os.listdir("/proc/self/fd")) if sys.platform == "linux" else None
+    plan = manager.sync_plan()
+    syncfs.answer = errno.EIO
+    error = in_thread(plan.run)
+    assert isinstance(error, OSError) and error.errno == errno.EIO and "syncfs" in str(error)
+    if fds_before is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds_before  # the plan's dup'ed fds were closed anyway
+    assert sorted(manager.synced(plan, error), key=id) == sorted(logs, key=id)
+    assert [(log.high_watermark, log.sync_failures) for log in logs] == [(0, 1)] * 5
+    syncfs.answer = 0
+    retry = manager.sync_plan()
+    assert len(retry.parts) == 5
+    assert manager.synced(retry, retry.run()) and [log.high_watermark for log in logs] == [1] * 5
+
+
+def test_a_part_on_another_filesystem_fsyncs_its_own_files(env, fsyncs, syncfs):
+    manager = env.open(fsync_mode="always", partitions_max=8, sync_method="auto")
+    logs = topic_with_appends(manager, 4)
+    plan = manager.sync_plan()
+    elsewhere = plan.parts[2][1]
+    elsewhere.device = plan.filesystem.device + 1  # as a partition directory mounted from another disk
+    own = list(elsewhere.fds)
+    fsyncs.clear()
+    assert plan.run() is None
+    assert len(syncfs.calls) == 1
+    assert [fd for _, fd in fsyncs] == own
+    manager.synced(plan, None)
+    assert [log.high_watermark for log in logs] == [1] * 4
+
+
+def test_syncfs_is_refused_by_name_where_the_system_lacks_it_and_auto_falls_back(env, fsyncs, monkeypatch):
+    monkeypatch.setattr(files, "_syncfs_call", lambda: None)
+    with pytest.raises(StorageError, match=r'sync_method = "syncfs" needs Linux 5\.8'):
+        env.open(fsync_mode="always", sync_method="syncfs")
+    manager = env.open(fsync_mode="always", partitions_max=16, sync_method="auto")
+    topic_with_appends(manager, 10)
+    plan = manager.sync_plan()
+    assert not plan.whole_filesystem and plan.filesystem is None
+    fsyncs.clear()
+    assert plan.run() is None and len(fsyncs) == 10
+
+
+@pytest.mark.parametrize("kernel, usable", [("5.7.19", False), ("5.8.0", True), ("6.18.44-fc", True),
+                                            ("4.19.0-generic", False), ("weird", False)])
+def test_syncfs_is_used_only_from_linux_5_8(monkeypatch, kernel, usable):
+    # before 5.8, syncfs(2) returned 0 even when write-back failed: an acknowledged write could be lost
+    monkeypatch.setattr(files.os, "uname", lambda: os.uname_result(("Linux", "h", kernel, "#1", "x86_64")))
+    monkeypatch.setattr("platform.release", lambda: kernel)
+    if usable and sys.platform != "linux":
+        pytest.skip("the libc call itself is Linux's")
+    assert (files._syncfs_call() is not None) == usable
+
+
+def test_other_systems_never_use_syncfs(monkeypatch):
+    monkeypatch.setattr(files.os, "uname", lambda: os.uname_result(("Darwin", "h", "23.1.0", "#1", "arm64")))
+    assert files._syncfs_call() is None
+
+
+@pytest.mark.skipif(files._syncfs_call() is None, reason="syncfs(2) with error reports needs Linux 5.8+")
+def test_the_real_syncfs_makes_a_plan_durable_and_reports_an_error(env, fsyncs):
+    manager = env.open(fsync_mode="always", partitions_max=8, sync_method="syncfs")
+    logs = topic_with_appends(manager, 3)
+    plan = manager.sync_plan()
+    fsyncs.clear()
+    assert plan.run() is None and fsyncs == []
+    manager.synced(plan, None)
+    assert [log.high_watermark for log in logs] == [1] * 3
+    fs = FilesystemSync.open(env.data_dir, "syncfs")
+    fs.sync()
+    fs.close()
+    with pytest.raises(OSError) as raised:
+        fs.sync()  # closed: the call fails, and the failure is an OSError with its errno
+    assert raised.value.errno == errno.EBADF
+
+
+def test_a_wrong_sync_method_is_named(env):
+    with pytest.raises(InvalidConfigError, match="sync_method must be one of auto, fsync, syncfs, got 'fast'"):
+        BrokerConfig(sync_method="fast")
+    with pytest.raises(InvalidConfigError, match="sync_method must be a string"):
+        BrokerConfig(sync_method=1)
+    with pytest.raises(InvalidConfigError, match="sync_method must be one of"):
+        env.open(sync_method="fdatasync")
