@@ -4,6 +4,8 @@
 # gives the same state as the live one, and the topic holds about the live state however long the history.
 from __future__ import annotations
 
+import logging
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +14,9 @@ from millpond.broker.core.fanout.journal import SubscriptionJournal
 from millpond.broker.core.fanout.subscriptions import Subscriptions, Target
 from millpond.broker.core.groups import Committed, OffsetStore, TopicPartition
 from millpond.broker.core.log import LogManager
+from millpond.broker.core.log.internal import (CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_RATIO, Checkpoints,
+                                               open_internal)
+from millpond.broker.wire.batch import encode_batch, read_header
 
 MS = 1_700_000_000_000
 SMALL = {"bytes_min": 400, "factor": 1, "step_bytes": 90}
@@ -149,3 +154,36 @@ def test_subscription_cursor_saves_do_not_pile_up():
     again = Subscriptions()
     SubscriptionJournal(log).open(again, MS)
     assert again.by_id["s1"].saved == {0: 3000}
+
+
+class BudgetRecorder:
+    """A StateWriter of 1 KiB records that notes the budget each step asked for; done after ``parts`` steps."""
+
+    def __init__(self, parts: int) -> None:
+        self.budgets: list[int] = []
+        self.parts = parts
+
+    def chunk(self, now_ms, now, budget_bytes):
+        if len(self.budgets) == self.parts:
+            return None
+        self.budgets.append(budget_bytes)
+        return [(None, b"s" * 1024)]
+
+
+def test_a_step_writes_in_proportion_to_the_append_before_it_within_its_bounds():
+    # A small request's append carries a small step (a receive must not wait behind 256 KiB of state), a large one a
+    # step twice its size, never more than step_bytes; called without an append size, a step is step_bytes
+    log = memory_log()
+    plog = open_internal(log, "__journal_test", {"retention_ms": -1, "retention_bytes": -1}, MS)
+    event = encode_batch([(MS, None, b"an event", None)])
+    plog.append(event, read_header(event), MS)  # something written since the last checkpoint: one is due
+    writer = BudgetRecorder(parts=5)
+    cps = Checkpoints(plog, lambda: writer, logger=logging.getLogger("test"), bytes_min=0, factor=0,
+                      step_bytes=256 * 1024)
+    for appended in (100, 0, 20_000, 10 << 20, None):
+        cps.step(MS, None, appended)
+    assert writer.budgets == [CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_MIN_BYTES,
+                              CHECKPOINT_STEP_RATIO * 20_000, 256 * 1024, 256 * 1024]
+    assert CHECKPOINT_STEP_MIN_BYTES < CHECKPOINT_STEP_RATIO * 20_000 < 256 * 1024
+    cps.step(MS, None, 100)  # the writer is done: the end marker
+    assert cps.written == 1 and not cps.writing
