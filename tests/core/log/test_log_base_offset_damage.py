@@ -43,36 +43,40 @@ def start_and_read(env: LogEnv):
     return end, served, skipped
 
 
+@pytest.fixture
+def crashed(tmp_path):
+    """A partition of 4 segments stopped by a crash: (env, log end, the active segment's file, its batches)."""
+    env = LogEnv(tmp_path / "data")
+    end = build(env)
+    env.crash(env.managers[-1])
+    active = env.segment_files("t")[-1]
+    yield env, end, active, batches(active)
+    env.close_all()
+
+
 # (xor of batch 0's field, xor of batch 1's field): a high byte, a field that now names an earlier offset, one that
 # names the next batch's offsets, one that names a later batch's
 FLIPS = [(1 << 56, 1), (1 << 56, 4), (1 << 56, 3), (1, 0), (0, 1 << 40), (2, 2)]
 
 
 @pytest.mark.parametrize("flips", FLIPS, ids=[f"{a:x}-{b:x}" for a, b in FLIPS])
-def test_a_recovery_scan_writes_back_a_damaged_base_offset_field_of_intact_batches(tmp_path, caplog, flips):
+def test_a_recovery_scan_writes_back_a_damaged_base_offset_field_of_intact_batches(crashed, caplog, flips):
     # after a crash the active segment is scanned: every batch is checked and the fields are rewritten
-    env = LogEnv(tmp_path / "data")
-    try:
-        end = build(env)
-        env.crash(env.managers[-1])
-        active = env.segment_files("t")[-1]
-        layout = batches(active)
-        for (pos, _, _), xor in zip(layout, flips):
-            if xor:
-                set_base(active, pos, xor)
-        expected = [(o, value(o)) for o in range(end)]
-        with caplog.at_level(logging.WARNING, logger="millpond.log"):
-            first = start_and_read(env)
-        assert first == (end, expected, [])  # nothing lost, nothing skipped, the log end kept
-        rewritten = [r.getMessage() for r in caplog.records if "base offset field" in r.getMessage()]
-        assert len(rewritten) == sum(1 for x in flips if x)
-        assert f"where {layout[0][2] if flips[0] else layout[1][2]} belongs" in rewritten[0]
-        assert [base for _, _, base in batches(active)] == [base for _, _, base in layout]  # the fields as stamped
-        assert start_and_read(env) == first
-        manager = env.open(**OPTS)
-        assert append(manager.partition("t", 0), [b"after"]) == end  # no offset given out twice
-    finally:
-        env.close_all()
+    env, end, active, layout = crashed
+    for (pos, _, _), xor in zip(layout, flips):
+        if xor:
+            set_base(active, pos, xor)
+    expected = [(o, value(o)) for o in range(end)]
+    with caplog.at_level(logging.WARNING, logger="millpond.log"):
+        first = start_and_read(env)
+    assert first == (end, expected, [])  # nothing lost, nothing skipped, the log end kept
+    rewritten = [r.getMessage() for r in caplog.records if "base offset field" in r.getMessage()]
+    assert len(rewritten) == sum(1 for x in flips if x)
+    assert f"where {layout[0][2] if flips[0] else layout[1][2]} belongs" in rewritten[0]
+    assert [base for _, _, base in batches(active)] == [base for _, _, base in layout]  # the fields as stamped
+    assert start_and_read(env) == first
+    manager = env.open(**OPTS)
+    assert append(manager.partition("t", 0), [b"after"]) == end  # no offset given out twice
 
 
 @pytest.mark.parametrize("flips", FLIPS, ids=[f"{a:x}-{b:x}" for a, b in FLIPS])
@@ -126,22 +130,15 @@ def test_after_a_crc_failure_the_next_batch_is_placed_by_the_batches_after_it(tm
         env.close_all()
 
 
-def test_the_last_batch_after_a_damaged_one_is_placed_by_the_damaged_batchs_whole_header(tmp_path):
+def test_the_last_batch_after_a_damaged_one_is_placed_by_the_damaged_batchs_whole_header(crashed):
     # the active segment's last two batches: the first fails its CRC but its header is whole (its offsets are
     # quarantined, as it may have been acknowledged); the last is intact and its field names an offset far ahead:
     # it follows the quarantined batch's offsets, and is served at its own
-    env = LogEnv(tmp_path / "data")
-    try:
-        end = build(env)
-        env.crash(env.managers[-1])
-        active = env.segment_files("t")[-1]
-        layout = batches(active)
-        (pos2, size2, base2), (pos3, _, base3) = layout[-2], layout[-1]
-        damage_records(active, pos2, size2)
-        set_base(active, pos3, 1 << 20)
-        lost = set(range(base2, base2 + PER_BATCH))
-        result = start_and_read(env)
-        assert result == (end, [(o, value(o)) for o in range(end) if o not in lost], [(base2, base3 - 1, base3)])
-        assert start_and_read(env) == result
-    finally:
-        env.close_all()
+    env, end, active, layout = crashed
+    (pos2, size2, base2), (pos3, _, base3) = layout[-2], layout[-1]
+    damage_records(active, pos2, size2)
+    set_base(active, pos3, 1 << 20)
+    lost = set(range(base2, base2 + PER_BATCH))
+    result = start_and_read(env)
+    assert result == (end, [(o, value(o)) for o in range(end) if o not in lost], [(base2, base3 - 1, base3)])
+    assert start_and_read(env) == result
