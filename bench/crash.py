@@ -91,7 +91,11 @@ class RawClient:
         self.decoder = FrameDecoder(1 << 30)
         self.ids = itertools.count(1)
         self.pending: list[bytes] = []
-        self.ok("hello", {"protocol_version": 1, "client_id": "crash-check"})
+        try:
+            self.ok("hello", {"protocol_version": 1, "client_id": "crash-check"})
+        except BaseException:
+            self.sock.close()
+            raise
 
     def call(self, api: str, body: dict[str, Any]) -> tuple[int, Any]:
         cid = next(self.ids)

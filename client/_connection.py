@@ -334,18 +334,20 @@ class Connection:
             return
         self.closed = True
         self.close_reason = reason
-        self._wake_writer.set()
-        for cid, err in self.protocol.fail_all(f"connection to {self.description} lost: {reason}"):
-            slot = self._slots.pop(cid, None)
-            if slot.__class__ is _Callback:
-                slot.done(None, err)
-            elif slot is not None:
-                slot.error = err
-                slot.event.set()
-        self.closed_event.set()
-        if self._poll_wakeup is not None:
-            self._poll_wakeup.set()  # the busy poll task ends
-        await self._stream.aclose()
+        try:
+            self._wake_writer.set()
+            for cid, err in self.protocol.fail_all(f"connection to {self.description} lost: {reason}"):
+                slot = self._slots.pop(cid, None)
+                if slot.__class__ is _Callback:
+                    slot.done(None, err)
+                elif slot is not None:
+                    slot.error = err
+                    slot.event.set()
+            self.closed_event.set()
+            if self._poll_wakeup is not None:
+                self._poll_wakeup.set()  # the busy poll task ends
+        finally:
+            await self._stream.aclose()  # whatever a waiter's callback did, the socket is not left open
 
 
 def _reason(exc: OSError, host: str) -> str:

@@ -57,3 +57,16 @@ def test_the_blocking_snippet(daemon, tmp_path):
 def test_the_thread_embedded_broker_runs_in_a_plain_script_and_under_asyncio(tmp_path):
     out = run(block("run_broker("), tmp_path).stdout
     assert out == "['jobs']\n"
+
+
+def test_the_fanout_snippet_runs_alone_and_delivers_into_both_queues(daemon, tmp_path):
+    snippet = block('c.subscribe("uploads"', "describe_subscription")
+    body = "".join("        " + line + "\n" for line in snippet.splitlines())
+    script = ("import trio\nfrom millpond.client import connect\n\n\nasync def main():\n"
+              f"    async with connect({daemon!r}) as c:\n{body}        print(d.delivered)\n\n\ntrio.run(main)\n")
+    run(script, tmp_path)
+    with connect(daemon) as c:
+        raw = c.queue("notify").receive(10, wait_s=10)
+        envelope = c.queue("compress").receive(10, wait_s=10)
+    assert [m.body for m in raw] == [b'{"id": 7}'] and raw[0].attributes["kind"] == "video"
+    assert len(envelope) == 1 and b'"Message"' in envelope[0].body and b"user-7" in envelope[0].body

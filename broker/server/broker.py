@@ -85,8 +85,8 @@ class Broker:
                 await nursery.start(self.loop.run)
                 if self._listener is not None:
                     nursery.start_soon(self._listener.serve, self._connection_task, nursery)
-                    log.info("millpond listening on %s (data dir %s, fsync=%s)", self.address, self.data_dir,
-                             self.config.fsync)
+                    log.info("millpond listening on %s (data dir %s, fsync=%s, sync: %s)", self.address,
+                             self.data_dir, self.config.fsync, self.engine.log.sync_in_effect)
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):

@@ -8,6 +8,7 @@ import trio
 from millpond.client import QueueInfo, QueueMessage, SendResult
 from millpond.client.errors import (
     InvalidParameterValueError,
+    InvalidRequestError,
     MissingParameterError,
     QueueAlreadyExistsError,
     ReceiptHandleInvalidError,
@@ -123,3 +124,23 @@ async def test_wall_clock_times_of_queues_subscriptions_and_redrives_are_epoch_s
     await client.queue("src").send(b"x")
     [m] = await client.queue("src").receive(wait_s=0.0)
     assert isinstance(m.sent_ms, int) and before * 1000 - 1000 <= m.sent_ms <= time.time() * 1000 + 1000
+
+
+async def test_a_negative_or_non_number_time_is_refused_in_seconds_under_its_own_name(client):
+    # the wire carries milliseconds; a caller who wrote seconds hears about seconds, before anything is sent
+    cases = [
+        (lambda: client.create_queue("t", visibility_timeout_s=-1), "visibility_timeout_s", "-1"),
+        (lambda: client.create_queue("t", delay_s=float("nan")), "delay_s", "nan"),
+        (lambda: client.create_queue("t", retention_s="60"), "retention_s", "'60'"),
+        (lambda: client.queue("t").receive(1, wait_s=-0.5), "wait_s", "-0.5"),
+        (lambda: client.queue("t").send(b"x", delay_s=True), "delay_s", "True"),
+        (lambda: client.queue("t").change_visibility("handle", -3), "visibility_timeout_s", "-3"),
+    ]
+    for call, name, shown in cases:
+        try:
+            await call()
+            raise AssertionError(f"{name}={shown} was accepted")
+        except InvalidRequestError as exc:
+            assert exc.message == f"{name} must be a number of seconds >= 0, got {shown}"
+            assert "_ms" not in exc.message
+    assert await client.list_queues() == []  # nothing reached the broker

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 import time
 
@@ -135,3 +136,14 @@ async def test_a_failed_syncfs_fails_the_plan_and_the_retried_records_land_once(
             assert syncfs.fail_once is False and syncfs.calls >= 2
             d = await c.describe_topic("t")
             assert [p.log_end_offset for p in d.partitions] == [1] * 16
+
+
+def test_the_broker_says_at_start_which_sync_is_in_effect(tmp_path, caplog):
+    async def main() -> None:
+        async with open_broker(tmp_path / "d", fsync="always", sync_method="fsync"):
+            pass
+
+    with caplog.at_level(logging.INFO, logger="millpond.server"):
+        trio.run(main)
+    started = [r.getMessage() for r in caplog.records if "listening on" in r.getMessage()]
+    assert len(started) == 1 and started[0].endswith("fsync=always, sync: fdatasync per file)")

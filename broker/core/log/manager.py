@@ -401,6 +401,17 @@ class LogManager:
         if first is not None:
             raise first
 
+    @property
+    def sync_in_effect(self) -> str:
+        """How sync plans make files durable, in words (the broker logs it at start): "auto" may have fallen back to
+        per-file fdatasync where syncfs is not available."""
+        if self.storage != "file":
+            return "none (memory storage)"
+        fs = self._filesystem
+        if fs is None:
+            return "fdatasync per file" + (" (syncfs not available here)" if self.sync_method == "auto" else "")
+        return f"one syncfs for {fs.min_parts} partitions or more, else fdatasync per file"
+
     def _close_filesystem(self) -> None:
         if self._filesystem is not None:
             self._filesystem.close()

@@ -194,3 +194,13 @@ def test_a_wrong_sync_method_is_named(env):
         BrokerConfig(sync_method=1)
     with pytest.raises(InvalidConfigError, match="sync_method must be one of"):
         env.open(sync_method="fdatasync")
+
+
+def test_the_sync_in_effect_is_said_in_words(env, syncfs, monkeypatch):
+    assert env.open(sync_method="auto").sync_in_effect == (
+        f"one syncfs for {SYNCFS_AUTO_MIN} partitions or more, else fdatasync per file")
+    assert env.open(sync_method="syncfs").sync_in_effect == "one syncfs for 2 partitions or more, else fdatasync per file"
+    assert env.open(sync_method="fsync").sync_in_effect == "fdatasync per file"
+    monkeypatch.setattr(files, "_syncfs_call", lambda: None)
+    assert env.open(sync_method="auto").sync_in_effect == "fdatasync per file (syncfs not available here)"
+
