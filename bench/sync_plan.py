@@ -20,7 +20,7 @@ import trio
 
 from millpond.broker.config import TopicDefaults
 from millpond.broker.core.log import LogManager
-from millpond.broker.core.log.files import FilesystemSync
+from millpond.broker.core.log.files import SYNCFS_AUTO_MIN, FilesystemSync
 from millpond.broker.server import loop
 from millpond.broker.wire.batch import check_batch, encode_batch
 
@@ -85,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     medians = {n: {way: statistics.median(v) * 1000 for way, v in ways.items()} for n, ways in per_plan.items()}
     if args.json:
         json.dump({"ms_per_plan_median": {str(n): m for n, m in medians.items()}, "rounds": args.rounds,
-                   "sync_threads": loop.SYNC_THREADS, "split_from": loop.SYNC_SPLIT_MIN}, sys.stdout)
+                   "sync_threads": loop.SYNC_THREADS, "split_from": loop.SYNC_SPLIT_MIN,
+                   "syncfs_from": SYNCFS_AUTO_MIN}, sys.stdout)
         print()
         return 0
     print(f"fsync=\"always\" sync plan, ms per plan, median of {args.rounds} (split: up to {loop.SYNC_THREADS} "
-          f"threads; the loop splits from {loop.SYNC_SPLIT_MIN} partitions)")
+          f"threads, the loop's way from {loop.SYNC_SPLIT_MIN} partitions under sync_method \"fsync\"; syncfs: "
+          f"sync_method \"auto\"'s way from {SYNCFS_AUTO_MIN} partitions)")
     print(f"{'partitions':>10}  {'one thread':>10}  {'split':>8}  {'syncfs':>8}")
     for n, m in medians.items():
         syncfs = f"{m['syncfs']:>8.2f}" if "syncfs" in m else f"{'-':>8}"
