@@ -28,8 +28,10 @@ def run(messages: int, step_bytes: int) -> dict[str, float]:
                      storage="memory")
     log.open(T0_MS)
     m = QueueManager(messages_max=messages)
-    # never due by itself: the run starts the one checkpoint measured
-    journal = QueueJournal(log, checkpoint={"bytes_min": 1 << 60, "step_bytes": step_bytes})
+    # never due by itself: the run starts the one checkpoint measured; every step full (step_bytes), the most one
+    # request's append may carry
+    journal = QueueJournal(log, checkpoint={"bytes_min": 1 << 60, "step_bytes": step_bytes,
+                                            "step_min_bytes": step_bytes})
     journal.open(m, 0.0, T0_MS)
     m.create("q", QueueAttributes(), 0.0, T0_MS)
     for i in range(messages):

@@ -170,20 +170,31 @@ class BudgetRecorder:
         return [(None, b"s" * 1024)]
 
 
-def test_a_step_writes_in_proportion_to_the_append_before_it_within_its_bounds():
+def test_a_step_writes_in_proportion_to_what_the_topic_grew_by_within_its_bounds():
     # A small request's append carries a small step (a receive must not wait behind 256 KiB of state), a large one a
-    # step twice its size, never more than step_bytes; called without an append size, a step is step_bytes
+    # step twice the growth, never more than step_bytes; appends between two steps add up; the checkpoint's own
+    # records do not count as growth
     log = memory_log()
     plog = open_internal(log, "__journal_test", {"retention_ms": -1, "retention_bytes": -1}, MS)
-    event = encode_batch([(MS, None, b"an event", None)])
-    plog.append(event, read_header(event), MS)  # something written since the last checkpoint: one is due
     writer = BudgetRecorder(parts=5)
     cps = Checkpoints(plog, lambda: writer, logger=logging.getLogger("test"), bytes_min=0, factor=0,
                       step_bytes=256 * 1024)
-    for appended in (100, 0, 20_000, 10 << 20, None):
-        cps.step(MS, None, appended)
-    assert writer.budgets == [CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_MIN_BYTES,
-                              CHECKPOINT_STEP_RATIO * 20_000, 256 * 1024, 256 * 1024]
-    assert CHECKPOINT_STEP_MIN_BYTES < CHECKPOINT_STEP_RATIO * 20_000 < 256 * 1024
-    cps.step(MS, None, 100)  # the writer is done: the end marker
+
+    def append(*value_bytes: int) -> int:
+        """Events of these value sizes, one batch each; the bytes the topic grew by."""
+        before = plog.size_bytes
+        for n in value_bytes:
+            event = encode_batch([(MS, None, b"e" * n, None)])
+            plog.append(event, read_header(event), MS)
+        return plog.size_bytes - before
+
+    grown = []
+    for sizes in ((100,), (), (20_000,), (200_000,), (3_000, 3_000)):
+        grown.append(append(*sizes))
+        cps.step(MS)
+    assert grown[1] == 0 and CHECKPOINT_STEP_RATIO * grown[0] < CHECKPOINT_STEP_MIN_BYTES
+    assert CHECKPOINT_STEP_MIN_BYTES < CHECKPOINT_STEP_RATIO * grown[2] < 256 * 1024 < CHECKPOINT_STEP_RATIO * grown[3]
+    assert writer.budgets == [CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_RATIO * grown[2],
+                              256 * 1024, CHECKPOINT_STEP_RATIO * grown[4]]
+    cps.step(MS)  # the writer is done: the end marker
     assert cps.written == 1 and not cps.writing

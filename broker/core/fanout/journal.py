@@ -77,15 +77,13 @@ class SubscriptionJournal:
         plog = self.plog
         if plog is None:
             return 0
-        appended = 0
         if events:
             blob = encode_batch([(now_ms, None, msgpack.packb(list(e), use_bin_type=True), None) for e in events])
             plog.append(blob, read_header(blob), now_ms)
-            appended = len(blob)
             for e in events:
                 self._note(e)
         end = plog.log_end_offset
-        self.checkpoints.step(now_ms, appended=appended)  # type: ignore[union-attr]
+        self.checkpoints.step(now_ms)  # type: ignore[union-attr]
         return end
 
 

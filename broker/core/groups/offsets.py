@@ -48,7 +48,6 @@ class OffsetStore:
         self._log = logger or logging.getLogger("millpond.groups")
         self._offsets: dict[str, dict[TopicPartition, Committed]] = {}
         self._memory_end = 0
-        self._appended = 0  # bytes of the last append, for the checkpoint step after it
 
     @property
     def partition_log(self) -> PartitionLog | None:
@@ -145,8 +144,7 @@ class OffsetStore:
     def _step(self, now_ms: int) -> None:
         """Checkpoint work, once the table holds what was just appended (internal.py)."""
         if self.checkpoints is not None:
-            appended, self._appended = self._appended, 0
-            self.checkpoints.step(now_ms, appended=appended)
+            self.checkpoints.step(now_ms)
 
     def _forget_topic(self, topic: str) -> None:
         for group in list(self._offsets):
@@ -168,7 +166,6 @@ class OffsetStore:
         blob = encode_batch(records)
         header = read_header(blob)
         base = self._plog.append(blob, header, now_ms)
-        self._appended = len(blob)
         return base + header.record_count
 
 

@@ -119,14 +119,12 @@ class QueueJournal:
         plog = self.plog
         if plog is None:
             return 0
-        appended = 0
         if events:
             blob = encode_batch([(now_ms, None, _to_record(e, now, now_ms), None) for e in events])
             plog.append(blob, read_header(blob), now_ms)
-            appended = len(blob)
         end = plog.log_end_offset
         if not self._manager.events:  # type: ignore[union-attr]  # the state holds nothing unwritten
-            self.checkpoints.step(now_ms, now, appended)  # type: ignore[union-attr]
+            self.checkpoints.step(now_ms, now)  # type: ignore[union-attr]
         return end
 
 
