@@ -27,7 +27,8 @@ class SyncPlan:
 
     __slots__ = ("parts", "filesystem")
 
-    def __init__(self, parts: list[tuple["PartitionLog", SyncPart]], filesystem: "FilesystemSync | None" = None) -> None:
+    def __init__(self, parts: list[tuple["PartitionLog", SyncPart]],
+                 filesystem: "FilesystemSync | None" = None) -> None:
         self.parts = parts
         self.filesystem = filesystem
 
@@ -47,10 +48,10 @@ class SyncPlan:
         Closes the plan's fds either way. Touches no shared state."""
         try:
             fs = self.filesystem
-            if fs is not None and len(self.parts) >= fs.min_parts:
-                fs.sync()
+            if self.whole_filesystem:
+                fs.sync()  # type: ignore[union-attr]
                 for _, part in self.parts:
-                    part.run(data_synced=part.device == fs.device)
+                    part.run(data_synced=part.device == fs.device)  # type: ignore[union-attr]
             else:
                 for _, part in self.parts:
                     part.run()

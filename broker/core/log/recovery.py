@@ -63,25 +63,6 @@ def intact_at(seg: Segment, win: _Window, pos: int) -> tuple | None:
     return h
 
 
-def batch_at(seg: Segment, win: _Window, pos: int, low: int, high: int | None, exact: bool) -> tuple | None:
-    """The header of the whole, intact batch at ``pos`` whose base offset is ``low`` (``exact``) or in
-    ``low``..``high - 1`` (its last offset too), or None."""
-    fmt = seg.fmt
-    rel = win.get(pos, fmt.header_bytes)
-    if rel < 0:
-        return None
-    h = fmt.unpack(win.buf, rel)
-    base, count = h[0], h[fmt.COUNT_AT]
-    if exact:
-        if base != low:
-            return None
-    elif base < low or (high is not None and base >= high):
-        return None
-    if high is not None and base + count > high:
-        return None
-    return intact_at(seg, win, pos)
-
-
 # A record in a v2 batch takes at least 7 bytes (length, attributes, timestamp delta, offset delta, key length, value
 # length, header count: one byte each at their smallest): how many offsets a damaged byte range can have held.
 RECORD_BYTES_MIN = 7
@@ -158,15 +139,13 @@ def scan(seg: Segment, start_pos: int, start_offset: int, file_size: int, bound:
     found: list[Damage] = []
     first_ts: int | None = None
     while pos < file_size:
-        h = batch_at(seg, win, pos, expect, bound, True)
-        if h is None:
+        h = intact_at(seg, win, pos)
+        if h is not None and bound is not None and expect + h[count_at] > bound:
+            h = None
+        elif h is not None and h[0] != expect:
             # Intact where the previous batch ended but stamped with another base offset: only that field (outside
             # the CRC) is damaged, as offsets are dense in a segment; it is written back as it was.
-            h = intact_at(seg, win, pos)
-            if h is not None and (bound is None or expect + h[count_at] <= bound):
-                _restamp(seg, pos, h, expect)
-            else:
-                h = None
+            _restamp(seg, pos, h, expect)
         if h is not None:
             n = h[1] + LENGTH_PREFIX_BYTES
             if pos == 0:
