@@ -137,9 +137,12 @@ class ClientProtocol:
 
 def _seconds_to_ms(value: float | None, name: str, *, forever: bool = False) -> int | None:
     """Seconds as wire milliseconds; with ``forever``, -1 stays -1 (keep forever, as Kafka's retention.ms). Any
-    other negative raises ``InvalidConfigError`` naming ``name`` (it used to mean "forever" silently)."""
+    other negative raises ``InvalidConfigError`` naming ``name`` (it used to mean "forever" silently), and so does
+    a value that is not a number of seconds (a string, a bool, NaN): in the caller's unit and name, not the wire's."""
     if value is None:
         return None
+    if value.__class__ not in (int, float) or value != value:
+        raise InvalidConfigError(f"{name} must be a number of seconds, got {value!r}", key=name)
     if forever and value == -1:
         return -1
     if value < 0:

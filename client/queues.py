@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from millpond.broker.wire.errors import InvalidRequestError, MillpondError, from_wire
+from millpond.broker.wire.errors import MillpondError, from_wire
+from millpond.client._protocol import _seconds_to_ms
 from millpond.client._seconds import seconds_api
 
 if TYPE_CHECKING:
@@ -74,14 +75,6 @@ class QueueInfo:
     modified_s: float
 
 
-def _ms(seconds: float, name: str) -> int:
-    """``seconds`` (``name``'s value) in the wire's milliseconds; a negative or non-number one is refused here, in the
-    unit the caller used, rather than by the broker under the wire's ``_ms`` name."""
-    if seconds.__class__ not in (int, float) or not seconds >= 0:
-        raise InvalidRequestError(f"{name} must be a number of seconds >= 0, got {seconds!r}")
-    return round(seconds * 1000)
-
-
 def queue_attributes_body(attrs: dict[str, Any]) -> dict[str, Any]:
     """Queue attributes as the protocol's map (``x_s`` seconds -> ``x_ms``). Raises TypeError for an unknown one."""
     body: dict[str, Any] = {}
@@ -89,7 +82,10 @@ def queue_attributes_body(attrs: dict[str, Any]) -> dict[str, Any]:
         if name not in _ATTRIBUTES:
             raise TypeError(f"unknown queue attribute {name!r}; known: {', '.join(_ATTRIBUTES)}")
         if value is not None:
-            body[name[:-2] + "_ms" if name.endswith("_s") else name] = _ms(value, name) if name.endswith("_s") else value
+            if name.endswith("_s"):
+                body[name[:-2] + "_ms"] = _seconds_to_ms(value, name)
+            else:
+                body[name] = value
     return body
 
 
@@ -162,9 +158,9 @@ class Queue:
         ``retry_after_s`` and asks again, raising ``ThrottledError`` only past the request's timeout."""
         body: dict[str, Any] = {"queue": self.name, "max_messages": max_messages}
         if wait_s is not None:
-            body["wait_ms"] = _ms(wait_s, "wait_s")
+            body["wait_ms"] = _seconds_to_ms(wait_s, "wait_s")
         if visibility_timeout_s is not None:
-            body["visibility_timeout_ms"] = _ms(visibility_timeout_s, "visibility_timeout_s")
+            body["visibility_timeout_ms"] = _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s")
         timeout = self.client.request_timeout_s + (20.0 if wait_s is None else wait_s)
         answer = await self.client.request("receive_messages", body, timeout_s=timeout)
         return [_message(m) for m in answer["messages"]]
@@ -187,7 +183,7 @@ class Queue:
     async def change_visibility(self, message: QueueMessage | str, visibility_timeout_s: float) -> None:
         """Hide a received message for ``visibility_timeout_s`` (0-43,200) from now; 0 makes it receivable at once
         (as SQS ChangeMessageVisibility). Raises ``InvalidParameterValueError`` if the message was deleted."""
-        ms = _ms(visibility_timeout_s, "visibility_timeout_s")
+        ms = _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s")
         await self.client.request("change_visibility", {"queue": self.name, "receipt_handle": _handle(message),
                                                         "visibility_timeout_ms": ms})
 
@@ -195,7 +191,7 @@ class Queue:
                                       visibility_timeout_s: float) -> list[MillpondError | None]:
         """``change_visibility`` for 1-10 messages in one request; returns, in order, None or the error refusing
         that one."""
-        ms = _ms(visibility_timeout_s, "visibility_timeout_s")
+        ms = _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s")
         entries = [{"id": str(i), "receipt_handle": _handle(m), "visibility_timeout_ms": ms}
                    for i, m in enumerate(messages)]
         answer = await self.client.request("change_visibility_batch", {"queue": self.name, "entries": entries})
@@ -278,7 +274,7 @@ def _send_body(body: bytes, attributes: Any, delay_s: float | None, group_id: st
     if attributes:
         out["attributes"] = dict(attributes)
     if delay_s is not None:
-        out["delay_ms"] = _ms(delay_s, "delay_s")
+        out["delay_ms"] = _seconds_to_ms(delay_s, "delay_s")
     if group_id is not None:
         out["group_id"] = group_id
     if dedup_id is not None:
