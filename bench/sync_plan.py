@@ -1,9 +1,10 @@
 # What one fsync="always" sync plan costs as the number of partitions it covers grows, run the three ways the
 # request loop can run it: in one worker thread, partition after partition; split over up to SYNC_THREADS threads at
 # once (the loop's choice from SYNC_SPLIT_MIN partitions on under sync_method "fsync"); and one syncfs(2) of the
-# filesystem (sync_method "syncfs", and "auto" from SYNCFS_AUTO_MIN partitions; left out where not available). Each round appends one 4 KiB batch to every partition
-# of a topic on a real LogManager (a temporary data directory, or --dir), then times the plan from the call to its
-# end; the two ways alternate round by round in one run, so the machine's noise falls on both.
+# filesystem (sync_method "syncfs", and "auto" from SYNCFS_AUTO_MIN partitions; left out where not available).
+# Each round appends one 4 KiB batch to every partition of a topic on a real LogManager (a temporary data
+# directory, or --dir), then times the plan from the call to its end; the ways alternate round by round in one run,
+# so the machine's noise falls on all of them.
 # Run: python -m millpond.bench.sync_plan [--partitions 1,2,4,8,16,64] [--rounds 15] [--dir PATH] [--json]
 """fsync="always" sync plan time by partition count: one thread, split over several, one syncfs, side by side."""
 from __future__ import annotations
@@ -51,13 +52,11 @@ async def _measure(data_dir: Path, partition_counts: list[int], rounds: int) -> 
                     plan = manager.sync_plan()
                     assert plan is not None and len(plan.parts) == n
                     start = time.perf_counter()
-                    if way == "syncfs":
-                        plan.filesystem = filesystem
-                        error = await loop._in_thread(plan.run)
-                    elif way == "one thread":
-                        error = await loop._in_thread(plan.run)
-                    else:
+                    if way == "split":
                         error = await loop._run_pieces(plan.split(loop.SYNC_THREADS))
+                    else:
+                        plan.filesystem = filesystem if way == "syncfs" else None
+                        error = await loop._in_thread(plan.run)
                     times[way].append(time.perf_counter() - start)
                     if error is not None:
                         raise error

@@ -143,8 +143,9 @@ class BrokerConfig:
     webhook_requests_max: int = 16
 
     def __post_init__(self) -> None:
-        for name, kind in (("host", str), ("port", int), ("fsync", str), ("sync_method", str), ("shutdown_grace_s", (int, float)),
-                           ("handshake_timeout_s", (int, float)), ("idle_timeout_s", (int, float)),
+        for name, kind in (("host", str), ("port", int), ("fsync", str), ("sync_method", str),
+                           ("shutdown_grace_s", (int, float)), ("handshake_timeout_s", (int, float)),
+                           ("idle_timeout_s", (int, float)),
                            ("fsync_interval_s", (int, float)), ("retention_check_interval_s", (int, float))):
             value = getattr(self, name)
             if not isinstance(value, kind) or isinstance(value, bool):

@@ -68,7 +68,8 @@ class Engine:
         nothing on disk, ``data_dir`` unused). Not opened yet."""
         return cls(config, LogManager(
             data_dir if config.storage == "file" else None, storage=config.storage, defaults=config.topic_defaults, batch_bytes_max=config.batch_bytes_max,
-            partitions_max=config.partitions_max, fsync_mode=config.fsync, sync_method=config.sync_method, logger=logging.getLogger("millpond.log"),
+            partitions_max=config.partitions_max, fsync_mode=config.fsync, sync_method=config.sync_method,
+            logger=logging.getLogger("millpond.log"),
         ))
 
     def __init__(self, config: BrokerConfig, log_manager: LogManager) -> None:

@@ -11,7 +11,7 @@ import time
 
 import trio
 
-from millpond.broker.core.log import file_store, files
+from millpond.broker.core.log import file_store, files, pending
 from millpond.broker.server import loop as request_loop
 from millpond.broker.server.embedded import open_broker
 from millpond.client import connect
@@ -108,15 +108,37 @@ class Syncfs:
         monkeypatch.setattr(files.FilesystemSync, "sync", sync)
 
 
+def gather_first_plan(monkeypatch, broker, topic: str, partitions: int) -> None:
+    """Hold the first sync plan over ``topic`` (in its worker thread, up to 10 s) until every one of its
+    ``partitions`` holds a record: the appends made meanwhile gather into the next plan, whatever the pace of the
+    machine."""
+    real = pending.SyncPlan.run
+    held = threading.Event()
+
+    def appended() -> bool:
+        t = broker.engine.log.topics.get(topic)
+        return t is not None and sum(1 for log in t.partitions if log.log_end_offset >= 1) == partitions
+
+    def run(plan):
+        if not held.is_set() and any(log.topic == topic for log, _ in plan.parts):
+            held.set()
+            deadline = time.monotonic() + 10
+            while not appended() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return real(plan)
+
+    monkeypatch.setattr(pending.SyncPlan, "run", run)
+
+
 async def test_under_auto_one_syncfs_covers_a_plan_over_many_partitions(tmp_path, monkeypatch):
     datasyncs = []
     monkeypatch.setattr(file_store, "_datasync", datasyncs.append)
     syncfs = Syncfs(monkeypatch)
-    Running(monkeypatch)  # each part held a while, so the partitions' appends gather into one plan meanwhile
     async with open_broker(tmp_path, fsync="always") as b:  # sync_method "auto" is the default
+        gather_first_plan(monkeypatch, b, "t", 16)  # at most two plans: at least one over 8 partitions
         syncfs.calls, datasyncs[:] = 0, []
         assert await _produce_to_every_partition(b.address, "t", 16) == [0] * 16
-        assert syncfs.calls >= 1 and len(datasyncs) <= 16 - files.SYNCFS_AUTO_MIN  # the big plan fsynced no file
+        assert syncfs.calls >= 1 and len(datasyncs) < files.SYNCFS_AUTO_MIN  # only a small first plan fsyncs files
         syncfs.calls = 0
         assert await _produce_to_every_partition(b.address, "small", files.SYNCFS_AUTO_MIN - 1) == [0] * 3
         assert syncfs.calls == 0 and len(datasyncs) >= files.SYNCFS_AUTO_MIN - 1  # a small plan fsyncs each file
@@ -127,7 +149,7 @@ async def test_a_failed_syncfs_fails_the_plan_and_the_retried_records_land_once(
         async with connect(b.address) as c:
             await c.create_topic("t", partitions=16)
         syncfs = Syncfs(monkeypatch, fail_once=True)
-        Running(monkeypatch)
+        gather_first_plan(monkeypatch, b, "t", 16)
         async with connect(b.address) as c:
             async with c.producer(linger_s=0.05) as p:
                 handles = [p.send("t", b"v%d" % i, partition=i) for i in range(16)]

@@ -149,7 +149,7 @@ def _syncfs_call() -> Callable[[int], int] | None:
     import ctypes.util
     import platform
 
-    if not os.uname().sysname == "Linux":
+    if os.uname().sysname != "Linux":
         return None
     try:
         major, minor = (int(x) for x in platform.release().split(".")[:2])

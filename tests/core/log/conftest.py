@@ -11,7 +11,17 @@ import pytest
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
+import os  # noqa: E402
+import threading  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
 from logkit import STORAGES, LogEnv  # noqa: E402
+
+
+class FsyncCall(NamedTuple):
+    kind: str  # "fsync" or "fdatasync"
+    fd: int
+    thread: str  # the name of the thread that made it
 
 
 @pytest.fixture
@@ -26,3 +36,18 @@ def anyenv(request, tmp_path: Path):
     e = LogEnv(tmp_path / "data", request.param)
     yield e
     e.close_all()
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Every os.fsync/os.fdatasync call, as an ``FsyncCall``."""
+    calls: list[FsyncCall] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+
+        def counted(fd, real=real, name=name):
+            calls.append(FsyncCall(name, fd, threading.current_thread().name))
+            return real(fd)
+
+        monkeypatch.setattr(os, name, counted)
+    return calls

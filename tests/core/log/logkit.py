@@ -3,6 +3,8 @@
 # (A uniquely named module rather than conftest, so test files can import it.)
 from __future__ import annotations
 
+import threading
+
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +91,12 @@ def value_at(log: PartitionLog, offset: int) -> bytes:
     assert records[0].offset <= offset <= records[-1].offset
     [record] = [r for r in records if r.offset == offset]
     return record.value
+
+
+def in_thread(work: Any) -> Any:
+    """``work()`` in a worker thread named "worker" (as the server runs a sync plan); its result."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(work()), name="worker")
+    t.start()
+    t.join()
+    return out[0]

@@ -10,35 +10,11 @@ import threading
 import pytest
 
 from millpond.broker.wire.batch import iter_batches
-from logkit import T0, append, bases, flush
+from logkit import T0, append, bases, flush, in_thread
 
 
 def batches(data: bytes) -> list[tuple[int, int]]:
     return [(h.base_offset, h.record_count) for _, h in iter_batches(data)]
-
-
-@pytest.fixture
-def fsyncs(monkeypatch):
-    """Every os.fsync/os.fdatasync call, as the name of the thread that made it."""
-    calls: list[str] = []
-    for name in ("fsync", "fdatasync"):
-        real = getattr(os, name)
-
-        def counted(fd, real=real):
-            calls.append(threading.current_thread().name)
-            return real(fd)
-
-        monkeypatch.setattr(os, name, counted)
-    return calls
-
-
-def in_thread(work):
-    """``work()`` in a worker thread (as the server runs it); its result."""
-    out = []
-    t = threading.Thread(target=lambda: out.append(work()), name="worker")
-    t.start()
-    t.join()
-    return out[0]
 
 
 def test_high_watermark_under_always_moves_only_when_a_plan_covers_it(anyenv):
@@ -99,7 +75,7 @@ def test_appending_through_rolls_never_fsyncs_on_the_callers_thread(env, fsyncs)
     assert fsyncs == []  # rolls left the old segments' fsync and the directory's to the plan
     plan = manager.sync_plan()
     assert in_thread(plan.run) is None
-    assert fsyncs and set(fsyncs) == {"worker"}
+    assert fsyncs and {c.thread for c in fsyncs} == {"worker"}
     manager.synced(plan, None)
     assert log.high_watermark == 12
 

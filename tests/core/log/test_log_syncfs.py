@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import sys
-import threading
 
 import pytest
 
@@ -16,47 +15,24 @@ from millpond.broker.config import BrokerConfig
 from millpond.broker.core.log import files
 from millpond.broker.core.log.files import SYNCFS_AUTO_MIN, FilesystemSync
 from millpond.broker.wire.errors import InvalidConfigError, StorageError
-from logkit import T0, append
-
-
-@pytest.fixture
-def fsyncs(monkeypatch):
-    """Every os.fsync/os.fdatasync call, as ("fsync" | "fdatasync", fd)."""
-    calls: list[tuple[str, int]] = []
-    for name in ("fsync", "fdatasync"):
-        real = getattr(os, name)
-
-        def counted(fd, real=real, name=name):
-            calls.append((name, fd))
-            return real(fd)
-
-        monkeypatch.setattr(os, name, counted)
-    return calls
+from logkit import T0, append, in_thread
 
 
 @pytest.fixture
 def syncfs(monkeypatch):
     """A stand-in for libc's syncfs: records the fd it was given and answers ``syncfs.answer`` (0, or an errno)."""
     class Fake:
-        answer = 0
-        calls: list[int] = []
+        def __init__(self) -> None:
+            self.answer = 0
+            self.calls: list[int] = []
 
         def __call__(self, fd: int) -> int:
             self.calls.append(fd)
             return self.answer
 
     fake = Fake()
-    fake.calls = []
     monkeypatch.setattr(files, "_syncfs_call", lambda: fake)
     return fake
-
-
-def in_thread(work):
-    out = []
-    t = threading.Thread(target=lambda: out.append(work()))
-    t.start()
-    t.join()
-    return out[0]
 
 
 def topic_with_appends(manager, partitions: int, segment_rolls: bool = False):
@@ -101,7 +77,7 @@ def test_parts_still_write_index_files_and_fsync_their_directories_after_the_syn
     fsyncs.clear()
     assert plan.run() is None
     assert len(syncfs.calls) == 1
-    assert [kind for kind, _ in fsyncs] == ["fsync"] * 4  # only the four directories (a roll added a file to each)
+    assert [c.kind for c in fsyncs] == ["fsync"] * 4  # only the four directories (a roll added a file to each)
     manager.synced(plan, None)
     assert [log.high_watermark for log in logs] == [3] * 4
     for p in range(4):
@@ -137,7 +113,7 @@ def test_a_part_on_another_filesystem_fsyncs_its_own_files(env, fsyncs, syncfs):
     fsyncs.clear()
     assert plan.run() is None
     assert len(syncfs.calls) == 1
-    assert [fd for _, fd in fsyncs] == own
+    assert [c.fd for c in fsyncs] == own
     manager.synced(plan, None)
     assert [log.high_watermark for log in logs] == [1] * 4
 
@@ -199,7 +175,8 @@ def test_a_wrong_sync_method_is_named(env):
 def test_the_sync_in_effect_is_said_in_words(env, syncfs, monkeypatch):
     assert env.open(sync_method="auto").sync_in_effect == (
         f"one syncfs for {SYNCFS_AUTO_MIN} partitions or more, else fdatasync per file")
-    assert env.open(sync_method="syncfs").sync_in_effect == "one syncfs for 2 partitions or more, else fdatasync per file"
+    assert env.open(sync_method="syncfs").sync_in_effect == (
+        "one syncfs for 2 partitions or more, else fdatasync per file")
     assert env.open(sync_method="fsync").sync_in_effect == "fdatasync per file"
     monkeypatch.setattr(files, "_syncfs_call", lambda: None)
     assert env.open(sync_method="auto").sync_in_effect == "fdatasync per file (syncfs not available here)"
