@@ -21,6 +21,7 @@ from millpond.broker.core.limits.api import LimitApi, check_policies
 from millpond.broker.core.limits.registry import Algorithms
 from millpond.broker.core.log import LogManager, is_internal_topic
 from millpond.broker.core.log.api import LogApi, partition_key
+from millpond.broker.core.log.internal import CHECKPOINT_BACKGROUND_INTERVAL_S
 from millpond.broker.core.outcomes import Answer, Context, Job, Outcome
 from millpond.broker.core.queues.api import QueueApi
 from millpond.broker.core.queues.push import PushApi
@@ -103,6 +104,9 @@ class Engine:
                                 webhook_allow=allow, webhook_requests_max=config.webhook_requests_max)
         for api in (self.log_api, group_api, self.limits, self.queues, self.push, self.fanout):
             self._handlers.update(api.handlers())
+        # the internal topics' owners, for background checkpoint steps (internal.py)
+        self._journals = (self.offsets, self.queues.journal, self.fanout.journal)
+        self._checkpoint_at = -math.inf
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def open(self, ctx: Context) -> None:
@@ -171,16 +175,25 @@ class Engine:
         """When ``tick`` next has work (monotonic seconds; ``inf``: nothing scheduled)."""
         group = self.groups.next_deadline()
         return min(self._retention_at, self._sweep_at, math.inf if group is None else group,
-                   self.queues.next_deadline(), self.fanout.next_deadline())
+                   self.queues.next_deadline(), self.fanout.next_deadline(),
+                   self._checkpoint_at if self._checkpointing() else math.inf)
+
+    def _checkpointing(self) -> bool:
+        return any(j.checkpoints is not None and j.checkpoints.writing for j in self._journals)
 
     def tick(self, ctx: Context) -> set[Hashable]:
-        """Run what is due at ``ctx.now``: group members' session expiry, queue timers, retention, limiter sweeps.
+        """Run what is due at ``ctx.now``: group members' session expiry, queue timers, fan-out, background
+        checkpoint steps of the internal topics, retention, limiter sweeps.
         Returns the keys woken."""
         now = ctx.now
         for group, member in self.groups.expire(now):
             log.info("consumer group %s: member %s expired", group, member)
         self.queues.tick(ctx)  # visibility timeouts and delays ending, retention, FIFO deduplication windows
         self.fanout.tick(ctx)  # one bounded turn of fan-out delivery (next_deadline says now while more waits)
+        if now >= self._checkpoint_at and self._checkpointing():
+            self._checkpoint_at = now + CHECKPOINT_BACKGROUND_INTERVAL_S
+            for journal in self._journals:
+                journal.background_step(ctx.now_ms, now)
         if now >= self._retention_at:
             self._retention_at = now + self.config.retention_check_interval_s
             deleted = self.log.enforce_retention(ctx.now_ms)

@@ -1,7 +1,8 @@
 # Checkpoints of the committed offsets' and the subscriptions' journals (broker/core/log/internal.py): random
 # commits, group and topic tombstones, subscribes, cursor saves and unsubscribes go through a journal checkpointing
-# every few hundred bytes in small chunks (its old segments deleted) and one that never does; a restart of either
-# gives the same state as the live one, and the topic holds about the live state however long the history.
+# every few hundred bytes in small chunks, after appends and between them (its old segments deleted), and one that
+# never does; a restart of either gives the same state as the live one, and the topic holds about the live state
+# however long the history.
 from __future__ import annotations
 
 import logging
@@ -14,12 +15,12 @@ from millpond.broker.core.fanout.journal import SubscriptionJournal
 from millpond.broker.core.fanout.subscriptions import Subscriptions, Target
 from millpond.broker.core.groups import Committed, OffsetStore, TopicPartition
 from millpond.broker.core.log import LogManager
-from millpond.broker.core.log.internal import (CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_RATIO, Checkpoints,
+from millpond.broker.core.log.internal import (CHECKPOINT_BACKGROUND_BYTES, CHECKPOINT_STEP_RATIO, Checkpoints,
                                                open_internal)
 from millpond.broker.wire.batch import encode_batch, read_header
 
 MS = 1_700_000_000_000
-SMALL = {"bytes_min": 400, "factor": 1, "step_bytes": 90}
+SMALL = {"bytes_min": 400, "factor": 1, "step_bytes": 90, "background_bytes": 90}
 NEVER = {"bytes_min": 1 << 60}
 
 
@@ -40,6 +41,7 @@ OFFSET_OPS = st.lists(st.one_of(
     st.tuples(st.just("commit"), GROUPS, TOPICS, st.integers(0, 3), st.integers(0, 10**6)),
     st.tuples(st.just("delete_group"), GROUPS),
     st.tuples(st.just("delete_topic"), TOPICS),
+    st.tuples(st.just("between_requests")),
     st.tuples(st.just("restart")),
 ), max_size=120)
 
@@ -62,6 +64,8 @@ def test_committed_offsets_replay_the_same_with_checkpoints(ops):
         elif op[0] == "delete_topic":
             for s in (store, reference):
                 s.delete_topic(op[1], MS)
+        elif op[0] == "between_requests":
+            store.background_step(MS, 0.0)  # the engine's timer: a step with no append
         else:
             live = offsets(store)
             store = OffsetStore(log, checkpoint=SMALL)
@@ -96,6 +100,7 @@ SUB_OPS = st.lists(st.one_of(
     st.tuples(st.just("sub"), st.integers(0, 5), st.sampled_from([None, '{"k": ["v"]}'])),
     st.tuples(st.just("unsub"), st.integers(0, 5)),
     st.tuples(st.just("save"), st.integers(0, 5), st.integers(0, 2), st.integers(0, 1000)),
+    st.tuples(st.just("between_requests")),
     st.tuples(st.just("restart")),
 ), max_size=80)
 
@@ -127,6 +132,9 @@ def test_subscriptions_replay_the_same_with_checkpoints(ops):
             now += 2.0
             subs.save(durable=0, now=now)
             s.delivered += 1  # counted after the save: a restart goes back to the saved counters
+        elif op[0] == "between_requests":
+            journal.background_step(MS, now)  # the engine's timer: a step with no append
+            continue
         elif op[0] == "restart":
             subs, journal = opened(log, SMALL)
             assert subscriptions(subs) == subscriptions(opened(full, NEVER)[0])
@@ -173,10 +181,11 @@ class BudgetRecorder:
 def test_a_step_writes_in_proportion_to_what_the_topic_grew_by_within_its_bounds():
     # A small request's append carries a small step (a receive must not wait behind 256 KiB of state), a large one a
     # step twice the growth, never more than step_bytes; appends between two steps add up; the checkpoint's own
-    # records do not count as growth
+    # records do not count as growth, and a step after no growth writes nothing; a background step (between
+    # requests) writes its own budget
     log = memory_log()
     plog = open_internal(log, "__journal_test", {"retention_ms": -1, "retention_bytes": -1}, MS)
-    writer = BudgetRecorder(parts=5)
+    writer = BudgetRecorder(parts=6)
     cps = Checkpoints(plog, lambda: writer, logger=logging.getLogger("test"), bytes_min=0, factor=0,
                       step_bytes=256 * 1024)
 
@@ -192,9 +201,14 @@ def test_a_step_writes_in_proportion_to_what_the_topic_grew_by_within_its_bounds
     for sizes in ((100,), (), (20_000,), (200_000,), (3_000, 3_000)):
         grown.append(append(*sizes))
         cps.step(MS)
-    assert grown[1] == 0 and CHECKPOINT_STEP_RATIO * grown[0] < CHECKPOINT_STEP_MIN_BYTES
-    assert CHECKPOINT_STEP_MIN_BYTES < CHECKPOINT_STEP_RATIO * grown[2] < 256 * 1024 < CHECKPOINT_STEP_RATIO * grown[3]
-    assert writer.budgets == [CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_RATIO * grown[2],
-                              256 * 1024, CHECKPOINT_STEP_RATIO * grown[4]]
-    cps.step(MS)  # the writer is done: the end marker
+    assert grown[1] == 0 and 0 < grown[0] < 1024
+    assert CHECKPOINT_STEP_RATIO * grown[2] < 256 * 1024 < CHECKPOINT_STEP_RATIO * grown[3]
+    assert writer.budgets == [CHECKPOINT_STEP_RATIO * grown[0], CHECKPOINT_STEP_RATIO * grown[2], 256 * 1024,
+                              CHECKPOINT_STEP_RATIO * grown[4]]
+    cps.step(MS)  # no growth: nothing written, still writing
+    assert len(writer.budgets) == 4 and cps.writing
+    cps.step(MS, background=True)
+    assert writer.budgets[4:] == [CHECKPOINT_BACKGROUND_BYTES]
+    cps.step(MS, background=True)
+    cps.step(MS, background=True)  # the writer is done: the end marker
     assert cps.written == 1 and not cps.writing

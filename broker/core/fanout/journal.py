@@ -86,6 +86,11 @@ class SubscriptionJournal:
         self.checkpoints.step(now_ms)  # type: ignore[union-attr]
         return end
 
+    def background_step(self, now_ms: int, now: float) -> None:
+        """A background step of the checkpoint being written, if any (internal.py)."""
+        if self.checkpoints is not None and self.checkpoints.writing:
+            self.checkpoints.step(now_ms, background=True)
+
 
 def _journaled_records(journaled: dict[str, list[Any]]) -> Iterator[tuple[None, bytes]]:
     """What ``SubscriptionJournal.journaled`` holds, as events for a checkpoint: each subscription present at the

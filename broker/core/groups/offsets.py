@@ -146,6 +146,11 @@ class OffsetStore:
         if self.checkpoints is not None:
             self.checkpoints.step(now_ms)
 
+    def background_step(self, now_ms: int, now: float) -> None:
+        """A background step of the checkpoint being written, if any (internal.py)."""
+        if self.checkpoints is not None and self.checkpoints.writing:
+            self.checkpoints.step(now_ms, background=True)
+
     def _forget_topic(self, topic: str) -> None:
         for group in list(self._offsets):
             table = self._offsets[group]

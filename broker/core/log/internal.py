@@ -38,14 +38,16 @@ BEGIN, STATE, END = b"begin", b"state", b"end"
 CHECKPOINT_BYTES_MIN = 64 * 1024 * 1024
 CHECKPOINT_FACTOR = 2
 CHECKPOINT_STEP_BYTES = 256 * 1024  # state written per step at most: bench/journal_checkpoint.py measures a step's time
-# A step after the topic grew by B bytes (the owner's appends since the last step) writes
-# max(CHECKPOINT_STEP_MIN_BYTES, CHECKPOINT_STEP_RATIO x B) of state, at most the step bytes: the checkpoint outpaces
-# the events, so it ends before the topic grows by half the live state more, and a small request is never held
-# behind a large step (256 KiB took 4.1 ms here, 8 KiB about 0.15 ms: a queue receive waited behind a whole step
-# while a 1M-message checkpoint was written: publish-to-queue p99 28.7 ms against 7.5 side by side, but p50
-# 2.50 against 3.89: the checkpoint now lasts through more requests; not settled).
-CHECKPOINT_STEP_MIN_BYTES = 8 * 1024
+# A step after an append that grew the topic by B bytes (the owner's appends since the last step) writes
+# CHECKPOINT_STEP_RATIO x B of state, at most the step bytes: the checkpoint outpaces the events, so it ends before the
+# topic grows by half the live state more, and a small request carries a small step (256 KiB took 4.1 ms here: a
+# queue receive waited behind a whole step while a 1M-message checkpoint was written). Between requests, the
+# broker's timer writes CHECKPOINT_BACKGROUND_BYTES every CHECKPOINT_BACKGROUND_INTERVAL_S while a checkpoint is
+# being written (``step(background=True)``), so a checkpoint also ends when few events arrive, without every small
+# request paying for it (a fixed floor per step did: publish-to-queue p50 2.7x while the checkpoint lasted).
 CHECKPOINT_STEP_RATIO = 2
+CHECKPOINT_BACKGROUND_BYTES = 64 * 1024  # about 1 ms of state writing
+CHECKPOINT_BACKGROUND_INTERVAL_S = 0.01  # so about a tenth of one core while a checkpoint lasts, at most
 
 
 class StateWriter(Protocol):
@@ -110,21 +112,23 @@ def stored_records(plog: PartitionLog, log: logging.Logger) -> Iterator[Record]:
 class Checkpoints:
     """Replay and checkpoints of one internal topic's partition ``plog``. ``writer()`` starts a ``StateWriter``
     over the owner's live state; the owner calls ``step`` after each of its appends, once its state holds every
-    event appended (nothing applied but not yet written). ``bytes_min``, ``factor``: when a checkpoint starts
-    (bytes); ``step_bytes``, ``step_min_bytes``: the most and the least state written per step (bytes; between
-    them, in proportion to what the topic grew by since the last step). Counters: ``written`` checkpoints completed,
+    event appended (nothing applied but not yet written), and a background step between requests while ``writing``.
+    ``bytes_min``, ``factor``: when a checkpoint starts (bytes); ``step_bytes``: the most state written by a step
+    after an append (bytes; in proportion to what the topic grew by since the last step); ``background_bytes``: the
+    state written by a background step (bytes). Counters: ``written`` checkpoints completed,
     ``deleted`` segments deleted since open."""
 
     def __init__(self, plog: PartitionLog, writer: Callable[[], StateWriter], *, logger: logging.Logger,
                  bytes_min: int = CHECKPOINT_BYTES_MIN, factor: float = CHECKPOINT_FACTOR,
-                 step_bytes: int = CHECKPOINT_STEP_BYTES, step_min_bytes: int = CHECKPOINT_STEP_MIN_BYTES) -> None:
+                 step_bytes: int = CHECKPOINT_STEP_BYTES,
+                 background_bytes: int = CHECKPOINT_BACKGROUND_BYTES) -> None:
         self.plog = plog
         self._new_writer = writer
         self._log = logger
         self.bytes_min = bytes_min
         self.factor = factor
         self.step_bytes = step_bytes
-        self.step_min_bytes = step_min_bytes
+        self.background_bytes = background_bytes
         self._stepped_bytes = plog.size_bytes  # the partition's size after the last step
         self.written = 0
         self.deleted = 0
@@ -195,18 +199,22 @@ class Checkpoints:
         since = self.plog.size_bytes - self._base_bytes
         return since > self._live_bytes + max(self.bytes_min, self.factor * self._live_bytes)
 
-    def step(self, now_ms: int, now: float | None = None) -> None:
+    def step(self, now_ms: int, now: float | None = None, *, background: bool = False) -> None:
         """Bounded checkpoint work: delete the segments a durable checkpoint replaced; start a checkpoint when one
-        is due; write its next part of state (see ``step_bytes``), or its end marker. Never raises: a storage
-        failure is logged and the checkpoint it hit is abandoned (a later one starts over; nothing relied on it)."""
+        is due; write its next part of state (``background_bytes`` of it, else in proportion to what the topic grew
+        by: ``step_bytes``), or its end marker. Never raises: a storage failure is logged and the checkpoint it hit
+        is abandoned (a later one starts over; nothing relied on it)."""
         plog = self.plog
-        grew = max(0, plog.size_bytes - self._stepped_bytes)
+        if background:
+            budget = self.background_bytes
+        else:
+            budget = min(self.step_bytes, CHECKPOINT_STEP_RATIO * max(0, plog.size_bytes - self._stepped_bytes))
         try:
-            self._step(now_ms, now, grew)
+            self._step(now_ms, now, budget)
         finally:
             self._stepped_bytes = plog.size_bytes
 
-    def _step(self, now_ms: int, now: float | None, grew: int) -> None:
+    def _step(self, now_ms: int, now: float | None, budget: int) -> None:
         plog = self.plog
         if self._delete is not None and plog.high_watermark >= self._delete[1]:
             before = plog.size_bytes
@@ -220,7 +228,8 @@ class Checkpoints:
                 return
             self._writer = self._new_writer()
             self._begin, self._bytes = -1, 0
-        budget = min(self.step_bytes, max(self.step_min_bytes, CHECKPOINT_STEP_RATIO * grew))
+        if budget <= 0:
+            return  # nothing appended since the last step: the background steps carry it on
         try:
             self._write(now_ms, now, budget)
         except MillpondError as exc:
@@ -259,6 +268,6 @@ class Checkpoints:
 
 
 __all__ = ["BEGIN", "CHECKPOINT_BYTES_MIN", "CHECKPOINT_FACTOR", "CHECKPOINT_HEADER", "CHECKPOINT_STEP_BYTES",
-           "CHECKPOINT_STEP_MIN_BYTES", "CHECKPOINT_STEP_RATIO",
+           "CHECKPOINT_BACKGROUND_BYTES", "CHECKPOINT_BACKGROUND_INTERVAL_S", "CHECKPOINT_STEP_RATIO",
            "Checkpoints", "END", "REPLAY_CHUNK_BYTES", "RecordsWriter", "STATE", "StateWriter", "open_internal",
            "stored_records"]

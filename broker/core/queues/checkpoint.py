@@ -12,36 +12,56 @@ from typing import Any, Iterator
 
 import msgpack
 
-from millpond.broker.core.log.internal import RecordsWriter
 from millpond.broker.core.queues.attributes import QueueAttributes
 from millpond.broker.core.queues.manager import QueueManager
 from millpond.broker.core.queues.queue import Message, Queue
 from millpond.broker.core.queues.redrive import RUNNING, TASKS_KEPT, MoveTask
 
-ROWS_PER_RECORD = 256  # messages (or deduplication ids) per record: one record per message would cost more
+ROWS_PER_RECORD = 256  # messages (or deduplication ids) per record at most: one record per message would cost more
+ROW_BYTES_GUESS = 128  # a row's packed size until a record was packed
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
 class QueueStateWriter:
     """``StateWriter`` (internal.py) over a ``QueueManager``: the queues existing when it starts, each read again
-    when its records are written (a queue deleted meanwhile is skipped; one created meanwhile is in the events)."""
+    when its records are written (a queue deleted meanwhile is skipped; one created meanwhile is in the events). A
+    record holds at most ``rows_per_record`` messages, fewer when the step's budget is smaller (a small step must
+    stay small: packing 256 messages takes about 1 ms)."""
 
     def __init__(self, manager: QueueManager, rows_per_record: int = ROWS_PER_RECORD) -> None:
         self.manager = manager
         self.rows = rows_per_record
         self._now = 0.0
         self._now_ms = 0
-        self._records = RecordsWriter((None, value) for value in self._values())
+        self._left = 0  # bytes the step may still write
+        self._row_bytes = ROW_BYTES_GUESS  # a row's packed size, from the last record packed
+        self._records = self._values()
 
     def chunk(self, now_ms: int, now: float | None, budget_bytes: int) -> list[tuple[bytes | None, bytes]] | None:
         self._now, self._now_ms = (0.0 if now is None else now), now_ms  # the times of the records it writes
-        return self._records.chunk(now_ms, now, budget_bytes)
+        self._left = budget_bytes
+        out: list[tuple[bytes | None, bytes]] = []
+        for value in self._records:
+            out.append((None, value))
+            self._left -= len(value)
+            if self._left <= 0:
+                break
+        return out or None
 
     def _ms(self, t: float) -> int:
         return self._now_ms + round((t - self._now) * 1000)
 
+    def _take(self) -> int:
+        """Rows for the next record: what the step's budget has room for, at least one."""
+        return max(1, min(self.rows, self._left // self._row_bytes))
+
+    def _packed(self, kind: str, q: Queue, rows: list[Any]) -> bytes:
+        value = _pack([kind, q.name, q.incarnation, rows])
+        self._row_bytes = max(1, len(value) // len(rows))
+        return value
+
     def _values(self) -> Iterator[bytes]:
-        m, n = self.manager, self.rows
+        m = self.manager
         queues = list(m.queues.values())
         for q in queues:
             if m.queues.get(q.name) is q:
@@ -49,21 +69,22 @@ class QueueStateWriter:
                              q.next_seq])
         for q in queues:
             seqs = list(q.messages)
-            for i in range(0, len(seqs), n):
-                if m.queues.get(q.name) is not q:
-                    break
-                rows = [self._message(msg) for seq in seqs[i:i + n]
-                        if (msg := q.messages.get(seq)) is not None]
+            i = 0
+            while i < len(seqs) and m.queues.get(q.name) is q:
+                n = self._take()
+                rows = [self._message(msg) for seq in seqs[i:i + n] if (msg := q.messages.get(seq)) is not None]
+                i += n
                 if rows:
-                    yield _pack(["messages", q.name, q.incarnation, rows])
+                    yield self._packed("messages", q, rows)
             dedup = list(q._dedup) if q.fifo else []
-            for i in range(0, len(dedup), n):
-                if m.queues.get(q.name) is not q:
-                    break
+            i = 0
+            while i < len(dedup) and m.queues.get(q.name) is q:
+                n = self._take()
                 rows = [[d, self._ms(e[0]), e[1], e[2]] for d in dedup[i:i + n]
                         if (e := q._dedup.get(d)) is not None]
+                i += n
                 if rows:
-                    yield _pack(["dedup", q.name, q.incarnation, rows])
+                    yield self._packed("dedup", q, rows)
             if m.queues.get(q.name) is q:  # after its messages: a running task's messages are all loaded by then
                 running = m.tasks.running.get(q.name)
                 yield _pack(["tasks", q.name, q.incarnation, [_task(t) for t in m.tasks.recent.get(q.name, ())],

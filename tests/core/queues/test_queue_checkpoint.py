@@ -1,18 +1,21 @@
 # Checkpoints of the queues' journal (broker/core/log/internal.py, broker/core/queues/checkpoint.py): a hypothesis
 # stateful test drives standard and FIFO queues with dead-letter queues, redrive tasks, delays, purges, retention
 # changes and fan-out marks through a journal that checkpoints every few hundred bytes in chunks of two messages
-# (so other events land inside checkpoints, and its old segments are deleted) beside one that never does; at every
-# restart both replays hold the same state, and the same as the live manager. Receipt handles minted before a
-# restart are used after it.
+# (so other events land inside checkpoints, and its old segments are deleted), after appends and between them,
+# beside one that never does; at every restart both replays hold the same state, and the same as the live manager.
+# Receipt handles minted before a restart are used after it.
 from __future__ import annotations
 
 import logging
+
+import msgpack
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from millpond.broker.core.queues import QueueAttributes
+from millpond.broker.core.queues.checkpoint import ROWS_PER_RECORD, QueueStateWriter
 from millpond.broker.core.queues.journal import QueueJournal
 from millpond.broker.wire.errors import MillpondError, StorageError
 
@@ -26,7 +29,7 @@ class CheckpointedQueues(RuleBasedStateMachine):
     @initialize(step=st.sampled_from([60, 150, 400]), floor=st.sampled_from([0, 300, 2000]))
     def start(self, step: int, floor: int) -> None:
         self.now = 0.0
-        self.j = Journaled({"bytes_min": floor, "factor": 1, "step_bytes": step})
+        self.j = Journaled({"bytes_min": floor, "factor": 1, "step_bytes": step, "background_bytes": step})
         self.j.journal._rows = 2
         m = self.j.m
         m.create("dlq", QueueAttributes(visibility_timeout_s=5.0), 0.0, ms(0.0))
@@ -104,6 +107,10 @@ class CheckpointedQueues(RuleBasedStateMachine):
         self.write()
 
     @rule()
+    def between_requests(self) -> None:
+        self.j.journal.background_step(ms(self.now), self.now)  # the engine's timer: a step with no append
+
+    @rule()
     def restart(self) -> None:
         self.j.m.tick(self.now)  # what is due now is journaled before the crash (dump's tick would not write it)
         self.write()
@@ -158,16 +165,40 @@ def test_a_journal_holds_the_live_state_not_its_history():
 
 
 def test_a_checkpoint_of_an_idle_journal_is_not_written_again():
-    """Nothing new since the last checkpoint: steps write nothing (a checkpoint is due only after its size plus
-    the floor of new bytes)."""
+    """Nothing new since the last checkpoint: steps write nothing, after an append or between requests (a
+    checkpoint is due only after its size plus the floor of new bytes)."""
     j = Journaled({"bytes_min": 0, "factor": 1, "step_bytes": 1 << 20})
     j.m.create("q", QueueAttributes(), 0.0, ms(0.0))
     j.write(0.0)
-    j.write(0.0)
-    written, end = j.journal.checkpoints.written, j.plog.log_end_offset
+    assert j.journal.checkpoints.writing
+    for _ in range(3):
+        j.journal.background_step(ms(0.0), 0.0)
+    assert j.journal.checkpoints.written == 1 and not j.journal.checkpoints.writing
+    end = j.plog.log_end_offset
     for _ in range(5):
         j.write(0.0)
-    assert (j.journal.checkpoints.written, j.plog.log_end_offset) == (written, end)
+        j.journal.background_step(ms(0.0), 0.0)
+    assert (j.journal.checkpoints.written, j.plog.log_end_offset) == (1, end)
+
+
+def test_a_small_step_writes_a_small_record():
+    """A record of messages holds what the step's budget has room for (at least one message, at most the rows per
+    record): a request's small step stays small however large the queue."""
+    j = Journaled({"bytes_min": 1 << 60})
+    j.m.create("q", QueueAttributes(), 0.0, ms(0.0))
+    for i in range(600):
+        j.m.send("q", b"x" * 100, 0.0, ms(0.0))
+    writer = QueueStateWriter(j.m)
+    first = writer.chunk(ms(0.0), 0.0, 1)
+    assert len(first) == 1 and msgpack.unpackb(first[0][1])[0] == "queue"
+    sizes = []
+    for budget in (1, 1000, 4000, 1 << 20):
+        chunk = writer.chunk(ms(0.0), 0.0, budget)
+        records = [msgpack.unpackb(v) for _, v in chunk]
+        sizes.append([len(r[3]) for r in records if r[0] == "messages"])
+    assert sizes[0] == [1]  # one message, however small the budget
+    assert 4 <= sum(sizes[1]) <= 8 and 20 <= sum(sizes[2]) <= 32  # a row packs to about 130 bytes
+    assert max(sizes[3]) == ROWS_PER_RECORD and sum(s for sz in sizes for s in sz) == 600
 
 
 def test_memory_only_journal_needs_no_checkpoints():
