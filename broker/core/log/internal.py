@@ -44,10 +44,11 @@ CHECKPOINT_STEP_BYTES = 256 * 1024  # state written per step at most: bench/jour
 # queue receive waited behind a whole step while a 1M-message checkpoint was written). Between requests, the
 # broker's timer writes CHECKPOINT_BACKGROUND_BYTES every CHECKPOINT_BACKGROUND_INTERVAL_S while a checkpoint is
 # being written (``step(background=True)``), so a checkpoint also ends when few events arrive, without every small
-# request paying for it (a fixed floor per step did: publish-to-queue p50 2.7x while the checkpoint lasted).
+# request paying for it (a floor of 8 KiB per step did: publish-to-queue p50 4.10 ms against 1.76 while the
+# checkpoint lasted, side by side; docs/data-safety.md).
 CHECKPOINT_STEP_RATIO = 2
-CHECKPOINT_BACKGROUND_BYTES = 64 * 1024  # about 1 ms of state writing
-CHECKPOINT_BACKGROUND_INTERVAL_S = 0.01  # so about a tenth of one core while a checkpoint lasts, at most
+CHECKPOINT_BACKGROUND_BYTES = 64 * 1024  # about 0.5 ms of state writing (bench/journal_checkpoint.py)
+CHECKPOINT_BACKGROUND_INTERVAL_S = 0.01  # so about a twentieth of one core while a checkpoint lasts
 
 
 class StateWriter(Protocol):
