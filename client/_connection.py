@@ -289,9 +289,13 @@ class Connection:
 
     async def _receive_raw(self, max_bytes: int) -> bytes:
         """Trio: wait until readable, then one recv (the stream would try a recv first, and find nothing: the
-        reader runs when it has taken every whole answer). Raises ``anyio.EndOfStream`` at the end of stream."""
+        reader runs when it has taken every whole answer). Raises ``anyio.EndOfStream`` at the end of stream,
+        ``anyio.ClosedResourceError`` once the connection is closed (a closed socket's fd is -1: waiting on it
+        would raise ValueError and take the client's task group down)."""
         sock = self._sock
         while True:
+            if self.closed:  # closed before this task first ran (a handshake that failed) or by another task
+                raise anyio.ClosedResourceError
             await anyio.wait_readable(sock)
             try:
                 data = sock.recv(max_bytes)
