@@ -179,7 +179,11 @@ class Engine:
                    self._checkpoint_at if self._checkpointing() else math.inf)
 
     def _checkpointing(self) -> bool:
-        return any(j.checkpoints is not None and j.checkpoints.writing for j in self._journals)
+        for journal in self._journals:  # a loop, not any(): this runs after every request
+            cps = journal.checkpoints
+            if cps is not None and cps.writing:
+                return True
+        return False
 
     def tick(self, ctx: Context) -> set[Hashable]:
         """Run what is due at ``ctx.now``: group members' session expiry, queue timers, fan-out, background

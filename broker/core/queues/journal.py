@@ -127,12 +127,12 @@ class QueueJournal:
             self.checkpoints.step(now_ms, now)  # type: ignore[union-attr]
         return end
 
-
     def background_step(self, now_ms: int, now: float) -> None:
         """A background step of the checkpoint being written, if any (internal.py), once the state holds every
         event appended."""
         cps = self.checkpoints
         if cps is not None and cps.writing and not self._manager.events:  # type: ignore[union-attr]
             cps.step(now_ms, now, background=True)
+
 
 __all__ = ["QUEUES_TOPIC", "QueueJournal"]
