@@ -17,7 +17,7 @@ from tests.daemonproc import start_daemon, stop_daemon
 
 pytestmark = pytest.mark.slow
 
-COMMAND = [sys.executable, "-m", "millpond.broker.cli"]
+COMMAND = [sys.executable, "-X", "faulthandler", "-m", "millpond.broker.cli"]  # SIGABRT: stacks on stderr
 
 
 def _gone_line(command: str, address: str) -> str:
@@ -52,8 +52,14 @@ def test_produce_ends_with_the_counts_when_the_broker_dies(tmp_path):
         _until(lambda: _end_offset(address, "logs") == 1000)
         broker.send_signal(signal.SIGKILL)
         broker.wait()
-        proc.wait(timeout=60)  # stdin still open (communicate() would close it)
         assert proc.stderr is not None
+        try:
+            proc.wait(timeout=60)  # stdin still open (communicate() would close it)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # -X faulthandler: every thread's stack on stderr
+            proc.wait(timeout=10)
+            raise AssertionError("millpond produce did not end after its broker died; its stderr: "
+                                 + proc.stderr.read().decode(errors="replace")[-6000:]) from None
         err = proc.stderr.read()
     finally:
         proc.kill()

@@ -50,14 +50,20 @@ def throttled_produce(daemon: str, tmp_path) -> subprocess.Popen:
     numbers = tmp_path / "numbers.txt"
     numbers.write_bytes(b"".join(b"%d\n" % i for i in range(1, LINES + 1)))
     with open(numbers, "rb") as stdin:
-        proc = subprocess.Popen([sys.executable, "-m", "millpond.broker.cli", "produce", "logs", "--client-id",
-                                 "app-1", "-b", daemon], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # -X faulthandler: SIGABRT makes a stalled command print every thread's stack (below)
+        proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "millpond.broker.cli", "produce", "logs",
+                                 "--client-id", "app-1", "-b", daemon], stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
     try:
         with connect(daemon) as c:  # a few hundred through: the produce is under way and being throttled
             wait_for(lambda: c.list_offsets("logs", 0, "latest")[0] >= 300, timeout_s=60.0)  # a loaded machine
-    except BaseException:
-        proc.kill()  # never left running to fail a later test with its ResourceWarning
-        proc.communicate()
+    except BaseException as exc:
+        if proc.poll() is None:  # stalled: its threads' stacks, then gone (never left to fail a later test)
+            proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate()
+        if isinstance(exc, AssertionError):
+            raise AssertionError(f"{exc}; produce exit status {proc.returncode}, its stderr: "
+                                 f"{err.decode(errors='replace')[-6000:]}") from exc
         raise
     return proc
 
