@@ -40,5 +40,17 @@ def test_wheel_holds_only_the_millpond_package(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                     str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("millpond-*.whl")
-    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
     assert tops == {"millpond", wheel.name.split("-py3")[0] + ".dist-info"}
+    assert "millpond/__main__.py" in names  # `python -m millpond`
+
+
+def test_python_dash_m_millpond_is_the_command_line():
+    from millpond import __version__
+
+    out = subprocess.run([sys.executable, "-m", "millpond", "--version"], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, f"millpond {__version__}"), out
+    out = subprocess.run([sys.executable, "-m", "millpond", "topics", "list", "-b", "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stderr.startswith("millpond topics: "), out  # the command's own errors
