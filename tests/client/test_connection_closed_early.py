@@ -48,7 +48,7 @@ def test_a_reader_whose_connection_another_task_closes_ends_quietly(backend):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(conn._reader)
                     tg.start_soon(conn._writer)
-                    await anyio.sleep(0.05)  # the reader waits on the socket
+                    await anyio.wait_all_tasks_blocked()  # the reader waits on the socket
                     await conn.aclose("closed by the client")
             return conn.close_reason
         finally:

@@ -148,7 +148,7 @@ class OffsetStore:
 
     def background_step(self, now_ms: int, now: float) -> None:
         """A background step of the checkpoint being written, if any (internal.py)."""
-        if self.checkpoints is not None and self.checkpoints.writing:
+        if self.checkpoints is not None:
             self.checkpoints.step(now_ms, background=True)
 
     def _forget_topic(self, topic: str) -> None:

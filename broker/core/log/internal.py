@@ -203,10 +203,13 @@ class Checkpoints:
     def step(self, now_ms: int, now: float | None = None, *, background: bool = False) -> None:
         """Bounded checkpoint work: delete the segments a durable checkpoint replaced; start a checkpoint when one
         is due; write its next part of state (``background_bytes`` of it, else in proportion to what the topic grew
-        by: ``step_bytes``), or its end marker. Never raises: a storage failure is logged and the checkpoint it hit
+        by: ``step_bytes``), or its end marker. A ``background`` step (between requests) does nothing unless a
+        checkpoint is being written. Never raises: a storage failure is logged and the checkpoint it hit
         is abandoned (a later one starts over; nothing relied on it)."""
         plog = self.plog
         if background:
+            if self._writer is None:
+                return  # a background step only carries on a checkpoint being written
             budget = self.background_bytes
         else:
             budget = min(self.step_bytes, CHECKPOINT_STEP_RATIO * max(0, plog.size_bytes - self._stepped_bytes))

@@ -131,7 +131,7 @@ class QueueJournal:
         """A background step of the checkpoint being written, if any (internal.py), once the state holds every
         event appended."""
         cps = self.checkpoints
-        if cps is not None and cps.writing and not self._manager.events:  # type: ignore[union-attr]
+        if cps is not None and not self._manager.events:  # type: ignore[union-attr]
             cps.step(now_ms, now, background=True)
 
 

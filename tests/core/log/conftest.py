@@ -2,18 +2,17 @@
 # file store's own files and recovery); ``anyenv``: every storage (the contract suite).
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 # The helpers live in logkit.py next to this file; make it importable under any pytest import mode.
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
-
-import os  # noqa: E402
-import threading  # noqa: E402
-from typing import NamedTuple  # noqa: E402
 
 from logkit import STORAGES, LogEnv  # noqa: E402
 
