@@ -42,7 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration-s", type=float, metavar="S",
                    help="seconds of sending per run (default: produce/consume/send_await 3, e2e 5, soak 20, at "
                         f"most {soak.DURATION_S_MAX:g})")
-    p.add_argument("--partitions", type=int, default=1, help="partitions per topic (default 1)")
+    p.add_argument("--partitions", type=_partition_counts, default=(1,), metavar="N[,N...]",
+                   help="partitions per topic (default 1); several, comma-separated, run a single workload once per "
+                        "count, interleaved (e.g. --keys 1000 --partitions 1,64: keyed produce over 1 and 64 "
+                        "partitions side by side, and the spread goal judged on them)")
     p.add_argument("--keys", type=int, default=0, metavar="N",
                    help="produce: records carry N distinct keys, cycled, so Kafka's partitioner spreads them over "
                         "the partitions (default 0: no keys, one sticky partition per batch)")
@@ -177,7 +180,7 @@ def plan(args: argparse.Namespace) -> tuple[list[profiles.Step], tuple[str, ...]
     modes = fsync_modes(args.fsync)
     base = Params(
         record_bytes=args.record_bytes or 100, count=args.count, duration_s=args.duration_s,
-        partitions=args.partitions, producers=args.producers, batch_bytes=args.batch_bytes, linger_s=args.linger_s,
+        partitions=args.partitions[0], producers=args.producers, batch_bytes=args.batch_bytes, linger_s=args.linger_s,
         fsync=modes[0] if modes else "always", payload_file=args.payload_file, rate_per_s=args.rate,
         warmup_s=args.warmup_s, broker=args.broker, keys=args.keys)
     if args.workload in ("full", "results"):
@@ -190,8 +193,20 @@ def plan(args: argparse.Namespace) -> tuple[list[profiles.Step], tuple[str, ...]
         if base.duration_s is None:
             base = workloads.with_defaults(base, duration_s=DEFAULT_DURATION_S[args.workload])
         workload = args.workload
-        make = lambda b: profiles.single(workload, b)  # noqa: E731
+        counts = args.partitions
+        make = lambda b: [s for n in counts for s in profiles.single(workload, replace(b, partitions=n))]  # noqa: E731
     return [s for mode in modes or ("always",) for s in make(replace(base, fsync=mode))], ()
+
+
+def _partition_counts(text: str) -> tuple[int, ...]:
+    """``--partitions 1,64`` -> (1, 64)."""
+    try:
+        counts = tuple(dict.fromkeys(int(n) for n in _split_names(text)))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"partition counts are integers >= 1, comma-separated; got {text!r}")
+    return counts
 
 
 def fsync_modes(text: str | None) -> tuple[str, ...]:
@@ -502,7 +517,7 @@ def _usage_problem(a: argparse.Namespace) -> str:
         (a.workload == "soak" and (a.duration_s or 0) > soak.DURATION_S_MAX,
          f"soak: --duration-s must be at most {soak.DURATION_S_MAX:g}"),
         (a.workload == "soak" and a.count is not None, "soak runs for --duration-s; --count does not apply"),
-        (a.partitions < 1, "--partitions must be >= 1"),
+        (len(a.partitions) > 1 and a.workload in PROFILES, "several --partitions go with a single workload"),
         (a.producers < 1, "--producers must be >= 1"),
         (a.rate < 1, "--rate must be >= 1"),
         (a.repeat is not None and a.repeat < 1, "--repeat must be >= 1"),

@@ -53,6 +53,14 @@ PEER_GOALS = (
     PeerGoal("consume", 100, "always", "redis", "records_per_s", ">=", 3.0, "3x Redis Streams consume"),
 )
 
+# Issue 9: keyed records spread over many partitions cost the producer no more per record than over one, judged on
+# the ratio of a keyed produce row over N partitions to the row over 1 partition of the same run (`millpond bench
+# produce --keys 1000 --partitions 1,64`): (workload, figure, op, threshold on the ratio, text).
+SPREAD_GOALS = (
+    ("produce", "records_per_s", ">=", 0.90, "keyed produce over {n} partitions >= 90% of 1 partition's records/s"),
+)
+
+
 # Issue 8: throughput no worse than the previous main's, judged on the ratio this tree / revision of rows measured
 # side by side in one run (`--against REV`), at each fsync mode both ran: (workload, record_bytes, figure, op,
 # threshold on the ratio, text).

@@ -235,6 +235,7 @@ def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for goal in reference.GOALS:
         for g in summary:
             if (g["target"] == first and g["workload"] == goal.workload and g["fsync"] == goal.fsync
+                    and not g.get("keys")  # keyed rows have a goal of their own (SPREAD_GOALS)
                     and goal.record_bytes in (None, g.get("record_bytes"))
                     and goal.rate_per_s in (None, g.get("rate_per_s"))
                     and not g.get("payload_file") and g[goal.figure]["median"] is not None):
@@ -246,6 +247,12 @@ def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"goal": goal.text, "step": f"{r['millpond_step']} / {r['peer_step']}",
                         "figure": f"{goal.figure} ratio", "value": r[goal.figure], "op": goal.op,
                         "threshold": goal.threshold, "met": _meets(r[goal.figure], goal.op, goal.threshold)})
+    for workload, name, op, threshold, text in reference.SPREAD_GOALS:
+        for g, one in _spread_pairs(workload, summary, first):
+            v = g[name]["median"] / one[name]["median"]
+            out.append({"goal": f"{text.format(n=g['partitions'])}, fsync={g['fsync']}",
+                        "step": f"{g['step']} / {one['step']}", "figure": f"{name} ratio", "value": v, "op": op,
+                        "threshold": threshold, "met": _meets(v, op, threshold)})
     for workload, size, name, op, threshold, text in reference.REVISION_GOALS:
         for r in revision_ratios(summary):
             if (r["workload"] == workload and r.get("record_bytes") == size and r[name] is not None
@@ -253,6 +260,26 @@ def goals(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 out.append({"goal": f"{text}, fsync={r['fsync']}", "step": f"{r['step']} / {r['revision_step']}",
                             "figure": f"{name} ratio", "value": r[name], "op": op, "threshold": threshold,
                             "met": _meets(r[name], op, threshold)})
+    return out
+
+
+def _spread_pairs(workload: str, summary: list[dict[str, Any]], target: str | None
+                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(row over N > 1 partitions, row over 1)`` for each keyed ``workload`` row of ``target`` with a row over one
+    partition measured in the run at the same record size, keys, producers and fsync mode."""
+    rows = [g for g in summary if g["target"] == target and g["workload"] == workload and g.get("keys")
+            and g["records_per_s"]["median"]]
+    out = []
+    for g in rows:
+        if g.get("partitions", 1) <= 1:
+            continue
+        for one in rows:
+            if (one.get("partitions", 1) == 1 and one["fsync"] == g["fsync"] and one.get("keys") == g.get("keys")
+                    and one.get("record_bytes") == g.get("record_bytes")
+                    and one.get("producers") == g.get("producers")
+                    and one.get("payload_file") == g.get("payload_file")):
+                out.append((g, one))
+                break
     return out
 
 
@@ -285,8 +312,10 @@ def _extra_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 
 def workload_label(g: dict[str, Any]) -> str:
-    """``e2e @5,000/s``: the workload, with its send rate where it has a fixed one."""
-    return g["workload"] + (f" @{g['rate_per_s']:,}/s" if g.get("rate_per_s") else "")
+    """``e2e @5,000/s``: the workload, with its send rate where it has a fixed one, and its keys and partitions
+    where the records are keyed (``produce keys=1,000 partitions=64``)."""
+    keyed = f" keys={g['keys']:,} partitions={g.get('partitions', 1)}" if g.get("keys") else ""
+    return g["workload"] + (f" @{g['rate_per_s']:,}/s" if g.get("rate_per_s") else "") + keyed
 
 
 def soak_windows(g: dict[str, Any]) -> list[list[str]]:

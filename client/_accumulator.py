@@ -422,7 +422,10 @@ class Accumulator:
         b.base_offset = base_offset
         self._finish(b)
         q = self._queues.get((b.topic, b.partition))
-        return q is not None and any(not x.sent for x in reversed(q))
+        if not q:
+            return False
+        # unsent batches are at the tail (a failed one goes again from the head, so look further only then)
+        return not q[-1].sent or any(not x.sent for x in q)
 
     def fail(self, b: Batch, error: BaseException) -> None:
         b.error = error

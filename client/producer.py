@@ -30,6 +30,7 @@ from millpond.broker.wire.errors import (
 from millpond.broker.wire.frames import PIECE_BYTES_MIN
 
 from millpond.client._accumulator import Accumulator, Batch, RecordHandle
+from millpond.client._native import primitives
 from millpond.client.types import ProducerStatistics
 from millpond.client._seconds import seconds_api
 
@@ -88,15 +89,16 @@ class Producer:
         self.delivery_timeout_s = delivery_timeout_s
         self.retry_backoff_s = retry_backoff_s
         self._threaded = _threaded
-        self._wake = anyio.Event()
+        event, clock = (threading.Event, time.monotonic) if _threaded else primitives()
+        self._wake_event = anyio.Event if _threaded else event  # the sender's own wake-up (an async event)
+        self._wake = self._wake_event()
         # client.sync appends from its own thread: there the sender sleeps on a threading.Event (waited in a worker
         # thread) that any thread can set without blocking; in plain async use it sleeps on an anyio.Event.
         self._twake = threading.Event() if _threaded else None
         self.lock: Any = threading.Lock() if _threaded else _NoLock()
         self._acc = Accumulator(
             batch_bytes=batch_bytes, batch_bytes_max=client.limits.batch_bytes_max, linger_s=linger_s,
-            now=time.monotonic if _threaded else anyio.current_time,
-            event_factory=threading.Event if _threaded else anyio.Event,
+            now=clock, event_factory=event,
             on_wake=self._on_wake, handle_cls=_handle_cls(_threaded),
             max_in_flight=max_in_flight if idempotent else 1, compression=codec)
         self.idempotent = idempotent
@@ -278,7 +280,7 @@ class Producer:
             else:
                 with anyio.move_on_after(timeout):
                     await self._wake.wait()
-            self._wake = anyio.Event()
+            self._wake = self._wake_event()
 
     def _take_turn(self) -> Any:
         """A sender turn taken by the calling task, synchronously: ready batches' requests are queued on the live

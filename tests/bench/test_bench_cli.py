@@ -45,6 +45,15 @@ def test_keyed_produce_spreads_records_over_the_partitions_by_key(capsys):
     assert result["step"] == "millpond produce 100 B keys=64 partitions=8 fsync=never"
 
 
+def test_keyed_produce_over_several_partition_counts_runs_each_and_judges_the_spread(capsys):
+    doc = bench_json(capsys, "produce", "--count", "2000", "--keys", "64", "--partitions", "1,4", "--fsync", "never")
+    assert [(r["partitions"], r["records"]["median"]) for r in doc["results"]] == [(1, 2000), (4, 2000)]
+    (spread,) = [g for g in doc["goals"] if g["goal"].startswith("keyed produce")]
+    one, four = (r["records_per_s"]["median"] for r in doc["results"])
+    assert spread["value"] == pytest.approx(four / one)
+    assert spread["goal"] == "keyed produce over 4 partitions >= 90% of 1 partition's records/s, fsync=never"
+
+
 def test_consume_reads_back_exactly_what_was_produced(capsys):
     doc = bench_json(capsys, "consume", "--count", "2000", "--partitions", "2", "--repeat", "2")
     (result,) = doc["results"]

@@ -412,3 +412,33 @@ def test_with_linger_0_the_drain_leaves_a_batch_behind_the_answer_in_flight():
     acc.append("t", b"c", partition=0)  # gathers behind partition 0's answer
     acc.append("t", b"d", partition=2)  # nothing of partition 2 in flight: goes now
     assert [b.partition for b in acc.ready(clock.t)[0]] == [2]
+
+
+def test_complete_says_whether_the_partition_has_a_batch_left_to_send_whatever_the_queue_holds():
+    # Unsent batches are at the tail, except a batch that failed while later ones were in flight: it waits at the
+    # head for its resend, behind nothing, and the answer of a later batch must still wake the sender for it.
+    acc, clock = pipelined()
+    for _ in range(21):  # three batches of 7 (the last one sealed by the flush)
+        acc.append("t", b"x" * 100, partition=0)
+    acc.flush()
+    sent, _ = acc.ready(clock.t)
+    assert len(sent) == 3
+    assert not acc.complete(sent[0], 0)  # the others are in flight: nothing to send
+    acc.append("t", b"y", partition=0)  # an open batch at the tail
+    assert acc.complete(sent[1], 7)  # the tail is unsent
+    acc, clock = pipelined()
+    for _ in range(21):
+        acc.append("t", b"x" * 100, partition=0)
+    acc.flush()
+    sent, _ = acc.ready(clock.t)
+    acc.retry_later(sent[1], clock.t)  # refused (out of order, say): unsent again, in its place before sent[2]
+    assert not sent[1].sent and sent[2].sent
+    assert acc.complete(sent[0], 0)  # the queue's tail is in flight, its failed head is not: wake the sender
+    assert acc.ready(clock.t)[0] == []  # (it goes again alone, once nothing of its partition is in flight)
+    acc.retry_later(sent[2], clock.t)  # refused too: its predecessor had not landed
+    [again], _ = acc.ready(clock.t)
+    assert again is sent[1]
+    assert acc.complete(again, 7)  # sent[2] waits to go again
+    [again], _ = acc.ready(clock.t)
+    assert again is sent[2]
+    assert not acc.complete(again, 14)  # and now the partition is empty

@@ -1,0 +1,23 @@
+# The event loop's own primitives, looked up once. anyio's Event() and current_time() ask which loop is running on
+# every call (a few microseconds each); the producer makes an event per batch and reads the clock per batch, which
+# with small batches (keyed records over many partitions, linger_s=0) is a measurable part of a record's cost.
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import anyio
+import sniffio
+
+
+def primitives() -> tuple[Callable[[], Any], Callable[[], float]]:
+    """``(event_factory, clock)`` of the running loop: Trio's own ``Event`` and ``current_time`` under Trio,
+    anyio's (which serve asyncio) otherwise. Both behave as anyio's: ``set()``, ``is_set()``, ``await wait()``;
+    the clock is the loop's, in seconds, as cancel scopes' deadlines are. Must be called from the loop's thread."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.Event, trio.current_time
+    return anyio.Event, anyio.current_time
+
+
+__all__ = ["primitives"]

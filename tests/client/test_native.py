@@ -1,0 +1,41 @@
+# The loop's own primitives, looked up once per producer: Trio's Event and clock under Trio, anyio's under asyncio;
+# either way they behave as anyio's, and the clock is the one cancel scopes use (virtual under a Trio MockClock).
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import trio
+import trio.testing
+
+from millpond.client._native import primitives
+
+
+def test_under_trio_they_are_trios_own_and_follow_a_mock_clock():
+    clock = trio.testing.MockClock(autojump_threshold=0)
+
+    async def main():
+        event, now = primitives()
+        assert event is trio.Event and now is trio.current_time
+        start = now()
+        ev = event()
+        with trio.move_on_after(2.5):
+            await ev.wait()  # never set: the scope's deadline, on the same clock, ends the wait
+        assert not ev.is_set() and now() - start == 2.5
+        ev.set()
+        await ev.wait()
+
+    trio.run(main, clock=clock)
+
+
+def test_under_asyncio_they_are_anyios():
+    async def main():
+        event, now = primitives()
+        assert event is anyio.Event and now is anyio.current_time
+        ev = event()
+        assert abs(now() - asyncio.get_running_loop().time()) < 1.0
+        ev.set()
+        await ev.wait()
+        assert ev.is_set()
+
+    asyncio.run(main())
