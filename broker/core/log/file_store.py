@@ -363,7 +363,7 @@ class FilePartitionStore:
 
     # -- durability ------------------------------------------------------------------------------------------------
 
-    def sync_part(self, data: bool) -> FileSyncPart | None:
+    def sync_part(self, data: bool, covered: int | None = None) -> FileSyncPart | None:
         if self._closed:
             return None
         rolled = list(self._unsynced)
@@ -372,8 +372,11 @@ class FilePartitionStore:
         if not rolled and not dir_needed and not data:
             return None
         fds: list[int] = []
+        # a syncfs of our filesystem makes the segments durable: no fd to fsync (a roll's index files and the
+        # directory still go by path)
+        synced_whole = covered is not None and covered == self.device
         try:
-            for seg in rolled + [active] if data else rolled:
+            for seg in () if synced_whole else rolled + [active] if data else rolled:
                 fds.append(os.dup(seg.fd))
         except OSError:
             for fd in fds:

@@ -115,7 +115,7 @@ class MemoryPartitionStore:
         del self.segments[:count]
         del self._bases[:count]
 
-    def sync_part(self, data: bool) -> None:
+    def sync_part(self, data: bool, covered: int | None = None) -> None:
         return None
 
     def synced(self, part: Any) -> bool:

@@ -205,9 +205,10 @@ class PartitionLog:
 
     # -- durability ------------------------------------------------------------------------------------------------
 
-    def sync_part(self, data: bool) -> SyncPart | None:
-        """On the loop: this partition's share of a sync plan (see ``LogManager.sync_plan``). Raises OSError."""
-        return self.store.sync_part(data)
+    def sync_part(self, data: bool, covered: int | None = None) -> SyncPart | None:
+        """On the loop: this partition's share of a sync plan (see ``LogManager.sync_plan``; ``covered``: the
+        st_dev a syncfs of the plan makes durable). Raises OSError."""
+        return self.store.sync_part(data, covered)
 
     def synced(self, part: SyncPart) -> bool:
         """On the loop: ``part`` ran without error. Returns True if the high watermark moved."""
@@ -426,7 +427,7 @@ class _GoneStore:
 
         return refuse
 
-    def sync_part(self, data: bool) -> None:
+    def sync_part(self, data: bool, covered: int | None = None) -> None:
         return None
 
     def close(self) -> None:

@@ -21,16 +21,19 @@ class SyncPlan:
     fsync is "never", of the active one; rolled segments' index files; directory fsyncs) and the end offset it
     reaches (``ends``). ``run`` in a worker thread, then ``LogManager.synced(plan, error)`` on the loop.
 
-    With ``filesystem`` (``files.FilesystemSync``) and at least its ``min_parts`` partitions, one syncfs makes
-    every part on that filesystem durable at once, and the parts only write their index files and fsync their
-    directories (a part elsewhere still fsyncs its own files)."""
+    With ``filesystem`` (``files.FilesystemSync``) and ``whole`` (default: at least its ``min_parts`` partitions),
+    one syncfs makes every part on that filesystem durable at once, and the parts only write their index files and
+    fsync their directories (a part elsewhere still fsyncs its own files). Parts made for such a plan hold no fds
+    for files on that filesystem (``sync_part``'s ``covered``): the plan must then be whole, whatever the number of
+    parts it ends up with."""
 
-    __slots__ = ("parts", "filesystem")
+    __slots__ = ("parts", "filesystem", "whole")
 
     def __init__(self, parts: list[tuple["PartitionLog", SyncPart]],
-                 filesystem: "FilesystemSync | None" = None) -> None:
+                 filesystem: "FilesystemSync | None" = None, whole: bool | None = None) -> None:
         self.parts = parts
         self.filesystem = filesystem
+        self.whole = filesystem is not None and (len(parts) >= filesystem.min_parts if whole is None else whole)
 
     @property
     def ends(self) -> dict["PartitionLog", int]:
@@ -40,8 +43,7 @@ class SyncPlan:
     @property
     def whole_filesystem(self) -> bool:
         """True when ``run`` makes the parts durable with one syncfs rather than one fsync per file."""
-        fs = self.filesystem
-        return fs is not None and len(self.parts) >= fs.min_parts
+        return self.whole
 
     def run(self) -> OSError | None:
         """Blocking: fsync everything in the plan; returns the first OSError (the rest is not attempted) or None.

@@ -107,9 +107,10 @@ class PartitionStore(Protocol):
         """Forget the ``count`` oldest segments now (reads below stop at once); their files go in background
         jobs. Never the last segment."""
 
-    def sync_part(self, data: bool) -> SyncPart | None:
+    def sync_part(self, data: bool, covered: int | None = None) -> SyncPart | None:
         """What makes this partition durable now (rolled segments, the directory, and with ``data`` the last
-        segment too), with fds dup'ed; None if nothing is to do."""
+        segment too), with fds dup'ed, none if its files are on the filesystem of st_dev ``covered`` (the plan
+        syncs that filesystem whole); None if nothing is to do."""
 
     def synced(self, part: SyncPart) -> bool:
         """``part`` ran without error: record what it made durable. True if nothing is left for a later part but

@@ -53,6 +53,8 @@ def test_which_plans_sync_the_whole_filesystem(env, fsyncs, syncfs, method, part
     logs = topic_with_appends(manager, partitions)
     plan = manager.sync_plan()
     assert plan.whole_filesystem is whole
+    # a part covered by the syncfs holds no fd of its own (nothing dup'ed on the loop, nothing closed after)
+    assert [len(part.fds) for _, part in plan.parts] == [0 if whole else 1] * partitions
     fsyncs.clear()
     assert in_thread(plan.run) is None
     assert len(syncfs.calls) == (1 if whole else 0)
@@ -104,18 +106,40 @@ def test_a_failed_syncfs_acknowledges_nothing_and_the_next_plan_covers_it_all(en
 
 
 def test_a_part_on_another_filesystem_fsyncs_its_own_files(env, fsyncs, syncfs):
-    manager = env.open(fsync_mode="always", partitions_max=8, sync_method="auto")
-    logs = topic_with_appends(manager, 4)
+    manager = env.open(fsync_mode="always", partitions_max=8, sync_method="auto", segment_bytes=1024)
+    logs = topic_with_appends(manager, 4, segment_rolls=True)
+    logs[2].store.device += 1  # as a partition directory mounted from another disk
     plan = manager.sync_plan()
-    elsewhere = plan.parts[2][1]
-    elsewhere.device = plan.filesystem.device + 1  # as a partition directory mounted from another disk
+    assert plan.whole_filesystem
+    (elsewhere,) = [part for log, part in plan.parts if log is logs[2]]
     own = list(elsewhere.fds)
+    assert len(own) == 2  # its rolled segment and its active one; the parts the syncfs covers hold none
+    assert sum(len(part.fds) for _, part in plan.parts) == 2
     fsyncs.clear()
     assert plan.run() is None
     assert len(syncfs.calls) == 1
-    assert [c.fd for c in fsyncs] == own
+    assert [c.fd for c in fsyncs if c.kind != "fsync"] == own  # its own data fsyncs; directories aside
     manager.synced(plan, None)
-    assert [log.high_watermark for log in logs] == [1] * 4
+    assert [log.high_watermark for log in logs] == [3] * 4
+
+
+def test_a_plan_decided_whole_stays_whole_when_a_partition_cannot_take_part(env, fsyncs, syncfs, monkeypatch):
+    # Parts made for a syncfs hold no fds: if one candidate fails to make its part (no fd to spare), the plan
+    # still syncs the filesystem, even with fewer parts than SYNCFS_AUTO_MIN, or the others would sync nothing.
+    manager = env.open(fsync_mode="always", partitions_max=8, sync_method="auto")
+    logs = topic_with_appends(manager, SYNCFS_AUTO_MIN)
+    failing = logs[0]
+
+    def no_fd(data, covered=None):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(failing, "sync_part", no_fd)
+    plan = manager.sync_plan()
+    assert len(plan.parts) == SYNCFS_AUTO_MIN - 1 and plan.whole_filesystem
+    fsyncs.clear()
+    assert plan.run() is None and len(syncfs.calls) == 1 and not fsyncs
+    manager.synced(plan, None)
+    assert [log.high_watermark for log in logs] == [0] + [1] * (SYNCFS_AUTO_MIN - 1)
 
 
 def test_syncfs_is_refused_by_name_where_the_system_lacks_it_and_auto_falls_back(env, fsyncs, monkeypatch):
