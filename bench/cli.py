@@ -517,7 +517,8 @@ def _usage_problem(a: argparse.Namespace) -> str:
         (a.workload == "soak" and (a.duration_s or 0) > soak.DURATION_S_MAX,
          f"soak: --duration-s must be at most {soak.DURATION_S_MAX:g}"),
         (a.workload == "soak" and a.count is not None, "soak runs for --duration-s; --count does not apply"),
-        (len(a.partitions) > 1 and a.workload in PROFILES, "several --partitions go with a single workload"),
+        (len(a.partitions) > 1 and a.workload in PROFILES, "several --partitions go with a single workload, e.g. "
+         "`millpond bench produce --keys 1000 --partitions 1,64`"),
         (a.producers < 1, "--producers must be >= 1"),
         (a.rate < 1, "--rate must be >= 1"),
         (a.repeat is not None and a.repeat < 1, "--repeat must be >= 1"),

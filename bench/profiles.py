@@ -26,12 +26,17 @@ class Step:
     reads_previous: bool = False
 
     def label(self, fsync: bool = True) -> str:
-        """``produce 100 B fsync=always``; without the fsync part for a peer, whose durability is its own."""
+        """``produce 100 B fsync=always``; without the fsync part for a peer, whose durability is its own. The
+        partition count is named when it is not 1 (and always for keyed produce), so the runs of ``--partitions
+        1,64`` are rows of their own."""
         p = self.params
         size = "file" if p.payload_file else f"{p.record_bytes:,} B"
         rate = f" @{p.rate_per_s:,}/s" if self.workload in RATED else ""
-        keyed = f" keys={p.keys:,} partitions={p.partitions}" if p.keys and self.workload == "produce" else ""
-        return f"{self.workload} {size}{rate}{keyed}" + (f" fsync={p.fsync}" if fsync else "")
+        if p.keys and self.workload == "produce":
+            spread = f" keys={p.keys:,} partitions={p.partitions}"
+        else:
+            spread = f" partitions={p.partitions}" if p.partitions != 1 else ""
+        return f"{self.workload} {size}{rate}{spread}" + (f" fsync={p.fsync}" if fsync else "")
 
 
 def quick(base: Params) -> list[Step]:

@@ -312,10 +312,14 @@ def _extra_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 
 def workload_label(g: dict[str, Any]) -> str:
-    """``e2e @5,000/s``: the workload, with its send rate where it has a fixed one, and its keys and partitions
-    where the records are keyed (``produce keys=1,000 partitions=64``)."""
-    keyed = f" keys={g['keys']:,} partitions={g.get('partitions', 1)}" if g.get("keys") else ""
-    return g["workload"] + (f" @{g['rate_per_s']:,}/s" if g.get("rate_per_s") else "") + keyed
+    """``e2e @5,000/s``: the workload, with its send rate where it has a fixed one, its keys and partitions where
+    the records are keyed (``produce keys=1,000 partitions=64``), and its partitions where they are not 1."""
+    parts = g.get("partitions", 1)
+    if g.get("keys"):
+        spread = f" keys={g['keys']:,} partitions={parts}"
+    else:
+        spread = f" partitions={parts}" if parts != 1 else ""
+    return g["workload"] + (f" @{g['rate_per_s']:,}/s" if g.get("rate_per_s") else "") + spread
 
 
 def soak_windows(g: dict[str, Any]) -> list[list[str]]:

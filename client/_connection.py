@@ -112,7 +112,9 @@ class Connection:
             # something listens there, but it does not speak millpond (a web server waits silently, others send
             # bytes that are no frame): say so, not just that a request timed out or a frame was too large
             await conn.aclose("handshake failed")
-            why = f"no answer to the handshake within {handshake_s:g} s" if isinstance(exc, RequestTimedOutError) \
+            # A broker out of file descriptors leaves connections in the kernel's backlog, unaccepted: silence too.
+            why = (f"no answer to the handshake within {handshake_s:g} s (a millpond broker out of file descriptors "
+                   "accepts no connection: its log says so)") if isinstance(exc, RequestTimedOutError) \
                 else f"the handshake failed ({exc.message})"
             raise ConnectionClosedError(f"cannot connect to {desc}: {why}; is it a millpond broker?",
                                         address=desc) from None

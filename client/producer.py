@@ -123,6 +123,7 @@ class Producer:
         if not _threaded:  # tasks that await records take the sender's turn (the event loop's thread only)
             self._acc.send_inline = self._send_inline
         self._send_now = not _threaded and self._acc.linger_s == 0
+        self._closed = False  # close() began, or the block was left: send() refuses
 
     def _on_wake(self) -> None:
         if self._twake is not None:
@@ -138,8 +139,13 @@ class Producer:
         ``partition`` wins; else a key picks ``partition_for_key(key, n)``; else a sticky partition that changes
         per batch. ``timestamp_ms`` defaults to now (epoch ms). Raises ``RecordTooLargeError`` at once if the
         record alone exceeds the broker's ``batch_bytes_max``; ``UnknownTopicOrPartitionError`` for a partition
-        the topic is known not to have. A topic that does not exist fails the handle, not the call.
+        the topic is known not to have. A topic that does not exist fails the handle, not the call. Raises
+        ``RuntimeError`` once the producer is closing or closed (``close()``, or leaving its ``async with``): the
+        record could never be sent (as Kafka's send after close).
         """
+        if self._closed:
+            raise RuntimeError("the producer is closed: a record sent now would never be delivered; send with an "
+                               "open producer (inside its `async with` block)")
         handle = self._acc.append(topic, value, key, headers, partition, timestamp_ms)
         if self._send_now and handle._batch.eager:
             # linger_s=0 and nothing pending: the record goes from this call, its request written without waiting
@@ -178,7 +184,9 @@ class Producer:
     async def close(self, timeout_s: float | None = None) -> None:
         """Flush and stop, waiting at most ``timeout_s`` seconds (None: until every record is settled). Records
         not acknowledged by then fail with ``TimeoutError`` (in their handles and ``statistics()``); one already
-        on its way may still be stored. Leaving ``async with`` is ``close()``; closing twice does nothing."""
+        on its way may still be stored. Leaving ``async with`` is ``close()``; closing twice does nothing. From the
+        call on, ``send()`` raises ``RuntimeError``."""
+        self._closed = True
         if self._tg is None:
             return
         error = None if timeout_s is None else TimeoutError(
@@ -238,7 +246,9 @@ class Producer:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
         if exc is None:
             await self.close()
-        elif self._tg is not None:
+            return None
+        self._closed = True
+        if self._tg is not None:
             # leaving on an exception never waits: what is not acknowledged fails with it
             error = exc if isinstance(exc, Exception) else MillpondError("producer closed")
             try:

@@ -394,7 +394,11 @@ class SyncProducer:
 
     def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: dict[str, bytes] | None = None,
              partition: int | None = None, timestamp_ms: int | None = None) -> SyncRecordHandle:
-        """As ``Producer.send``; returns a handle with ``.result(timeout=None)``."""
+        """As ``Producer.send``; returns a handle with ``.result(timeout=None)``. Raises ``RuntimeError`` once the
+        producer is closed (``close()``, or leaving its ``with`` block)."""
+        if self._closed:
+            raise RuntimeError("the producer is closed: a record sent now would never be delivered; send with an "
+                               "open producer (inside its `with` block)")
         with self._lock:
             if self._acc.records_buffered >= self.max_buffered_records:
                 assert self._space is not None

@@ -31,7 +31,8 @@ def test_several_partition_counts_make_one_step_each_per_fsync_mode_in_turn():
 @pytest.mark.parametrize("argv, why", [
     (["produce", "--partitions", "0,4"], "partition counts are integers >= 1, comma-separated; got '0,4'"),
     (["produce", "--partitions", "x"], "partition counts are integers >= 1, comma-separated; got 'x'"),
-    (["quick", "--partitions", "1,64"], "several --partitions go with a single workload"),
+    (["quick", "--partitions", "1,64"], "several --partitions go with a single workload, e.g. `millpond bench produce "
+                                        "--keys 1000 --partitions 1,64`"),
 ])
 def test_bad_partition_counts_are_bad_usage_naming_the_fault(capsys, argv, why):
     try:
@@ -69,3 +70,16 @@ def test_the_table_names_each_keyed_row_by_its_keys_and_partitions():
     summary = report.summarize(_keyed(1, "never", [100_000] * 3) + _keyed(64, "never", [95_000] * 3))
     text = report.table("produce", {"cores": 2, "cpu_model": "cpu", "os": "os", "python": "py"}, summary, 3)
     assert "produce keys=1,000 partitions=1 " in text and "produce keys=1,000 partitions=64 " in text
+
+
+def test_several_partition_counts_without_keys_are_rows_of_their_own(capsys):
+    # Not one row with the two runs as its repeats: each count is its own step, named by it.
+    args = cli.build_parser().parse_args(["consume", "--partitions", "1,64"])
+    steps, _ = cli.plan(args)
+    assert [s.label() for s in steps] == ["consume 100 B fsync=always", "consume 100 B partitions=64 fsync=always"]
+    rows = _row("millpond", "consume", 100, "always", [800_000] * 2)
+    rows[1].update(partitions=64, step="millpond consume 100 B partitions=64 fsync=always")
+    summary = report.summarize(rows)
+    assert [len(g["repeats"]) for g in summary] == [1, 1]
+    text = report.table("consume", {"cores": 2, "cpu_model": "cpu", "os": "os", "python": "py"}, summary, 1)
+    assert "consume partitions=64 " in text

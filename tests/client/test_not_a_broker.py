@@ -102,8 +102,8 @@ def test_a_silent_peer_is_named_after_the_handshake_bound_not_the_connect_timeou
                            capture_output=True, timeout=60)
     finally:
         server.close()
-    why = f"cannot connect to {server.address}: no answer to the handshake within {HANDSHAKE_TIMEOUT_S:g} s; " \
-          "is it a millpond broker?"
+    why = f"cannot connect to {server.address}: no answer to the handshake within {HANDSHAKE_TIMEOUT_S:g} s (a " \
+          "millpond broker out of file descriptors accepts no connection: its log says so); is it a millpond broker?"
     assert info.value.message == why
     assert (r.returncode, r.stderr.decode()) == (1, f"millpond topics: {why}\n")
 

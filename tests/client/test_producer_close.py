@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import anyio
 import pytest
 import trio
 
@@ -225,3 +226,78 @@ def test_an_async_producer_closes_within_its_bound_when_the_broker_is_gone(tmp_p
             assert all(isinstance(e, TimeoutError) for e in errors) and stats.records_buffered == 0
 
     _killed_under(tmp_path, lambda address, kill: trio.run(produce_async, address, kill))
+
+
+# ---- a record sent once the producer is closing or closed is refused at once, never left unresolved ----
+
+CLOSED = "the producer is closed: a record sent now would never be delivered"
+
+
+async def _send_after_close(daemon: str) -> list[str]:
+    seen = []
+    async with connect(daemon) as c:
+        async with c.producer() as p:
+            first = p.send("t", b"before")
+        assert (await first).offset == 0  # what was sent before the close is delivered
+        with pytest.raises(RuntimeError, match=CLOSED):
+            p.send("t", b"after leaving the block")
+        seen.append("after the block")
+        p2 = c.producer()
+        await p2.__aenter__()
+        await p2.close()
+        with pytest.raises(RuntimeError, match=CLOSED):
+            p2.send("t", b"after close()")
+        seen.append("after close()")
+        try:
+            async with c.producer() as p3:
+                raise Boom()
+        except Boom:
+            pass
+        with pytest.raises(RuntimeError, match=CLOSED):
+            p3.send("t", b"after leaving by an exception")
+        seen.append("after an exception")
+        def send_while_closing() -> None:  # another task, run while the close waits for the broker's answer
+            with pytest.raises(RuntimeError, match=CLOSED):
+                p4.send("t", b"while closing")
+            seen.append("while closing")
+
+        async with anyio.create_task_group() as tg:
+            async with c.producer() as p4:
+                handle = p4.send("t", b"in flight at the close")
+                tg.start_soon(_call_soon, send_while_closing)  # runs at the close's first wait, the close begun
+        assert (await handle).offset == 1  # the close still delivers what came before it
+    return seen
+
+
+async def _call_soon(fn) -> None:
+    fn()
+
+
+@pytest.mark.parametrize("runner", ["trio", "asyncio"])
+def test_an_async_send_after_close_raises_at_once(daemon, runner):
+    with sync_connect(daemon, client_id="admin") as admin:
+        admin.create_topic("t")
+    seen = trio.run(_send_after_close, daemon) if runner == "trio" else asyncio.run(_send_after_close(daemon))
+    assert seen == ["after the block", "after close()", "after an exception", "while closing"]
+    assert stored(daemon) == 2
+
+
+def test_a_blocking_send_after_close_raises_at_once(daemon):
+    with sync_connect(daemon, client_id="admin") as c:
+        c.create_topic("t")
+        with c.producer() as p:
+            p.send("t", b"before")
+        with pytest.raises(RuntimeError, match=CLOSED):
+            p.send("t", b"after leaving the block")
+        p2 = c.producer()
+        p2.close()
+        with pytest.raises(RuntimeError, match=CLOSED):
+            p2.send("t", b"after close()")
+        try:
+            with c.producer() as p3:
+                raise Boom()
+        except Boom:
+            pass
+        with pytest.raises(RuntimeError, match=CLOSED):
+            p3.send("t", b"after leaving by an exception")
+    assert stored(daemon) == 1
