@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Iterator
 
 import anyio.to_thread
+import sniffio
 from anyio.from_thread import start_blocking_portal
 
 from millpond.broker.wire.batch import Record
@@ -75,7 +76,9 @@ def _interruptible(portal: Any, fn: Any, *args: Any) -> Any:
 def connect(address: str | tuple[str, int] = DEFAULT_ADDRESS, **options: Any) -> SyncClient:
     """Connect now (errors raise here) and return a client: ``with connect("127.0.0.1:7420") as c: ...``.
 
-    Options as ``client.connect`` (``client_id``, ``request_timeout_s``...).
+    Options as ``client.connect`` (``client_id``, ``request_timeout_s``...). Raises ``RuntimeError`` when called
+    from a thread that runs an event loop (an ``async def``): every call of the blocking client would stop that
+    loop, and its own loop thread could not be stopped from there.
     """
     return SyncClient(address, **options)
 
@@ -85,6 +88,15 @@ class SyncClient:
     """Blocking twin of ``client.Client``; every method may block for one round trip to the broker."""
 
     def __init__(self, address: str | tuple[str, int], **options: Any) -> None:
+        try:
+            loop = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            loop = None
+        if loop is not None:
+            raise RuntimeError(
+                f"millpond.client.sync blocks its caller, and this thread runs an event loop ({loop}): use the async "
+                f"client (millpond.client.connect) here, or run the blocking one in a worker thread "
+                f"({'trio.to_thread.run_sync' if loop == 'trio' else 'asyncio.to_thread'})")
         # The loop thread never busy-polls here: it would hold the GIL the caller's other threads need.
         options.setdefault("busy_poll_s", 0.0)
         self._stack = ExitStack()

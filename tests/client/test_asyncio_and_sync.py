@@ -74,3 +74,29 @@ def test_sync_errors(daemon):
             with pytest.raises(OffsetOutOfRangeError, match="no position for small/0") as info:
                 cons.getmany(timeout_s=10)
         assert (info.value.details["topic"], info.value.details["partition"]) == ("small", 0)
+
+
+def test_the_blocking_client_inside_an_event_loop_is_refused_by_name_and_works_from_a_worker_thread(daemon):
+    # It hung: the blocking client's own loop thread could not be stopped from a thread running a loop.
+    import trio
+
+    def blocking_topics() -> list:
+        with sync_connect(daemon) as c:
+            return c.list_topics()
+
+    async def trio_main():
+        with pytest.raises(RuntimeError, match=r"this thread runs an event loop \(trio\): use the async client "
+                                               r"\(millpond.client.connect\) here, or run the blocking one in a "
+                                               r"worker thread \(trio.to_thread.run_sync\)"):
+            blocking_topics()
+        return await trio.to_thread.run_sync(blocking_topics)
+
+    async def asyncio_main():
+        with pytest.raises(RuntimeError, match=r"this thread runs an event loop \(asyncio\).*\(asyncio.to_thread\)"):
+            blocking_topics()
+        return await asyncio.to_thread(blocking_topics)
+
+    with sync_connect(daemon) as admin:
+        admin.create_topic("mixed")
+    assert "mixed" in trio.run(trio_main)
+    assert "mixed" in asyncio.run(asyncio_main())
