@@ -93,7 +93,7 @@ class Producer:
         self._wake_event = anyio.Event if _threaded else event  # the sender's own wake-up (an async event)
         self._wake = self._wake_event()
         # client.sync appends from its own thread: there the sender sleeps on a threading.Event (waited in a worker
-        # thread) that any thread can set without blocking; in plain async use it sleeps on an anyio.Event.
+        # thread) that any thread can set without blocking; in plain async use it sleeps on the loop's own event.
         self._twake = threading.Event() if _threaded else None
         self.lock: Any = threading.Lock() if _threaded else _NoLock()
         self._acc = Accumulator(
