@@ -23,6 +23,7 @@ from millpond.broker.wire.errors import (
 )
 
 from millpond.client._group import Callback, GroupMember, MemberCore
+from millpond.client._native import primitives, scopes
 from millpond.client._seconds import seconds_api
 
 if TYPE_CHECKING:
@@ -98,9 +99,12 @@ class Consumer:
         self._results: deque[list[tuple[TopicPartition, int, list[Record]]]] = deque()
         self._ready: deque[Record] = deque()
         self._error: BaseException | None = None
-        self._data = anyio.Event()  # the fetcher added results or an error
-        self._changed = anyio.Event()  # assignment, seek or consumption changed what the fetcher should do
-        self._fetch_scope: anyio.CancelScope | None = None
+        # the loop's own events and scopes (client._native): a getmany and a fetch each make a few
+        self._event, _ = primitives()
+        self._move_on_after, self._cancel_scope = scopes()
+        self._data = self._event()  # the fetcher added results or an error
+        self._changed = self._event()  # assignment, seek or consumption changed what the fetcher should do
+        self._fetch_scope: Any = None  # the fetch in flight's cancel scope (the loop's own)
         self._tg: Any = None
         self._closed = False
         self.group = group
@@ -277,10 +281,10 @@ class Consumer:
             self._pull_started(member)
         try:
             if not (buffered_ok and self._ready):
-                with anyio.move_on_after(math.inf if timeout_s is None else timeout_s):
+                with self._move_on_after(math.inf if timeout_s is None else timeout_s):
                     while not self._fill():
                         await self._data.wait()
-                        self._data = anyio.Event()
+                        self._data = self._event()
         finally:
             if member is not None:
                 member.core.poll_ended(anyio.current_time())
@@ -400,7 +404,7 @@ class Consumer:
     async def _fetcher(self) -> None:
         delay = self.retry_backoff_s[0]
         while True:
-            self._changed = anyio.Event()
+            self._changed = self._event()
             try:
                 # A seek or assignment while we plan sets _changed (made above), so the wait below returns at once.
                 if self._error is None and not self._results:
@@ -444,7 +448,7 @@ class Consumer:
         # no hop through this task); this task only waits to plan the next fetch.
         conn = await self._client._connection()
         positions = {tp: (off, epoch) for tp, off, epoch in asked}
-        done = anyio.Event()
+        done = self._event()
         failed: list[BaseException] = []
 
         def answered(response: Any, error: BaseException | None) -> None:
@@ -461,10 +465,10 @@ class Consumer:
                                             "max_wait_ms": round(self.max_wait_s * 1000)}, answered)
         timeout_s = self._client.request_timeout_s + self.max_wait_s
         try:
-            with anyio.CancelScope() as scope:
+            with self._cancel_scope() as scope:
                 self._fetch_scope = scope
                 await conn.send_queued()  # a long poll does not busy-poll: records come when they come
-                with anyio.move_on_after(timeout_s):
+                with self._move_on_after(timeout_s):
                     await done.wait()
         finally:
             self._fetch_scope = None

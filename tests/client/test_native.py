@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import anyio
 import trio
 import trio.testing
 
-from millpond.client._native import primitives
+from millpond.client._native import primitives, scopes
 
 
 def test_under_trio_they_are_trios_own_and_follow_a_mock_clock():
@@ -37,5 +38,33 @@ def test_under_asyncio_they_are_anyios():
         ev.set()
         await ev.wait()
         assert ev.is_set()
+
+    asyncio.run(main())
+
+
+def test_scopes_are_trios_under_trio_and_take_a_negative_timeout_as_zero():
+    clock = trio.testing.MockClock(autojump_threshold=0)
+
+    async def main():
+        move_on_after, cancel_scope = scopes()
+        assert cancel_scope is trio.CancelScope
+        start = trio.current_time()
+        with move_on_after(-1.0) as scope:  # trio itself refuses a negative timeout; anyio's takes it as 0
+            await trio.sleep(1)
+        assert scope.cancelled_caught and trio.current_time() == start
+        with move_on_after(math.inf) as scope:
+            await trio.sleep(5)
+        assert not scope.cancelled_caught and trio.current_time() == start + 5
+
+    trio.run(main, clock=clock)
+
+
+def test_scopes_are_anyios_under_asyncio():
+    async def main():
+        move_on_after, cancel_scope = scopes()
+        assert move_on_after is anyio.move_on_after and cancel_scope is anyio.CancelScope
+        with move_on_after(0.01) as scope:
+            await asyncio.sleep(1)
+        assert scope.cancelled_caught
 
     asyncio.run(main())
