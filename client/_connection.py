@@ -17,6 +17,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, RequestTimedOutError
 from millpond.broker.wire.frames import PIECE_BYTES_MIN, unwritten
 
+from millpond.client._native import primitives, scopes
 from millpond.client._protocol import ClientProtocol, Response
 
 READ_BYTES = 256 * 1024
@@ -35,8 +36,8 @@ POLL_PROBE_S = 0.1
 class _Slot:
     __slots__ = ("event", "response", "error")
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
+    def __init__(self, event: Any) -> None:
+        self.event = event
         self.response: Response | None = None
         self.error: BaseException | None = None
 
@@ -60,7 +61,10 @@ class Connection:
         self.description = description
         self._slots: dict[int, _Slot | _Callback] = {}
         self._out: list[bytes | bytearray] = []  # frames, a large batch as a piece of its own
-        self._wake_writer = anyio.Event()
+        # the loop's own events and scopes (client._native): an awaited request makes an event and a scope
+        self._new_event, _ = primitives()
+        self._move_on_after, _ = scopes()
+        self._wake_writer = self._new_event()
         self._sending = False  # a task is writing _out (the writer, or a requester writing its own request)
         self.closed = False
         self.close_reason = ""
@@ -71,7 +75,7 @@ class Connection:
         self.polling = False  # ``_busy_poll`` keeps the event loop from sleeping now
         self._poll_hits = 1.0  # moving average: 1 when polls end with their answers in, 0 when they run out
         self._poll_probe_at = 0.0  # while polling pauses: the time of its next try (perf_counter)
-        self._poll_wakeup: anyio.Event | None = anyio.Event() if busy_poll_s > 0 else None
+        self._poll_wakeup: Any = self._new_event() if busy_poll_s > 0 else None
         # Under Trio the socket is ours alone (no transport buffers in front of it): requests are written to it at
         # once with writev and answers read with one recv per wake, so a request costs no task switch and no
         # extra system call. asyncio's transport owns its socket: there every byte goes through the stream.
@@ -237,7 +241,7 @@ class Connection:
         return (await self._wait(cid, slot, timeout_s)).result()
 
     def _queue(self, cid: int, data: list[bytes | bytearray], wake: bool = True) -> "_Slot":
-        slot = self._slots[cid] = _Slot()
+        slot = self._slots[cid] = _Slot(self._new_event())
         self._out.extend(data)
         if wake:
             self._wake_writer.set()
@@ -251,7 +255,7 @@ class Connection:
 
     async def _wait(self, cid: int, slot: "_Slot", timeout_s: float) -> Response:
         try:
-            with anyio.move_on_after(timeout_s if timeout_s is not None else math.inf):
+            with self._move_on_after(timeout_s if timeout_s is not None else math.inf):
                 await slot.event.wait()
         finally:
             if self._slots.pop(cid, None) is not None:
@@ -325,13 +329,13 @@ class Connection:
             # durable write, a long poll with nothing to read, many requests in flight) a miss.
             hit = 1.0 if not self._slots else 0.0
             self._poll_hits += (hit - self._poll_hits) * POLL_HITS_WEIGHT
-            wakeup = self._poll_wakeup = anyio.Event()
+            wakeup = self._poll_wakeup = self._new_event()
             await wakeup.wait()
 
     async def _writer(self) -> None:
         while not self.closed:
             await self._wake_writer.wait()
-            self._wake_writer = anyio.Event()
+            self._wake_writer = self._new_event()
             await self.send_queued()
 
     async def aclose(self, reason: str = "closed by the client") -> None:
