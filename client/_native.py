@@ -9,11 +9,20 @@ import anyio
 import sniffio
 
 
+def _trio() -> bool:
+    """Whether this thread runs Trio (False outside any loop: anyio's objects then bind to a loop when first
+    used, which is what a blocking client's objects made in the caller's thread need)."""
+    try:
+        return sniffio.current_async_library() == "trio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+
+
 def primitives() -> tuple[Callable[[], Any], Callable[[], float]]:
     """``(event_factory, clock)`` of the running loop: Trio's own ``Event`` and ``current_time`` under Trio,
-    anyio's (which serve asyncio) otherwise. Both behave as anyio's: ``set()``, ``is_set()``, ``await wait()``;
-    the clock is the loop's, in seconds, as cancel scopes' deadlines are. Must be called from the loop's thread."""
-    if sniffio.current_async_library() == "trio":
+    anyio's (which serve asyncio, and a thread with no loop yet) otherwise. Both behave as anyio's: ``set()``,
+    ``is_set()``, ``await wait()``; the clock is the loop's, in seconds, as cancel scopes' deadlines are."""
+    if _trio():
         import trio
 
         return trio.Event, trio.current_time
@@ -23,8 +32,8 @@ def primitives() -> tuple[Callable[[], Any], Callable[[], float]]:
 def scopes() -> tuple[Callable[[float], Any], Callable[[], Any]]:
     """``(move_on_after, cancel_scope)`` of the running loop: Trio's own under Trio (about half the cost of anyio's
     wrappers around them), anyio's otherwise. ``move_on_after(seconds)`` takes any float (a negative one is 0);
-    both give scopes with ``cancel()`` and ``cancelled_caught``. Must be called from the loop's thread."""
-    if sniffio.current_async_library() == "trio":
+    both give scopes with ``cancel()`` and ``cancelled_caught``."""
+    if _trio():
         import trio
 
         def move_on_after(seconds: float) -> Any:

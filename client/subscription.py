@@ -14,6 +14,7 @@ import anyio
 import anyio.lowlevel
 
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, UnknownSubscriptionError
+from millpond.client._native import primitives
 from millpond.client.queues import QueueMessage, _failure
 
 if TYPE_CHECKING:
@@ -84,7 +85,8 @@ class Subscription:
         self._conn: Connection | None = None
         self._holder: Any = None
         self._buffer: deque[PushedMessage] = deque()
-        self._arrived = anyio.Event()
+        self._event, _ = primitives()  # the loop's own (client._native): an event per push and per msg.ack()
+        self._arrived = self._event()
         self._done = False
         self._error: BaseException | None = None
         self._tg: Any = None
@@ -93,7 +95,7 @@ class Subscription:
         self._broker_unacked_max = 0
         self._acks: deque[_PendingAck] = deque()  # made by msg.ack(), not yet sent
         self._ack_sender_running = False
-        self._ack_sender_idle = anyio.Event()
+        self._ack_sender_idle = self._event()
 
     def __repr__(self) -> str:
         return f"Subscription({self.queue.name!r}, prefetch={self.prefetch})"
@@ -191,7 +193,7 @@ class Subscription:
                 raise self._error
             if self._done:
                 raise StopAsyncIteration
-            self._arrived = anyio.Event()
+            self._arrived = self._event()
             await self._arrived.wait()
         return self._buffer.popleft()
 
@@ -215,11 +217,11 @@ class Subscription:
         if self._tg is None or self._done:
             await self._settle_one("queue_ack", message, {})
             return
-        pending = _PendingAck(message.receipt_handle)
+        pending = _PendingAck(message.receipt_handle, self._event())
         self._acks.append(pending)
         if not self._ack_sender_running:
             self._ack_sender_running = True
-            self._ack_sender_idle = anyio.Event()
+            self._ack_sender_idle = self._event()
             self._tg.start_soon(self._ack_sender)
         await pending.done.wait()
         if pending.error is not None:
@@ -291,7 +293,7 @@ class _PendingAck:
 
     __slots__ = ("handle", "done", "error")
 
-    def __init__(self, handle: str) -> None:
+    def __init__(self, handle: str, done: Any) -> None:
         self.handle = handle
-        self.done = anyio.Event()
+        self.done = done
         self.error: MillpondError | None = None

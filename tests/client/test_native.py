@@ -68,3 +68,19 @@ def test_scopes_are_anyios_under_asyncio():
         assert scope.cancelled_caught
 
     asyncio.run(main())
+
+
+def test_outside_any_loop_they_are_anyios_which_bind_to_the_loop_that_first_uses_them():
+    # The blocking client makes some of its objects in the caller's thread (a push subscription's events).
+    event, now = primitives()
+    move_on_after, cancel_scope = scopes()
+    assert (event, now, move_on_after, cancel_scope) == (anyio.Event, anyio.current_time, anyio.move_on_after,
+                                                          anyio.CancelScope)
+    ev = event()
+
+    async def main():
+        ev.set()
+        await ev.wait()
+        return ev.is_set()
+
+    assert trio.run(main)
