@@ -143,9 +143,12 @@ class Producer:
         ``RuntimeError`` once the producer is closing or closed (``close()``, or leaving its ``async with``): the
         record could never be sent (as Kafka's send after close).
         """
-        if self._closed:
-            raise RuntimeError("the producer is closed: a record sent now would never be delivered; send with an "
-                               "open producer (inside its `async with` block)")
+        if self._closed or self._tg is None:
+            if self._closed:
+                raise RuntimeError("the producer is closed: a record sent now would never be delivered; send with "
+                                   "an open producer (inside its `async with` block)")
+            raise RuntimeError("the producer is not started: send inside `async with client.producer() as p:` "
+                               "(nothing would send a record sent now)")
         handle = self._acc.append(topic, value, key, headers, partition, timestamp_ms)
         if self._send_now and handle._batch.eager:
             # linger_s=0 and nothing pending: the record goes from this call, its request written without waiting

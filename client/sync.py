@@ -72,6 +72,39 @@ def _interruptible(portal: Any, fn: Any, *args: Any) -> Any:
         raise
 
 
+def _refuse_in_loop() -> None:
+    """Raise ``RuntimeError`` when this thread runs an event loop: a blocking call would stop that loop (and the
+    client's own loop thread cannot be stopped from there); under Trio anyio refuses with a vaguer message."""
+    try:
+        loop = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    raise RuntimeError(
+        f"millpond.client.sync blocks its caller, and this thread runs an event loop ({loop}): use the async "
+        f"client (millpond.client.connect) here, or run the blocking one in a worker thread "
+        f"({'trio.to_thread.run_sync' if loop == 'trio' else 'asyncio.to_thread'})")
+
+
+class _Blocking:
+    """The client's portal into its loop thread, refusing blocking calls from a thread that runs a loop."""
+
+    __slots__ = ("_portal",)
+
+    def __init__(self, portal: Any) -> None:
+        self._portal = portal
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        _refuse_in_loop()
+        return self._portal.call(fn, *args)
+
+    def start_task_soon(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        _refuse_in_loop()
+        return self._portal.start_task_soon(fn, *args, **kwargs)
+
+    def wrap_async_context_manager(self, cm: Any) -> Any:
+        return self._portal.wrap_async_context_manager(cm)
+
+
 @refuse_ms
 def connect(address: str | tuple[str, int] = DEFAULT_ADDRESS, **options: Any) -> SyncClient:
     """Connect now (errors raise here) and return a client: ``with connect("127.0.0.1:7420") as c: ...``.
@@ -88,19 +121,11 @@ class SyncClient:
     """Blocking twin of ``client.Client``; every method may block for one round trip to the broker."""
 
     def __init__(self, address: str | tuple[str, int], **options: Any) -> None:
-        try:
-            loop = sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            loop = None
-        if loop is not None:
-            raise RuntimeError(
-                f"millpond.client.sync blocks its caller, and this thread runs an event loop ({loop}): use the async "
-                f"client (millpond.client.connect) here, or run the blocking one in a worker thread "
-                f"({'trio.to_thread.run_sync' if loop == 'trio' else 'asyncio.to_thread'})")
+        _refuse_in_loop()
         # The loop thread never busy-polls here: it would hold the GIL the caller's other threads need.
         options.setdefault("busy_poll_s", 0.0)
         self._stack = ExitStack()
-        self._portal = self._stack.enter_context(start_blocking_portal("trio"))
+        self._portal: Any = _Blocking(self._stack.enter_context(start_blocking_portal("trio")))
         try:
             self._client: Client = self._stack.enter_context(
                 self._portal.wrap_async_context_manager(_aconnect(address, **options)))
@@ -116,6 +141,9 @@ class SyncClient:
         at_exit(lambda: (c := ref()) is not None and c._close_at_exit())
 
     def close(self) -> None:
+        """Close the connection and stop the client's loop thread. Raises ``RuntimeError`` from a thread that runs
+        an event loop (it could not stop that thread from there)."""
+        _refuse_in_loop()
         self._stack.close()
 
     def _close_at_exit(self) -> None:

@@ -100,3 +100,18 @@ def test_the_blocking_client_inside_an_event_loop_is_refused_by_name_and_works_f
         admin.create_topic("mixed")
     assert "mixed" in trio.run(trio_main)
     assert "mixed" in asyncio.run(asyncio_main())
+
+    # A client made in a worker thread, then used or closed from the loop's thread: refused the same way (closing
+    # hung under Trio; a call blocked the asyncio loop, or failed under Trio with anyio's vaguer words).
+    async def used_from_the_loop(to_thread):
+        c = await to_thread(sync_connect, daemon)
+        try:
+            for call in (c.list_topics, c.close):
+                with pytest.raises(RuntimeError, match=r"this thread runs an event loop"):
+                    call()
+        finally:
+            await to_thread(c.close)
+        return c.address
+
+    assert trio.run(used_from_the_loop, trio.to_thread.run_sync) == daemon
+    assert asyncio.run(used_from_the_loop(asyncio.to_thread)) == daemon

@@ -256,6 +256,10 @@ async def _send_after_close(daemon: str) -> list[str]:
         with pytest.raises(RuntimeError, match=CLOSED):
             p3.send("t", b"after leaving by an exception")
         seen.append("after an exception")
+        never_started = c.producer()
+        with pytest.raises(RuntimeError, match="the producer is not started: send inside `async with"):
+            never_started.send("t", b"nothing would send it")  # it was buffered, and close() dropped it silently
+        await never_started.close()
         def send_while_closing() -> None:  # another task, run while the close waits for the broker's answer
             with pytest.raises(RuntimeError, match=CLOSED):
                 p4.send("t", b"while closing")
