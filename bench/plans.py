@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 FSYNC_MODES = ("always", "interval", "never")
 
 
+def spread_label(workload: str, keys: int, partitions: int) -> str:
+    """How a step's records are spread, for its name: `` keys=1,000 partitions=64`` for keyed produce,
+    `` partitions=N`` when N is not 1, else nothing (so the runs of ``--partitions 1,64`` are rows of their own)."""
+    if keys and workload == "produce":
+        return f" keys={keys:,} partitions={partitions}"
+    return f" partitions={partitions}" if partitions != 1 else ""
+
+
 @dataclass(frozen=True)
 class Params:
     """Everything a benchmark step is parametrised by. Sizes in bytes, durations in seconds, rates per second.

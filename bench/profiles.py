@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from millpond.bench.plans import Params
+from millpond.bench.plans import Params, spread_label
 
 SIZES = (100, 1024)
 RATED = ("e2e", "soak")  # workloads that send at a fixed rate (part of their label)
@@ -26,16 +26,12 @@ class Step:
     reads_previous: bool = False
 
     def label(self, fsync: bool = True) -> str:
-        """``produce 100 B fsync=always``; without the fsync part for a peer, whose durability is its own. The
-        partition count is named when it is not 1 (and always for keyed produce), so the runs of ``--partitions
-        1,64`` are rows of their own."""
+        """``produce 100 B fsync=always``; without the fsync part for a peer, whose durability is its own; with
+        its keys and partitions (``plans.spread_label``)."""
         p = self.params
         size = "file" if p.payload_file else f"{p.record_bytes:,} B"
         rate = f" @{p.rate_per_s:,}/s" if self.workload in RATED else ""
-        if p.keys and self.workload == "produce":
-            spread = f" keys={p.keys:,} partitions={p.partitions}"
-        else:
-            spread = f" partitions={p.partitions}" if p.partitions != 1 else ""
+        spread = spread_label(self.workload, p.keys, p.partitions)
         return f"{self.workload} {size}{rate}{spread}" + (f" fsync={p.fsync}" if fsync else "")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from millpond.bench import machine, reference, stats
+from millpond.bench.plans import spread_label
 
 # Figures summarised over repeats; every name carries its unit.
 FIGURES = ("records_per_s", "mb_per_s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "wall_s", "records",
@@ -267,20 +268,13 @@ def _spread_pairs(workload: str, summary: list[dict[str, Any]], target: str | No
                   ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """``(row over N > 1 partitions, row over 1)`` for each keyed ``workload`` row of ``target`` with a row over one
     partition measured in the run at the same record size, keys, producers and fsync mode."""
+    def same_but_partitions(g: dict[str, Any]) -> tuple:
+        return (g["fsync"], *match_key({**g, "partitions": 1}))
+
     rows = [g for g in summary if g["target"] == target and g["workload"] == workload and g.get("keys")
             and g["records_per_s"]["median"]]
-    out = []
-    for g in rows:
-        if g.get("partitions", 1) <= 1:
-            continue
-        for one in rows:
-            if (one.get("partitions", 1) == 1 and one["fsync"] == g["fsync"] and one.get("keys") == g.get("keys")
-                    and one.get("record_bytes") == g.get("record_bytes")
-                    and one.get("producers") == g.get("producers")
-                    and one.get("payload_file") == g.get("payload_file")):
-                out.append((g, one))
-                break
-    return out
+    ones = {same_but_partitions(g): g for g in rows if g.get("partitions", 1) == 1}
+    return [(g, ones[k]) for g in rows if g.get("partitions", 1) > 1 and (k := same_but_partitions(g)) in ones]
 
 
 def _meets(value: float, op: str, threshold: float) -> bool:
@@ -312,13 +306,9 @@ def _extra_lines(summary: list[dict[str, Any]]) -> list[str]:
 
 
 def workload_label(g: dict[str, Any]) -> str:
-    """``e2e @5,000/s``: the workload, with its send rate where it has a fixed one, its keys and partitions where
-    the records are keyed (``produce keys=1,000 partitions=64``), and its partitions where they are not 1."""
-    parts = g.get("partitions", 1)
-    if g.get("keys"):
-        spread = f" keys={g['keys']:,} partitions={parts}"
-    else:
-        spread = f" partitions={parts}" if parts != 1 else ""
+    """``e2e @5,000/s``: the workload, with its send rate where it has a fixed one, and its keys and partitions
+    (``plans.spread_label``: ``produce keys=1,000 partitions=64``)."""
+    spread = spread_label(g["workload"], g.get("keys") or 0, g.get("partitions", 1))
     return g["workload"] + (f" @{g['rate_per_s']:,}/s" if g.get("rate_per_s") else "") + spread
 
 

@@ -11,13 +11,12 @@ from typing import Any, Callable
 
 import anyio
 import anyio.lowlevel
-import sniffio
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, RequestTimedOutError
 from millpond.broker.wire.frames import PIECE_BYTES_MIN, unwritten
 
-from millpond.client._native import primitives, scopes
+from millpond.client._native import native, running_loop
 from millpond.client._protocol import ClientProtocol, Response
 
 READ_BYTES = 256 * 1024
@@ -62,8 +61,8 @@ class Connection:
         self._slots: dict[int, _Slot | _Callback] = {}
         self._out: list[bytes | bytearray] = []  # frames, a large batch as a piece of its own
         # the loop's own events and scopes (client._native): an awaited request makes an event and a scope
-        self._new_event, _ = primitives()
-        self._move_on_after, _ = scopes()
+        loop = native()
+        self._new_event, self._move_on_after = loop.event, loop.move_on_after
         self._wake_writer = self._new_event()
         self._sending = False  # a task is writing _out (the writer, or a requester writing its own request)
         self.closed = False
@@ -81,7 +80,7 @@ class Connection:
         # extra system call. asyncio's transport owns its socket: there every byte goes through the stream.
         self._sock: socket.socket | None = None
         extra = getattr(stream, "extra", None)  # a stream that is no socket stream (tests) has none
-        if extra is not None and sniffio.current_async_library() == "trio":
+        if extra is not None and running_loop() == "trio":
             self._sock = extra(SocketAttribute.raw_socket, None)
 
     @classmethod

@@ -23,7 +23,7 @@ from millpond.broker.wire.errors import (
 )
 
 from millpond.client._group import Callback, GroupMember, MemberCore
-from millpond.client._native import primitives, scopes
+from millpond.client._native import native
 from millpond.client._seconds import seconds_api
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ class Consumer:
         self._ready: deque[Record] = deque()
         self._error: BaseException | None = None
         # the loop's own events and scopes (client._native): a getmany and a fetch each make a few
-        self._event, _ = primitives()
-        self._move_on_after, self._cancel_scope = scopes()
+        loop = native()
+        self._event, self._move_on_after, self._cancel_scope = loop.event, loop.move_on_after, loop.cancel_scope
         self._data = self._event()  # the fetcher added results or an error
         self._changed = self._event()  # assignment, seek or consumption changed what the fetcher should do
         self._fetch_scope: Any = None  # the fetch in flight's cancel scope (the loop's own)

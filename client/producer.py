@@ -30,12 +30,18 @@ from millpond.broker.wire.errors import (
 from millpond.broker.wire.frames import PIECE_BYTES_MIN
 
 from millpond.client._accumulator import Accumulator, Batch, RecordHandle
-from millpond.client._native import primitives
+from millpond.client._native import native
 from millpond.client.types import ProducerStatistics
 from millpond.client._seconds import seconds_api
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
+
+
+_CLOSED = ("the producer is closed: a record sent now would never be delivered; send with an open producer "
+           "(inside its `async with` block)")
+_NOT_STARTED = ("the producer is not started: send inside `async with client.producer() as p:` (nothing would send "
+                "a record sent now)")
 
 
 @seconds_api
@@ -89,8 +95,10 @@ class Producer:
         self.delivery_timeout_s = delivery_timeout_s
         self.retry_backoff_s = retry_backoff_s
         self._threaded = _threaded
-        event, clock = (threading.Event, time.monotonic) if _threaded else primitives()
-        self._wake_event = anyio.Event if _threaded else event  # the sender's own wake-up (an async event)
+        # Made in the loop's thread (client.sync too, through its portal): the sender's wake-up is the loop's own
+        # event; batches' events are too, but threading's when client.sync's threads wait on them.
+        loop = native()
+        self._wake_event = loop.event
         self._wake = self._wake_event()
         # client.sync appends from its own thread: there the sender sleeps on a threading.Event (waited in a worker
         # thread) that any thread can set without blocking; in plain async use it sleeps on the loop's own event.
@@ -98,7 +106,8 @@ class Producer:
         self.lock: Any = threading.Lock() if _threaded else _NoLock()
         self._acc = Accumulator(
             batch_bytes=batch_bytes, batch_bytes_max=client.limits.batch_bytes_max, linger_s=linger_s,
-            now=clock, event_factory=event,
+            now=time.monotonic if _threaded else loop.clock,
+            event_factory=threading.Event if _threaded else loop.event,
             on_wake=self._on_wake, handle_cls=_handle_cls(_threaded),
             max_in_flight=max_in_flight if idempotent else 1, compression=codec)
         self.idempotent = idempotent
@@ -144,11 +153,7 @@ class Producer:
         record could never be sent (as Kafka's send after close).
         """
         if self._closed or self._tg is None:
-            if self._closed:
-                raise RuntimeError("the producer is closed: a record sent now would never be delivered; send with "
-                                   "an open producer (inside its `async with` block)")
-            raise RuntimeError("the producer is not started: send inside `async with client.producer() as p:` "
-                               "(nothing would send a record sent now)")
+            raise RuntimeError(_CLOSED if self._closed else _NOT_STARTED)
         handle = self._acc.append(topic, value, key, headers, partition, timestamp_ms)
         if self._send_now and handle._batch.eager:
             # linger_s=0 and nothing pending: the record goes from this call, its request written without waiting

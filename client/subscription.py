@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, UnknownSubscriptionError
-from millpond.client._native import primitives
+from millpond.client._native import native
 from millpond.client.queues import QueueMessage, _failure
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class Subscription:
         self._conn: Connection | None = None
         self._holder: Any = None
         self._buffer: deque[PushedMessage] = deque()
-        self._event, _ = primitives()  # the loop's own (client._native): an event per push and per msg.ack()
+        self._event = native().event  # the loop's own (client._native): an event per push and per msg.ack()
         self._arrived = self._event()
         self._done = False
         self._error: BaseException | None = None

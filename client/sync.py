@@ -22,12 +22,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Iterator
 
 import anyio.to_thread
-import sniffio
 from anyio.from_thread import start_blocking_portal
 
 from millpond.broker.wire.batch import Record
 
 from millpond.client._accumulator import RecordHandle
+from millpond.client._native import running_loop
 from millpond.client._client import DEFAULT_ADDRESS, Client
 from millpond.client._client import connect as _aconnect
 from millpond.client.limits import LimitPolicy
@@ -75,9 +75,8 @@ def _interruptible(portal: Any, fn: Any, *args: Any) -> Any:
 def _refuse_in_loop() -> None:
     """Raise ``RuntimeError`` when this thread runs an event loop: a blocking call would stop that loop (and the
     client's own loop thread cannot be stopped from there); under Trio anyio refuses with a vaguer message."""
-    try:
-        loop = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
+    loop = running_loop()
+    if loop is None:
         return
     raise RuntimeError(
         f"millpond.client.sync blocks its caller, and this thread runs an event loop ({loop}): use the async "

@@ -2,6 +2,7 @@
 # blocking one, and the thread-embedded broker, each as a plain script in a subprocess.
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def test_the_blocking_snippet(daemon, tmp_path):
     out = run(script, tmp_path).stdout.splitlines()
     with connect(daemon) as c:
         assert c.describe_topic("orders").records == 100
-    values = [int(eval(v)) for v in out]  # three partitions: any ten of the lines, each once
+    values = [int(ast.literal_eval(v)) for v in out]  # three partitions: any ten of the lines, each once
     assert len(values) == len(set(values)) == 10 and set(values) <= set(range(1, 101))
 
 

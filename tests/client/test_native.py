@@ -1,4 +1,4 @@
-# The loop's own primitives, looked up once per producer: Trio's Event and clock under Trio, anyio's under asyncio;
+# The loop's own primitives, looked up once per client object: Trio's Event and clock under Trio, anyio's under asyncio;
 # either way they behave as anyio's, and the clock is the one cancel scopes use (virtual under a Trio MockClock).
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import anyio
 import trio
 import trio.testing
 
-from millpond.client._native import primitives, scopes
+from millpond.client._native import native, running_loop
 
 
 def test_under_trio_they_are_trios_own_and_follow_a_mock_clock():
     clock = trio.testing.MockClock(autojump_threshold=0)
 
     async def main():
-        event, now = primitives()
-        assert event is trio.Event and now is trio.current_time
+        event, now, _, _ = native()
+        assert event is trio.Event and now is trio.current_time and running_loop() == "trio"
         start = now()
         ev = event()
         with trio.move_on_after(2.5):
@@ -31,8 +31,8 @@ def test_under_trio_they_are_trios_own_and_follow_a_mock_clock():
 
 def test_under_asyncio_they_are_anyios():
     async def main():
-        event, now = primitives()
-        assert event is anyio.Event and now is anyio.current_time
+        event, now, _, _ = native()
+        assert event is anyio.Event and now is anyio.current_time and running_loop() == "asyncio"
         ev = event()
         assert abs(now() - asyncio.get_running_loop().time()) < 1.0
         ev.set()
@@ -46,7 +46,7 @@ def test_scopes_are_trios_under_trio_and_take_a_negative_timeout_as_zero():
     clock = trio.testing.MockClock(autojump_threshold=0)
 
     async def main():
-        move_on_after, cancel_scope = scopes()
+        _, _, move_on_after, cancel_scope = native()
         assert cancel_scope is trio.CancelScope
         start = trio.current_time()
         with move_on_after(-1.0) as scope:  # trio itself refuses a negative timeout; anyio's takes it as 0
@@ -61,7 +61,7 @@ def test_scopes_are_trios_under_trio_and_take_a_negative_timeout_as_zero():
 
 def test_scopes_are_anyios_under_asyncio():
     async def main():
-        move_on_after, cancel_scope = scopes()
+        _, _, move_on_after, cancel_scope = native()
         assert move_on_after is anyio.move_on_after and cancel_scope is anyio.CancelScope
         with move_on_after(0.01) as scope:
             await asyncio.sleep(1)
@@ -72,10 +72,11 @@ def test_scopes_are_anyios_under_asyncio():
 
 def test_outside_any_loop_they_are_anyios_which_bind_to_the_loop_that_first_uses_them():
     # The blocking client makes some of its objects in the caller's thread (a push subscription's events).
-    event, now = primitives()
-    move_on_after, cancel_scope = scopes()
+    event, now, _, _ = native()
+    _, _, move_on_after, cancel_scope = native()
     assert (event, now, move_on_after, cancel_scope) == (anyio.Event, anyio.current_time, anyio.move_on_after,
                                                           anyio.CancelScope)
+    assert running_loop() is None
     ev = event()
 
     async def main():

@@ -21,29 +21,24 @@ class SyncPlan:
     fsync is "never", of the active one; rolled segments' index files; directory fsyncs) and the end offset it
     reaches (``ends``). ``run`` in a worker thread, then ``LogManager.synced(plan, error)`` on the loop.
 
-    With ``filesystem`` (``files.FilesystemSync``) and ``whole`` (default: at least its ``min_parts`` partitions),
-    one syncfs makes every part on that filesystem durable at once, and the parts only write their index files and
-    fsync their directories (a part elsewhere still fsyncs its own files). Parts made for such a plan hold no fds
-    for files on that filesystem (``sync_part``'s ``covered``): the plan must then be whole, whatever the number of
-    parts it ends up with."""
+    With ``filesystem`` (``files.FilesystemSync``) and ``whole`` (``LogManager.sync_plan`` decides: at least its
+    ``min_parts`` partitions), one syncfs makes every part on that filesystem durable at once
+    (``whole_filesystem``), and the parts only write their index files and fsync their directories (a part
+    elsewhere still fsyncs its own files). Parts made for such a plan hold no fds for files on that filesystem
+    (``sync_part``'s ``covered``): the plan stays whole whatever the number of parts it ends up with."""
 
-    __slots__ = ("parts", "filesystem", "whole")
+    __slots__ = ("parts", "filesystem", "whole_filesystem")
 
     def __init__(self, parts: list[tuple["PartitionLog", SyncPart]],
-                 filesystem: "FilesystemSync | None" = None, whole: bool | None = None) -> None:
+                 filesystem: "FilesystemSync | None" = None, whole: bool = False) -> None:
         self.parts = parts
         self.filesystem = filesystem
-        self.whole = filesystem is not None and (len(parts) >= filesystem.min_parts if whole is None else whole)
+        self.whole_filesystem = filesystem is not None and whole
 
     @property
     def ends(self) -> dict["PartitionLog", int]:
         """The offset below which each partition is durable once the plan ran without error."""
         return {plog: part.end for plog, part in self.parts}
-
-    @property
-    def whole_filesystem(self) -> bool:
-        """True when ``run`` makes the parts durable with one syncfs rather than one fsync per file."""
-        return self.whole
 
     def run(self) -> OSError | None:
         """Blocking: fsync everything in the plan; returns the first OSError (the rest is not attempted) or None.
