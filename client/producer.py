@@ -120,7 +120,9 @@ class Producer:
         # [deadline, batch (None once answered), connection, correlation id] per produce request, in send order:
         # the timeout is the same for all, so the first unanswered one is the next to expire
         self._requests: deque[list[Any]] = deque()
-        self._tg: Any = None
+        self._tg: Any = None  # the sender's task group (started in the client's by __aenter__)
+        self._ended: Any = None  # set when it has ended
+        self._crash: BaseException | None = None
         self._sent = self._failed = self._batches = self._retries = self._throttled = 0
         self._throttle_wait_s = 0.0
         self._throttle_time_s = 0.0
@@ -232,7 +234,11 @@ class Producer:
         tg.cancel_scope.cancel()
         if self._twake is not None:
             self._twake.set()  # release the worker thread the sender was sleeping in
-        await tg.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):  # the sender's tasks end at once: they were cancelled
+            await self._ended.wait()
+        if self._crash is not None:
+            crash, self._crash = self._crash, None
+            raise crash
         # A batch the sender had taken but not yet written (waiting for a connection to a broker that is gone)
         # gets no answer now: it fails rather than leave its handles unsettled.
         with self.lock:
@@ -246,10 +252,26 @@ class Producer:
         if self.idempotent:
             answer = await self._client.request("init_producer", {})
             self._acc.producer_id = int(answer["producer_id"])
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._sender)
+        # The sender's task group lives in the client's, not on the caller's stack of cancel scopes: close() can
+        # then be called from anywhere (inside a move_on_after in the producer's own block, another task), and
+        # ends the sender without exiting a scope the caller's task holds.
+        self._ended = self._wake_event()
+        await self._client._tg.start(self._run)
         return self
+
+    async def _run(self, *, task_status: Any) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._sender)
+                task_status.started()
+        except BaseException as exc:  # a fault of the sender's: raised by close(), never into the client's tasks
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                    exc = exc.exceptions[0]  # the one task's own error, as the caller would catch it
+                self._crash = exc
+        finally:
+            self._ended.set()
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
         if exc is None:

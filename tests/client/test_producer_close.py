@@ -305,3 +305,67 @@ def test_a_blocking_send_after_close_raises_at_once(daemon):
         with pytest.raises(RuntimeError, match=CLOSED):
             p3.send("t", b"after leaving by an exception")
     assert stored(daemon) == 1
+
+
+# ---- close() from anywhere: cut short by a cancel scope inside the producer's block, or from another task ----
+
+async def _close_cut_short(daemon: str) -> tuple[int, int]:
+    async with connect(daemon, client_id="app-1") as c:
+        async with c.producer() as p:
+            handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
+            await handles[-1]  # through the burst: throttled from now on
+            handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, N)]
+            with anyio.move_on_after(0.2) as scope:
+                await p.close()  # would take seconds at the policy's rate
+            assert scope.cancelled_caught
+            with pytest.raises(RuntimeError, match=CLOSED):
+                p.send("t", b"after a close cut short")
+        # the block is left cleanly (its task group was never on this task's stack of cancel scopes)
+        acked, errors = await async_outcomes(handles)
+        stats = p.statistics()
+        assert acked == stats.records_sent and len(errors) == stats.records_failed == N - acked
+        assert 200 <= acked < N and stats.records_buffered == 0
+        async with anyio.create_task_group() as tg, c.producer() as p2:
+            last = p2.send("t", b"closed by another task")
+            tg.start_soon(p2.close)
+            await anyio.sleep(0.1)
+            with pytest.raises(RuntimeError, match=CLOSED):
+                p2.send("t", b"after another task closed it")
+        assert (await last).offset >= acked
+        return acked, len(errors)
+
+
+@pytest.mark.parametrize("runner", ["trio", "asyncio"])
+def test_an_async_close_cut_short_inside_the_block_leaves_it_cleanly(daemon, runner):
+    throttle(daemon)
+    acked, failed = (trio.run(_close_cut_short, daemon) if runner == "trio"
+                     else asyncio.run(_close_cut_short(daemon)))
+    assert acked + failed == N
+    assert stored(daemon) >= acked + 1
+
+
+class SenderFault(Exception):
+    pass
+
+
+@pytest.mark.parametrize("runner", ["trio", "asyncio"])
+def test_a_fault_in_the_sender_is_raised_by_the_producer_not_the_client(daemon, runner, monkeypatch):
+    from millpond.client.producer import Producer
+
+    async def broken_sender(self) -> None:
+        raise SenderFault("sender")
+
+    async def run() -> int:
+        async with connect(daemon) as c:
+            with pytest.raises(SenderFault, match="sender"):
+                async with c.producer():
+                    await anyio.sleep(0.05)
+            monkeypatch.undo()
+            async with c.producer() as p:  # the client is unharmed: its next producer works
+                return (await p.send("t", b"after the fault")).offset
+
+    with sync_connect(daemon, client_id="admin") as admin:
+        admin.create_topic("t")
+    monkeypatch.setattr(Producer, "_sender", broken_sender)
+    offset = trio.run(run) if runner == "trio" else asyncio.run(run())
+    assert offset == 0
