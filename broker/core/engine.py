@@ -122,6 +122,7 @@ class Engine:
 
     def close(self) -> None:
         """Fsync and close every store (blocking; call at the end)."""
+        self.queues.journal.write_pending()
         self.fanout.close()
         self.log.close()
 
@@ -211,8 +212,21 @@ class Engine:
 
     # -- durability ---------------------------------------------------------------------------------------------
     def sync_plan(self) -> Any:
-        """What to fsync now (``plan.run()`` in a worker thread), or None when everything is durable."""
+        """What to fsync now (``plan.run()`` in a worker thread), or None when everything is durable. What the
+        cores held back is written first (``write_held``)."""
+        self.write_held()
         return self.log.sync_plan()
+
+    def write_held(self) -> bool:
+        """Write what the cores held back for the group commit (fsync="always": the queues' journal records of the
+        requests handled since the last call, as one write); the server calls it after each pass of requests (one
+        read's frames) and before each sync plan. Returns False when a write failed: its waiters are woken
+        (``take_woken``) and answered STORAGE_ERROR."""
+        journal = self.queues.journal
+        if journal.write_pending():
+            return True
+        self._woken.add(partition_key(journal.plog.topic, journal.plog.partition))
+        return False
 
     def synced(self, plan: Any, error: OSError | None) -> set[Hashable]:
         """Apply a finished plan: high watermarks move (or the failure is recorded, answered to the writers

@@ -47,6 +47,7 @@ class Handler(Protocol):
     def on_frame(self, conn: "Connection", body: bytes | memoryview) -> None: ...  # body: only during the call
     def on_closed(self, conn: "Connection") -> None: ...
     def on_eof(self, conn: "Connection") -> None: ...  # the peer will send nothing more (it may still read)
+    def on_frames_done(self, conn: "Connection") -> None: ...  # every frame of one read was handled
     def new_decoder(self, limits: "ConnectionLimits") -> Decoder: ...
     def frame_too_large(self, conn: "Connection", exc: FrameTooLargeError) -> list[Piece]: ...
 
@@ -323,6 +324,7 @@ class Connection:
             if taken:
                 self._last_progress = trio.current_time()
                 self._made_progress()
+                handler.on_frames_done(self)
             if self._out and not self._writing:
                 # answers to what was just read go out from here: no hop to the writer task on a request's path
                 if self._fd is not None:

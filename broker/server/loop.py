@@ -124,6 +124,12 @@ class RequestLoop:
             return
         self._step(conn, cid, lambda ctx: self.engine.handle(request, ctx), type(request).__name__, len(body))
 
+    def on_frames_done(self, conn: Any) -> None:
+        """Every frame of one read was handled: what the engine held for the group commit is written now, in one
+        write that runs while the fsync in flight does."""
+        if not self.engine.write_held():
+            self._after_engine()  # the failed write's waiters are answered
+
     def on_closed(self, conn: Any) -> None:
         """The connection is gone: its parked requests are abandoned (their answers would go nowhere)."""
         waiters = self._by_conn.pop(conn, ())
@@ -364,6 +370,7 @@ class RequestLoop:
         """Run one fsync plan now (if anything is to be made durable) and apply it."""
         plan = self.engine.sync_plan()
         if plan is None:
+            self.wake(self.engine.take_woken())  # a failed write of what the plan would have covered
             return
         try:
             result = await _run_pieces(plan.split(SYNC_THREADS if len(plan.parts) >= SYNC_SPLIT_MIN else 1))

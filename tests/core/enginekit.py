@@ -51,4 +51,4 @@ def answer(engine: Engine, request: Any, now: float = 0.0) -> Any:
 def flush(engine: Engine) -> set:
     """One fsync plan, run and applied; returns the keys it woke."""
     plan = engine.sync_plan()
-    return set() if plan is None else engine.synced(plan, plan.run())
+    return engine.take_woken() if plan is None else engine.synced(plan, plan.run())  # as RequestLoop.flush

@@ -28,6 +28,7 @@ from millpond.broker.core.queues.api import (
     SetQueueAttributes,
     queue_key,
 )
+from millpond.broker.wire.batch import iter_batches
 from millpond.broker.wire.errors import (
     InvalidParameterValueError,
     InvalidRequestError,
@@ -216,3 +217,88 @@ def test_a_refused_message_is_not_charged_to_the_limits(never):
     assert type(answer(never, SendMessage("q", b"x"), 0.0)) is MessageSent  # the one message of the burst
     with pytest.raises(ThrottledError):
         handle(never, SendMessage("q", b"y"), 0.0)
+
+
+# ---- fsync "always": the journal's records wait for the sync plan and go out as one write ----
+
+def test_under_fsync_always_the_requests_before_a_sync_plan_share_one_journal_write(tmp_path):
+    engine = make_engine(tmp_path, fsync="always")
+    answer_after_flush(engine, CreateQueue("q"))
+    plog = engine.queues.journal.plog
+    end, batches = plog.log_end_offset, plog.store.segments[-1].size
+    sends = [handle(engine, SendMessage("q", b"m%d" % i), 1.0) for i in range(5)]
+    assert all(isinstance(s, Wait) for s in sends)
+    assert plog.log_end_offset == end and plog.store.segments[-1].size == batches  # nothing written yet
+    assert engine.write_held()  # the end of the server's pass: the five records go as one batch, not yet synced
+    assert plog.log_end_offset == end + 5 and plog.high_watermark == end
+    assert len(list(iter_batches(plog.store.segments[-1].stem.with_suffix(".log").read_bytes()[batches:]))) == 1
+    woken = flush(engine)
+    assert plog.log_end_offset == plog.high_watermark == end + 5
+    assert {k for s in sends for k in s.keys} <= woken
+    ids = [s.resume(ctx(1.0), False).value.message_id for s in sends]
+    got = answer_after_flush(engine, ReceiveMessages("q", max_messages=10), 2.0)
+    assert [m.message_id for m in got.messages] == ids  # in send order
+    engine.close()
+    again = make_engine(tmp_path, opened_at=3.0, fsync="always")
+    info = answer_after_flush(again, GetQueueAttributes("q"), 3.0)
+    assert (info.messages_visible, info.messages_in_flight) == (0, 5)  # sends and their receives were replayed
+    again.close()
+
+
+def test_under_fsync_always_a_failed_journal_write_answers_its_waiters_storage_error(tmp_path, monkeypatch):
+    from millpond.broker.wire.errors import StorageError
+
+    engine = make_engine(tmp_path, fsync="always")
+    answer_after_flush(engine, CreateQueue("q"))
+    plog = engine.queues.journal.plog
+    sent = handle(engine, SendMessage("q", b"lost"), 1.0)
+
+    def full(*args, **kwargs):
+        raise StorageError("no space left on device")
+
+    monkeypatch.setattr(plog, "append", full)
+    woken = flush(engine)
+    assert set(sent.keys) <= woken
+    with pytest.raises(StorageError, match="fsync of __millpond_queues/0 failed"):
+        sent.resume(ctx(1.0), False)
+    monkeypatch.undo()  # the next write succeeds: later requests are answered as usual
+    after = handle(engine, SendMessage("q", b"kept"), 2.0)
+    assert set(after.keys) <= flush(engine)
+    assert isinstance(after.resume(ctx(2.0), False).value, MessageSent)
+    engine.close()
+
+
+def test_under_fsync_always_held_records_are_written_before_they_pass_a_mebibyte(tmp_path):
+    from millpond.broker.core.queues.journal import PENDING_BYTES_MAX
+
+    engine = make_engine(tmp_path, fsync="always")
+    answer_after_flush(engine, CreateQueue("q", message_bytes_max=256 * 1024))
+    plog = engine.queues.journal.plog
+    end = plog.log_end_offset
+    body = b"x" * (200 * 1024)
+    n = PENDING_BYTES_MAX // len(body) + 1  # the last one would take the held records past the bound
+    for i in range(n):
+        handle(engine, SendMessage("q", body), 1.0)
+    assert plog.log_end_offset == end + n - 1  # written when the next would have passed it; the last one held
+    flush(engine)
+    assert plog.log_end_offset == plog.high_watermark == end + n
+    engine.close()
+
+
+def test_under_fsync_never_each_request_is_written_at_once(tmp_path):
+    engine = make_engine(tmp_path, fsync="never")
+    answer(engine, CreateQueue("q"))
+    plog = engine.queues.journal.plog
+    end = plog.log_end_offset
+    answer(engine, SendMessage("q", b"a"), 1.0)
+    assert plog.log_end_offset == plog.high_watermark == end + 1
+    engine.close()
+
+
+def answer_after_flush(engine, request, now: float = 0.0):
+    outcome = handle(engine, request, now)
+    if isinstance(outcome, Wait):
+        flush(engine)
+        outcome = outcome.resume(ctx(now), False)
+    assert isinstance(outcome, Answer), outcome
+    return outcome.value

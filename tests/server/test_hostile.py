@@ -56,6 +56,9 @@ class StandIn:
     def on_eof(self, conn: Connection) -> None:
         self.eofs += 1
 
+    def on_frames_done(self, conn: Connection) -> None:
+        pass
+
     def frame_too_large(self, conn: Connection, exc: errors.FrameTooLargeError) -> list[bytes]:
         return [b"TOO-LARGE"]
 

@@ -55,6 +55,9 @@ class Journaled:
         events = self.m.take_events()
         self.journal.append(events, now, ms(now))
         self.reference.append(events, now, ms(now))
+        # fsync="always" holds the records for the next sync plan, whose making writes them: one per write here
+        self.journal.write_pending()
+        self.reference.write_pending()
 
     def restart(self, now: float) -> None:
         self.m = self.replayed(now)
