@@ -20,7 +20,8 @@ def test_fanout_core_delivers_every_record_to_every_queue_and_reports_each_row(c
 
 def test_queues_core_receives_and_deletes_every_message_it_sent(capsys):
     run = queues_core.one_run(200)
-    assert run["messages"] == 200 and run["send_cpu_s"] > 0 and run["receive_delete_cpu_s"] > 0
+    assert (run["messages"], run["singles"], run["batched"]) == (200, 20, 180)
+    assert run["send_one_cpu_s"] > 0 and run["send_cpu_s"] > 0 and run["receive_delete_cpu_s"] > 0
     assert queues_core.main(["--messages", "100", "--repeat", "2"]) == 0
     out = capsys.readouterr().out
-    assert "send batch 10" in out and "receive 10 + delete batch 10" in out
+    assert "send batch 1 " in out and "send batch 10" in out and "receive 10 + delete batch 10" in out

@@ -21,7 +21,7 @@ from millpond.broker.wire.frames import FrameDecoder, decode_request, encode_res
 from millpond.client import _connection as client_connection
 from millpond.client import connect
 
-from tests.server.test_loop import Codec, Conn, Engine
+from tests.server.test_loop import Codec, Conn, Engine, feed
 
 
 class WallClock:
@@ -51,7 +51,7 @@ async def test_after_a_request_the_loop_polls_for_its_window_and_then_sleeps(nur
     await turns()
     assert loop.statistics()["polling"] is False  # nothing served yet: asleep
     conn = Conn()
-    loop.on_frame(conn, b"1:a")
+    feed(loop, conn, b"1:a")
     assert conn.sent == [b"1=A"]
     await turns()
     assert loop.statistics()["polling"] is True
@@ -61,7 +61,7 @@ async def test_after_a_request_the_loop_polls_for_its_window_and_then_sleeps(nur
     clock.t += 0.002
     await turns()
     assert loop.statistics()["polling"] is False  # 1 s of wall time from the request: over
-    loop.on_frame(conn, b"2:a")  # the next request opens a new window
+    feed(loop, conn, b"2:a")  # the next request opens a new window
     await turns()
     assert loop.statistics()["polling"] is True
 
@@ -70,7 +70,7 @@ async def test_a_loop_with_busy_poll_0_never_polls(nursery):
     loop = await _loop(nursery, {"a": lambda ctx: Answer("A")}, busy_poll_s=0.0)
     conn = Conn()
     for cid in range(5):
-        loop.on_frame(conn, b"%d:a" % cid)
+        feed(loop, conn, b"%d:a" % cid)
         await turns()
         assert loop.statistics()["polling"] is False
     assert len(conn.sent) == 5
@@ -87,7 +87,7 @@ async def test_the_busy_poll_stands_aside_while_a_worker_thread_runs(nursery):
     loop = await _loop(nursery, {"slow": lambda ctx: Offload(work, lambda ctx, result: Answer(result)),
                                  "a": lambda ctx: Answer("A")}, busy_poll_s=1.0)
     conn = Conn()
-    loop.on_frame(conn, b"1:slow")
+    feed(loop, conn, b"1:slow")
     await trio.to_thread.run_sync(started.wait)
     await turns()
     # within the window (the clock stands still), but the worker thread needs the GIL to hand its result back
@@ -97,7 +97,7 @@ async def test_the_busy_poll_stands_aside_while_a_worker_thread_runs(nursery):
         while not conn.sent:  # the worker thread hands its result back
             await trio.sleep(0.001)
     assert conn.sent == [b"1=W"]
-    loop.on_frame(conn, b"2:a")
+    feed(loop, conn, b"2:a")
     await turns()
     assert loop.statistics()["polling"] is True
 
@@ -105,7 +105,7 @@ async def test_the_busy_poll_stands_aside_while_a_worker_thread_runs(nursery):
 async def test_under_a_virtual_clock_the_loop_does_not_poll(nursery, autojump_clock):
     loop = await _loop(nursery, {"a": lambda ctx: Answer("A")}, busy_poll_s=1.0)
     conn = Conn()
-    loop.on_frame(conn, b"1:a")
+    feed(loop, conn, b"1:a")
     await trio.sleep(0.5)  # virtual: jumps at once, which a polling task would forbid
     assert loop.statistics()["polling"] is False
     assert conn.sent == [b"1=A"]

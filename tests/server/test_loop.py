@@ -73,6 +73,16 @@ class Engine:
     def sync_plan(self):
         return None
 
+    def write_held(self):
+        return True
+
+
+def feed(loop, conn, *bodies) -> None:
+    """One read's worth of frames, as the connection hands them over: each frame, then the end of the pass."""
+    for body in bodies:
+        loop.on_frame(conn, body)
+    loop.on_frames_done(conn)
+
 
 class Conn:
     def __init__(self):
@@ -123,7 +133,7 @@ async def make(nursery):
 async def test_an_answer_goes_out_at_once_with_the_callers_context(make):
     loop, engine = await make({"a": lambda ctx: Answer("A")})
     conn = Conn()
-    loop.on_frame(conn, b"1:a")
+    feed(loop, conn, b"1:a")
     assert conn.sent == [b"1=A"]
     assert engine.seen[0].client_id == "c" and engine.seen[0].host == "127.0.0.1" and conn.handshaken
 
@@ -131,16 +141,16 @@ async def test_an_answer_goes_out_at_once_with_the_callers_context(make):
 async def test_a_bad_frame_gets_an_error_with_its_correlation_id_and_the_loop_goes_on(make):
     loop, _ = await make({"a": lambda ctx: Answer("A")})
     conn = Conn()
-    loop.on_frame(conn, b"4:")
-    loop.on_frame(conn, b"5:a")
+    feed(loop, conn, b"4:")
+    feed(loop, conn, b"5:a")
     assert conn.sent == [b"4!INVALID_REQUEST", b"5=A"]
 
 
 async def test_an_engine_bug_is_answered_unknown_and_the_loop_goes_on(make):
     loop, _ = await make({"boom": lambda ctx: 1 / 0, "a": lambda ctx: Answer("A")})
     conn = Conn()
-    loop.on_frame(conn, b"1:boom")
-    loop.on_frame(conn, b"2:a")
+    feed(loop, conn, b"1:boom")
+    feed(loop, conn, b"2:a")
     assert conn.sent == [b"1!UNKNOWN", b"2=A"]
 
 
@@ -154,11 +164,11 @@ async def test_a_waiter_resumes_when_its_key_is_woken(make, autojump_clock):
     loop, engine = await make({"w": lambda ctx: Wait(("k",), ctx.now + 10, resume),
                                "poke": lambda ctx: (engine.woken.add("k"), Answer("poked"))[1]})
     conn = Conn()
-    loop.on_frame(conn, b"1:w")
+    feed(loop, conn, b"1:w")
     assert conn.sent == [] and loop.statistics()["waiting"] == 1
     assert conn.held_bytes == 3  # the parked request's frame counts against the connection's bound
     await trio.sleep(3)
-    loop.on_frame(conn, b"2:poke")
+    feed(loop, conn, b"2:poke")
     assert conn.sent == [b"2=poked", b"1=woken"]  # the waker's answer, then what it woke
     assert calls == [(pytest.approx(3.0, abs=0.01), False)] and loop.statistics()["waiting"] == 0
     assert conn.held_bytes == 0
@@ -168,7 +178,7 @@ async def test_a_waiter_resumes_timed_out_at_its_deadline_in_virtual_time(make, 
     loop, _ = await make({"w": lambda ctx: Wait(("k",), ctx.now + 30, lambda c, t: Answer(f"{c.now:.0f}/{t}"))})
     conn = Conn()
     start = trio.current_time()
-    loop.on_frame(conn, b"1:w")
+    feed(loop, conn, b"1:w")
     await trio.sleep(31)
     assert conn.sent == [f"1={start + 30:.0f}/True".encode()]
 
@@ -177,7 +187,7 @@ async def test_equal_deadlines_resume_in_the_order_they_were_set(make, autojump_
     loop, _ = await make({n: (lambda n: lambda ctx: Wait((), 100.0, lambda c, t: Answer(n)))(n) for n in "abc"})
     conn = Conn()
     for i, n in enumerate("bca"):
-        loop.on_frame(conn, f"{i}:{n}".encode())
+        feed(loop, conn, f"{i}:{n}".encode())
     await trio.sleep(200)
     assert conn.sent == [b"0=b", b"1=c", b"2=a"]
 
@@ -187,7 +197,7 @@ async def test_a_woken_waiter_is_not_resumed_until_its_connection_has_room(make)
     loop, engine = await make({"w": lambda ctx: Wait(("k",), math.inf, lambda c, t: (resumed.append(1),
                                                                                          Answer("R"))[1])})
     conn = Conn()
-    loop.on_frame(conn, b"1:w")
+    feed(loop, conn, b"1:w")
     conn.room = False
     loop.wake({"k"})
     assert resumed == [] and conn.sent == []  # its answer is not even built
@@ -200,9 +210,9 @@ async def test_a_closed_connections_waiters_are_abandoned_never_resumed(make):
     loop, _ = await make({"w": lambda ctx: Wait(("k",), ctx.now + 5, lambda c, t: events.append("resumed"),
                                                 abandon=lambda ctx: events.append(("abandoned", ctx.client_id)))})
     conn, other = Conn(), Conn()
-    loop.on_frame(conn, b"1:w")
+    feed(loop, conn, b"1:w")
     conn.room = False
-    loop.on_frame(other, b"2:w")
+    feed(loop, other, b"2:w")
     loop.wake({"k"})  # conn's waiter is queued for room, other's resumed
     assert events == ["resumed"]
     conn.closed = True
@@ -229,8 +239,8 @@ async def test_offloaded_work_runs_in_a_worker_thread_and_its_result_or_error_is
 
     loop, _ = await make({"ok": lambda ctx: Offload(work, resumed), "bad": lambda ctx: Offload(fail, resumed)})
     conn = Conn()
-    loop.on_frame(conn, b"1:ok")
-    loop.on_frame(conn, b"2:bad")
+    feed(loop, conn, b"1:ok")
+    feed(loop, conn, b"2:bad")
     while len(conn.sent) < 2:
         await trio.sleep(0.01)
     assert sorted(conn.sent) == [b"1=other thread", b"2!STORAGE_ERROR"]
@@ -241,7 +251,7 @@ async def test_background_jobs_run_in_threads_and_complete_on_the_loop(make):
     loop, engine = await make({"j": lambda ctx: (engine.jobs.append(Job(lambda: 41 + 1, done.append)),
                                                  Answer("queued"))[1]})
     conn = Conn()
-    loop.on_frame(conn, b"1:j")
+    feed(loop, conn, b"1:j")
     while not done:
         await trio.sleep(0.01)
     assert done == [42]
@@ -254,7 +264,7 @@ async def test_the_timer_sleeps_until_the_engines_deadline_and_ticks_it(make, au
 
     loop, engine = await make({"later": later})
     start = trio.current_time()
-    loop.on_frame(Conn(), b"1:later")
+    feed(loop, Conn(), b"1:later")
     await trio.sleep(6.9)
     assert engine.ticks == []
     await trio.sleep(0.2)
@@ -277,8 +287,8 @@ async def test_what_an_abandon_wakes_is_resumed_at_once(make):
     loop, engine = await make({"leaving": leaving,
                                "waiting": lambda ctx: Wait(("queue",), math.inf, lambda c, t: Answer("got it"))})
     gone, other = Conn(), Conn()
-    loop.on_frame(gone, b"1:leaving")
-    loop.on_frame(other, b"2:waiting")
+    feed(loop, gone, b"1:leaving")
+    feed(loop, other, b"2:waiting")
     gone.closed = True
     loop.on_closed(gone)
     assert other.sent == [b"2=got it"]
@@ -296,7 +306,7 @@ async def test_a_waiter_on_many_keys_decides_once_per_wake_not_once_per_key(make
 
     loop, engine = await make({"w": lambda ctx: Wait(keys, math.inf, resume)})
     conn = Conn()
-    loop.on_frame(conn, b"1:w")
+    feed(loop, conn, b"1:w")
     loop.wake(set(keys))
     assert decided == [1] and conn.sent == []
     loop.wake(set(keys[:10]))  # a later change: decided again, once
@@ -324,8 +334,8 @@ async def test_a_change_made_while_waking_wakes_a_waiter_that_re_parked_before_i
     loop, engine = await make({"watch": lambda ctx: Wait(("a", "b"), math.inf, watcher),
                                "make": lambda ctx: Wait(("b",), math.inf, maker)})
     conn = Conn()
-    loop.on_frame(conn, b"1:watch")
-    loop.on_frame(conn, b"2:make")
+    feed(loop, conn, b"1:watch")
+    feed(loop, conn, b"2:make")
     loop.wake({"a", "b"})
     assert conn.sent.count(b"1=seen") == 1 and b"2=made" in conn.sent
     assert order.count("maker") == 1

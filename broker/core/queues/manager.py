@@ -125,16 +125,19 @@ class QueueManager:
     def _reschedule_stale(self) -> None:
         """Put each queue whose timers changed since the last call back in ``_deadlines`` at its next deadline."""
         stale, self._stale = self._stale, set()
+        deadline_of, deadlines = self._deadline_of, self._deadlines
         for name in stale:
-            old = self._deadline_of.pop(name, None)
-            if old is not None:
-                self._deadlines.discard((old, name))
+            old = deadline_of.get(name)
             q = self.queues.get(name)
-            if q is not None:
-                d = min(q.next_deadline(), self.tasks.deadline(q))
-                if d != math.inf:
-                    self._deadline_of[name] = d
-                    self._deadlines.add((d, name))
+            d = math.inf if q is None else min(q.next_deadline(), self.tasks.deadline(q))
+            if d == old:
+                continue  # most requests leave the queue's next deadline where it was: no sorted-set churn
+            if old is not None:
+                del deadline_of[name]
+                deadlines.discard((old, name))
+            if d != math.inf:
+                deadline_of[name] = d
+                deadlines.add((d, name))
 
     def queue(self, name: str, now: float) -> Queue:
         """Queue ``name`` with its timers run to ``now``. Raises ``UnknownQueueError``."""
