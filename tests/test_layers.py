@@ -42,6 +42,8 @@ ALLOW: dict[str, set[str]] = {
     "broker/server": {"trio", "sortedcontainers", "os", "time", "pathlib", "shutil", "tempfile", "resource", "errno",
                       "socket", "threading", "millpond.broker.config", "millpond.broker.wire", "millpond.broker.server",
                       "millpond.broker.core.engine", "millpond.broker.core.outcomes"},
+    # the daemon's garbage-collection schedule (gc.freeze and full passes)
+    "broker/server/collector.py": {"gc", "time", "trio"},
     # a codec translates to the cores' request and answer types
     "broker/server/frontends": {"msgpack", "millpond.broker.config", "millpond.broker.wire",
                                 "millpond.broker.server.frontends", "millpond.broker.core.engine",

@@ -11,13 +11,15 @@ import sys
 import trio
 
 from millpond.broker.config import BrokerConfig, load_config
+from millpond.broker.server.collector import run_collector
 from millpond.broker.wire.errors import InvalidConfigError, MillpondError
 
 # The daemon's own process: the garbage collector's oldest generation is collected a tenth as often as by default.
 # Those passes scan every object the queues hold, and were a third of fan-out's CPU (bench/fanout_core.py, 10
 # subscriptions: 5.2 -> 4.3 us a message, 32% -> 8% in collections); the young generation keeps its default, whose
 # passes stay short (p99 0.4 ms there; a young generation of 5,000 or more took the p99 to 6-24 ms). What the broker
-# allocates is nearly all freed by reference counting. An embedded broker leaves its host's settings.
+# allocates is nearly all freed by reference counting. The full passes run on the daemon's own schedule
+# (broker/server/collector.py). An embedded broker leaves its host's settings.
 GC_THRESHOLDS = (700, 10, 100)
 # Seconds the daemon keeps polling after each request (BrokerConfig.busy_poll_s; embedded brokers: 0)
 SERVE_BUSY_POLL_S = 0.0005
@@ -105,6 +107,7 @@ def _leaf(exc: BaseException) -> BaseException:
 async def _serve(broker) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_collector)
             await nursery.start(broker.serve)
             # One machine-readable line on stdout too, for scripts that started us with --port 0.
             print(f"millpond listening on {broker.address}", flush=True)
