@@ -7,6 +7,7 @@
 # idempotent=False, one batch per partition is in flight and a lost answer can store a batch twice (never reordered).
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 _CLOSED = ("the producer is closed: a record sent now would never be delivered; send with an open producer "
            "(inside its `async with` block)")
+_CLOSED_UNACKNOWLEDGED = ("producer closed before the record was acknowledged; a batch already on its way may still "
+                         "have been stored")
 _NOT_STARTED = ("the producer is not started: send inside `async with client.producer() as p:` (nothing would send "
                 "a record sent now)")
 
@@ -194,22 +197,35 @@ class Producer:
     async def close(self, timeout_s: float | None = None) -> None:
         """Flush and stop, waiting at most ``timeout_s`` seconds (None: until every record is settled). Records
         not acknowledged by then fail with ``TimeoutError`` (in their handles and ``statistics()``); one already
-        on its way may still be stored. Leaving ``async with`` is ``close()``; closing twice does nothing. From the
-        call on, ``send()`` raises ``RuntimeError``."""
+        on its way may still be stored. Leaving ``async with`` is ``close()``; closing twice does nothing, and a
+        close while another task closes it returns when that one is done. A close cut short by the caller's own
+        cancellation (a cancel scope around it) stops at once: what is not acknowledged fails with
+        ``MillpondError`` ("... may still have been stored"). From the call on, ``send()`` raises
+        ``RuntimeError``. Raises ``TypeError`` (``ValueError`` for NaN) for a ``timeout_s`` that is not a number.
+        """
+        if timeout_s is not None:
+            if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+                raise TypeError(f"close: timeout_s must be a number of seconds or None, got {timeout_s!r}")
+            if math.isnan(timeout_s):
+                raise ValueError("close: timeout_s must be a number of seconds or None, got nan")
         self._closed = True
         if self._tg is None:
+            if self._ended is not None:  # another task is closing it: done when that close is
+                with anyio.CancelScope(shield=True):
+                    await self._ended.wait()
             return
-        error = None if timeout_s is None else TimeoutError(
-            f"producer closed: not acknowledged within {timeout_s:g} s")
+        timed_out = None
         try:
-            if error is None:
+            if timeout_s is None:
                 await self.flush()
             else:
                 with anyio.move_on_after(max(0.0, timeout_s)):
                     await self.flush()
-                self.abandon(error)
+                timed_out = TimeoutError(f"producer closed: not acknowledged within {timeout_s:g} s")
+                self.abandon(timed_out)
         finally:
-            await self._stop(error)
+            # cut short by the caller's own cancellation: what is left fails with _stop's words, not a timeout's
+            await self._stop(timed_out)
 
     def abandon(self, error: BaseException) -> int:
         """Fail every record not yet acknowledged with ``error``, those in flight too (their late answers are
@@ -231,22 +247,26 @@ class Producer:
 
     async def _stop(self, error: BaseException | None = None) -> None:
         tg, self._tg = self._tg, None
+        if tg is None:  # another close got here first
+            with anyio.CancelScope(shield=True):
+                await self._ended.wait()
+            return
         tg.cancel_scope.cancel()
         if self._twake is not None:
             self._twake.set()  # release the worker thread the sender was sleeping in
         with anyio.CancelScope(shield=True):  # the sender's tasks end at once: they were cancelled
             await self._ended.wait()
-        if self._crash is not None:
-            crash, self._crash = self._crash, None
-            raise crash
-        # A batch the sender had taken but not yet written (waiting for a connection to a broker that is gone)
-        # gets no answer now: it fails rather than leave its handles unsettled.
+        # What is not acknowledged now never will be: it fails rather than leave its handles unsettled. A batch
+        # already written may still have been stored (its answer would have come later): the error says so.
         with self.lock:
             before = self._acc.records_buffered
-            error = error or MillpondError("producer closed before the batch was sent")
+            error = error or MillpondError(_CLOSED_UNACKNOWLEDGED)
             self._acc.abort(error, in_flight=True)
             self._count_failure(before - self._acc.records_buffered, error)
             self._notify_space()
+        if self._crash is not None:
+            crash, self._crash = self._crash, None
+            raise crash
 
     async def __aenter__(self) -> Producer:
         if self.idempotent:

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from millpond.client import connect
+from millpond.broker.wire.errors import MillpondError
 from millpond.client.sync import connect as sync_connect
 
 pytestmark = pytest.mark.slow
@@ -369,3 +370,76 @@ def test_a_fault_in_the_sender_is_raised_by_the_producer_not_the_client(daemon, 
     monkeypatch.setattr(Producer, "_sender", broken_sender)
     offset = trio.run(run) if runner == "trio" else asyncio.run(run())
     assert offset == 0
+
+
+# ---- closes that overlap, a close cut short by the caller, and a timeout that is not a number ----
+
+async def _overlapping_closes(daemon: str, how: str) -> list:
+    async with connect(daemon) as c:
+        async with c.producer() as p:
+            handles = [p.send("t", b"%d" % i) for i in range(50)]
+            if how == "two tasks":
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(p.close)
+                    tg.start_soon(p.close)
+            elif how == "a task and the block's end":
+                tg_cm = anyio.create_task_group()
+                tg = await tg_cm.__aenter__()
+                tg.start_soon(p.close)
+            else:  # a bounded close racing the block's end
+                tg_cm = anyio.create_task_group()
+                tg = await tg_cm.__aenter__()
+                tg.start_soon(lambda: p.close(timeout_s=5))
+        if how != "two tasks":
+            await tg_cm.__aexit__(None, None, None)
+        return [(await h).offset for h in handles]
+
+
+@pytest.mark.parametrize("how", ["two tasks", "a task and the block's end", "a bounded close and the block's end"])
+@pytest.mark.parametrize("runner", ["trio", "asyncio"])
+def test_closes_that_overlap_settle_every_record_once(daemon, runner, how):
+    with sync_connect(daemon, client_id="admin") as admin:
+        admin.create_topic("t")
+    offsets = (trio.run(_overlapping_closes, daemon, how) if runner == "trio"
+               else asyncio.run(_overlapping_closes(daemon, how)))
+    assert offsets == list(range(50))
+    assert stored(daemon) == 50
+
+
+async def _close_cancelled(daemon: str) -> tuple[int, list[BaseException]]:
+    async with connect(daemon, client_id="app-1") as c:
+        p = c.producer()
+        await p.__aenter__()
+        handles = [p.send("t", b"%d" % i, partition=0) for i in range(200)]
+        await handles[-1]  # through the burst: throttled from now on
+        handles += [p.send("t", b"%d" % i, partition=0) for i in range(200, N)]
+        with anyio.move_on_after(0.2):
+            await p.close(timeout_s=30)  # the caller's own scope ends it, long before its bound
+        return await async_outcomes(handles)
+
+
+@pytest.mark.parametrize("runner", ["trio", "asyncio"])
+def test_a_close_cut_short_by_the_caller_says_a_record_may_still_be_stored_not_timed_out(daemon, runner):
+    throttle(daemon)
+    acked, errors = (trio.run(_close_cancelled, daemon) if runner == "trio"
+                     else asyncio.run(_close_cancelled(daemon)))
+    assert 200 <= acked < N and len(errors) == N - acked
+    assert {type(e) for e in errors} == {MillpondError}
+    assert all("before the record was acknowledged; a batch already on its way may still have been stored"
+               in str(e) for e in errors)
+    assert stored(daemon) >= acked
+
+
+@pytest.mark.parametrize("bad, kind", [("3", TypeError), (True, TypeError), (float("nan"), ValueError)])
+def test_a_close_timeout_that_is_not_a_number_is_refused(daemon, bad, kind):
+    async def run() -> None:
+        async with connect(daemon) as c:
+            async with c.producer() as p:
+                with pytest.raises(kind, match="timeout_s must be a number of seconds or None"):
+                    await p.close(timeout_s=bad)
+                p.send("t", b"still open")  # the refused close changed nothing
+
+    with sync_connect(daemon, client_id="admin") as admin:
+        admin.create_topic("t")
+    trio.run(run)
+    assert stored(daemon) == 1
