@@ -239,20 +239,23 @@ class Client:
                     raise ConnectionClosedError(self._gone)
 
     async def request(self, api: str, body: dict[str, Any], *, timeout_s: float | None = None,
-                      retry_throttled: bool = True) -> Any:
+                      retry_throttled: bool = True, on_late: Callable[[Any, Any], None] | None = None) -> Any:
         """Send any protocol request and return its answer map (docs/protocol.md).
 
         Reconnects if needed; waits and retries on THROTTLED (``details["retry_after_s"]``) until the timeout,
         unless ``retry_throttled=False`` (the producer waits out throttling itself, bounded per batch).
         Raises the typed error of the answer; ``ConnectionClosedError`` (retriable) if the connection dies while
-        the request is in flight (the request may or may not have been applied).
+        the request is in flight (the request may or may not have been applied). ``on_late(connection, response)``:
+        the answer to a request whose wait was cancelled or timed out, still coming, is handed to it (from the
+        connection's reader: it must not raise or block) instead of dropped.
         """
         timeout = self.request_timeout_s if timeout_s is None else timeout_s
         give_up = anyio.current_time() + timeout
         while True:
             conn = await self._connection()
             try:
-                return await conn.request(api, body, timeout)
+                return await conn.request(api, body, timeout,
+                                          None if on_late is None else functools.partial(on_late, conn))
             except ThrottledError as exc:
                 wait = float(exc.details.get("retry_after_s", 0.1))
                 if not retry_throttled or anyio.current_time() + wait > give_up:

@@ -50,6 +50,10 @@ class _Callback:
         self.done = done
 
 
+def _ignore(response: Response | None, error: BaseException | None) -> None:
+    pass
+
+
 class Connection:
     """A live, handshaken connection. ``request()`` may be called by many tasks at once (pipelining)."""
 
@@ -126,13 +130,26 @@ class Connection:
             raise
         return conn
 
-    async def request(self, api: str, body: dict[str, Any], timeout_s: float) -> Any:
+    async def request(self, api: str, body: dict[str, Any], timeout_s: float,
+                      on_late: Callable[[Response], None] | None = None) -> Any:
         """Send one request and wait for its answer body; raises the answer's typed error,
-        ``ConnectionClosedError`` if the connection dies first, ``RequestTimedOutError`` after ``timeout_s``."""
+        ``ConnectionClosedError`` if the connection dies first, ``RequestTimedOutError`` after ``timeout_s``.
+        ``on_late``: if the wait is cancelled or times out, the answer that still comes is passed to it (from the
+        reader, synchronously: it must not raise or block; ``send_later`` may be called) instead of dropped."""
         if self.closed:
             raise ConnectionClosedError(f"connection to {self.description} is closed: {self.close_reason}")
         cid, data = self.protocol.request_parts(api, body)
-        return (await self._exchange(cid, data, timeout_s)).result()
+        return (await self._exchange(cid, data, timeout_s, on_late)).result()
+
+    def send_later(self, api: str, body: dict[str, Any]) -> None:
+        """Queue a request whose answer nobody awaits (dropped when it comes) and wake the writer; callable from a
+        reader callback. Does nothing on a closed connection."""
+        if self.closed:
+            return
+        cid, data = self.protocol.request_parts(api, body)
+        self._slots[cid] = _Callback(_ignore)
+        self._out.extend(data)
+        self._wake_writer.set()
 
     def begin(self, api: str, body: dict[str, Any]) -> tuple[int, "_Slot"]:
         """Queue one request now, without waiting (requests begun in order are written in that order); pass the
@@ -246,19 +263,24 @@ class Connection:
             self._wake_writer.set()
         return slot
 
-    async def _exchange(self, cid: int, data: bytes, timeout_s: float) -> Response:
+    async def _exchange(self, cid: int, data: bytes, timeout_s: float,
+                        on_late: Callable[[Response], None] | None = None) -> Response:
         slot = self._queue(cid, data, wake=False)
         await self.send_queued()
         self.awaiting_answer()
-        return await self._wait(cid, slot, timeout_s)
+        return await self._wait(cid, slot, timeout_s, on_late)
 
-    async def _wait(self, cid: int, slot: "_Slot", timeout_s: float) -> Response:
+    async def _wait(self, cid: int, slot: "_Slot", timeout_s: float,
+                    on_late: Callable[[Response], None] | None = None) -> Response:
         try:
             with self._move_on_after(timeout_s if timeout_s is not None else math.inf):
                 await slot.event.wait()
         finally:
             if self._slots.pop(cid, None) is not None:
-                self.protocol.forget(cid)  # cancelled or timed out: drop the late answer
+                if on_late is None:
+                    self.protocol.forget(cid)  # cancelled or timed out: drop the late answer
+                else:  # cancelled or timed out: the late answer goes to on_late
+                    self._slots[cid] = _Callback(lambda r, error: None if r is None else on_late(r))
         if slot.error is not None:
             raise slot.error
         if slot.response is None:

@@ -155,15 +155,30 @@ class Queue:
         ``visibility_timeout_s``. Long polls up to ``wait_s`` (0-20 s; None: the queue's ``receive_wait_s``),
         answering as soon as one message is receivable; an empty list when none came. Under a receive limit
         policy (docs/protocol.md "Limits") it may get fewer than ``max_messages``; one answered THROTTLED waits
-        ``retry_after_s`` and asks again, raising ``ThrottledError`` only past the request's timeout."""
+        ``retry_after_s`` and asks again, raising ``ThrottledError`` only past the request's timeout. A receive
+        given up by its caller (cancelled, or a timeout around it) while the broker still waits: messages it gets
+        after all are made receivable again at once (their receive count still grew, as for any receive), not
+        left hidden for their visibility timeout."""
         body: dict[str, Any] = {"queue": self.name, "max_messages": max_messages}
         if wait_s is not None:
             body["wait_ms"] = _seconds_to_ms(wait_s, "wait_s")
         if visibility_timeout_s is not None:
             body["visibility_timeout_ms"] = _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s")
         timeout = self.client.request_timeout_s + (20.0 if wait_s is None else wait_s)
-        answer = await self.client.request("receive_messages", body, timeout_s=timeout)
+        answer = await self.client.request("receive_messages", body, timeout_s=timeout, on_late=self._release_late)
         return [_message(m) for m in answer["messages"]]
+
+    def _release_late(self, conn: Any, response: Any) -> None:
+        """The answer to a receive its caller gave up: whatever it took is made receivable again at once."""
+        try:
+            messages = response.result()["messages"]
+        except Exception:  # an error answer: nothing was taken
+            return
+        handles = [m["receipt_handle"] for m in messages]
+        for i in range(0, len(handles), 10):
+            conn.send_later("change_visibility_batch", {"queue": self.name, "entries": [
+                {"id": str(k), "receipt_handle": h, "visibility_timeout_ms": 0}
+                for k, h in enumerate(handles[i:i + 10])]})
 
     async def delete(self, message: QueueMessage | str) -> None:
         """Delete a received message by its receipt handle (as SQS DeleteMessage): the newest handle deletes it;

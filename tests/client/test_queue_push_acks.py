@@ -20,10 +20,10 @@ def requests_sent(monkeypatch):
     sent: list[tuple[str, int]] = []
     request = Connection.request
 
-    async def spy(self, api, body, timeout_s):
+    async def spy(self, api, body, timeout_s, on_late=None):
         if api in ("queue_ack", "queue_nack"):
             sent.append((api, len(body["receipt_handles"])))
-        return await request(self, api, body, timeout_s)
+        return await request(self, api, body, timeout_s, on_late)
 
     monkeypatch.setattr(Connection, "request", spy)
     return sent

@@ -146,3 +146,24 @@ async def test_a_negative_or_non_number_time_is_refused_in_seconds_under_its_own
             assert exc.message == said
             assert "_ms" not in exc.message
     assert await client.list_queues() == []  # nothing reached the broker
+
+
+async def test_a_long_poll_its_caller_gave_up_gives_back_what_it_takes_after_all(client):
+    await client.create_queue("late", visibility_timeout_s=30.0)
+    q = client.queue("late")
+    with trio.move_on_after(0.2):
+        await q.receive(wait_s=10.0)  # given up; the broker still holds the long poll
+    sent = await q.send(b"taken by the abandoned poll")
+    [m] = await q.receive(wait_s=5.0)  # made receivable again at once, not after its 30 s timeout
+    assert (m.message_id, m.body, m.receive_count) == (sent.message_id, b"taken by the abandoned poll", 2)
+    with trio.move_on_after(0.2):
+        await q.receive(10, wait_s=10.0)
+    await q.send_batch([b"a", b"b", b"c"])
+    got = []
+    with trio.fail_after(5.0):
+        while len(got) < 3:
+            got += await q.receive(10, wait_s=1.0)
+    assert sorted(g.body for g in got) == [b"a", b"b", b"c"]
+    info = await q.attributes()
+    assert (info.messages_visible, info.messages_in_flight) == (0, 4)
+
