@@ -495,3 +495,26 @@ def test_records_damaged_on_disk_are_stepped_over_and_counted_failed(tmp_path):
     assert (d.delivered, d.failed, d.lag) == (16, 4, 0)
     assert answer(engine, DescribeSubscription(early.id), 6.0).failed == 0
     engine.close()
+
+
+def test_a_restart_before_the_cursor_save_counts_the_records_met_again_as_before(tmp_path):
+    """Records between the saved cursor and the queue's fan-out mark are met again after a restart: those the
+    policy filters out are counted filtered out, not delivered (they interleave with the sent ones)."""
+    engine = make_engine(tmp_path, fsync="always")
+    settled(engine, CreateTopic("t", 1))
+    settled(engine, CreateQueue("evens"))
+    sub = settled(engine, Subscribe("t", "evens", raw=True, filter_policy='{"kind": ["even"]}'))
+    handle(engine, Produce("t", 0, encode_batch([(T0_MS, None, b"%d" % i, [("kind", b"even" if i % 2 == 0
+                                                                              else b"odd")])
+                                                 for i in range(20)])))
+    flush(engine)
+    run(engine)  # the sends are journaled; the cursor waits for them to be durable
+    flush(engine)  # durable; the cursor save is not written before the restart
+    engine = _restart(engine, tmp_path)
+    run(engine, 10.0)
+    flush(engine)
+    run(engine, 10.0)
+    got = settled(engine, ReceiveMessages("evens", max_messages=1000, wait_s=0.0), 10.0).messages
+    assert [int(m.body) for m in got] == list(range(0, 20, 2))
+    d = answer(engine, DescribeSubscription(sub.id), 10.0)
+    assert (d.delivered, d.filtered_out, d.failed) == (10, 10, 0)

@@ -179,11 +179,11 @@ class Pump:
             offset = rec.offset
             if offset < cur:
                 continue
+            if policy is not None and not policy.matches(rec.headers or (), rec.value):
+                run.append((rec, False))  # counted filtered out, also when met again after a restart
+                continue
             if offset < mark:  # sent before a restart that came before the cursor was saved
                 run.append((rec, None))
-                continue
-            if policy is not None and not policy.matches(rec.headers or (), rec.value):
-                run.append((rec, False))
                 continue
             mid = ids(offset)
             try:
