@@ -8,12 +8,13 @@ from typing import Any
 
 from millpond.broker.wire.errors import (
     ConnectionClosedError,
+    FrameTooLargeError,
     InvalidConfigError,
     InvalidRequestError,
     MillpondError,
     from_wire,
 )
-from millpond.broker.wire.frames import FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION, FrameDecoder, decode_response, encode_request, encode_request_parts
+from millpond.broker.wire.frames import FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER, PROTOCOL_VERSION, FrameDecoder, decode_response, encode_request, encode_request_parts
 
 from millpond.client.types import BrokerLimits, PartitionDescription, TopicDescription
 
@@ -83,17 +84,30 @@ class ClientProtocol:
         return self.limits
 
     def request(self, api: str, body: dict[str, Any]) -> tuple[int, bytes]:
-        """Encode one request; returns ``(correlation_id, frame bytes)``."""
+        """Encode one request; returns ``(correlation_id, frame bytes)``. Raises ``FrameTooLargeError`` for a
+        request larger than the broker's ``frame_bytes_max`` (nothing is sent: the broker would close the
+        connection, failing every other request on it)."""
         if self.limits is None:
             raise RuntimeError("handshake not completed: send hello() first")
-        return self._encode(api, body)
+        cid, data = self._encode(api, body)
+        self._check_size(cid, api, len(data))
+        return cid, data
 
     def request_parts(self, api: str, body: dict[str, Any]) -> tuple[int, list[bytes | bytearray]]:
         """``request`` as pieces to write in order: a large batch is its own piece, never copied into the frame."""
         if self.limits is None:
             raise RuntimeError("handshake not completed: send hello() first")
         cid = self._next_cid(api)
-        return cid, encode_request_parts(cid, api, body)
+        parts = encode_request_parts(cid, api, body)
+        self._check_size(cid, api, sum(len(p) for p in parts))
+        return cid, parts
+
+    def _check_size(self, cid: int, api: str, frame_bytes: int) -> None:
+        limit = self.limits.frame_bytes_max  # type: ignore[union-attr]
+        if frame_bytes - FRAME_HEADER.size > limit:
+            self._outstanding.pop(cid, None)
+            raise FrameTooLargeError(f"{api}: a request of {frame_bytes - FRAME_HEADER.size} bytes exceeds the "
+                                     f"broker's frame_bytes_max={limit}; nothing was sent", frame_bytes_max=limit)
 
     def _encode(self, api: str, body: dict[str, Any]) -> tuple[int, bytes]:
         cid = self._next_cid(api)

@@ -3,6 +3,8 @@
 # broker subprocess.
 from __future__ import annotations
 
+import re
+
 import trio
 
 from millpond.client import QueueInfo, QueueMessage, SendResult
@@ -167,3 +169,35 @@ async def test_a_long_poll_its_caller_gave_up_gives_back_what_it_takes_after_all
     info = await q.attributes()
     assert (info.messages_visible, info.messages_in_flight) == (0, 4)
 
+
+
+async def test_a_request_larger_than_the_brokers_frame_bound_is_refused_and_the_connection_lives_on(client):
+    from millpond.client.errors import FrameTooLargeError
+
+    await client.create_queue("big")
+    q = client.queue("big")
+    limit = client._conn.protocol.limits.frame_bytes_max
+    got = []
+
+    async def poll() -> None:
+        got.extend(await q.receive(wait_s=5.0))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll)  # a long poll on the same connection, under way
+        await trio.sleep(0.1)
+        try:
+            await q.send(b"x" * (limit + 1))
+            raise AssertionError("sent")
+        except FrameTooLargeError as exc:
+            size = int(re.search(r"a request of (\d+) bytes", exc.message).group(1))
+            assert limit + 1 < size < limit + 200
+            assert exc.message.endswith(f"exceeds the broker's frame_bytes_max={limit}; nothing was sent")
+        await q.send(b"after")
+    assert [m.body for m in got] == [b"after"]
+    await client.create_topic("big-topic")
+    try:
+        await client.publish("big-topic", b"x" * (limit + 1))
+        raise AssertionError("published")
+    except FrameTooLargeError:
+        pass
+    assert (await q.send(b"still connected")).message_id
