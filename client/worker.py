@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
@@ -47,6 +48,7 @@ RELEASE_TIMEOUT_S = 10.0  # how long a stopping worker tries to make what it hol
 # Each receive's long poll: a stop waits for the one under way (cancelling it would leave its messages hidden for
 # their visibility timeout), so it is short; an idle poller asks again every 2 s, a cheap request.
 WAIT_S_DEFAULT = 2.0
+WAIT_S_MAX = 20.0  # as SQS WaitTimeSeconds: the broker refuses more
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,10 @@ class Worker:
             raise ValueError("visibility_timeout_s must be more than 0 and at most 43,200")
         if backoff_s is not None and not 0 <= backoff_s <= backoff_max_s <= VISIBILITY_MAX_S:
             raise ValueError("backoff_s must be 0 to backoff_max_s, and backoff_max_s at most 43,200")
+        if not 0 <= wait_s <= WAIT_S_MAX:  # the broker refuses a longer receive: every poll would fail
+            raise ValueError(f"wait_s must be 0-{WAIT_S_MAX:g} s (as SQS WaitTimeSeconds), not {wait_s!r}")
+        if not 0 <= shutdown_grace_s < math.inf:
+            raise ValueError(f"shutdown_grace_s must be 0 or more seconds, not {shutdown_grace_s!r}")
         self.queue = queue
         self.handler = handler
         self.batch = batch

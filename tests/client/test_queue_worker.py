@@ -259,6 +259,13 @@ async def test_option_checks(client):
             q.worker(print, **bad)
     with pytest.raises(ValueError):
         client.queue("std").worker(print, batch_size=10_001)
+    std = client.queue("std")
+    for bad, match in (({"wait_s": 30.0}, r"wait_s must be 0-20 s \(as SQS WaitTimeSeconds\), not 30.0"),
+                       ({"wait_s": -1.0}, "wait_s must be 0-20 s"),
+                       ({"shutdown_grace_s": -1.0}, "shutdown_grace_s must be 0 or more seconds, not -1.0"),
+                       ({"shutdown_grace_s": float("nan")}, "shutdown_grace_s must be 0 or more seconds")):
+        with pytest.raises(ValueError, match=match):  # at once: the broker would refuse every poll, or the stop
+            std.worker(print, **bad)
 
 
 def test_the_blocking_worker(daemon):
