@@ -3,6 +3,7 @@
 # exceptions. Knows nothing of sockets, threads or event loops (h11 style: feed bytes, take events).
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,8 @@ def _seconds_to_ms(value: float | None, name: str, *, forever: bool = False) -> 
     if value < 0:
         also = ", or -1 to keep forever" if forever else ""
         raise InvalidConfigError(f"{name} must be >= 0 seconds{also}, got {value!r}", key=name)
+    if value == math.inf:
+        raise InvalidConfigError(f"{name} must be a finite number of seconds, got inf", key=name)
     return int(round(value * 1000))
 
 

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from millpond.broker.wire.errors import MillpondError, from_wire
 from millpond.client._protocol import _seconds_to_ms
@@ -138,7 +138,10 @@ class Queue:
         keywords with ``body``. Returns, in order, a ``SendResult`` or the error refusing that message."""
         entries = []
         for i, m in enumerate(messages):
-            m = {"body": m} if isinstance(m, (bytes, bytearray)) else dict(m)
+            m = dict(m) if isinstance(m, Mapping) else {"body": m}
+            if "body" not in m:
+                raise TypeError(f"send_batch: message {i} has no 'body' (a message is a body, or a dict of send()'s "
+                                "keywords with 'body')")
             entries.append(_send_body(m.pop("body"), m.pop("attributes", None), m.pop("delay_s", None),
                                       m.pop("group_id", None), m.pop("dedup_id", None), **m) | {"id": str(i)})
         answer = await self.client.request("send_message_batch", {"queue": self.name, "entries": entries})
@@ -285,6 +288,9 @@ def _send_body(body: bytes, attributes: Any, delay_s: float | None, group_id: st
                **unknown: Any) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown message keys {sorted(unknown)}")
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError(f"a message body must be bytes, got {type(body).__name__} (encode str yourself, as "
+                        "body.encode())")
     out: dict[str, Any] = {"body": bytes(body)}
     if attributes:
         out["attributes"] = dict(attributes)

@@ -139,6 +139,8 @@ async def test_a_negative_or_non_number_time_is_refused_in_seconds_under_its_own
         (lambda: client.queue("t").send(b"x", delay_s=True), "delay_s must be a number of seconds, got True"),
         (lambda: client.queue("t").change_visibility("handle", -3),
          "visibility_timeout_s must be >= 0 seconds, got -3"),
+        (lambda: client.create_queue("t", visibility_timeout_s=float("inf")),
+         "visibility_timeout_s must be a finite number of seconds, got inf"),
     ]
     for call, said in cases:
         try:
@@ -201,3 +203,22 @@ async def test_a_request_larger_than_the_brokers_frame_bound_is_refused_and_the_
     except FrameTooLargeError:
         pass
     assert (await q.send(b"still connected")).message_id
+
+
+async def test_a_body_that_is_not_bytes_or_a_message_without_one_is_refused_naming_it(client):
+    await client.create_queue("typed")
+    q = client.queue("typed")
+    for bad in ("text", 5, None):
+        try:
+            await q.send(bad)
+            raise AssertionError("sent")
+        except TypeError as exc:
+            assert str(exc) == (f"a message body must be bytes, got {type(bad).__name__} (encode str yourself, as "
+                                "body.encode())")
+    try:
+        await q.send_batch([b"fine", {"nobody": 1}])
+        raise AssertionError("sent")
+    except TypeError as exc:
+        assert str(exc).startswith("send_batch: message 1 has no 'body'")
+    assert [r.message_id is not None for r in await q.send_batch([b"a", {"body": b"b", "delay_s": 0}])] == [True] * 2
+    assert (await q.attributes()).messages_visible == 2  # nothing of the refused calls was sent

@@ -99,7 +99,10 @@ MALFORMED = [
     ("create_queue", {}, "create_queue: missing field 'name'"),
     ("create_queue", {"name": "q", "visibility_timeout_ms": "30"}, "field 'visibility_timeout_ms' must be"),
     ("send_message", {"queue": "q", "body": "text"}, "send_message: field 'body' must be bytes"),
-    ("send_message", {"queue": "q", "body": b"x", "attributes": {"a": [1]}}, "field 'attributes' must be"),
+    ("send_message", {"queue": "q", "body": b"x", "attributes": {"a": [1]}},
+     "field 'attributes'\\['a'\\] must be string or integer or number or bytes, got array"),
+    ("send_message", {"queue": "q", "body": b"x", "attributes": {1: "x"}}, "field 'attributes' key must be string, "
+                                                                          "got integer"),
     ("send_message", {"queue": "q", "body": b"x", "delay_ms": -5}, "field 'delay_ms' must be >= 0"),
     ("send_message_batch", {"queue": "q", "entries": [{"id": "a"}]}, "missing field 'entries'\\[0\\].body"),
     ("send_message_batch", {"queue": "q", "entries": [{"id": 1, "body": b"x"}]}, "field 'entries'\\[0\\].id must"),

@@ -75,8 +75,13 @@ def check_queue_name(name: object) -> str:
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise InvalidConfigError(f"queue attribute {name} must be between {low:g} and {high:g}, got {value:g}",
-                                 attribute=name)
+        raise InvalidConfigError(f"queue attribute {name} must be between {_number(low)} and {_number(high)}, got "
+                                 f"{_number(value)}", attribute=name)
+
+
+def _number(x: float) -> str:
+    """A limit as people write it: whole numbers in full (1048576, not 1.04858e+06)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def check_attributes(name: str, attrs: QueueAttributes) -> QueueAttributes:

@@ -360,7 +360,7 @@ class QueueManager:
             attributes, size = {}, len(body)
         if size > q.attrs.message_bytes_max:
             raise InvalidParameterValueError(
-                f"message must be shorter than {q.attrs.message_bytes_max} bytes, got {size} (body and attributes)",
+                f"message must be at most {q.attrs.message_bytes_max} bytes, got {size} (body and attributes)",
                 parameter="body")
         delay_s, group_id, dedup_id = e.delay_s, e.group_id, e.dedup_id
         if delay_s is not None:

@@ -80,6 +80,8 @@ def _checker(tp: Any) -> _Check:
         def check_union(v: Any, where: str) -> Any:
             if v is None and optional:
                 return None
+            if len(options) == 1 and type(v) in (dict, list, tuple):  # "X or null" given a container: X's own
+                return options[0](v, where)  # error names what inside it is wrong
             for option in options:
                 try:
                     return option(v, where)

@@ -193,9 +193,10 @@ def test_queue_names_follow_sqs(name):
 @pytest.mark.parametrize("attrs, match", [
     ({"visibility_timeout_s": 43_201.0}, "visibility_timeout_s must be between 0 and 43200"),
     ({"delay_s": -1.0}, "delay_s"),
-    ({"retention_s": 59.0}, "retention_s must be between 60 and 1.2096e\\+06"),
+    ({"retention_s": 59.0}, "retention_s must be between 60 and 1209600, got 59$"),
     ({"message_bytes_max": 1023}, "message_bytes_max"),
-    ({"message_bytes_max": 1_048_577}, "message_bytes_max"),
+    ({"message_bytes_max": 2_097_152}, "message_bytes_max must be between 1024 and 1048576, got 2097152$"),
+    ({"receive_wait_s": 0.25 - 1}, "receive_wait_s must be between 0 and 20, got -0.75$"),
     ({"receive_wait_s": 20.5}, "receive_wait_s"),
     ({"content_based_deduplication": True}, "FIFO"),
     ({"dead_letter_queue": "dlq"}, "both"),
@@ -238,7 +239,7 @@ def test_purge_deletes_visible_delayed_and_in_flight_messages_and_delete_removes
 def test_message_validation_size_and_attributes(k):
     k.create("small", message_bytes_max=1024)
     k.send("small", b"x" * 1020, attributes={"ab": "cd"})  # 1,024 bytes with its attribute: fits
-    with pytest.raises(InvalidParameterValueError, match="shorter than 1024 bytes"):
+    with pytest.raises(InvalidParameterValueError, match="message must be at most 1024 bytes, got 1025 \\(body and attributes\\)"):
         k.send("small", b"x" * 1021, attributes={"ab": "cd"})
     with pytest.raises(InvalidParameterValueError, match="must not be empty"):
         k.send("q", b"")
