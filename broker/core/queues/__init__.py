@@ -9,7 +9,8 @@
 # journal's appends through the LogManager.
 """SQS-style queues.
 
-Departures from SQS (each for a reason a test of one embedded process cares about):
+Departures from SQS (docs/queues.md says the same to users; each for a reason a test of one embedded process
+cares about):
 
 * ``receive`` takes up to 1,000 messages (SQS: 10), bounded by the answer's byte budget.
 * Purge is immediate and may be repeated at once; a deleted queue's name can be used again at once (SQS: 60 s for
