@@ -8,7 +8,7 @@ from typing import Any
 from millpond.broker.config import load_config
 from millpond.broker.core.engine import Engine
 from millpond.broker.core.log import LogManager
-from millpond.broker.core.outcomes import Answer, Context, Offload, Outcome
+from millpond.broker.core.outcomes import Answer, Context, Offload, Outcome, Wait
 
 T0_MS = 1_700_000_000_000
 
@@ -52,3 +52,13 @@ def flush(engine: Engine) -> set:
     """One fsync plan, run and applied; returns the keys it woke."""
     plan = engine.sync_plan()
     return engine.take_woken() if plan is None else engine.synced(plan, plan.run())  # as RequestLoop.flush
+
+
+def settled(engine: Engine, request: Any, now: float = 0.0) -> Any:
+    """The answer of a request under fsync="always": held until its journal is durable, then resumed."""
+    outcome = handle(engine, request, now)
+    if isinstance(outcome, Wait):
+        flush(engine)
+        outcome = outcome.resume(ctx(now), False)
+    assert isinstance(outcome, Answer), outcome
+    return outcome.value

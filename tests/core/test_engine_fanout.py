@@ -30,7 +30,7 @@ from millpond.broker.wire.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from enginekit import T0_MS, answer, ctx, flush, handle, make_engine
+from enginekit import T0_MS, answer, ctx, flush, handle, make_engine, settled
 
 
 def produce(engine, topic, partition, *records, now=0.0):
@@ -338,16 +338,6 @@ def _setup_always(tmp_path, n=20):
                                                      for i in range(n)])))
         flush(engine)
     return engine, subs
-
-
-def settled(engine, request, now=0.0):
-    """The answer of a request under fsync="always": held until its journal is durable, then resumed."""
-    outcome = handle(engine, request, now)
-    if isinstance(outcome, Wait):
-        flush(engine)
-        outcome = outcome.resume(ctx(now), False)
-    assert isinstance(outcome, Answer), outcome
-    return outcome.value
 
 
 def _check(engine, subs):

@@ -37,7 +37,7 @@ from millpond.broker.wire.errors import (
     UnknownQueueError,
 )
 
-from enginekit import T0_MS, answer, ctx, flush, handle, make_engine
+from enginekit import T0_MS, answer, ctx, flush, handle, make_engine, settled
 
 KEY = queue_key("q")
 
@@ -223,7 +223,7 @@ def test_a_refused_message_is_not_charged_to_the_limits(never):
 
 def test_under_fsync_always_the_requests_before_a_sync_plan_share_one_journal_write(tmp_path):
     engine = make_engine(tmp_path, fsync="always")
-    answer_after_flush(engine, CreateQueue("q"))
+    settled(engine, CreateQueue("q"))
     plog = engine.queues.journal.plog
     end, batches = plog.log_end_offset, plog.store.segments[-1].size
     sends = [handle(engine, SendMessage("q", b"m%d" % i), 1.0) for i in range(5)]
@@ -236,11 +236,11 @@ def test_under_fsync_always_the_requests_before_a_sync_plan_share_one_journal_wr
     assert plog.log_end_offset == plog.high_watermark == end + 5
     assert {k for s in sends for k in s.keys} <= woken
     ids = [s.resume(ctx(1.0), False).value.message_id for s in sends]
-    got = answer_after_flush(engine, ReceiveMessages("q", max_messages=10), 2.0)
+    got = settled(engine, ReceiveMessages("q", max_messages=10), 2.0)
     assert [m.message_id for m in got.messages] == ids  # in send order
     engine.close()
     again = make_engine(tmp_path, opened_at=3.0, fsync="always")
-    info = answer_after_flush(again, GetQueueAttributes("q"), 3.0)
+    info = settled(again, GetQueueAttributes("q"), 3.0)
     assert (info.messages_visible, info.messages_in_flight) == (0, 5)  # sends and their receives were replayed
     again.close()
 
@@ -249,7 +249,7 @@ def test_under_fsync_always_a_failed_journal_write_answers_its_waiters_storage_e
     from millpond.broker.wire.errors import StorageError
 
     engine = make_engine(tmp_path, fsync="always")
-    answer_after_flush(engine, CreateQueue("q"))
+    settled(engine, CreateQueue("q"))
     plog = engine.queues.journal.plog
     sent = handle(engine, SendMessage("q", b"lost"), 1.0)
 
@@ -272,7 +272,7 @@ def test_under_fsync_always_held_records_are_written_before_they_pass_a_mebibyte
     from millpond.broker.core.queues.journal import PENDING_BYTES_MAX
 
     engine = make_engine(tmp_path, fsync="always")
-    answer_after_flush(engine, CreateQueue("q", message_bytes_max=256 * 1024))
+    settled(engine, CreateQueue("q", message_bytes_max=256 * 1024))
     plog = engine.queues.journal.plog
     end = plog.log_end_offset
     body = b"x" * (200 * 1024)
@@ -294,11 +294,3 @@ def test_under_fsync_never_each_request_is_written_at_once(tmp_path):
     assert plog.log_end_offset == plog.high_watermark == end + 1
     engine.close()
 
-
-def answer_after_flush(engine, request, now: float = 0.0):
-    outcome = handle(engine, request, now)
-    if isinstance(outcome, Wait):
-        flush(engine)
-        outcome = outcome.resume(ctx(now), False)
-    assert isinstance(outcome, Answer), outcome
-    return outcome.value
