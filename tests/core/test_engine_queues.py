@@ -294,3 +294,30 @@ def test_under_fsync_never_each_request_is_written_at_once(tmp_path):
     assert plog.log_end_offset == plog.high_watermark == end + 1
     engine.close()
 
+
+
+def test_under_fsync_always_a_failed_write_at_the_mebibyte_bound_answers_every_waiter(tmp_path, monkeypatch):
+    from millpond.broker.core.queues.journal import PENDING_BYTES_MAX
+    from millpond.broker.wire.errors import StorageError
+
+    engine = make_engine(tmp_path, fsync="always")
+    settled(engine, CreateQueue("q", message_bytes_max=256 * 1024))
+    plog = engine.queues.journal.plog
+    body = b"x" * (200 * 1024)
+    held = [handle(engine, SendMessage("q", body), 1.0) for _ in range(PENDING_BYTES_MAX // len(body))]
+
+    def full(*args, **kwargs):
+        raise StorageError("no space left on device")
+
+    monkeypatch.setattr(plog, "append", full)
+    with pytest.raises(StorageError, match="writing the journal failed"):
+        handle(engine, SendMessage("q", body), 1.0)  # would pass the bound: the held records are written, and fail
+    assert not engine.write_held()  # the end of the pass: their waiters are woken...
+    woken = engine.take_woken()
+    for w in held:
+        assert set(w.keys) <= woken
+        with pytest.raises(StorageError, match="fsync of __millpond_queues/0 failed"):  # ...and answered
+            w.resume(ctx(1.0), False)
+    assert engine.write_held()  # owed once
+    monkeypatch.undo()
+    engine.close()

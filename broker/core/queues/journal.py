@@ -81,6 +81,7 @@ class QueueJournal:
         self._pending: list[tuple[int, None, bytes, None]] = []
         self._pending_bytes = 0
         self._last = (0.0, 0)  # (now, now_ms) of the latest append: the clock write_pending's checkpoint step reads
+        self._wake_owed = False  # a write failed inside append: the waiters of its records are still to be woken
 
     def open(self, manager: QueueManager, now: float, now_ms: int) -> None:
         """Create the topic if missing, then replay it into ``manager`` (which must be empty) and run the timers
@@ -135,6 +136,7 @@ class QueueJournal:
             if self._defer:
                 size = sum(len(r[2]) for r in records)
                 if self._pending and self._pending_bytes + size > PENDING_BYTES_MAX and not self.write_pending():
+                    self._wake_owed = True  # the next write_pending says so: its caller wakes their waiters
                     raise StorageError(f"{QUEUES_TOPIC}: writing the journal failed; see the broker log")
                 self._pending += records
                 self._pending_bytes += size
@@ -154,7 +156,8 @@ class QueueJournal:
         its key is woken (as when an fsync fails; the state in memory keeps their changes, as after a failed
         immediate append)."""
         if not self._pending:
-            return True
+            owed, self._wake_owed = self._wake_owed, False
+            return not owed
         records, self._pending = self._pending, []
         self._pending_bytes = 0
         plog = self.plog
