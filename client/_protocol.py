@@ -150,6 +150,9 @@ class ClientProtocol:
 # --- request bodies and answer parsing (units: Python seconds -> wire milliseconds) ---
 
 
+SECONDS_MAX = float(2**63 // 1000 - 1)  # in milliseconds, a 64-bit integer
+
+
 def _seconds_to_ms(value: float | None, name: str, *, forever: bool = False) -> int | None:
     """Seconds as wire milliseconds; with ``forever``, -1 stays -1 (keep forever, as Kafka's retention.ms). Any
     other negative raises ``InvalidConfigError`` naming ``name`` (it used to mean "forever" silently), and so does
@@ -165,6 +168,8 @@ def _seconds_to_ms(value: float | None, name: str, *, forever: bool = False) -> 
         raise InvalidConfigError(f"{name} must be >= 0 seconds{also}, got {value!r}", key=name)
     if value == math.inf:
         raise InvalidConfigError(f"{name} must be a finite number of seconds, got inf", key=name)
+    if value > SECONDS_MAX:  # the wire's milliseconds are a 64-bit integer
+        raise InvalidConfigError(f"{name} must be at most {SECONDS_MAX:.0f} seconds, got {value!r}", key=name)
     return int(round(value * 1000))
 
 

@@ -48,6 +48,16 @@ _NOT_STARTED = ("the producer is not started: send inside `async with client.pro
 
 
 @seconds_api
+def check_close_timeout(timeout_s: Any) -> None:
+    """``close``'s ``timeout_s``: None or a number of seconds (a negative one is 0). Raises ``TypeError``, and
+    ``ValueError`` for NaN."""
+    if timeout_s is not None:
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+            raise TypeError(f"close: timeout_s must be a number of seconds or None, got {timeout_s!r}")
+        if math.isnan(timeout_s):
+            raise ValueError("close: timeout_s must be a number of seconds or None, got nan")
+
+
 class Producer:
     """Batching producer; ``async with client.producer(linger_s=0.005, batch_bytes=1048576) as p:``.
 
@@ -199,15 +209,12 @@ class Producer:
         not acknowledged by then fail with ``TimeoutError`` (in their handles and ``statistics()``); one already
         on its way may still be stored. Leaving ``async with`` is ``close()``; closing twice does nothing, and a
         close while another task closes it returns when that one is done. A close cut short by the caller's own
-        cancellation (a cancel scope around it) stops at once: what is not acknowledged fails with
+        cancellation (a cancel scope around it) stops the producer at once, for every task closing it: what is not
+        acknowledged fails with
         ``MillpondError`` ("... may still have been stored"). From the call on, ``send()`` raises
         ``RuntimeError``. Raises ``TypeError`` (``ValueError`` for NaN) for a ``timeout_s`` that is not a number.
         """
-        if timeout_s is not None:
-            if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
-                raise TypeError(f"close: timeout_s must be a number of seconds or None, got {timeout_s!r}")
-            if math.isnan(timeout_s):
-                raise ValueError("close: timeout_s must be a number of seconds or None, got nan")
+        check_close_timeout(timeout_s)
         self._closed = True
         if self._tg is None:
             if self._ended is not None:  # another task is closing it: done when that close is

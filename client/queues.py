@@ -160,8 +160,8 @@ class Queue:
         policy (docs/protocol.md "Limits") it may get fewer than ``max_messages``; one answered THROTTLED waits
         ``retry_after_s`` and asks again, raising ``ThrottledError`` only past the request's timeout. A receive
         given up by its caller (cancelled, or a timeout around it) while the broker still waits: messages it gets
-        after all are made receivable again at once (their receive count still grew, as for any receive), not
-        left hidden for their visibility timeout."""
+        after all are made receivable again as soon as that answer comes (their receive count still grew, as for any
+        receive), not left hidden for their visibility timeout."""
         body: dict[str, Any] = {"queue": self.name, "max_messages": max_messages}
         if wait_s is not None:
             body["wait_ms"] = _seconds_to_ms(wait_s, "wait_s")

@@ -33,7 +33,7 @@ from millpond.client._client import connect as _aconnect
 from millpond.client.limits import LimitPolicy
 from millpond.client.consumer import Consumer, TopicPartition
 from millpond.client.fanout import SubscriptionDescription, SubscriptionInfo
-from millpond.client.producer import Producer
+from millpond.client.producer import Producer, check_close_timeout
 from millpond.client.queues import Queue, QueueInfo, QueueMessage, SendResult
 from millpond.client.subscription import Subscription, SubscriptionStatistics
 from millpond.client.types import GroupDescription, GroupListing, ProducerStatistics, RecordMetadata, TopicDescription
@@ -462,7 +462,9 @@ class SyncProducer:
     def close(self, timeout_s: float | None = None) -> None:
         """Flush and stop, blocking at most ``timeout_s`` seconds (None: until every record is settled). Records
         not acknowledged by then fail with ``TimeoutError`` (in their handles and ``statistics()``); one already
-        on its way may still be stored. An exception meanwhile (Ctrl-C) fails the rest at once and propagates."""
+        on its way may still be stored. An exception meanwhile (Ctrl-C) fails the rest at once and propagates.
+        Raises ``TypeError`` (``ValueError`` for NaN) for a ``timeout_s`` that is not a number, changing nothing."""
+        check_close_timeout(timeout_s)
         if self._closed:
             return
         self._closed = True

@@ -443,3 +443,16 @@ def test_a_close_timeout_that_is_not_a_number_is_refused(daemon, bad, kind):
         admin.create_topic("t")
     trio.run(run)
     assert stored(daemon) == 1
+
+
+@pytest.mark.parametrize("bad, kind", [("3", TypeError), (float("nan"), ValueError)])
+def test_a_blocking_close_with_a_timeout_that_is_not_a_number_changes_nothing(daemon, bad, kind):
+    with sync_connect(daemon, client_id="admin") as c:
+        c.create_topic("t")
+        with c.producer() as p:
+            h = p.send("t", b"before")
+            with pytest.raises(kind, match="timeout_s must be a number of seconds or None"):
+                p.close(timeout_s=bad)
+            p.send("t", b"after the refused close")  # still open
+        assert h.result(10).offset == 0  # leaving the block closed it, and the client's block is left too
+    assert stored(daemon) == 2

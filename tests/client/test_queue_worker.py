@@ -266,6 +266,10 @@ async def test_option_checks(client):
                        ({"shutdown_grace_s": float("nan")}, "shutdown_grace_s must be 0 or more seconds")):
         with pytest.raises(ValueError, match=match):  # at once: the broker would refuse every poll, or the stop
             std.worker(print, **bad)
+    for bad in ({"wait_s": "5"}, {"shutdown_grace_s": None}):
+        [(name, value)] = bad.items()
+        with pytest.raises(TypeError, match=f"{name} must be a number of seconds, got {value!r}"):
+            std.worker(print, **bad)
 
 
 def test_the_blocking_worker(daemon):

@@ -141,6 +141,8 @@ async def test_a_negative_or_non_number_time_is_refused_in_seconds_under_its_own
          "visibility_timeout_s must be >= 0 seconds, got -3"),
         (lambda: client.create_queue("t", visibility_timeout_s=float("inf")),
          "visibility_timeout_s must be a finite number of seconds, got inf"),
+        (lambda: client.queue("t").receive(1, wait_s=1e300), "wait_s must be at most 9223372036854774 seconds, "
+                                                               "got 1e+300"),
     ]
     for call, said in cases:
         try:
