@@ -47,7 +47,6 @@ _NOT_STARTED = ("the producer is not started: send inside `async with client.pro
                 "a record sent now)")
 
 
-@seconds_api
 def check_close_timeout(timeout_s: Any) -> None:
     """``close``'s ``timeout_s``: None or a number of seconds (a negative one is 0). Raises ``TypeError``, and
     ``ValueError`` for NaN."""
@@ -58,6 +57,7 @@ def check_close_timeout(timeout_s: Any) -> None:
             raise ValueError("close: timeout_s must be a number of seconds or None, got nan")
 
 
+@seconds_api
 class Producer:
     """Batching producer; ``async with client.producer(linger_s=0.005, batch_bytes=1048576) as p:``.
 

@@ -15,6 +15,7 @@ import anyio.lowlevel
 
 from millpond.broker.wire.errors import ConnectionClosedError, MillpondError, UnknownSubscriptionError
 from millpond.client._native import native
+from millpond.client._seconds import seconds_api
 from millpond.client.queues import QueueMessage, _failure
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class SubscriptionStatistics:
     broker_unacked_max: int
 
 
+@seconds_api
 class Subscription:
     """``async with queue.subscribe(prefetch=10) as sub: async for msg in sub: ...; await msg.ack()``.
 

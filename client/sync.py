@@ -344,6 +344,7 @@ class SyncQueue:
         return self._portal.call(lambda: self._q.set_attributes(**attributes))
 
 
+@seconds_api
 @dataclass(frozen=True, slots=True)
 class SyncPushedMessage(QueueMessage):
     """A pushed message of a ``SyncSubscription``: ``ack()`` and ``nack(delay_s=0)`` block for one round trip and

@@ -3,6 +3,7 @@
 # before anything is done; keywords that are milliseconds by nature (a record's timestamp_ms) are untouched.
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pytest
@@ -73,3 +74,33 @@ def test_keywords_in_milliseconds_by_nature_and_unknown_ones_are_left_to_python(
     assert "timestamp_ms" in inspect.signature(Producer.send).parameters  # a record's timestamp: ms, as Kafka's
     with pytest.raises(TypeError, match="unexpected keyword argument 'colour_ms'"):
         bare(Client).producer(colour_ms=1)  # no colour_s either: Python's own error
+
+
+def test_every_public_method_taking_seconds_of_the_clients_classes_refuses_milliseconds():
+    """The whole kind: each public class of the client whose ``__init__`` or public methods take ``x_s`` is
+    wrapped by ``seconds_api`` (a decorator moved off its class once left Producer.close taking timeout_ms= as
+    Python's bare 'unexpected keyword')."""
+    import millpond.client as client_pkg
+    import millpond.client.sync as sync_mod
+    from millpond.client.subscription import Subscription
+    from millpond.client.worker import Worker
+
+    classes = {c for c in vars(client_pkg).values() if inspect.isclass(c) and c.__module__.startswith("millpond.client")}
+    classes |= {c for c in vars(sync_mod).values() if inspect.isclass(c) and c.__module__ == sync_mod.__name__}
+    classes |= {Producer, Consumer, Queue, Worker, Subscription, Client}
+    unwrapped = []
+    checked = 0
+    for cls in sorted(classes, key=lambda c: c.__qualname__):
+        if cls.__name__.startswith("_") or (dataclasses.is_dataclass(cls) and not hasattr(cls, "nack")):
+            continue  # values the API returns (their fields are seconds); a pushed message's nack is a call
+        for name, fn in vars(cls).items():
+            if not inspect.isfunction(fn) or (name != "__init__" and name.startswith("_")):
+                continue
+            params = inspect.signature(inspect.unwrap(fn)).parameters
+            if any(p.endswith("_s") for p in params):
+                checked += 1
+                if not hasattr(fn, "__wrapped__"):
+                    unwrapped.append(f"{cls.__qualname__}.{name}")
+    assert checked >= 20 and unwrapped == []
+    with pytest.raises(TypeError, match=r"Producer.close\(\) takes 'timeout_s' in seconds, not 'timeout_ms'"):
+        trio.run(lambda: bare(Producer).close(timeout_ms=500))
