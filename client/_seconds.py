@@ -20,6 +20,12 @@ def check(where: str, seconds: frozenset[str] | set[str], kwargs: dict[str, Any]
             raise TypeError(f"{where}() takes {new!r} in seconds, not {key!r} in milliseconds{shown}")
 
 
+def require_number(value: Any, what: str) -> None:
+    """Raise ``TypeError`` (``what``, then the value) unless ``value`` is an int or a float (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what}, got {value!r}")
+
+
 def refuse_ms(fn: Callable[..., T]) -> Callable[..., T]:
     """``fn`` refusing ``x_ms=`` where it takes ``x_s`` (``TypeError`` naming ``x_s`` and the value in seconds).
     A function without such parameters is returned as it is."""
@@ -51,4 +57,4 @@ def seconds_api(cls: type[T]) -> type[T]:
     return cls
 
 
-__all__ = ["check", "refuse_ms", "seconds_api"]
+__all__ = ["check", "refuse_ms", "require_number", "seconds_api"]

@@ -33,7 +33,7 @@ from millpond.broker.wire.frames import PIECE_BYTES_MIN
 from millpond.client._accumulator import Accumulator, Batch, RecordHandle
 from millpond.client._native import native
 from millpond.client.types import ProducerStatistics
-from millpond.client._seconds import seconds_api
+from millpond.client._seconds import require_number, seconds_api
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
@@ -51,8 +51,7 @@ def check_close_timeout(timeout_s: Any) -> None:
     """``close``'s ``timeout_s``: None or a number of seconds (a negative one is 0). Raises ``TypeError``, and
     ``ValueError`` for NaN."""
     if timeout_s is not None:
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
-            raise TypeError(f"close: timeout_s must be a number of seconds or None, got {timeout_s!r}")
+        require_number(timeout_s, "close: timeout_s must be a number of seconds or None")
         if math.isnan(timeout_s):
             raise ValueError("close: timeout_s must be a number of seconds or None, got nan")
 
@@ -218,8 +217,7 @@ class Producer:
         self._closed = True
         if self._tg is None:
             if self._ended is not None:  # another task is closing it: done when that close is
-                with anyio.CancelScope(shield=True):
-                    await self._ended.wait()
+                await self._until_ended()
             return
         timed_out = None
         try:
@@ -255,14 +253,12 @@ class Producer:
     async def _stop(self, error: BaseException | None = None) -> None:
         tg, self._tg = self._tg, None
         if tg is None:  # another close got here first
-            with anyio.CancelScope(shield=True):
-                await self._ended.wait()
+            await self._until_ended()
             return
         tg.cancel_scope.cancel()
         if self._twake is not None:
             self._twake.set()  # release the worker thread the sender was sleeping in
-        with anyio.CancelScope(shield=True):  # the sender's tasks end at once: they were cancelled
-            await self._ended.wait()
+        await self._until_ended()
         # What is not acknowledged now never will be: it fails rather than leave its handles unsettled. A batch
         # already written may still have been stored (its answer would have come later): the error says so.
         with self.lock:
@@ -274,6 +270,10 @@ class Producer:
         if self._crash is not None:
             crash, self._crash = self._crash, None
             raise crash
+
+    async def _until_ended(self) -> None:
+        with anyio.CancelScope(shield=True):  # its tasks end at once once cancelled, whatever cancels the caller
+            await self._ended.wait()
 
     async def __aenter__(self) -> Producer:
         if self.idempotent:

@@ -178,10 +178,9 @@ class Queue:
         except Exception:  # an error answer: nothing was taken
             return
         handles = [m["receipt_handle"] for m in messages]
-        for i in range(0, len(handles), 10):
-            conn.send_later("change_visibility_batch", {"queue": self.name, "entries": [
-                {"id": str(k), "receipt_handle": h, "visibility_timeout_ms": 0}
-                for k, h in enumerate(handles[i:i + 10])]})
+        for i in range(0, len(handles), 10):  # a batch holds 10 entries at most
+            conn.send_later("change_visibility_batch",
+                            {"queue": self.name, "entries": _visibility_entries(handles[i:i + 10], 0)})
 
     async def delete(self, message: QueueMessage | str) -> None:
         """Delete a received message by its receipt handle (as SQS DeleteMessage): the newest handle deletes it;
@@ -209,9 +208,8 @@ class Queue:
                                       visibility_timeout_s: float) -> list[MillpondError | None]:
         """``change_visibility`` for 1-10 messages in one request; returns, in order, None or the error refusing
         that one."""
-        ms = _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s")
-        entries = [{"id": str(i), "receipt_handle": _handle(m), "visibility_timeout_ms": ms}
-                   for i, m in enumerate(messages)]
+        entries = _visibility_entries([_handle(m) for m in messages],
+                                      _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s"))
         answer = await self.client.request("change_visibility_batch", {"queue": self.name, "entries": entries})
         out: list[MillpondError | None] = [None] * len(entries)
         for f in answer["failed"]:
@@ -282,6 +280,12 @@ class Queue:
         redrive policy."""
         return parse_queue_info(await self.client.request(
             "set_queue_attributes", queue_attributes_body(attrs) | {"name": self.name}))
+
+
+def _visibility_entries(handles: list[str], visibility_timeout_ms: int | None) -> list[dict[str, Any]]:
+    """A change_visibility_batch's entries: one per receipt handle, ids by position."""
+    return [{"id": str(i), "receipt_handle": h, "visibility_timeout_ms": visibility_timeout_ms}
+            for i, h in enumerate(handles)]
 
 
 def _send_body(body: bytes, attributes: Any, delay_s: float | None, group_id: str | None, dedup_id: str | None,

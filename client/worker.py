@@ -32,7 +32,7 @@ import anyio
 from millpond.broker.wire.errors import MillpondError, UnknownQueueError
 
 from millpond.client.queues import QueueMessage
-from millpond.client._seconds import seconds_api
+from millpond.client._seconds import require_number, seconds_api
 
 if TYPE_CHECKING:
     from millpond.client.queues import Queue
@@ -121,8 +121,7 @@ class Worker:
         if backoff_s is not None and not 0 <= backoff_s <= backoff_max_s <= VISIBILITY_MAX_S:
             raise ValueError("backoff_s must be 0 to backoff_max_s, and backoff_max_s at most 43,200")
         for name, value in (("wait_s", wait_s), ("shutdown_grace_s", shutdown_grace_s)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+            require_number(value, f"{name} must be a number of seconds")
         if not 0 <= wait_s <= WAIT_S_MAX:  # the broker refuses a longer receive: every poll would fail
             raise ValueError(f"wait_s must be 0-{WAIT_S_MAX:g} s (as SQS WaitTimeSeconds), not {wait_s!r}")
         if not 0 <= shutdown_grace_s < math.inf:

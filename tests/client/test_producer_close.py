@@ -329,7 +329,9 @@ async def _close_cut_short(daemon: str) -> tuple[int, int]:
         async with anyio.create_task_group() as tg, c.producer() as p2:
             last = p2.send("t", b"closed by another task")
             tg.start_soon(p2.close)
-            await anyio.sleep(0.1)
+            with anyio.fail_after(5):
+                while not p2._closed:  # the other task's close has begun
+                    await anyio.sleep(0)
             with pytest.raises(RuntimeError, match=CLOSED):
                 p2.send("t", b"after another task closed it")
         assert (await last).offset >= acked
