@@ -38,9 +38,10 @@ ROWS = ("send batch 1", "receive+delete batch 1", "send batch 10", "receive+dele
         f"push prefetch {PREFETCH}", "long-poll wake-up")
 RATE_MEANING = ("messages/s: send from the first request to the last acknowledgement; receive+delete from the first "
                 f"receive to the last delete acknowledged, draining what the send row above left; push from "
-                f"subscribing to the last ack answered. {IN_FLIGHT} requests in flight on one connection (a peer: "
-                f"its pipeline or unconfirmed window of {IN_FLIGHT} requests). Latency: send = one request, call to "
-                "acknowledgement; receive+delete = one receive call to its delete's acknowledgement; wake-up = send "
+                f"subscribing to the last ack answered. {IN_FLIGHT} calls in flight on one connection (millpond: "
+                f"{IN_FLIGHT} tasks, whose calls made together the client gathers into batch requests, docs/queues.md; "
+                f"a peer: its pipeline or unconfirmed window of {IN_FLIGHT} requests). Latency: send = one call to "
+                "its acknowledgement; receive+delete = one receive call to its delete's acknowledgement; wake-up = send "
                 "call to receipt by a receiver process parked in a long poll (HDR, every round).")
 
 RATIO_MEANING = ("ratio: the run's millpond (this tree) over the row's target, median over median: a peer against "

@@ -19,6 +19,7 @@ from millpond.client.consumer import Consumer
 from millpond.client.producer import Producer
 from millpond.client._protocol import (create_topic_body, offset_spec, parse_address, parse_topic_description,
                                        topic_config_from_wire)
+from millpond.client._gather import Gathering
 from millpond.client._group import Callback
 from millpond.client.limits import LimitPolicy, parse_policy, policy_body
 from millpond.client.queues import Queue, QueueInfo, parse_queue_info, queue_attributes_body
@@ -152,6 +153,7 @@ class Client:
         self._connect_error: ConnectionClosedError | None = None  # the last failed connect, for watch() to name
         self.reconnects = 0
         self._partition_counts: dict[str, int] = {}  # publish's partition choice, per topic
+        self._gathering = Gathering(tg)  # queue calls made together leave as one batch request (client._gather)
 
     @property
     def limits(self) -> BrokerLimits:

@@ -4,10 +4,12 @@
 # protocol's maps through `Client.request`.
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from millpond.broker.wire.errors import MillpondError, from_wire
+from millpond.client._gather import Batch
 from millpond.client._protocol import _seconds_to_ms
 from millpond.client._seconds import seconds_api
 
@@ -18,6 +20,12 @@ if TYPE_CHECKING:
     from millpond.client.worker import Worker
 
 __all__ = ["Queue", "QueueInfo", "QueueMessage", "SendResult", "queue_attributes_body"]
+
+# the protocol's bounds (docs/protocol.md "Queues"), which gathered calls keep to
+BATCH_ENTRIES_MAX = 10  # entries of a send, delete or change-visibility batch, as SQS
+BATCH_BYTES_MAX = 1_048_576  # a send batch's bodies and attributes together
+RECEIVE_MESSAGES_MAX = 1000  # messages one receive asks for
+FIFO_SUFFIX = ".fifo"
 
 _ATTRIBUTES = ("visibility_timeout_s", "delay_s", "retention_s", "message_bytes_max", "receive_wait_s",
                "dead_letter_queue", "max_receive_count", "content_based_deduplication")  # fifo: from the name
@@ -128,10 +136,36 @@ class Queue:
         """Send one message, answered once durable (as SQS SendMessage). ``attributes``: at most 10, values
         strings, numbers or bytes; ``delay_s`` (0-900, standard queues): hidden that long first; FIFO queues need
         ``group_id``, and ``dedup_id`` unless the queue deduplicates by content. Raises ``UnknownQueueError``,
-        ``InvalidParameterValueError``, ``MissingParameterError``."""
-        answer = await self.client.request("send_message", _send_body(body, attributes, delay_s, group_id, dedup_id)
-                                           | {"queue": self.name})
-        return SendResult(answer["message_id"], answer["sequence_number"])
+        ``InvalidParameterValueError``, ``MissingParameterError``.
+
+        Sends that tasks of this client make together (in one turn of the event loop) leave as one batch request
+        of up to 10 (docs/queues.md "Gathered calls"); each still gets its own answer or error."""
+        entry = _send_body(body, attributes, delay_s, group_id, dedup_id)
+        size = _entry_size(entry)
+        if size > BATCH_BYTES_MAX:  # too big to share a batch: a request of its own
+            return (await self._send_entries([entry], batch_request=False))[0]
+        return await self.client._gathering.submit(("send", self.name), self._send_gathered, entry,
+                                                   entries_max=BATCH_ENTRIES_MAX, size=size,
+                                                   size_max=BATCH_BYTES_MAX)
+
+    async def _send_gathered(self, batch: Batch[dict[str, Any]]) -> list[SendResult | MillpondError]:
+        return await self._send_entries(batch.entries, batch_request=len(batch.entries) > 1)
+
+    async def _send_entries(self, entries: list[dict[str, Any]], *,
+                            batch_request: bool) -> list[SendResult | MillpondError]:
+        """One request for ``entries`` (send's maps): send_message_batch, or send_message for one entry. Per-entry
+        errors are returned; an error of the whole request (a retriable one, an unknown queue) is raised."""
+        if not batch_request:
+            answer = await self.client.request("send_message", entries[0] | {"queue": self.name})
+            return [SendResult(answer["message_id"], answer["sequence_number"])]
+        answer = await self.client.request("send_message_batch", {
+            "queue": self.name, "entries": [e | {"id": str(i)} for i, e in enumerate(entries)]})
+        out: list[SendResult | MillpondError] = [MillpondError("no answer")] * len(entries)
+        for s in answer["successful"]:
+            out[int(s["id"])] = SendResult(s["message_id"], s["sequence_number"])
+        for f in answer["failed"]:
+            out[int(f["id"])] = _failure(f)
+        return out
 
     async def send_batch(self, messages: Iterable[bytes | dict[str, Any]]) -> list[SendResult | MillpondError]:
         """Send 1-10 messages in one request (as SQS SendMessageBatch): each a body, or a dict of ``send``'s
@@ -143,14 +177,8 @@ class Queue:
                 raise TypeError(f"send_batch: message {i} has no 'body' (a message is a body, or a dict of send()'s "
                                 "keywords with 'body')")
             entries.append(_send_body(m.pop("body"), m.pop("attributes", None), m.pop("delay_s", None),
-                                      m.pop("group_id", None), m.pop("dedup_id", None), **m) | {"id": str(i)})
-        answer = await self.client.request("send_message_batch", {"queue": self.name, "entries": entries})
-        out: list[SendResult | MillpondError] = [MillpondError("no answer")] * len(entries)
-        for s in answer["successful"]:
-            out[int(s["id"])] = SendResult(s["message_id"], s["sequence_number"])
-        for f in answer["failed"]:
-            out[int(f["id"])] = _failure(f)
-        return out
+                                      m.pop("group_id", None), m.pop("dedup_id", None), **m))
+        return await self._send_entries(entries, batch_request=True)
 
     async def receive(self, max_messages: int = 1, *, wait_s: float | None = None,
                       visibility_timeout_s: float | None = None) -> list[QueueMessage]:
@@ -161,7 +189,33 @@ class Queue:
         ``retry_after_s`` and asks again, raising ``ThrottledError`` only past the request's timeout. A receive
         given up by its caller (cancelled, or a timeout around it) while the broker still waits: messages it gets
         after all are made receivable again as soon as that answer comes (their receive count still grew, as for any
-        receive), not left hidden for their visibility timeout."""
+        receive), not left hidden for their visibility timeout.
+
+        On a standard queue, receives that tasks of this client make together with the same options leave as one
+        request for all their messages, shared out in call order (docs/queues.md "Gathered calls"); on a FIFO queue
+        each receive is a request of its own, so one group's messages never split between callers."""
+        if not isinstance(max_messages, int) or isinstance(max_messages, bool) or not 1 <= max_messages <= \
+                RECEIVE_MESSAGES_MAX or self.name.endswith(FIFO_SUFFIX):
+            return await self._receive(max_messages, wait_s, visibility_timeout_s)  # the broker names what is wrong
+        wait_ms = None if wait_s is None else _seconds_to_ms(wait_s, "wait_s")
+        vis_ms = None if visibility_timeout_s is None else _seconds_to_ms(visibility_timeout_s,
+                                                                           "visibility_timeout_s")
+        deadline = None if wait_ms is None else time.monotonic() + wait_ms / 1000
+        while True:
+            got = await self.client._gathering.submit(("receive", self.name, wait_ms, vis_ms), self._receive_gathered,
+                                                      max_messages, entries_max=RECEIVE_MESSAGES_MAX,
+                                                      size=max_messages, size_max=RECEIVE_MESSAGES_MAX)
+            if got is not None:
+                return got
+            # the request's messages went to the callers before this one: wait on for what is left of wait_s
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                wait_ms = round(left * 1000)
+
+    async def _receive(self, max_messages: int, wait_s: float | None,
+                       visibility_timeout_s: float | None) -> list[QueueMessage]:
         body: dict[str, Any] = {"queue": self.name, "max_messages": max_messages}
         if wait_s is not None:
             body["wait_ms"] = _seconds_to_ms(wait_s, "wait_s")
@@ -171,26 +225,65 @@ class Queue:
         answer = await self.client.request("receive_messages", body, timeout_s=timeout, on_late=self._release_late)
         return [_message(m) for m in answer["messages"]]
 
+    async def _receive_gathered(self, batch: Batch[int]) -> list[list[QueueMessage] | None]:
+        """One receive for the batch's callers' messages together, shared out in call order; a caller left without
+        any, when others got some, gets None (it asks again); what a caller that stopped waiting would have had is
+        made receivable again at once."""
+        _, _, wait_ms, vis_ms = batch.key
+        got = await self._receive(batch.size, None if wait_ms is None else wait_ms / 1000,
+                                  None if vis_ms is None else vis_ms / 1000)
+        if not got:
+            return [[] for _ in batch.entries]
+        out: list[list[QueueMessage] | None] = []
+        taken = 0
+        for i, wanted in enumerate(batch.entries):
+            if i in batch.gone or taken >= len(got):
+                out.append(None)
+                continue
+            out.append(got[taken:taken + wanted])
+            taken += wanted
+        if taken < len(got):
+            self._release([m.receipt_handle for m in got[taken:]])
+        return out
+
     def _release_late(self, conn: Any, response: Any) -> None:
         """The answer to a receive its caller gave up: whatever it took is made receivable again at once."""
         try:
             messages = response.result()["messages"]
         except Exception:  # an error answer: nothing was taken
             return
-        handles = [m["receipt_handle"] for m in messages]
-        for i in range(0, len(handles), 10):  # a batch holds 10 entries at most
+        self._release([m["receipt_handle"] for m in messages], conn)
+
+    def _release(self, handles: list[str], conn: Any = None) -> None:
+        """Make received messages receivable again at once, nobody waiting for the answer."""
+        conn = conn or self.client._conn
+        if conn is None:
+            return  # no connection: they come back when their visibility timeout ends
+        for i in range(0, len(handles), BATCH_ENTRIES_MAX):
             conn.send_later("change_visibility_batch",
-                            {"queue": self.name, "entries": _visibility_entries(handles[i:i + 10], 0)})
+                            {"queue": self.name,
+                             "entries": _visibility_entries(handles[i:i + BATCH_ENTRIES_MAX], 0)})
 
     async def delete(self, message: QueueMessage | str) -> None:
         """Delete a received message by its receipt handle (as SQS DeleteMessage): the newest handle deletes it;
         again succeeds; an older one, after the message was received again, deletes nothing. Raises
-        ``ReceiptHandleInvalidError``; on FIFO queues ``InvalidParameterValueError`` once its timeout ended."""
-        await self.client.request("delete_message", {"queue": self.name, "receipt_handle": _handle(message)})
+        ``ReceiptHandleInvalidError``; on FIFO queues ``InvalidParameterValueError`` once its timeout ended.
+        Deletes made together leave as one batch request of up to 10 (docs/queues.md "Gathered calls")."""
+        await self.client._gathering.submit(("delete", self.name), self._delete_gathered, _handle(message),
+                                            entries_max=BATCH_ENTRIES_MAX)
+
+    async def _delete_gathered(self, batch: Batch[str]) -> list[MillpondError | None]:
+        if len(batch.entries) == 1:
+            await self.client.request("delete_message", {"queue": self.name, "receipt_handle": batch.entries[0]})
+            return [None]
+        return await self._delete_handles(batch.entries)
 
     async def delete_batch(self, messages: Iterable[QueueMessage | str]) -> list[MillpondError | None]:
         """Delete 1-10 messages in one request; returns, in order, None or the error refusing that one."""
-        entries = [{"id": str(i), "receipt_handle": _handle(m)} for i, m in enumerate(messages)]
+        return await self._delete_handles([_handle(m) for m in messages])
+
+    async def _delete_handles(self, handles: list[str]) -> list[MillpondError | None]:
+        entries = [{"id": str(i), "receipt_handle": h} for i, h in enumerate(handles)]
         answer = await self.client.request("delete_message_batch", {"queue": self.name, "entries": entries})
         out: list[MillpondError | None] = [None] * len(entries)
         for f in answer["failed"]:
@@ -199,19 +292,32 @@ class Queue:
 
     async def change_visibility(self, message: QueueMessage | str, visibility_timeout_s: float) -> None:
         """Hide a received message for ``visibility_timeout_s`` (0-43,200) from now; 0 makes it receivable at once
-        (as SQS ChangeMessageVisibility). Raises ``InvalidParameterValueError`` if the message was deleted."""
+        (as SQS ChangeMessageVisibility). Raises ``InvalidParameterValueError`` if the message was deleted.
+        Changes to the same timeout made together leave as one batch request of up to 10 (docs/queues.md
+        "Gathered calls")."""
         ms = _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s")
-        await self.client.request("change_visibility", {"queue": self.name, "receipt_handle": _handle(message),
-                                                        "visibility_timeout_ms": ms})
+        await self.client._gathering.submit(("visibility", self.name, ms), self._visibility_gathered,
+                                            _handle(message), entries_max=BATCH_ENTRIES_MAX)
+
+    async def _visibility_gathered(self, batch: Batch[str]) -> list[MillpondError | None]:
+        ms = batch.key[2]
+        if len(batch.entries) == 1:
+            await self.client.request("change_visibility", {"queue": self.name, "receipt_handle": batch.entries[0],
+                                                            "visibility_timeout_ms": ms})
+            return [None]
+        return await self._change_visibility_handles(batch.entries, ms)
 
     async def change_visibility_batch(self, messages: Iterable[QueueMessage | str],
                                       visibility_timeout_s: float) -> list[MillpondError | None]:
         """``change_visibility`` for 1-10 messages in one request; returns, in order, None or the error refusing
         that one."""
-        entries = _visibility_entries([_handle(m) for m in messages],
-                                      _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s"))
-        answer = await self.client.request("change_visibility_batch", {"queue": self.name, "entries": entries})
-        out: list[MillpondError | None] = [None] * len(entries)
+        return await self._change_visibility_handles([_handle(m) for m in messages],
+                                                     _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s"))
+
+    async def _change_visibility_handles(self, handles: list[str], ms: int) -> list[MillpondError | None]:
+        answer = await self.client.request("change_visibility_batch",
+                                           {"queue": self.name, "entries": _visibility_entries(handles, ms)})
+        out: list[MillpondError | None] = [None] * len(handles)
         for f in answer["failed"]:
             out[int(f["id"])] = _failure(f)
         return out
@@ -286,6 +392,15 @@ def _visibility_entries(handles: list[str], visibility_timeout_ms: int | None) -
     """A change_visibility_batch's entries: one per receipt handle, ids by position."""
     return [{"id": str(i), "receipt_handle": h, "visibility_timeout_ms": visibility_timeout_ms}
             for i, h in enumerate(handles)]
+
+
+def _entry_size(entry: dict[str, Any]) -> int:
+    """What a send entry counts against a batch's bytes, as the broker counts it: the body, and each attribute's
+    name and value (a number as its decimal text)."""
+    size = len(entry["body"])
+    for name, value in entry.get("attributes", {}).items():
+        size += len(name.encode()) + (len(value) if isinstance(value, bytes) else len(str(value).encode()))
+    return size
 
 
 def _send_body(body: bytes, attributes: Any, delay_s: float | None, group_id: str | None, dedup_id: str | None,

@@ -1,6 +1,7 @@
 # The millpond side of `millpond bench queues`: the broker started as for the other workloads (bench.targets.millpond,
 # a subprocess with a temporary data directory), driven through the public async client under Trio: sends and
-# receive+delete cycles from concurrent tasks on one connection (pipelined, up to ``in_flight`` requests), push
+# receive+delete cycles from concurrent tasks on one connection (up to ``in_flight`` calls at once, which the client
+# gathers into batch requests as it does for any program: docs/queues.md "Gathered calls"), push
 # delivery through `Queue.subscribe(prefetch=N)` with each message acked as it arrives (acks not awaited one by one,
 # the window bounds them), and the long-poll wake-up's sender and receiver. Must not know the broker's internals or
 # how figures are summarised.
@@ -28,7 +29,9 @@ class MillpondQueues:
         return None
 
     def describe(self) -> dict[str, str]:
-        return {"server": "millpond (this tree), a subprocess", "client": "millpond async client under Trio",
+        return {"server": "millpond (this tree), a subprocess",
+                "client": "millpond async client under Trio (calls made together leave as batch requests: "
+                          "docs/queues.md \"Gathered calls\")",
                 "durability": "its fsync mode, as the row says"}
 
     def server(self, fsync: str, address: str | None) -> Any:

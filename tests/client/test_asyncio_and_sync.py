@@ -115,3 +115,22 @@ def test_the_blocking_client_inside_an_event_loop_is_refused_by_name_and_works_f
 
     assert trio.run(used_from_the_loop, trio.to_thread.run_sync) == daemon
     assert asyncio.run(used_from_the_loop(asyncio.to_thread)) == daemon
+
+
+def test_asyncio_tasks_sending_receiving_and_deleting_together_each_get_their_own_answer(daemon):
+    # under asyncio, calls gathered into batch requests (client/_gather.py) are shared out as under Trio
+    async def main():
+        async with connect(daemon, client_id="aio-queues") as c:
+            await c.create_queue("aio-gathered")
+            q = c.queue("aio-gathered")
+            sent = await asyncio.gather(*(q.send(b"m%d" % i) for i in range(25)))
+            assert len({s.message_id for s in sent}) == 25
+            got = await asyncio.gather(*(q.receive(1, wait_s=1.0) for _ in range(25)))
+            assert sorted(len(g) for g in got) == [1] * 25
+            assert sorted(g[0].body for g in got) == sorted(b"m%d" % i for i in range(25))
+            assert {g[0].message_id for g in got} == {s.message_id for s in sent}
+            assert await asyncio.gather(*(q.delete(g[0]) for g in got)) == [None] * 25
+            info = await q.attributes()
+            return info.messages_visible, info.messages_in_flight
+
+    assert asyncio.run(main()) == (0, 0)
