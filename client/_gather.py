@@ -48,9 +48,9 @@ class Gathering:
     async def submit(self, key: Any, send: Callable[[Batch[E]], Awaitable[list[Any]]], entry: E, *,
                      entries_max: int, size: int = 0, size_max: int = 0) -> Any:
         """Add ``entry`` to ``key``'s batch leaving next (a new one if it would pass ``entries_max`` entries, or
-        ``size_max`` of what ``size`` counts) and wait for its result. ``send(batch)``, run from a task of the client's task group,
-        returns one result per entry: a result that is an exception is raised to its caller alone; an exception
-        from ``send`` is raised to every caller of the batch. A caller cancelled while it waits stops waiting; its
+        ``size_max`` of what ``size`` counts) and wait for its result. ``send(batch)``, run from a task of the
+        client's task group, returns one result per entry: a result that is an exception is raised to its caller
+        alone; an exception from ``send`` is raised to every caller of the batch. A caller cancelled while it waits stops waiting; its
         entry was, or will be, sent all the same (as a request already written)."""
         b = self._open.get(key)
         if b is None or len(b.entries) >= entries_max or b.size + size > size_max:

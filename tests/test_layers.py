@@ -52,8 +52,8 @@ ALLOW: dict[str, set[str]] = {
                                 "millpond.broker.core.limits.api", "millpond.broker.core.queues.api",
                                 "millpond.broker.core.queues.push", "millpond.broker.core.fanout.api"},
     # the client speaks the wire protocol and never sees the broker's insides
-    "client": {"anyio", "sniffio", "msgpack", "os", "socket", "threading", "time", "weakref", "millpond.broker.wire",
-               "millpond.client"},
+    "client": {"anyio", "sniffio", "msgpack", "copy", "os", "socket", "threading", "time", "weakref",
+               "millpond.broker.wire", "millpond.client"},
 }
 # Modules imported only inside a function or under TYPE_CHECKING are not arrows of the layer and are not checked.
 

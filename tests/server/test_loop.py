@@ -339,3 +339,62 @@ async def test_a_change_made_while_waking_wakes_a_waiter_that_re_parked_before_i
     loop.wake({"a", "b"})
     assert conn.sent.count(b"1=seen") == 1 and b"2=made" in conn.sent
     assert order.count("maker") == 1
+
+
+class Plan:
+    """A sync plan of ``parts`` files whose run takes ``run_s`` and notes the thread it ran in."""
+
+    whole_filesystem = False
+
+    def __init__(self, parts: int, run_s: float, threads: list[int]):
+        self.parts = [object()] * parts
+        self.run_s = run_s
+        self.threads = threads
+
+    def run(self):
+        import threading
+        import time
+
+        self.threads.append(threading.get_ident())
+        time.sleep(self.run_s)
+
+    def split(self, pieces):
+        return [self]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+async def test_a_quick_small_sync_plan_runs_on_the_loop_only_under_fsync_always_and_a_slow_one_goes_to_a_thread(
+        nursery, fsync):
+    import threading
+
+    from millpond.broker.server.loop import SYNC_INLINE_S
+
+    main = threading.get_ident()
+    threads: list[int] = []
+    plans: list[Plan] = []
+    engine = Engine({})
+    engine.sync_plan = lambda: plans.pop(0) if plans else None
+    engine.synced = lambda plan, error: set()
+    loop = RequestLoop(engine, Codec(), fsync=fsync, fsync_interval_s=1.0)
+    await nursery.start(loop.run)
+
+    async def flush(parts: int, run_s: float = 0.0) -> bool:
+        """One plan through the loop; True if it ran on the loop's own thread."""
+        plans.append(Plan(parts, run_s, threads))
+        await loop.flush()
+        return threads[-1] == main
+
+    if fsync == "interval":  # a thread whatever the plan
+        assert [await flush(1), await flush(2)] == [False, False]
+        return
+    assert [await flush(1), await flush(2), await flush(3)] == [True, True, False]  # up to 2 files on the loop
+    assert await flush(1, run_s=0.03)  # quick until now: on the loop; the average is now above 1 ms
+    assert loop.sync_time_s > SYNC_INLINE_S
+    back = [await flush(1) for _ in range(30)]
+    assert back[0] is False  # slow lately: the next plans run in a worker thread
+    first = back.index(True)  # until their quick runs bring the average under 1 ms again
+    assert all(b is False for b in back[:first]) and all(back[first:])
+    assert 1 < first < 30
