@@ -19,14 +19,16 @@ E = TypeVar("E")
 
 
 class Batch(Generic[E]):
-    """The calls gathered for one request: their ``key`` (what they share), entries in call order, ``size`` (what
-    the bound counts), and ``gone``: positions whose caller stopped waiting (cancelled) before the answer came."""
+    """The calls gathered for one request: their ``key`` (what they share), entries in call order, ``count`` and
+    ``size`` (what the bounds count), and ``gone``: positions whose caller stopped waiting (cancelled) before the
+    answer came."""
 
-    __slots__ = ("key", "entries", "size", "gone", "done", "results", "error")
+    __slots__ = ("key", "entries", "count", "size", "gone", "done", "results", "error")
 
     def __init__(self, key: Any) -> None:
         self.key = key
         self.entries: list[E] = []
+        self.count = 0
         self.size = 0
         self.gone: set[int] = set()
         self.done = anyio.Event()
@@ -46,18 +48,20 @@ class Gathering:
         self._open: dict[Any, Batch[Any]] = {}
 
     async def submit(self, key: Any, send: Callable[[Batch[E]], Awaitable[list[Any]]], entry: E, *,
-                     entries_max: int, size: int = 0, size_max: int = 0) -> Any:
-        """Add ``entry`` to ``key``'s batch leaving next (a new one if it would pass ``entries_max`` entries, or
-        ``size_max`` of what ``size`` counts) and wait for its result. ``send(batch)``, run from a task of the
-        client's task group, returns one result per entry: a result that is an exception is raised to its caller
-        alone; an exception from ``send`` is raised to every caller of the batch. A caller cancelled while it waits stops waiting; its
-        entry was, or will be, sent all the same (as a request already written)."""
+                     count: int = 1, count_max: int, size: int = 0, size_max: int = 0) -> Any:
+        """Add ``entry`` to ``key``'s batch leaving next (a new one if it would pass ``count_max`` of what
+        ``count`` counts, messages say, or ``size_max`` of what ``size`` counts) and wait for its result.
+        ``send(batch)``, run from a task of the client's task group, returns one result per entry: a result that is
+        an exception is raised to its caller alone; an exception from ``send`` is raised to every caller of the
+        batch. A caller cancelled while it waits stops waiting; its entry was, or will be, sent all the same (as a
+        request already written)."""
         b = self._open.get(key)
-        if b is None or len(b.entries) >= entries_max or b.size + size > size_max:
+        if b is None or b.count + count > count_max or b.size + size > size_max:
             b = self._open[key] = Batch(key)
             self._tg.start_soon(self._run, key, b, send)
         i = len(b.entries)
         b.entries.append(entry)
+        b.count += count
         b.size += size
         try:
             await b.done.wait()

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["Queue", "QueueInfo", "QueueMessage", "SendResult", "queue_attributes_body"]
 
 # the protocol's bounds (docs/protocol.md "Queues"), which gathered calls keep to
-BATCH_ENTRIES_MAX = 10  # entries of a send, delete or change-visibility batch, as SQS
+# entries of a send, delete or change-visibility batch request where the broker's hello does not say
+# (limits.queue_batch_entries_max; this broker takes 1,000): SQS's 10
+BATCH_ENTRIES_MAX = 10
 BATCH_BYTES_MAX = 1_048_576  # a send batch's bodies and attributes together
 RECEIVE_MESSAGES_MAX = 1000  # messages one receive asks for
 FIFO_SUFFIX = ".fifo"
@@ -139,37 +141,17 @@ class Queue:
         ``InvalidParameterValueError``, ``MissingParameterError``.
 
         Sends that tasks of this client make together (in one turn of the event loop) leave as one batch request
-        of up to 10 (docs/queues.md "Gathered calls"); each still gets its own answer or error."""
-        entry = _send_body(body, attributes, delay_s, group_id, dedup_id)
-        size = _entry_size(entry)
-        if size > BATCH_BYTES_MAX:  # too big to share a batch: a request of its own
-            return (await self._send_entries([entry], batch_request=False))[0]
-        return await self.client._gathering.submit(("send", self.name), self._send_gathered, entry,
-                                                   entries_max=BATCH_ENTRIES_MAX, size=size,
-                                                   size_max=BATCH_BYTES_MAX)
-
-    async def _send_gathered(self, batch: Batch[dict[str, Any]]) -> list[SendResult | MillpondError]:
-        return await self._send_entries(batch.entries, batch_request=len(batch.entries) > 1)
-
-    async def _send_entries(self, entries: list[dict[str, Any]], *,
-                            batch_request: bool) -> list[SendResult | MillpondError]:
-        """One request for ``entries`` (send's maps): send_message_batch, or send_message for one entry. Per-entry
-        errors are returned; an error of the whole request (a retriable one, an unknown queue) is raised."""
-        if not batch_request:
-            answer = await self.client.request("send_message", entries[0] | {"queue": self.name})
-            return [SendResult(answer["message_id"], answer["sequence_number"])]
-        answer = await self.client.request("send_message_batch", {
-            "queue": self.name, "entries": [e | {"id": str(i)} for i, e in enumerate(entries)]})
-        out: list[SendResult | MillpondError] = [MillpondError("no answer")] * len(entries)
-        for s in answer["successful"]:
-            out[int(s["id"])] = SendResult(s["message_id"], s["sequence_number"])
-        for f in answer["failed"]:
-            out[int(f["id"])] = _failure(f)
-        return out
+        (docs/queues.md "Gathered calls"); each still gets its own answer or error."""
+        [result] = await self._send([_send_body(body, attributes, delay_s, group_id, dedup_id)], single=True)
+        if isinstance(result, MillpondError):
+            raise result
+        return result
 
     async def send_batch(self, messages: Iterable[bytes | dict[str, Any]]) -> list[SendResult | MillpondError]:
-        """Send 1-10 messages in one request (as SQS SendMessageBatch): each a body, or a dict of ``send``'s
-        keywords with ``body``. Returns, in order, a ``SendResult`` or the error refusing that message."""
+        """Send 1-1,000 messages (SQS: 1-10), at most 1 MiB together, in one request (as SQS SendMessageBatch):
+        each a body, or a dict of ``send``'s keywords with ``body``. Returns, in order, a ``SendResult`` or the
+        error refusing that message. Batches sent together by tasks of this client may share a request
+        (docs/queues.md "Gathered calls")."""
         entries = []
         for i, m in enumerate(messages):
             m = dict(m) if isinstance(m, Mapping) else {"body": m}
@@ -178,7 +160,43 @@ class Queue:
                                 "keywords with 'body')")
             entries.append(_send_body(m.pop("body"), m.pop("attributes", None), m.pop("delay_s", None),
                                       m.pop("group_id", None), m.pop("dedup_id", None), **m))
-        return await self._send_entries(entries, batch_request=True)
+        return await self._send(entries, single=False)
+
+    async def _send(self, entries: list[dict[str, Any]], *, single: bool) -> list[SendResult | MillpondError]:
+        size = sum(_entry_size(e) for e in entries)
+        call = _Call(entries, single)
+        most = self._entries_max()
+        if not 1 <= len(entries) <= most or size > BATCH_BYTES_MAX or not all(map(_plain, entries)):
+            return (await self._send_calls([call]))[0]  # cannot share a request: alone; the broker says what is wrong
+        return await self.client._gathering.submit(("send", self.name), self._send_gathered, call,
+                                                   count=len(entries), count_max=most, size=size,
+                                                   size_max=BATCH_BYTES_MAX)
+
+    def _entries_max(self) -> int:
+        """Entries one batch request may carry: what the broker announced (SQS's 10 if it did not)."""
+        conn = self.client._conn
+        limits = None if conn is None else conn.protocol.limits
+        return BATCH_ENTRIES_MAX if limits is None else limits.queue_batch_entries_max
+
+    async def _send_gathered(self, batch: Batch[_Call]) -> list[list[SendResult | MillpondError]]:
+        return await self._send_calls(batch.entries)
+
+    async def _send_calls(self, calls: list[_Call]) -> list[list[SendResult | MillpondError]]:
+        """One request for the calls' entries (send's maps): send_message for a lone ``send``, else
+        send_message_batch. Per-entry results per call; an error of the whole request (a retriable one, an
+        unknown queue) is raised."""
+        if len(calls) == 1 and calls[0].single:
+            answer = await self.client.request("send_message", calls[0].items[0] | {"queue": self.name})
+            return [[SendResult(answer["message_id"], answer["sequence_number"])]]
+        entries = [e for c in calls for e in c.items]
+        answer = await self.client.request("send_message_batch", {
+            "queue": self.name, "entries": [e | {"id": str(i)} for i, e in enumerate(entries)]})
+        out: list[SendResult | MillpondError] = [MillpondError("no answer")] * len(entries)
+        for r in answer["successful"]:
+            out[int(r["id"])] = SendResult(r["message_id"], r["sequence_number"])
+        for f in answer["failed"]:
+            out[int(f["id"])] = _failure(f)
+        return _split(out, calls)
 
     async def receive(self, max_messages: int = 1, *, wait_s: float | None = None,
                       visibility_timeout_s: float | None = None) -> list[QueueMessage]:
@@ -203,8 +221,8 @@ class Queue:
         deadline = None if wait_ms is None else time.monotonic() + wait_ms / 1000
         while True:
             got = await self.client._gathering.submit(("receive", self.name, wait_ms, vis_ms), self._receive_gathered,
-                                                      max_messages, entries_max=RECEIVE_MESSAGES_MAX,
-                                                      size=max_messages, size_max=RECEIVE_MESSAGES_MAX)
+                                                      max_messages, count=max_messages,
+                                                      count_max=RECEIVE_MESSAGES_MAX)
             if got is not None:
                 return got
             # the request's messages went to the callers before this one: wait on for what is left of wait_s
@@ -230,7 +248,7 @@ class Queue:
         any, when others got some, gets None (it asks again); what a caller that stopped waiting would have had is
         made receivable again at once."""
         _, _, wait_ms, vis_ms = batch.key
-        got = await self._receive(batch.size, None if wait_ms is None else wait_ms / 1000,
+        got = await self._receive(batch.count, None if wait_ms is None else wait_ms / 1000,
                                   None if vis_ms is None else vis_ms / 1000)
         if not got:
             return [[] for _ in batch.entries]
@@ -259,68 +277,76 @@ class Queue:
         conn = conn or self.client._conn
         if conn is None:
             return  # no connection: they come back when their visibility timeout ends
-        for i in range(0, len(handles), BATCH_ENTRIES_MAX):
+        most = BATCH_ENTRIES_MAX if conn.protocol.limits is None else conn.protocol.limits.queue_batch_entries_max
+        for i in range(0, len(handles), most):
             conn.send_later("change_visibility_batch",
-                            {"queue": self.name,
-                             "entries": _visibility_entries(handles[i:i + BATCH_ENTRIES_MAX], 0)})
+                            {"queue": self.name, "entries": _visibility_entries(handles[i:i + most], 0)})
 
     async def delete(self, message: QueueMessage | str) -> None:
         """Delete a received message by its receipt handle (as SQS DeleteMessage): the newest handle deletes it;
         again succeeds; an older one, after the message was received again, deletes nothing. Raises
         ``ReceiptHandleInvalidError``; on FIFO queues ``InvalidParameterValueError`` once its timeout ended.
-        Deletes made together leave as one batch request of up to 10 (docs/queues.md "Gathered calls")."""
-        await self.client._gathering.submit(("delete", self.name), self._delete_gathered, _handle(message),
-                                            entries_max=BATCH_ENTRIES_MAX)
-
-    async def _delete_gathered(self, batch: Batch[str]) -> list[MillpondError | None]:
-        if len(batch.entries) == 1:
-            await self.client.request("delete_message", {"queue": self.name, "receipt_handle": batch.entries[0]})
-            return [None]
-        return await self._delete_handles(batch.entries)
+        Deletes made together leave as one batch request (docs/queues.md "Gathered calls")."""
+        [error] = await self._settle("delete", [_handle(message)], None, single=True)
+        if error is not None:
+            raise error
 
     async def delete_batch(self, messages: Iterable[QueueMessage | str]) -> list[MillpondError | None]:
-        """Delete 1-10 messages in one request; returns, in order, None or the error refusing that one."""
-        return await self._delete_handles([_handle(m) for m in messages])
-
-    async def _delete_handles(self, handles: list[str]) -> list[MillpondError | None]:
-        entries = [{"id": str(i), "receipt_handle": h} for i, h in enumerate(handles)]
-        answer = await self.client.request("delete_message_batch", {"queue": self.name, "entries": entries})
-        out: list[MillpondError | None] = [None] * len(entries)
-        for f in answer["failed"]:
-            out[int(f["id"])] = _failure(f)
-        return out
+        """Delete 1-1,000 messages (SQS: 1-10) in one request; returns, in order, None or the error refusing that
+        one. Batches deleted together by tasks of this client may share a request."""
+        return await self._settle("delete", [_handle(m) for m in messages], None, single=False)
 
     async def change_visibility(self, message: QueueMessage | str, visibility_timeout_s: float) -> None:
         """Hide a received message for ``visibility_timeout_s`` (0-43,200) from now; 0 makes it receivable at once
         (as SQS ChangeMessageVisibility). Raises ``InvalidParameterValueError`` if the message was deleted.
-        Changes to the same timeout made together leave as one batch request of up to 10 (docs/queues.md
-        "Gathered calls")."""
+        Changes to the same timeout made together leave as one batch request (docs/queues.md "Gathered calls")."""
         ms = _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s")
-        await self.client._gathering.submit(("visibility", self.name, ms), self._visibility_gathered,
-                                            _handle(message), entries_max=BATCH_ENTRIES_MAX)
-
-    async def _visibility_gathered(self, batch: Batch[str]) -> list[MillpondError | None]:
-        ms = batch.key[2]
-        if len(batch.entries) == 1:
-            await self.client.request("change_visibility", {"queue": self.name, "receipt_handle": batch.entries[0],
-                                                            "visibility_timeout_ms": ms})
-            return [None]
-        return await self._change_visibility_handles(batch.entries, ms)
+        [error] = await self._settle("visibility", [_handle(message)], ms, single=True)
+        if error is not None:
+            raise error
 
     async def change_visibility_batch(self, messages: Iterable[QueueMessage | str],
                                       visibility_timeout_s: float) -> list[MillpondError | None]:
-        """``change_visibility`` for 1-10 messages in one request; returns, in order, None or the error refusing
-        that one."""
-        return await self._change_visibility_handles([_handle(m) for m in messages],
-                                                     _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s"))
+        """``change_visibility`` for 1-1,000 messages (SQS: 1-10) in one request; returns, in order, None or the
+        error refusing that one."""
+        ms = _seconds_to_ms(visibility_timeout_s, "visibility_timeout_s")
+        return await self._settle("visibility", [_handle(m) for m in messages], ms, single=False)
 
-    async def _change_visibility_handles(self, handles: list[str], ms: int) -> list[MillpondError | None]:
-        answer = await self.client.request("change_visibility_batch",
-                                           {"queue": self.name, "entries": _visibility_entries(handles, ms)})
+    async def _settle(self, kind: str, handles: list[str], ms: int | None, *,
+                      single: bool) -> list[MillpondError | None]:
+        """Deletes (``kind`` "delete") or visibility changes to ``ms``, gathered with those of other tasks."""
+        call = _Call(handles, single)
+        most = self._entries_max()
+        if not 1 <= len(handles) <= most or not all(isinstance(h, str) for h in handles):
+            return (await self._settle_calls(kind, ms, [call]))[0]  # alone: the broker says what is wrong
+        return await self.client._gathering.submit((kind, self.name, ms), self._settle_gathered, call,
+                                                   count=len(handles), count_max=most)
+
+    async def _settle_gathered(self, batch: Batch[_Call]) -> list[list[MillpondError | None]]:
+        kind, _, ms = batch.key
+        return await self._settle_calls(kind, ms, batch.entries)
+
+    async def _settle_calls(self, kind: str, ms: int | None, calls: list[_Call]) -> list[list[MillpondError | None]]:
+        """One request for the calls' receipt handles: delete_message / change_visibility for a lone single call,
+        else the batch request; per-entry errors per call."""
+        if len(calls) == 1 and calls[0].single:
+            body = {"queue": self.name, "receipt_handle": calls[0].items[0]}
+            if kind == "delete":
+                await self.client.request("delete_message", body)
+            else:
+                await self.client.request("change_visibility", body | {"visibility_timeout_ms": ms})
+            return [[None]]
+        handles = [h for c in calls for h in c.items]
+        if kind == "delete":
+            answer = await self.client.request("delete_message_batch", {
+                "queue": self.name, "entries": [{"id": str(i), "receipt_handle": h} for i, h in enumerate(handles)]})
+        else:
+            answer = await self.client.request("change_visibility_batch",
+                                               {"queue": self.name, "entries": _visibility_entries(handles, ms)})
         out: list[MillpondError | None] = [None] * len(handles)
         for f in answer["failed"]:
             out[int(f["id"])] = _failure(f)
-        return out
+        return _split(out, calls)
 
     def worker(self, handler: Callable[[Any], Any], **options: Any) -> Worker:
         """A worker runner on this queue, as Lambda's SQS trigger: ``async with q.worker(handler, ...) as w:``
@@ -386,6 +412,36 @@ class Queue:
         redrive policy."""
         return parse_queue_info(await self.client.request(
             "set_queue_attributes", queue_attributes_body(attrs) | {"name": self.name}))
+
+
+class _Call:
+    """One caller's share of a gathered request: its entries (send maps or receipt handles), and whether it was a
+    single-message call (``send``, ``delete``, ``change_visibility``), which alone goes as the single request."""
+
+    __slots__ = ("items", "single")
+
+    def __init__(self, items: list[Any], single: bool) -> None:
+        self.items = items
+        self.single = single
+
+
+def _split(results: list[Any], calls: list[_Call]) -> list[list[Any]]:
+    """A gathered request's per-entry results, cut back into each call's."""
+    out, i = [], 0
+    for c in calls:
+        out.append(results[i:i + len(c.items)])
+        i += len(c.items)
+    return out
+
+
+def _plain(entry: dict[str, Any]) -> bool:
+    """A send entry whose fields have the types the protocol takes, so the broker can only refuse it alone (an
+    entry of the wrong shape would make it refuse the whole request: such a call is not gathered)."""
+    attributes = entry.get("attributes", {})
+    return (isinstance(attributes, dict)
+            and all(isinstance(k, str) and isinstance(v, (str, int, float, bytes)) and not isinstance(v, bool)
+                    for k, v in attributes.items())
+            and isinstance(entry.get("group_id", ""), str) and isinstance(entry.get("dedup_id", ""), str))
 
 
 def _visibility_entries(handles: list[str], visibility_timeout_ms: int | None) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from millpond.broker.core.log.api import LogApi, partition_key
 from millpond.broker.core.log.internal import CHECKPOINT_BACKGROUND_INTERVAL_S
 from millpond.broker.core.outcomes import Answer, Context, Job, Outcome
 from millpond.broker.core.queues.api import QueueApi
+from millpond.broker.core.queues.attributes import BATCH_ENTRIES_MAX
 from millpond.broker.core.queues.push import PushApi
 from millpond.broker.wire.errors import InvalidConfigError, UnknownApiError
 
@@ -47,6 +48,7 @@ class BrokerLimits:
     requests_in_flight_max: int
     partitions_max: int
     fetch_bytes_max: int
+    queue_batch_entries_max: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,8 @@ class Engine:
     def _hello(self, req: Hello, ctx: Context) -> Outcome:
         c = self.config
         return Answer(BrokerInfo(__version__, c.fsync, BrokerLimits(
-            c.frame_bytes_max, c.batch_bytes_max, c.requests_in_flight_max, c.partitions_max, c.fetch_bytes_max)))
+            c.frame_bytes_max, c.batch_bytes_max, c.requests_in_flight_max, c.partitions_max, c.fetch_bytes_max,
+            BATCH_ENTRIES_MAX)))
 
     def _partition_count(self, topic: str) -> int | None:
         t = self.log.topics.get(topic)

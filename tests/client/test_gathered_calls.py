@@ -4,11 +4,13 @@
 # counting the requests the broker served.
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import trio
 
 from millpond.broker.wire.errors import MillpondError
+from millpond.client import SendResult
 from millpond.client._gather import Batch, Gathering
 from millpond.client.errors import InvalidParameterValueError, ReceiptHandleInvalidError, UnknownQueueError
 
@@ -39,7 +41,7 @@ async def test_calls_of_one_turn_share_a_batch_bounded_by_entries_and_size():
 
     async def call(g: Gathering, i: int, size: int) -> None:
         order.append((i, size))  # the order the scheduler ran the callers in
-        results[i] = await g.submit("k", send, i, entries_max=4, size=size, size_max=10)
+        results[i] = await g.submit("k", send, i, count_max=4, size=size, size_max=10)
 
     async with trio.open_nursery() as nursery:
         g = Gathering(nursery)
@@ -69,7 +71,7 @@ async def test_an_entry_error_reaches_its_caller_alone_and_a_request_error_every
 
     async def call(g: Gathering, i: int) -> None:
         try:
-            outcomes[i] = await g.submit(("k", i // 10), send, i % 10 if i < 90 else 99, entries_max=10)
+            outcomes[i] = await g.submit(("k", i // 10), send, i % 10 if i < 90 else 99, count_max=10)
         except MillpondError as exc:
             outcomes[i] = exc
 
@@ -100,7 +102,7 @@ async def test_a_caller_cancelled_while_it_waits_is_marked_gone_and_the_others_g
 
         async def call(e: str, scope: trio.CancelScope) -> None:
             with scope:
-                got[e] = await g.submit("k", send, e, entries_max=10)
+                got[e] = await g.submit("k", send, e, count_max=10)
 
         scopes = {e: trio.CancelScope() for e in "abc"}
         for e in "abc":
@@ -118,15 +120,34 @@ async def test_concurrent_sends_deletes_and_receives_leave_as_batch_requests(bro
     q = client.queue("gathered")
     before = broker.loop.requests
     results: dict[int, Any] = {}
+    batches: dict[int, list[Any]] = {}
 
     async def send(i: int) -> None:
         results[i] = await q.send(b"m%d" % i, attributes={"i": i})
 
+    async def send_batch(k: int) -> None:
+        batches[k] = await q.send_batch([b"b%d-%d" % (k, j) for j in range(10)])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(25):
+            nursery.start_soon(send, i)
+        for k in range(3):
+            nursery.start_soon(send_batch, k)
+    assert broker.loop.requests - before == 1  # 55 messages in one request
+    assert sorted(len(b) for b in batches.values()) == [10, 10, 10]
+    assert all(type(r) is SendResult for b in batches.values() for r in b)
+    assert len({r.message_id for b in batches.values() for r in b} | {r.message_id for r in results.values()}) == 55
+    await q.purge()
+
+    # a broker that announces SQS's 10 entries a batch (or none): requests of 10 at most
+    limits = client._conn.protocol.limits
+    client._conn.protocol.limits = dataclasses.replace(limits, queue_batch_entries_max=10)
+    before = broker.loop.requests
     async with trio.open_nursery() as nursery:
         for i in range(25):
             nursery.start_soon(send, i)
     assert broker.loop.requests - before == 3  # 10 + 10 + 5
-    assert len({r.message_id for r in results.values()}) == 25
+    client._conn.protocol.limits = limits
 
     before = broker.loop.requests
     got: dict[int, list[Any]] = {}
@@ -149,7 +170,7 @@ async def test_concurrent_sends_deletes_and_receives_leave_as_batch_requests(bro
             nursery.start_soon(q.change_visibility, m, 0.0)
         for m in messages[12:]:
             nursery.start_soon(q.delete, m)
-    assert broker.loop.requests - before == 4  # visibility 10 + 2, deletes 10 + 3
+    assert broker.loop.requests - before == 2  # the 12 visibility changes, the 13 deletes
     info = await q.attributes()
     assert (info.messages_visible, info.messages_in_flight) == (12, 0)
 
@@ -177,6 +198,12 @@ async def test_a_gathered_callers_error_is_its_own_and_the_others_succeed(client
         nursery.start_soon(lambda: send("late", delay_s=5.0))
     assert outcome["good"].message_id and outcome["late"].message_id
     assert type(outcome["bad"]) is InvalidParameterValueError and "AWS." in outcome["bad"].message
+    # an entry of a shape the broker refuses the whole request for goes alone: the others are not refused with it
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, "good again")
+        nursery.start_soon(lambda: send("shapeless", attributes={"a": [1, 2]}, group_id=7))
+    assert outcome["good again"].message_id
+    assert isinstance(outcome["shapeless"], MillpondError) and "attributes" in outcome["shapeless"].message
     [m] = await q.receive(1, wait_s=0.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(delete, "kept", m.receipt_handle)

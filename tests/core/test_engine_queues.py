@@ -108,7 +108,11 @@ def test_batches_answer_per_entry_and_refuse_a_malformed_batch_whole(never):
     done = answer(never, DeleteMessageBatch("q", (DeleteEntry("x", got[0].receipt_handle), DeleteEntry("y", "bad"))))
     assert done.successful == ("x",) and [(f.id, f.name) for f in done.failed] == [("y", "RECEIPT_HANDLE_INVALID")]
     assert type(done) is BatchDone
-    for entries, match in [((), "1-10 entries"), (tuple(SendEntry(str(i), b"x") for i in range(11)), "1-10"),
+    # up to 1,000 entries a batch (SQS: 10)
+    assert len(answer(never, SendMessageBatch("q", tuple(SendEntry(str(i), b"x") for i in range(1000)))).successful) \
+        == 1000
+    for entries, match in [((), "1-1000 entries, got 0"),
+                           (tuple(SendEntry(str(i), b"x") for i in range(1001)), "1-1000 entries, got 1001"),
                            ((SendEntry("a", b"x"), SendEntry("a", b"y")), "distinct"),
                            ((SendEntry("no space", b"x"),), "entry id")]:
         with pytest.raises(InvalidRequestError, match=match):

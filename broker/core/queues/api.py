@@ -401,8 +401,8 @@ class QueueApi:
         return self._admitted(ctx, req.queue, 1, message_size(req.body, req.attributes or {}), go)
 
     def send_batch(self, req: SendMessageBatch, ctx: Context) -> Outcome:
-        """As SQS SendMessageBatch: 1-10 entries with distinct ids, at most 1 MiB together; then an answer per
-        entry (a refused entry does not stop the others)."""
+        """As SQS SendMessageBatch: 1-1,000 entries (SQS: 10) with distinct ids, at most 1 MiB together; then an
+        answer per entry (a refused entry does not stop the others)."""
         self.manager.queue(req.queue, ctx.now)
         _check_batch("send_message_batch", [e.id for e in req.entries])
         total = sum(message_size(e.body, e.attributes or {}) for e in req.entries)
@@ -517,7 +517,7 @@ def _task_info(t: MoveTask) -> MoveTaskInfo:
 
 
 def _check_batch(api: str, ids: list[str]) -> None:
-    """1-10 entries with distinct valid ids (as SQS EmptyBatchRequest, TooManyEntriesInBatchRequest,
+    """1-1,000 entries (SQS: 1-10) with distinct valid ids (as SQS EmptyBatchRequest, TooManyEntriesInBatchRequest,
     BatchEntryIdsNotDistinct, InvalidBatchEntryId): a whole batch refused."""
     if not 1 <= len(ids) <= BATCH_ENTRIES_MAX:
         raise InvalidRequestError(f"{api}: a batch has 1-{BATCH_ENTRIES_MAX} entries, got {len(ids)}",

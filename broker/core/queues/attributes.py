@@ -22,7 +22,7 @@ DEDUP_WINDOW_S = 300.0  # 5 min, as SQS MessageDeduplicationId
 ATTRIBUTES_PER_MESSAGE_MAX = 10  # as SQS message attributes
 ATTRIBUTE_NAME_CHARS_MAX = 256
 ID_CHARS_MAX = 128  # group ids and deduplication ids, as SQS MessageGroupId / MessageDeduplicationId
-BATCH_ENTRIES_MAX = 10  # as SQS SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch
+BATCH_ENTRIES_MAX = 1000  # a send, delete or visibility batch's entries (SQS: 10; docs/queues.md)
 BATCH_ENTRY_ID_CHARS_MAX = 80
 BATCH_BYTES_MAX = 1_048_576  # a send batch's bodies and attributes together, as SQS SendMessageBatch
 
