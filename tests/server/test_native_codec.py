@@ -123,11 +123,11 @@ def test_a_fetch_is_fitted_to_the_largest_answer_the_client_accepts(codec):
 
 
 def test_answers_encode_as_the_protocols_maps(codec):
-    info = BrokerInfo("0.1.0", "always", BrokerLimits(1, 2, 3, 4, 5))
+    info = BrokerInfo("0.1.0", "always", BrokerLimits(1, 2, 3, 4, 5, 6))
     assert decoded(codec.encode(1, info)) == (1, 0, {
         "protocol_version": 1, "broker_version": "0.1.0", "fsync": "always",
         "limits": {"frame_bytes_max": 1, "batch_bytes_max": 2, "requests_in_flight_max": 3, "partitions_max": 4,
-                   "fetch_bytes_max": 5}})
+                   "fetch_bytes_max": 5, "queue_batch_entries_max": 6}})
     beat = HeartbeatAnswer("m", 3, (TopicPartition("t", 0),), MemberState.STABLE, 1.5)
     assert decoded(codec.encode(2, beat)) == (2, 0, {"member_id": "m", "member_epoch": 3, "assignment": [["t", 0]],
                                                      "state": "stable", "heartbeat_interval_ms": 1500})
