@@ -275,6 +275,10 @@ class Connection:
         try:
             with self._move_on_after(timeout_s if timeout_s is not None else math.inf):
                 await slot.event.wait()
+        except BaseException:
+            if on_late is not None and slot.response is not None:
+                on_late(slot.response)  # answered, but its caller left before taking it (asyncio can do that)
+            raise
         finally:
             if self._slots.pop(cid, None) is not None:
                 if on_late is None:

@@ -48,13 +48,15 @@ class Gathering:
         self._open: dict[Any, Batch[Any]] = {}
 
     async def submit(self, key: Any, send: Callable[[Batch[E]], Awaitable[list[Any]]], entry: E, *,
-                     count: int = 1, count_max: int, size: int = 0, size_max: int = 0) -> Any:
+                     count: int = 1, count_max: int, size: int = 0, size_max: int = 0,
+                     lost: Callable[[Any], None] | None = None) -> Any:
         """Add ``entry`` to ``key``'s batch leaving next (a new one if it would pass ``count_max`` of what
         ``count`` counts, messages say, or ``size_max`` of what ``size`` counts) and wait for its result.
         ``send(batch)``, run from a task of the client's task group, returns one result per entry: a result that is
         an exception is raised to its caller alone; an exception from ``send`` is raised to every caller of the
         batch. A caller cancelled while it waits stops waiting; its entry was, or will be, sent all the same (as a
-        request already written)."""
+        request already written); one cancelled after its result came but before it took it (asyncio can do that)
+        has that result handed to ``lost``."""
         b = self._open.get(key)
         if b is None or b.count + count > count_max or b.size + size > size_max:
             b = self._open[key] = Batch(key)
@@ -66,7 +68,10 @@ class Gathering:
         try:
             await b.done.wait()
         except BaseException:
-            b.gone.add(i)
+            if not b.done.is_set():
+                b.gone.add(i)
+            elif lost is not None and b.error is None and not isinstance(b.results[i], BaseException):
+                lost(b.results[i])
             raise
         if b.error is not None:
             raise _copy(b.error)

@@ -222,7 +222,7 @@ class Queue:
         while True:
             got = await self.client._gathering.submit(("receive", self.name, wait_ms, vis_ms), self._receive_gathered,
                                                       max_messages, count=max_messages,
-                                                      count_max=RECEIVE_MESSAGES_MAX)
+                                                      count_max=RECEIVE_MESSAGES_MAX, lost=self._release_taken)
             if got is not None:
                 return got
             # the request's messages went to the callers before this one: wait on for what is left of wait_s
@@ -271,6 +271,11 @@ class Queue:
         except Exception:  # an error answer: nothing was taken
             return
         self._release([m["receipt_handle"] for m in messages], conn)
+
+    def _release_taken(self, messages: list[QueueMessage] | None) -> None:
+        """What a gathered receive got for a caller that left before taking it: receivable again at once."""
+        if messages:
+            self._release([m.receipt_handle for m in messages])
 
     def _release(self, handles: list[str], conn: Any = None) -> None:
         """Make received messages receivable again at once, nobody waiting for the answer."""
@@ -434,13 +439,16 @@ def _split(results: list[Any], calls: list[_Call]) -> list[list[Any]]:
     return out
 
 
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1  # the integers msgpack encodes
+
+
 def _plain(entry: dict[str, Any]) -> bool:
     """A send entry whose fields have the types the protocol takes, so the broker can only refuse it alone (an
     entry of the wrong shape would make it refuse the whole request: such a call is not gathered)."""
     attributes = entry.get("attributes", {})
     return (isinstance(attributes, dict)
             and all(isinstance(k, str) and isinstance(v, (str, int, float, bytes)) and not isinstance(v, bool)
-                    for k, v in attributes.items())
+                    and (not isinstance(v, int) or _INT_MIN <= v <= _INT_MAX) for k, v in attributes.items())
             and isinstance(entry.get("group_id", ""), str) and isinstance(entry.get("dedup_id", ""), str))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
 import trio
 
 from millpond.broker.wire.errors import MillpondError
@@ -183,7 +184,7 @@ async def test_a_gathered_callers_error_is_its_own_and_the_others_succeed(client
     async def send(name: str, **options: Any) -> None:
         try:
             outcome[name] = await q.send(b"x", **options)
-        except MillpondError as exc:
+        except (MillpondError, OverflowError) as exc:
             outcome[name] = exc
 
     async def delete(name: str, handle: str) -> None:
@@ -204,6 +205,13 @@ async def test_a_gathered_callers_error_is_its_own_and_the_others_succeed(client
         nursery.start_soon(lambda: send("shapeless", attributes={"a": [1, 2]}, group_id=7))
     assert outcome["good again"].message_id
     assert isinstance(outcome["shapeless"], MillpondError) and "attributes" in outcome["shapeless"].message
+    # an integer the protocol cannot carry fails its own call in the client, not the request it would have shared
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, "good once more")
+        nursery.start_soon(lambda: send("too big", attributes={"n": 2**64}))
+        nursery.start_soon(lambda: send("too small", attributes={"n": -2**64}))
+    assert outcome["good once more"].message_id
+    assert type(outcome["too big"]) is OverflowError and type(outcome["too small"]) is OverflowError
     [m] = await q.receive(1, wait_s=0.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(delete, "kept", m.receipt_handle)
@@ -261,3 +269,31 @@ async def test_a_fifo_queues_receives_are_not_gathered_so_a_group_never_splits_b
     assert broker.loop.requests - before == 2
     # the group has a message in flight: the other receive gets nothing, as SQS
     assert sorted([m.body for m in g] for g in got) == [[], [b"g1-m1"]]
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_result_its_caller_left_before_taking_goes_to_lost(backend):
+    # a caller cancelled after its batch was answered but before it resumed (asyncio does that when a timeout
+    # and the answer meet): its result is handed to ``lost`` (a receive releases the messages), not dropped
+    import anyio
+
+    async def main() -> tuple[list[Any], list[str]]:
+        lost: list[Any] = []
+        outcomes: list[str] = []
+        async with anyio.create_task_group() as tg:
+            g = Gathering(tg)
+            scope = anyio.CancelScope()
+
+            async def send(batch: Batch[str]) -> list[Any]:
+                scope.cancel()  # the caller is cancelled while this answer is on its way back to it
+                return [f"taken by {e}" for e in batch.entries]
+
+            async def caller() -> None:
+                with scope:
+                    outcomes.append(await g.submit("k", send, "one", count_max=10, lost=lost.append))
+                outcomes.append("cancelled" if scope.cancel_called else "returned")
+
+            tg.start_soon(caller)
+        return lost, outcomes
+
+    assert anyio.run(main, backend=backend) == (["taken by one"], ["cancelled"])
