@@ -80,7 +80,8 @@ class ClientProtocol:
             batch_bytes_max=int(lim["batch_bytes_max"]),
             requests_in_flight_max=int(lim["requests_in_flight_max"]),
             partitions_max=int(lim["partitions_max"]),
-            queue_batch_entries_max=int(lim.get("queue_batch_entries_max", 10)),
+            **({"queue_batch_entries_max": int(lim["queue_batch_entries_max"])}
+               if "queue_batch_entries_max" in lim else {}),  # an older broker: BrokerLimits' default, SQS's
         )
         self.broker_version = body.get("broker_version")
         return self.limits

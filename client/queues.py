@@ -12,6 +12,7 @@ from millpond.broker.wire.errors import MillpondError, from_wire
 from millpond.client._gather import Batch
 from millpond.client._protocol import _seconds_to_ms
 from millpond.client._seconds import seconds_api
+from millpond.client.types import BrokerLimits
 
 if TYPE_CHECKING:
     from millpond.client._client import Client
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["Queue", "QueueInfo", "QueueMessage", "SendResult", "queue_attributes_body"]
 
 # the protocol's bounds (docs/protocol.md "Queues"), which gathered calls keep to
-# entries of a send, delete or change-visibility batch request where the broker's hello does not say
-# (limits.queue_batch_entries_max; this broker takes 1,000): SQS's 10
-BATCH_ENTRIES_MAX = 10
 BATCH_BYTES_MAX = 1_048_576  # a send batch's bodies and attributes together
 RECEIVE_MESSAGES_MAX = 1000  # messages one receive asks for
 FIFO_SUFFIX = ".fifo"
@@ -165,18 +163,12 @@ class Queue:
     async def _send(self, entries: list[dict[str, Any]], *, single: bool) -> list[SendResult | MillpondError]:
         size = sum(_entry_size(e) for e in entries)
         call = _Call(entries, single)
-        most = self._entries_max()
+        most = batch_entries_max(self.client._conn)
         if not 1 <= len(entries) <= most or size > BATCH_BYTES_MAX or not all(map(_plain, entries)):
             return (await self._send_calls([call]))[0]  # cannot share a request: alone; the broker says what is wrong
         return await self.client._gathering.submit(("send", self.name), self._send_gathered, call,
                                                    count=len(entries), count_max=most, size=size,
                                                    size_max=BATCH_BYTES_MAX)
-
-    def _entries_max(self) -> int:
-        """Entries one batch request may carry: what the broker announced (SQS's 10 if it did not)."""
-        conn = self.client._conn
-        limits = None if conn is None else conn.protocol.limits
-        return BATCH_ENTRIES_MAX if limits is None else limits.queue_batch_entries_max
 
     async def _send_gathered(self, batch: Batch[_Call]) -> list[list[SendResult | MillpondError]]:
         return await self._send_calls(batch.entries)
@@ -282,7 +274,7 @@ class Queue:
         conn = conn or self.client._conn
         if conn is None:
             return  # no connection: they come back when their visibility timeout ends
-        most = BATCH_ENTRIES_MAX if conn.protocol.limits is None else conn.protocol.limits.queue_batch_entries_max
+        most = batch_entries_max(conn)
         for i in range(0, len(handles), most):
             conn.send_later("change_visibility_batch",
                             {"queue": self.name, "entries": _visibility_entries(handles[i:i + most], 0)})
@@ -321,7 +313,7 @@ class Queue:
                       single: bool) -> list[MillpondError | None]:
         """Deletes (``kind`` "delete") or visibility changes to ``ms``, gathered with those of other tasks."""
         call = _Call(handles, single)
-        most = self._entries_max()
+        most = batch_entries_max(self.client._conn)
         if not 1 <= len(handles) <= most or not all(isinstance(h, str) for h in handles):
             return (await self._settle_calls(kind, ms, [call]))[0]  # alone: the broker says what is wrong
         return await self.client._gathering.submit((kind, self.name, ms), self._settle_gathered, call,
@@ -417,6 +409,16 @@ class Queue:
         redrive policy."""
         return parse_queue_info(await self.client.request(
             "set_queue_attributes", queue_attributes_body(attrs) | {"name": self.name}))
+
+
+def batch_entries_max(conn: Any) -> int:
+    """Entries one send, delete or change-visibility batch request may carry on ``conn``: what its broker announced
+    at the handshake (``BrokerLimits.queue_batch_entries_max``; SQS's 10 where it did not say, or before)."""
+    limits = None if conn is None else conn.protocol.limits
+    return (limits or _NO_LIMITS).queue_batch_entries_max
+
+
+_NO_LIMITS = BrokerLimits(0, 0, 0, 0)  # its queue_batch_entries_max: the default, SQS's
 
 
 class _Call:

@@ -29,7 +29,7 @@ class BrokerLimits:
     batch_bytes_max: int
     requests_in_flight_max: int
     partitions_max: int
-    queue_batch_entries_max: int = 10  # entries of a queue batch request (a broker that does not say: SQS's 10)
+    queue_batch_entries_max: int = 10  # entries of a queue batch request; a broker that does not say: SQS's 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ import anyio
 
 from millpond.broker.wire.errors import MillpondError, UnknownQueueError
 
-from millpond.client.queues import QueueMessage
+from millpond.client.queues import QueueMessage, batch_entries_max
 from millpond.client._seconds import require_number, seconds_api
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ __all__ = ["Worker", "WorkerStatistics", "failed_ids"]
 
 log = logging.getLogger("millpond.client.worker")
 
-BATCH_ENTRIES_MAX = 10  # a delete or visibility batch request's entries (as SQS)
 RECEIVE_MAX = 1000  # one receive request's messages
 VISIBILITY_MAX_S = 43_200.0
 RELEASE_TIMEOUT_S = 10.0  # how long a stopping worker tries to make what it holds visible again
@@ -302,14 +301,14 @@ class Worker:
         vt = self.visibility_timeout_s or 30.0
         while True:
             await anyio.sleep(vt / 2)
-            for chunk in _chunks([m for m in got if m.receipt_handle in self._held]):
+            for chunk in self._chunks([m for m in got if m.receipt_handle in self._held]):
                 try:
                     await self.queue.change_visibility_batch(chunk, vt)
                 except MillpondError as exc:
                     log.warning("worker on %s: heartbeat failed (%s)", self.queue.name, exc)
 
     async def _settle(self, ok: list[QueueMessage], failed: list[QueueMessage]) -> None:
-        for chunk in _chunks(ok):
+        for chunk in self._chunks(ok):
             try:
                 errors = await self.queue.delete_batch(chunk)
             except MillpondError as exc:  # they come back after their timeout and are handled again
@@ -330,7 +329,7 @@ class Worker:
             self._held.pop(m.receipt_handle, None)
 
     async def _release(self, msgs: list[QueueMessage]) -> None:
-        for chunk in _chunks(msgs):
+        for chunk in self._chunks(msgs):
             try:
                 errors = await self.queue.change_visibility_batch(chunk, 0.0)
                 self._released += sum(e is None for e in errors)
@@ -339,17 +338,17 @@ class Worker:
             for m in chunk:
                 self._held.pop(m.receipt_handle, None)
 
+    def _chunks(self, msgs: Iterable[QueueMessage]) -> list[list[QueueMessage]]:
+        """``msgs`` cut into batch requests of the broker's bound."""
+        msgs, most = list(msgs), batch_entries_max(self.queue.client._conn)
+        return [msgs[i:i + most] for i in range(0, len(msgs), most)]
+
 
 async def _call(handler: Callable[[Any], Any], arg: Any) -> Any:
     result = handler(arg)
     if inspect.isawaitable(result):
         result = await result
     return result
-
-
-def _chunks(msgs: Iterable[QueueMessage]) -> list[list[QueueMessage]]:
-    msgs = list(msgs)
-    return [msgs[i:i + BATCH_ENTRIES_MAX] for i in range(0, len(msgs), BATCH_ENTRIES_MAX)]
 
 
 @seconds_api

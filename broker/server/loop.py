@@ -91,7 +91,7 @@ class RequestLoop:
         self._flush_done = trio.Event()
         self._flushing = False
         self.busy_poll_s = busy_poll_s
-        self._poll_clock = poll_clock  # wall time in seconds: it bounds the poll, which Trio's clock cannot
+        self._poll_clock = poll_clock  # wall time in seconds: bounds the poll and times sync plans, as Trio's cannot
         self._poll_until = 0.0  # _poll_clock time the busy poll runs to
         self._poll_wakeup: trio.Event | None = None  # set: the poller is (or is about to be) polling
         self.polling = False  # the busy poll is keeping the event loop from sleeping now
@@ -384,16 +384,14 @@ class RequestLoop:
             self.wake(self.engine.take_woken())  # a failed write of what the plan would have covered
             return
         try:
-            started = time.perf_counter()
+            took = [0.0]  # the plan's run time, seconds: the longest piece's in its thread, not the hand-back
             if (self.fsync == "always" and self.sync_time_s < SYNC_INLINE_S
                     and len(plan.parts) <= SYNC_INLINE_PARTS_MAX and not plan.whole_filesystem):
-                result = _call(plan.run)
-                took = time.perf_counter() - started
+                result = _call(_timed(plan, self._poll_clock, took))
             else:
                 result = await _run_pieces(plan.split(SYNC_THREADS if len(plan.parts) >= SYNC_SPLIT_MIN else 1),
-                                           timed := [0.0])
-                took = timed[0]
-            self.sync_time_s += SYNC_TIME_WEIGHT * (took - self.sync_time_s)
+                                           took, self._poll_clock)
+            self.sync_time_s += SYNC_TIME_WEIGHT * (took[0] - self.sync_time_s)
         except BaseException:
             plan.close()  # cancelled before it ran: give back its file descriptors
             raise
@@ -421,31 +419,33 @@ class RequestLoop:
                 "waiting": sum(len(v) for v in self._by_conn.values()), "polling": self.polling}
 
 
-async def _run_pieces(pieces: list[Any], took: list[float] | None = None) -> Any:
+async def _run_pieces(pieces: list[Any], took: list[float] | None = None,
+                      clock: Callable[[], float] = time.perf_counter) -> Any:
     """Run the pieces of a split sync plan in as many worker threads at once; the first error, else None.
-    ``took[0]``: set to the longest piece's run time in its thread, seconds (not the hand-back)."""
+    ``took[0]``: raised to the longest piece's run time in its thread, ``clock`` seconds (not the hand-back)."""
     took = [0.0] if took is None else took
-
-    def timed(piece: Any) -> Callable[[], Any]:
-        def run() -> Any:
-            started = time.perf_counter()
-            try:
-                return piece.run()
-            finally:
-                took[0] = max(took[0], time.perf_counter() - started)
-        return run
-
     if len(pieces) == 1:
-        return await _in_thread(timed(pieces[0]))
+        return await _in_thread(_timed(pieces[0], clock, took))
     results: list[Any] = [None] * len(pieces)
 
     async def run(i: int) -> None:
-        results[i] = await _in_thread(timed(pieces[i]))
+        results[i] = await _in_thread(_timed(pieces[i], clock, took))
 
     async with trio.open_nursery() as nursery:
         for i in range(len(pieces)):
             nursery.start_soon(run, i)
     return next((r for r in results if r is not None), None)
+
+
+def _timed(plan: Any, clock: Callable[[], float], took: list[float]) -> Callable[[], Any]:
+    """``plan.run``, raising ``took[0]`` to its run time if longer."""
+    def run() -> Any:
+        started = clock()
+        try:
+            return plan.run()
+        finally:
+            took[0] = max(took[0], clock() - started)
+    return run
 
 
 def _call(work: Callable[[], Any]) -> Any:

@@ -2,7 +2,7 @@
 # reached, a reset at once) or while they run: its reader, writer and busy poll end quietly. Under Trio the reader
 # waits on the raw socket, whose fd is -1 once closed: waiting on it raised ValueError, which took the client's
 # task group down (a `millpond consume --group` whose broker was killed ended in a traceback; a producer's watch
-# of its broker died with it).
+# of its broker died with it). Also a bare connection's waiting: an answer whose caller left before taking it.
 from __future__ import annotations
 
 import anyio
@@ -55,3 +55,34 @@ def test_a_reader_whose_connection_another_task_closes_ends_quietly(backend):
             await listener.aclose()
 
     assert anyio.run(main, backend=backend) == "closed by the client"
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_an_answer_whose_caller_left_before_taking_it_goes_to_on_late(backend):
+    # the caller's timeout and its answer meet: cancelled, then answered, before its task runs again (asyncio does
+    # that); the answer must reach on_late (a receive releases what it took), not be dropped with the caller
+    from millpond.client._protocol import Response
+
+    async def main() -> tuple[list, list]:
+        conn = Connection(None, ClientProtocol("test"), "nowhere")
+        slot = conn._queue(7, [], wake=False)
+        scope = anyio.CancelScope()
+        late: list = []
+        outcome: list = []
+
+        async def caller() -> None:
+            with scope:
+                outcome.append(await conn._wait(7, slot, 10.0, late.append))
+            outcome.append("cancelled" if scope.cancel_called else "returned")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+            answer = Response(7, 0, {"messages": ["m"]})
+            conn._slots.pop(7)  # as the reader hands an answer over
+            slot.response = answer
+            slot.event.set()
+        return [r.body for r in late], outcome
+
+    assert anyio.run(main, backend=backend) == ([{"messages": ["m"]}], ["cancelled"])

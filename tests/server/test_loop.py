@@ -342,21 +342,21 @@ async def test_a_change_made_while_waking_wakes_a_waiter_that_re_parked_before_i
 
 
 class Plan:
-    """A sync plan of ``parts`` files whose run takes ``run_s`` and notes the thread it ran in."""
+    """A sync plan of ``parts`` files whose run takes ``run_s`` of ``clock`` and notes the thread it ran in."""
 
     whole_filesystem = False
 
-    def __init__(self, parts: int, run_s: float, threads: list[int]):
+    def __init__(self, parts: int, run_s: float, threads: list[int], clock: list[float]):
         self.parts = [object()] * parts
         self.run_s = run_s
         self.threads = threads
+        self.clock = clock
 
     def run(self):
         import threading
-        import time
 
         self.threads.append(threading.get_ident())
-        time.sleep(self.run_s)
+        self.clock[0] += self.run_s
 
     def split(self, pieces):
         return [self]
@@ -375,15 +375,16 @@ async def test_a_quick_small_sync_plan_runs_on_the_loop_only_under_fsync_always_
     main = threading.get_ident()
     threads: list[int] = []
     plans: list[Plan] = []
+    now = [0.0]  # the loop's wall clock, seconds, moved only by the plans' runs
     engine = Engine({})
     engine.sync_plan = lambda: plans.pop(0) if plans else None
     engine.synced = lambda plan, error: set()
-    loop = RequestLoop(engine, Codec(), fsync=fsync, fsync_interval_s=1.0)
+    loop = RequestLoop(engine, Codec(), fsync=fsync, fsync_interval_s=1.0, poll_clock=lambda: now[0])
     await nursery.start(loop.run)
 
     async def flush(parts: int, run_s: float = 0.0) -> bool:
         """One plan through the loop; True if it ran on the loop's own thread."""
-        plans.append(Plan(parts, run_s, threads))
+        plans.append(Plan(parts, run_s, threads, now))
         await loop.flush()
         return threads[-1] == main
 
@@ -391,10 +392,9 @@ async def test_a_quick_small_sync_plan_runs_on_the_loop_only_under_fsync_always_
         assert [await flush(1), await flush(2)] == [False, False]
         return
     assert [await flush(1), await flush(2), await flush(3)] == [True, True, False]  # up to 2 files on the loop
-    assert await flush(1, run_s=0.03)  # quick until now: on the loop; the average is now above 1 ms
-    assert loop.sync_time_s > SYNC_INLINE_S
-    back = [await flush(1) for _ in range(30)]
-    assert back[0] is False  # slow lately: the next plans run in a worker thread
-    first = back.index(True)  # until their quick runs bring the average under 1 ms again
-    assert all(b is False for b in back[:first]) and all(back[first:])
-    assert 1 < first < 30
+    assert await flush(1, run_s=0.03)  # quick until now: on the loop
+    assert loop.sync_time_s == pytest.approx(0.2 * 0.03)  # the moving average, a fifth of each run
+    back = [await flush(1) for _ in range(12)]
+    # slow lately: worker threads, until their quick runs bring the average under 1 ms: 0.006 x 0.8^9 < 0.001
+    assert back == [False] * 9 + [True] * 3
+    assert loop.sync_time_s < SYNC_INLINE_S
